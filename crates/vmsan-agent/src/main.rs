@@ -1,0 +1,2 @@
+//! vmsan-agent: the guest agent (init + exec/pty/files server).
+fn main() {}

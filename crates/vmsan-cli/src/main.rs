@@ -1,0 +1,2 @@
+//! The `vmsan` command.
+fn main() {}

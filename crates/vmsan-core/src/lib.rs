@@ -1,0 +1,9 @@
+//! vmsan host library: state store, lifecycle, networking and images orchestration,
+//! guest agent access, snapshots and doctor.
+
+pub mod error;
+pub mod ids;
+pub mod validate;
+
+pub use error::{Error, ErrorCode, Result};
+pub use ids::{SnapshotId, VmId};

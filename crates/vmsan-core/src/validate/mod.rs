@@ -1,0 +1,1 @@
+//! Validation of user input (flags and arguments), shared by the CLI and any future API.
