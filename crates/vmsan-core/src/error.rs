@@ -232,7 +232,9 @@ impl ErrorCode {
         use ErrorCode::*;
         Some(match self {
             ValidationFlags => "These options are mutually exclusive.",
-            ValidationPolicyConflict => "deny-all blocks all traffic, so allow rules would never apply.",
+            ValidationPolicyConflict => {
+                "deny-all blocks all traffic, so allow rules would never apply."
+            }
             ValidationId => "Ids are checked against a strict pattern before they touch any path.",
             VmStateCorrupt => "The VM's state.json could not be parsed.",
             VmChrootNotFound => "The VM data may have been removed.",
@@ -264,9 +266,13 @@ impl ErrorCode {
             | ValidationEnv
             | ValidationPath => "Run the command with --help to see the accepted values.",
             ValidationPortConflict => "Choose another host port, or stop the VM that holds it.",
-            ValidationId => "Use the id exactly as `vmsan list` (or `vmsan snapshot list`) prints it.",
+            ValidationId => {
+                "Use the id exactly as `vmsan list` (or `vmsan snapshot list`) prints it."
+            }
             VmNotFound | VmStateNotFound => "Run `vmsan list` to see the VMs that exist.",
-            VmStateCorrupt => "Inspect the file, or remove the VM with `vmsan remove --force <id>`.",
+            VmStateCorrupt => {
+                "Inspect the file, or remove the VM with `vmsan remove --force <id>`."
+            }
             VmNotStopped => "Stop the VM first with `vmsan stop <id>`, or use --force (-f).",
             VmNotRunning => "Start the VM with `vmsan start <id>`.",
             VmNoAgentToken => "Recreate the VM; every VM vmsan creates gets an agent.",
@@ -287,8 +293,13 @@ impl ErrorCode {
             TimeoutSocket => "See `vmsan logs <id>`; Firecracker may have failed to start.",
             TimeoutLock => "Wait for the other vmsan command to finish, then retry.",
             TimeoutAgent => "See `vmsan logs <id>`; the guest may have failed to boot.",
-            SetupMissingBinary | SetupNoKernelDir | SetupNoKernel | SetupNoRootfsDir
-            | SetupNoExt4Rootfs | SetupChecksum | SetupUnsupportedVersion => {
+            SetupMissingBinary
+            | SetupNoKernelDir
+            | SetupNoKernel
+            | SetupNoRootfsDir
+            | SetupNoExt4Rootfs
+            | SetupChecksum
+            | SetupUnsupportedVersion => {
                 "Run `sudo vmsan setup` (or pass local files with --firecracker/--jailer/--kernel)."
             }
             SetupUnsafeBinary => {
@@ -298,10 +309,14 @@ impl ErrorCode {
                 "Enable virtualisation in the BIOS, load the module (`modprobe kvm_intel` or \
                  `modprobe kvm_amd`) and check that /dev/kvm exists and is read-write for root."
             }
-            AgentRequest | AgentUnauthorized => "Check that the VM is running with `vmsan inspect <id>`.",
+            AgentRequest | AgentUnauthorized => {
+                "Check that the VM is running with `vmsan inspect <id>`."
+            }
             AgentFileNotFound => "Check the path with `vmsan exec <id> ls -la <dir>`.",
             ImageNotFound => "Check the reference, or list local images with `vmsan image ls`.",
-            ImagePullFailed => "Check the registry address and your credentials (~/.docker/config.json).",
+            ImagePullFailed => {
+                "Check the registry address and your credentials (~/.docker/config.json)."
+            }
             ImageInvalid | ImageBuildFailed => "Use another image, or rebuild it.",
             PermissionDenied => "Run it as root: sudo vmsan <command>.",
             NotImplemented => "Follow the project's issues for when it lands.",
@@ -438,8 +453,14 @@ impl Error {
         let mut obj = Map::new();
         obj.insert("code".into(), Value::from(self.code.as_str()));
         obj.insert("message".into(), Value::from(self.message.clone()));
-        obj.insert("why".into(), self.why.clone().map_or(Value::Null, Value::from));
-        obj.insert("fix".into(), self.fix.clone().map_or(Value::Null, Value::from));
+        obj.insert(
+            "why".into(),
+            self.why.clone().map_or(Value::Null, Value::from),
+        );
+        obj.insert(
+            "fix".into(),
+            self.fix.clone().map_or(Value::Null, Value::from),
+        );
         for (k, v) in &self.details {
             obj.entry(k.clone()).or_insert_with(|| v.clone());
         }
@@ -455,7 +476,9 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 

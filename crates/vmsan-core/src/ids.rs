@@ -23,9 +23,12 @@ impl VmId {
         if is_vm_id(s) {
             Ok(Self(s.to_owned()))
         } else {
-            Err(Error::new(ErrorCode::ValidationId, format!("Invalid VM id: {:?}", truncate(s)))
-                .why("VM ids are `vm-` followed by 8 lowercase hex digits, e.g. vm-1a2b3c4d.")
-                .detail("vmId", truncate(s)))
+            Err(Error::new(
+                ErrorCode::ValidationId,
+                format!("Invalid VM id: {:?}", truncate(s)),
+            )
+            .why("VM ids are `vm-` followed by 8 lowercase hex digits, e.g. vm-1a2b3c4d.")
+            .detail("vmId", truncate(s)))
         }
     }
 
@@ -73,7 +76,9 @@ impl SnapshotId {
 fn is_vm_id(s: &str) -> bool {
     s.len() == 11
         && s.starts_with("vm-")
-        && s[3..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && s[3..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Keep error messages bounded even for hostile input.
@@ -125,8 +130,17 @@ mod tests {
             assert!(VmId::parse(good).is_ok(), "{good}");
         }
         for bad in [
-            "", "vm-", "vm-1234567", "vm-123456789", "vm-1A2B3C4D", "vm-1a2b3c4g", "../vm-1a2b3c4d",
-            "vm-1a2b3c4d/..", "VM-1a2b3c4d", "vm_1a2b3c4d", "vm-1a2b 3c4",
+            "",
+            "vm-",
+            "vm-1234567",
+            "vm-123456789",
+            "vm-1A2B3C4D",
+            "vm-1a2b3c4g",
+            "../vm-1a2b3c4d",
+            "vm-1a2b3c4d/..",
+            "VM-1a2b3c4d",
+            "vm_1a2b3c4d",
+            "vm-1a2b 3c4",
         ] {
             let e = VmId::parse(bad).unwrap_err();
             assert_eq!(e.code(), ErrorCode::ValidationId, "{bad}");
@@ -147,14 +161,31 @@ mod tests {
         let s = SnapshotId::new(&vm, 1_767_225_600_000);
         assert_eq!(s.as_str(), "vm-1a2b3c4d-1767225600000");
         assert!(SnapshotId::parse(s.as_str()).is_ok());
-        for bad in ["..", "../..", "vm-1a2b3c4d", "vm-1a2b3c4d-", "vm-1a2b3c4d-12a", "vm-1a2b3c4d-1/..", "x"] {
-            assert_eq!(SnapshotId::parse(bad).unwrap_err().code(), ErrorCode::ValidationId, "{bad}");
+        for bad in [
+            "..",
+            "../..",
+            "vm-1a2b3c4d",
+            "vm-1a2b3c4d-",
+            "vm-1a2b3c4d-12a",
+            "vm-1a2b3c4d-1/..",
+            "x",
+        ] {
+            assert_eq!(
+                SnapshotId::parse(bad).unwrap_err().code(),
+                ErrorCode::ValidationId,
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn serde_rejects_bad_ids() {
         assert!(serde_json::from_str::<VmId>("\"../etc\"").is_err());
-        assert_eq!(serde_json::from_str::<VmId>("\"vm-0000abcd\"").unwrap().as_str(), "vm-0000abcd");
+        assert_eq!(
+            serde_json::from_str::<VmId>("\"vm-0000abcd\"")
+                .unwrap()
+                .as_str(),
+            "vm-0000abcd"
+        );
     }
 }

@@ -3,7 +3,12 @@
 
 pub mod error;
 pub mod ids;
+pub mod paths;
+pub mod process;
+pub mod state;
+pub mod time;
 pub mod validate;
 
 pub use error::{Error, ErrorCode, Result};
 pub use ids::{SnapshotId, VmId};
+pub use paths::Paths;

@@ -1,0 +1,118 @@
+//! Where vmsan keeps things on the host.
+//!
+//! Everything lives under one root-owned home directory, `/var/lib/vmsan` unless `VMSAN_HOME`
+//! says otherwise. Nothing a non-root user can write is ever executed as root, so binaries and
+//! kernels live here too, not in a user's home (reference defect 13.1.5).
+
+use std::path::{Path, PathBuf};
+
+use crate::ids::{SnapshotId, VmId};
+
+/// The default home directory.
+pub const DEFAULT_HOME: &str = "/var/lib/vmsan";
+
+/// The environment variable that overrides the home directory.
+pub const HOME_ENV: &str = "VMSAN_HOME";
+
+/// The host paths vmsan uses, all derived from one home directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    home: PathBuf,
+}
+
+impl Paths {
+    /// `$VMSAN_HOME`, or `/var/lib/vmsan`.
+    pub fn from_env() -> Self {
+        match std::env::var_os(HOME_ENV) {
+            Some(h) if !h.is_empty() => Self::new(h),
+            _ => Self::new(DEFAULT_HOME),
+        }
+    }
+
+    /// Paths under an explicit home directory.
+    pub fn new(home: impl Into<PathBuf>) -> Self {
+        Self { home: home.into() }
+    }
+
+    /// The home directory.
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    /// One directory per VM lives here.
+    pub fn vms_dir(&self) -> PathBuf {
+        self.home.join("vms")
+    }
+
+    /// The directory of one VM: state, logs, disks, sockets.
+    pub fn vm_dir(&self, id: &VmId) -> PathBuf {
+        self.vms_dir().join(id.as_str())
+    }
+
+    /// The VM's state file.
+    pub fn state_file(&self, id: &VmId) -> PathBuf {
+        self.vm_dir(id).join("state.json")
+    }
+
+    /// The VM's serial console log.
+    pub fn serial_log(&self, id: &VmId) -> PathBuf {
+        self.vm_dir(id).join("serial.log")
+    }
+
+    /// Global locks (slot allocation).
+    pub fn locks_dir(&self) -> PathBuf {
+        self.home.join("locks")
+    }
+
+    /// Firecracker, jailer: root-owned, checked before every use.
+    pub fn bin_dir(&self) -> PathBuf {
+        self.home.join("bin")
+    }
+
+    /// Guest kernels.
+    pub fn kernels_dir(&self) -> PathBuf {
+        self.home.join("kernels")
+    }
+
+    /// Image blobs, built filesystems and the initrd.
+    pub fn images_dir(&self) -> PathBuf {
+        self.home.join("images")
+    }
+
+    /// The jailer's chroot base.
+    pub fn jail_dir(&self) -> PathBuf {
+        self.home.join("jail")
+    }
+
+    /// Snapshots, one directory each.
+    pub fn snapshots_dir(&self) -> PathBuf {
+        self.home.join("snapshots")
+    }
+
+    /// One snapshot's directory.
+    pub fn snapshot_dir(&self, id: &SnapshotId) -> PathBuf {
+        self.snapshots_dir().join(id.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_is_under_home() {
+        let p = Paths::new("/h");
+        let id = VmId::parse("vm-0000abcd").unwrap();
+        assert_eq!(
+            p.state_file(&id),
+            Path::new("/h/vms/vm-0000abcd/state.json")
+        );
+        assert_eq!(
+            p.serial_log(&id),
+            Path::new("/h/vms/vm-0000abcd/serial.log")
+        );
+        assert_eq!(p.bin_dir(), Path::new("/h/bin"));
+        let s = SnapshotId::parse("vm-0000abcd-17").unwrap();
+        assert_eq!(p.snapshot_dir(&s), Path::new("/h/snapshots/vm-0000abcd-17"));
+    }
+}

@@ -1,0 +1,262 @@
+//! The persisted shape of a VM: `state.json`, version [`STATE_VERSION`].
+//!
+//! Field names follow the reference tool's state (section 2.2 of its study) where they still
+//! apply, so scripts that read them keep working; what is new is grouped in objects.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{SnapshotId, VmId};
+
+/// The version written by this build. The reference tool wrote 2; 3 is the first Rust format.
+pub const STATE_VERSION: u32 = 3;
+
+/// Lifecycle status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VmStatus {
+    /// Being created: resources are being set up.
+    Creating,
+    /// Firecracker is running the guest.
+    Running,
+    /// Stopped cleanly; can be started again.
+    Stopped,
+    /// Failed, crashed or was killed; `error` says why.
+    Error,
+}
+
+impl VmStatus {
+    /// The lowercase name, as printed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmStatus::Creating => "creating",
+            VmStatus::Running => "running",
+            VmStatus::Stopped => "stopped",
+            VmStatus::Error => "error",
+        }
+    }
+}
+
+/// A process identified by pid *and* start time, so a recycled pid is never mistaken for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessId {
+    /// The pid in the host's PID namespace.
+    pub pid: u32,
+    /// Field 22 of `/proc/<pid>/stat` (clock ticks since boot).
+    pub start_time: u64,
+}
+
+/// A published port, `host:guest/proto`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishedPort {
+    /// Port on the host.
+    pub host_port: u16,
+    /// Port in the guest.
+    pub guest_port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+}
+
+/// The VM's network identity and policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct NetworkState {
+    /// Network slot; decides every address below.
+    pub slot: Option<u32>,
+    /// TAP device name (inside the VM's namespace).
+    pub tap_device: String,
+    /// Host side of the TAP link.
+    pub host_ip: String,
+    /// The guest's address.
+    pub guest_ip: String,
+    /// Netmask of the TAP link.
+    pub subnet_mask: String,
+    /// The guest's MAC address.
+    pub mac_address: String,
+    /// `vmsan-<id>`, or none when the VM has no namespace of its own.
+    pub netns_name: Option<String>,
+    /// `allow-all`, `deny-all` or `custom`.
+    pub network_policy: String,
+    /// Domains the guest may resolve and reach.
+    pub allowed_domains: Vec<String>,
+    /// CIDRs the guest may reach.
+    pub allowed_cidrs: Vec<String>,
+    /// CIDRs the guest may never reach (deny wins).
+    pub denied_cidrs: Vec<String>,
+    /// Ports published on the host.
+    pub published_ports: Vec<PublishedPort>,
+    /// Bandwidth limit in Mbit/s, both directions.
+    pub bandwidth_mbit: Option<u32>,
+    /// Whether guest UDP (other than DNS to the filter) is allowed.
+    pub allow_udp: bool,
+    /// Upstream resolvers of the DNS filter.
+    pub dns_servers: Vec<String>,
+}
+
+/// Which isolation features the VM runs with (kept so `start` restores them: reference #24).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Isolation {
+    /// Firecracker's default seccomp filter.
+    pub seccomp: bool,
+    /// A PID namespace of its own.
+    pub pid_ns: bool,
+    /// cgroup limits.
+    pub cgroup: bool,
+    /// A network namespace of its own.
+    pub netns: bool,
+    /// Run under the jailer.
+    pub jailer: bool,
+}
+
+impl Default for Isolation {
+    fn default() -> Self {
+        Self {
+            seccomp: true,
+            pid_ns: true,
+            cgroup: true,
+            netns: true,
+            jailer: true,
+        }
+    }
+}
+
+/// The image a VM boots.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ImageState {
+    /// The reference as the user gave it.
+    pub reference: String,
+    /// Manifest digest it resolved to.
+    pub digest: Option<String>,
+}
+
+/// Everything vmsan knows about one VM. This is also `vmsan inspect --json`'s `vm` object
+/// (with the agent token left out).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VmState {
+    /// Format version of this document.
+    pub state_version: u32,
+    /// Incremented on every write; lets readers and tests see lost updates.
+    #[serde(default)]
+    pub generation: u64,
+    /// The VM's id.
+    pub id: VmId,
+    /// Current status.
+    pub status: VmStatus,
+    /// Free-form label.
+    #[serde(default)]
+    pub project: String,
+    /// Runtime name (`base`, `node22`, …).
+    #[serde(default)]
+    pub runtime: String,
+    /// Image, when created from one.
+    #[serde(default)]
+    pub image: Option<ImageState>,
+    /// vCPUs.
+    pub vcpu_count: u32,
+    /// Memory in MiB.
+    pub mem_size_mib: u32,
+    /// Size of the VM's writable disk in GiB.
+    pub disk_size_gb: u32,
+    /// Kernel the VM boots (host path of the source).
+    #[serde(default)]
+    pub kernel: String,
+    /// Root filesystem image (host path of the source).
+    #[serde(default)]
+    pub rootfs: String,
+    /// Network identity and policy.
+    #[serde(default)]
+    pub network: NetworkState,
+    /// Isolation features.
+    #[serde(default)]
+    pub isolation: Isolation,
+    /// Snapshot the VM was restored from.
+    #[serde(default)]
+    pub snapshot: Option<SnapshotId>,
+    /// `--timeout` in milliseconds.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// When the timeout fires (RFC 3339).
+    #[serde(default)]
+    pub timeout_at: Option<String>,
+    /// Creation time (RFC 3339, UTC).
+    pub created_at: String,
+    /// Last write (RFC 3339, UTC).
+    #[serde(default)]
+    pub updated_at: String,
+    /// Why the VM is in `error` (or why it stopped).
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Firecracker's pid (host namespace), for compatibility with the reference's `pid`.
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// Firecracker's process identity.
+    #[serde(default)]
+    pub vmm: Option<ProcessId>,
+    /// The per-VM supervisor's process identity (or `vmsan create`'s while creating).
+    #[serde(default)]
+    pub supervisor: Option<ProcessId>,
+    /// Firecracker's API socket (host path).
+    #[serde(default)]
+    pub api_socket: Option<String>,
+    /// The jail's root directory.
+    #[serde(default)]
+    pub chroot_dir: Option<String>,
+    /// The VM's vsock Unix socket (host path).
+    #[serde(default)]
+    pub vsock_socket: Option<String>,
+    /// The agent's bearer token (never printed by `inspect`).
+    #[serde(default)]
+    pub agent_token: Option<String>,
+}
+
+impl VmState {
+    /// A new VM record in `creating` state.
+    pub fn new(id: VmId, now: &str) -> Self {
+        Self {
+            state_version: STATE_VERSION,
+            generation: 0,
+            id,
+            status: VmStatus::Creating,
+            project: String::new(),
+            runtime: "base".into(),
+            image: None,
+            vcpu_count: 1,
+            mem_size_mib: 128,
+            disk_size_gb: 10,
+            kernel: String::new(),
+            rootfs: String::new(),
+            network: NetworkState::default(),
+            isolation: Isolation::default(),
+            snapshot: None,
+            timeout_ms: None,
+            timeout_at: None,
+            created_at: now.to_owned(),
+            updated_at: now.to_owned(),
+            error: None,
+            pid: None,
+            vmm: None,
+            supervisor: None,
+            api_socket: None,
+            chroot_dir: None,
+            vsock_socket: None,
+            agent_token: None,
+        }
+    }
+
+    /// The JSON shown to users: everything but the agent token.
+    pub fn public_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        if let Some(obj) = v.as_object_mut() {
+            obj.remove("agentToken");
+            obj.insert(
+                "hasAgentToken".into(),
+                serde_json::Value::Bool(self.agent_token.is_some()),
+            );
+        }
+        v
+    }
+}

@@ -1,0 +1,491 @@
+//! The state store: one directory per VM holding a versioned `state.json`.
+//!
+//! - Writes are atomic: a temp file in the same directory, fsync, rename, fsync of the
+//!   directory. A reader (which takes no lock) sees the old or the new document, never a mix,
+//!   even if the writer is killed half-way.
+//! - Every read-modify-write holds the VM's lock (`<vm dir>/lock`), so no update is lost.
+//! - Creating a VM (id and slot allocation) holds the global `locks/slots.lock`; the VM's
+//!   directory is filled under a temporary name and renamed into place, so a VM directory
+//!   always has a state file.
+//! - Removing renames the directory out of the way first, so a VM disappears at once.
+//! - Every read reconciles the recorded status with the processes that really exist.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::{Error, ErrorCode, Result};
+use crate::ids::VmId;
+use crate::paths::Paths;
+use crate::process;
+use crate::state::lock::{self, IfMissing, LockGuard};
+use crate::state::model::{STATE_VERSION, VmState, VmStatus};
+use crate::time::now_rfc3339;
+
+/// Upper bound on network slots; the network layer's address plan supports this many VMs.
+pub const MAX_SLOTS: u32 = 4096;
+
+/// The largest state file we will parse (a guard against a corrupted or hostile file).
+const MAX_STATE_BYTES: u64 = 1 << 20;
+
+const STATE_FILE: &str = "state.json";
+const LOCK_FILE: &str = "lock";
+
+/// One entry of [`StateStore::list`].
+#[derive(Debug, Clone)]
+pub enum ListEntry {
+    /// A readable VM, reconciled with reality.
+    Vm(Box<VmState>),
+    /// A VM directory whose state could not be read; `list` reports it and goes on.
+    Corrupt {
+        /// The directory name (a valid VM id).
+        id: String,
+        /// The state file.
+        path: PathBuf,
+        /// What is wrong with it.
+        error: String,
+    },
+}
+
+/// A held per-VM lock. Mutations through [`StateStore::update`] take it themselves; take it
+/// explicitly to keep other commands off a VM for a longer operation (stop, snapshot).
+#[derive(Debug)]
+pub struct VmLock {
+    id: VmId,
+    _guard: LockGuard,
+}
+
+impl VmLock {
+    /// The locked VM.
+    pub fn id(&self) -> &VmId {
+        &self.id
+    }
+}
+
+/// The VM state store under a vmsan home directory.
+#[derive(Debug, Clone)]
+pub struct StateStore {
+    paths: Paths,
+    lock_timeout: Duration,
+}
+
+impl StateStore {
+    /// Open the store for reading and writing. Creates nothing: a missing store simply has no
+    /// VMs (so `vmsan list` works on a fresh host and for non-root users).
+    pub fn open(paths: &Paths) -> Result<Self> {
+        Ok(Self {
+            paths: paths.clone(),
+            lock_timeout: lock::DEFAULT_LOCK_TIMEOUT,
+        })
+    }
+
+    /// Use another lock timeout (tests, impatient callers).
+    #[must_use]
+    pub fn with_lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// The paths this store uses.
+    pub fn paths(&self) -> &Paths {
+        &self.paths
+    }
+
+    /// Create the home, `vms/` and `locks/` directories if missing: mode 0750, and owned by
+    /// the `vmsan` group when it exists so its members can read state without sudo.
+    pub fn init(&self) -> Result<()> {
+        let gid = super::group::vmsan_gid();
+        for dir in [
+            self.paths.home().to_owned(),
+            self.paths.vms_dir(),
+            self.paths.locks_dir(),
+        ] {
+            ensure_dir(&dir, gid)?;
+        }
+        Ok(())
+    }
+
+    /// Every VM, newest first, reconciled. Unreadable entries are reported, never fatal.
+    pub fn list(&self) -> Result<Vec<ListEntry>> {
+        let dir = self.paths.vms_dir();
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(permission_hint(Error::io(
+                    format!("read {}", dir.display()),
+                    e,
+                )));
+            }
+        };
+        let mut out = Vec::new();
+        for entry in rd {
+            let entry = entry.map_err(|e| Error::io(format!("read {}", dir.display()), e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            // Temporary and trash directories start with '.', and are not VMs.
+            let Ok(id) = VmId::parse(name) else { continue };
+            let path = entry.path().join(STATE_FILE);
+            match read_state(&path, &id) {
+                Ok(mut st) => {
+                    reconcile(&mut st);
+                    out.push(ListEntry::Vm(Box::new(st)));
+                }
+                // Removed between read_dir and the read: it is simply gone.
+                Err(e) if e.code() == ErrorCode::VmNotFound => {}
+                Err(e) => out.push(ListEntry::Corrupt {
+                    id: name.to_owned(),
+                    path,
+                    error: e.message().to_owned(),
+                }),
+            }
+        }
+        out.sort_by(|a, b| sort_key(b).cmp(&sort_key(a)));
+        Ok(out)
+    }
+
+    /// One VM, reconciled with reality.
+    pub fn get(&self, id: &VmId) -> Result<VmState> {
+        let mut st = self.get_recorded(id)?;
+        reconcile(&mut st);
+        Ok(st)
+    }
+
+    /// One VM exactly as recorded (no reconciliation).
+    pub fn get_recorded(&self, id: &VmId) -> Result<VmState> {
+        read_state(&self.paths.state_file(id), id)
+    }
+
+    /// Lock one VM for a longer operation.
+    pub fn lock_vm(&self, id: &VmId) -> Result<VmLock> {
+        let path = self.paths.vm_dir(id).join(LOCK_FILE);
+        match lock::lock_exclusive(&path, IfMissing::Absent, self.lock_timeout)? {
+            Some(guard) => Ok(VmLock {
+                id: id.clone(),
+                _guard: guard,
+            }),
+            None => Err(not_found(id)),
+        }
+    }
+
+    /// Create a VM record: pick a fresh id and the lowest free slot, let `build` fill the
+    /// state, and write it, all under the global slot lock.
+    pub fn create(&self, build: impl FnOnce(&VmId, u32) -> VmState) -> Result<VmState> {
+        self.init()?;
+        let _slots = lock::lock_exclusive(
+            &self.paths.locks_dir().join("slots.lock"),
+            IfMissing::Create,
+            self.lock_timeout,
+        )?
+        .ok_or_else(|| Error::new(ErrorCode::Internal, "slot lock vanished"))?;
+
+        let mut used = HashSet::new();
+        let mut ids = HashSet::new();
+        for entry in self.list()? {
+            match entry {
+                ListEntry::Vm(st) => {
+                    ids.insert(st.id.as_str().to_owned());
+                    if let Some(s) = st.network.slot {
+                        used.insert(s);
+                    }
+                }
+                ListEntry::Corrupt { id, .. } => {
+                    // Its slot is unknown; never hand out an id that exists on disk.
+                    ids.insert(id);
+                }
+            }
+        }
+        let slot = (0..MAX_SLOTS).find(|s| !used.contains(s)).ok_or_else(|| {
+            Error::new(
+                ErrorCode::VmNetworkSlotsExhausted,
+                format!("No free network slot (max {MAX_SLOTS} VMs)"),
+            )
+        })?;
+        let id = loop {
+            let id = VmId::generate();
+            if !ids.contains(id.as_str()) && !self.paths.vm_dir(&id).exists() {
+                break id;
+            }
+        };
+
+        let mut st = build(&id, slot);
+        st.id = id.clone();
+        st.network.slot = Some(slot);
+        st.state_version = STATE_VERSION;
+        st.generation = 1;
+        st.updated_at = now_rfc3339();
+
+        // Fill a hidden directory, then rename it into place: a VM directory always has a
+        // complete state file.
+        let gid = super::group::vmsan_gid();
+        let staging = self
+            .paths
+            .vms_dir()
+            .join(format!(".new-{id}-{}", std::process::id()));
+        ensure_dir(&staging, gid)?;
+        let result = (|| {
+            File::options()
+                .create_new(true)
+                .write(true)
+                .mode(0o640)
+                .open(staging.join(LOCK_FILE))
+                .map_err(|e| Error::io("create VM lock file", e))?;
+            write_atomic(&staging, &st)?;
+            fs::rename(&staging, self.paths.vm_dir(&id)).map_err(|e| {
+                Error::io(format!("create {}", self.paths.vm_dir(&id).display()), e)
+            })?;
+            fsync_dir(&self.paths.vms_dir())
+        })();
+        if result.is_err() {
+            let _ = fs::remove_dir_all(&staging);
+        }
+        result?;
+        Ok(st)
+    }
+
+    /// Read-modify-write one VM under its lock. `f` sees the recorded (not reconciled) state;
+    /// returning an error leaves the file untouched.
+    pub fn update(&self, id: &VmId, f: impl FnOnce(&mut VmState) -> Result<()>) -> Result<VmState> {
+        let lock = self.lock_vm(id)?;
+        self.update_locked(&lock, f)
+    }
+
+    /// Like [`update`](Self::update), for a caller that already holds the VM's lock.
+    pub fn update_locked(
+        &self,
+        lock: &VmLock,
+        f: impl FnOnce(&mut VmState) -> Result<()>,
+    ) -> Result<VmState> {
+        let id = lock.id();
+        let mut st = self.get_recorded(id)?;
+        f(&mut st)?;
+        st.id = id.clone();
+        st.state_version = STATE_VERSION;
+        st.generation = st.generation.wrapping_add(1);
+        st.updated_at = now_rfc3339();
+        write_atomic(&self.paths.vm_dir(id), &st)?;
+        Ok(st)
+    }
+
+    /// Remove a VM's record and directory. Idempotent: removing a missing VM is `Ok(false)`.
+    pub fn remove(&self, id: &VmId) -> Result<bool> {
+        let lock = match self.lock_vm(id) {
+            Ok(l) => l,
+            Err(e) if e.code() == ErrorCode::VmNotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        self.remove_locked(lock)
+    }
+
+    /// Remove a VM whose lock the caller holds.
+    pub fn remove_locked(&self, lock: VmLock) -> Result<bool> {
+        let dir = self.paths.vm_dir(lock.id());
+        let trash =
+            self.paths
+                .vms_dir()
+                .join(format!(".trash-{}-{}", lock.id(), std::process::id()));
+        match fs::rename(&dir, &trash) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(Error::io(format!("remove {}", dir.display()), e)),
+        }
+        drop(lock);
+        fsync_dir(&self.paths.vms_dir())?;
+        fs::remove_dir_all(&trash)
+            .map_err(|e| Error::io(format!("remove {}", trash.display()), e))?;
+        Ok(true)
+    }
+}
+
+/// Bring a recorded state in line with the processes that really exist: a VM recorded as
+/// running whose Firecracker is gone, or one stuck in `creating` whose creator died, is in
+/// `error`, with the reason.
+pub fn reconcile(st: &mut VmState) {
+    match st.status {
+        VmStatus::Running => {
+            let vmm_gone = st.vmm.as_ref().is_some_and(|p| !process::is_alive(p));
+            let sup_gone = st
+                .supervisor
+                .as_ref()
+                .is_some_and(|p| !process::is_alive(p));
+            if vmm_gone || (st.vmm.is_none() && sup_gone) {
+                let pid = st.vmm.map_or(String::from("?"), |p| p.pid.to_string());
+                st.status = VmStatus::Error;
+                st.error = Some(format!(
+                    "the VM's Firecracker process (pid {pid}) is gone; it crashed or was killed"
+                ));
+            }
+        }
+        VmStatus::Creating => {
+            if st
+                .supervisor
+                .as_ref()
+                .is_some_and(|p| !process::is_alive(p))
+            {
+                st.status = VmStatus::Error;
+                st.error = Some("create was interrupted: the creating process is gone".into());
+            }
+        }
+        VmStatus::Stopped | VmStatus::Error => {}
+    }
+}
+
+fn sort_key(e: &ListEntry) -> (String, String) {
+    match e {
+        ListEntry::Vm(st) => (st.created_at.clone(), st.id.to_string()),
+        ListEntry::Corrupt { id, .. } => (String::new(), id.clone()),
+    }
+}
+
+fn not_found(id: &VmId) -> Error {
+    Error::new(ErrorCode::VmNotFound, format!("VM not found: {id}")).detail("vmId", id.as_str())
+}
+
+fn permission_hint(e: Error) -> Error {
+    if e.code() == ErrorCode::PermissionDenied {
+        e.why("The vmsan state directory is readable by root and the `vmsan` group only.")
+            .fix("Run with sudo, or ask an admin to add you to the `vmsan` group.")
+    } else {
+        e
+    }
+}
+
+fn read_state(path: &Path, id: &VmId) -> Result<VmState> {
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_found(id)),
+        Err(e) => {
+            return Err(permission_hint(Error::io(
+                format!("read {}", path.display()),
+                e,
+            )));
+        }
+    };
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(&file, MAX_STATE_BYTES + 1),
+        &mut bytes,
+    )
+    .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+    let corrupt = |msg: String| {
+        Error::new(
+            ErrorCode::VmStateCorrupt,
+            format!("Corrupt state for {id}: {msg}"),
+        )
+        .detail("vmId", id.as_str())
+        .detail("path", path.display().to_string())
+    };
+    if bytes.len() as u64 > MAX_STATE_BYTES {
+        return Err(corrupt("larger than 1 MiB".into()));
+    }
+    // Look at the version first, so a newer format says so instead of failing obscurely.
+    let value: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    let version = value
+        .get("stateVersion")
+        .and_then(serde_json::Value::as_u64);
+    match version {
+        Some(v) if v == u64::from(STATE_VERSION) => {}
+        Some(v) if v > u64::from(STATE_VERSION) => {
+            return Err(corrupt(format!(
+                "state version {v} was written by a newer vmsan (this one reads {STATE_VERSION})"
+            )));
+        }
+        Some(v) => return Err(corrupt(format!("unsupported state version {v}"))),
+        None => return Err(corrupt("no stateVersion".into())),
+    }
+    let st: VmState = serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
+    if st.id != *id {
+        return Err(corrupt(format!("it names another VM ({})", st.id)));
+    }
+    Ok(st)
+}
+
+/// Write `state.json` atomically in `dir`. The caller holds the VM's lock (or owns `dir`
+/// exclusively), so any other temp file there is debris of a killed writer and is removed.
+fn write_atomic(dir: &Path, st: &VmState) -> Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(st)
+        .map_err(|e| Error::new(ErrorCode::Internal, format!("serialise state: {e}")))?;
+    bytes.push(b'\n');
+    sweep_temp_files(dir);
+    let tmp = dir.join(format!(
+        ".{STATE_FILE}.{}.{:08x}.tmp",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o640)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)
+            .map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
+        f.write_all(&bytes)
+            .map_err(|e| Error::io(format!("write {}", tmp.display()), e))?;
+        f.sync_all()
+            .map_err(|e| Error::io(format!("fsync {}", tmp.display()), e))?;
+        fs::rename(&tmp, dir.join(STATE_FILE))
+            .map_err(|e| Error::io(format!("replace {}", dir.join(STATE_FILE).display()), e))?;
+        fsync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn sweep_temp_files(dir: &Path) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(&format!(".{STATE_FILE}.")) && name.ends_with(".tmp") {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(format!("fsync {}", dir.display()), e))
+}
+
+/// Create `dir` (mode 0750, setgid so files inherit the `vmsan` group) if missing.
+fn ensure_dir(dir: &Path, gid: Option<u32>) -> Result<()> {
+    match fs::DirBuilder::new().mode(0o750).create(dir) {
+        Ok(()) => {
+            if let Some(gid) = gid {
+                std::os::unix::fs::chown(dir, None, Some(gid))
+                    .map_err(|e| Error::io(format!("chown {}", dir.display()), e))?;
+                fs::set_permissions(dir, fs::Permissions::from_mode(0o2750))
+                    .map_err(|e| Error::io(format!("chmod {}", dir.display()), e))?;
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let md = fs::symlink_metadata(dir)
+                .map_err(|e| Error::io(format!("stat {}", dir.display()), e))?;
+            if md.is_dir() {
+                Ok(())
+            } else {
+                Err(Error::new(
+                    ErrorCode::ValidationPath,
+                    format!("{} exists and is not a directory", dir.display()),
+                ))
+            }
+        }
+        Err(e) => Err(permission_hint(Error::io(
+            format!("create {}", dir.display()),
+            e,
+        ))),
+    }
+}
