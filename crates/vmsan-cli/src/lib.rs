@@ -1,0 +1,1 @@
+//! vmsan CLI library.

@@ -1,0 +1,331 @@
+//! Typed, validated options for every command. The CLI builds them from its arguments (after
+//! all validation), and the lifecycle, network, image and agent code consume them: nothing in
+//! here needs to be checked again.
+//!
+//! Every struct serialises (camelCase; durations as milliseconds), so callers can log or print
+//! exactly what they were asked to do.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Serialize, Serializer};
+
+use super::{DiskSize, EnvVar, NetworkRules, PortMapping, Runtime};
+use crate::ids::{SnapshotId, VmId};
+
+#[allow(clippy::ref_option)] // serde's `serialize_with` hands us `&Option<_>`.
+fn ms<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        None => s.serialize_none(),
+    }
+}
+
+/// When to pull an image from its registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PullPolicy {
+    /// Always ask the registry for the current manifest.
+    Always,
+    /// Pull only when the image is not cached (the default).
+    #[default]
+    Missing,
+    /// Never pull; fail when the image is not cached.
+    Never,
+}
+
+/// Who is PID 1 in the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InitMode {
+    /// vmsan's agent is the init (the default).
+    #[default]
+    Agent,
+    /// The agent prepares the root, then hands PID 1 to the image's own init.
+    Image,
+}
+
+/// What the VM's root filesystem comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum RootSource {
+    /// A named runtime image (`--runtime`, default `base`).
+    Runtime {
+        /// The runtime.
+        runtime: Runtime,
+    },
+    /// An OCI image (`--from-image`).
+    Image {
+        /// The reference as given.
+        reference: String,
+        /// `--pull`.
+        pull: PullPolicy,
+    },
+    /// A local filesystem image (`--rootfs`).
+    Rootfs {
+        /// Absolute host path.
+        path: PathBuf,
+    },
+}
+
+/// Jailer isolation features; each `--no-*` flag turns one off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Isolation {
+    /// Firecracker's default seccomp filter (`--no-seccomp` turns it off).
+    pub seccomp: bool,
+    /// A PID namespace of its own (`--no-pid-ns`).
+    pub pid_ns: bool,
+    /// cgroup CPU and memory limits (`--no-cgroup`).
+    pub cgroup: bool,
+    /// A network namespace of its own (`--no-netns`).
+    pub netns: bool,
+    /// Run Firecracker under the jailer (`--no-jailer`).
+    pub jailer: bool,
+}
+
+impl Default for Isolation {
+    fn default() -> Self {
+        Self {
+            seccomp: true,
+            pid_ns: true,
+            cgroup: true,
+            netns: true,
+            jailer: true,
+        }
+    }
+}
+
+/// `vmsan create`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateOptions {
+    /// vCPUs (1..=32; from the snapshot when restoring).
+    pub vcpus: u32,
+    /// Memory, MiB.
+    pub memory_mib: u32,
+    /// `--kernel`: host path; `None` = the installed kernel.
+    pub kernel: Option<PathBuf>,
+    /// The root filesystem (`None` when restoring a snapshot, which carries its own).
+    pub root: Option<RootSource>,
+    /// `--init`.
+    pub init: InitMode,
+    /// `--project` label (may be empty).
+    pub project: String,
+    /// `--disk`.
+    pub disk: DiskSize,
+    /// `--timeout`: stop the VM this long after it starts.
+    #[serde(serialize_with = "ms", rename = "timeoutMs")]
+    pub timeout: Option<Duration>,
+    /// `--publish-port`.
+    pub published_ports: Vec<PortMapping>,
+    /// `--snapshot`: restore this snapshot.
+    pub snapshot: Option<SnapshotId>,
+    /// Egress policy.
+    pub network: NetworkRules,
+    /// `--bandwidth`, Mbit/s in each direction.
+    pub bandwidth_mbit: Option<u32>,
+    /// `--dns`: upstream resolvers of the VM's DNS filter (empty = the host's).
+    pub dns_servers: Vec<Ipv4Addr>,
+    /// Isolation features.
+    pub isolation: Isolation,
+    /// `--count`: how many identical VMs.
+    pub count: u32,
+    /// `--connect`: open a shell once the VM is up.
+    pub connect: bool,
+    /// `--silent`: no human output.
+    pub silent: bool,
+}
+
+/// `vmsan start`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartOptions {
+    /// The VM.
+    pub vm: VmId,
+}
+
+/// `vmsan stop`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StopOptions {
+    /// The VMs, deduplicated, in the order given.
+    pub vms: Vec<VmId>,
+}
+
+/// `vmsan remove`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoveOptions {
+    /// The VMs, deduplicated, in the order given.
+    pub vms: Vec<VmId>,
+    /// `--force`: stop running VMs first.
+    pub force: bool,
+}
+
+/// Which guest user runs a command.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "camelCase", tag = "kind", content = "name")]
+pub enum ExecUser {
+    /// The image's default user.
+    #[default]
+    Default,
+    /// root (`--sudo`).
+    Root,
+    /// `--user NAME`.
+    Named(String),
+}
+
+/// `vmsan exec`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecOptions {
+    /// The VM.
+    pub vm: VmId,
+    /// The program and its arguments, exactly as given.
+    pub command: Vec<String>,
+    /// `--env`, in order (a later key overrides an earlier one).
+    pub env: Vec<EnvVar>,
+    /// `--workdir`: absolute guest path.
+    pub workdir: Option<String>,
+    /// `--sudo` / `--user`.
+    pub user: ExecUser,
+    /// `--timeout`: kill the command's process group after this long.
+    #[serde(serialize_with = "ms", rename = "timeoutMs")]
+    pub timeout: Option<Duration>,
+    /// `-i`: interactive PTY session.
+    pub interactive: bool,
+    /// `-t`: allocate a PTY.
+    pub tty: bool,
+    /// Extend the VM's `--timeout` while the command runs (`--no-extend-timeout` turns it off).
+    pub extend_timeout: bool,
+}
+
+/// `vmsan connect`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectOptions {
+    /// The VM.
+    pub vm: VmId,
+    /// `--session`: attach to this existing session.
+    pub session: Option<String>,
+}
+
+/// `vmsan upload`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadOptions {
+    /// The VM.
+    pub vm: VmId,
+    /// Local files, absolute.
+    pub files: Vec<PathBuf>,
+    /// Guest directory (absolute).
+    pub dest: String,
+}
+
+/// `vmsan download`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DownloadOptions {
+    /// The VM.
+    pub vm: VmId,
+    /// Guest file (absolute).
+    pub remote_path: String,
+    /// Local destination, absolute (`None` = `./<basename>`); a directory when it ends in `/`.
+    pub dest: Option<PathBuf>,
+    /// Whether `dest` was written with a trailing `/`.
+    pub dest_is_dir: bool,
+}
+
+/// `vmsan network`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkOptions {
+    /// The VM.
+    pub vm: VmId,
+    /// The new policy.
+    pub rules: NetworkRules,
+}
+
+/// `vmsan snapshot create`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotCreateOptions {
+    /// The VM.
+    pub vm: VmId,
+    /// Resume the VM afterwards (`--no-resume` turns it off).
+    pub resume: bool,
+}
+
+/// `vmsan snapshot delete`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotDeleteOptions {
+    /// The snapshots, deduplicated.
+    pub ids: Vec<SnapshotId>,
+}
+
+/// `vmsan setup`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SetupOptions {
+    /// `--firecracker`: a local binary instead of a download.
+    pub firecracker: Option<PathBuf>,
+    /// `--jailer`: a local binary instead of a download.
+    pub jailer: Option<PathBuf>,
+    /// `--kernel`: a local kernel instead of a download.
+    pub kernel: Option<PathBuf>,
+    /// `--release-url`: where to download releases from.
+    pub release_url: Option<String>,
+    /// `--force`: reinstall what is already there.
+    pub force: bool,
+}
+
+/// `vmsan logs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogsOptions {
+    /// The VM.
+    pub vm: VmId,
+    /// `-f`: keep printing new output until the VM stops.
+    pub follow: bool,
+    /// `--tail N`: only the last N lines (`None` = everything).
+    pub tail: Option<u64>,
+}
+
+/// `vmsan image pull`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImagePullOptions {
+    /// The reference.
+    pub reference: String,
+    /// `--platform` (`None` = the host's).
+    pub platform: Option<String>,
+}
+
+/// `vmsan image import`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageImportOptions {
+    /// A `docker save` archive or an OCI layout directory, absolute.
+    pub path: PathBuf,
+    /// `--name`: the reference to store it under.
+    pub name: String,
+}
+
+/// `vmsan image rm`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageRemoveOptions {
+    /// The references, deduplicated.
+    pub references: Vec<String>,
+}
+
+/// `vmsan image prune`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImagePruneOptions {
+    /// `--all`: also images that no VM uses, not only dangling blobs.
+    pub all: bool,
+}
