@@ -1,0 +1,268 @@
+//! cgroup mode detection and removal of the directories the jailer leaves behind.
+//!
+//! The jailer creates `<hierarchy>/<parent cgroup>/<id>` (v1: in each controller hierarchy a
+//! `--cgroup` names; v2: in the unified hierarchy) and never removes it. Once the VM's
+//! processes are gone, [`remove_jailer_cgroups`] does.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::jailer::{ArgError, CgroupVersion, validate_id, validate_rel_path};
+
+/// The host's cgroup set-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupMode {
+    /// Only v1 controller hierarchies.
+    V1,
+    /// v1 controllers plus a (controller-less or partly used) v2 hierarchy, usually at
+    /// `/sys/fs/cgroup/unified`.
+    Hybrid,
+    /// Only the unified v2 hierarchy.
+    V2,
+}
+
+/// One cgroup v1 hierarchy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct V1Hierarchy {
+    /// Mount point.
+    pub mount_point: PathBuf,
+    /// Controllers bound to it (`cpu`, `cpuacct`, …; `name=systemd` for named ones).
+    pub controllers: Vec<String>,
+}
+
+/// The cgroup hierarchies mounted in our mount namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CgroupMounts {
+    /// v1 hierarchies.
+    pub v1: Vec<V1Hierarchy>,
+    /// Mount point of the v2 hierarchy.
+    pub unified: Option<PathBuf>,
+}
+
+impl CgroupMounts {
+    /// Reads `/proc/self/mountinfo`.
+    ///
+    /// # Errors
+    /// I/O errors reading it.
+    pub fn detect() -> io::Result<Self> {
+        Ok(Self::parse_mountinfo(&std::fs::read_to_string(
+            "/proc/self/mountinfo",
+        )?))
+    }
+
+    /// Parses the text of a `mountinfo` file.
+    #[must_use]
+    pub fn parse_mountinfo(text: &str) -> Self {
+        let mut mounts = Self::default();
+        for line in text.lines() {
+            let Some((left, right)) = line.split_once(" - ") else {
+                continue;
+            };
+            let Some(mount_point) = left.split(' ').nth(4) else {
+                continue;
+            };
+            let mut right = right.split(' ');
+            let (Some(fstype), Some(_source), Some(options)) =
+                (right.next(), right.next(), right.next())
+            else {
+                continue;
+            };
+            let mount_point = PathBuf::from(unescape_mountinfo(mount_point));
+            match fstype {
+                "cgroup2" => {
+                    // With several mounts of the hierarchy, prefer the canonical place.
+                    let replace = match &mounts.unified {
+                        None => true,
+                        Some(current) => {
+                            !current.starts_with("/sys/fs/cgroup")
+                                && mount_point.starts_with("/sys/fs/cgroup")
+                        }
+                    };
+                    if replace {
+                        mounts.unified = Some(mount_point);
+                    }
+                }
+                "cgroup" => {
+                    let controllers: Vec<String> = options
+                        .split(',')
+                        .filter(|o| is_v1_controller(o) || o.starts_with("name="))
+                        .map(str::to_owned)
+                        .collect();
+                    if controllers.is_empty()
+                        || mounts.v1.iter().any(|h| h.controllers == controllers)
+                    {
+                        continue;
+                    }
+                    mounts.v1.push(V1Hierarchy {
+                        mount_point,
+                        controllers,
+                    });
+                }
+                _ => {}
+            }
+        }
+        mounts
+    }
+
+    /// The mode these mounts amount to; `None` without any cgroup hierarchy.
+    #[must_use]
+    pub fn mode(&self) -> Option<CgroupMode> {
+        let has_v1_controllers = self
+            .v1
+            .iter()
+            .any(|h| h.controllers.iter().any(|c| !c.starts_with("name=")));
+        match (has_v1_controllers, &self.unified) {
+            (true, Some(_)) => Some(CgroupMode::Hybrid),
+            (true, None) => Some(CgroupMode::V1),
+            (false, Some(_)) => Some(CgroupMode::V2),
+            (false, None) => None,
+        }
+    }
+
+    /// The `--cgroup-version` to give the jailer: 2 on a pure v2 host, else 1 (on hybrid
+    /// hosts the controllers vmsan limits are in the v1 hierarchies).
+    #[must_use]
+    pub fn jailer_version(&self) -> Option<CgroupVersion> {
+        self.mode().map(|mode| match mode {
+            CgroupMode::V2 => CgroupVersion::V2,
+            CgroupMode::V1 | CgroupMode::Hybrid => CgroupVersion::V1,
+        })
+    }
+
+    /// The mount point of the v1 hierarchy holding `controller`.
+    #[must_use]
+    pub fn v1_controller_mount(&self, controller: &str) -> Option<&Path> {
+        self.v1
+            .iter()
+            .find(|h| h.controllers.iter().any(|c| c == controller))
+            .map(|h| h.mount_point.as_path())
+    }
+
+    /// Every directory the jailer may have created for `parent`/`id`: one per v1 hierarchy
+    /// and one in the unified hierarchy.
+    ///
+    /// # Errors
+    /// [`ArgError`] for an invalid id or parent.
+    pub fn jailer_cgroup_dirs(&self, parent: &str, id: &str) -> Result<Vec<PathBuf>, ArgError> {
+        validate_id(id)?;
+        validate_rel_path("parent cgroup", parent)?;
+        let mut dirs: Vec<PathBuf> = self
+            .v1
+            .iter()
+            .map(|h| h.mount_point.join(parent).join(id))
+            .collect();
+        if let Some(unified) = &self.unified {
+            dirs.push(unified.join(parent).join(id));
+        }
+        Ok(dirs)
+    }
+}
+
+fn is_v1_controller(option: &str) -> bool {
+    matches!(
+        option,
+        "cpu"
+            | "cpuacct"
+            | "cpuset"
+            | "memory"
+            | "devices"
+            | "freezer"
+            | "net_cls"
+            | "net_prio"
+            | "blkio"
+            | "perf_event"
+            | "hugetlb"
+            | "pids"
+            | "rdma"
+            | "misc"
+    )
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, …).
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let value = u32::from(bytes[i + 1] - b'0') * 64
+                + u32::from(bytes[i + 2] - b'0') * 8
+                + u32::from(bytes[i + 3] - b'0');
+            if let Ok(byte) = u8::try_from(value) {
+                out.push(byte);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The host's cgroup mode.
+///
+/// # Errors
+/// I/O errors reading `/proc/self/mountinfo`, or `NotFound` without any cgroup hierarchy.
+pub fn detect_mode() -> io::Result<CgroupMode> {
+    CgroupMounts::detect()?.mode().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            "no cgroup hierarchy is mounted (see /proc/self/mountinfo)",
+        )
+    })
+}
+
+/// A cgroup directory that could not be removed.
+#[derive(Debug, thiserror::Error)]
+#[error("removing cgroup directory {}: {source}", path.display())]
+pub struct CgroupRemoveError {
+    /// The directory.
+    pub path: PathBuf,
+    /// Cause (`EBUSY`: processes are still in it).
+    pub source: io::Error,
+}
+
+/// Removes the cgroup directories the jailer created for `id` under `parent` (the jailer's
+/// `--parent-cgroup`, by default the exec file's name) in every hierarchy of `mounts`.
+/// Missing directories are skipped. Returns the directories removed.
+///
+/// The VM's processes must be gone: a directory that still holds one fails with `EBUSY`.
+///
+/// # Errors
+/// [`ArgError`] (as an `InvalidInput` error) for bad arguments, else the first
+/// [`CgroupRemoveError`] after trying every directory.
+pub fn remove_jailer_cgroups(
+    mounts: &CgroupMounts,
+    parent: &str,
+    id: &str,
+) -> Result<Vec<PathBuf>, CgroupRemoveError> {
+    let dirs = mounts
+        .jailer_cgroup_dirs(parent, id)
+        .map_err(|e| CgroupRemoveError {
+            path: PathBuf::from(parent).join(id),
+            source: io::Error::new(io::ErrorKind::InvalidInput, e),
+        })?;
+    let mut removed = Vec::new();
+    let mut first_error = None;
+    for dir in dirs {
+        match std::fs::remove_dir(&dir) {
+            Ok(()) => removed.push(dir),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => {
+                if first_error.is_none() {
+                    first_error = Some(CgroupRemoveError { path: dir, source });
+                }
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(removed),
+    }
+}
