@@ -36,6 +36,9 @@ pub const HEADER_MODE: &str = "x-vmsan-mode";
 /// Request header of `PUT /v1/files/upload`: absolute destination directory in the guest.
 pub const HEADER_DEST: &str = "x-vmsan-dest";
 
+/// Request header of `POST /v1/exec` when the body is stdin: the [`ExecRequest`] as JSON.
+pub const HEADER_EXEC: &str = "x-vmsan-exec";
+
 /// Largest payload of one exec frame the agent sends, and the largest a decoder accepts.
 pub const MAX_FRAME_PAYLOAD: usize = 1 << 20;
 /// Minimum size of a PTY session's scrollback ring buffer.
@@ -98,7 +101,8 @@ pub struct ErrorBody {
     pub error: String,
 }
 
-/// `POST /v1/exec`.
+/// `POST /v1/exec`: as the JSON body, or, when [`ExecRequest::stdin`] is set, in the
+/// [`HEADER_EXEC`] header while the body carries stdin.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ExecRequest {

@@ -1,0 +1,630 @@
+//! Files: tar upload that cannot write outside its destination, streamed download of a file or
+//! a directory (as tar), and list/stat/mkdir/remove/rename.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, openat};
+use nix::sys::stat::{Mode, mkdirat};
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use vmsan_proto::{
+    FileKind, FileStat, HEADER_DEST, HEADER_KIND, HEADER_MODE, MkdirRequest, PathRequest,
+    RemoveRequest, RenameRequest, TAR_CONTENT_TYPE, UploadResult, routes,
+};
+
+use crate::server::{self, Body, ChannelBody};
+
+const CHUNK: usize = 256 * 1024;
+
+/// A failed file operation: status, stable code, message with context.
+#[derive(Debug)]
+pub(crate) struct FileError {
+    status: StatusCode,
+    code: &'static str,
+    msg: String,
+}
+
+impl FileError {
+    fn new(status: StatusCode, code: &'static str, msg: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            msg: msg.into(),
+        }
+    }
+    fn escape(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "path_escape", msg)
+    }
+    fn io(what: &str, e: &io::Error) -> Self {
+        let status = match e.kind() {
+            io::ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            io::ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
+            io::ErrorKind::AlreadyExists | io::ErrorKind::DirectoryNotEmpty => StatusCode::CONFLICT,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Self::new(status, "io", format!("{what}: {e}"))
+    }
+    fn into_response(self) -> Response<Body> {
+        server::error(self.status, self.code, &self.msg)
+    }
+}
+
+fn absolute(p: &str) -> Result<PathBuf, FileError> {
+    if !p.starts_with('/') || p.contains('\0') {
+        return Err(FileError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("path {p:?} must be absolute"),
+        ));
+    }
+    Ok(PathBuf::from(p))
+}
+
+/// A blocking reader over chunks sent from the async side.
+struct ChannelReader {
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+    cur: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.cur = b,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        let _ = self.cur.split_to(n);
+        Ok(n)
+    }
+}
+
+/// A blocking writer that sends chunks of [`CHUNK`] bytes to the async side.
+pub(crate) struct ChannelWriter {
+    tx: mpsc::Sender<io::Result<Bytes>>,
+    buf: Vec<u8>,
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "client went away"))
+    }
+}
+
+fn body_reader(mut body: Incoming) -> (ChannelReader, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
+    let pump = tokio::spawn(async move {
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => {
+                    if let Ok(d) = f.into_data()
+                        && tx.send(Ok(d)).await.is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx
+                        .send(Err(io::Error::other(format!("read request body: {e}"))))
+                        .await;
+                    return;
+                }
+            }
+        }
+    });
+    (
+        ChannelReader {
+            rx,
+            cur: Bytes::new(),
+        },
+        pump,
+    )
+}
+
+pub(crate) async fn handle_upload(req: Request<Incoming>) -> Response<Body> {
+    let dest = match req
+        .headers()
+        .get(HEADER_DEST)
+        .map(|v| String::from_utf8(v.as_bytes().to_vec()))
+    {
+        Some(Ok(d)) => d,
+        _ => {
+            return server::error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "missing or invalid x-vmsan-dest header",
+            );
+        }
+    };
+    let dest = match absolute(&dest) {
+        Ok(d) => d,
+        Err(e) => return e.into_response(),
+    };
+    let (reader, pump) = body_reader(req.into_body());
+    let res = tokio::task::spawn_blocking(move || extract(&dest, reader)).await;
+    pump.abort();
+    match res {
+        Ok(Ok(r)) => server::json(StatusCode::OK, &r),
+        Ok(Err(e)) => e.into_response(),
+        Err(e) => server::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            &format!("upload task: {e}"),
+        ),
+    }
+}
+
+/// Open (creating when missing) a directory below `parent`, never following a symlink.
+fn open_dir_at(
+    parent: &OwnedFd,
+    name: &Path,
+    create: bool,
+    shown: &Path,
+) -> Result<OwnedFd, FileError> {
+    let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDONLY;
+    match openat(parent.as_fd(), name, flags, Mode::empty()) {
+        Ok(fd) => Ok(fd),
+        Err(Errno::ENOENT) if create => {
+            match mkdirat(parent.as_fd(), name, Mode::from_bits_truncate(0o755)) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => {
+                    return Err(FileError::io(
+                        &format!("create directory {}", shown.display()),
+                        &e.into(),
+                    ));
+                }
+            }
+            openat(parent.as_fd(), name, flags, Mode::empty()).map_err(|e| {
+                FileError::io(&format!("open directory {}", shown.display()), &e.into())
+            })
+        }
+        Err(Errno::ELOOP | Errno::ENOTDIR) => Err(FileError::escape(format!(
+            "{} in the destination is a symlink or not a directory: refusing to write through it",
+            shown.display()
+        ))),
+        Err(e) => Err(FileError::io(
+            &format!("open directory {}", shown.display()),
+            &e.into(),
+        )),
+    }
+}
+
+/// The normal components of an archive path, or an error for `..`, absolute paths and the like.
+fn clean_components(p: &Path) -> Result<Vec<&std::ffi::OsStr>, FileError> {
+    let mut out = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                return Err(FileError::escape(format!(
+                    "archive path {} contains `..`",
+                    p.display()
+                )));
+            }
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(FileError::escape(format!(
+                    "archive path {} is absolute",
+                    p.display()
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// True when a symlink at depth `depth` (number of directories between the destination root
+/// and the link) with `target` resolves, lexically, inside the destination.
+fn symlink_stays_inside(depth: usize, target: &Path) -> bool {
+    let mut level = i64::try_from(depth).unwrap_or(i64::MAX);
+    for c in target.components() {
+        match c {
+            Component::Normal(_) => level += 1,
+            Component::CurDir => {}
+            Component::ParentDir => {
+                level -= 1;
+                if level < 0 {
+                    return false;
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => return false,
+        }
+    }
+    true
+}
+
+/// Unpack a tar stream under `dest` (created when missing). Every path is resolved component by
+/// component with `O_NOFOLLOW` from a descriptor of `dest`, so neither `..`, absolute names,
+/// symlinks in the archive nor symlinks already in the destination can lead outside it.
+pub(crate) fn extract<R: Read>(dest: &Path, reader: R) -> Result<UploadResult, FileError> {
+    std::fs::create_dir_all(dest)
+        .map_err(|e| FileError::io(&format!("create {}", dest.display()), &e))?;
+    let root: OwnedFd = File::open(dest)
+        .map_err(|e| FileError::io(&format!("open {}", dest.display()), &e))?
+        .into();
+    let mut archive = tar::Archive::new(reader);
+    let mut result = UploadResult {
+        entries: 0,
+        bytes: 0,
+    };
+    let entries = archive
+        .entries()
+        .map_err(|e| FileError::io("read tar stream", &e))?;
+    let mut buf = vec![0u8; CHUNK];
+    for entry in entries {
+        let mut entry = entry.map_err(|e| FileError::io("read tar entry", &e))?;
+        let path = entry
+            .path()
+            .map_err(|e| FileError::io("tar entry path", &e))?
+            .into_owned();
+        let comps = clean_components(&path)?;
+        let kind = entry.header().entry_type();
+        let mode = entry
+            .header()
+            .mode()
+            .map_err(|e| FileError::io("tar entry mode", &e))?
+            & 0o7777;
+        let Some((last, parents)) = comps.split_last() else {
+            // The archive's root (`./`): apply its mode to the destination.
+            if kind.is_dir() {
+                let _ = std::fs::set_permissions(dest, std::fs::Permissions::from_mode(mode));
+            }
+            continue;
+        };
+        let mut dir = root
+            .try_clone()
+            .map_err(|e| FileError::io("dup directory", &e))?;
+        let mut shown = dest.to_path_buf();
+        for p in parents {
+            shown.push(p);
+            dir = open_dir_at(&dir, Path::new(p), true, &shown)?;
+        }
+        shown.push(last);
+        let name = Path::new(last);
+        if kind.is_dir() {
+            let d = open_dir_at(&dir, name, true, &shown)?;
+            File::from(d)
+                .set_permissions(std::fs::Permissions::from_mode(mode))
+                .map_err(|e| FileError::io(&format!("chmod {}", shown.display()), &e))?;
+        } else if kind.is_file() {
+            let flags = OFlag::O_WRONLY
+                | OFlag::O_CREAT
+                | OFlag::O_TRUNC
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_CLOEXEC;
+            let fd = match openat(dir.as_fd(), name, flags, Mode::from_bits_truncate(0o600)) {
+                Ok(fd) => fd,
+                Err(Errno::ELOOP) => {
+                    return Err(FileError::escape(format!(
+                        "{} exists as a symlink in the destination: refusing to write through it",
+                        shown.display()
+                    )));
+                }
+                Err(e) => {
+                    return Err(FileError::io(
+                        &format!("create {}", shown.display()),
+                        &e.into(),
+                    ));
+                }
+            };
+            let mut f = File::from(fd);
+            loop {
+                let n = entry
+                    .read(&mut buf)
+                    .map_err(|e| FileError::io("read tar entry data", &e))?;
+                if n == 0 {
+                    break;
+                }
+                f.write_all(&buf[..n])
+                    .map_err(|e| FileError::io(&format!("write {}", shown.display()), &e))?;
+                result.bytes += n as u64;
+            }
+            f.set_permissions(std::fs::Permissions::from_mode(mode))
+                .map_err(|e| FileError::io(&format!("chmod {}", shown.display()), &e))?;
+        } else if kind.is_symlink() {
+            let target = entry
+                .link_name()
+                .map_err(|e| FileError::io("tar link name", &e))?
+                .ok_or_else(|| {
+                    FileError::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        "symlink without a target",
+                    )
+                })?
+                .into_owned();
+            if !symlink_stays_inside(parents.len(), &target) {
+                return Err(FileError::escape(format!(
+                    "symlink {} -> {} points outside the destination",
+                    shown.display(),
+                    target.display()
+                )));
+            }
+            match nix::unistd::symlinkat(&target, dir.as_fd(), name) {
+                Ok(()) => {}
+                Err(e) => {
+                    return Err(FileError::io(
+                        &format!("symlink {}", shown.display()),
+                        &e.into(),
+                    ));
+                }
+            }
+        } else {
+            return Err(FileError::new(
+                StatusCode::BAD_REQUEST,
+                "unsupported",
+                format!(
+                    "{}: only files, directories and symlinks can be uploaded",
+                    shown.display()
+                ),
+            ));
+        }
+        result.entries += 1;
+    }
+    Ok(result)
+}
+
+pub(crate) async fn handle_download(req: Request<Incoming>) -> Response<Body> {
+    let pr: PathRequest = match server::read_json(req.into_body()).await {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let path = match absolute(&pr.path) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let meta = match tokio::fs::metadata(&path).await {
+        Ok(m) => m,
+        Err(e) => return FileError::io(&format!("stat {}", path.display()), &e).into_response(),
+    };
+    let (tx, body) = ChannelBody::new(4);
+    let (kind, ctype) = if meta.is_dir() {
+        let dir = path.clone();
+        tokio::task::spawn_blocking(move || {
+            let w = ChannelWriter {
+                tx: tx.clone(),
+                buf: Vec::with_capacity(CHUNK),
+            };
+            let mut b = tar::Builder::new(w);
+            b.follow_symlinks(false);
+            let res = b
+                .append_dir_all(".", &dir)
+                .and_then(|()| b.into_inner())
+                .and_then(|mut w| w.flush());
+            if let Err(e) = res {
+                let _ = tx.blocking_send(Err(io::Error::other(format!(
+                    "archive {}: {e}",
+                    dir.display()
+                ))));
+            }
+        });
+        ("dir", TAR_CONTENT_TYPE)
+    } else if meta.is_file() {
+        let mut f = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) => {
+                return FileError::io(&format!("open {}", path.display()), &e).into_response();
+            }
+        };
+        tokio::spawn(async move {
+            loop {
+                let mut buf = bytes::BytesMut::with_capacity(CHUNK);
+                match f.read_buf(&mut buf).await {
+                    Ok(0) => break,
+                    Ok(_) => {
+                        if tx.send(Ok(buf.freeze())).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        break;
+                    }
+                }
+            }
+        });
+        ("file", "application/octet-stream")
+    } else {
+        return server::error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            &format!("{} is neither a file nor a directory", path.display()),
+        );
+    };
+    let mut r = server::streaming(ctype, body);
+    r.headers_mut()
+        .insert(HEADER_KIND, HeaderValue::from_static(kind));
+    if let Ok(v) = HeaderValue::from_str(&format!("{:o}", meta.mode() & 0o7777)) {
+        r.headers_mut().insert(HEADER_MODE, v);
+    }
+    if kind == "file"
+        && let Ok(v) = HeaderValue::from_str(&meta.len().to_string())
+    {
+        r.headers_mut().insert(http::header::CONTENT_LENGTH, v);
+    }
+    r
+}
+
+fn stat_of(path: &Path) -> Result<FileStat, FileError> {
+    let m = std::fs::symlink_metadata(path)
+        .map_err(|e| FileError::io(&format!("stat {}", path.display()), &e))?;
+    let ft = m.file_type();
+    let kind = if ft.is_symlink() {
+        FileKind::Symlink
+    } else if ft.is_dir() {
+        FileKind::Dir
+    } else if ft.is_file() {
+        FileKind::File
+    } else {
+        FileKind::Other
+    };
+    let link_target = if ft.is_symlink() {
+        std::fs::read_link(path)
+            .ok()
+            .map(|t| t.to_string_lossy().into_owned())
+    } else {
+        None
+    };
+    Ok(FileStat {
+        name: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "/".into()),
+        kind,
+        size: m.len(),
+        mode: m.mode() & 0o7777,
+        uid: m.uid(),
+        gid: m.gid(),
+        mtime: m.mtime(),
+        link_target,
+    })
+}
+
+fn op(route: &str, body: &[u8]) -> Result<Response<Body>, FileError> {
+    let bad = |e: serde_json::Error| {
+        FileError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("invalid JSON body: {e}"),
+        )
+    };
+    match route {
+        routes::STAT => {
+            let r: PathRequest = serde_json::from_slice(body).map_err(bad)?;
+            Ok(server::json(StatusCode::OK, &stat_of(&absolute(&r.path)?)?))
+        }
+        routes::LIST => {
+            let r: PathRequest = serde_json::from_slice(body).map_err(bad)?;
+            let p = absolute(&r.path)?;
+            let rd = std::fs::read_dir(&p)
+                .map_err(|e| FileError::io(&format!("list {}", p.display()), &e))?;
+            let mut out = Vec::new();
+            for e in rd {
+                let e = e.map_err(|e| FileError::io(&format!("list {}", p.display()), &e))?;
+                out.push(stat_of(&e.path())?);
+            }
+            out.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(server::json(StatusCode::OK, &out))
+        }
+        routes::MKDIR => {
+            let r: MkdirRequest = serde_json::from_slice(body).map_err(bad)?;
+            let p = absolute(&r.path)?;
+            let mut b = std::fs::DirBuilder::new();
+            std::os::unix::fs::DirBuilderExt::mode(&mut b, r.mode.unwrap_or(0o755) & 0o7777);
+            b.recursive(r.parents)
+                .create(&p)
+                .map_err(|e| FileError::io(&format!("mkdir {}", p.display()), &e))?;
+            Ok(server::empty(StatusCode::NO_CONTENT))
+        }
+        routes::REMOVE => {
+            let r: RemoveRequest = serde_json::from_slice(body).map_err(bad)?;
+            let p = absolute(&r.path)?;
+            if p == Path::new("/") {
+                return Err(FileError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "refusing to remove /",
+                ));
+            }
+            let m = std::fs::symlink_metadata(&p)
+                .map_err(|e| FileError::io(&format!("stat {}", p.display()), &e))?;
+            let res = if m.is_dir() {
+                if r.recursive {
+                    std::fs::remove_dir_all(&p)
+                } else {
+                    std::fs::remove_dir(&p)
+                }
+            } else {
+                std::fs::remove_file(&p)
+            };
+            res.map_err(|e| FileError::io(&format!("remove {}", p.display()), &e))?;
+            Ok(server::empty(StatusCode::NO_CONTENT))
+        }
+        routes::RENAME => {
+            let r: RenameRequest = serde_json::from_slice(body).map_err(bad)?;
+            let (from, to) = (absolute(&r.from)?, absolute(&r.to)?);
+            std::fs::rename(&from, &to).map_err(|e| {
+                FileError::io(
+                    &format!("rename {} to {}", from.display(), to.display()),
+                    &e,
+                )
+            })?;
+            Ok(server::empty(StatusCode::NO_CONTENT))
+        }
+        _ => Err(FileError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no route {route}"),
+        )),
+    }
+}
+
+pub(crate) async fn handle_op(route: &str, req: Request<Incoming>) -> Response<Body> {
+    let limited = http_body_util::Limited::new(req.into_body(), 1 << 20);
+    let body = match limited.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return server::error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                &format!("read request body: {e}"),
+            );
+        }
+    };
+    let route = route.to_owned();
+    match tokio::task::spawn_blocking(move || op(&route, &body)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => e.into_response(),
+        Err(e) => server::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            &format!("file task: {e}"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlink_targets_are_checked_lexically() {
+        assert!(symlink_stays_inside(0, Path::new("a/b")));
+        assert!(symlink_stays_inside(1, Path::new("../x")));
+        assert!(!symlink_stays_inside(0, Path::new("../x")));
+        assert!(!symlink_stays_inside(1, Path::new("a/../../../x")));
+        assert!(!symlink_stays_inside(3, Path::new("/etc/passwd")));
+    }
+
+    #[test]
+    fn clean_components_rejects_escapes() {
+        assert!(clean_components(Path::new("a/../b")).is_err());
+        assert!(clean_components(Path::new("/etc/x")).is_err());
+        assert_eq!(clean_components(Path::new("./a/b")).unwrap().len(), 2);
+    }
+}

@@ -1,0 +1,75 @@
+//! The agent's only `unsafe`: child set-up between fork and exec, and terminal ioctls.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+/// Who a child runs as. `None` keeps the agent's own identity.
+#[derive(Debug, Clone)]
+pub(crate) struct ChildIdentity {
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) groups: Vec<u32>,
+}
+
+/// Arrange for the child, after fork and before exec, to start a new session (so it leads its
+/// own process group: kills reach the whole tree), optionally take its stdin as controlling
+/// terminal (PTY sessions), and switch to `identity` (supplementary groups, gid, then uid).
+pub(crate) fn prepare_child(
+    cmd: &mut tokio::process::Command,
+    identity: Option<ChildIdentity>,
+    controlling_tty: bool,
+) {
+    // SAFETY: the closure runs in the forked child before exec. It calls only async-signal-safe
+    // functions (setsid, ioctl, setgroups, setgid, setuid) on data moved into the closure
+    // before the fork, and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if controlling_tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if let Some(id) = &identity {
+                if libc::setgroups(id.groups.len(), id.groups.as_ptr()) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                if libc::setgid(id.gid) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                if libc::setuid(id.uid) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Set a terminal's window size (TIOCSWINSZ); the kernel sends SIGWINCH to its foreground group.
+pub(crate) fn set_winsize(fd: BorrowedFd<'_>, cols: u16, rows: u16) -> io::Result<()> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: `fd` is a descriptor borrowed for the duration of the call and `ws` is a valid,
+    // initialised winsize that the kernel only reads.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Register a descriptor we own with tokio's reactor.
+pub(crate) fn async_fd(
+    fd: std::os::fd::OwnedFd,
+) -> io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    // SAFETY: `OwnedFd` owns a valid open descriptor; it is moved into the AsyncFd, which is
+    // the only owner, so it is neither closed nor replaced while registered.
+    Ok(unsafe { tokio::io::unix::AsyncFd::register(fd) }?)
+}
