@@ -1,11 +1,14 @@
 //! vmsan host library: state store, lifecycle, networking and images orchestration,
 //! guest agent access, snapshots and doctor.
 
+pub mod artifacts;
+pub mod doctor;
 pub mod error;
 pub mod ids;
 pub mod paths;
 pub mod process;
 pub mod state;
+mod sys;
 pub mod time;
 pub mod validate;
 

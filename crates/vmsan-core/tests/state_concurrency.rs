@@ -2,6 +2,8 @@
 //! file and per process) creating, updating and deleting VM states at once, and writers killed
 //! with SIGKILL in the middle of a write.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::collections::HashSet;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -24,7 +26,13 @@ fn new_state(id: &VmId) -> VmState {
 /// Re-runs this test binary as a worker process (see `state_worker`).
 fn spawn_worker(args: &str) -> Child {
     Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "state_worker", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "state_worker",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(WORKER_ENV, args)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -36,7 +44,9 @@ fn spawn_worker(args: &str) -> Child {
 #[test]
 #[ignore = "worker process of the concurrency tests; they start it themselves"]
 fn state_worker() {
-    let Ok(spec) = std::env::var(WORKER_ENV) else { return };
+    let Ok(spec) = std::env::var(WORKER_ENV) else {
+        return;
+    };
     let parts: Vec<&str> = spec.split('|').collect();
     let store = StateStore::open(&Paths::new(parts[1])).unwrap();
     let shared = VmId::parse(parts[2]).unwrap();
@@ -52,15 +62,19 @@ fn state_worker() {
             }
             for id in &mine {
                 for _ in 0..2 {
-                    store.update(id, |st| {
-                        st.status = VmStatus::Stopped;
-                        Ok(())
-                    })
-                    .unwrap();
+                    store
+                        .update(id, |st| {
+                            st.status = VmStatus::Stopped;
+                            Ok(())
+                        })
+                        .unwrap();
                 }
             }
             assert!(store.remove(&mine[0]).unwrap());
-            assert!(!store.remove(&mine[0]).unwrap(), "second remove must report nothing removed");
+            assert!(
+                !store.remove(&mine[0]).unwrap(),
+                "second remove must report nothing removed"
+            );
         }
         "churn" => loop {
             store
@@ -68,8 +82,9 @@ fn state_worker() {
                     // Self-consistent content: the project names the generation this write
                     // produces, and the domain list is long enough to take several writes.
                     st.project = format!("gen-{}", st.generation + 1);
-                    st.network.allowed_domains =
-                        (0..DOMAINS).map(|i| format!("d{i}-{}.example.com", st.generation + 1)).collect();
+                    st.network.allowed_domains = (0..DOMAINS)
+                        .map(|i| format!("d{i}-{}.example.com", st.generation + 1))
+                        .collect();
                     Ok(())
                 })
                 .unwrap();
@@ -79,10 +94,20 @@ fn state_worker() {
 }
 
 fn check_consistent(st: &VmState) {
-    assert_eq!(st.project, format!("gen-{}", st.generation), "torn or mixed state");
+    assert_eq!(
+        st.project,
+        format!("gen-{}", st.generation),
+        "torn or mixed state"
+    );
     assert_eq!(st.network.allowed_domains.len(), DOMAINS);
     let suffix = format!("-{}.example.com", st.generation);
-    assert!(st.network.allowed_domains.iter().all(|d| d.ends_with(&suffix)), "mixed generations");
+    assert!(
+        st.network
+            .allowed_domains
+            .iter()
+            .all(|d| d.ends_with(&suffix)),
+        "mixed generations"
+    );
 }
 
 fn vms(store: &StateStore) -> Vec<VmState> {
@@ -119,8 +144,16 @@ fn fifty_processes_create_update_delete_without_lost_updates_or_duplicate_slots(
 
     let all = vms(&store);
     let shared_now = all.iter().find(|s| s.id == shared.id).unwrap();
-    assert_eq!(shared_now.generation, 1 + WORKERS as u64 * SHARED_UPDATES, "lost update");
-    assert_eq!(all.len(), 1 + WORKERS * (OWN_VMS - 1), "VMs created minus removed");
+    assert_eq!(
+        shared_now.generation,
+        1 + WORKERS as u64 * SHARED_UPDATES,
+        "lost update"
+    );
+    assert_eq!(
+        all.len(),
+        1 + WORKERS * (OWN_VMS - 1),
+        "VMs created minus removed"
+    );
     for st in all.iter().filter(|s| s.id != shared.id) {
         assert_eq!(st.generation, 3, "{}: create + 2 updates", st.id);
         assert_eq!(st.status, VmStatus::Stopped);
@@ -131,7 +164,7 @@ fn fifty_processes_create_update_delete_without_lost_updates_or_duplicate_slots(
     assert_eq!(ids.len(), all.len(), "duplicate id");
     // Nothing but VM directories and the lock dir remain: no staging, trash or temp files.
     assert_no_debris(&home.path().join("vms"));
-    eprintln!("{} concurrent list() calls saw only whole states", reads);
+    eprintln!("{reads} concurrent list() calls saw only whole states");
 }
 
 fn assert_no_debris(vms_dir: &Path) {
@@ -153,7 +186,9 @@ fn sigkill_during_writes_leaves_the_old_or_the_new_state() {
         .create(|id, _| {
             let mut st = new_state(id);
             st.project = "gen-1".into();
-            st.network.allowed_domains = (0..DOMAINS).map(|i| format!("d{i}-1.example.com")).collect();
+            st.network.allowed_domains = (0..DOMAINS)
+                .map(|i| format!("d{i}-1.example.com"))
+                .collect();
             st
         })
         .unwrap();
@@ -172,7 +207,10 @@ fn sigkill_during_writes_leaves_the_old_or_the_new_state() {
                 break;
             }
             assert!(Instant::now() < deadline, "worker made no progress");
-            assert!(child.try_wait().unwrap().is_none(), "worker died on its own");
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "worker died on its own"
+            );
         }
         child.kill().unwrap();
         child.wait().unwrap();
@@ -185,8 +223,9 @@ fn sigkill_during_writes_leaves_the_old_or_the_new_state() {
         .with_lock_timeout(Duration::from_secs(2))
         .update(&st.id, |s| {
             s.project = format!("gen-{}", s.generation + 1);
-            s.network.allowed_domains =
-                (0..DOMAINS).map(|i| format!("d{i}-{}.example.com", s.generation + 1)).collect();
+            s.network.allowed_domains = (0..DOMAINS)
+                .map(|i| format!("d{i}-{}.example.com", s.generation + 1))
+                .collect();
             Ok(())
         })
         .unwrap();

@@ -143,7 +143,8 @@ impl StateStore {
                 }),
             }
         }
-        out.sort_by(|a, b| sort_key(b).cmp(&sort_key(a)));
+        // Newest first; RFC 3339 UTC timestamps sort as text.
+        out.sort_unstable_by(newest_first);
         Ok(out)
     }
 
@@ -333,11 +334,14 @@ pub fn reconcile(st: &mut VmState) {
     }
 }
 
-fn sort_key(e: &ListEntry) -> (String, String) {
-    match e {
-        ListEntry::Vm(st) => (st.created_at.clone(), st.id.to_string()),
-        ListEntry::Corrupt { id, .. } => (String::new(), id.clone()),
+fn newest_first(a: &ListEntry, b: &ListEntry) -> std::cmp::Ordering {
+    fn key(e: &ListEntry) -> (&str, &str) {
+        match e {
+            ListEntry::Vm(st) => (&st.created_at, st.id.as_str()),
+            ListEntry::Corrupt { id, .. } => ("", id),
+        }
     }
+    key(b).cmp(&key(a))
 }
 
 fn not_found(id: &VmId) -> Error {

@@ -1,0 +1,231 @@
+//! The host files vmsan executes or boots, where they live and how they are trusted.
+//!
+//! Anything vmsan runs as root must be owned by root and writable by nobody else, and so must
+//! every directory above it: otherwise any local user could swap it and gain root on the next
+//! `sudo vmsan` (reference defect 13.1.5).
+
+use std::fmt;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::paths::Paths;
+
+/// Oldest Firecracker release vmsan drives.
+pub const FIRECRACKER_MIN: Version = Version(1, 14, 0);
+/// First Firecracker release vmsan does not know yet.
+pub const FIRECRACKER_NEXT_UNSUPPORTED: Version = Version(1, 17, 0);
+/// The supported range, as printed.
+pub const SUPPORTED_RANGE_TEXT: &str = ">= 1.14.0, < 1.17.0";
+
+/// A three-part version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version(pub u32, pub u32, pub u32);
+
+impl Version {
+    /// Parse `Firecracker v1.16.1` (the first line of `firecracker --version`).
+    pub fn parse_firecracker(text: &str) -> Option<Self> {
+        let first = text.lines().next()?.trim();
+        let v = first.strip_prefix("Firecracker v")?;
+        let v = v.split(['-', ' ']).next()?;
+        let mut it = v.split('.').map(|p| p.parse::<u32>().ok());
+        Some(Self(it.next()??, it.next()??, it.next()??))
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.0, self.1, self.2)
+    }
+}
+
+/// Is this Firecracker version one vmsan supports?
+pub fn firecracker_supported(v: Version) -> bool {
+    (FIRECRACKER_MIN..FIRECRACKER_NEXT_UNSUPPORTED).contains(&v)
+}
+
+/// Where `vmsan setup` installs Firecracker.
+pub fn firecracker_path(paths: &Paths) -> PathBuf {
+    paths.bin_dir().join("firecracker")
+}
+
+/// Where `vmsan setup` installs the jailer.
+pub fn jailer_path(paths: &Paths) -> PathBuf {
+    paths.bin_dir().join("jailer")
+}
+
+/// The guest agent: installed in the vmsan home, or shipped beside the `vmsan` binary
+/// (`<prefix>/lib/vmsan/vmsan-agent` for installs, the same directory for development builds).
+pub fn find_agent(paths: &Paths) -> Option<PathBuf> {
+    let mut candidates = vec![paths.bin_dir().join("vmsan-agent")];
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_owned))
+    {
+        candidates.push(dir.join("../lib/vmsan/vmsan-agent"));
+        candidates.push(dir.join("vmsan-agent"));
+    }
+    candidates.into_iter().find(|p| p.is_file())
+}
+
+/// The guest kernel: `kernels/vmlinux` if present, else the lexicographically last `vmlinux*`.
+pub fn find_kernel(paths: &Paths) -> Option<PathBuf> {
+    let dir = paths.kernels_dir();
+    let exact = dir.join("vmlinux");
+    if exact.is_file() {
+        return Some(exact);
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .ok()?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("vmlinux"))
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+/// Check that a file and every directory above it are owned by root and not writable by group
+/// or others (sticky directories such as /tmp excepted for the directories). `Err` says why not.
+pub fn check_trusted_file(path: &Path) -> Result<(), String> {
+    let md = std::fs::symlink_metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if md.file_type().is_symlink() {
+        return Err(format!("{} is a symlink", path.display()));
+    }
+    if !md.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    check_owner_mode(path, md.uid(), md.mode(), false)?;
+    let mut dir = path.parent();
+    while let Some(d) = dir {
+        if d.as_os_str().is_empty() {
+            break;
+        }
+        let md = std::fs::metadata(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        check_owner_mode(d, md.uid(), md.mode(), true)?;
+        dir = d.parent();
+    }
+    Ok(())
+}
+
+fn check_owner_mode(path: &Path, uid: u32, mode: u32, is_dir: bool) -> Result<(), String> {
+    if uid != 0 {
+        return Err(format!(
+            "{} is owned by uid {uid}, not root",
+            path.display()
+        ));
+    }
+    let sticky = mode & 0o1000 != 0;
+    if mode & 0o022 != 0 && !(is_dir && sticky) {
+        return Err(format!(
+            "{} is group- or world-writable (mode {:o})",
+            path.display(),
+            mode & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+/// Is this an ELF executable without a program interpreter (i.e. statically linked)?
+pub fn is_static_elf(path: &Path) -> std::io::Result<bool> {
+    let mut f = std::fs::File::open(path)?;
+    let mut head = vec![0u8; 64];
+    f.read_exact(&mut head)?;
+    let bad = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not a 64-bit little-endian ELF file",
+        )
+    };
+    if &head[..4] != b"\x7fELF" || head[4] != 2 || head[5] != 1 {
+        return Err(bad());
+    }
+    let u16_at = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
+    let u32_at = |b: &[u8], o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+    let phoff = u64::from_le_bytes(head[32..40].try_into().map_err(|_| bad())?);
+    let phentsize = usize::from(u16_at(&head, 54));
+    let phnum = usize::from(u16_at(&head, 56));
+    if phentsize < 4 || phnum > 4096 {
+        return Err(bad());
+    }
+    let mut table = vec![0u8; phentsize * phnum];
+    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(phoff))?;
+    f.read_exact(&mut table)?;
+    const PT_INTERP: u32 = 3;
+    Ok(!table.chunks(phentsize).any(|ph| u32_at(ph, 0) == PT_INTERP))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn firecracker_versions() {
+        let v = Version::parse_firecracker(
+            "Firecracker v1.16.1\n\nSupported snapshot data format versions: v8.0.0\n",
+        );
+        assert_eq!(v, Some(Version(1, 16, 1)));
+        assert!(firecracker_supported(Version(1, 16, 1)));
+        assert!(firecracker_supported(Version(1, 14, 0)));
+        assert!(!firecracker_supported(Version(1, 13, 9)));
+        assert!(!firecracker_supported(Version(1, 17, 0)));
+        assert_eq!(Version::parse_firecracker("firecracker 1.2"), None);
+        assert_eq!(
+            Version::parse_firecracker("Firecracker v1.17.0-dev"),
+            Some(Version(1, 17, 0))
+        );
+    }
+
+    #[test]
+    fn static_and_dynamic_elves() {
+        // /bin/sh on Debian is dynamically linked.
+        assert!(!is_static_elf(Path::new("/bin/sh")).unwrap());
+        // A text file is not an ELF at all.
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path().join("t");
+        std::fs::write(&t, vec![b'x'; 100]).unwrap();
+        assert!(is_static_elf(&t).is_err());
+        if let Some(bb) = ["/bin/busybox", "/usr/bin/busybox"]
+            .iter()
+            .map(Path::new)
+            .find(|p| p.exists())
+        {
+            // busybox-static is static.
+            assert!(is_static_elf(bb).unwrap());
+        }
+    }
+
+    #[test]
+    fn trusted_files() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: ownership checks need files owned by root; run as root");
+            return;
+        }
+        let d = tempfile::Builder::new().tempdir_in("/var/tmp").unwrap();
+        std::fs::set_permissions(
+            d.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let f = d.path().join("fc");
+        std::fs::write(&f, b"x").unwrap();
+        std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        assert_eq!(check_trusted_file(&f), Ok(()));
+        std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o775)).unwrap();
+        assert!(check_trusted_file(&f).unwrap_err().contains("writable"));
+        std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        std::os::unix::fs::chown(&f, Some(65534), None).unwrap();
+        assert!(check_trusted_file(&f).unwrap_err().contains("uid 65534"));
+        std::os::unix::fs::chown(&f, Some(0), None).unwrap();
+        std::fs::set_permissions(
+            d.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .unwrap();
+        assert!(check_trusted_file(&f).unwrap_err().contains("writable"));
+        let l = d.path().join("link");
+        std::os::unix::fs::symlink(&f, &l).unwrap();
+        assert!(check_trusted_file(&l).unwrap_err().contains("symlink"));
+    }
+}

@@ -1,0 +1,502 @@
+//! Checks of the host: KVM, TUN, cgroups, disk, routing, nftables, firewall, filesystems.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use super::Check;
+use crate::paths::Paths;
+use crate::sys;
+
+const SYSTEM: &str = "System";
+const MIN_FREE_BYTES: u64 = 5 << 30;
+/// `sun_path` holds 108 bytes including the terminating NUL.
+const SUN_PATH_MAX: usize = 107;
+
+pub(super) fn checks(paths: &Paths) -> Vec<Check> {
+    vec![
+        kvm(),
+        tun(),
+        cgroups(Path::new("/sys/fs/cgroup")),
+        disk_space(paths.home()),
+        default_interface(),
+        nftables(),
+        host_firewall(),
+        jail_filesystem(&paths.jail_dir()),
+        socket_path_length(&paths.jail_dir()),
+        mke2fs(),
+        mksquashfs(),
+    ]
+}
+
+/// Programs are looked up in the system directories only, never in a user-controlled PATH:
+/// doctor and the library run as root.
+pub(crate) fn find_tool(name: &str) -> Option<PathBuf> {
+    [
+        "/usr/local/sbin",
+        "/usr/local/bin",
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+    ]
+    .iter()
+    .map(|d| Path::new(d).join(name))
+    .find(|p| p.is_file())
+}
+
+fn kvm() -> Check {
+    const FIX: &str = "Enable virtualisation (VT-x/AMD-V) in the BIOS or the hypervisor, load the \
+        module (`modprobe kvm_intel` or `modprobe kvm_amd`), and make /dev/kvm read-write for root.";
+    let kvm = match sys::kvm::open() {
+        Ok(f) => f,
+        Err(e) => return Check::fail(SYSTEM, "KVM", format!("/dev/kvm: {e}"), FIX),
+    };
+    match sys::kvm::api_version(&kvm) {
+        Ok(v) if v == sys::kvm::KVM_API_VERSION => {}
+        Ok(v) => {
+            return Check::fail(
+                SYSTEM,
+                "KVM",
+                format!("unexpected KVM API version {v}"),
+                FIX,
+            );
+        }
+        Err(e) => return Check::fail(SYSTEM, "KVM", format!("KVM_GET_API_VERSION: {e}"), FIX),
+    }
+    match sys::kvm::can_create_vm(&kvm) {
+        Ok(()) => Check::pass(
+            SYSTEM,
+            "KVM",
+            "/dev/kvm read-write, API 12, can create a VM",
+        ),
+        Err(e) => Check::fail(SYSTEM, "KVM", format!("KVM_CREATE_VM: {e}"), FIX),
+    }
+}
+
+fn tun() -> Check {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+    {
+        Ok(_) => Check::pass(SYSTEM, "TUN device", "/dev/net/tun read-write"),
+        Err(e) => Check::fail(
+            SYSTEM,
+            "TUN device",
+            format!("/dev/net/tun: {e}"),
+            "Load the module with `modprobe tun`; if it exists but cannot be opened, check that \
+             /dev is not mounted nodev.",
+        ),
+    }
+}
+
+/// The cgroup layout of a host, as the jailer needs to know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CgroupMode {
+    /// cgroup v2 only (`/sys/fs/cgroup` is cgroup2).
+    Unified,
+    /// v1 controllers, with or without an empty v2 hierarchy beside them.
+    Legacy,
+}
+
+/// Detect the cgroup mode from the mount root (normally `/sys/fs/cgroup`).
+pub(crate) fn cgroup_mode(root: &Path) -> Option<CgroupMode> {
+    if root.join("cgroup.controllers").is_file() {
+        Some(CgroupMode::Unified)
+    } else if root.join("memory").is_dir() || root.join("cpu").is_dir() {
+        Some(CgroupMode::Legacy)
+    } else {
+        None
+    }
+}
+
+fn cgroups(root: &Path) -> Check {
+    const NAME: &str = "cgroups";
+    match cgroup_mode(root) {
+        Some(CgroupMode::Unified) => {
+            let controllers =
+                std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+            let have = |c: &str| controllers.split_whitespace().any(|x| x == c);
+            if have("cpu") && have("memory") {
+                Check::pass(
+                    SYSTEM,
+                    NAME,
+                    "v2 (unified), cpu and memory controllers available",
+                )
+            } else {
+                Check::warn(
+                    SYSTEM,
+                    NAME,
+                    format!("v2 (unified), controllers: {}", controllers.trim()),
+                    "Enable the cpu and memory controllers (cgroup.subtree_control), or create VMs \
+                     with --no-cgroup.",
+                )
+            }
+        }
+        Some(CgroupMode::Legacy) => {
+            let hybrid = root.join("unified").is_dir();
+            let missing: Vec<&str> = ["cpu", "memory"]
+                .into_iter()
+                .filter(|c| !root.join(c).is_dir())
+                .collect();
+            let kind = if hybrid { "v1 (hybrid)" } else { "v1 (legacy)" };
+            if missing.is_empty() {
+                Check::pass(
+                    SYSTEM,
+                    NAME,
+                    format!("{kind}, cpu and memory controllers mounted"),
+                )
+            } else {
+                Check::warn(
+                    SYSTEM,
+                    NAME,
+                    format!("{kind}, missing controllers: {}", missing.join(", ")),
+                    "Mount the missing cgroup v1 controllers, or create VMs with --no-cgroup.",
+                )
+            }
+        }
+        None => Check::fail(
+            SYSTEM,
+            NAME,
+            format!("no cgroup hierarchy at {}", root.display()),
+            "Mount cgroup2 on /sys/fs/cgroup (or create VMs with --no-cgroup).",
+        ),
+    }
+}
+
+fn nearest_existing(path: &Path) -> &Path {
+    let mut p = path;
+    while !p.exists() {
+        match p.parent() {
+            Some(parent) => p = parent,
+            None => break,
+        }
+    }
+    p
+}
+
+fn disk_space(home: &Path) -> Check {
+    let at = nearest_existing(home);
+    match nix::sys::statvfs::statvfs(at) {
+        Ok(s) => {
+            let free = s.blocks_available().saturating_mul(s.fragment_size());
+            let gib = free as f64 / f64::from(1u32 << 30);
+            let detail = format!("{gib:.1} GiB free for {}", home.display());
+            if free >= MIN_FREE_BYTES {
+                Check::pass(SYSTEM, "Disk space", detail)
+            } else {
+                Check::warn(
+                    SYSTEM,
+                    "Disk space",
+                    detail,
+                    "Free at least 5 GiB there, or point VMSAN_HOME at a larger filesystem.",
+                )
+            }
+        }
+        Err(e) => Check::fail(
+            SYSTEM,
+            "Disk space",
+            format!("statvfs {}: {e}", at.display()),
+            "Check that the vmsan home directory is on a mounted filesystem.",
+        ),
+    }
+}
+
+/// The interface of the IPv4 default route, from `/proc/net/route`.
+pub(crate) fn default_route_interface(route_table: &str) -> Option<String> {
+    route_table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() > 7 && f[1] == "00000000" && f[7] == "00000000").then(|| f[0].to_owned())
+    })
+}
+
+fn default_interface() -> Check {
+    let table = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    match default_route_interface(&table) {
+        Some(dev) => Check::pass(SYSTEM, "Default interface", dev),
+        None => Check::warn(
+            SYSTEM,
+            "Default interface",
+            "no IPv4 default route",
+            "VMs can only reach the outside through a default route: add one (`ip route add \
+             default via <gateway>`).",
+        ),
+    }
+}
+
+fn nftables() -> Check {
+    const NAME: &str = "nftables";
+    let Some(nft) = find_tool("nft") else {
+        return Check::fail(
+            SYSTEM,
+            NAME,
+            "nft not found",
+            "Install nftables (`apt-get install nftables`).",
+        );
+    };
+    if !nix::unistd::geteuid().is_root() {
+        return Check::warn(
+            SYSTEM,
+            NAME,
+            format!("{} present; the kernel test needs root", nft.display()),
+            "Run `sudo vmsan doctor` to test that the kernel accepts vmsan's tables.",
+        );
+    }
+    // Load a table of the kind vmsan uses (sets with timeouts, a filter chain) into a scratch
+    // namespace that disappears with the probe: the host's own rules are never touched.
+    let script = "table inet vmsan_doctor {\n  set allowed { type ipv4_addr; flags timeout; }\n  \
+                  chain forward { type filter hook forward priority 0; policy drop;\n    \
+                  ct state established,related accept\n    ip daddr @allowed accept\n  }\n}\n";
+    let mut cmd = Command::new(&nft);
+    cmd.args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    sys::netns::in_scratch_netns(&mut cmd);
+    let result = cmd.spawn().and_then(|mut child| {
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(script.as_bytes())?;
+        }
+        child.wait_with_output()
+    });
+    match result {
+        Ok(out) if out.status.success() => Check::pass(
+            SYSTEM,
+            NAME,
+            "kernel accepted a test table in a scratch namespace",
+        ),
+        Ok(out) => Check::fail(
+            SYSTEM,
+            NAME,
+            format!(
+                "test table rejected: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+            "Load nf_tables (`modprobe nf_tables`) and use a kernel of 5.10 or newer.",
+        ),
+        Err(e) => Check::fail(
+            SYSTEM,
+            NAME,
+            format!("could not run nft in a scratch namespace: {e}"),
+            "Check that network namespaces are available (CONFIG_NET_NS).",
+        ),
+    }
+}
+
+fn host_firewall() -> Check {
+    let ufw = std::fs::read_to_string("/etc/ufw/ufw.conf")
+        .map(|c| c.lines().any(|l| l.trim() == "ENABLED=yes"))
+        .unwrap_or(false);
+    let firewalld = Path::new("/run/firewalld/firewalld.pid").exists()
+        || Path::new("/var/run/firewalld.pid").exists();
+    match (ufw, firewalld) {
+        (false, false) => Check::pass(SYSTEM, "Host firewall", "neither ufw nor firewalld active"),
+        _ => Check::warn(
+            SYSTEM,
+            "Host firewall",
+            if ufw {
+                "ufw is active"
+            } else {
+                "firewalld is active"
+            },
+            "vmsan adds its own forward and NAT rules beside it; if VMs cannot reach the network, \
+             allow forwarding from the vmsan-* interfaces in its configuration.",
+        ),
+    }
+}
+
+/// The mount options of the mount that holds `path`, from `/proc/self/mountinfo`.
+pub(crate) fn mount_options_for(mountinfo: &str, path: &Path) -> Option<(String, String)> {
+    let mut best: Option<(usize, String, String)> = None;
+    for line in mountinfo.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        if f.len() < 6 {
+            continue;
+        }
+        let mount_point = f[4].replace("\\040", " ");
+        let mp = Path::new(&mount_point);
+        if path.starts_with(mp) {
+            let len = mount_point.len();
+            // Later lines over-mount earlier ones at the same point.
+            if best.as_ref().is_none_or(|(l, _, _)| len >= *l) {
+                best = Some((len, mount_point.clone(), f[5].to_owned()));
+            }
+        }
+    }
+    best.map(|(_, mp, opts)| (mp, opts))
+}
+
+fn jail_filesystem(jail: &Path) -> Check {
+    const NAME: &str = "Jail filesystem";
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let at = nearest_existing(jail);
+    let canon = at.canonicalize().unwrap_or_else(|_| at.to_owned());
+    match mount_options_for(&mountinfo, &canon) {
+        Some((mp, opts)) => {
+            let bad: Vec<&str> = opts
+                .split(',')
+                .filter(|o| matches!(*o, "nodev" | "noexec" | "ro"))
+                .collect();
+            if bad.is_empty() {
+                Check::pass(SYSTEM, NAME, format!("{} on {mp} ({opts})", jail.display()))
+            } else {
+                Check::fail(
+                    SYSTEM,
+                    NAME,
+                    format!("{} is on {mp}, mounted {}", jail.display(), bad.join(",")),
+                    format!(
+                        "The jailer creates device nodes and runs Firecracker there: remount \
+                         (`mount -o remount,dev,exec,rw {mp}`) or set VMSAN_HOME elsewhere."
+                    ),
+                )
+            }
+        }
+        None => Check::warn(
+            SYSTEM,
+            NAME,
+            format!("could not find the mount holding {}", jail.display()),
+            "Check that /proc is mounted.",
+        ),
+    }
+}
+
+fn socket_path_length(jail: &Path) -> Check {
+    const NAME: &str = "Socket paths";
+    // The longest socket the host opens: the vsock announcement socket in a jail.
+    let longest = jail.join("firecracker/vm-00000000/root/v.sock_1025");
+    let len = longest.as_os_str().len();
+    if len <= SUN_PATH_MAX {
+        Check::pass(
+            SYSTEM,
+            NAME,
+            format!("longest socket path {len} of {SUN_PATH_MAX} bytes"),
+        )
+    } else {
+        Check::fail(
+            SYSTEM,
+            NAME,
+            format!("socket paths in the jail need {len} bytes; Unix sockets allow {SUN_PATH_MAX}"),
+            "Set VMSAN_HOME to a shorter path, e.g. /var/lib/vmsan.",
+        )
+    }
+}
+
+/// Parse `mke2fs 1.47.0 (5-Feb-2023)` into (1, 47, 0).
+pub(crate) fn parse_mke2fs_version(text: &str) -> Option<(u32, u32, u32)> {
+    let v = text.lines().find_map(|l| l.strip_prefix("mke2fs "))?;
+    let v = v.split_whitespace().next()?;
+    let mut it = v.split('.').map(|p| p.parse::<u32>().ok());
+    Some((it.next()??, it.next()??, it.next().flatten().unwrap_or(0)))
+}
+
+fn mke2fs() -> Check {
+    const NAME: &str = "mke2fs";
+    const FIX: &str = "Install e2fsprogs 1.43 or newer (`apt-get install e2fsprogs`).";
+    let Some(tool) = find_tool("mke2fs") else {
+        return Check::fail(SYSTEM, NAME, "mke2fs not found", FIX);
+    };
+    let out = Command::new(&tool).arg("-V").output();
+    let text = out.map(|o| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    match text.ok().as_deref().and_then(parse_mke2fs_version) {
+        Some(v) if v >= (1, 43, 0) => Check::pass(
+            SYSTEM,
+            NAME,
+            format!("{}.{}.{} (supports -d)", v.0, v.1, v.2),
+        ),
+        Some(v) => Check::fail(
+            SYSTEM,
+            NAME,
+            format!("{}.{}.{} is too old for -d", v.0, v.1, v.2),
+            FIX,
+        ),
+        None => Check::fail(
+            SYSTEM,
+            NAME,
+            format!("could not read the version of {}", tool.display()),
+            FIX,
+        ),
+    }
+}
+
+fn mksquashfs() -> Check {
+    match find_tool("mksquashfs") {
+        Some(p) => Check::pass(SYSTEM, "mksquashfs", p.display().to_string()),
+        None => Check::fail(
+            SYSTEM,
+            "mksquashfs",
+            "mksquashfs not found",
+            "Install squashfs-tools (`apt-get install squashfs-tools`): images are built with it.",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_route_from_proc_table() {
+        let t = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\n\
+                 eth0\t0000A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\n\
+                 eth1\t00000000\t0100A8C0\t0003\t0\t0\t0\t00000000\n";
+        assert_eq!(default_route_interface(t).as_deref(), Some("eth1"));
+        assert_eq!(default_route_interface("Iface\n"), None);
+    }
+
+    #[test]
+    fn longest_mount_prefix_wins() {
+        let mi = "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/vda rw\n\
+                  30 22 0:5 / /var/lib rw,nodev shared:2 - tmpfs tmpfs rw\n\
+                  31 22 0:6 / /var/libx rw shared:3 - tmpfs tmpfs rw\n";
+        let (mp, opts) = mount_options_for(mi, Path::new("/var/lib/vmsan/jail")).unwrap();
+        assert_eq!(mp, "/var/lib");
+        assert!(opts.contains("nodev"));
+        let (mp, _) = mount_options_for(mi, Path::new("/srv")).unwrap();
+        assert_eq!(mp, "/");
+    }
+
+    #[test]
+    fn mke2fs_versions() {
+        assert_eq!(
+            parse_mke2fs_version(
+                "mke2fs 1.47.0 (5-Feb-2023)\n\tUsing EXT2FS Library version 1.47.0"
+            ),
+            Some((1, 47, 0))
+        );
+        assert_eq!(
+            parse_mke2fs_version("mke2fs 1.42 (29-Nov-2011)"),
+            Some((1, 42, 0))
+        );
+        assert_eq!(parse_mke2fs_version("garbage"), None);
+    }
+
+    #[test]
+    fn cgroup_modes() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(cgroup_mode(d.path()), None);
+        std::fs::create_dir(d.path().join("memory")).unwrap();
+        assert_eq!(cgroup_mode(d.path()), Some(CgroupMode::Legacy));
+        std::fs::write(d.path().join("cgroup.controllers"), "cpu memory\n").unwrap();
+        assert_eq!(cgroup_mode(d.path()), Some(CgroupMode::Unified));
+        assert_eq!(cgroups(d.path()).status, super::super::Status::Pass);
+        std::fs::write(d.path().join("cgroup.controllers"), "io\n").unwrap();
+        assert_eq!(cgroups(d.path()).status, super::super::Status::Warn);
+    }
+
+    #[test]
+    fn long_homes_fail_the_socket_check() {
+        let long = PathBuf::from(format!("/{}", "x".repeat(90)));
+        assert_eq!(socket_path_length(&long).status, super::super::Status::Fail);
+        assert_eq!(
+            socket_path_length(Path::new("/var/lib/vmsan/jail")).status,
+            super::super::Status::Pass
+        );
+    }
+}

@@ -1,0 +1,6 @@
+//! The only place in the host library allowed to use `unsafe`: thin, checked wrappers around
+//! system calls that std and nix do not cover.
+#![allow(unsafe_code)]
+
+pub(crate) mod kvm;
+pub(crate) mod netns;
