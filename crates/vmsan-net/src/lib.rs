@@ -1,1 +1,39 @@
-//! vmsan-net
+//! Per-VM networking for vmsan.
+//!
+//! Every VM gets a slot `N` (see [`addr`]), a network namespace `vmsan-<vmid>`, a TAP `tap0`
+//! inside it owned by the jail's uid/gid, a veth pair to the host with its own transit /30,
+//! routes, NAT out of the host's default interface and one nftables table per VM inside its
+//! namespace that every guest-originated packet traverses (see [`nft`] for the ruleset).
+//!
+//! Entry points (all blocking; call them from `tokio::task::spawn_blocking` in async code):
+//! - [`setup`] builds a VM's network from a [`VmNetSpec`] and returns a [`VmNet`];
+//! - [`apply_policy`] swaps the VM's egress policy in one atomic nftables transaction;
+//! - [`teardown`] removes everything [`setup`] created, [`leaks`] and [`scan_leaks`] report
+//!   what is left;
+//! - [`dns::DnsFilter`] is the per-VM DNS filter (async, tokio) that feeds the domain
+//!   allow-list into the VM's nftables set;
+//! - [`ratelimit::RateLimiter`] gives Firecracker's rate-limiter values for a bandwidth.
+//!
+//! Netlink (rtnetlink) and ioctls do the work; the only child process is `nft -f -`, run with
+//! argv and the script on stdin, from a thread that has entered the right namespace.
+
+mod error;
+mod link;
+mod setup;
+mod sys;
+
+pub mod addr;
+pub mod dns;
+pub mod netns;
+pub mod nft;
+pub mod policy;
+pub mod ratelimit;
+
+pub use addr::{Slot, SlotAddrs, validate_vm_id};
+pub use error::{NetError, Result};
+pub use policy::{Cidr, CustomPolicy, DomainPattern, Policy, Protocol, PublishedPort};
+pub use ratelimit::{Bandwidth, RateLimiter, TokenBucket};
+pub use setup::{
+    HostConfig, Leak, VmNet, VmNetSpec, apply_policy, leaks, scan_leaks, setup, teardown,
+};
+pub use sys::open_tap;

@@ -1,0 +1,188 @@
+//! Netlink operations (rtnetlink), run on a thread that is already in the right namespace:
+//! the netlink socket belongs to the namespace of the thread that opens it.
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::RawFd;
+
+use futures_util::TryStreamExt as _;
+use netlink_packet_route::AddressFamily;
+use netlink_packet_route::link::LinkAttribute;
+use netlink_packet_route::route::{RouteAttribute, RouteHeader};
+use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+use crate::error::{NetError, Result};
+
+/// Runs `f` with a netlink handle opened in the current thread's namespace.
+pub(crate) fn with_netlink<T, F, Fut>(f: F) -> Result<T>
+where
+    F: FnOnce(Handle) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|e| NetError::sys("netlink runtime", e))?;
+    rt.block_on(async move {
+        let (conn, handle, _) =
+            rtnetlink::new_connection().map_err(|e| NetError::sys("netlink socket", e))?;
+        let task = tokio::spawn(conn);
+        let r = f(handle).await;
+        task.abort();
+        r
+    })
+}
+
+fn is_errno(e: &rtnetlink::Error, errno: i32) -> bool {
+    matches!(e, rtnetlink::Error::NetlinkError(m) if m.to_io().raw_os_error() == Some(errno))
+}
+
+/// Index of interface `name`, `None` if absent.
+pub(crate) async fn index_of(h: &Handle, name: &str) -> Result<Option<u32>> {
+    let mut s = h.link().get().match_name(name.to_string()).execute();
+    match s.try_next().await {
+        Ok(Some(m)) => Ok(Some(m.header.index)),
+        Ok(None) => Ok(None),
+        Err(e) if is_errno(&e, libc::ENODEV) => Ok(None),
+        Err(e) => Err(NetError::netlink(format!("get link {name}"), e)),
+    }
+}
+
+/// Index of `name`, error if absent.
+pub(crate) async fn require_index(h: &Handle, name: &str) -> Result<u32> {
+    index_of(h, name).await?.ok_or_else(|| NetError::Exists {
+        what: format!("no interface {name} (expected it to exist)"),
+    })
+}
+
+/// Creates a veth pair `host` (here) ↔ `peer`, the peer created directly inside the namespace
+/// open at `peer_ns_fd`.
+pub(crate) async fn add_veth(h: &Handle, host: &str, peer: &str, peer_ns_fd: RawFd) -> Result<()> {
+    let peer_msg = LinkUnspec::new_with_name(peer)
+        .setns_by_fd(peer_ns_fd)
+        .build();
+    let msg = LinkVeth::new(host, peer)
+        .set_info_data(netlink_packet_route::link::InfoData::Veth(
+            netlink_packet_route::link::InfoVeth::Peer(peer_msg),
+        ))
+        .build();
+    h.link().add(msg).execute().await.map_err(|e| {
+        if is_errno(&e, libc::EEXIST) {
+            NetError::Exists {
+                what: format!("interface {host}"),
+            }
+        } else {
+            NetError::netlink(format!("add veth {host}/{peer}"), e)
+        }
+    })
+}
+
+/// Brings `index` up.
+pub(crate) async fn up(h: &Handle, index: u32, what: &str) -> Result<()> {
+    h.link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await
+        .map_err(|e| NetError::netlink(format!("set {what} up"), e))
+}
+
+/// Adds `ip/prefix` to `index`.
+pub(crate) async fn add_addr(
+    h: &Handle,
+    index: u32,
+    ip: Ipv4Addr,
+    prefix: u8,
+    what: &str,
+) -> Result<()> {
+    h.address()
+        .add(index, IpAddr::V4(ip), prefix)
+        .execute()
+        .await
+        .map_err(|e| NetError::netlink(format!("add {ip}/{prefix} to {what}"), e))
+}
+
+/// Adds a route `dst/prefix via gw` (`prefix` 0 = default route).
+pub(crate) async fn add_route(h: &Handle, dst: Ipv4Addr, prefix: u8, gw: Ipv4Addr) -> Result<()> {
+    let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(dst, prefix)
+        .gateway(gw)
+        .build();
+    h.route()
+        .add(msg)
+        .execute()
+        .await
+        .map_err(|e| NetError::netlink(format!("add route {dst}/{prefix} via {gw}"), e))
+}
+
+/// Deletes interface `name` if present; returns whether it existed.
+pub(crate) async fn delete_link(h: &Handle, name: &str) -> Result<bool> {
+    let Some(idx) = index_of(h, name).await? else {
+        return Ok(false);
+    };
+    match h.link().del(idx).execute().await {
+        Ok(()) => Ok(true),
+        Err(e) if is_errno(&e, libc::ENODEV) => Ok(false),
+        Err(e) => Err(NetError::netlink(format!("delete link {name}"), e)),
+    }
+}
+
+/// Names of all interfaces whose name starts with `prefix`.
+pub(crate) async fn links_with_prefix(h: &Handle, prefix: &str) -> Result<Vec<String>> {
+    let mut s = h.link().get().execute();
+    let mut out = Vec::new();
+    while let Some(m) = s
+        .try_next()
+        .await
+        .map_err(|e| NetError::netlink("dump links", e))?
+    {
+        for a in &m.attributes {
+            if let LinkAttribute::IfName(n) = a
+                && n.starts_with(prefix)
+            {
+                out.push(n.clone());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Name of the interface of the main table's IPv4 default route.
+pub(crate) async fn default_route_ifname(h: &Handle) -> Result<Option<String>> {
+    let mut s = h
+        .route()
+        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+        .execute();
+    let mut oif = None;
+    while let Some(r) = s
+        .try_next()
+        .await
+        .map_err(|e| NetError::netlink("dump routes", e))?
+    {
+        if r.header.address_family != AddressFamily::Inet
+            || r.header.destination_prefix_length != 0
+            || r.header.table != RouteHeader::RT_TABLE_MAIN
+        {
+            continue;
+        }
+        for a in &r.attributes {
+            if let RouteAttribute::Oif(i) = a {
+                oif = Some(*i);
+            }
+        }
+        if oif.is_some() {
+            break;
+        }
+    }
+    let Some(idx) = oif else { return Ok(None) };
+    let mut s = h.link().get().match_index(idx).execute();
+    let m = s
+        .try_next()
+        .await
+        .map_err(|e| NetError::netlink("get default route link", e))?;
+    Ok(m.and_then(|m| {
+        m.attributes.into_iter().find_map(|a| match a {
+            LinkAttribute::IfName(n) => Some(n),
+            _ => None,
+        })
+    }))
+}

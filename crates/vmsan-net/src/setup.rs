@@ -1,0 +1,498 @@
+//! Building, changing and removing a VM's network.
+
+use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
+use std::os::fd::AsRawFd as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::addr::{self, Slot, SlotAddrs, TAP_NAME, VM_VETH_NAME, validate_vm_id};
+use crate::error::{NetError, Result};
+use crate::link;
+use crate::netns;
+use crate::nft;
+use crate::policy::{Policy, Protocol, PublishedPort};
+use crate::ratelimit::{Bandwidth, RateLimiter};
+use crate::sys;
+
+/// Where the "host" side lives and how things are named. The default is the real host: the
+/// caller's own network namespace, `/run/netns`, prefix `vmsan-`, NAT out of the default
+/// route's interface. Tests point `host_netns` at a namespace they created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostConfig {
+    /// Namespace that plays the host; `None` = the calling thread's namespace.
+    pub host_netns: Option<PathBuf>,
+    /// Directory of the per-VM namespace bind mounts.
+    pub netns_dir: PathBuf,
+    /// Prefix of the per-VM namespace names (`<prefix><vmid>`).
+    pub netns_prefix: String,
+    /// NAT uplink; `None` = the interface of the host's IPv4 default route.
+    pub uplink: Option<String>,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        Self {
+            host_netns: None,
+            netns_dir: PathBuf::from(netns::DEFAULT_DIR),
+            netns_prefix: "vmsan-".to_string(),
+            uplink: None,
+        }
+    }
+}
+
+impl HostConfig {
+    /// The namespace file of VM `vm_id`.
+    pub fn netns_path(&self, vm_id: &str) -> Result<PathBuf> {
+        validate_vm_id(vm_id)?;
+        let name = format!("{}{vm_id}", self.netns_prefix);
+        addr::validate_netns_name(&name)?;
+        Ok(self.netns_dir.join(name))
+    }
+
+    fn host_ns(&self) -> Option<&Path> {
+        self.host_netns.as_deref()
+    }
+}
+
+/// Everything [`setup`] needs for one VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VmNetSpec {
+    /// `vm-` + 8 hex digits.
+    pub vm_id: String,
+    /// The VM's slot (allocated by the caller under its global lock).
+    pub slot: Slot,
+    /// uid the jailed Firecracker runs as (owns the TAP).
+    pub jail_uid: u32,
+    /// gid the jailed Firecracker runs as.
+    pub jail_gid: u32,
+    /// Egress policy.
+    pub policy: Policy,
+    /// Published ports.
+    #[serde(default)]
+    pub published_ports: Vec<PublishedPort>,
+    /// Bandwidth limit (applied by Firecracker, see [`VmNet::rx_rate_limiter`]).
+    #[serde(default)]
+    pub bandwidth: Option<Bandwidth>,
+    /// Resolvers the DNS filter forwards to.
+    #[serde(default)]
+    pub dns_upstreams: Vec<SocketAddrV4>,
+    /// Let guest UDP through the policy (blocked by default).
+    #[serde(default)]
+    pub allow_udp: bool,
+}
+
+impl VmNetSpec {
+    /// Validates every field.
+    pub fn validate(&self) -> Result<()> {
+        validate_vm_id(&self.vm_id)?;
+        self.policy.validate()?;
+        let mut seen = std::collections::HashSet::new();
+        for p in &self.published_ports {
+            p.validate()?;
+            if !seen.insert((p.protocol, p.host_port)) {
+                return Err(NetError::invalid(
+                    "published port",
+                    format!("host port {p} published twice"),
+                ));
+            }
+        }
+        if let Some(b) = &self.bandwidth {
+            b.validate()?;
+        }
+        if self.dns_upstreams.len() > 8 {
+            return Err(NetError::invalid("dns upstreams", "more than 8"));
+        }
+        Ok(())
+    }
+}
+
+/// A VM's network as built by [`setup`]; keep it in the VM's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VmNet {
+    /// VM id.
+    pub vm_id: String,
+    /// Slot.
+    pub slot: Slot,
+    /// Addresses of the slot.
+    pub addrs: SlotAddrs,
+    /// The VM namespace's bind mount (give it to the jailer's `--netns`).
+    pub netns_path: PathBuf,
+    /// TAP name inside the namespace (Firecracker's `host_dev_name`).
+    pub tap_name: String,
+    /// Host end of the veth pair.
+    pub host_veth: String,
+    /// Interface NAT goes out of.
+    pub uplink: String,
+    /// The policy in force.
+    pub policy: Policy,
+    /// Guest UDP allowed.
+    pub allow_udp: bool,
+    /// Published ports.
+    pub published_ports: Vec<PublishedPort>,
+    /// Bandwidth limit.
+    pub bandwidth: Option<Bandwidth>,
+    /// DNS upstreams for the filter.
+    pub dns_upstreams: Vec<SocketAddrV4>,
+}
+
+impl VmNet {
+    /// Firecracker `rx_rate_limiter` (guest download), if limited.
+    pub fn rx_rate_limiter(&self) -> Option<RateLimiter> {
+        self.bandwidth.map(|b| b.rx_limiter())
+    }
+
+    /// Firecracker `tx_rate_limiter` (guest upload), if limited.
+    pub fn tx_rate_limiter(&self) -> Option<RateLimiter> {
+        self.bandwidth.map(|b| b.tx_limiter())
+    }
+
+    /// Where the VM's DNS filter listens (TAP address, port 53, inside the VM namespace);
+    /// also the guest's resolver and gateway is `addrs.tap_ip`.
+    pub fn dns_listen_addr(&self) -> SocketAddrV4 {
+        SocketAddrV4::new(self.addrs.tap_ip, 53)
+    }
+}
+
+/// Something a torn-down VM left behind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Leak {
+    /// A namespace bind mount.
+    Netns {
+        /// its path
+        path: PathBuf,
+    },
+    /// A host interface.
+    Link {
+        /// its name
+        name: String,
+    },
+    /// An nftables table in the host namespace.
+    Table {
+        /// `family name`
+        name: String,
+    },
+    /// One of our rules in a foreign chain.
+    CompatRule {
+        /// `family table chain`
+        chain: String,
+        /// rule handle
+        handle: u64,
+        /// comment naming the VM
+        comment: String,
+    },
+}
+
+fn check_published_free(host: &HostConfig, ports: &[PublishedPort]) -> Result<()> {
+    if ports.is_empty() {
+        return Ok(());
+    }
+    let used = nft::published_ports_in_use(host.host_ns())?;
+    for p in ports {
+        if let Some((_, _, table)) = used
+            .iter()
+            .find(|(proto, port, _)| *proto == p.protocol && *port == p.host_port)
+        {
+            return Err(NetError::PortInUse {
+                port: p.host_port,
+                proto: p.protocol.as_str(),
+                by: format!("published by {table}"),
+            });
+        }
+    }
+    netns::run_in_opt(host.host_ns(), || {
+        for p in ports {
+            let a = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, p.host_port);
+            let r = match p.protocol {
+                Protocol::Tcp => TcpListener::bind(a).map(drop),
+                Protocol::Udp => UdpSocket::bind(a).map(drop),
+            };
+            if let Err(e) = r {
+                return Err(NetError::PortInUse {
+                    port: p.host_port,
+                    proto: p.protocol.as_str(),
+                    by: format!("a host listener ({e})"),
+                });
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Builds the VM's network: namespace, veth pair, TAP (owned by the jail uid/gid), addresses,
+/// routes, sysctls, the VM's nftables table and the host-side table. On failure everything
+/// already created is removed again. Blocking.
+pub fn setup(host: &HostConfig, spec: &VmNetSpec) -> Result<VmNet> {
+    spec.validate()?;
+    let netns_path = host.netns_path(&spec.vm_id)?;
+    let addrs = spec.slot.addrs();
+    let host_veth = spec.slot.host_veth();
+    check_published_free(host, &spec.published_ports)?;
+    let uplink = match &host.uplink {
+        Some(u) => {
+            addr::validate_ifname(u)?;
+            u.clone()
+        }
+        None => netns::run_in_opt(host.host_ns(), || {
+            link::with_netlink(|h| async move { link::default_route_ifname(&h).await })
+        })?
+        .ok_or(NetError::NoDefaultRoute)?,
+    };
+    let name = netns_path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_string();
+    netns::create(&host.netns_dir, &name)?;
+    let net = VmNet {
+        vm_id: spec.vm_id.clone(),
+        slot: spec.slot,
+        addrs,
+        netns_path,
+        tap_name: TAP_NAME.to_string(),
+        host_veth,
+        uplink,
+        policy: spec.policy.clone(),
+        allow_udp: spec.allow_udp,
+        published_ports: spec.published_ports.clone(),
+        bandwidth: spec.bandwidth,
+        dns_upstreams: spec.dns_upstreams.clone(),
+    };
+    match build(host, spec, &net) {
+        Ok(()) => Ok(net),
+        Err(e) => {
+            if let Err(t) = teardown(host, &spec.vm_id, spec.slot) {
+                tracing::warn!(vm = %spec.vm_id, error = %t, "rollback after failed setup was incomplete");
+            }
+            Err(e)
+        }
+    }
+}
+
+fn build(host: &HostConfig, spec: &VmNetSpec, net: &VmNet) -> Result<()> {
+    let a = net.addrs;
+    let ns_file = File::open(&net.netns_path)
+        .map_err(|e| NetError::sys(format!("open {}", net.netns_path.display()), e))?;
+    let host_veth = net.host_veth.as_str();
+    // Host side: veth pair (peer created inside the VM namespace), address, route, sysctls,
+    // host table.
+    let compat = netns::run_in_opt(host.host_ns(), || {
+        link::with_netlink(|h| async move {
+            link::add_veth(&h, host_veth, VM_VETH_NAME, ns_file.as_raw_fd()).await?;
+            let idx = link::require_index(&h, host_veth).await?;
+            link::add_addr(&h, idx, a.host_veth_ip, a.prefix, host_veth).await?;
+            link::up(&h, idx, host_veth).await?;
+            link::add_route(&h, a.guest_net.addr(), a.prefix, a.vm_veth_ip).await
+        })?;
+        if netns::read_sysctl("net/ipv4/ip_forward")? != "1" {
+            netns::write_sysctl("net/ipv4/ip_forward", "1")?;
+        }
+        netns::write_sysctl(&format!("net/ipv4/conf/{host_veth}/route_localnet"), "1")?;
+        let _ = netns::write_sysctl(&format!("net/ipv6/conf/{host_veth}/disable_ipv6"), "1");
+        let compat = nft::present_compat_chains(None)?;
+        let script = nft::render_host_table(&nft::HostRules {
+            vm_id: &net.vm_id,
+            addrs: &a,
+            host_veth,
+            uplink: &net.uplink,
+            published: &net.published_ports,
+            compat_chains: &compat,
+        });
+        nft::apply(None, &script)?;
+        Ok(compat.len())
+    })?;
+    tracing::debug!(vm = %net.vm_id, compat, "host side ready");
+    // VM side: sysctls, TAP, addresses, routes, the VM table.
+    netns::run_in(&net.netns_path, || {
+        let _ = netns::write_sysctl("net/ipv6/conf/all/disable_ipv6", "1");
+        let _ = netns::write_sysctl("net/ipv6/conf/default/disable_ipv6", "1");
+        netns::write_sysctl("net/ipv4/ip_forward", "1")?;
+        sys::create_persistent_tap(TAP_NAME, spec.jail_uid, spec.jail_gid)?;
+        link::with_netlink(|h| async move {
+            let lo = link::require_index(&h, "lo").await?;
+            link::up(&h, lo, "lo").await?;
+            let veth = link::require_index(&h, VM_VETH_NAME).await?;
+            link::add_addr(&h, veth, a.vm_veth_ip, a.prefix, VM_VETH_NAME).await?;
+            link::up(&h, veth, VM_VETH_NAME).await?;
+            let tap = link::require_index(&h, TAP_NAME).await?;
+            link::add_addr(&h, tap, a.tap_ip, a.prefix, TAP_NAME).await?;
+            link::up(&h, tap, TAP_NAME).await?;
+            link::add_route(&h, Ipv4Addr::UNSPECIFIED, 0, a.host_veth_ip).await
+        })?;
+        let script = nft::render_vm_table(&nft::VmRules {
+            addrs: &a,
+            policy: &net.policy,
+            allow_udp: net.allow_udp,
+            published: &net.published_ports,
+        });
+        nft::apply(None, &script)
+    })
+}
+
+/// Replaces the VM's egress policy in one atomic nftables transaction: new connections see
+/// the new policy at once, established ones continue. Addresses learnt by the DNS filter
+/// are kept when the allowed domains are unchanged and dropped otherwise (the filter
+/// re-learns them on the guest's next lookup). Updates `net.policy`.
+pub fn apply_policy(net: &mut VmNet, policy: &Policy) -> Result<()> {
+    policy.validate()?;
+    let flush_dns = net.policy.allowed_domains() != policy.allowed_domains();
+    let script = nft::render_policy_change(
+        &nft::VmRules {
+            addrs: &net.addrs,
+            policy,
+            allow_udp: net.allow_udp,
+            published: &net.published_ports,
+        },
+        flush_dns,
+    );
+    nft::apply(Some(&net.netns_path), &script)?;
+    net.policy = policy.clone();
+    Ok(())
+}
+
+/// Removes everything [`setup`] creates for `vm_id`/`slot` (idempotent: absent parts are
+/// fine). Stop the VM's DNS filter and Firecracker first: their sockets and TAP fd keep the
+/// namespace alive (unnamed) until they exit. Blocking.
+pub fn teardown(host: &HostConfig, vm_id: &str, slot: Slot) -> Result<()> {
+    validate_vm_id(vm_id)?;
+    let path = host.netns_path(vm_id)?;
+    let host_veth = slot.host_veth();
+    let mut errors = Vec::new();
+    let r = netns::run_in_opt(host.host_ns(), || {
+        let mut errs = Vec::new();
+        match nft::compat_rule_handles(None, vm_id) {
+            Ok(compat) => {
+                if let Err(e) = nft::apply(None, &nft::render_host_delete(vm_id, &compat)) {
+                    errs.push(e.to_string());
+                }
+            }
+            Err(e) => errs.push(e.to_string()),
+        }
+        let hv = host_veth.as_str();
+        if let Err(e) = link::with_netlink(|h| async move { link::delete_link(&h, hv).await }) {
+            errs.push(e.to_string());
+        }
+        Ok(errs)
+    });
+    match r {
+        Ok(errs) => errors.extend(errs),
+        Err(e) => errors.push(e.to_string()),
+    }
+    if let Err(e) = netns::delete(&path) {
+        errors.push(e.to_string());
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(NetError::Teardown(errors))
+    }
+}
+
+/// What is left of `vm_id`/`slot` (empty after a clean [`teardown`]). Used by `remove` and
+/// `doctor`.
+pub fn leaks(host: &HostConfig, vm_id: &str, slot: Slot) -> Result<Vec<Leak>> {
+    validate_vm_id(vm_id)?;
+    let path = host.netns_path(vm_id)?;
+    let mut out = Vec::new();
+    if path.exists() {
+        out.push(Leak::Netns { path });
+    }
+    let hv = slot.host_veth();
+    let table = nft::host_table(vm_id);
+    netns::run_in_opt(host.host_ns(), || {
+        let hv2 = hv.as_str();
+        if link::with_netlink(|h| async move { link::index_of(&h, hv2).await })?.is_some() {
+            out.push(Leak::Link { name: hv.clone() });
+        }
+        if nft::table_exists(None, "ip", &table)? {
+            out.push(Leak::Table {
+                name: format!("ip {table}"),
+            });
+        }
+        for ((f, t, c), handle) in nft::compat_rule_handles(None, vm_id)? {
+            out.push(Leak::CompatRule {
+                chain: format!("{f} {t} {c}"),
+                handle,
+                comment: nft::compat_comment(vm_id),
+            });
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Every vmsan object on the host that does not belong to one of `known` VMs: namespace
+/// files with our prefix, `vmsan-h*` links, `vmsan_vm_*` tables, compat rules.
+pub fn scan_leaks(host: &HostConfig, known: &[(String, Slot)]) -> Result<Vec<Leak>> {
+    let mut out = Vec::new();
+    let known_ns: Vec<PathBuf> = known
+        .iter()
+        .filter_map(|(id, _)| host.netns_path(id).ok())
+        .collect();
+    if let Ok(rd) = std::fs::read_dir(&host.netns_dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            let ours = e
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(&host.netns_prefix));
+            if ours && !known_ns.contains(&p) {
+                out.push(Leak::Netns { path: p });
+            }
+        }
+    }
+    let known_links: Vec<String> = known.iter().map(|(_, s)| s.host_veth()).collect();
+    let known_tables: Vec<String> = known.iter().map(|(id, _)| nft::host_table(id)).collect();
+    let known_comments: Vec<String> = known
+        .iter()
+        .map(|(id, _)| nft::compat_comment(id))
+        .collect();
+    netns::run_in_opt(host.host_ns(), || {
+        let links = link::with_netlink(|h| async move {
+            link::links_with_prefix(&h, addr::HOST_VETH_PREFIX).await
+        })?;
+        for l in links {
+            if !known_links.contains(&l) {
+                out.push(Leak::Link { name: l });
+            }
+        }
+        let tables = nft::run(None, &["list", "tables", "ip"], "")?;
+        for l in tables.lines() {
+            if let Some(t) = l.trim().strip_prefix("table ip ")
+                && t.starts_with("vmsan_vm_")
+                && !known_tables.iter().any(|k| k == t)
+            {
+                out.push(Leak::Table {
+                    name: format!("ip {t}"),
+                });
+            }
+        }
+        for (f, t, c) in nft::present_compat_chains(None)? {
+            let listing = nft::run(None, &["-a", "list", "chain", f, t, c], "")?;
+            for line in listing.lines() {
+                let Some((_, rest)) = line.split_once("comment \"vmsan:") else {
+                    continue;
+                };
+                let id = rest.split('"').next().unwrap_or_default();
+                let comment = format!("vmsan:{id}");
+                if known_comments.contains(&comment) {
+                    continue;
+                }
+                for handle in nft::parse_handles(line, &comment) {
+                    out.push(Leak::CompatRule {
+                        chain: format!("{f} {t} {c}"),
+                        handle,
+                        comment: comment.clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
