@@ -7,6 +7,7 @@ pub mod error;
 pub mod ids;
 pub mod paths;
 pub mod process;
+pub mod report;
 pub mod state;
 mod sys;
 pub mod time;

@@ -59,6 +59,11 @@ impl Paths {
         self.vm_dir(id).join("serial.log")
     }
 
+    /// Slot claims: one file per taken network slot, naming its VM.
+    pub fn slots_dir(&self) -> PathBuf {
+        self.home.join("slots")
+    }
+
     /// Global locks (slot allocation).
     pub fn locks_dir(&self) -> PathBuf {
         self.home.join("locks")

@@ -162,6 +162,13 @@ fn fifty_processes_create_update_delete_without_lost_updates_or_duplicate_slots(
     assert_eq!(slots.len(), all.len(), "duplicate slot");
     let ids: HashSet<&str> = all.iter().map(|s| s.id.as_str()).collect();
     assert_eq!(ids.len(), all.len(), "duplicate id");
+    // One slot claim per live VM, each naming its VM.
+    let claims = std::fs::read_dir(home.path().join("slots")).unwrap().count();
+    assert_eq!(claims, all.len(), "slot claims");
+    for st in &all {
+        let claim = home.path().join("slots").join(st.network.slot.unwrap().to_string());
+        assert_eq!(std::fs::read_to_string(claim).unwrap(), st.id.as_str());
+    }
     // Nothing but VM directories and the lock dir remain: no staging, trash or temp files.
     assert_no_debris(&home.path().join("vms"));
     eprintln!("{reads} concurrent list() calls saw only whole states");

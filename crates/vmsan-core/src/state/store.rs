@@ -4,7 +4,8 @@
 //!   directory. A reader (which takes no lock) sees the old or the new document, never a mix,
 //!   even if the writer is killed half-way.
 //! - Every read-modify-write holds the VM's lock (`<vm dir>/lock`), so no update is lost.
-//! - Creating a VM (id and slot allocation) holds the global `locks/slots.lock`; the VM's
+//! - Creating a VM (id and slot allocation) holds the global `locks/slots.lock`; slots are
+//!   claimed by files in `slots/`; the VM's
 //!   directory is filled under a temporary name and renamed into place, so a VM directory
 //!   always has a state file.
 //! - Removing renames the directory out of the way first, so a VM disappears at once.
@@ -183,34 +184,17 @@ impl StateStore {
         )?
         .ok_or_else(|| Error::new(ErrorCode::Internal, "slot lock vanished"))?;
 
-        let mut used = HashSet::new();
-        let mut ids = HashSet::new();
-        for entry in self.list()? {
-            match entry {
-                ListEntry::Vm(st) => {
-                    ids.insert(st.id.as_str().to_owned());
-                    if let Some(s) = st.network.slot {
-                        used.insert(s);
-                    }
-                }
-                ListEntry::Corrupt { id, .. } => {
-                    // Its slot is unknown; never hand out an id that exists on disk.
-                    ids.insert(id);
-                }
-            }
-        }
-        let slot = (0..MAX_SLOTS).find(|s| !used.contains(s)).ok_or_else(|| {
-            Error::new(
-                ErrorCode::VmNetworkSlotsExhausted,
-                format!("No free network slot (max {MAX_SLOTS} VMs)"),
-            )
-        })?;
+        let slot = self.claim_slot()?;
         let id = loop {
             let id = VmId::generate();
-            if !ids.contains(id.as_str()) && !self.paths.vm_dir(&id).exists() {
+            if !self.paths.vm_dir(&id).exists() {
                 break id;
             }
         };
+        let slot_file = self.paths.slots_dir().join(slot.to_string());
+        if let Err(e) = fs::write(&slot_file, id.as_str()) {
+            return Err(Error::io(format!("write {}", slot_file.display()), e));
+        }
 
         let mut st = build(&id, slot);
         st.id = id.clone();
@@ -242,9 +226,47 @@ impl StateStore {
         })();
         if result.is_err() {
             let _ = fs::remove_dir_all(&staging);
+            let _ = fs::remove_file(&slot_file);
         }
         result?;
         Ok(st)
+    }
+
+    /// The lowest free slot. Each taken slot is a file `slots/<n>` naming its VM, written
+    /// before the VM's directory appears and removed after it is gone, so a slot stays taken
+    /// even when the VM's state file is unreadable. A slot file whose VM directory does not
+    /// exist is debris of an interrupted create or remove (creates hold the slot lock, so none
+    /// is in progress) and is reclaimed. Called with the slot lock held.
+    fn claim_slot(&self) -> Result<u32> {
+        let dir = self.paths.slots_dir();
+        ensure_dir(&dir, super::group::vmsan_gid())?;
+        let rd = fs::read_dir(&dir).map_err(|e| Error::io(format!("read {}", dir.display()), e))?;
+        let mut used = HashSet::new();
+        for entry in rd.flatten() {
+            let Some(slot) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let owner = fs::read_to_string(entry.path()).ok();
+            let owner_exists = owner
+                .as_deref()
+                .and_then(|o| VmId::parse(o.trim()).ok())
+                .is_some_and(|id| self.paths.vm_dir(&id).exists());
+            if owner_exists {
+                used.insert(slot);
+            } else {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        (0..MAX_SLOTS).find(|s| !used.contains(s)).ok_or_else(|| {
+            Error::new(
+                ErrorCode::VmNetworkSlotsExhausted,
+                format!("No free network slot (max {MAX_SLOTS} VMs)"),
+            )
+        })
     }
 
     /// Read-modify-write one VM under its lock. `f` sees the recorded (not reconciled) state;
@@ -283,6 +305,7 @@ impl StateStore {
 
     /// Remove a VM whose lock the caller holds.
     pub fn remove_locked(&self, lock: VmLock) -> Result<bool> {
+        let lock_id = lock.id().clone();
         let dir = self.paths.vm_dir(lock.id());
         let trash =
             self.paths
@@ -295,8 +318,20 @@ impl StateStore {
         }
         drop(lock);
         fsync_dir(&self.paths.vms_dir())?;
+        let slot = fs::read(trash.join(STATE_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<VmState>(&b).ok())
+            .and_then(|st| st.network.slot);
         fs::remove_dir_all(&trash)
             .map_err(|e| Error::io(format!("remove {}", trash.display()), e))?;
+        // Free the slot if the claim is still this VM's. (An unreadable state leaves its claim
+        // for the next create to reclaim, which it does once the VM directory is gone.)
+        if let Some(slot) = slot {
+            let claim = self.paths.slots_dir().join(slot.to_string());
+            if fs::read_to_string(&claim).is_ok_and(|o| o.trim() == lock_id.as_str()) {
+                let _ = fs::remove_file(&claim);
+            }
+        }
         Ok(true)
     }
 }
