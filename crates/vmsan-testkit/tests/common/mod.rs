@@ -114,7 +114,10 @@ pub struct NetNs {
 impl NetNs {
     pub fn new(tag: &str, owner: u32) -> Self {
         let name = format!("standin-t-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
         run(&["ip", "netns", "add", &name]);
         let ns = Self {
             name,
@@ -164,10 +167,10 @@ pub fn loops_backed_by(dir: &Path) -> Vec<String> {
         if !name.starts_with("loop") {
             continue;
         }
-        if let Ok(b) = std::fs::read_to_string(e.path().join("loop/backing_file")) {
-            if b.trim().starts_with(&dir.to_string_lossy().to_string()) {
-                out.push(format!("{name} -> {}", b.trim()));
-            }
+        if let Ok(b) = std::fs::read_to_string(e.path().join("loop/backing_file"))
+            && b.trim().starts_with(&dir.to_string_lossy().to_string())
+        {
+            out.push(format!("{name} -> {}", b.trim()));
         }
     }
     out
