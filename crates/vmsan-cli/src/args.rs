@@ -220,11 +220,13 @@ pub struct CreateArgs {
 /// `exec`. Flags of `exec` itself come before the command; everything from the command on
 /// is passed to the guest verbatim (`--` is optional).
 #[derive(Debug, Args)]
-#[command(after_help = "Everything from COMMAND on is passed to the guest verbatim, flags \
+#[command(
+    after_help = "Everything from COMMAND on is passed to the guest verbatim, flags \
                         included: `vmsan exec VM ls -la /tmp` runs `ls -la /tmp`. Put exec's \
                         own flags before COMMAND; use `--` before a command that starts \
                         with '-'.\nExit code: the command's own; 124 when --timeout killed \
-                        it; 130 when interrupted.")]
+                        it; 130 when interrupted."
+)]
 pub struct ExecArgs {
     /// Run as root.
     #[arg(long)]
