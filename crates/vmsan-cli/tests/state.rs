@@ -275,7 +275,9 @@ fn run_on_pty(home: &Home, args: &[&str], no_color: bool) -> String {
     use std::io::Read;
     let pty = nix::pty::openpty(None, None).unwrap();
     let mut cmd = StdCommand::new(env!("CARGO_BIN_EXE_vmsan"));
-    cmd.args(args).env("VMSAN_HOME", home.dir.path()).stdout(Stdio::from(pty.slave));
+    cmd.args(args)
+        .env("VMSAN_HOME", home.dir.path())
+        .stdout(Stdio::from(pty.slave));
     if no_color {
         cmd.env("NO_COLOR", "1");
     } else {
@@ -306,9 +308,15 @@ fn colours_only_on_a_terminal_without_no_color() {
     assert!(tty.contains("\x1b["), "colours on a terminal: {tty:?}");
     assert!(tty.contains("stopped"));
     let plain = run_on_pty(&home, &["list"], true);
-    assert!(!plain.contains("\x1b["), "NO_COLOR turns colours off: {plain:?}");
+    assert!(
+        !plain.contains("\x1b["),
+        "NO_COLOR turns colours off: {plain:?}"
+    );
     assert!(plain.contains("stopped"));
     // --json never colours, terminal or not.
     let json = run_on_pty(&home, &["--json", "list"], false);
-    assert!(!json.contains("\x1b[") && json.contains("\"count\":1"), "{json:?}");
+    assert!(
+        !json.contains("\x1b[") && json.contains("\"count\":1"),
+        "{json:?}"
+    );
 }
