@@ -7,7 +7,8 @@
 //! - [`jailer`]: the jailer's and Firecracker's command lines ([`JailerSpec`]);
 //! - [`layout`]: the jail's layout ([`JailLayout`]), its preparation and the pid file;
 //! - [`process`]: pid + start-time identity of a process;
-//! - [`cgroup`]: cgroup mode detection and removal of the jailer's leftover directories;
+//! - [`cgroup`]: cgroup mode detection, OOM-kill counter, removal of the jailer's leftover
+//!   directories;
 //! - [`bootargs`]: the guest kernel command line of docs/guest-abi.md.
 //!
 //! # Starting a VM under the jailer (what the supervisor does)
@@ -45,7 +46,7 @@ pub mod process;
 mod sys;
 
 pub use bootargs::{BootArgs, RootfsFsType};
-pub use cgroup::{CgroupMode, CgroupMounts, detect_mode, remove_jailer_cgroups};
+pub use cgroup::{CgroupMode, CgroupMounts, detect_mode, oom_kill_count, remove_jailer_cgroups};
 pub use client::{
     ApiError, ClientError, FirecrackerClient, WaitError, is_tun_permission_denied, wait_for_socket,
     wait_for_socket_while,
