@@ -643,7 +643,7 @@ fn jailed_boot(jail: &Jail, ns: &NetNs, console: Option<&mut Console>) -> std::p
             assert_eq!(from_guest.join().unwrap(), "ping-from-guest\n");
             eventually("guest listener", Duration::from_secs(10), || {
                 jail.root
-                    .join("run/firecracker-standin-1/vsock/guest-1024.sock".to_string())
+                    .join("run/firecracker-standin-1/vsock/guest-1024.sock")
                     .exists()
             });
             let (ok, reply) = host_connect(&uds, 1024, "hi");
