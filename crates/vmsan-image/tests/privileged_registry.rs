@@ -153,7 +153,7 @@ async fn privileged_pull_merges_layers_exactly() {
     let ev2 = events.clone();
     let mut o = opts();
     o.progress = Some(std::sync::Arc::new(move |e: &vmsan_image::Progress| {
-        ev2.lock().unwrap().push(e.clone())
+        ev2.lock().unwrap().push(e.clone());
     }));
     let name = format!("{}/test/merge:v1", reg.addr);
     let t0 = std::time::Instant::now();
