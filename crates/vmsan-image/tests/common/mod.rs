@@ -1,5 +1,5 @@
 //! Test helpers: a real `docker-registry` on loopback, pushing over the HTTP API, layer tars.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
