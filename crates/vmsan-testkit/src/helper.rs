@@ -189,7 +189,18 @@ pub fn run(sock: OwnedFd, jail_root: &Path) -> io::Result<()> {
     if let Some(g) = guest.take() {
         teardown(g);
     }
-    result
+    match result {
+        // The VMM went away mid-conversation (it exits right after the guest does).
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            ) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 fn serve(sock: &OwnedFd, jail_root: &Path, guest: &mut Option<Guest>) -> io::Result<()> {

@@ -747,3 +747,121 @@ fn privileged_sigkilled_daemonized_vmm_leaves_nothing_after_jail_cleanup() {
     jail.clean();
     assert_jail_gone(&jail, &loops);
 }
+
+#[test]
+fn privileged_snapshot_load_reboots_with_network_and_vsock_overrides() {
+    if skip_unless_root("privileged_snapshot_load_reboots_with_network_and_vsock_overrides") {
+        return;
+    }
+    let files = Files::new();
+    let d = files.dir.path();
+    let p = |f: &str| files.path(f);
+    // Source VM.
+    let ns1 = NetNs::new("snapa", 0);
+    let api1 = d.join("api1.sock");
+    let mut a = Command::new("nsenter")
+        .arg(format!("--net={}", ns1.path()))
+        .arg("--")
+        .arg(fc_bin())
+        .arg("--api-sock")
+        .arg(&api1)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut console_a = Console::new(a.stdout.take().unwrap());
+    let _guard_a = Proc(a);
+    wait_socket(&api1, Duration::from_secs(10));
+    configure(&api1, &p, "tap0", "marker-snap");
+    let from_a = host_listener(&d.join("v.sock_1025"));
+    assert_eq!(
+        call(
+            &api1,
+            "PUT",
+            "/actions",
+            Some(r#"{"action_type":"InstanceStart"}"#)
+        )
+        .unwrap()
+        .0,
+        204
+    );
+    console_a.wait_for("READY", Duration::from_secs(20));
+    assert_eq!(from_a.join().unwrap(), "ping-from-guest\n");
+    assert_eq!(
+        call(&api1, "PATCH", "/vm", Some(r#"{"state":"Paused"}"#))
+            .unwrap()
+            .0,
+        204
+    );
+    let (st, r) = call(
+        &api1,
+        "PUT",
+        "/snapshot/create",
+        Some(&format!(
+            r#"{{"snapshot_path":"{}","mem_file_path":"{}"}}"#,
+            p("snap"),
+            p("mem")
+        )),
+    )
+    .unwrap();
+    assert_eq!(st, 204, "{r}");
+    drop(_guard_a);
+
+    // Clone: another namespace whose TAP has another name, another vsock socket.
+    let ns2 = NetNs::new("snapb", 0);
+    let st = Command::new("ip")
+        .args(["-n", &ns2.name, "link", "set", "tap0", "name", "tapclone"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let api2 = d.join("api2.sock");
+    let mut b = Command::new("nsenter")
+        .arg(format!("--net={}", ns2.path()))
+        .arg("--")
+        .arg(fc_bin())
+        .arg("--api-sock")
+        .arg(&api2)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut console_b = Console::new(b.stdout.take().unwrap());
+    let mut guard_b = Proc(b);
+    wait_socket(&api2, Duration::from_secs(10));
+    let from_b = host_listener(&d.join("v2.sock_1025"));
+    let body = format!(
+        r#"{{"snapshot_path":"{}","mem_backend":{{"backend_type":"File","backend_path":"{}"}},"resume_vm":true,"network_overrides":[{{"iface_id":"eth0","host_dev_name":"tapclone"}}],"vsock_override":{{"uds_path":"{}"}},"clock_realtime":true}}"#,
+        p("snap"),
+        p("mem"),
+        p("v2.sock")
+    );
+    let (st, r) = call(&api2, "PUT", "/snapshot/load", Some(&body)).unwrap();
+    assert_eq!(st, 204, "{r}");
+    let v: serde_json::Value =
+        serde_json::from_str(&call(&api2, "GET", "/vm/config", None).unwrap().1).unwrap();
+    assert_eq!(v["network-interfaces"][0]["host_dev_name"], "tapclone");
+    assert_eq!(v["vsock"]["uds_path"], p("v2.sock"));
+    // The guest's init runs again from the start (memory is not preserved).
+    console_b.wait_for("ENV ", Duration::from_secs(20));
+    console_b.wait_for("PING_OK", Duration::from_secs(20));
+    assert_eq!(from_b.join().unwrap(), "ping-from-guest\n");
+    console_b.wait_for("READY", Duration::from_secs(20));
+    let (ok, reply) = host_connect(&d.join("v2.sock"), 1024, "clone");
+    assert_eq!(
+        (ok.as_str(), reply.as_str()),
+        ("OK 1073741824\n", "hello-from-guest clone\n")
+    );
+    // Loading again into a booted VMM is refused.
+    let (st, _) = call(&api2, "PUT", "/snapshot/load", Some(&body)).unwrap();
+    assert_eq!(st, 400);
+    assert_eq!(
+        call(
+            &api2,
+            "PUT",
+            "/actions",
+            Some(r#"{"action_type":"SendCtrlAltDel"}"#)
+        )
+        .unwrap()
+        .0,
+        204
+    );
+    assert!(guard_b.0.wait().unwrap().success());
+}
