@@ -218,14 +218,22 @@ fn switch_root() -> Result<(), String> {
     for d in ["/dev", "/proc", "/sys", "/run"] {
         let target = format!("/newroot{d}");
         mkdir(&target)?;
-        mount(
+        match mount(
             Some(d),
             target.as_str(),
             None::<&str>,
             MsFlags::MS_MOVE,
             None::<&str>,
-        )
-        .map_err(|e| format!("move {d} into the new root: {e}"))?;
+        ) {
+            Ok(()) => {}
+            // Not a mount point (a /dev directory prepared by whoever started us): bind it.
+            Err(Errno::EINVAL) => {
+                let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
+                mount(Some(d), target.as_str(), None::<&str>, flags, None::<&str>)
+                    .map_err(|e| format!("bind {d} into the new root: {e}"))?;
+            }
+            Err(e) => return Err(format!("move {d} into the new root: {e}")),
+        }
     }
     std::env::set_current_dir("/newroot").map_err(|e| format!("chdir /newroot: {e}"))?;
     mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
