@@ -30,6 +30,7 @@ ip link set eth0 up
 ip addr add 10.0.0.2/30 dev eth0
 if ping -c 1 -W 5 10.0.0.1 >/dev/null; then echo PING_OK; else echo PING_FAIL; fi
 (echo GUEST_TCP | nc -l -p 8080) &
+(dd if=/dev/zero bs=1024 count=300 2>/dev/null | nc -l -p 9001) &
 /bin/util listen /.vsock/guest-1024.sock hello-from-guest &
 while [ ! -S /.vsock/guest-1024.sock ]; do sleep 0.05; done
 /bin/util connect /.vsock/host.sock 1025 ping-from-guest
@@ -72,6 +73,16 @@ impl Files {
 
 /// The cold-boot requests of firecracker-verified.md, with paths under `root` ("" = relative).
 fn configure(sock: &Path, p: &dyn Fn(&str) -> String, tap: &str, marker: &str) {
+    configure_with_limit(sock, p, tap, marker, 12_500_000);
+}
+
+fn configure_with_limit(
+    sock: &Path,
+    p: &dyn Fn(&str) -> String,
+    tap: &str,
+    marker: &str,
+    bytes_per_s: u64,
+) {
     let steps: Vec<(&str, String)> = vec![
         (
             "/logger",
@@ -121,7 +132,7 @@ fn configure(sock: &Path, p: &dyn Fn(&str) -> String, tap: &str, marker: &str) {
         (
             "/network-interfaces/eth0",
             format!(
-                r#"{{"iface_id":"eth0","host_dev_name":"{tap}","guest_mac":"06:00:c6:12:00:02","rx_rate_limiter":{{"bandwidth":{{"size":12500000,"refill_time":1000}}}},"tx_rate_limiter":{{"bandwidth":{{"size":12500000,"refill_time":1000}}}}}}"#
+                r#"{{"iface_id":"eth0","host_dev_name":"{tap}","guest_mac":"06:00:c6:12:00:02","rx_rate_limiter":{{"bandwidth":{{"size":12500000,"refill_time":1000}}}},"tx_rate_limiter":{{"bandwidth":{{"size":{bytes_per_s},"refill_time":1000}}}}}}"#
             ),
         ),
         (
@@ -223,7 +234,7 @@ fn check_guest(
             "/bin/busybox",
             "nc",
             "-w",
-            "5",
+            "2",
             "10.0.0.2",
             "8080",
         ])
@@ -864,4 +875,91 @@ fn privileged_snapshot_load_reboots_with_network_and_vsock_overrides() {
         204
     );
     assert!(guard_b.0.wait().unwrap().success());
+}
+
+/// Transfers 300 KiB from the guest over the relayed TAP, read by a thread that joined the
+/// namespace; returns (bytes, seconds).
+fn guest_to_host_transfer(ns: &NetNs) -> (usize, f64) {
+    let path = ns.path();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let f = std::fs::File::open(&path).unwrap();
+        // setns on this thread only: the test process stays where it was.
+        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let t0 = std::time::Instant::now();
+        let mut s = std::net::TcpStream::connect("10.0.0.2:9001").unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).unwrap();
+        (buf.len(), t0.elapsed().as_secs_f64())
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+fn privileged_tx_rate_limiter_paces_guest_frames() {
+    if skip_unless_root("privileged_tx_rate_limiter_paces_guest_frames") {
+        return;
+    }
+    let files = Files::new();
+    let p = |f: &str| files.path(f);
+    let mut secs = Vec::new();
+    for (tag, limit) in [("rlfast", 12_500_000u64), ("rlslow", 100_000u64)] {
+        let ns = NetNs::new(tag, 0);
+        let api = files.dir.path().join(format!("{tag}.sock"));
+        let _ = std::fs::remove_file(files.dir.path().join("v.sock"));
+        let _ = std::fs::remove_file(files.dir.path().join("v.sock_1025"));
+        let mut child = Command::new("nsenter")
+            .arg(format!("--net={}", ns.path()))
+            .arg("--")
+            .arg(fc_bin())
+            .arg("--api-sock")
+            .arg(&api)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut console = Console::new(child.stdout.take().unwrap());
+        let mut guard = Proc(child);
+        wait_socket(&api, Duration::from_secs(10));
+        configure_with_limit(&api, &p, "tap0", "marker-rl", limit);
+        let from_guest = host_listener(&files.dir.path().join("v.sock_1025"));
+        assert_eq!(
+            call(
+                &api,
+                "PUT",
+                "/actions",
+                Some(r#"{"action_type":"InstanceStart"}"#)
+            )
+            .unwrap()
+            .0,
+            204
+        );
+        console.wait_for("READY", Duration::from_secs(20));
+        let _ = from_guest.join();
+        let (n, s) = guest_to_host_transfer(&ns);
+        assert_eq!(
+            n,
+            300 * 1024,
+            "{tag}: all bytes arrive (got {n} in {s:.3}s)"
+        );
+        eprintln!("{tag}: 300 KiB guest->host in {s:.3}s with tx limit {limit} B/s");
+        secs.push(s);
+        assert_eq!(
+            call(
+                &api,
+                "PUT",
+                "/actions",
+                Some(r#"{"action_type":"SendCtrlAltDel"}"#)
+            )
+            .unwrap()
+            .0,
+            204
+        );
+        assert!(guard.0.wait().unwrap().success());
+    }
+    // 100 KB/s with a 100 KB bucket: the first 100 KB pass at once, the other ~207 KB (plus
+    // TCP/IP headers) take about 2 s. Unlimited (12.5 MB/s) takes a fraction of that.
+    assert!(secs[1] >= 1.8, "limited transfer took only {:.3}s", secs[1]);
+    assert!(secs[1] < 15.0, "limited transfer took {:.3}s", secs[1]);
+    assert!(secs[0] < 1.0, "unlimited transfer took {:.3}s", secs[0]);
 }
