@@ -668,3 +668,38 @@ pub async fn wait_for_pid_file(
         backoff = (backoff * 2).min(std::time::Duration::from_millis(20));
     }
 }
+
+/// Whether device nodes work on the filesystem holding `path` (it is not mounted `nodev`).
+/// The jailer creates `dev/kvm` and `dev/net/tun` inside the jail; on a `nodev` mount
+/// Firecracker then fails with "Permission denied" on `/dev/net/tun`.
+///
+/// # Errors
+/// `statvfs` errors (e.g. `path` missing).
+pub fn allows_device_nodes(path: &Path) -> io::Result<bool> {
+    let st = nix::sys::statvfs::statvfs(path).map_err(io::Error::from)?;
+    Ok(!st.flags().contains(nix::sys::statvfs::FsFlags::ST_NODEV))
+}
+
+impl JailLayout {
+    /// Checks, before the jailer runs, that the chroot base is not on a `nodev` mount.
+    ///
+    /// # Errors
+    /// [`JailError::Unsafe`] naming the problem and the fix, or [`JailError::Io`].
+    pub fn check_device_nodes_allowed(&self) -> Result<(), JailError> {
+        match allows_device_nodes(&self.chroot_base) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(JailError::Unsafe {
+                path: self.chroot_base.clone(),
+                reason: "is on a filesystem mounted nodev: the jail's /dev/kvm and /dev/net/tun \
+                         would not open (remount it with `dev`, or put the state directory on \
+                         another filesystem)"
+                    .to_owned(),
+            }),
+            Err(source) => Err(JailError::Io {
+                op: "statvfs",
+                path: self.chroot_base.clone(),
+                source,
+            }),
+        }
+    }
+}

@@ -6,6 +6,7 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
+use vmsan_firecracker::layout;
 use vmsan_firecracker::layout::{
     JailError, Placed, give_to_jail, is_root_owned_file, remove_jail, remove_jail_entry,
     wait_for_pid_file,
@@ -474,4 +475,72 @@ fn shared_files_must_be_readable_by_the_jail() {
     )
     .unwrap();
     remove_jail(&f.layout).unwrap();
+}
+
+#[test]
+fn device_nodes_are_allowed_on_the_temp_dir() {
+    let f = fixture();
+    fs::create_dir_all(f.layout.chroot_base()).unwrap();
+    // The temp dir of this machine is not nodev (the jail could not work there otherwise).
+    let expected = !mount_is_nodev(f.layout.chroot_base());
+    assert_eq!(
+        layout::allows_device_nodes(f.layout.chroot_base()).unwrap(),
+        expected
+    );
+    assert_eq!(f.layout.check_device_nodes_allowed().is_ok(), expected);
+    assert!(layout::allows_device_nodes(Path::new("/nonexistent/x")).is_err());
+}
+
+/// Whether the mount holding `path` has `nodev`, from /proc/self/mountinfo (longest prefix).
+fn mount_is_nodev(path: &Path) -> bool {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let path = fs::canonicalize(path).unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let mount_point = Path::new(fields[4]);
+            path.starts_with(mount_point).then(|| {
+                (
+                    mount_point.as_os_str().len(),
+                    fields[5].split(',').any(|o| o == "nodev"),
+                )
+            })
+        })
+        .max_by_key(|(len, _)| *len)
+        .is_some_and(|(_, nodev)| nodev)
+}
+
+/// A tmpfs mounted `nodev` on a temp dir, unmounted on drop.
+struct NodevMount(PathBuf);
+
+impl Drop for NodevMount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn privileged_a_nodev_chroot_base_is_refused() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to mount");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base");
+    fs::create_dir(&base).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &base,
+        Some("tmpfs"),
+        nix::mount::MsFlags::MS_NODEV | nix::mount::MsFlags::MS_NOSUID,
+        Some("size=1m,mode=0755"),
+    )
+    .unwrap();
+    let mount = NodevMount(base.clone());
+    assert!(!layout::allows_device_nodes(&base).unwrap());
+    let layout = JailLayout::new(&base, Path::new("/x/firecracker"), "vm-nodev").unwrap();
+    let err = layout.check_device_nodes_allowed().unwrap_err();
+    assert!(err.to_string().contains("nodev"), "{err}");
+    drop(mount);
+    assert!(layout::allows_device_nodes(&base).unwrap() || mount_is_nodev(&base));
 }
