@@ -311,3 +311,13 @@ fn privileged_counts_oom_kills_in_the_vm_cgroup() {
     assert_eq!(oom_kill_count(&mounts, &parent, id).unwrap(), None);
     assert!(oom_kill_count(&mounts, &parent, "../x").is_err());
 }
+
+#[test]
+fn modes_serialise_in_lowercase() {
+    assert_eq!(
+        serde_json::to_string(&CgroupMode::Hybrid).unwrap(),
+        "\"hybrid\""
+    );
+    assert_eq!(serde_json::to_string(&CgroupMode::V2).unwrap(), "\"v2\"");
+    assert_eq!(serde_json::to_string(&CgroupVersion::V1).unwrap(), "\"v1\"");
+}
