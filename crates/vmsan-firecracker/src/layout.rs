@@ -357,11 +357,12 @@ fn place_file(
     gid: u32,
 ) -> Result<Placed, JailError> {
     let dest = root.join(&file.name);
-    // The source must be a regular file, not a symlink.
+    // The source must be a regular file, not a symlink (O_NONBLOCK: a FIFO must not hang us
+    // before fstat refuses it).
     let src_fd = openat(
         AT_FDCWD,
         file.source.as_path(),
-        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
         Mode::empty(),
     )
     .map_err(|errno| {

@@ -544,3 +544,20 @@ fn privileged_a_nodev_chroot_base_is_refused() {
     drop(mount);
     assert!(layout::allows_device_nodes(&base).unwrap() || mount_is_nodev(&base));
 }
+
+#[test]
+fn a_fifo_source_is_refused_without_hanging() {
+    let f = fixture();
+    let (uid, gid) = me();
+    let fifo = f.dir.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let err = prepare_jail(
+        &f.layout,
+        uid,
+        gid,
+        &[JailFile::shared_read_only(&fifo, "vmlinux")],
+    )
+    .unwrap_err();
+    assert!(matches!(err, JailError::Unsafe { .. }), "{err}");
+    remove_jail(&f.layout).unwrap();
+}
