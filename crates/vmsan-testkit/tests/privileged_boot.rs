@@ -401,7 +401,9 @@ fn assert_nothing_remains(
         processes_mentioning("firecracker-standin")
             .iter()
             .all(|p| !p.contains(&dir.to_string_lossy().to_string()))
-            && processes_mentioning("/init").is_empty()
+            && processes_mentioning("marker-boot").is_empty()
+            && vmm_pid
+                .is_none_or(|p| processes_mentioning(&format!("standin-helper-of {p}")).is_empty())
     });
     for s in sockets {
         assert!(!dir.join(s).exists(), "{s} left behind");
@@ -780,7 +782,8 @@ fn privileged_snapshot_load_reboots_with_network_and_vsock_overrides() {
         .spawn()
         .unwrap();
     let mut console_a = Console::new(a.stdout.take().unwrap());
-    let _guard_a = Proc(a);
+    let a_pid = a.id();
+    let guard_a = Proc(a);
     wait_socket(&api1, Duration::from_secs(10));
     configure(&api1, &p, "tap0", "marker-snap");
     let from_a = host_listener(&d.join("v.sock_1025"));
@@ -815,7 +818,18 @@ fn privileged_snapshot_load_reboots_with_network_and_vsock_overrides() {
     )
     .unwrap();
     assert_eq!(st, 204, "{r}");
-    drop(_guard_a);
+    let loops_a = vmm_loops(&d.join("firecracker.log"));
+    assert_eq!(loops_a.len(), 3);
+    // SIGKILL of an un-jailed VMM: its helper notices and removes the guest, loops, runtime dir.
+    drop(guard_a);
+    assert_loops_detached(&loops_a);
+    eventually("helper and guest gone", Duration::from_secs(10), || {
+        processes_mentioning(&format!("standin-helper-of {a_pid}")).is_empty()
+            && processes_mentioning("marker-snap").is_empty()
+    });
+    eventually("runtime dir removed", Duration::from_secs(10), || {
+        !Path::new(&format!("/run/firecracker-standin-{a_pid}")).exists()
+    });
 
     // Clone: another namespace whose TAP has another name, another vsock socket.
     let ns2 = NetNs::new("snapb", 0);
