@@ -245,6 +245,22 @@ impl JailFile {
         }
     }
 
+    /// A file Firecracker writes and vmsan reads after the jail is gone (its log, metrics,
+    /// the serial console): the caller creates it (empty) in the VM's directory and it is
+    /// hard-linked into the jail, never copied, so every byte written lands in the VM's
+    /// directory; it is given to the jail uid/gid with mode 0600. The VM's directory and the
+    /// chroot base must share a filesystem.
+    #[must_use]
+    pub fn output(source: impl Into<PathBuf>, name: impl Into<String>) -> Self {
+        Self {
+            source: source.into(),
+            name: name.into(),
+            placement: Placement::HardLink,
+            chown: true,
+            mode: 0o600,
+        }
+    }
+
     /// A private copy owned by the jail uid/gid (a reflink where possible).
     #[must_use]
     pub fn copy(source: impl Into<PathBuf>, name: impl Into<String>, mode: u32) -> Self {

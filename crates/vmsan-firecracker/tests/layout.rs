@@ -561,3 +561,32 @@ fn a_fifo_source_is_refused_without_hanging() {
     assert!(matches!(err, JailError::Unsafe { .. }), "{err}");
     remove_jail(&f.layout).unwrap();
 }
+
+#[test]
+fn output_files_outlive_the_jail() {
+    let f = fixture();
+    let (uid, gid) = me();
+    let serial = f.dir.path().join("vm").join("serial.log");
+    fs::write(&serial, b"").unwrap();
+    let placed = prepare_jail(
+        &f.layout,
+        uid,
+        gid,
+        &[JailFile::output(&serial, layout::SERIAL_IN_JAIL)],
+    )
+    .unwrap();
+    assert_eq!(placed, [Placed::Linked]);
+    // What Firecracker writes inside the jail …
+    let mut inside = fs::OpenOptions::new()
+        .append(true)
+        .open(f.layout.root().join(layout::SERIAL_IN_JAIL))
+        .unwrap();
+    std::io::Write::write_all(&mut inside, b"Linux version 6.1\n").unwrap();
+    drop(inside);
+    remove_jail(&f.layout).unwrap();
+    // … is still in the VM's directory once the jail is gone.
+    assert_eq!(fs::read(&serial).unwrap(), b"Linux version 6.1\n");
+    let meta = fs::metadata(&serial).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(meta.nlink(), 1);
+}
