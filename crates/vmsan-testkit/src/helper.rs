@@ -357,10 +357,37 @@ fn signal_all(guest: Option<&Guest>, sig: Signal) -> HelperMessage {
             break;
         }
     }
+    // Pause is synchronous in Firecracker (the vCPUs are stopped when the API answers): wait
+    // until every process has reached the stopped (or running again) state. There is no event
+    // for another process's stop, so poll its state with a deadline.
+    let want_stopped = sig == Signal::SIGSTOP;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    for pid in &done {
+        loop {
+            let Some(state) = proc_state(*pid) else { break };
+            let stopped = state == 'T' || state == 't';
+            if stopped == want_stopped || matches!(state, 'Z' | 'X') {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                return HelperMessage::Err {
+                    error: format!(
+                        "guest process {pid} did not reach the requested state (state {state})"
+                    ),
+                };
+            }
+            std::thread::yield_now();
+        }
+    }
     HelperMessage::Ok {
         guest_pid: None,
         loops: vec![],
     }
+}
+
+fn proc_state(pid: i32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')').next()?.trim_start().chars().next()
 }
 
 fn reap(g: Guest) -> String {

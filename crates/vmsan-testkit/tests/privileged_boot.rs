@@ -329,6 +329,12 @@ fn privileged_busybox_guest_boots_and_powers_off_cleanly() {
     );
     let (_, info) = call(&api, "GET", "/", None).unwrap();
     assert!(info.contains("\"Paused\""), "{info}");
+    let frozen = guest_states("marker-boot");
+    assert!(frozen.len() >= 3, "init, nc, util, sleep…: {frozen:?}");
+    assert!(
+        frozen.iter().all(|s| *s == 'T'),
+        "every guest process stopped: {frozen:?}"
+    );
     let (st, resp) = call(
         &api,
         "PUT",
@@ -976,4 +982,44 @@ fn privileged_tx_rate_limiter_paces_guest_frames() {
     assert!(secs[1] >= 1.8, "limited transfer took only {:.3}s", secs[1]);
     assert!(secs[1] < 15.0, "limited transfer took {:.3}s", secs[1]);
     assert!(secs[0] < 1.0, "unlimited transfer took {:.3}s", secs[0]);
+}
+
+/// States (`R`, `S`, `T`, …) of every process in the PID namespace of the guest init whose
+/// command line carries `marker`.
+fn guest_states(marker: &str) -> Vec<char> {
+    let init = processes_mentioning(marker);
+    let init_pid = init
+        .iter()
+        .filter_map(|p| p.split(':').next())
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .map(|s| {
+                    s.lines()
+                        .any(|l| l.starts_with("NSpid:") && l.trim_end().ends_with("\t1"))
+                })
+                .unwrap_or(false)
+        })
+        .expect("guest init")
+        .to_owned();
+    let ns = std::fs::read_link(format!("/proc/{init_pid}/ns/pid")).unwrap();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if !n.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if std::fs::read_link(e.path().join("ns/pid")).ok().as_ref() != Some(&ns) {
+            continue;
+        }
+        if let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) {
+            if let Some(state) = stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.trim_start().chars().next())
+            {
+                out.push(state);
+            }
+        }
+    }
+    out
 }
