@@ -590,3 +590,120 @@ fn output_files_outlive_the_jail() {
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     assert_eq!(meta.nlink(), 1);
 }
+
+/// A loop device over a sparse file, with an XFS (reflink-capable) filesystem mounted on a
+/// temp dir; unmounted and detached on drop.
+struct XfsLoop {
+    mount_point: PathBuf,
+    device: Option<String>,
+    mounted: bool,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for XfsLoop {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = nix::mount::umount2(&self.mount_point, nix::mount::MntFlags::MNT_DETACH);
+        }
+        if let Some(device) = &self.device {
+            let _ = std::process::Command::new("losetup")
+                .args(["-d", device])
+                .status();
+        }
+    }
+}
+
+fn xfs_loop() -> Result<XfsLoop, String> {
+    use std::process::Command;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let image = dir.path().join("xfs.img");
+    let file = fs::File::create(&image).map_err(|e| e.to_string())?;
+    file.set_len(320 << 20).map_err(|e| e.to_string())?;
+    drop(file);
+    let mount_point = dir.path().join("mnt");
+    fs::create_dir(&mount_point).map_err(|e| e.to_string())?;
+    let mut fixture = XfsLoop {
+        mount_point,
+        device: None,
+        mounted: false,
+        _dir: dir,
+    };
+    let out = Command::new("losetup")
+        .args(["--find", "--show"])
+        .arg(&image)
+        .output()
+        .map_err(|e| format!("losetup: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("losetup: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let device = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(device.starts_with("/dev/loop"), "{device}");
+    fixture.device = Some(device.clone());
+    let status = Command::new("mkfs.xfs")
+        .args(["-q", "-m", "reflink=1"])
+        .arg(&device)
+        .status()
+        .map_err(|e| format!("mkfs.xfs: {e}"))?;
+    if !status.success() {
+        return Err(format!("mkfs.xfs failed: {status}"));
+    }
+    nix::mount::mount(
+        Some(device.as_str()),
+        &fixture.mount_point,
+        Some("xfs"),
+        nix::mount::MsFlags::MS_NOSUID,
+        None::<&str>,
+    )
+    .map_err(|e| format!("mount: {e}"))?;
+    fixture.mounted = true;
+    Ok(fixture)
+}
+
+#[test]
+fn privileged_copies_are_reflinks_where_the_filesystem_can() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root for a loop device");
+        return;
+    }
+    if std::process::Command::new("mkfs.xfs")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: mkfs.xfs is not installed (Debian package xfsprogs)");
+        return;
+    }
+    let xfs = xfs_loop().unwrap();
+    let src = xfs.mount_point.join("src");
+    fs::create_dir(&src).unwrap();
+    let kernel = src.join("vmlinux");
+    let bytes: Vec<u8> = (0..(8u32 << 20)).map(|i| (i % 251) as u8).collect();
+    fs::write(&kernel, &bytes).unwrap();
+    let layout = JailLayout::new(
+        &xfs.mount_point.join("jail"),
+        Path::new("/x/firecracker"),
+        "vm-reflink",
+    )
+    .unwrap();
+    let placed = prepare_jail(
+        &layout,
+        61_234,
+        61_234,
+        &[JailFile::copy(&kernel, "vmlinux", 0o400)],
+    )
+    .unwrap();
+    assert_eq!(placed, [Placed::Reflinked]);
+    let copy = layout.root().join("vmlinux");
+    assert_eq!(fs::read(&copy).unwrap(), bytes);
+    let meta = fs::metadata(&copy).unwrap();
+    assert_ne!(meta.ino(), fs::metadata(&kernel).unwrap().ino());
+    assert_eq!(
+        (meta.uid(), meta.permissions().mode() & 0o777),
+        (61_234, 0o400)
+    );
+    // The clone is independent: changing the source leaves it intact.
+    fs::write(&kernel, b"changed").unwrap();
+    assert_eq!(fs::read(&copy).unwrap(), bytes);
+    remove_jail(&layout).unwrap();
+    drop(xfs);
+}
