@@ -538,3 +538,22 @@ fn privileged_doctor_json_and_exit_code() {
     assert!(text.starts_with("vmsan doctor\n"), "{text}");
     assert!(text.contains(&format!("{failed} failed")), "{text}");
 }
+
+#[test]
+fn verbose_goes_to_stderr_and_json_wins() {
+    let out = vmsan().args(["list", "--verbose"]).output().unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("[debug] action: {\"command\":\"list\""),
+        "{err}"
+    );
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "No VMs found.\n");
+
+    let out = vmsan()
+        .args(["--verbose", "list", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.stderr.is_empty(), "--json silences --verbose");
+    one_json_document(&out);
+}
