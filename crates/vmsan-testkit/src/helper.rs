@@ -363,8 +363,7 @@ fn signal_all(guest: Option<&Guest>, sig: Signal) -> HelperMessage {
     let want_stopped = sig == Signal::SIGSTOP;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     for pid in &done {
-        loop {
-            let Some(state) = proc_state(*pid) else { break };
+        while let Some(state) = proc_state(*pid) {
             let stopped = state == 'T' || state == 't';
             if stopped == want_stopped || matches!(state, 'Z' | 'X') {
                 break;
