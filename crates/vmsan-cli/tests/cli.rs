@@ -274,6 +274,9 @@ rejected! {
     no_command: [] => ARGS;
     unknown_command: ["destroy"] => ARGS;
     unknown_global_flag: ["--colour", "list"] => ARGS;
+    global_verbose_value: ["--verbose=1", "list"] => ARGS;
+    global_json_value: ["list", "--json=true"] => ARGS;
+    repeated_single_value_flag: ["create", "--vcpus", "2", "--vcpus", "3"] => ARGS;
 }
 
 #[test]
