@@ -1011,14 +1011,13 @@ fn guest_states(marker: &str) -> Vec<char> {
         if std::fs::read_link(e.path().join("ns/pid")).ok().as_ref() != Some(&ns) {
             continue;
         }
-        if let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) {
-            if let Some(state) = stat
+        if let Ok(stat) = std::fs::read_to_string(e.path().join("stat"))
+            && let Some(state) = stat
                 .rsplit(')')
                 .next()
                 .and_then(|r| r.trim_start().chars().next())
-            {
-                out.push(state);
-            }
+        {
+            out.push(state);
         }
     }
     out
