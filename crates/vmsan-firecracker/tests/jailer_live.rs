@@ -2,9 +2,10 @@
 //! jailer with our argv, trust its pid file, identify Firecracker, talk to its API through the
 //! jail, kill it, and tear down until nothing is left.
 //!
-//! It runs only when `VMSAN_TEST_JAILER` and `VMSAN_TEST_FIRECRACKER` name the binaries (the
-//! real, statically linked v1.16.1 pair, or the stand-ins of `vmsan-testkit`, which this
-//! crate does not depend on), as root; otherwise it says why it is skipped.
+//! It runs as root with the binaries `VMSAN_TEST_JAILER` and `VMSAN_TEST_FIRECRACKER` name
+//! (the real, statically linked v1.16.1 pair), or else with `vmsan-testkit`'s stand-ins when
+//! a workspace build has put them next to this test (this crate does not depend on that
+//! crate); otherwise it says why it is skipped.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -31,21 +32,60 @@ struct Teardown {
 
 impl Drop for Teardown {
     fn drop(&mut self) {
-        if let Some(fc) = self.firecracker.take()
+        // Firecracker may be running even when the test failed before it learnt the pid.
+        let firecracker = self.firecracker.take().or_else(|| {
+            let pid = read_pid_file(&self.layout).ok()?;
+            let fc = ProcessIdentity::of(pid).ok()?;
+            fc.exe_is(&self.layout.exec_copy()).ok()?.then_some(fc)
+        });
+        if let Some(fc) = firecracker
             && fc.liveness().ok() == Some(Liveness::Alive)
         {
             let _ = kill(Pid::from_raw(fc.pid), Signal::SIGKILL);
             let _ = waitpid(Pid::from_raw(fc.pid), None);
         }
-        let _ = remove_jailer_cgroups(&self.mounts, &self.parent, self.layout.id());
+        // The cgroups empty once the killed processes have fully exited.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while remove_jailer_cgroups(&self.mounts, &self.parent, self.layout.id()).is_err()
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if let Ok(dirs) = self
+            .mounts
+            .jailer_cgroup_dirs(&self.parent, self.layout.id())
+        {
+            for dir in dirs {
+                if let Some(parent) = dir.parent() {
+                    let _ = std::fs::remove_dir(parent);
+                }
+            }
+        }
         let _ = remove_jail(&self.layout);
     }
 }
 
+/// The pair named by the environment, else the stand-ins when the workspace build left them
+/// next to this test (`target/<profile>/`).
 fn binaries() -> Option<(PathBuf, PathBuf)> {
-    let jailer = std::env::var_os("VMSAN_TEST_JAILER")?;
-    let firecracker = std::env::var_os("VMSAN_TEST_FIRECRACKER")?;
-    Some((PathBuf::from(jailer), PathBuf::from(firecracker)))
+    if let (Some(jailer), Some(firecracker)) = (
+        std::env::var_os("VMSAN_TEST_JAILER"),
+        std::env::var_os("VMSAN_TEST_FIRECRACKER"),
+    ) {
+        return Some((PathBuf::from(jailer), PathBuf::from(firecracker)));
+    }
+    let exe = std::env::current_exe().ok()?;
+    let profile_dir = exe.parent()?.parent()?;
+    let jailer = profile_dir.join("jailer-standin");
+    let firecracker = profile_dir.join("firecracker-standin");
+    (jailer.is_file() && firecracker.is_file()).then(|| {
+        eprintln!(
+            "using the stand-ins of this build: {} and {}",
+            jailer.display(),
+            firecracker.display()
+        );
+        (jailer, firecracker)
+    })
 }
 
 #[tokio::test]
@@ -114,8 +154,11 @@ async fn privileged_jailer_round_trip_leaves_nothing_behind() {
         .unwrap();
     assert!(status.success(), "jailer: {status:?}");
 
-    // With --new-pid-ns the jailer wrote the pid file before exiting.
-    let pid = read_pid_file(&layout).unwrap();
+    // The real jailer writes the pid file before it exits; a jailer that daemonizes by
+    // forking (the stand-in) writes it a moment later, so wait for it.
+    let pid = wait_for_pid_file(&layout, Instant::now() + Duration::from_secs(10), || true)
+        .await
+        .unwrap();
     let fc = ProcessIdentity::of(pid).unwrap();
     teardown.firecracker = Some(fc);
     wait_for_socket_while(
