@@ -731,3 +731,19 @@ async fn oversized_answers_are_refused() {
     let err = server.client().version().await.unwrap_err();
     assert!(matches!(err, ClientError::BodyTooLarge { .. }), "{err}");
 }
+
+#[tokio::test]
+async fn undecodable_success_bodies_are_reported() {
+    let server = Server::start(|_| Reply::Status(200, json!({"unexpected": true}).to_string()));
+    let err = server.client().version().await.unwrap_err();
+    match &err {
+        ClientError::Decode { method, path, .. } => {
+            assert_eq!((method.as_str(), path.as_str()), ("GET", "/version"));
+        }
+        other => panic!("expected a decode error, got {other}"),
+    }
+    assert!(
+        err.to_string().starts_with("GET /version: cannot decode"),
+        "{err}"
+    );
+}
