@@ -454,7 +454,15 @@ where
             _ = &mut input => break,
         }
     }
-    input.abort();
+    // Let input that already arrived reach the terminal (a client may type and detach at once);
+    // a client that neither sends nor closes is cut off after a while.
+    if !input.is_finished()
+        && tokio::time::timeout(std::time::Duration::from_secs(5), &mut input)
+            .await
+            .is_err()
+    {
+        input.abort();
+    }
     let remove = match s.inner.lock() {
         Ok(mut i) => {
             i.clients.remove(&client);

@@ -935,3 +935,90 @@ async fn idle_agent_is_small() {
     // larger, so this only guards against gross regressions.
     assert!(rss < 16 * 1024, "idle RSS {rss} KiB");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interactive_helper_passes_bytes_detaches_and_reports_exit() {
+    use vmsan_agent_client::terminal::{InteractiveOptions, InteractiveOutcome, run_interactive};
+    let agent = AgentProc::start().await;
+    let c = agent.client();
+    let opts = InteractiveOptions {
+        raw_mode: false,
+        ..Default::default()
+    };
+    // Exit status of the remote program.
+    let s = c
+        .pty_open_attach(&PtyOpenRequest {
+            argv: argv(&["sh"]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (mut input, input_r) = tokio::io::duplex(1024);
+    let (output_w, mut output) = tokio::io::duplex(1 << 20);
+    input
+        .write_all(b"echo OUT-$((3*3)); exit 3\n")
+        .await
+        .unwrap();
+    let outcome = run_interactive(s, input_r, output_w, opts.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        InteractiveOutcome::Exited(vmsan_proto::ExitStatus {
+            code: 3,
+            signal: None,
+            timed_out: false
+        })
+    );
+    let mut seen = Vec::new();
+    output.read_to_end(&mut seen).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&seen).contains("OUT-9"),
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
+    // The detach key (Ctrl-]) leaves the session running.
+    let opened = c
+        .pty_open(&PtyOpenRequest {
+            argv: argv(&["sh"]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let s = c.pty_attach(&opened.id).await.unwrap();
+    let (mut input, input_r) = tokio::io::duplex(1024);
+    input
+        .write_all(b"echo BEFORE-$((1+1))\n\x1d")
+        .await
+        .unwrap();
+    let outcome = run_interactive(s, input_r, tokio::io::sink(), opts)
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        InteractiveOutcome::Detached {
+            session: opened.id.clone()
+        }
+    );
+    let mut again = c.pty_attach(&opened.id).await.unwrap();
+    read_until(&mut again, "BEFORE-2").await;
+    c.pty_kill(&opened.id, 9).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pty_input_sent_just_before_detaching_is_not_lost() {
+    let agent = AgentProc::start().await;
+    let c = agent.client();
+    let opened = c
+        .pty_open(&PtyOpenRequest {
+            argv: argv(&["sh"]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut s = c.pty_attach(&opened.id).await.unwrap();
+    s.send_input(b"echo BEFORE-$((1+1))\n").await.unwrap();
+    s.detach().await.unwrap();
+    let mut again = c.pty_attach(&opened.id).await.unwrap();
+    read_until(&mut again, "BEFORE-2").await;
+}
