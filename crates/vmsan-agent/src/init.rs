@@ -428,6 +428,7 @@ fn server_main(b: &Booted) -> i32 {
         return 1;
     }
     if image_mode {
+        nix::unistd::sync();
         // PID 1 is the image's init: ask it to power off.
         let systemd = std::fs::read_link("/proc/1/exe")
             .map(|p| p.to_string_lossy().contains("systemd"))

@@ -6,7 +6,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{argv, is_root};
@@ -79,12 +79,20 @@ impl Drop for Netns {
 }
 
 /// The guest's PID 1 (through `unshare --kill-child`): killed on drop.
-struct Guest(Child);
+struct Guest(tokio::process::Child);
+
+impl Guest {
+    async fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        tokio::time::timeout(limit, self.0.wait())
+            .await
+            .unwrap_or_else(|_| panic!("guest did not end within {limit:?}"))
+            .unwrap()
+    }
+}
 
 impl Drop for Guest {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.0.start_kill();
     }
 }
 
@@ -131,8 +139,8 @@ fn blank_ext4(path: &Path, size: u64) {
     run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(path));
 }
 
-fn config(dir: &Path) -> PathBuf {
-    let cfg = GuestConfig {
+fn guest_config() -> GuestConfig {
+    GuestConfig {
         version: GUEST_CONFIG_VERSION,
         vm_id: "vm-inittest".into(),
         hostname: "guest-test".into(),
@@ -148,7 +156,10 @@ fn config(dir: &Path) -> PathBuf {
         env: Default::default(),
         init: Default::default(),
         image: Default::default(),
-    };
+    }
+}
+
+fn write_config(dir: &Path, cfg: &GuestConfig) -> PathBuf {
     let p = dir.join("config.img");
     std::fs::write(&p, cfg.to_drive_bytes().unwrap()).unwrap();
     p
@@ -206,7 +217,7 @@ fn build_initrd(dir: &Path, drives: &[&Loop]) -> PathBuf {
 }
 
 fn start_guest(netns: &Netns, initrd: &Path, env: &[(&str, &str)], stderr: Stdio) -> Guest {
-    let mut c = Command::new("ip");
+    let mut c = tokio::process::Command::new("ip");
     c.args([
         "netns",
         "exec",
@@ -267,17 +278,77 @@ async fn sh(c: &AgentClient, script: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn wait_exit(g: &mut Guest, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(st) = g.0.try_wait().unwrap() {
-            return st;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "guest did not end within {limit:?}"
+/// A booted guest: PID 1 in its namespaces, its loop devices, its client. Field order is drop
+/// order: the guest ends before its namespace goes and its loop devices are detached.
+struct Vm {
+    guest: Guest,
+    netns: Netns,
+    drives: Vec<Loop>,
+    overlay_img: PathBuf,
+    client: AgentClient,
+    dir: tempfile::TempDir,
+}
+
+impl Vm {
+    async fn boot(cfg: &GuestConfig) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let rootfs_img = build_rootfs(dir.path());
+        let overlay_img = dir.path().join("overlay.img");
+        blank_ext4(&overlay_img, 64 << 20);
+        let config_img = write_config(dir.path(), cfg);
+        let drives = vec![
+            Loop::attach(&rootfs_img, true),
+            Loop::attach(&overlay_img, false),
+            Loop::attach(&config_img, true),
+        ];
+        let initrd = build_initrd(dir.path(), &drives.iter().collect::<Vec<_>>());
+        let netns = Netns::new();
+        let host_sock = tokio::net::UnixListener::bind(initrd.join(".vsock/host.sock")).unwrap();
+        let guest = start_guest(
+            &netns,
+            &initrd,
+            &[
+                ("vmsan_rootfs", "/dev/vda"),
+                ("vmsan_rootfs_fs", "squashfs"),
+                ("vmsan_overlay", "/dev/vdb"),
+                ("vmsan_config", "/dev/vdc"),
+                ("VMSAN_STANDIN_VSOCK_DIR", "/.vsock"),
+            ],
+            Stdio::inherit(),
         );
-        std::thread::sleep(Duration::from_millis(20));
+        let ann = accept_announcement(&host_sock).await;
+        assert_eq!(ann.vm_id, cfg.vm_id);
+        let client = AgentClient::new(
+            Endpoint::Unix(initrd.join(".vsock/guest-1024.sock")),
+            common::TOKEN,
+        );
+        Self {
+            guest,
+            netns,
+            drives,
+            overlay_img,
+            client,
+            dir,
+        }
+    }
+
+    /// Shut down through the agent; wait for PID 1 to end; release namespace and loop devices.
+    async fn shutdown(self) -> (tempfile::TempDir, PathBuf) {
+        let Self {
+            mut guest,
+            netns,
+            drives,
+            overlay_img,
+            client,
+            dir,
+        } = self;
+        client.shutdown().await.unwrap();
+        let st = guest.wait_exit(Duration::from_secs(30)).await;
+        println!("guest ended: {st:?}");
+        drop(guest);
+        drop(netns);
+        drop(drives);
+        (dir, overlay_img)
     }
 }
 
@@ -287,80 +358,54 @@ async fn privileged_init_as_pid1_with_loop_drives() {
         println!("skipped: needs root (namespaces, loop devices, mounts)");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let rootfs_img = build_rootfs(dir.path());
-    let overlay_img = dir.path().join("overlay.img");
-    blank_ext4(&overlay_img, 64 << 20);
-    let config_img = config(dir.path());
-    let rootfs = Loop::attach(&rootfs_img, true);
-    let overlay = Loop::attach(&overlay_img, false);
-    let cfg = Loop::attach(&config_img, true);
-    let initrd = build_initrd(dir.path(), &[&rootfs, &overlay, &cfg]);
-    let netns = Netns::new();
-    let host_sock = tokio::net::UnixListener::bind(initrd.join(".vsock/host.sock")).unwrap();
-    let mut guest = start_guest(
-        &netns,
-        &initrd,
-        &[
-            ("vmsan_rootfs", "/dev/vda"),
-            ("vmsan_rootfs_fs", "squashfs"),
-            ("vmsan_overlay", "/dev/vdb"),
-            ("vmsan_config", "/dev/vdc"),
-            ("VMSAN_STANDIN_VSOCK_DIR", "/.vsock"),
-        ],
-        Stdio::inherit(),
-    );
-    let ann = accept_announcement(&host_sock).await;
-    assert_eq!(ann.vm_id, "vm-inittest");
-    let c = AgentClient::new(
-        Endpoint::Unix(initrd.join(".vsock/guest-1024.sock")),
-        common::TOKEN,
-    );
+    let mut cfg = guest_config();
+    cfg.image.env = vec!["FROM_IMAGE=yes".into()];
+    cfg.image.working_dir = Some("/root".into());
+    let vm = Vm::boot(&cfg).await;
+    let c = &vm.client;
     assert_eq!(c.health().await.unwrap().mode, "init");
+    let wrong = AgentClient::new(vm.client.endpoint().clone(), "wrong");
     assert!(vmsan_agent_client::is_auth_error(
-        &AgentClient::new(
-            Endpoint::Unix(initrd.join(".vsock/guest-1024.sock")),
-            "wrong"
-        )
-        .health()
-        .await
-        .unwrap_err()
+        &wrong.health().await.unwrap_err()
     ));
+    // The image's config is the exec default.
+    assert_eq!(sh(c, "pwd").await, "/root\n");
+    assert!(sh(c, "env").await.contains("FROM_IMAGE=yes\n"));
 
     // The overlay root: image content readable, writes land in the overlay.
-    assert_eq!(sh(&c, "cat /etc/marker").await, "from-rootfs\n");
-    let mounts = sh(&c, "cat /proc/mounts").await;
+    assert_eq!(sh(c, "cat /etc/marker").await, "from-rootfs\n");
+    let mounts = sh(c, "cat /proc/mounts").await;
     assert!(
         mounts.lines().any(|l| l.starts_with("overlay / overlay ")),
         "{mounts}"
     );
-    assert_eq!(sh(&c, "cat /proc/1/cmdline").await, "/init\0");
-    sh(&c, "echo persisted > /root/data.txt").await;
+    assert_eq!(sh(c, "cat /proc/1/cmdline").await, "/init\0");
+    sh(c, "echo persisted > /root/data.txt").await;
     // Identity and network.
-    assert_eq!(sh(&c, "hostname").await, "guest-test\n");
-    let addr = sh(&c, "ip -4 addr show dev eth0").await;
+    assert_eq!(sh(c, "hostname").await, "guest-test\n");
+    let addr = sh(c, "ip -4 addr show dev eth0").await;
     assert!(addr.contains("inet 198.18.0.2/30"), "{addr}");
     assert!(addr.contains("mtu 1400"), "{addr}");
-    let route = sh(&c, "ip route").await;
+    let route = sh(c, "ip route").await;
     assert!(route.contains("default via 198.18.0.1 dev eth0"), "{route}");
-    assert!(sh(&c, "ip link show lo").await.contains("UP"));
+    assert!(sh(c, "ip link show lo").await.contains("UP"));
     assert!(
-        sh(&c, "cat /etc/hosts")
+        sh(c, "cat /etc/hosts")
             .await
             .contains("198.18.0.2\tguest-test")
     );
     assert_eq!(
-        sh(&c, "cat /etc/resolv.conf").await,
+        sh(c, "cat /etc/resolv.conf").await,
         "nameserver 198.18.0.1\n"
     );
     // The token is nowhere in a child's environment.
-    assert!(!sh(&c, "env").await.contains(common::TOKEN));
+    assert!(!sh(c, "env").await.contains(common::TOKEN));
 
     // Orphans are re-parented to PID 1, which must reap them.
-    sh(&c, "for i in 1 2 3 4 5; do sleep 0.1 & done; exit 0").await;
+    sh(c, "for i in 1 2 3 4 5; do sleep 0.1 & done; exit 0").await;
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let stats = sh(&c, "cat /proc/[0-9]*/stat 2>/dev/null; true").await;
+        let stats = sh(c, "cat /proc/[0-9]*/stat 2>/dev/null; true").await;
         let sleeping: Vec<&str> = stats.lines().filter(|l| l.contains("(sleep)")).collect();
         if sleeping.is_empty() {
             break;
@@ -373,12 +418,7 @@ async fn privileged_init_as_pid1_with_loop_drives() {
     }
 
     // Shutdown request: everything ends, the overlay's data is on disk.
-    c.shutdown().await.unwrap();
-    let st = tokio::task::block_in_place(|| wait_exit(&mut guest, Duration::from_secs(30)));
-    println!("guest ended: {st:?}");
-    drop(guest);
-    drop(netns);
-    drop((rootfs, overlay, cfg));
+    let (_dir, overlay_img) = vm.shutdown().await;
     let data = run(Command::new("debugfs")
         .args(["-R", "cat /upper/root/data.txt"])
         .arg(&overlay_img));
@@ -393,6 +433,34 @@ async fn privileged_init_as_pid1_with_loop_drives() {
         "overlay not clean: {}",
         String::from_utf8_lossy(&fsck.stdout)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privileged_init_image_hands_pid1_to_the_images_init() {
+    if !is_root() {
+        println!("skipped: needs root (namespaces, loop devices, mounts)");
+        return;
+    }
+    let mut cfg = guest_config();
+    cfg.init = vmsan_proto::InitMode::Image;
+    // The image's "init": a shell that powers off (exits) on SIGTERM.
+    cfg.image.entrypoint = argv(&["/bin/sh", "-c"]);
+    cfg.image.cmd = argv(&["trap 'exit 0' TERM; while true; do sleep 0.1; done"]);
+    let vm = Vm::boot(&cfg).await;
+    let c = &vm.client;
+    assert_eq!(c.health().await.unwrap().mode, "image");
+    let pid1 = sh(c, "cat /proc/1/cmdline").await;
+    assert!(pid1.starts_with("/bin/sh\0-c\0trap"), "{pid1:?}");
+    // The agent keeps serving beside it, on the same overlay root.
+    assert_eq!(sh(c, "cat /etc/marker").await, "from-rootfs\n");
+    assert_eq!(sh(c, "hostname").await, "guest-test\n");
+    sh(c, "echo kept > /root/image-mode.txt").await;
+    // Shutdown asks the image's init to power off; its end ends the guest.
+    let (_dir, overlay_img) = vm.shutdown().await;
+    let data = run(Command::new("debugfs")
+        .args(["-R", "cat /upper/root/image-mode.txt"])
+        .arg(&overlay_img));
+    assert_eq!(data, "kept\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -414,9 +482,11 @@ async fn privileged_init_refuses_to_guess_a_missing_drive() {
         ],
         Stdio::piped(),
     );
-    let st = tokio::task::block_in_place(|| wait_exit(&mut guest, Duration::from_secs(30)));
+    let st = guest.wait_exit(Duration::from_secs(30)).await;
     let mut err = String::new();
-    std::io::Read::read_to_string(guest.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    tokio::io::AsyncReadExt::read_to_string(guest.0.stderr.as_mut().unwrap(), &mut err)
+        .await
+        .unwrap();
     assert!(
         err.contains("vmsan_config is not set"),
         "status {st:?}, stderr: {err}"
