@@ -678,6 +678,7 @@ fn launcher(
                 // the death signal is set; the launcher blocks in waitpid for us meanwhile.
                 nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
                 nix::unistd::setsid().map_err(io::Error::from)?;
+                sys::reset_signals()?;
                 nix::unistd::chroot(&root_c).map_err(|e| mount_err("chroot", e))?;
                 nix::unistd::chdir("/").map_err(|e| mount_err("chdir /", e))?;
                 let _ = nix::unistd::sethostname("standin");

@@ -48,6 +48,11 @@ const SPECS: &[Spec] = &[
 
 /// Runs the jailer; returns the exit code (only on failure: success execs the VMM).
 pub fn main(argv: &[String]) -> i32 {
+    // Like the jailer's sanitize_process: nothing the caller leaked reaches the VMM.
+    if let Err(e) = sys::close_fds_from(3) {
+        eprintln!("Failed to call close range syscall: {e}");
+        return 1;
+    }
     match run(argv) {
         Ok(()) => 0,
         Err(e) => {

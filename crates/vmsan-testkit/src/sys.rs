@@ -306,3 +306,40 @@ pub fn clear_cloexec(fd: &impl AsRawFd) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Restores default dispositions for every catchable signal and empties the signal mask: the
+/// kernel starts init that way, while a Rust parent leaves SIGPIPE ignored (inherited across
+/// exec).
+pub fn reset_signals() -> io::Result<()> {
+    for sig in 1..=31 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL touches no Rust state; failures (invalid numbers) are
+        // ignored on purpose.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
+    // SAFETY: an empty, initialised set passed by pointer for the duration of the call.
+    let rc = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut())
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Closes every descriptor from `first` up, as the jailer's `sanitize_process` does.
+pub fn close_fds_from(first: u32) -> io::Result<()> {
+    // SAFETY: close_range only closes descriptors; it runs before anything in this process
+    // holds descriptors above `first` that it still needs.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0u32) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -20,6 +20,7 @@ mount -t sysfs sysfs /sys
 trap 'echo CAD_RECEIVED; exit 0' INT
 echo "ENV rootfs=$vmsan_rootfs vsockdir=$VMSAN_STANDIN_VSOCK_DIR pid=$$"
 echo "ARGV $*"
+echo "SIGIGN $(grep SigIgn /proc/1/status | cut -f2)"
 for d in vda vdb vdc; do echo "DRIVE $d ro=$(blockdev --getro /dev/$d) size=$(blockdev --getsize64 /dev/$d)"; done
 if dd if=/dev/zero of=/dev/vda bs=512 count=1 2>/dev/null; then echo "WRITE vda accepted"; else echo "WRITE vda refused"; fi
 if echo overlay-written | dd of=/dev/vdb bs=512 count=1 conv=notrunc,sync 2>/dev/null; then echo "WRITE vdb accepted"; else echo "WRITE vdb refused"; fi
@@ -189,6 +190,13 @@ fn check_guest(
         "{env}"
     );
     let argv = console.wait_for("ARGV", t);
+    let ign = console.wait_for("SIGIGN", t);
+    let mask = u64::from_str_radix(ign.trim().trim_start_matches("SIGIGN "), 16).unwrap();
+    assert_eq!(
+        mask & (1 << (libc::SIGPIPE - 1)),
+        0,
+        "init starts with SIGPIPE at its default: {ign}"
+    );
     assert!(argv.trim().starts_with("ARGV single marker-"), "{argv}");
     assert!(
         console
@@ -226,22 +234,8 @@ fn check_guest(
     let n = BufReader::new(c).read_line(&mut buf).unwrap();
     assert_eq!(n, 0, "expected EOF, got {buf:?}");
     // TCP from the host side of the TAP to the guest.
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.name,
-            "/bin/busybox",
-            "nc",
-            "-w",
-            "2",
-            "10.0.0.2",
-            "8080",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "GUEST_TCP");
+    let (data, _) = read_from_guest(ns, 8080);
+    assert_eq!(String::from_utf8_lossy(&data).trim(), "GUEST_TCP");
 }
 
 #[test]
@@ -897,20 +891,21 @@ fn privileged_snapshot_load_reboots_with_network_and_vsock_overrides() {
     assert!(guard_b.0.wait().unwrap().success());
 }
 
-/// Transfers 300 KiB from the guest over the relayed TAP, read by a thread that joined the
-/// namespace; returns (bytes, seconds).
-fn guest_to_host_transfer(ns: &NetNs) -> (usize, f64) {
+/// Connects from the namespace of the host-side TAP to the guest's TCP `port` and reads until
+/// the guest closes; returns (bytes, seconds). The thread joins the namespace, the test process
+/// stays where it was.
+fn read_from_guest(ns: &NetNs, port: u16) -> (Vec<u8>, f64) {
     let path = ns.path();
     std::thread::spawn(move || {
         use std::io::Read;
         let f = std::fs::File::open(&path).unwrap();
-        // setns on this thread only: the test process stays where it was.
         nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
         let t0 = std::time::Instant::now();
-        let mut s = std::net::TcpStream::connect("10.0.0.2:9001").unwrap();
+        let mut s = std::net::TcpStream::connect(("10.0.0.2", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).unwrap();
-        (buf.len(), t0.elapsed().as_secs_f64())
+        (buf, t0.elapsed().as_secs_f64())
     })
     .join()
     .unwrap()
@@ -956,7 +951,8 @@ fn privileged_tx_rate_limiter_paces_guest_frames() {
         );
         console.wait_for("READY", Duration::from_secs(20));
         let _ = from_guest.join();
-        let (n, s) = guest_to_host_transfer(&ns);
+        let (data, s) = read_from_guest(&ns, 9001);
+        let n = data.len();
         assert_eq!(
             n,
             300 * 1024,
