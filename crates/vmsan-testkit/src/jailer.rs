@@ -96,6 +96,8 @@ pub struct JailConfig {
     pub new_pid_ns: bool,
     /// cgroup dirs.
     pub cgroups: Vec<CgroupDir>,
+    /// v2 parent cgroup to join when no `--cgroup` is given.
+    pub move_to_parent: Option<PathBuf>,
     /// rlimits.
     pub rlimits: Vec<(nix::sys::resource::Resource, u64)>,
     /// Args after `--`.
@@ -191,6 +193,14 @@ pub fn parse(argv: &[String]) -> Result<Option<JailConfig>, String> {
         .filter(|v| *v == 1 || *v == 2)
         .ok_or_else(|| format!("{ver_s} is an invalid cgroup version specifier"))?;
     let mut cgroups: Vec<CgroupDir> = Vec::new();
+    let mut move_to_parent = None;
+    if p.values("cgroup").is_empty() && version == 2 {
+        // The jailer's v2 rule: --parent-cgroup alone means "run in that cgroup".
+        let parent_dir = find_cgroup_mount(2, "")?.join(&parent);
+        if parent_dir.exists() {
+            move_to_parent = Some(parent_dir);
+        }
+    }
     for cg in p.values("cgroup") {
         let parts: Vec<&str> = cg.split('=').collect();
         if parts.len() != 2 || parts[1].is_empty() {
@@ -248,12 +258,22 @@ pub fn parse(argv: &[String]) -> Result<Option<JailConfig>, String> {
         daemonize: p.flag("daemonize"),
         new_pid_ns: p.flag("new-pid-ns"),
         cgroups,
+        move_to_parent,
         rlimits,
         extra: p.extra.clone(),
     }))
 }
 
 fn setup_cgroups(cfg: &JailConfig) -> Result<(), String> {
+    if let Some(parent) = &cfg.move_to_parent {
+        fs::write(parent.join("cgroup.procs"), std::process::id().to_string()).map_err(|e| {
+            format!(
+                "Failed to move process to cgroup ({}): {e}.\nHint: If you intended to create a child cgroup under {}, pass any --cgroup parameters.",
+                parent.display(),
+                parent.display()
+            )
+        })?;
+    }
     for cg in &cfg.cgroups {
         fs::create_dir_all(&cg.path)
             .map_err(|e| format!("Failed to create directory {}: {e}", cg.path.display()))?;
@@ -547,4 +567,100 @@ fn pivot_into(root: &Path) -> Result<(), String> {
     fs::remove_dir("/old_root")
         .map_err(|e| format!("Failed to remove old jail root directory: {e}"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn jail_and_cgroup_paths_follow_the_jailer() {
+        let base = tempfile::tempdir().unwrap();
+        let exe = std::fs::canonicalize("/proc/self/exe").unwrap();
+        let name = exe.file_name().unwrap().to_str().unwrap().to_owned();
+        let b = base.path().to_str().unwrap();
+        let e = exe.to_str().unwrap();
+        let cfg = parse(&v(&[
+            "--id",
+            "vm-1",
+            "--exec-file",
+            e,
+            "--uid",
+            "10000",
+            "--gid",
+            "10001",
+            "--chroot-base-dir",
+            b,
+            "--cgroup",
+            "cpu.cfs_quota_us=100000",
+            "--cgroup",
+            "cpu.cfs_period_us=100000",
+            "--",
+            "--api-sock",
+            "/run/x.sock",
+        ]))
+        .unwrap()
+        .unwrap();
+        let base_c = std::fs::canonicalize(b).unwrap();
+        assert_eq!(cfg.chroot_dir, base_c.join(&name).join("vm-1").join("root"));
+        assert_eq!((cfg.uid, cfg.gid), (10000, 10001));
+        assert_eq!(cfg.extra, v(&["--api-sock", "/run/x.sock"]));
+        if let Ok(cpu) = find_cgroup_mount(1, "cpu") {
+            assert_eq!(cfg.cgroups.len(), 1, "one directory per controller");
+            assert_eq!(cfg.cgroups[0].path, cpu.join(&name).join("vm-1"));
+            assert_eq!(cfg.cgroups[0].settings.len(), 2);
+            let cfg = parse(&v(&[
+                "--id",
+                "vm-1",
+                "--exec-file",
+                e,
+                "--uid",
+                "1",
+                "--gid",
+                "1",
+                "--chroot-base-dir",
+                b,
+                "--parent-cgroup",
+                "vmsan/vms",
+                "--cgroup",
+                "cpu.shares=10",
+            ]))
+            .unwrap()
+            .unwrap();
+            assert_eq!(cfg.cgroups[0].path, cpu.join("vmsan/vms").join("vm-1"));
+        }
+        if let Ok(unified) = find_cgroup_mount(2, "") {
+            let cfg = parse(&v(&[
+                "--id",
+                "vm-2",
+                "--exec-file",
+                e,
+                "--uid",
+                "1",
+                "--gid",
+                "1",
+                "--chroot-base-dir",
+                b,
+                "--cgroup-version",
+                "2",
+                "--cgroup",
+                "memory.max=1000000",
+            ]))
+            .unwrap()
+            .unwrap();
+            assert_eq!(cfg.cgroups[0].path, unified.join(&name).join("vm-2"));
+            assert!(
+                cfg.cgroups[0].controller.is_empty(),
+                "v2 writes cgroup.procs"
+            );
+        }
+        assert!(
+            std::fs::read_dir(base.path()).unwrap().next().is_none(),
+            "parse has no side effects"
+        );
+    }
 }
