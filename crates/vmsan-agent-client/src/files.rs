@@ -32,7 +32,7 @@ pub struct DownloadResult {
     pub local: PathBuf,
 }
 
-const CHUNK: usize = 256 * 1024;
+const CHUNK: usize = 1024 * 1024;
 
 struct ChannelWriter {
     tx: mpsc::Sender<io::Result<Bytes>>,
@@ -44,6 +44,11 @@ struct ChannelWriter {
 
 impl Write for ChannelWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.buf.is_empty() && data.len() >= CHUNK {
+            // A whole buffer from the BufWriter in front: send it as one chunk.
+            self.send(Bytes::copy_from_slice(data))?;
+            return Ok(data.len());
+        }
         self.buf.extend_from_slice(data);
         if self.buf.len() >= CHUNK {
             self.flush()?;
@@ -55,6 +60,12 @@ impl Write for ChannelWriter {
             return Ok(());
         }
         let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.send(chunk)
+    }
+}
+
+impl ChannelWriter {
+    fn send(&mut self, chunk: Bytes) -> io::Result<()> {
         self.sent += chunk.len() as u64;
         self.tx.blocking_send(Ok(chunk)).map_err(|_| {
             io::Error::new(
@@ -113,7 +124,9 @@ fn tree_size(p: &Path) -> u64 {
 }
 
 fn build_tar(sources: &[PathBuf], w: ChannelWriter) -> io::Result<()> {
-    let mut b = tar::Builder::new(w);
+    // std's io::copy reads straight into a BufWriter's buffer: file data then moves in
+    // CHUNK-sized reads instead of 8 KiB ones.
+    let mut b = tar::Builder::new(io::BufWriter::with_capacity(CHUNK, w));
     b.follow_symlinks(false);
     for src in sources {
         let name = src.file_name().ok_or_else(|| {
@@ -131,7 +144,9 @@ fn build_tar(sources: &[PathBuf], w: ChannelWriter) -> io::Result<()> {
         }
         .map_err(|e| io::Error::new(e.kind(), format!("archive {}: {e}", src.display())))?;
     }
-    b.into_inner()?.flush()
+    let mut w = b.into_inner()?;
+    w.flush()?;
+    w.into_inner().map_err(|e| e.into_error())?.flush()
 }
 
 impl AgentClient {

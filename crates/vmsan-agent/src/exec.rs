@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -30,7 +31,7 @@ use crate::users;
 /// Bytes of output a detached command keeps (the oldest are dropped beyond this).
 const DETACHED_KEEP: usize = 1 << 20;
 /// Read size from a child's pipes.
-const READ_CHUNK: usize = 64 * 1024;
+const READ_CHUNK: usize = 256 * 1024;
 
 /// How a child is to be started: identity, environment, working directory.
 #[derive(Debug)]
@@ -275,6 +276,14 @@ async fn start(
         }
     };
     drop(cmd);
+    // Larger pipes: fewer wake-ups and bigger frames for heavy output (best effort).
+    let pipes = [
+        child.stdout.as_ref().map(AsFd::as_fd),
+        child.stderr.as_ref().map(AsFd::as_fd),
+    ];
+    for fd in pipes.into_iter().flatten() {
+        let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
+    }
     let pid = child.id().unwrap_or(0);
     let id = agent.new_id();
     let (exit, _) = watch::channel(None);

@@ -1022,3 +1022,48 @@ async fn pty_input_sent_just_before_detaching_is_not_lost() {
     let mut again = c.pty_attach(&opened.id).await.unwrap();
     read_until(&mut again, "BEFORE-2").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_an_exec_kills_its_process_group() {
+    let agent = AgentProc::start().await;
+    let c = std::sync::Arc::new(agent.client());
+    let (w, r) = tokio::io::duplex(4096);
+    let c2 = std::sync::Arc::clone(&c);
+    // What the CLI does on Ctrl-C: drop the exec future, which closes the connection.
+    let task = tokio::spawn(async move {
+        let mut w = w;
+        let _ = c2
+            .exec(
+                req(&["sh", "-c", "sleep 300 & echo $!; wait"]),
+                None::<&[u8]>,
+                &mut w,
+                &mut tokio::io::sink(),
+            )
+            .await;
+    });
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(r));
+    let pid: i32 = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    task.abort();
+    let _ = task.await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit(") ").next().and_then(|r| r.chars().next()));
+        match state {
+            None | Some('Z') => break,
+            Some(s) => assert!(
+                Instant::now() < deadline,
+                "grandchild {pid} survived the cancel (state {s})"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
