@@ -97,6 +97,9 @@ impl Limiter {
     }
 }
 
+/// A limiter the API can replace while the relay runs (`PATCH /network-interfaces`).
+pub type SharedLimiter = Arc<std::sync::Mutex<Limiter>>;
+
 /// A pipe whose closing stops relay threads.
 #[derive(Debug)]
 pub struct Stopper {
@@ -151,7 +154,7 @@ fn wait_readable(fd: &impl AsFd, stop: &OwnedFd) -> bool {
 pub fn relay_frames(
     from: Arc<File>,
     to: Arc<File>,
-    mut limiter: Limiter,
+    limiter: SharedLimiter,
     stop: Arc<OwnedFd>,
     name: String,
 ) -> io::Result<JoinHandle<()>> {
@@ -168,7 +171,7 @@ pub fn relay_frames(
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(_) => return,
             };
-            let d = limiter.delay(n);
+            let d = limiter.lock().map(|mut l| l.delay(n)).unwrap_or_default();
             if !d.is_zero() {
                 // Rate limiting: the frame is held back, as Firecracker defers it.
                 std::thread::sleep(d);

@@ -33,6 +33,8 @@ enum State {
 struct NetDev {
     cfg: NetworkInterface,
     tap: Arc<File>,
+    rx: relay::SharedLimiter,
+    tx: relay::SharedLimiter,
 }
 
 struct VsockDev {
@@ -539,6 +541,8 @@ impl Vmm {
         }
         let tap = Self::open_tap(&n.host_dev_name)?;
         let dev = NetDev {
+            rx: Arc::new(Mutex::new(relay::Limiter::new(n.rx_rate_limiter.as_ref()))),
+            tx: Arc::new(Mutex::new(relay::Limiter::new(n.tx_rate_limiter.as_ref()))),
             cfg: n,
             tap: Arc::new(tap),
         };
@@ -560,13 +564,19 @@ impl Vmm {
                 u.iface_id
             )));
         };
+        // New buckets replace the old ones in the running relay.
         if u.rx_rate_limiter.is_some() {
             dev.cfg.rx_rate_limiter = u.rx_rate_limiter;
+            if let Ok(mut l) = dev.rx.lock() {
+                *l = relay::Limiter::new(dev.cfg.rx_rate_limiter.as_ref());
+            }
         }
         if u.tx_rate_limiter.is_some() {
             dev.cfg.tx_rate_limiter = u.tx_rate_limiter;
+            if let Ok(mut l) = dev.tx.lock() {
+                *l = relay::Limiter::new(dev.cfg.tx_rate_limiter.as_ref());
+            }
         }
-        // The running relay keeps its limiter (documented deviation: updates apply on next boot).
         Ok(Response::no_content())
     }
 
@@ -782,7 +792,7 @@ impl Vmm {
             relay::relay_frames(
                 Arc::clone(&n.tap),
                 Arc::clone(&guest),
-                relay::Limiter::new(n.cfg.rx_rate_limiter.as_ref()),
+                Arc::clone(&n.rx),
                 stopper.watch(),
                 format!("fc_net{i}_rx"),
             )
@@ -790,7 +800,7 @@ impl Vmm {
             relay::relay_frames(
                 guest,
                 Arc::clone(&n.tap),
-                relay::Limiter::new(n.cfg.tx_rate_limiter.as_ref()),
+                Arc::clone(&n.tx),
                 stopper.watch(),
                 format!("fc_net{i}_tx"),
             )

@@ -31,7 +31,7 @@ ip link set eth0 up
 ip addr add 10.0.0.2/30 dev eth0
 if ping -c 1 -W 5 10.0.0.1 >/dev/null; then echo PING_OK; else echo PING_FAIL; fi
 (echo GUEST_TCP | nc -l -p 8080) &
-(dd if=/dev/zero bs=1024 count=300 2>/dev/null | nc -l -p 9001) &
+(while true; do dd if=/dev/zero bs=1024 count=300 2>/dev/null | nc -l -p 9001; done) &
 /bin/util listen /.vsock/guest-1024.sock hello-from-guest &
 while [ ! -S /.vsock/guest-1024.sock ]; do sleep 0.05; done
 /bin/util connect /.vsock/host.sock 1025 ping-from-guest
@@ -960,6 +960,21 @@ fn privileged_tx_rate_limiter_paces_guest_frames() {
         );
         eprintln!("{tag}: 300 KiB guest->host in {s:.3}s with tx limit {limit} B/s");
         secs.push(s);
+        if limit > 1_000_000 {
+            // Live update, as Firecracker allows after boot.
+            let (st, r) = call(
+                &api,
+                "PATCH",
+                "/network-interfaces/eth0",
+                Some(r#"{"iface_id":"eth0","tx_rate_limiter":{"bandwidth":{"size":100000,"refill_time":1000}}}"#),
+            )
+            .unwrap();
+            assert_eq!(st, 204, "{r}");
+            let (data, s) = read_from_guest(&ns, 9001);
+            assert_eq!(data.len(), 300 * 1024);
+            eprintln!("{tag}: after PATCH to 100000 B/s: 300 KiB in {s:.3}s");
+            assert!(s >= 1.8, "patched limiter not applied: {s:.3}s");
+        }
         assert_eq!(
             call(
                 &api,
