@@ -466,6 +466,15 @@ fn boot(plan: &BootPlan, fds: Vec<OwnedFd>, jail_root: &Path) -> io::Result<(Gue
             plan.drives.len()
         )));
     }
+    // Safety on machines whose own disk is /dev/vda: only regular files become guest drives.
+    for (d, f) in plan.drives.iter().zip(&drive_files) {
+        if !f.metadata()?.file_type().is_file() {
+            return Err(io::Error::other(format!(
+                "drive {}: backing is not a regular file (the stand-in never hands a host device to a guest)",
+                d.drive_id
+            )));
+        }
+    }
     let mut loops = Vec::new();
     for (d, f) in plan.drives.iter().zip(&drive_files) {
         let l = sys::loop_attach(f, d.read_only, &format!("standin-{}", d.drive_id))

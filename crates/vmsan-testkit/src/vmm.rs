@@ -407,6 +407,12 @@ impl Vmm {
                 "Drive config error: A root block device already exists!",
             ));
         }
+        // Checked before opening, so a host block device is never even opened for writing.
+        if std::fs::metadata(&path).is_ok_and(|m| !m.file_type().is_file()) {
+            return Err(bad(format!(
+                "Drive config error: Unable to create the virtio block device: firecracker-standin accepts only regular files as drives (never a host device): {path}"
+            )));
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(!ro)
@@ -414,6 +420,15 @@ impl Vmm {
             .map_err(|e| {
                 bad(format!("Drive config error: Unable to create the virtio block device: Virtio backend error: Error manipulating the backing file: {e} {path}"))
             })?;
+        if !file
+            .metadata()
+            .map(|m| m.file_type().is_file())
+            .unwrap_or(false)
+        {
+            return Err(bad(format!(
+                "Drive config error: Unable to create the virtio block device: firecracker-standin accepts only regular files as drives (never a host device): {path}"
+            )));
+        }
         let mut d = d;
         d.is_read_only = Some(ro);
         if let Some(pos) = self
