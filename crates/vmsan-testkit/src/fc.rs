@@ -186,6 +186,29 @@ pub fn main(argv: &[String]) -> i32 {
     )));
     let _ = vmm_cell.set(Arc::clone(&vmm));
 
+    if let Some(m) = parsed.value("metrics-path") {
+        let req = Request {
+            method: "PUT".into(),
+            path: "/metrics".into(),
+            body: Some(
+                serde_json::json!({ "metrics_path": m })
+                    .to_string()
+                    .into_bytes(),
+            ),
+        };
+        let resp = match vmm.lock() {
+            Ok(mut g) => g.handle(&req),
+            Err(_) => http::Response::fault(500, "poisoned"),
+        };
+        if resp.status >= 300 {
+            eprintln!(
+                "Failed to initialize metrics: {}",
+                resp.body.unwrap_or_default()
+            );
+            return EXIT_GENERIC;
+        }
+    }
+
     if let Some(cfg) = parsed.value("config-file")
         && let Err(e) = apply_config_file(&vmm, cfg)
     {

@@ -47,7 +47,10 @@ impl Logger {
         show_level: Option<bool>,
     ) -> std::io::Result<()> {
         let file = match path {
-            Some(p) => Some(OpenOptions::new().create(true).append(true).open(p)?),
+            Some(p) => {
+                refuse_block_device(p)?;
+                Some(OpenOptions::new().create(true).append(true).open(p)?)
+            }
             None => None,
         };
         if let Ok(mut inner) = self.inner.lock() {
@@ -98,6 +101,19 @@ impl Logger {
     pub fn error(&self, thread: &str, msg: &str) {
         self.log(Level::Error, thread, msg);
     }
+}
+
+/// Refuses to write into a block device (on these machines the host's own disk is `/dev/vda`):
+/// the stand-in writes logs, metrics and snapshots only to files, FIFOs and character devices.
+pub fn refuse_block_device(path: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    if std::fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device()) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("{path} is a block device; firecracker-standin never writes to one"),
+        ));
+    }
+    Ok(())
 }
 
 fn level_name(l: Level) -> &'static str {

@@ -649,6 +649,8 @@ impl Vmm {
                 "Metrics error: Reinitialization of metrics not allowed.",
             ));
         }
+        crate::log::refuse_block_device(&m.metrics_path)
+            .map_err(|e| bad(format!("Metrics error: Failed to open target file: {e}")))?;
         let f = OpenOptions::new()
             .create(true)
             .append(true)
@@ -910,6 +912,7 @@ impl Vmm {
             "vm_config": self.full_config(),
         });
         let write = |path: &str, data: &[u8], len: Option<u64>| -> io::Result<()> {
+            crate::log::refuse_block_device(path)?;
             let mut f = OpenOptions::new()
                 .write(true)
                 .create(true)

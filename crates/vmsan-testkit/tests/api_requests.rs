@@ -804,3 +804,40 @@ fn config_file_errors_exit_like_firecracker() {
         .unwrap();
     assert_eq!(out.status.code(), Some(153), "--no-api needs --config-file");
 }
+
+#[test]
+fn privileged_never_writes_into_a_block_device() {
+    if !vmsan_testkit::standin::is_root() {
+        eprintln!("privileged_never_writes_into_a_block_device: skipped: mknod needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // A block node for a loop minor that does not exist: even a broken guard could not write.
+    let node = dir.path().join("fake-vda");
+    nix::sys::stat::mknod(
+        &node,
+        nix::sys::stat::SFlag::S_IFBLK,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+        nix::sys::stat::makedev(7, 1_048_000),
+    )
+    .unwrap();
+    let n = node.to_str().unwrap();
+    let (_p, sock) = spawn_fc(dir.path(), &[]);
+    for (path, body) in [
+        ("/logger", format!(r#"{{"log_path":"{n}"}}"#)),
+        ("/metrics", format!(r#"{{"metrics_path":"{n}"}}"#)),
+        (
+            "/drives/rootfs",
+            format!(
+                r#"{{"drive_id":"rootfs","is_root_device":false,"is_read_only":false,"path_on_host":"{n}"}}"#
+            ),
+        ),
+    ] {
+        let (st, resp) = call(&sock, "PUT", path, Some(&body)).unwrap();
+        assert_eq!(st, 400, "{path}: {resp}");
+        assert!(
+            resp.contains("block device") || resp.contains("never a host device"),
+            "{path}: {resp}"
+        );
+    }
+}
