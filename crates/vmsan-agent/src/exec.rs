@@ -33,6 +33,25 @@ const DETACHED_KEEP: usize = 1 << 20;
 /// Read size from a child's pipes.
 const READ_CHUNK: usize = 256 * 1024;
 
+/// Finished detached commands kept for `GET …/output` (the oldest are forgotten).
+const KEEP_FINISHED: usize = 64;
+static NEXT_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn prune_finished(m: &mut std::collections::HashMap<String, Arc<ExecEntry>>) {
+    let mut finished: Vec<(u64, String)> = m
+        .values()
+        .filter(|e| e.exit.borrow().is_some())
+        .map(|e| (e.seq, e.id.clone()))
+        .collect();
+    if finished.len() > KEEP_FINISHED {
+        finished.sort_unstable();
+        let excess = finished.len() - KEEP_FINISHED;
+        for (_, id) in finished.into_iter().take(excess) {
+            m.remove(&id);
+        }
+    }
+}
+
 /// How a child is to be started: identity, environment, working directory.
 #[derive(Debug)]
 pub(crate) struct Prepared {
@@ -132,6 +151,8 @@ pub(crate) fn prepare(
 #[derive(Debug)]
 pub(crate) struct ExecEntry {
     id: String,
+    /// Creation order, to forget the oldest finished commands first.
+    seq: u64,
     pid: u32,
     argv: Vec<String>,
     detached: bool,
@@ -289,6 +310,7 @@ async fn start(
     let (exit, _) = watch::channel(None);
     let entry = Arc::new(ExecEntry {
         id: id.clone(),
+        seq: NEXT_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         pid,
         argv: req.argv.clone(),
         detached: req.detached,
@@ -297,6 +319,7 @@ async fn start(
     });
     if let Ok(mut m) = agent.execs.lock() {
         m.insert(id.clone(), Arc::clone(&entry));
+        prune_finished(&mut m);
     }
     if let (Some(stdin), Some(body)) = (child.stdin.take(), stdin_body.filter(|_| use_stdin)) {
         tokio::spawn(pump_stdin(body, stdin));
