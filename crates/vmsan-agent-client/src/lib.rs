@@ -635,6 +635,34 @@ mod tests {
         assert!(parse_ok_line(b"OK x").is_err());
     }
 
+    #[test]
+    fn ready_socket_is_uds_path_underscore_port() {
+        assert_eq!(
+            ready_socket_path(Path::new("/srv/vmsan/vm-1/v.sock")),
+            PathBuf::from("/srv/vmsan/vm-1/v.sock_1025")
+        );
+    }
+
+    #[tokio::test]
+    async fn ready_listener_reads_the_announcement() {
+        let dir = tempfile::tempdir().unwrap();
+        let uds = dir.path().join("v.sock");
+        let l = ReadyListener::bind(&uds).unwrap();
+        assert_eq!(l.path(), ready_socket_path(&uds));
+        let path = l.path().to_path_buf();
+        tokio::spawn(async move {
+            let mut s = UnixStream::connect(path).await.unwrap();
+            s.write_all(b"{\"vmId\":\"vm-1\",\"version\":\"0.1.0\"}\n")
+                .await
+                .unwrap();
+        });
+        let a = l.wait(Duration::from_secs(10)).await.unwrap();
+        assert_eq!((a.vm_id.as_str(), a.version.as_str()), ("vm-1", "0.1.0"));
+        let p = l.path().to_path_buf();
+        drop(l);
+        assert!(!p.exists(), "socket file left behind");
+    }
+
     #[tokio::test]
     async fn handshake_reads_exactly_one_line() {
         let (mut a, mut b) = tokio::io::duplex(64);
