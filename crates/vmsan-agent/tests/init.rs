@@ -492,3 +492,38 @@ async fn privileged_init_refuses_to_guess_a_missing_drive() {
         "status {st:?}, stderr: {err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privileged_init_sigterm_to_pid1_shuts_down_cleanly() {
+    if !is_root() {
+        println!("skipped: needs root (namespaces, loop devices, mounts)");
+        return;
+    }
+    let mut vm = Vm::boot(&guest_config()).await;
+    sh(&vm.client, "echo via-sigterm > /root/term.txt").await;
+    // PID 1 of the guest is the only child of `unshare`.
+    let unshare = vm.guest.0.id().unwrap();
+    let children =
+        std::fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children")).unwrap();
+    let pid1: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid1),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let st = vm.guest.wait_exit(Duration::from_secs(30)).await;
+    println!("guest ended: {st:?}");
+    let Vm {
+        guest,
+        netns,
+        drives,
+        overlay_img,
+        client: _,
+        dir: _dir,
+    } = vm;
+    drop((guest, netns, drives));
+    let data = run(Command::new("debugfs")
+        .args(["-R", "cat /upper/root/term.txt"])
+        .arg(&overlay_img));
+    assert_eq!(data, "via-sigterm\n");
+}
