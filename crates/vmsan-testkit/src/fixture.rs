@@ -14,7 +14,7 @@ pub const APPLETS: &[&str] = &[
     "sh", "ash", "cat", "echo", "ls", "mount", "umount", "mkdir", "ip", "blockdev", "ping", "nc",
     "sleep", "poweroff", "reboot", "dd", "grep", "head", "tail", "test", "[", "true", "false",
     "hostname", "ps", "kill", "sync", "stat", "readlink", "wc", "printf", "env", "uname", "touch",
-    "rm", "ln", "cp", "mv", "chmod", "tr", "cut", "sed", "awk", "timeout", "seq", "id",
+    "rm", "ln", "cp", "mv", "chmod", "tr", "cut", "sed", "awk", "timeout", "seq", "id", "mknod",
 ];
 
 /// Builds an initrd around busybox with `/init` and optional extra files.

@@ -688,6 +688,7 @@ fn launcher(
                 nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
                 nix::unistd::setsid().map_err(io::Error::from)?;
                 sys::reset_signals()?;
+                sys::drop_guest_caps()?;
                 nix::unistd::chroot(&root_c).map_err(|e| mount_err("chroot", e))?;
                 nix::unistd::chdir("/").map_err(|e| mount_err("chdir /", e))?;
                 let _ = nix::unistd::sethostname("standin");

@@ -343,3 +343,28 @@ pub fn close_fds_from(first: u32) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Capabilities the stand-in's guest init never gets: it is a process tree on the host, not a
+/// VM, so these would reach the host itself (its disk through a device node, its clock, its
+/// kernel modules, raw I/O ports).
+pub const GUEST_DROPPED_CAPS: &[(i32, &str)] = &[
+    (16, "CAP_SYS_MODULE"),
+    (17, "CAP_SYS_RAWIO"),
+    (25, "CAP_SYS_TIME"),
+    (27, "CAP_MKNOD"),
+];
+
+/// Drops `GUEST_DROPPED_CAPS` from the bounding set (effective after the next exec).
+pub fn drop_guest_caps() -> io::Result<()> {
+    for (cap, name) in GUEST_DROPPED_CAPS {
+        // SAFETY: PR_CAPBSET_DROP takes a capability number and no pointers.
+        let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, *cap as libc::c_ulong, 0, 0, 0) };
+        if rc != 0 {
+            return Err(io::Error::other(format!(
+                "PR_CAPBSET_DROP {name}: {}",
+                io::Error::last_os_error()
+            )));
+        }
+    }
+    Ok(())
+}

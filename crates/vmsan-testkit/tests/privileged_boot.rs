@@ -25,6 +25,7 @@ for d in vda vdb vdc; do echo "DRIVE $d ro=$(blockdev --getro /dev/$d) size=$(bl
 if dd if=/dev/zero of=/dev/vda bs=512 count=1 2>/dev/null; then echo "WRITE vda accepted"; else echo "WRITE vda refused"; fi
 if echo overlay-written | dd of=/dev/vdb bs=512 count=1 conv=notrunc,sync 2>/dev/null; then echo "WRITE vdb accepted"; else echo "WRITE vdb refused"; fi
 echo "HOSTDEV $(ls /dev | tr '\n' ' ')"
+if mknod /tmp/vdz b 254 0 2>/dev/null; then echo "MKNOD allowed"; else echo "MKNOD refused"; fi
 echo "MAC $(cat /sys/class/net/eth0/address)"
 ip link set lo up
 ip link set eth0 up
@@ -212,6 +213,7 @@ fn check_guest(
     console.wait_for("WRITE vda refused", t);
     console.wait_for("WRITE vdb accepted", t);
     let devs = console.wait_for("HOSTDEV", t);
+    console.wait_for("MKNOD refused", t);
     assert!(
         !devs.contains("vdd") && !devs.contains("loop") && !devs.contains("sda"),
         "{devs}"
@@ -900,8 +902,22 @@ fn read_from_guest(ns: &NetNs, port: u16) -> (Vec<u8>, f64) {
         use std::io::Read;
         let f = std::fs::File::open(&path).unwrap();
         nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        // The guest re-arms its listener after each transfer; nothing on the host side tells
+        // when, so retry a refused connection until a deadline.
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        let mut s = loop {
+            match std::net::TcpStream::connect(("10.0.0.2", port)) {
+                Ok(s) => break s,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::ConnectionRefused
+                        && std::time::Instant::now() < end =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("connect 10.0.0.2:{port}: {e}"),
+            }
+        };
         let t0 = std::time::Instant::now();
-        let mut s = std::net::TcpStream::connect(("10.0.0.2", port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).unwrap();
