@@ -33,6 +33,7 @@ ip addr add 10.0.0.2/30 dev eth0
 if ping -c 1 -W 5 10.0.0.1 >/dev/null; then echo PING_OK; else echo PING_FAIL; fi
 (echo GUEST_TCP | nc -l -p 8080) &
 (while true; do dd if=/dev/zero bs=1024 count=300 2>/dev/null | nc -l -p 9001; done) &
+(while true; do echo "RX_BYTES $(nc -l -p 9002 | wc -c)"; done) &
 /bin/util listen /.vsock/guest-1024.sock hello-from-guest &
 while [ ! -S /.vsock/guest-1024.sock ]; do sleep 0.05; done
 /bin/util connect /.vsock/host.sock 1025 ping-from-guest
@@ -134,7 +135,7 @@ fn configure_with_limit(
         (
             "/network-interfaces/eth0",
             format!(
-                r#"{{"iface_id":"eth0","host_dev_name":"{tap}","guest_mac":"06:00:c6:12:00:02","rx_rate_limiter":{{"bandwidth":{{"size":12500000,"refill_time":1000}}}},"tx_rate_limiter":{{"bandwidth":{{"size":{bytes_per_s},"refill_time":1000}}}}}}"#
+                r#"{{"iface_id":"eth0","host_dev_name":"{tap}","guest_mac":"06:00:c6:12:00:02","rx_rate_limiter":{{"bandwidth":{{"size":{bytes_per_s},"refill_time":1000}}}},"tx_rate_limiter":{{"bandwidth":{{"size":{bytes_per_s},"refill_time":1000}}}}}}"#
             ),
         ),
         (
@@ -893,6 +894,37 @@ fn privileged_snapshot_load_reboots_with_network_and_vsock_overrides() {
     assert!(guard_b.0.wait().unwrap().success());
 }
 
+/// Sends 300 KiB to the guest's TCP 9002 from the host-side namespace; returns when the guest
+/// has counted them on its console, with the elapsed seconds.
+fn write_to_guest(ns: &NetNs, console: &mut Console) -> f64 {
+    let path = ns.path();
+    let t0 = std::time::Instant::now();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let f = std::fs::File::open(&path).unwrap();
+        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        let mut s = loop {
+            match std::net::TcpStream::connect(("10.0.0.2", 9002)) {
+                Ok(s) => break s,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::ConnectionRefused
+                        && std::time::Instant::now() < end =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("connect 10.0.0.2:9002: {e}"),
+            }
+        };
+        s.write_all(&vec![7u8; 300 * 1024]).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    let line = console.wait_for("RX_BYTES", Duration::from_secs(30));
+    writer.join().unwrap();
+    assert_eq!(line.trim(), format!("RX_BYTES {}", 300 * 1024));
+    t0.elapsed().as_secs_f64()
+}
+
 /// Connects from the namespace of the host-side TAP to the guest's TCP `port` and reads until
 /// the guest closes; returns (bytes, seconds). The thread joins the namespace, the test process
 /// stays where it was.
@@ -976,6 +1008,13 @@ fn privileged_tx_rate_limiter_paces_guest_frames() {
         );
         eprintln!("{tag}: 300 KiB guest->host in {s:.3}s with tx limit {limit} B/s");
         secs.push(s);
+        let rx = write_to_guest(&ns, &mut console);
+        eprintln!("{tag}: 300 KiB host->guest in {rx:.3}s with rx limit {limit} B/s");
+        if limit > 1_000_000 {
+            assert!(rx < 1.0, "unlimited rx took {rx:.3}s");
+        } else {
+            assert!((1.8..15.0).contains(&rx), "rx limiter: {rx:.3}s");
+        }
         if limit > 1_000_000 {
             // Live update, as Firecracker allows after boot.
             let (st, r) = call(
