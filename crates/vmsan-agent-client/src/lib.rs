@@ -5,6 +5,22 @@
 //! ([`vmsan_proto`]). Everything streams: exec output goes to [`AsyncWrite`] sinks with
 //! back-pressure, uploads and downloads never hold a whole file in memory.
 //!
+//! What the CLI and the host library call:
+//!
+//! | need | call |
+//! | --- | --- |
+//! | reach a VM | [`AgentClient::new`] with [`Endpoint::hybrid_vsock`] (Firecracker's `uds_path`) or [`Endpoint::Unix`] |
+//! | wait for boot | [`ReadyListener::bind`] before InstanceStart, then [`ReadyListener::wait`] |
+//! | `vmsan exec` | [`AgentClient::exec`] (stdin, stdout, stderr streamed; Ctrl-C = drop the future: the agent kills the process group), [`AgentClient::exec_collect`] for `--json` |
+//! | detached commands | [`AgentClient::exec_detached`], [`AgentClient::exec_info`], [`AgentClient::exec_output`], [`AgentClient::kill`] |
+//! | `vmsan exec -i`, `vmsan connect` | [`AgentClient::pty_open`] / [`AgentClient::pty_attach`], then [`terminal::run_interactive`] (raw mode, SIGWINCH, detach key Ctrl-]) |
+//! | `vmsan upload` / `download` | [`AgentClient::upload`] / [`AgentClient::download`] with a [`Progress`] callback |
+//! | SDK file ops | [`AgentClient::stat`], [`AgentClient::list`], [`AgentClient::mkdir`], [`AgentClient::remove`], [`AgentClient::rename`] |
+//! | graceful stop | [`AgentClient::shutdown`] |
+//!
+//! Errors are [`ClientError`]; [`ClientError::agent_code`] gives the agent's stable code
+//! (`unauthorized`, `forbidden`, `not_found`, `spawn_failed`, `path_escape`, `io`, …).
+//!
 //! ```no_run
 //! # async fn f() -> Result<(), vmsan_agent_client::ClientError> {
 //! use vmsan_agent_client::{AgentClient, Endpoint};

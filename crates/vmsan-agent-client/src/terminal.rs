@@ -75,7 +75,9 @@ impl Drop for RawModeGuard {
 }
 
 /// Run an attached session interactively between `input` and `output` until the program
-/// exits, the user detaches, or the connection drops.
+/// exits, the user detaches, or the connection drops. The CLI passes `tokio::io::stdin()` and
+/// `tokio::io::stdout()`; tokio's stdin reads on a blocking thread that stays parked until the
+/// next key, so the CLI should exit soon after this returns.
 ///
 /// # Errors
 /// Local I/O or WebSocket failures (the terminal is restored first).
