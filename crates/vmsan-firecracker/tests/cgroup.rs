@@ -1,0 +1,218 @@
+//! cgroup mode detection (from real and sample mountinfo) and removal of the jailer's
+//! leftover directories in the real hierarchies.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use vmsan_firecracker::CgroupVersion;
+use vmsan_firecracker::cgroup::{CgroupMode, CgroupMounts, detect_mode, remove_jailer_cgroups};
+
+const HYBRID: &str = "\
+22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/vda rw
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+36 31 0:33 / /sys/fs/cgroup/my\\040space rw,relatime - cgroup cgroup rw,pids
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw,nsdelegate
+";
+
+const V2: &str = "\
+22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/vda rw
+30 23 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot
+";
+
+const V1: &str = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+33 31 0:30 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+34 31 0:30 / /mnt/again rw,relatime - cgroup cgroup rw,memory
+";
+
+#[test]
+fn parses_hybrid_mountinfo() {
+    let mounts = CgroupMounts::parse_mountinfo(HYBRID);
+    assert_eq!(mounts.mode(), Some(CgroupMode::Hybrid));
+    assert_eq!(mounts.jailer_version(), Some(CgroupVersion::V1));
+    assert_eq!(
+        mounts.unified.as_deref(),
+        Some(Path::new("/sys/fs/cgroup/unified"))
+    );
+    assert_eq!(
+        mounts.v1_controller_mount("cpu"),
+        Some(Path::new("/sys/fs/cgroup/cpu,cpuacct"))
+    );
+    assert_eq!(
+        mounts.v1_controller_mount("cpuacct"),
+        Some(Path::new("/sys/fs/cgroup/cpu,cpuacct"))
+    );
+    assert_eq!(
+        mounts.v1_controller_mount("pids"),
+        Some(Path::new("/sys/fs/cgroup/my space"))
+    );
+    assert_eq!(mounts.v1_controller_mount("blkio"), None);
+    assert_eq!(mounts.v1.len(), 4);
+    assert!(mounts.v1.iter().any(|h| h.controllers == ["name=systemd"]));
+    let dirs = mounts.jailer_cgroup_dirs("firecracker", "vm-1").unwrap();
+    assert_eq!(
+        dirs,
+        [
+            PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/firecracker/vm-1"),
+            PathBuf::from("/sys/fs/cgroup/memory/firecracker/vm-1"),
+            PathBuf::from("/sys/fs/cgroup/my space/firecracker/vm-1"),
+            PathBuf::from("/sys/fs/cgroup/systemd/firecracker/vm-1"),
+            PathBuf::from("/sys/fs/cgroup/unified/firecracker/vm-1"),
+        ]
+    );
+    assert!(mounts.jailer_cgroup_dirs("../x", "vm-1").is_err());
+    assert!(mounts.jailer_cgroup_dirs("firecracker", "a/b").is_err());
+}
+
+#[test]
+fn parses_v2_and_v1_mountinfo() {
+    let v2 = CgroupMounts::parse_mountinfo(V2);
+    assert_eq!(v2.mode(), Some(CgroupMode::V2));
+    assert_eq!(v2.jailer_version(), Some(CgroupVersion::V2));
+    assert_eq!(
+        v2.jailer_cgroup_dirs("vmsan", "vm-1").unwrap(),
+        [PathBuf::from("/sys/fs/cgroup/vmsan/vm-1")]
+    );
+    let v1 = CgroupMounts::parse_mountinfo(V1);
+    assert_eq!(v1.mode(), Some(CgroupMode::V1));
+    // A hierarchy mounted twice counts once.
+    assert_eq!(v1.v1.len(), 2);
+    assert_eq!(
+        v1.v1_controller_mount("memory"),
+        Some(Path::new("/sys/fs/cgroup/memory"))
+    );
+    assert_eq!(CgroupMounts::parse_mountinfo("").mode(), None);
+}
+
+#[test]
+fn detects_this_hosts_mode() {
+    let mounts = CgroupMounts::detect().unwrap();
+    let mode = detect_mode().unwrap();
+    assert_eq!(Some(mode), mounts.mode());
+    let pure_v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    if pure_v2 {
+        assert_eq!(mode, CgroupMode::V2);
+    } else {
+        assert!(
+            matches!(mode, CgroupMode::V1 | CgroupMode::Hybrid),
+            "{mode:?}"
+        );
+        assert_eq!(
+            mode == CgroupMode::Hybrid,
+            mounts.unified.is_some(),
+            "{mounts:?}"
+        );
+        assert!(mounts.v1_controller_mount("cpu").is_some());
+        assert!(mounts.v1_controller_mount("memory").is_some());
+    }
+    eprintln!("cgroup mode of this host: {mode:?} ({mounts:?})");
+}
+
+/// Removes the test's parent cgroup directories (and any child left behind) on drop.
+struct CgroupGuard {
+    parents: Vec<PathBuf>,
+    child: Option<Child>,
+}
+
+impl Drop for CgroupGuard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for parent in &self.parents {
+            if let Ok(entries) = fs::read_dir(parent) {
+                for entry in entries.flatten() {
+                    if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                        let _ = fs::remove_dir(entry.path());
+                    }
+                }
+            }
+            let _ = fs::remove_dir(parent);
+        }
+    }
+}
+
+/// Does what the jailer does (a directory per hierarchy, a process in it), then checks that
+/// the leftovers are removed once the process is gone and not while it is there.
+#[test]
+fn privileged_removes_the_jailers_leftover_cgroups() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to create cgroups");
+        return;
+    }
+    let mounts = CgroupMounts::detect().unwrap();
+    let parent = format!("vmsan-fctest-{}", std::process::id());
+    let id = "vm-fctest";
+    let mut guard = CgroupGuard {
+        parents: Vec::new(),
+        child: None,
+    };
+    let mut created = Vec::new();
+    let mut hierarchies: Vec<PathBuf> = mounts
+        .v1
+        .iter()
+        .filter(|h| h.controllers.iter().any(|c| c == "cpu" || c == "memory"))
+        .map(|h| h.mount_point.clone())
+        .collect();
+    if mounts.mode() == Some(CgroupMode::V2) {
+        hierarchies.extend(mounts.unified.clone());
+    }
+    if hierarchies.is_empty() {
+        eprintln!("skipped: no cpu or memory hierarchy: {mounts:?}");
+        return;
+    }
+    for hierarchy in &hierarchies {
+        let parent_dir = hierarchy.join(&parent);
+        guard.parents.push(parent_dir.clone());
+        let dir = parent_dir.join(id);
+        fs::create_dir_all(&dir).unwrap();
+        created.push(dir);
+    }
+
+    // A process inside: the directory cannot go yet.
+    let child = Command::new("cat")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let procs = if mounts.mode() == Some(CgroupMode::V2) {
+        "cgroup.procs"
+    } else {
+        "tasks"
+    };
+    fs::write(created[0].join(procs), child.id().to_string()).unwrap();
+    guard.child = Some(child);
+    let err = remove_jailer_cgroups(&mounts, &parent, id).unwrap_err();
+    assert_eq!(err.path, created[0]);
+    assert_eq!(err.source.raw_os_error(), Some(libc::EBUSY), "{err}");
+    assert!(created[0].exists());
+    // The other hierarchies held no process: their directories are already gone.
+    for dir in &created[1..] {
+        assert!(!dir.exists(), "{} still exists", dir.display());
+    }
+
+    // Once it has exited (and been reaped), every directory goes.
+    let mut child = guard.child.take().unwrap();
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+    let removed = remove_jailer_cgroups(&mounts, &parent, id).unwrap();
+    // Exactly the remaining one.
+    assert_eq!(removed, [created[0].clone()]);
+    for dir in &created {
+        assert!(!dir.exists(), "{} still exists", dir.display());
+    }
+    // Nothing left: a second pass removes nothing and does not fail.
+    assert!(
+        remove_jailer_cgroups(&mounts, &parent, id)
+            .unwrap()
+            .is_empty()
+    );
+}

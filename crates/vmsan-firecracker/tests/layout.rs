@@ -1,0 +1,352 @@
+//! Preparing, inspecting and removing a jail on the real filesystem.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+
+use vmsan_firecracker::layout::{
+    JailError, Placed, is_root_owned_file, remove_jail, remove_jail_entry,
+};
+use vmsan_firecracker::*;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    layout: JailLayout,
+    kernel: PathBuf,
+    overlay: PathBuf,
+    config: PathBuf,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("vm");
+    fs::create_dir(&src).unwrap();
+    let kernel = src.join("vmlinux");
+    fs::write(&kernel, b"kernel bytes").unwrap();
+    fs::set_permissions(&kernel, fs::Permissions::from_mode(0o644)).unwrap();
+    let overlay = src.join("overlay.ext4");
+    fs::write(&overlay, b"overlay bytes").unwrap();
+    let config = src.join("config.json");
+    fs::write(&config, b"{\"id\":\"vm-1\"}").unwrap();
+    let layout = JailLayout::new(
+        &dir.path().join("jail"),
+        Path::new("/opt/bin/firecracker"),
+        "vm-test-1",
+    )
+    .unwrap();
+    Fixture {
+        dir,
+        layout,
+        kernel,
+        overlay,
+        config,
+    }
+}
+
+fn me() -> (u32, u32) {
+    (
+        nix::unistd::getuid().as_raw(),
+        nix::unistd::getgid().as_raw(),
+    )
+}
+
+fn standard_files(f: &Fixture) -> Vec<JailFile> {
+    vec![
+        JailFile::shared_read_only(&f.kernel, "vmlinux"),
+        JailFile::per_vm(&f.overlay, "overlay.ext4", true),
+        JailFile::copy(&f.config, "config.json", 0o400),
+    ]
+}
+
+#[test]
+fn prepares_a_fresh_jail() {
+    let f = fixture();
+    let (uid, gid) = me();
+    let placed = prepare_jail(&f.layout, uid, gid, &standard_files(&f)).unwrap();
+    assert_eq!(placed[0], Placed::Linked);
+    assert_eq!(placed[1], Placed::Linked);
+    assert!(matches!(placed[2], Placed::Copied | Placed::Reflinked));
+
+    let root = f.layout.root();
+    assert!(root.is_dir());
+    let instance_mode = fs::metadata(f.layout.instance_dir())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(instance_mode & 0o777, 0o700);
+    let run = fs::symlink_metadata(root.join("run")).unwrap();
+    assert!(run.is_dir());
+    assert_eq!((run.uid(), run.gid()), (uid, gid));
+
+    // Links share the inode; the copy does not.
+    let kernel_in = fs::metadata(root.join("vmlinux")).unwrap();
+    assert_eq!(kernel_in.ino(), fs::metadata(&f.kernel).unwrap().ino());
+    let overlay_in = fs::metadata(root.join("overlay.ext4")).unwrap();
+    assert_eq!(overlay_in.ino(), fs::metadata(&f.overlay).unwrap().ino());
+    assert_eq!(overlay_in.permissions().mode() & 0o777, 0o600);
+    let config_in = fs::metadata(root.join("config.json")).unwrap();
+    assert_ne!(config_in.ino(), fs::metadata(&f.config).unwrap().ino());
+    assert_eq!(config_in.permissions().mode() & 0o777, 0o400);
+    assert_eq!(
+        fs::read(root.join("config.json")).unwrap(),
+        b"{\"id\":\"vm-1\"}"
+    );
+    // The shared file kept its mode.
+    assert_eq!(kernel_in.permissions().mode() & 0o777, 0o644);
+
+    remove_jail(&f.layout).unwrap();
+    assert!(!f.layout.instance_dir().exists());
+    // Idempotent.
+    remove_jail(&f.layout).unwrap();
+    // The sources survive.
+    assert!(f.kernel.is_file() && f.overlay.is_file() && f.config.is_file());
+}
+
+#[test]
+fn planted_symlinks_are_never_followed() {
+    let f = fixture();
+    let (uid, gid) = me();
+    prepare_jail(&f.layout, uid, gid, &standard_files(&f)).unwrap();
+    // A jailed process replaces entries with symlinks to a file it wants us to overwrite.
+    let victim = f.dir.path().join("victim");
+    fs::write(&victim, b"precious").unwrap();
+    let root = f.layout.root();
+    fs::remove_file(root.join("config.json")).unwrap();
+    symlink(&victim, root.join("config.json")).unwrap();
+    fs::remove_dir(root.join("run")).unwrap();
+    symlink(f.dir.path(), root.join("run")).unwrap();
+    symlink(&victim, root.join("firecracker.pid")).unwrap();
+
+    // The pid file is refused as a symlink.
+    assert!(matches!(
+        read_pid_file(&f.layout),
+        Err(JailError::Unsafe { .. })
+    ));
+    // A restart rebuilds the jail without touching the victim.
+    prepare_jail(&f.layout, uid, gid, &standard_files(&f)).unwrap();
+    assert_eq!(fs::read(&victim).unwrap(), b"precious");
+    assert!(
+        fs::symlink_metadata(root.join("config.json"))
+            .unwrap()
+            .is_file()
+    );
+    assert!(fs::symlink_metadata(root.join("run")).unwrap().is_dir());
+    assert!(!root.join("firecracker.pid").exists());
+    // Removing an entry removes the link, not its target.
+    symlink(&victim, root.join("v.sock_1025")).unwrap();
+    remove_jail_entry(&f.layout, "v.sock_1025").unwrap();
+    assert!(fs::symlink_metadata(root.join("v.sock_1025")).is_err());
+    assert_eq!(fs::read(&victim).unwrap(), b"precious");
+    remove_jail_entry(&f.layout, "v.sock_1025").unwrap();
+    assert!(remove_jail_entry(&f.layout, "../x").is_err());
+    remove_jail(&f.layout).unwrap();
+    assert_eq!(fs::read(&victim).unwrap(), b"precious");
+}
+
+#[test]
+fn symlinked_or_special_sources_are_refused() {
+    let f = fixture();
+    let (uid, gid) = me();
+    let link = f.dir.path().join("kernel-link");
+    symlink(&f.kernel, &link).unwrap();
+    let err = prepare_jail(
+        &f.layout,
+        uid,
+        gid,
+        &[JailFile::shared_read_only(&link, "vmlinux")],
+    )
+    .unwrap_err();
+    assert!(matches!(err, JailError::Unsafe { .. }), "{err}");
+    let err = prepare_jail(
+        &f.layout,
+        uid,
+        gid,
+        &[JailFile::copy(f.dir.path(), "dir", 0o400)],
+    )
+    .unwrap_err();
+    assert!(matches!(err, JailError::Unsafe { .. }), "{err}");
+    let missing = f.dir.path().join("missing");
+    let err =
+        prepare_jail(&f.layout, uid, gid, &[JailFile::copy(&missing, "m", 0o400)]).unwrap_err();
+    assert!(matches!(err, JailError::Io { .. }), "{err}");
+    remove_jail(&f.layout).unwrap();
+}
+
+#[test]
+fn reserved_and_odd_names_are_refused() {
+    let f = fixture();
+    let (uid, gid) = me();
+    for name in [
+        "firecracker",
+        "firecracker.pid",
+        "run",
+        "dev",
+        "..",
+        "a/b",
+        "",
+    ] {
+        let err = prepare_jail(
+            &f.layout,
+            uid,
+            gid,
+            &[JailFile::copy(&f.kernel, name, 0o400)],
+        )
+        .unwrap_err();
+        assert!(matches!(err, JailError::Arg(_)), "{name:?}: {err}");
+    }
+    // Nothing was created for a refused request.
+    assert!(!f.layout.instance_dir().exists());
+}
+
+#[test]
+fn duplicate_names_fail_instead_of_overwriting() {
+    let f = fixture();
+    let (uid, gid) = me();
+    let err = prepare_jail(
+        &f.layout,
+        uid,
+        gid,
+        &[
+            JailFile::copy(&f.kernel, "same", 0o400),
+            JailFile::copy(&f.config, "same", 0o400),
+        ],
+    )
+    .unwrap_err();
+    assert!(matches!(err, JailError::Io { .. }), "{err}");
+    assert_eq!(
+        fs::read(f.layout.root().join("same")).unwrap(),
+        b"kernel bytes"
+    );
+    remove_jail(&f.layout).unwrap();
+}
+
+#[test]
+fn hard_link_only_placement_links() {
+    let f = fixture();
+    let (uid, gid) = me();
+    let file = JailFile {
+        placement: Placement::HardLink,
+        ..JailFile::shared_read_only(&f.kernel, "vmlinux")
+    };
+    assert_eq!(
+        prepare_jail(&f.layout, uid, gid, &[file]).unwrap(),
+        [Placed::Linked]
+    );
+    remove_jail(&f.layout).unwrap();
+}
+
+#[test]
+fn pid_file_is_read_only_when_trustworthy() {
+    let f = fixture();
+    let (uid, gid) = me();
+    prepare_jail(&f.layout, uid, gid, &[]).unwrap();
+    let pid_file = f.layout.pid_file();
+    assert!(matches!(
+        read_pid_file(&f.layout),
+        Err(JailError::Io { .. })
+    ));
+
+    fs::write(&pid_file, b"4242\n").unwrap();
+    if uid == 0 {
+        assert_eq!(read_pid_file(&f.layout).unwrap(), 4242);
+    } else {
+        // Written by someone other than root (the jailer runs as root): not trusted.
+        assert!(matches!(
+            read_pid_file(&f.layout),
+            Err(JailError::Unsafe { .. })
+        ));
+        eprintln!("not root: only the untrusted-owner case of the pid file was checked");
+    }
+    for garbage in ["", "abc", "-1", "0", "12 34", "99999999999"] {
+        fs::write(&pid_file, garbage).unwrap();
+        assert!(read_pid_file(&f.layout).is_err(), "{garbage:?}");
+    }
+    remove_jail(&f.layout).unwrap();
+}
+
+#[test]
+fn privileged_jail_files_belong_to_the_jail_uid() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to chown to another uid");
+        return;
+    }
+    let f = fixture();
+    let (jail_uid, jail_gid) = (61_234, 61_235);
+    prepare_jail(&f.layout, jail_uid, jail_gid, &standard_files(&f)).unwrap();
+    let root = f.layout.root();
+    let owner = |p: PathBuf| {
+        let m = fs::symlink_metadata(p).unwrap();
+        (m.uid(), m.gid())
+    };
+    assert_eq!(owner(root.join("run")), (jail_uid, jail_gid));
+    assert_eq!(owner(root.join("overlay.ext4")), (jail_uid, jail_gid));
+    assert_eq!(owner(root.join("config.json")), (jail_uid, jail_gid));
+    // The shared kernel keeps its owner (root), in the jail and at its source.
+    assert_eq!(owner(root.join("vmlinux")), (0, 0));
+    assert_eq!(owner(f.kernel.clone()), (0, 0));
+    assert!(is_root_owned_file(&root.join("vmlinux")).unwrap());
+    assert!(!is_root_owned_file(&root.join("config.json")).unwrap());
+
+    // A pid file the jail uid wrote is refused even when its content is plausible.
+    let pid_file = f.layout.pid_file();
+    fs::write(&pid_file, b"77\n").unwrap();
+    assert_eq!(read_pid_file(&f.layout).unwrap(), 77);
+    nix::unistd::chown(
+        &pid_file,
+        Some(nix::unistd::Uid::from_raw(jail_uid)),
+        Some(nix::unistd::Gid::from_raw(jail_gid)),
+    )
+    .unwrap();
+    assert!(matches!(
+        read_pid_file(&f.layout),
+        Err(JailError::Unsafe { .. })
+    ));
+    remove_jail(&f.layout).unwrap();
+}
+
+#[test]
+fn privileged_copies_across_filesystems() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    // /dev/shm is a tmpfs; the jail goes on the temp dir's filesystem.
+    let Ok(shm) = tempfile::tempdir_in("/dev/shm") else {
+        eprintln!("skipped: no /dev/shm");
+        return;
+    };
+    let f = fixture();
+    if fs::metadata(shm.path()).unwrap().dev() == fs::metadata(f.dir.path()).unwrap().dev() {
+        eprintln!("skipped: /dev/shm and the temp dir are on the same filesystem");
+        return;
+    }
+    let kernel = shm.path().join("vmlinux");
+    fs::write(&kernel, vec![7u8; 1 << 20]).unwrap();
+    let placed = prepare_jail(
+        &f.layout,
+        61_234,
+        61_234,
+        &[JailFile::shared_read_only(&kernel, "vmlinux")],
+    )
+    .unwrap();
+    assert!(matches!(placed[0], Placed::Copied | Placed::Reflinked));
+    assert_eq!(
+        fs::read(f.layout.root().join("vmlinux")).unwrap(),
+        vec![7u8; 1 << 20]
+    );
+    // A hard link alone cannot cross filesystems.
+    let err = prepare_jail(
+        &f.layout,
+        61_234,
+        61_234,
+        &[JailFile {
+            placement: Placement::HardLink,
+            ..JailFile::shared_read_only(&kernel, "vmlinux")
+        }],
+    )
+    .unwrap_err();
+    assert!(matches!(err, JailError::Io { .. }), "{err}");
+    remove_jail(&f.layout).unwrap();
+}
