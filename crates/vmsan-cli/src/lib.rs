@@ -1,1 +1,123 @@
-//! vmsan CLI library.
+//! The `vmsan` command line: arguments ([`args`]), validation into typed options
+//! ([`convert`]), the root check ([`privilege`]), one dispatch function per command
+//! ([`commands`]) and the output layer ([`output`]).
+//!
+//! The binary is a thin `main` around [`run`].
+
+pub mod args;
+pub mod commands;
+pub mod convert;
+pub mod output;
+pub mod privilege;
+
+use std::ffi::OsString;
+
+use clap::Parser;
+use clap::error::ErrorKind;
+use serde_json::json;
+use vmsan_core::error::{Error, ErrorCode};
+use vmsan_core::paths::Paths;
+
+use crate::args::Cli;
+use crate::commands::Ctx;
+use crate::output::{Outcome, Output, exit};
+
+/// Whether `--json` appears before any `--` (used only when clap cannot parse the line, so
+/// that usage errors honour `--json` too).
+fn json_requested(argv: &[OsString]) -> bool {
+    argv.iter()
+        .skip(1)
+        .take_while(|a| *a != "--")
+        .any(|a| a == "--json")
+}
+
+/// Map a clap error to our catalogue (`ERR_VALIDATION_ARGS`), or print help/version.
+fn clap_error(e: &clap::Error, json: bool) -> i32 {
+    let out = Output::new(json, false);
+    let rendered = e.render().to_string();
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let doc = if e.kind() == ErrorKind::DisplayHelp {
+                json!({ "help": rendered })
+            } else {
+                json!({ "name": "vmsan", "version": env!("CARGO_PKG_VERSION") })
+            };
+            return Outcome::ok(doc, rendered).emit(&out);
+        }
+        _ => {}
+    }
+    let message = if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        "A command is required".to_owned()
+    } else {
+        // The first paragraph of clap's message, on one line.
+        let para: Vec<&str> = rendered
+            .lines()
+            .take_while(|l| !l.trim().is_empty())
+            .map(str::trim)
+            .collect();
+        let joined = para.join(" ");
+        joined.strip_prefix("error: ").unwrap_or(&joined).to_owned()
+    };
+    let tips: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("tip:"))
+        .collect();
+    let usage = rendered
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Usage: "))
+        .map(str::to_owned);
+    let mut err = Error::new(ErrorCode::ValidationArgs, message);
+    if !tips.is_empty() {
+        err = err.why(tips.join(" "));
+    } else if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        err = err.why("This command groups subcommands; name one.");
+    }
+    if let Some(u) = usage {
+        let cmd: Vec<&str> = u
+            .split_whitespace()
+            .take_while(|w| !w.starts_with(['[', '<', '-']))
+            .collect();
+        err = err
+            .fix(format!("Usage: {u}\nSee `{} --help`.", cmd.join(" ")))
+            .detail("usage", u);
+    }
+    out.error(&err);
+    err.exit_code()
+}
+
+/// Run `vmsan` with these arguments (the first is the program name) and return the exit code.
+pub fn run(argv: Vec<OsString>) -> i32 {
+    let cli = match Cli::try_parse_from(&argv) {
+        Ok(cli) => cli,
+        Err(e) => return clap_error(&e, json_requested(&argv)),
+    };
+    let out = Output::new(cli.json, cli.verbose);
+    let ctx = Ctx {
+        out,
+        paths: Paths::from_env(),
+    };
+    let result = privilege::check(&cli.command, &argv, privilege::is_root()).and_then(|()| {
+        let env = convert::Env {
+            json: cli.json,
+            cwd: std::env::current_dir().ok(),
+            dash_dash: argv.iter().any(|a| a == "--"),
+        };
+        let action = convert::convert(cli.command, &env)?;
+        out.debug(&format!(
+            "action: {}",
+            serde_json::to_string(&action).unwrap_or_default()
+        ));
+        commands::dispatch(&ctx, action)
+    });
+    match result {
+        Ok(outcome) => outcome.emit(&out),
+        Err(e) => {
+            out.error(&e);
+            e.exit_code()
+        }
+    }
+}
+
+/// Exit code for success, re-exported for the binary.
+pub const EXIT_OK: i32 = exit::OK;

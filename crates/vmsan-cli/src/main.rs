@@ -1,2 +1,5 @@
 //! The `vmsan` command.
-fn main() {}
+
+fn main() {
+    std::process::exit(vmsan_cli::run(std::env::args_os().collect()));
+}

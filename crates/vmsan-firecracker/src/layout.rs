@@ -577,3 +577,70 @@ pub fn is_root_owned_file(path: &Path) -> Result<bool, JailError> {
     let st = fstatat(AT_FDCWD, path, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(io_err("stat", path))?;
     Ok(st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_uid == 0)
 }
+
+/// Gives the jail entry `name` (typically the host's `v.sock_<port>` listener socket, which
+/// Firecracker must be able to connect to) to the jail uid/gid, without following a symlink.
+///
+/// # Errors
+/// [`JailError`].
+pub fn give_to_jail(layout: &JailLayout, name: &str, uid: u32, gid: u32) -> Result<(), JailError> {
+    let path = layout.host_path(name)?;
+    let root = layout.root();
+    let root_fd = open_dir(AT_FDCWD, root.as_os_str(), &root)?;
+    fchownat(
+        &root_fd,
+        name,
+        Some(Uid::from_raw(uid)),
+        Some(Gid::from_raw(gid)),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(io_err("chown", &path))
+}
+
+/// Waits until the jailer has written a trustworthy pid file (see [`read_pid_file`]),
+/// polling with a short backoff (1 ms doubling to 20 ms) until `deadline`, and giving up
+/// early when `still_alive` returns false (the jailer exited without writing it).
+///
+/// # Errors
+/// The last [`JailError`] at the deadline, an `Unsafe` error at once, or an `Io` error of
+/// kind `BrokenPipe` when `still_alive` said the jailer is gone.
+pub async fn wait_for_pid_file(
+    layout: &JailLayout,
+    deadline: tokio::time::Instant,
+    mut still_alive: impl FnMut() -> bool,
+) -> Result<i32, JailError> {
+    let mut backoff = std::time::Duration::from_millis(1);
+    loop {
+        let err = match read_pid_file(layout) {
+            Ok(pid) => return Ok(pid),
+            Err(e @ JailError::Unsafe { .. }) => {
+                // The jailer writes the file in one go, but a reader may see it empty for a
+                // moment: only a non-empty malformed file is final.
+                let empty = std::fs::symlink_metadata(layout.pid_file())
+                    .map(|m| m.is_file() && m.len() == 0)
+                    .unwrap_or(false);
+                if !empty {
+                    return Err(e);
+                }
+                e
+            }
+            Err(e) => e,
+        };
+        if !still_alive() {
+            return Err(JailError::Io {
+                op: "waiting for",
+                path: layout.pid_file(),
+                source: io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "the jailer exited without writing its pid file",
+                ),
+            });
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Err(err);
+        }
+        tokio::time::sleep_until((now + backoff).min(deadline)).await;
+        backoff = (backoff * 2).min(std::time::Duration::from_millis(20));
+    }
+}

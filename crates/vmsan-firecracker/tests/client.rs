@@ -87,6 +87,12 @@ impl Server {
         self.seen.recv().await.unwrap()
     }
 
+    /// A request already reported, if any (every request is reported before it is answered,
+    /// so after the client has its answer this does not race).
+    fn next_if_any(&mut self) -> Option<Seen> {
+        self.seen.try_recv().ok()
+    }
+
     fn client(&self) -> FirecrackerClient {
         FirecrackerClient::new(&self.socket).with_timeout(Duration::from_secs(5))
     }
@@ -593,4 +599,108 @@ async fn wait_for_socket_refuses_a_path_that_cannot_become_a_socket() {
         .unwrap_err();
     assert!(matches!(err, WaitError::Fatal { .. }), "{err}");
     drop(dir);
+}
+
+fn sample_config() -> VmConfig {
+    VmConfig {
+        logger: Some(Logger {
+            log_path: Some("firecracker.log".into()),
+            level: Some(LogLevel::Info),
+            ..Logger::default()
+        }),
+        metrics: Some(Metrics {
+            metrics_path: "metrics.json".into(),
+        }),
+        serial: Some(SerialDevice {
+            serial_out_path: Some("serial.log".into()),
+            rate_limiter: None,
+        }),
+        boot_source: BootSource {
+            kernel_image_path: "vmlinux".into(),
+            initrd_path: Some("initrd.cpio".into()),
+            boot_args: Some(BootArgs::new(RootfsFsType::Ext4).render()),
+        },
+        drives: vec![
+            Drive::virtio_block("rootfs", "rootfs.ext4", true),
+            Drive::virtio_block("overlay", "overlay.ext4", false),
+            Drive::virtio_block("config", "config.json", true),
+        ],
+        machine: MachineConfiguration::new(1, 128),
+        network_interfaces: vec![NetworkInterface {
+            iface_id: "eth0".into(),
+            host_dev_name: "vmsan0".into(),
+            guest_mac: None,
+            mtu: None,
+            rx_rate_limiter: None,
+            tx_rate_limiter: None,
+        }],
+        vsock: Some(Vsock {
+            guest_cid: 3,
+            uds_path: "v.sock".into(),
+            vsock_id: None,
+        }),
+        entropy: Some(EntropyDevice::default()),
+    }
+}
+
+#[tokio::test]
+async fn vm_config_boots_in_the_verified_order() {
+    let mut server = Server::start(no_content);
+    let timings = sample_config().boot(&server.client()).await.unwrap();
+    let order = [
+        ("PUT", "/logger"),
+        ("PUT", "/metrics"),
+        ("PUT", "/serial"),
+        ("PUT", "/boot-source"),
+        ("PUT", "/drives/rootfs"),
+        ("PUT", "/drives/overlay"),
+        ("PUT", "/drives/config"),
+        ("PUT", "/machine-config"),
+        ("PUT", "/network-interfaces/eth0"),
+        ("PUT", "/vsock"),
+        ("PUT", "/entropy"),
+        ("PUT", "/actions"),
+    ];
+    assert_eq!(timings.len(), order.len());
+    for (i, (method, path)) in order.into_iter().enumerate() {
+        let seen = server.next().await;
+        assert_eq!((seen.method.as_str(), seen.path.as_str()), (method, path));
+        assert!(timings[i].step.starts_with(&format!("{method} {path}")));
+    }
+    assert!(
+        server.next_if_any().is_none(),
+        "nothing after InstanceStart"
+    );
+}
+
+#[tokio::test]
+async fn vm_config_stops_at_the_first_error() {
+    let mut server = Server::start(|seen| {
+        if seen.path == "/drives/overlay" {
+            Reply::Status(
+                400,
+                json!({"fault_message": "Unable to open the overlay"}).to_string(),
+            )
+        } else {
+            Reply::Status(204, String::new())
+        }
+    });
+    let err = sample_config().boot(&server.client()).await.unwrap_err();
+    let api = err.api().unwrap();
+    assert_eq!(api.path, "/drives/overlay");
+    let mut paths = Vec::new();
+    while let Some(seen) = server.next_if_any() {
+        paths.push(seen.path);
+    }
+    assert_eq!(
+        paths,
+        [
+            "/logger",
+            "/metrics",
+            "/serial",
+            "/boot-source",
+            "/drives/rootfs",
+            "/drives/overlay"
+        ]
+    );
 }

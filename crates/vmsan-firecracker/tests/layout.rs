@@ -7,7 +7,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
 use vmsan_firecracker::layout::{
-    JailError, Placed, is_root_owned_file, remove_jail, remove_jail_entry,
+    JailError, Placed, give_to_jail, is_root_owned_file, remove_jail, remove_jail_entry,
+    wait_for_pid_file,
 };
 use vmsan_firecracker::*;
 
@@ -348,5 +349,104 @@ fn privileged_copies_across_filesystems() {
     )
     .unwrap_err();
     assert!(matches!(err, JailError::Io { .. }), "{err}");
+    remove_jail(&f.layout).unwrap();
+}
+
+#[tokio::test]
+async fn privileged_waits_for_the_jailers_pid_file() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: the pid file is only trusted when root owns it");
+        return;
+    }
+    let f = fixture();
+    prepare_jail(&f.layout, 61_234, 61_234, &[]).unwrap();
+    let pid_file = f.layout.pid_file();
+    // The "jailer" writes the file once the waiter has seen it missing.
+    let mut writer = Some(pid_file.clone());
+    let mut polls = 0;
+    let pid = wait_for_pid_file(
+        &f.layout,
+        tokio::time::Instant::now() + std::time::Duration::from_secs(10),
+        || {
+            polls += 1;
+            if let Some(path) = writer.take() {
+                fs::write(path, b"31337\n").unwrap();
+            }
+            true
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(pid, 31_337);
+    assert_eq!(polls, 1);
+
+    // A jailer that died without writing it ends the wait at once.
+    fs::remove_file(&pid_file).unwrap();
+    let err = wait_for_pid_file(
+        &f.layout,
+        tokio::time::Instant::now() + std::time::Duration::from_secs(30),
+        || false,
+    )
+    .await
+    .unwrap_err();
+    match err {
+        JailError::Io { source, .. } => {
+            assert_eq!(source.kind(), std::io::ErrorKind::BrokenPipe);
+        }
+        other => panic!("unexpected {other}"),
+    }
+    // A file the jail uid planted is refused at once, not waited on.
+    fs::write(&pid_file, b"1\n").unwrap();
+    nix::unistd::chown(&pid_file, Some(nix::unistd::Uid::from_raw(61_234)), None).unwrap();
+    let err = wait_for_pid_file(
+        &f.layout,
+        tokio::time::Instant::now() + std::time::Duration::from_secs(30),
+        || true,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, JailError::Unsafe { .. }), "{err}");
+    remove_jail(&f.layout).unwrap();
+}
+
+#[tokio::test]
+async fn waiting_for_the_pid_file_ends_at_the_deadline() {
+    let f = fixture();
+    let (uid, gid) = me();
+    prepare_jail(&f.layout, uid, gid, &[]).unwrap();
+    let started = std::time::Instant::now();
+    let err = wait_for_pid_file(
+        &f.layout,
+        tokio::time::Instant::now() + std::time::Duration::from_millis(100),
+        || true,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, JailError::Io { .. }), "{err}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(100));
+    remove_jail(&f.layout).unwrap();
+}
+
+#[test]
+fn privileged_listener_socket_goes_to_the_jail_uid() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to chown to another uid");
+        return;
+    }
+    let f = fixture();
+    prepare_jail(&f.layout, 61_234, 61_235, &[]).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(f.layout.vsock_listener(1025)).unwrap();
+    give_to_jail(&f.layout, "v.sock_1025", 61_234, 61_235).unwrap();
+    let meta = fs::symlink_metadata(f.layout.vsock_listener(1025)).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (61_234, 61_235));
+    drop(listener);
+    // A symlink planted in its place: the link changes owner, its target does not.
+    let victim = f.dir.path().join("victim");
+    fs::write(&victim, b"x").unwrap();
+    remove_jail_entry(&f.layout, "v.sock_1025").unwrap();
+    symlink(&victim, f.layout.vsock_listener(1025)).unwrap();
+    give_to_jail(&f.layout, "v.sock_1025", 61_234, 61_235).unwrap();
+    assert_eq!(fs::metadata(&victim).unwrap().uid(), 0);
+    assert!(give_to_jail(&f.layout, "../escape", 61_234, 61_235).is_err());
     remove_jail(&f.layout).unwrap();
 }

@@ -9,17 +9,17 @@
 //! ```no_run
 //! # async fn f(net: vmsan_net::VmNet) -> vmsan_net::Result<()> {
 //! use std::sync::Arc;
-//! use vmsan_net::dns::{DnsFilter, NftSetUpdater};
+//! use vmsan_net::dns::{DnsAllow, DnsFilter, NftSetUpdater};
 //! let updater = Arc::new(NftSetUpdater::new(net.netns_path.clone()));
 //! let filter = DnsFilter::bind(
 //!     Some(&net.netns_path),
 //!     net.dns_listen_addr(),
 //!     None,
-//!     net.policy.allowed_domains().to_vec(),
+//!     DnsAllow::of(&net.policy),
 //!     net.dns_upstreams.clone(),
 //!     updater,
 //! )?;
-//! let domains = filter.domains(); // keep to follow `vmsan network` changes
+//! let domains = filter.domains(); // `domains.set_policy(..)` on `vmsan network`
 //! tokio::spawn(filter.run());
 //! # Ok(()) }
 //! ```
@@ -36,7 +36,7 @@ use tokio::sync::oneshot;
 use crate::error::{NetError, Result};
 use crate::netns;
 use crate::nft;
-use crate::policy::DomainPattern;
+use crate::policy::{DomainPattern, Policy};
 
 /// DNS header length.
 const HDR: usize = 12;
@@ -204,17 +204,45 @@ impl SetUpdater for NftSetUpdater {
     }
 }
 
+/// Which names the filter answers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum DnsAllow {
+    /// Every name (policy `allow-all`).
+    Any,
+    /// No name (policy `deny-all`).
+    #[default]
+    Nothing,
+    /// Names matching one of the patterns (policy `custom`).
+    List(Vec<DomainPattern>),
+}
+
+impl DnsAllow {
+    /// What `policy` allows.
+    pub fn of(policy: &Policy) -> Self {
+        match policy {
+            Policy::AllowAll => Self::Any,
+            Policy::DenyAll => Self::Nothing,
+            Policy::Custom(c) => Self::List(c.allowed_domains.clone()),
+        }
+    }
+}
+
 /// The allow-list, shared with the running filter (swap it on a policy change).
 #[derive(Debug, Clone, Default)]
-pub struct AllowedDomains(Arc<RwLock<Vec<DomainPattern>>>);
+pub struct AllowedDomains(Arc<RwLock<DnsAllow>>);
 
 impl AllowedDomains {
     /// Replaces the list.
-    pub fn set(&self, domains: Vec<DomainPattern>) {
+    pub fn set(&self, allow: DnsAllow) {
         match self.0.write() {
-            Ok(mut g) => *g = domains,
-            Err(p) => *p.into_inner() = domains,
+            Ok(mut g) => *g = allow,
+            Err(p) => *p.into_inner() = allow,
         }
+    }
+
+    /// Follows a policy change.
+    pub fn set_policy(&self, policy: &Policy) {
+        self.set(DnsAllow::of(policy));
     }
 
     /// Whether `name` is allowed.
@@ -223,7 +251,11 @@ impl AllowedDomains {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        g.iter().any(|d| d.matches(name))
+        match &*g {
+            DnsAllow::Any => true,
+            DnsAllow::Nothing => false,
+            DnsAllow::List(l) => l.iter().any(|d| d.matches(name)),
+        }
     }
 }
 
@@ -257,7 +289,7 @@ impl DnsFilter {
         listen_ns: Option<&Path>,
         listen: SocketAddrV4,
         upstream_ns: Option<&Path>,
-        allowed: Vec<DomainPattern>,
+        allowed: DnsAllow,
         upstreams: Vec<SocketAddrV4>,
         updater: Arc<dyn SetUpdater>,
     ) -> Result<Self> {

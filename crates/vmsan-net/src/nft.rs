@@ -114,13 +114,13 @@ fn render_egress(out: &mut String, r: &VmRules<'_>) {
     if !r.allow_udp {
         let _ = writeln!(out, "\t\tmeta l4proto udp drop");
     }
-    let _ = writeln!(out, "\t\tmeta l4proto {{ tcp, udp }} jump policy");
+    let _ = writeln!(out, "\t\tmeta l4proto {{ tcp, udp }} jump egress_policy");
     let _ = writeln!(out, "\t\tdrop");
     let _ = writeln!(out, "\t}}");
 }
 
 fn render_policy(out: &mut String, policy: &Policy) {
-    let _ = writeln!(out, "\tchain policy {{");
+    let _ = writeln!(out, "\tchain egress_policy {{");
     match policy {
         Policy::AllowAll => {
             let _ = writeln!(out, "\t\taccept");
@@ -215,7 +215,7 @@ pub fn render_vm_table(r: &VmRules<'_>) -> String {
 pub fn render_policy_change(r: &VmRules<'_>, flush_dns: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "flush chain inet {VM_TABLE} guest_egress");
-    let _ = writeln!(out, "flush chain inet {VM_TABLE} policy");
+    let _ = writeln!(out, "flush chain inet {VM_TABLE} egress_policy");
     if flush_dns {
         let _ = writeln!(out, "flush set inet {VM_TABLE} {DNS_SET}");
     }
@@ -329,7 +329,7 @@ pub fn render_host_table(r: &HostRules<'_>) -> String {
     let _ = writeln!(out, "\tchain output {{");
     let _ = writeln!(
         out,
-        "\t\ttype nat hook output priority dstnat; policy accept;"
+        "\t\ttype nat hook output priority -100; policy accept;"
     );
     for p in r.published {
         let _ = writeln!(
@@ -407,7 +407,7 @@ fn nft_binary() -> &'static str {
 
 fn ns_label(ns: Option<&Path>) -> String {
     ns.map_or_else(
-        || "the host namespace".to_string(),
+        || "the current namespace".to_string(),
         |p| p.display().to_string(),
     )
 }

@@ -1,1 +1,18 @@
-//! vmsan-testkit
+//! vmsan-testkit: test equipment. Holds the stand-in Firecracker VMM and jailer
+//! (`firecracker-standin`, `jailer-standin`), and fixtures to build guests for them.
+//! Never a dependency of the product.
+
+pub mod api;
+pub mod args;
+pub mod cmdline;
+pub mod cpio;
+pub mod fc;
+pub mod fixture;
+pub mod helper;
+pub mod http;
+pub mod jailer;
+pub mod log;
+pub mod relay;
+pub mod standin;
+pub mod sys;
+pub mod vmm;

@@ -1,0 +1,450 @@
+//! The command line, as clap sees it: every command, subcommand, flag and alias.
+//!
+//! This layer is syntactic only: values are kept as typed text and checked by
+//! [`crate::convert`], which turns them into the typed options of
+//! [`vmsan_core::validate::options`] with the exact `ERR_VALIDATION_*` codes. Flags are never
+//! negations of other flags: each `--no-*` flag is its own boolean (reference defect 14).
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap_complete::Shell;
+
+/// Make Firecracker microVMs simple: create, exec, shell, files, snapshots, egress rules.
+#[derive(Debug, Parser)]
+#[command(
+    name = "vmsan",
+    version,
+    about,
+    propagate_version = true,
+    disable_help_subcommand = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Machine output: exactly one JSON document on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Debug output on stderr.
+    #[arg(long, global = true)]
+    pub verbose: bool,
+
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every command.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create and boot a VM (root).
+    Create(Box<CreateArgs>),
+    /// List VMs, newest first.
+    #[command(visible_alias = "ls")]
+    List,
+    /// Start a stopped VM (root).
+    Start(VmArg),
+    /// Stop VMs (root).
+    Stop(VmsArgs),
+    /// Remove VMs and their data (root).
+    #[command(visible_alias = "rm")]
+    Remove(RemoveArgs),
+    /// Open a shell in a VM.
+    Connect(ConnectArgs),
+    /// Run a command in a VM: `vmsan exec VM ls -la /tmp`.
+    Exec(ExecArgs),
+    /// Copy local files into a VM.
+    Upload(UploadArgs),
+    /// Copy a file out of a VM.
+    Download(DownloadArgs),
+    /// Change a running VM's network policy (root).
+    Network(NetworkArgs),
+    /// Create, list and delete snapshots.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+    /// Check that this host can run VMs.
+    Doctor,
+    /// Install Firecracker, the jailer and a guest kernel (root).
+    Setup(SetupArgs),
+    /// Show one VM's full state.
+    Inspect(VmArg),
+    /// Show a VM's serial console output.
+    Logs(LogsArgs),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Print a shell completion script.
+    Completion(CompletionArgs),
+    /// Print the version.
+    Version,
+}
+
+/// One VM id.
+#[derive(Debug, Args)]
+pub struct VmArg {
+    /// The VM id (vm-xxxxxxxx).
+    #[arg(value_name = "VM")]
+    pub vm: String,
+}
+
+/// One or more VM ids.
+#[derive(Debug, Args)]
+pub struct VmsArgs {
+    /// VM ids.
+    #[arg(value_name = "VM", required = true, num_args = 1..)]
+    pub vms: Vec<String>,
+}
+
+/// `remove`.
+#[derive(Debug, Args)]
+pub struct RemoveArgs {
+    /// VM ids.
+    #[arg(value_name = "VM", required = true, num_args = 1..)]
+    pub vms: Vec<String>,
+    /// Stop running VMs first.
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+/// When to pull `--from-image`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PullArg {
+    /// Always ask the registry.
+    Always,
+    /// Only when not cached.
+    Missing,
+    /// Never; use the cache.
+    Never,
+}
+
+/// Who is PID 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InitArg {
+    /// vmsan's agent (default).
+    Agent,
+    /// The image's own init, with the agent beside it.
+    Image,
+}
+
+/// `create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// vCPUs, 1-32 [default: 1].
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub vcpus: Option<String>,
+    /// Memory in MiB, 128-32768; m/mib and g/gib suffixes accepted [default: 128].
+    #[arg(long, value_name = "MIB", allow_negative_numbers = true)]
+    pub memory: Option<String>,
+    /// Guest kernel [default: the installed one].
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<String>,
+    /// A local root filesystem image (ext4 or squashfs).
+    #[arg(long, value_name = "PATH")]
+    pub rootfs: Option<String>,
+    /// Boot an OCI image (registry reference).
+    #[arg(long, value_name = "REF")]
+    pub from_image: Option<String>,
+    /// When to pull --from-image.
+    #[arg(long, value_enum, value_name = "WHEN")]
+    pub pull: Option<PullArg>,
+    /// Who is PID 1 in the guest.
+    #[arg(long, value_enum, value_name = "WHO")]
+    pub init: Option<InitArg>,
+    /// Runtime image: base, node22, node24, python3.13 [default: base].
+    #[arg(long, value_name = "NAME")]
+    pub runtime: Option<String>,
+    /// Free-form project label.
+    #[arg(long, value_name = "LABEL")]
+    pub project: Option<String>,
+    /// Writable disk size in GiB, 1-1024 (10, 20g, 50gib) [default: 10].
+    #[arg(long, value_name = "SIZE", allow_negative_numbers = true)]
+    pub disk: Option<String>,
+    /// Stop the VM after this long (30 = minutes; 90s, 5m, 1h30m, 1d).
+    #[arg(long, value_name = "DURATION", allow_negative_numbers = true)]
+    pub timeout: Option<String>,
+    /// Publish ports: PORT, HOST:GUEST, with /tcp or /udp; repeatable or comma-separated.
+    #[arg(long, value_name = "SPEC", allow_negative_numbers = true)]
+    pub publish_port: Vec<String>,
+    /// Restore this snapshot.
+    #[arg(long, value_name = "ID")]
+    pub snapshot: Option<String>,
+    /// Egress policy: allow-all, deny-all, custom [default: allow-all].
+    #[arg(long, value_name = "POLICY")]
+    pub network_policy: Option<String>,
+    /// Domains the guest may reach (*.example.com for subdomains); repeatable or comma-separated.
+    #[arg(long, value_name = "DOMAIN")]
+    pub allowed_domain: Vec<String>,
+    /// Networks the guest may reach (a.b.c.d/nn); repeatable or comma-separated.
+    #[arg(long, value_name = "CIDR")]
+    pub allowed_cidr: Vec<String>,
+    /// Networks the guest may never reach; repeatable or comma-separated.
+    #[arg(long, value_name = "CIDR")]
+    pub denied_cidr: Vec<String>,
+    /// Allow guest UDP (blocked by default; DNS always goes through vmsan's filter).
+    #[arg(long)]
+    pub allow_udp: bool,
+    /// Bandwidth limit in Mbit/s each way, 1-1000 (10, 10m, 10mbit).
+    #[arg(long, value_name = "MBIT", allow_negative_numbers = true)]
+    pub bandwidth: Option<String>,
+    /// Upstream DNS resolvers (IPv4); repeatable or comma-separated.
+    #[arg(long, value_name = "IP")]
+    pub dns: Vec<String>,
+    /// Turn off Firecracker's seccomp filter.
+    #[arg(long)]
+    pub no_seccomp: bool,
+    /// Do not give the VM its own PID namespace.
+    #[arg(long)]
+    pub no_pid_ns: bool,
+    /// Do not apply cgroup CPU and memory limits.
+    #[arg(long)]
+    pub no_cgroup: bool,
+    /// Do not give the VM its own network namespace.
+    #[arg(long)]
+    pub no_netns: bool,
+    /// Run Firecracker without the jailer.
+    #[arg(long)]
+    pub no_jailer: bool,
+    /// Create this many identical VMs, 1-100 [default: 1].
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub count: Option<String>,
+    /// Open a shell once the VM is up.
+    #[arg(long)]
+    pub connect: bool,
+    /// No human output.
+    #[arg(long)]
+    pub silent: bool,
+}
+
+/// `exec`. Flags of `exec` itself come before the command; everything from the command on
+/// is passed to the guest verbatim (`--` is optional).
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Run as root.
+    #[arg(long)]
+    pub sudo: bool,
+    /// Run as this guest user.
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Interactive session on a PTY.
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Allocate a PTY.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Do not extend the VM's --timeout while the command runs.
+    #[arg(long)]
+    pub no_extend_timeout: bool,
+    /// Working directory in the guest (absolute).
+    #[arg(short, long, value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// Environment variable KEY=VALUE; repeatable.
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Kill the command after this long (30 = minutes; 90s, 5m).
+    #[arg(long, value_name = "DURATION", allow_negative_numbers = true)]
+    pub timeout: Option<String>,
+    /// The VM id.
+    #[arg(value_name = "VM")]
+    pub vm: String,
+    /// The command and its arguments.
+    #[arg(
+        value_name = "COMMAND",
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<String>,
+}
+
+/// `connect`.
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// The VM id.
+    #[arg(value_name = "VM")]
+    pub vm: String,
+    /// Attach to an existing shell session.
+    #[arg(short, long, value_name = "ID")]
+    pub session: Option<String>,
+}
+
+/// `upload`.
+#[derive(Debug, Args)]
+pub struct UploadArgs {
+    /// The VM id.
+    #[arg(value_name = "VM")]
+    pub vm: String,
+    /// Local files.
+    #[arg(value_name = "FILE", required = true, num_args = 1..)]
+    pub files: Vec<String>,
+    /// Directory in the guest [default: /root].
+    #[arg(short, long, value_name = "DIR")]
+    pub dest: Option<String>,
+}
+
+/// `download`.
+#[derive(Debug, Args)]
+pub struct DownloadArgs {
+    /// The VM id.
+    #[arg(value_name = "VM")]
+    pub vm: String,
+    /// File in the guest (absolute).
+    #[arg(value_name = "REMOTE_PATH")]
+    pub remote_path: String,
+    /// Local file or directory (ending in /) [default: ./<name>].
+    #[arg(short, long, value_name = "PATH")]
+    pub dest: Option<String>,
+}
+
+/// `network`.
+#[derive(Debug, Args)]
+pub struct NetworkArgs {
+    /// The VM id.
+    #[arg(value_name = "VM")]
+    pub vm: String,
+    /// Egress policy: allow-all, deny-all, custom.
+    #[arg(long, value_name = "POLICY", required = true)]
+    pub network_policy: String,
+    /// Domains the guest may reach; repeatable or comma-separated.
+    #[arg(long, value_name = "DOMAIN")]
+    pub allowed_domain: Vec<String>,
+    /// Networks the guest may reach; repeatable or comma-separated.
+    #[arg(long, value_name = "CIDR")]
+    pub allowed_cidr: Vec<String>,
+    /// Networks the guest may never reach; repeatable or comma-separated.
+    #[arg(long, value_name = "CIDR")]
+    pub denied_cidr: Vec<String>,
+    /// Allow guest UDP.
+    #[arg(long)]
+    pub allow_udp: bool,
+}
+
+/// `snapshot …`.
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Snapshot a running VM (root).
+    Create(SnapshotCreateArgs),
+    /// List snapshots.
+    #[command(visible_alias = "ls")]
+    List,
+    /// Delete snapshots (root).
+    #[command(visible_alias = "rm")]
+    Delete(SnapshotDeleteArgs),
+}
+
+/// `snapshot create`.
+#[derive(Debug, Args)]
+pub struct SnapshotCreateArgs {
+    /// The VM id.
+    #[arg(value_name = "VM")]
+    pub vm: String,
+    /// Resume the VM afterwards (the default).
+    #[arg(long, overrides_with = "no_resume")]
+    pub resume: bool,
+    /// Leave the VM paused afterwards.
+    #[arg(long, overrides_with = "resume")]
+    pub no_resume: bool,
+}
+
+/// `snapshot delete`.
+#[derive(Debug, Args)]
+pub struct SnapshotDeleteArgs {
+    /// Snapshot ids.
+    #[arg(value_name = "ID", required = true, num_args = 1..)]
+    pub ids: Vec<String>,
+}
+
+/// `setup`.
+#[derive(Debug, Args)]
+pub struct SetupArgs {
+    /// Use this local Firecracker binary.
+    #[arg(long, value_name = "PATH")]
+    pub firecracker: Option<String>,
+    /// Use this local jailer binary.
+    #[arg(long, value_name = "PATH")]
+    pub jailer: Option<String>,
+    /// Use this local guest kernel.
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<String>,
+    /// Download releases from this URL.
+    #[arg(long, value_name = "URL")]
+    pub release_url: Option<String>,
+    /// Reinstall what is already installed.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The VM id.
+    #[arg(value_name = "VM")]
+    pub vm: String,
+    /// Keep printing new output until the VM stops.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only the last N lines (or "all").
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub tail: Option<String>,
+}
+
+/// `image …`.
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// List local images.
+    #[command(visible_alias = "list")]
+    Ls,
+    /// Pull an image from a registry (root).
+    Pull(ImagePullArgs),
+    /// Import a `docker save` archive or OCI layout (root).
+    Import(ImageImportArgs),
+    /// Remove images (root).
+    #[command(visible_alias = "remove")]
+    Rm(ImageRmArgs),
+    /// Remove unused image data (root).
+    Prune(ImagePruneArgs),
+}
+
+/// `image pull`.
+#[derive(Debug, Args)]
+pub struct ImagePullArgs {
+    /// Image reference.
+    #[arg(value_name = "REF")]
+    pub reference: String,
+    /// Platform os/arch[/variant] [default: the host's].
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+}
+
+/// `image import`.
+#[derive(Debug, Args)]
+pub struct ImageImportArgs {
+    /// Archive or OCI layout directory.
+    #[arg(value_name = "PATH")]
+    pub path: String,
+    /// Reference to store the image under.
+    #[arg(long, value_name = "NAME", required = true)]
+    pub name: String,
+}
+
+/// `image rm`.
+#[derive(Debug, Args)]
+pub struct ImageRmArgs {
+    /// Image references.
+    #[arg(value_name = "REF", required = true, num_args = 1..)]
+    pub references: Vec<String>,
+}
+
+/// `image prune`.
+#[derive(Debug, Args)]
+pub struct ImagePruneArgs {
+    /// Also remove images no VM uses.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// `completion`.
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: Shell,
+}

@@ -1,0 +1,150 @@
+//! `vmsan list`.
+
+use std::collections::BTreeMap;
+
+use comfy_table::Color;
+use serde_json::{Value, json};
+use vmsan_core::error::Error;
+use vmsan_core::state::{ListEntry, StateStore, VmState, VmStatus};
+use vmsan_core::time::{epoch_ms, parse_rfc3339};
+
+use super::Ctx;
+use super::table::{cell, new_table, render};
+use crate::output::{Outcome, relative_time};
+
+/// The colour of a status in tables.
+pub(crate) fn status_color(s: VmStatus) -> Color {
+    match s {
+        VmStatus::Running => Color::Cyan,
+        VmStatus::Creating => Color::Magenta,
+        VmStatus::Stopped => Color::DarkGrey,
+        VmStatus::Error => Color::Red,
+    }
+}
+
+/// The image column: the OCI reference, else the runtime.
+pub(crate) fn image_of(vm: &VmState) -> String {
+    match &vm.image {
+        Some(i) if !i.reference.is_empty() => i.reference.clone(),
+        _ if vm.runtime.is_empty() => "-".to_owned(),
+        _ => vm.runtime.clone(),
+    }
+}
+
+/// `createdAt` as "5 minutes ago" (or the raw text when it does not parse).
+pub(crate) fn created_text(vm: &VmState, now: u64) -> String {
+    parse_rfc3339(&vm.created_at).map_or_else(|| vm.created_at.clone(), |t| relative_time(now, t))
+}
+
+/// `timeoutAt` as "in 5 minutes", "expired" or "-".
+pub(crate) fn timeout_text(vm: &VmState, now: u64) -> String {
+    match vm.timeout_at.as_deref().and_then(parse_rfc3339) {
+        None => "-".to_owned(),
+        Some(t) if t <= now => "expired".to_owned(),
+        Some(t) => relative_time(now, t),
+    }
+}
+
+/// One VM in `list --json`.
+pub(crate) fn summary_json(vm: &VmState) -> Value {
+    json!({
+        "id": vm.id,
+        "status": vm.status.as_str(),
+        "createdAt": vm.created_at,
+        "project": vm.project,
+        "runtime": vm.runtime,
+        "image": vm.image.as_ref().map(|i| i.reference.clone()),
+        "vcpuCount": vm.vcpu_count,
+        "memSizeMib": vm.mem_size_mib,
+        "diskSizeGb": vm.disk_size_gb,
+        "guestIp": if vm.network.guest_ip.is_empty() { Value::Null } else { Value::from(vm.network.guest_ip.clone()) },
+        "networkPolicy": vm.network.network_policy,
+        "pid": vm.pid,
+        "timeoutAt": vm.timeout_at,
+        "snapshot": vm.snapshot,
+        "error": vm.error,
+    })
+}
+
+/// `vmsan list`.
+pub(crate) fn run(ctx: &Ctx) -> Result<Outcome, Error> {
+    let store = StateStore::open(&ctx.paths)?;
+    let entries = store.list()?;
+    let now = epoch_ms();
+
+    let mut vms = Vec::new();
+    let mut corrupt = Vec::new();
+    let mut statuses: BTreeMap<&'static str, u64> = BTreeMap::new();
+    for e in &entries {
+        match e {
+            ListEntry::Vm(vm) => {
+                *statuses.entry(vm.status.as_str()).or_default() += 1;
+                vms.push(summary_json(vm));
+            }
+            ListEntry::Corrupt { id, path, error } => corrupt.push(json!({
+                "id": id, "path": path.display().to_string(), "error": error,
+            })),
+        }
+    }
+    let doc = json!({
+        "count": vms.len(),
+        "statuses": statuses,
+        "vms": vms,
+        "corrupt": corrupt,
+    });
+
+    if ctx.out.json {
+        return Ok(Outcome::ok(doc, Vec::new()));
+    }
+    if entries.is_empty() {
+        return Ok(Outcome::ok(doc, "No VMs found.\n"));
+    }
+    let mut t = new_table(
+        &ctx.out,
+        &[
+            "ID", "STATUS", "CREATED", "MEMORY", "VCPUS", "IMAGE", "IP", "TIMEOUT", "SNAPSHOT",
+        ],
+    );
+    for e in &entries {
+        match e {
+            ListEntry::Vm(vm) => {
+                t.add_row(vec![
+                    cell(&vm.id, None),
+                    cell(vm.status.as_str(), Some(status_color(vm.status))),
+                    cell(created_text(vm, now), None),
+                    cell(format!("{} MiB", vm.mem_size_mib), None),
+                    cell(vm.vcpu_count, None),
+                    cell(image_of(vm), None),
+                    cell(
+                        if vm.network.guest_ip.is_empty() {
+                            "-"
+                        } else {
+                            &vm.network.guest_ip
+                        },
+                        None,
+                    ),
+                    cell(timeout_text(vm, now), None),
+                    cell(vm.snapshot.as_ref().map_or("-", |s| s.as_str()), None),
+                ]);
+            }
+            ListEntry::Corrupt { id, path, error } => {
+                t.add_row(vec![
+                    cell(id, None),
+                    cell("corrupt", Some(Color::Red)),
+                    cell("-", None),
+                    cell("-", None),
+                    cell("-", None),
+                    cell("-", None),
+                    cell("-", None),
+                    cell("-", None),
+                    cell("-", None),
+                ]);
+                ctx.out.note(&format!(
+                    "warning: {id}: unreadable state {}: {error}",
+                    path.display()
+                ));
+            }
+        }
+    }
+    Ok(Outcome::ok(doc, render(&t)))
+}

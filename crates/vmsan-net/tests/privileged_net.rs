@@ -1,0 +1,367 @@
+//! Privileged end-to-end tests of VM networks in throw-away namespaces (see `common`).
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use common::*;
+use vmsan_net::dns::{DnsAllow, DnsFilter, NftSetUpdater};
+use vmsan_net::{CustomPolicy, Policy, PublishedPort};
+
+/// Runs the VM's DNS filter (listening in the VM namespace, forwarding from the host one) on
+/// a runtime that lives as long as the returned value.
+struct Filter {
+    rt: tokio::runtime::Runtime,
+    domains: vmsan_net::dns::AllowedDomains,
+}
+
+fn start_filter(w: &World, net: &vmsan_net::VmNet) -> Filter {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let domains = rt.block_on(async {
+        let f = DnsFilter::bind(
+            Some(&net.netns_path),
+            net.dns_listen_addr(),
+            Some(&w.host.path),
+            DnsAllow::of(&net.policy),
+            net.dns_upstreams.clone(),
+            Arc::new(NftSetUpdater::new(net.netns_path.clone())),
+        )
+        .unwrap();
+        let d = f.domains();
+        tokio::spawn(f.run());
+        d
+    });
+    Filter { rt, domains }
+}
+
+impl Drop for Filter {
+    fn drop(&mut self) {
+        // Dropping the runtime closes the filter's sockets.
+        let _ = &self.rt;
+    }
+}
+
+#[test]
+fn privileged_deny_all_and_allow_all_under_real_traffic() {
+    if !can_run("privileged_deny_all_and_allow_all_under_real_traffic") {
+        return;
+    }
+    let w = World::new();
+    let vm_a = w.vm(spec(0, Policy::DenyAll));
+    let vm_b = w.vm(spec(1, Policy::AllowAll));
+    let ga = Guest::attach(&vm_a.net, "ga");
+    let gb = Guest::attach(&vm_b.net, "gb");
+    ga.serve();
+    gb.serve();
+    let (a, b) = (vm_a.net.addrs, vm_b.net.addrs);
+
+    // The TAP belongs to the jail user.
+    let details = ip_out(&[
+        "-n",
+        vm_a.net.netns_path.file_name().unwrap().to_str().unwrap(),
+        "-d",
+        "link",
+        "show",
+        "tap0",
+    ]);
+    assert!(
+        details.contains("user 4242") && details.contains("group 4343"),
+        "{details}"
+    );
+
+    // allow-all works (so the denials below are the policy, not a broken setup).
+    assert_eq!(gb.tcp(ALLOWED_IP, 80).as_deref(), Some("inet"));
+    assert_eq!(gb.tcp(CIDR_OK_IP, 443).as_deref(), Some("inet"));
+
+    // deny-all: TCP to the internet, the host, the other VM and the transit ranges.
+    assert_eq!(
+        ga.tcp(ALLOWED_IP, 80),
+        None,
+        "deny-all let TCP to the internet through"
+    );
+    assert_eq!(
+        ga.tcp(HOST_UP, HOST_SVC_PORT),
+        None,
+        "guest reached the host's uplink address"
+    );
+    assert_eq!(
+        ga.tcp(a.host_veth_ip, HOST_SVC_PORT),
+        None,
+        "guest reached its host veth"
+    );
+    assert_eq!(
+        ga.tcp(b.guest_ip, GUEST_SVC_PORT),
+        None,
+        "guest reached another VM"
+    );
+    assert_eq!(
+        ga.tcp(b.host_veth_ip, HOST_SVC_PORT),
+        None,
+        "guest reached another transit"
+    );
+    assert_eq!(ga.tcp(a.tap_ip, 22), None);
+    assert!(!ga.udp(ALLOWED_IP, 5000));
+    assert!(!ga.icmp(ALLOWED_IP));
+
+    // allow-all still blocks the host, other VMs, transit, ICMP, UDP (no opt-in), DNS to
+    // other servers, DoT and DoH.
+    assert_eq!(
+        gb.tcp(HOST_UP, HOST_SVC_PORT),
+        None,
+        "allow-all reached the host"
+    );
+    assert_eq!(
+        gb.tcp(b.host_veth_ip, HOST_SVC_PORT),
+        None,
+        "allow-all reached its host veth"
+    );
+    assert_eq!(
+        gb.tcp(a.guest_ip, GUEST_SVC_PORT),
+        None,
+        "allow-all reached another VM"
+    );
+    assert_eq!(gb.tcp(a.vm_veth_ip, 22), None);
+    assert!(!gb.icmp(ALLOWED_IP), "ICMP must be blocked");
+    assert!(!gb.icmp(b.tap_ip), "ICMP to the gateway must be blocked");
+    assert!(
+        !gb.udp(ALLOWED_IP, 5000),
+        "UDP must be blocked without the opt-in"
+    );
+    assert_eq!(gb.tcp(ALLOWED_IP, 853), None, "DoT must be blocked");
+    assert_eq!(
+        gb.tcp(DOH, 443),
+        None,
+        "DoH to a known resolver must be blocked"
+    );
+    assert_eq!(
+        gb.tcp(GOOGLE, 53),
+        None,
+        "TCP DNS to another server must be blocked"
+    );
+    assert!(
+        gb.dns(GOOGLE, "allowed.test").is_none(),
+        "UDP DNS to another server"
+    );
+    assert!(
+        gb.dns(INET, "allowed.test").is_none(),
+        "UDP DNS to another server"
+    );
+    // Sanity: the internet's DNS server answers when asked from the host side.
+    assert_eq!(
+        w.host.run(|| dns_probe(INET, "allowed.test")).map(|r| r.1),
+        Some(vec![ALLOWED_IP])
+    );
+}
+
+#[test]
+fn privileged_custom_policy_domains_cidrs_and_instant_change() {
+    if !can_run("privileged_custom_policy_domains_cidrs_and_instant_change") {
+        return;
+    }
+    let w = World::new();
+    let policy = Policy::Custom(CustomPolicy {
+        allowed_cidrs: vec![
+            "203.0.113.0/24".parse().unwrap(),
+            "1.1.1.1/32".parse().unwrap(),
+        ],
+        denied_cidrs: vec!["203.0.113.128/25".parse().unwrap()],
+        allowed_domains: vec![
+            "allowed.test".parse().unwrap(),
+            "*.wild.test".parse().unwrap(),
+        ],
+        ports: vec![],
+    });
+    let mut s = spec(7, policy);
+    s.allow_udp = true;
+    let mut vm = w.vm(s);
+    let g = Guest::attach(&vm.net, "g");
+    let filter = start_filter(&w, &vm.net);
+    let tap = vm.net.addrs.tap_ip;
+
+    // CIDRs: allowed passes, a denied CIDR inside the allowed one stays denied.
+    assert_eq!(g.tcp(CIDR_OK_IP, 80).as_deref(), Some("inet"));
+    assert_eq!(
+        g.tcp(CIDR_DENIED_IP, 80),
+        None,
+        "denied CIDR inside an allowed CIDR"
+    );
+    // An allowed CIDR does not open DoH / DoT.
+    assert_eq!(
+        g.tcp(DOH, 443),
+        None,
+        "DoH must stay blocked even when its CIDR is allowed"
+    );
+    assert_eq!(g.tcp(CIDR_OK_IP, 853), None, "DoT must stay blocked");
+
+    // Domains: nothing before resolution, any port after; other names refused.
+    assert_eq!(g.tcp(ALLOWED_IP, 80), None, "unresolved address reachable");
+    assert_eq!(
+        g.dns(tap, "other.test"),
+        Some((5, vec![])),
+        "other names must be REFUSED"
+    );
+    assert_eq!(g.tcp(CIDR_DENIED_IP, 80), None);
+    assert_eq!(g.dns(tap, "allowed.test"), Some((0, vec![ALLOWED_IP])));
+    assert_eq!(g.tcp(ALLOWED_IP, 80).as_deref(), Some("inet"));
+    assert_eq!(
+        g.tcp(ALLOWED_IP, 5000).as_deref(),
+        Some("inet"),
+        "allowed domain on another port"
+    );
+    assert!(g.udp(ALLOWED_IP, 5000), "UDP opt-in to an allowed domain");
+    assert_eq!(
+        g.tcp(UNRESOLVED_IP, 80),
+        None,
+        "IP literal that was never resolved"
+    );
+    assert_eq!(
+        g.dns(tap, "www.wild.test"),
+        Some((0, vec![ALLOWED_IP])),
+        "wildcard"
+    );
+    assert_eq!(
+        g.dns(tap, "wild.test").map(|r| r.0),
+        Some(5),
+        "wildcard does not cover the apex"
+    );
+    assert!(
+        g.dns(INET, "allowed.test").is_none(),
+        "other resolvers must be unreachable"
+    );
+    assert!(
+        g.dns(DOH, "allowed.test").is_none(),
+        "other resolvers must be unreachable"
+    );
+    assert!(!g.icmp(ALLOWED_IP));
+
+    // A policy change applies to new connections at once.
+    let t = Instant::now();
+    vmsan_net::apply_policy(&mut vm.net, &Policy::DenyAll).unwrap();
+    filter.domains.set_policy(&Policy::DenyAll);
+    let took = t.elapsed();
+    eprintln!("policy change took {took:?}");
+    assert_eq!(
+        g.tcp(CIDR_OK_IP, 80),
+        None,
+        "deny-all not in force right after the change"
+    );
+    assert_eq!(g.tcp(ALLOWED_IP, 80), None);
+    assert_eq!(g.dns(tap, "allowed.test").map(|r| r.0), Some(5));
+    vmsan_net::apply_policy(&mut vm.net, &Policy::AllowAll).unwrap();
+    filter.domains.set_policy(&Policy::AllowAll);
+    assert_eq!(g.tcp(UNRESOLVED_IP, 80).as_deref(), Some("inet"));
+    assert_eq!(g.dns(tap, "other.test"), Some((0, vec![CIDR_OK_IP])));
+    drop(filter);
+}
+
+#[test]
+fn privileged_published_ports_from_outside_and_localhost() {
+    if !can_run("privileged_published_ports_from_outside_and_localhost") {
+        return;
+    }
+    let w = World::new();
+    let mut s = spec(3, Policy::DenyAll);
+    s.published_ports = vec![
+        "8080:8000".parse().unwrap(),
+        "9090:8000/udp".parse().unwrap(),
+    ];
+    let vm = w.vm(s);
+    let g = Guest::attach(&vm.net, "g");
+    g.serve();
+
+    // From the "internet" to the host's address, and from the host's own localhost.
+    assert_eq!(
+        w.inet.run(|| tcp_probe(HOST_UP, 8080)).as_deref(),
+        Some("guest")
+    );
+    assert!(
+        w.inet.run(|| udp_probe(HOST_UP, 9090)),
+        "published UDP from outside"
+    );
+    assert_eq!(
+        w.host
+            .run(|| tcp_probe(Ipv4Addr::LOCALHOST, 8080))
+            .as_deref(),
+        Some("guest")
+    );
+    assert_eq!(
+        w.host.run(|| tcp_probe(HOST_UP, 8080)).as_deref(),
+        Some("guest")
+    );
+    // Unpublished guest ports stay closed.
+    assert_eq!(w.inet.run(|| tcp_probe(HOST_UP, 8000)), None);
+    // deny-all still stops the guest from opening connections.
+    assert_eq!(g.tcp(ALLOWED_IP, 80), None);
+
+    // Conflicts: another VM, a host listener; the agent's port.
+    let mut other = spec(4, Policy::AllowAll);
+    other.published_ports = vec!["8080".parse().unwrap()];
+    let err = vmsan_net::setup(&w.host_config(), &other).unwrap_err();
+    assert!(
+        matches!(err, vmsan_net::NetError::PortInUse { port: 8080, .. }),
+        "{err}"
+    );
+    other.published_ports = vec![PublishedPort {
+        host_port: HOST_SVC_PORT,
+        guest_port: 80,
+        protocol: vmsan_net::Protocol::Tcp,
+    }];
+    let err = vmsan_net::setup(&w.host_config(), &other).unwrap_err();
+    assert!(
+        matches!(err, vmsan_net::NetError::PortInUse { .. }),
+        "{err}"
+    );
+    assert!("1024".parse::<PublishedPort>().is_err());
+    // The failed setups left nothing behind.
+    assert_eq!(
+        vmsan_net::leaks(&w.host_config(), &other.vm_id, other.slot).unwrap(),
+        vec![]
+    );
+}
+
+#[test]
+fn privileged_docker_forward_drop_and_clean_teardown() {
+    if !can_run("privileged_docker_forward_drop_and_clean_teardown") {
+        return;
+    }
+    let w = World::new();
+    // What Docker (iptables-nft) leaves on a host: FORWARD policy drop.
+    let docker = "table ip filter {\n chain FORWARD {\n  type filter hook forward priority 0; policy drop;\n }\n}\n";
+    vmsan_net::nft::apply(Some(&w.host.path), docker).unwrap();
+    let hc = w.host_config();
+    let s = spec(9, Policy::AllowAll);
+    let (id, slot) = (s.vm_id.clone(), s.slot);
+    {
+        let vm = w.vm(s);
+        let g = Guest::attach(&vm.net, "g");
+        assert_eq!(
+            g.tcp(ALLOWED_IP, 80).as_deref(),
+            Some("inet"),
+            "FORWARD drop blocked the VM"
+        );
+        let leaks = vmsan_net::leaks(&hc, &id, slot).unwrap();
+        assert_eq!(
+            leaks.len(),
+            5,
+            "a live VM shows netns, link, table and two compat rules: {leaks:?}"
+        );
+    }
+    assert_eq!(vmsan_net::leaks(&hc, &id, slot).unwrap(), vec![]);
+    assert_eq!(vmsan_net::scan_leaks(&hc, &[]).unwrap(), vec![]);
+    let chain = vmsan_net::nft::run(
+        Some(&w.host.path),
+        &["list", "chain", "ip", "filter", "FORWARD"],
+        "",
+    )
+    .unwrap();
+    assert!(
+        chain.contains("policy drop") && !chain.contains("vmsan"),
+        "{chain}"
+    );
+}
