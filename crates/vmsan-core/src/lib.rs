@@ -11,6 +11,7 @@ pub mod report;
 pub mod state;
 mod sys;
 pub mod time;
+pub mod vm;
 pub mod validate;
 
 pub use error::{Error, ErrorCode, Result};

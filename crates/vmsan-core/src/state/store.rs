@@ -342,16 +342,18 @@ impl StateStore {
 pub fn reconcile(st: &mut VmState) {
     match st.status {
         VmStatus::Running => {
-            let vmm_gone = st.vmm.as_ref().is_some_and(|p| !process::is_alive(p));
-            let sup_gone = st
-                .supervisor
-                .as_ref()
-                .is_some_and(|p| !process::is_alive(p));
-            if vmm_gone || (st.vmm.is_none() && sup_gone) {
-                let pid = st.vmm.map_or(String::from("?"), |p| p.pid.to_string());
+            if let Some(p) = st.vmm.as_ref().filter(|p| !process::is_alive(p)) {
                 st.status = VmStatus::Error;
                 st.error = Some(format!(
-                    "the VM's Firecracker process (pid {pid}) is gone; it crashed or was killed"
+                    "the VM's Firecracker process (pid {}) is gone: it crashed or was killed",
+                    p.pid
+                ));
+            } else if let Some(p) = st.supervisor.as_ref().filter(|p| !process::is_alive(p)) {
+                st.status = VmStatus::Error;
+                st.error = Some(format!(
+                    "the VM's supervisor (pid {}) is gone: the VM runs unsupervised (no timeout, \
+                     no DNS filter); stop or remove it",
+                    p.pid
                 ));
             }
         }
