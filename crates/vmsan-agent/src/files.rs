@@ -311,7 +311,7 @@ pub(crate) fn extract<R: Read>(dest: &Path, reader: R) -> Result<UploadResult, F
             File::from(d)
                 .set_permissions(std::fs::Permissions::from_mode(mode))
                 .map_err(|e| FileError::io(&format!("chmod {}", shown.display()), &e))?;
-        } else if kind.is_file() {
+        } else if kind.is_file() || kind.is_gnu_sparse() {
             let flags = OFlag::O_WRONLY
                 | OFlag::O_CREAT
                 | OFlag::O_TRUNC

@@ -156,17 +156,19 @@ pub fn convert(command: Command, env: &Env) -> Result<Action, Error> {
             force: a.force,
         }),
         Command::Connect(a) => {
-            if env.json {
-                return Err(flags_conflict("connect", "--json"));
-            }
-            Action::Connect(ConnectOptions {
+            let opts = ConnectOptions {
                 vm: vm_id(&a.vm)?,
                 session: a
                     .session
                     .as_deref()
                     .map(validate::parse_session_id)
                     .transpose()?,
-            })
+            };
+            if env.json {
+                return Err(flags_conflict("connect", "--json")
+                    .why("connect is an interactive shell; it cannot print one JSON document."));
+            }
+            Action::Connect(opts)
         }
         Command::Exec(a) => Action::Exec(exec(a, env)?),
         Command::Upload(a) => {

@@ -97,13 +97,16 @@ pub fn run(argv: Vec<OsString>) -> i32 {
         out,
         paths: Paths::from_env(),
     };
-    let result = privilege::check(&cli.command, &argv, privilege::is_root()).and_then(|()| {
-        let env = convert::Env {
-            json: cli.json,
-            cwd: std::env::current_dir().ok(),
-            dash_dash: argv.iter().any(|a| a == "--"),
-        };
-        let action = convert::convert(cli.command, &env)?;
+    // Validation first (it is pure and cheap, and tells a user about a typo before asking
+    // for sudo), then the root check, then the command.
+    let gate = privilege::gate(&cli.command);
+    let env = convert::Env {
+        json: cli.json,
+        cwd: std::env::current_dir().ok(),
+        dash_dash: argv.iter().any(|a| a == "--"),
+    };
+    let result = convert::convert(cli.command, &env).and_then(|action| {
+        privilege::require_root(gate, &argv, privilege::is_root())?;
         out.debug(&format!(
             "action: {}",
             serde_json::to_string(&action).unwrap_or_default()

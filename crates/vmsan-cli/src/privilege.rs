@@ -91,12 +91,23 @@ fn shell_quote(arg: &str) -> String {
     }
 }
 
+/// The name of the command when it needs root, `None` when anyone may run it.
+pub fn gate(c: &Command) -> Option<&'static str> {
+    needs_root(c).then(|| command_name(c))
+}
+
 /// Fail with `ERR_PERMISSION_DENIED` when the command needs root and we are not root.
 pub fn check(c: &Command, argv: &[OsString], root: bool) -> Result<(), Error> {
-    if root || !needs_root(c) {
+    require_root(gate(c), argv, root)
+}
+
+/// Fail with `ERR_PERMISSION_DENIED` when `gate` names a root-only command and we are not
+/// root. The fix repeats the whole command line under sudo.
+pub fn require_root(gate: Option<&str>, argv: &[OsString], root: bool) -> Result<(), Error> {
+    let Some(name) = gate else { return Ok(()) };
+    if root {
         return Ok(());
     }
-    let name = command_name(c);
     let line: Vec<String> = argv
         .iter()
         .skip(1)

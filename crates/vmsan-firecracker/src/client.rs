@@ -492,13 +492,6 @@ impl FirecrackerClient {
                     path: self.socket.clone(),
                     source,
                 })?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(http_err)?;
-        // The connection task ends when the exchange is over or when this future is dropped
-        // (timeout): the guard aborts it so nothing outlives the request.
-        let driver = AbortOnDrop(tokio::spawn(conn));
-
         let has_body = body.is_some();
         let mut builder = Request::builder()
             .method(method.clone())
@@ -515,21 +508,48 @@ impl FirecrackerClient {
                 value: path.to_owned(),
                 reason: "not a valid HTTP request target",
             })?;
-        let response = sender.send_request(request).await.map_err(http_err)?;
-        let status = response.status();
-        let collected = http_body_util::Limited::new(response.into_body(), MAX_BODY)
-            .collect()
+
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| match e.downcast::<hyper::Error>() {
-                Ok(source) => http_err(*source),
-                Err(_) => ClientError::BodyTooLarge {
-                    method: method.to_string(),
-                    path: path.to_owned(),
-                },
-            })?
-            .to_bytes();
-        drop(sender);
-        drop(driver);
+            .map_err(http_err)?;
+        // The connection is driven in this task, next to the exchange (no spawned task, so
+        // nothing outlives a request that timed out and is dropped).
+        let exchange = async move {
+            let response = sender.send_request(request).await.map_err(Exchange::Http)?;
+            let status = response.status();
+            let body = http_body_util::Limited::new(response.into_body(), MAX_BODY)
+                .collect()
+                .await
+                .map_err(|e| match e.downcast::<hyper::Error>() {
+                    Ok(source) => Exchange::Http(*source),
+                    Err(_) => Exchange::TooLarge,
+                })?
+                .to_bytes();
+            // Dropping the sender lets the connection future finish.
+            drop(sender);
+            Ok::<_, Exchange>((status, body))
+        };
+        let mut exchange = std::pin::pin!(exchange);
+        let mut conn = std::pin::pin!(conn);
+        let outcome = tokio::select! {
+            outcome = &mut exchange => outcome,
+            ended = &mut conn => {
+                // The connection ended first: the exchange now completes (with the answer
+                // already read, or with an error); prefer the connection's own error.
+                let outcome = exchange.await;
+                match (ended, outcome) {
+                    (Err(e), Err(_)) => Err(Exchange::Http(e)),
+                    (_, outcome) => outcome,
+                }
+            }
+        };
+        let (status, collected) = outcome.map_err(|e| match e {
+            Exchange::Http(source) => http_err(source),
+            Exchange::TooLarge => ClientError::BodyTooLarge {
+                method: method.to_string(),
+                path: path.to_owned(),
+            },
+        })?;
 
         if status.is_success() {
             Ok(collected)
@@ -582,13 +602,11 @@ fn checked_id<'a>(what: &'static str, id: &'a str) -> Result<&'a str, ClientErro
     }
 }
 
+/// How one exchange failed.
 #[derive(Debug)]
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+enum Exchange {
+    Http(hyper::Error),
+    TooLarge,
 }
 
 /// Why [`wait_for_socket`] gave up.

@@ -575,9 +575,10 @@ pub struct ApiErrorBody {
 /// `FullVmConfiguration` (`GET /vm/config`).
 ///
 /// Devices vmsan does not configure (balloon, CPU config, memory hot-plug, MMDS, pmem) are
-/// kept as raw JSON so that the document round-trips without modelling them.
+/// kept as raw JSON so that the document round-trips without modelling them. Unknown
+/// top-level keys (a device a newer Firecracker adds) are ignored so that `inspect` keeps
+/// working; the device models inside stay strict.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct FullVmConfiguration {
     /// Balloon device.
     #[serde(default, skip_serializing_if = "Option::is_none")]

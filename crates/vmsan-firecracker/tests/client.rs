@@ -40,6 +40,8 @@ enum Reply {
     Status(u16, String),
     /// Read the request, never answer.
     Hang,
+    /// Read the request, close the connection without an answer.
+    Close,
 }
 
 /// Serves `reply_for` on a Unix socket in a temporary directory and reports every request.
@@ -163,9 +165,11 @@ async fn serve_one(
             }
             response.push_str("\r\n");
             response.push_str(&body);
-            stream.write_all(response.as_bytes()).await.unwrap();
+            // The client may hang up early (oversized answers): not the server's failure.
+            let _ = stream.write_all(response.as_bytes()).await;
             stream.shutdown().await.ok();
         }
+        Reply::Close => drop(stream),
         Reply::Hang => {
             // Keep the connection open until the client gives up.
             let mut rest = [0u8; 1];
@@ -703,4 +707,24 @@ async fn vm_config_stops_at_the_first_error() {
             "/drives/overlay"
         ]
     );
+}
+
+#[tokio::test]
+async fn a_connection_closed_without_answer_is_an_http_error() {
+    let mut server = Server::start(|_| Reply::Close);
+    let err = server.client().instance_start().await.unwrap_err();
+    match &err {
+        ClientError::Http { method, path, .. } => {
+            assert_eq!((method.as_str(), path.as_str()), ("PUT", "/actions"));
+        }
+        other => panic!("expected an HTTP error, got {other}"),
+    }
+    assert_eq!(server.next().await.path, "/actions");
+}
+
+#[tokio::test]
+async fn oversized_answers_are_refused() {
+    let server = Server::start(|_| Reply::Status(200, "x".repeat(2 << 20)));
+    let err = server.client().version().await.unwrap_err();
+    assert!(matches!(err, ClientError::BodyTooLarge { .. }), "{err}");
 }

@@ -358,3 +358,21 @@ fn full_vm_config_parses_and_round_trips() {
         serde_json::from_value(serde_json::to_value(&config).unwrap()).unwrap();
     assert_eq!(again, config);
 }
+
+#[test]
+fn full_vm_config_tolerates_a_new_device_but_not_a_changed_one() {
+    // A device a newer Firecracker adds at the top level is ignored …
+    let config: FullVmConfiguration = serde_json::from_value(json!({
+        "machine-config": {"vcpu_count": 1, "mem_size_mib": 128},
+        "serial": {"serial_out_path": "serial.log"}
+    }))
+    .unwrap();
+    assert_eq!(config.machine_config.unwrap().vcpu_count, 1);
+    // … but a changed field inside a device vmsan relies on is an error, not silently lost.
+    assert!(
+        serde_json::from_value::<FullVmConfiguration>(json!({
+            "drives": [{"drive_id": "x", "is_root_device": false, "new_field": 1}]
+        }))
+        .is_err()
+    );
+}

@@ -1,1 +1,45 @@
-//! vmsan-image
+//! vmsan-image: images without Docker.
+//!
+//! * [`setup`]: install Firecracker, the jailer and the guest kernel (checksums verified,
+//!   version range checked, root-owned install directories), or take local files.
+//! * [`reference`]: image references with the OCI distribution grammar, and the
+//!   `docker-archive:`, `oci:`, `oci-archive:` transports.
+//! * [`ImageStore::pull`]: the registry v2 protocol (anonymous, bearer token, basic auth from
+//!   the Docker config file), platform selection from an index, a content-addressed blob cache
+//!   with streaming digest verification, resumable and parallel downloads, then a safe layer
+//!   merge ([`merge`]) and a read-only filesystem built without mounting ([`build`]), cached by
+//!   manifest digest with the image config stored beside it.
+//! * [`ImageStore::import`], [`ImageStore::list`], [`ImageStore::remove`], [`ImageStore::prune`].
+//! * [`initrd`]: the agent's initrd (newc cpio written here); [`disk`]: the per-VM overlay disk
+//!   and the config drive.
+//! * [`runtimes`]: `base`, `node22`, `node24`, `python3.13` as image references.
+//! * [`progress`]: events for the CLI's progress bars.
+
+pub mod build;
+pub mod digest;
+pub mod disk;
+pub mod error;
+pub mod initrd;
+pub mod manifest;
+pub mod merge;
+pub mod progress;
+pub mod pull;
+pub mod reference;
+mod registry;
+pub mod runtimes;
+pub mod setup;
+pub mod store;
+mod sys;
+
+pub use build::BuildOptions;
+pub use digest::Digest;
+pub use disk::{CloneMethod, create_overlay_disk, write_config_drive};
+pub use error::{Error, ErrorKind, Result};
+pub use manifest::{ImageConfig, Platform};
+pub use merge::Limits;
+pub use progress::{Progress, ProgressFn};
+pub use pull::{PullOptions, PullPolicy};
+pub use reference::{ImageSource, Reference};
+pub use registry::{Credentials, default_docker_config, docker_credentials};
+pub use setup::{SetupOptions, SetupReport, check_trusted_binary, setup};
+pub use store::{FsType, Image, ImageRecord, ImageStore, ImageSummary, PruneReport, home_from_env};

@@ -129,6 +129,8 @@ pub fn recv<T: for<'de> Deserialize<'de>>(sock: RawFd) -> io::Result<Option<(T, 
         let msg = loop {
             match recvmsg::<()>(sock, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC) {
                 Err(nix::errno::Errno::EINTR) => continue,
+                // The peer died: same as an orderly close.
+                Err(nix::errno::Errno::ECONNRESET) => return Ok(None),
                 other => break other.map_err(io::Error::from)?,
             }
         };
@@ -600,13 +602,13 @@ fn launcher(
         .collect::<io::Result<Vec<_>>>()?;
     let root_c = root.clone();
     let devnull = File::open("/dev/null")?;
-    let me = nix::unistd::getpid();
-
     match sys::fork()? {
         sys::Forked::Child => {
             // The guest init, PID 1 of the new namespace.
             let err = (|| -> io::Result<()> {
-                die_with_parent(me)?;
+                // getppid() is 0 here (the parent is outside the new PID namespace), so only
+                // the death signal is set; the launcher blocks in waitpid for us meanwhile.
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
                 nix::unistd::setsid().map_err(io::Error::from)?;
                 nix::unistd::chroot(&root_c).map_err(|e| mount_err("chroot", e))?;
                 nix::unistd::chdir("/").map_err(|e| mount_err("chdir /", e))?;

@@ -1,0 +1,402 @@
+//! File transfer and file operations.
+
+use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::Method;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use vmsan_proto::{
+    FileStat, HEADER_DEST, HEADER_KIND, HEADER_MODE, MkdirRequest, PathRequest, RemoveRequest,
+    RenameRequest, UploadResult, routes,
+};
+
+use crate::{AgentClient, ClientError, ReqBody, Result};
+
+/// Progress callback: `(bytes done, total bytes if known)`. Called from any thread, often.
+pub type Progress = Arc<dyn Fn(u64, Option<u64>) + Send + Sync>;
+
+/// Outcome of [`AgentClient::download`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownloadResult {
+    /// True when the remote path was a directory (unpacked under the local path).
+    pub is_dir: bool,
+    /// Bytes received (file content, or the tar stream of a directory).
+    pub bytes: u64,
+    /// Local file or directory written.
+    pub local: PathBuf,
+}
+
+const CHUNK: usize = 256 * 1024;
+
+struct ChannelWriter {
+    tx: mpsc::Sender<io::Result<Bytes>>,
+    buf: Vec<u8>,
+    sent: u64,
+    total: Option<u64>,
+    progress: Option<Progress>,
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.sent += chunk.len() as u64;
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the agent stopped reading the upload",
+            )
+        })?;
+        if let Some(p) = &self.progress {
+            p(self.sent, self.total);
+        }
+        Ok(())
+    }
+}
+
+struct ChannelReader {
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+    cur: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.cur = b,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        let _ = self.cur.split_to(n);
+        Ok(n)
+    }
+}
+
+fn channel_body(rx: mpsc::Receiver<io::Result<Bytes>>) -> ReqBody {
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        let item = rx.recv().await?;
+        Some((item.map(Frame::data), rx))
+    });
+    StreamBody::new(stream).boxed_unsync()
+}
+
+fn tree_size(p: &Path) -> u64 {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => std::fs::read_dir(p)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| tree_size(&e.path()))
+                    .sum()
+            })
+            .unwrap_or(0),
+        Ok(m) if m.is_file() => m.len(),
+        _ => 0,
+    }
+}
+
+fn build_tar(sources: &[PathBuf], w: ChannelWriter) -> io::Result<()> {
+    let mut b = tar::Builder::new(w);
+    b.follow_symlinks(false);
+    for src in sources {
+        let name = src.file_name().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} has no file name", src.display()),
+            )
+        })?;
+        let meta = std::fs::symlink_metadata(src)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", src.display())))?;
+        if meta.is_dir() {
+            b.append_dir_all(name, src)
+        } else {
+            b.append_path_with_name(src, name)
+        }
+        .map_err(|e| io::Error::new(e.kind(), format!("archive {}: {e}", src.display())))?;
+    }
+    b.into_inner()?.flush()
+}
+
+impl AgentClient {
+    /// Upload local files and directories (modes kept, symlinks kept as symlinks) into the
+    /// guest directory `dest` (absolute; created when missing), as one streamed tar. `progress`
+    /// gets the bytes of tar sent and the total size of the sources' file contents.
+    ///
+    /// # Errors
+    /// A local read failure, or the agent's refusal (`path_escape` for names or symlinks that
+    /// would leave `dest`, or a symlink already in `dest` on the way).
+    pub async fn upload(
+        &self,
+        sources: &[PathBuf],
+        dest: &str,
+        progress: Option<Progress>,
+    ) -> Result<UploadResult> {
+        let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
+        let sources = sources.to_vec();
+        let builder = tokio::task::spawn_blocking(move || {
+            let total = progress
+                .as_ref()
+                .map(|_| sources.iter().map(|s| tree_size(s)).sum());
+            let w = ChannelWriter {
+                tx: tx.clone(),
+                buf: Vec::with_capacity(CHUNK),
+                sent: 0,
+                total,
+                progress,
+            };
+            let r = build_tar(&sources, w);
+            if let Err(e) = &r {
+                let _ = tx.blocking_send(Err(io::Error::new(e.kind(), e.to_string())));
+            }
+            r
+        });
+        let sent = self.upload_body(channel_body(rx), dest).await;
+        let built = builder
+            .await
+            .map_err(|e| ClientError::Protocol(format!("upload task: {e}")))?;
+        match (sent, built) {
+            (Ok(r), Ok(())) => Ok(r),
+            (Err(e @ ClientError::Agent { .. }), _) => Err(e),
+            (_, Err(e)) => Err(ClientError::io("build upload archive", e)),
+            (Err(e), Ok(())) => Err(e),
+        }
+    }
+
+    /// Upload an already-built tar stream into `dest`.
+    ///
+    /// # Errors
+    /// As [`AgentClient::upload`].
+    pub async fn upload_tar<R>(&self, tar: R, dest: &str) -> Result<UploadResult>
+    where
+        R: tokio::io::AsyncRead + Send + Unpin + 'static,
+    {
+        self.upload_body(crate::reader_body(tar), dest).await
+    }
+
+    async fn upload_body(&self, body: ReqBody, dest: &str) -> Result<UploadResult> {
+        let mut r = self.request(Method::PUT, routes::UPLOAD, body)?;
+        let v = http::HeaderValue::from_bytes(dest.as_bytes())
+            .map_err(|e| ClientError::Protocol(format!("destination {dest:?} as header: {e}")))?;
+        r.headers_mut().insert(HEADER_DEST, v);
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(vmsan_proto::TAR_CONTENT_TYPE),
+        );
+        self.call_json(&format!("upload to {dest}"), r).await
+    }
+
+    /// Download a guest file or directory. A file goes to `local` (or into it, when `local` is
+    /// an existing directory) with its mode; a directory is unpacked into `local` (created when
+    /// missing). Streams: memory stays constant whatever the size.
+    ///
+    /// # Errors
+    /// `not_found` and the like from the agent, or a local write failure.
+    pub async fn download(
+        &self,
+        remote: &str,
+        local: &Path,
+        progress: Option<Progress>,
+    ) -> Result<DownloadResult> {
+        let r = self.json_request(
+            Method::POST,
+            routes::DOWNLOAD,
+            &PathRequest {
+                path: remote.into(),
+            },
+        )?;
+        let resp = self.send(&format!("download {remote}"), r).await?;
+        let is_dir = resp
+            .headers()
+            .get(HEADER_KIND)
+            .is_some_and(|v| v.as_bytes() == b"dir");
+        let mode = resp
+            .headers()
+            .get(HEADER_MODE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| u32::from_str_radix(v, 8).ok());
+        let total = resp
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let mut body = resp.into_body();
+        let mut received = 0u64;
+        if is_dir {
+            let dest = local.to_path_buf();
+            tokio::fs::create_dir_all(&dest)
+                .await
+                .map_err(|e| ClientError::io(format!("create {}", dest.display()), e))?;
+            let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
+            let unpack_dest = dest.clone();
+            let unpack = tokio::task::spawn_blocking(move || {
+                let mut a = tar::Archive::new(ChannelReader {
+                    rx,
+                    cur: Bytes::new(),
+                });
+                a.set_preserve_permissions(true);
+                a.set_overwrite(true);
+                a.unpack(&unpack_dest)
+            });
+            while let Some(frame) = body.frame().await {
+                let frame = frame?;
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                received += data.len() as u64;
+                if let Some(p) = &progress {
+                    p(received, None);
+                }
+                if tx.send(Ok(data)).await.is_err() {
+                    break;
+                }
+            }
+            drop(tx);
+            unpack
+                .await
+                .map_err(|e| ClientError::Protocol(format!("unpack task: {e}")))?
+                .map_err(|e| ClientError::io(format!("unpack into {}", dest.display()), e))?;
+            return Ok(DownloadResult {
+                is_dir: true,
+                bytes: received,
+                local: dest,
+            });
+        }
+        let target = match tokio::fs::metadata(local).await {
+            Ok(m) if m.is_dir() => {
+                let name = Path::new(remote)
+                    .file_name()
+                    .ok_or_else(|| ClientError::Protocol(format!("{remote} has no file name")))?;
+                local.join(name)
+            }
+            _ => local.to_path_buf(),
+        };
+        let mut f = tokio::fs::File::create(&target)
+            .await
+            .map_err(|e| ClientError::io(format!("create {}", target.display()), e))?;
+        while let Some(frame) = body.frame().await {
+            let frame = frame?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            f.write_all(&data)
+                .await
+                .map_err(|e| ClientError::io(format!("write {}", target.display()), e))?;
+            received += data.len() as u64;
+            if let Some(p) = &progress {
+                p(received, total);
+            }
+        }
+        f.flush()
+            .await
+            .map_err(|e| ClientError::io(format!("write {}", target.display()), e))?;
+        if let Some(m) = mode {
+            f.set_permissions(std::fs::Permissions::from_mode(m))
+                .await
+                .map_err(|e| ClientError::io(format!("chmod {}", target.display()), e))?;
+        }
+        if let Some(t) = total
+            && t != received
+        {
+            return Err(ClientError::Protocol(format!(
+                "download {remote}: got {received} of {t} bytes"
+            )));
+        }
+        Ok(DownloadResult {
+            is_dir: false,
+            bytes: received,
+            local: target,
+        })
+    }
+
+    /// `stat` a guest path (symlinks not followed).
+    ///
+    /// # Errors
+    /// `not_found` and other refusals.
+    pub async fn stat(&self, path: &str) -> Result<FileStat> {
+        let r = self.json_request(
+            Method::POST,
+            routes::STAT,
+            &PathRequest { path: path.into() },
+        )?;
+        self.call_json(&format!("stat {path}"), r).await
+    }
+
+    /// Entries of a guest directory, sorted by name.
+    ///
+    /// # Errors
+    /// `not_found` and other refusals.
+    pub async fn list(&self, path: &str) -> Result<Vec<FileStat>> {
+        let r = self.json_request(
+            Method::POST,
+            routes::LIST,
+            &PathRequest { path: path.into() },
+        )?;
+        self.call_json(&format!("list {path}"), r).await
+    }
+
+    /// Create a guest directory (`parents`: like `mkdir -p`).
+    ///
+    /// # Errors
+    /// The agent's refusal.
+    pub async fn mkdir(&self, path: &str, mode: Option<u32>, parents: bool) -> Result<()> {
+        let r = self.json_request(
+            Method::POST,
+            routes::MKDIR,
+            &MkdirRequest {
+                path: path.into(),
+                mode,
+                parents,
+            },
+        )?;
+        self.call_empty(&format!("mkdir {path}"), r).await
+    }
+
+    /// Remove a guest file, symlink or (empty, or with `recursive`) directory.
+    ///
+    /// # Errors
+    /// The agent's refusal.
+    pub async fn remove(&self, path: &str, recursive: bool) -> Result<()> {
+        let r = self.json_request(
+            Method::POST,
+            routes::REMOVE,
+            &RemoveRequest {
+                path: path.into(),
+                recursive,
+            },
+        )?;
+        self.call_empty(&format!("remove {path}"), r).await
+    }
+
+    /// Rename a guest path.
+    ///
+    /// # Errors
+    /// The agent's refusal.
+    pub async fn rename(&self, from: &str, to: &str) -> Result<()> {
+        let r = self.json_request(
+            Method::POST,
+            routes::RENAME,
+            &RenameRequest {
+                from: from.into(),
+                to: to.into(),
+            },
+        )?;
+        self.call_empty(&format!("rename {from}"), r).await
+    }
+}

@@ -1,0 +1,108 @@
+//! Building the read-only filesystem from a staging tree, without mounting anything.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::error::{Error, IoContext, Result};
+use crate::store::FsType;
+
+/// Options of the filesystem build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuildOptions {
+    /// Filesystem type.
+    pub fs_type: FsType,
+    /// zstd level for squashfs (1..=22).
+    pub zstd_level: u8,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        Self {
+            fs_type: FsType::Squashfs,
+            zstd_level: 3,
+        }
+    }
+}
+
+fn run(mut cmd: Command, program: &str, hint: &str) -> Result<()> {
+    let out = cmd.output().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::Command {
+                program: program.to_owned(),
+                detail: format!("not installed ({hint})"),
+            }
+        } else {
+            Error::io(format!("run {program}"), e)
+        }
+    })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let tail: String = stderr
+        .chars()
+        .rev()
+        .take(600)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    Err(Error::Command {
+        program: program.to_owned(),
+        detail: format!("{}: {}", out.status, tail.trim()),
+    })
+}
+
+/// Build `out` from the tree at `staging`. `entries` and `bytes` size the ext4 image.
+///
+/// # Errors
+/// [`Error::Command`] when the tool is missing or fails.
+pub fn build_filesystem(
+    staging: &Path,
+    out: &Path,
+    opts: BuildOptions,
+    entries: u64,
+    bytes: u64,
+) -> Result<()> {
+    match opts.fs_type {
+        FsType::Squashfs => {
+            let mut c = Command::new("mksquashfs");
+            c.arg(staging)
+                .arg(out)
+                .args([
+                    "-noappend",
+                    "-quiet",
+                    "-no-progress",
+                    "-no-xattrs",
+                    "-comp",
+                    "zstd",
+                    "-Xcompression-level",
+                ])
+                .arg(opts.zstd_level.clamp(1, 22).to_string());
+            run(c, "mksquashfs", "install the squashfs-tools package")
+        }
+        FsType::Ext4 => {
+            // Room for the data, the inode tables and the journal, with a margin.
+            let inodes = entries.saturating_mul(2).max(1024);
+            let size = bytes
+                .saturating_add(bytes / 5)
+                .saturating_add(inodes.saturating_mul(512))
+                .saturating_add(64 << 20);
+            let size = size.div_ceil(1 << 20) << 20;
+            let f = std::fs::File::create(out).ctx(|| format!("create {}", out.display()))?;
+            f.set_len(size).ctx(|| format!("size {}", out.display()))?;
+            drop(f);
+            let mut c = Command::new("mkfs.ext4");
+            c.args(["-F", "-q", "-L", "rootfs", "-m", "0", "-N"])
+                .arg(inodes.to_string())
+                .args([
+                    "-E",
+                    "root_owner=0:0,lazy_itable_init=1,lazy_journal_init=1",
+                    "-d",
+                ])
+                .arg(staging)
+                .arg(out);
+            run(c, "mkfs.ext4", "install the e2fsprogs package")
+        }
+    }
+}

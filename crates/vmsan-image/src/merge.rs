@@ -1,0 +1,795 @@
+//! Applying image layers onto a staging directory, safely.
+//!
+//! Every path operation is relative to a directory file descriptor of the staging root:
+//! parents are opened with `openat2(RESOLVE_BENEATH)`, so neither `..` nor a symlink (absolute
+//! or relative) can lead outside the root, and the final component is always created or
+//! removed with the `*at` calls that do not follow symlinks. Entries with absolute paths or
+//! `..` components are rejected outright, as are paths that resolve outside the root through a
+//! symlink. Whiteouts (`.wh.NAME`) and opaque markers (`.wh..wh..opq`) remove lower-layer
+//! content only; hard links, symlinks, device nodes, FIFOs, modes, ownership and
+//! modification times are reproduced. A size limit (uncompressed bytes, counted as they come
+//! out of the decompressor) and an entry-count limit stop decompression bombs.
+
+use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat, openat2};
+use nix::sys::stat::{
+    FchmodatFlags, Mode, SFlag, UtimensatFlags, fchmod, fstatat, mkdirat, mknodat, utimensat,
+};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fchownat, linkat, symlinkat, unlinkat};
+
+use crate::error::{Error, IoContext, Result};
+use crate::manifest::LayerCompression;
+
+/// Limits against decompression bombs and absurd images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Total uncompressed tar bytes over all layers.
+    pub max_bytes: u64,
+    /// Total entries over all layers.
+    pub max_entries: u64,
+    /// Longest entry path, in bytes.
+    pub max_path_len: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 32 << 30,
+            max_entries: 2_000_000,
+            max_path_len: 4096,
+        }
+    }
+}
+
+/// Statistics of a merge.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MergeStats {
+    /// Entries read.
+    pub entries: u64,
+    /// Uncompressed bytes read.
+    pub bytes: u64,
+}
+
+/// A staging directory that layers are applied onto, base layer first.
+#[derive(Debug)]
+pub struct Staging {
+    root: OwnedFd,
+    limits: Limits,
+    stats: MergeStats,
+    chown: bool,
+    dir_times: Vec<(Vec<OsString>, i64)>,
+    parent_cache: Option<(Vec<OsString>, OwnedFd)>,
+}
+
+const WH_PREFIX: &str = ".wh.";
+const WH_OPAQUE: &str = ".wh..wh..opq";
+
+fn unsafe_entry(layer: &str, path: &Path, reason: impl Into<String>) -> Error {
+    Error::UnsafeEntry {
+        layer: layer.to_owned(),
+        path: path.display().to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Split an archive path into normal components, rejecting absolute paths and `..`.
+fn components(layer: &str, p: &Path, limits: &Limits) -> Result<Vec<OsString>> {
+    if p.as_os_str().len() > limits.max_path_len {
+        return Err(unsafe_entry(
+            layer,
+            p,
+            format!("path longer than {} bytes", limits.max_path_len),
+        ));
+    }
+    let mut out = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(n) => out.push(n.to_os_string()),
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(unsafe_entry(layer, p, "absolute path"));
+            }
+            Component::ParentDir => return Err(unsafe_entry(layer, p, "`..` component")),
+        }
+    }
+    Ok(out)
+}
+
+fn join(c: &[OsString]) -> PathBuf {
+    let mut p = PathBuf::new();
+    for x in c {
+        p.push(x);
+    }
+    p
+}
+
+fn dir_how() -> OpenHow {
+    OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS)
+}
+
+/// Counts bytes coming out of the decompressor and fails past the limit.
+struct Counting<'a, R> {
+    inner: R,
+    count: &'a mut u64,
+    max: u64,
+}
+
+impl<R: Read> Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        *self.count += n as u64;
+        if *self.count > self.max {
+            return Err(io::Error::other(BombError(self.max)));
+        }
+        Ok(n)
+    }
+}
+
+#[derive(Debug)]
+struct BombError(u64);
+
+impl std::fmt::Display for BombError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "uncompressed content exceeds {} bytes", self.0)
+    }
+}
+
+impl std::error::Error for BombError {}
+
+/// Open a decompressing reader for a layer.
+pub(crate) fn decompress<'a, R: Read + 'a>(
+    r: R,
+    c: LayerCompression,
+    what: &str,
+) -> Result<Box<dyn Read + 'a>> {
+    Ok(match c {
+        LayerCompression::None => Box::new(r),
+        LayerCompression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(r)),
+        LayerCompression::Zstd => Box::new(
+            ruzstd::decoding::StreamingDecoder::new(r)
+                .map_err(|e| Error::malformed(what.to_owned(), format!("zstd: {e}")))?,
+        ),
+    })
+}
+
+impl Staging {
+    /// Use `dir` (an existing, empty directory) as the staging root.
+    ///
+    /// # Errors
+    /// I/O.
+    pub fn new(dir: &Path, limits: Limits) -> Result<Self> {
+        let root = nix::fcntl::open(
+            dir,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .ctx(|| format!("open staging directory {}", dir.display()))?;
+        fchmod(&root, Mode::from_bits_truncate(0o755)).ctx(|| "chmod staging root".to_owned())?;
+        Ok(Self {
+            root,
+            limits,
+            stats: MergeStats::default(),
+            chown: Uid::effective().is_root(),
+            dir_times: Vec::new(),
+            parent_cache: None,
+        })
+    }
+
+    /// What has been read so far.
+    pub fn stats(&self) -> MergeStats {
+        self.stats
+    }
+
+    /// Apply one layer read from `blob` (compressed as `compression`).
+    ///
+    /// # Errors
+    /// Unsafe entries, limits, malformed archives, I/O. The staging directory is then in an
+    /// undefined state and must be discarded.
+    pub fn apply_layer<R: Read>(
+        &mut self,
+        blob: R,
+        compression: LayerCompression,
+        layer: &str,
+    ) -> Result<()> {
+        let reader = decompress(blob, compression, layer)?;
+        let remaining = self.limits.max_bytes.saturating_sub(self.stats.bytes);
+        let mut count = 0u64;
+        let res = {
+            let counting = Counting {
+                inner: reader,
+                count: &mut count,
+                max: remaining,
+            };
+            let mut archive = tar::Archive::new(counting);
+            self.apply_archive(&mut archive, layer)
+        };
+        self.stats.bytes += count;
+        res
+    }
+
+    fn apply_archive<R: Read>(&mut self, archive: &mut tar::Archive<R>, layer: &str) -> Result<()> {
+        let mut created: HashSet<Vec<OsString>> = HashSet::new();
+        let entries = archive.entries().map_err(|e| self.read_error(layer, e))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| self.read_error(layer, e))?;
+            self.stats.entries += 1;
+            if self.stats.entries > self.limits.max_entries {
+                return Err(Error::LimitExceeded {
+                    what: format!("layer {layer}"),
+                    reason: format!("more than {} entries", self.limits.max_entries),
+                });
+            }
+            let raw = entry
+                .path()
+                .map_err(|e| self.read_error(layer, e))?
+                .into_owned();
+            let comps = components(layer, &raw, &self.limits)?;
+            let size = entry
+                .header()
+                .entry_size()
+                .map_err(|e| self.read_error(layer, e))?;
+            if self.stats.bytes.saturating_add(size) > self.limits.max_bytes {
+                return Err(Error::LimitExceeded {
+                    what: format!("layer {layer}"),
+                    reason: format!(
+                        "entry {} of {size} bytes exceeds the {} byte limit",
+                        raw.display(),
+                        self.limits.max_bytes
+                    ),
+                });
+            }
+            let etype = entry.header().entry_type();
+            if matches!(
+                etype,
+                tar::EntryType::XGlobalHeader | tar::EntryType::XHeader
+            ) {
+                continue;
+            }
+            let Some(name) = comps.last().cloned() else {
+                // The root itself: only its metadata.
+                if etype.is_dir() {
+                    let fd = self
+                        .root
+                        .try_clone()
+                        .ctx(|| "dup staging root".to_owned())?;
+                    self.set_meta(&fd, &entry, layer, &raw)?;
+                    self.dir_times
+                        .push((Vec::new(), entry.header().mtime().unwrap_or(0) as i64));
+                    continue;
+                }
+                return Err(unsafe_entry(
+                    layer,
+                    &raw,
+                    "non-directory entry for the root",
+                ));
+            };
+            let parent_comps = &comps[..comps.len() - 1];
+            let name_str = name.to_string_lossy();
+            if name_str == WH_OPAQUE {
+                if let Some(dir) = self.open_existing_dir(parent_comps, layer, &raw)? {
+                    self.make_opaque(&dir, parent_comps, &created)?;
+                }
+                continue;
+            }
+            if let Some(target) = name_str.strip_prefix(WH_PREFIX) {
+                if target.is_empty() || target == "." || target == ".." || target.contains('/') {
+                    return Err(unsafe_entry(layer, &raw, "malformed whiteout"));
+                }
+                let mut victim = parent_comps.to_vec();
+                victim.push(OsString::from(target));
+                if created.contains(&victim) {
+                    continue;
+                }
+                if let Some(dir) = self.open_existing_dir(parent_comps, layer, &raw)? {
+                    self.remove_at(&dir, OsStr::new(target))?;
+                }
+                continue;
+            }
+            let parent = self.ensure_dir(parent_comps, layer, &raw)?;
+            match etype {
+                tar::EntryType::Directory => {
+                    let existing = stat_at(&parent, &name)?;
+                    if let Some(st) = existing {
+                        if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFDIR {
+                            self.remove_at(&parent, &name)?;
+                            mkdirat(&parent, name.as_os_str(), Mode::from_bits_truncate(0o700))
+                                .ctx(|| format!("mkdir {}", raw.display()))?;
+                        }
+                    } else {
+                        mkdirat(&parent, name.as_os_str(), Mode::from_bits_truncate(0o700))
+                            .ctx(|| format!("mkdir {}", raw.display()))?;
+                    }
+                    let fd = openat(
+                        &parent,
+                        name.as_os_str(),
+                        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .ctx(|| format!("open {}", raw.display()))?;
+                    self.set_meta(&fd, &entry, layer, &raw)?;
+                    self.dir_times
+                        .push((comps.clone(), entry.header().mtime().unwrap_or(0) as i64));
+                }
+                tar::EntryType::Regular
+                | tar::EntryType::Continuous
+                | tar::EntryType::GNUSparse => {
+                    self.remove_at(&parent, &name)?;
+                    let fd = openat(
+                        &parent,
+                        name.as_os_str(),
+                        OFlag::O_WRONLY
+                            | OFlag::O_CREAT
+                            | OFlag::O_EXCL
+                            | OFlag::O_NOFOLLOW
+                            | OFlag::O_CLOEXEC,
+                        Mode::from_bits_truncate(0o600),
+                    )
+                    .ctx(|| format!("create {}", raw.display()))?;
+                    let mut file = File::from(fd);
+                    copy_data(&mut entry, &mut file).map_err(|e| {
+                        match e.get_ref().and_then(|i| i.downcast_ref::<BombError>()) {
+                            Some(b) => Error::LimitExceeded {
+                                what: format!("layer {layer}"),
+                                reason: b.to_string(),
+                            },
+                            None => {
+                                Error::io(format!("write {} from layer {layer}", raw.display()), e)
+                            }
+                        }
+                    })?;
+                    let fd = OwnedFd::from(file);
+                    self.set_meta(&fd, &entry, layer, &raw)?;
+                    let mtime = entry.header().mtime().unwrap_or(0) as i64;
+                    nix::sys::stat::futimens(
+                        &fd,
+                        &TimeSpec::new(mtime, 0),
+                        &TimeSpec::new(mtime, 0),
+                    )
+                    .ctx(|| format!("set times of {}", raw.display()))?;
+                }
+                tar::EntryType::Symlink => {
+                    let target = entry
+                        .link_name()
+                        .map_err(|e| self.read_error(layer, e))?
+                        .ok_or_else(|| unsafe_entry(layer, &raw, "symlink without target"))?
+                        .into_owned();
+                    if target.as_os_str().is_empty()
+                        || target.as_os_str().len() > self.limits.max_path_len
+                    {
+                        return Err(unsafe_entry(
+                            layer,
+                            &raw,
+                            "symlink target empty or too long",
+                        ));
+                    }
+                    self.remove_at(&parent, &name)?;
+                    symlinkat(target.as_os_str(), &parent, name.as_os_str())
+                        .ctx(|| format!("symlink {}", raw.display()))?;
+                    if self.chown {
+                        let (uid, gid) = ids(&entry, layer, &raw)?;
+                        fchownat(
+                            &parent,
+                            name.as_os_str(),
+                            Some(uid),
+                            Some(gid),
+                            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+                        )
+                        .ctx(|| format!("chown {}", raw.display()))?;
+                    }
+                    let mtime = TimeSpec::new(entry.header().mtime().unwrap_or(0) as i64, 0);
+                    utimensat(
+                        &parent,
+                        name.as_os_str(),
+                        &mtime,
+                        &mtime,
+                        UtimensatFlags::NoFollowSymlink,
+                    )
+                    .ctx(|| format!("set times of {}", raw.display()))?;
+                }
+                tar::EntryType::Link => {
+                    let target = entry
+                        .link_name()
+                        .map_err(|e| self.read_error(layer, e))?
+                        .ok_or_else(|| unsafe_entry(layer, &raw, "hard link without target"))?
+                        .into_owned();
+                    let tcomps = components(layer, &target, &self.limits).map_err(|_| {
+                        unsafe_entry(
+                            layer,
+                            &raw,
+                            format!(
+                                "hard link target {} is absolute or has `..`",
+                                target.display()
+                            ),
+                        )
+                    })?;
+                    let Some(tname) = tcomps.last() else {
+                        return Err(unsafe_entry(layer, &raw, "hard link to the root"));
+                    };
+                    if tcomps == comps {
+                        continue;
+                    }
+                    let tparent = self
+                        .open_existing_dir(&tcomps[..tcomps.len() - 1], layer, &raw)?
+                        .ok_or_else(|| {
+                            unsafe_entry(
+                                layer,
+                                &raw,
+                                format!("hard link target {} does not exist", target.display()),
+                            )
+                        })?;
+                    match stat_at(&tparent, tname)? {
+                        Some(st)
+                            if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT
+                                != SFlag::S_IFDIR => {}
+                        Some(_) => {
+                            return Err(unsafe_entry(layer, &raw, "hard link to a directory"));
+                        }
+                        None => {
+                            return Err(unsafe_entry(
+                                layer,
+                                &raw,
+                                format!("hard link target {} does not exist", target.display()),
+                            ));
+                        }
+                    }
+                    self.remove_at(&parent, &name)?;
+                    linkat(
+                        &tparent,
+                        tname.as_os_str(),
+                        &parent,
+                        name.as_os_str(),
+                        nix::fcntl::AtFlags::empty(),
+                    )
+                    .ctx(|| format!("link {} to {}", raw.display(), target.display()))?;
+                }
+                tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                    let kind = match etype {
+                        tar::EntryType::Char => SFlag::S_IFCHR,
+                        tar::EntryType::Block => SFlag::S_IFBLK,
+                        _ => SFlag::S_IFIFO,
+                    };
+                    let major = entry.header().device_major().ok().flatten().unwrap_or(0);
+                    let minor = entry.header().device_minor().ok().flatten().unwrap_or(0);
+                    self.remove_at(&parent, &name)?;
+                    mknodat(
+                        &parent,
+                        name.as_os_str(),
+                        kind,
+                        Mode::from_bits_truncate(0o600),
+                        nix::sys::stat::makedev(major.into(), minor.into()),
+                    )
+                    .ctx(|| format!("mknod {} (device nodes need root)", raw.display()))?;
+                    let fd = openat(
+                        &parent,
+                        name.as_os_str(),
+                        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .ctx(|| format!("open {}", raw.display()))?;
+                    // fchown/fchmod do not work on O_PATH descriptors: use the *at forms on the
+                    // name, which do not follow (it was just created as a node, not a symlink).
+                    drop(fd);
+                    let (uid, gid) = ids(&entry, layer, &raw)?;
+                    if self.chown {
+                        fchownat(
+                            &parent,
+                            name.as_os_str(),
+                            Some(uid),
+                            Some(gid),
+                            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+                        )
+                        .ctx(|| format!("chown {}", raw.display()))?;
+                    }
+                    let mode = entry
+                        .header()
+                        .mode()
+                        .map_err(|e| self.read_error(layer, e))?;
+                    nix::sys::stat::fchmodat(
+                        &parent,
+                        name.as_os_str(),
+                        Mode::from_bits_truncate(mode & 0o7777),
+                        FchmodatFlags::FollowSymlink,
+                    )
+                    .ctx(|| format!("chmod {}", raw.display()))?;
+                }
+                other => {
+                    return Err(unsafe_entry(
+                        layer,
+                        &raw,
+                        format!("unsupported entry type {other:?}"),
+                    ));
+                }
+            }
+            created.insert(comps);
+        }
+        Ok(())
+    }
+
+    fn read_error(&self, layer: &str, e: io::Error) -> Error {
+        if let Some(b) = e.get_ref().and_then(|i| i.downcast_ref::<BombError>()) {
+            return Error::LimitExceeded {
+                what: format!("layer {layer}"),
+                reason: b.to_string(),
+            };
+        }
+        Error::malformed(
+            format!("layer {layer}"),
+            format!("cannot read the archive: {e}"),
+        )
+    }
+
+    fn set_meta<T: Read>(
+        &self,
+        fd: &OwnedFd,
+        entry: &tar::Entry<'_, T>,
+        layer: &str,
+        raw: &Path,
+    ) -> Result<()> {
+        let mode = entry.header().mode().map_err(|e| {
+            Error::malformed(
+                format!("layer {layer}"),
+                format!("bad mode of {}: {e}", raw.display()),
+            )
+        })?;
+        if self.chown {
+            let (uid, gid) = ids(entry, layer, raw)?;
+            fchown(fd, Some(uid), Some(gid)).ctx(|| format!("chown {}", raw.display()))?;
+        }
+        fchmod(fd, Mode::from_bits_truncate(mode & 0o7777))
+            .ctx(|| format!("chmod {}", raw.display()))?;
+        Ok(())
+    }
+
+    /// Open `comps` as a directory beneath the root, or `None` if it does not exist.
+    fn open_existing_dir(
+        &self,
+        comps: &[OsString],
+        layer: &str,
+        raw: &Path,
+    ) -> Result<Option<OwnedFd>> {
+        if comps.is_empty() {
+            return Ok(Some(
+                self.root
+                    .try_clone()
+                    .ctx(|| "dup staging root".to_owned())?,
+            ));
+        }
+        match openat2(&self.root, &join(comps), dir_how()) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(Errno::ENOENT | Errno::ENOTDIR) => Ok(None),
+            Err(e) => Err(resolve_error(e, layer, raw)),
+        }
+    }
+
+    /// Open (creating missing components as root-owned 0755 directories) the directory `comps`.
+    fn ensure_dir(&mut self, comps: &[OsString], layer: &str, raw: &Path) -> Result<OwnedFd> {
+        if let Some((c, fd)) = &self.parent_cache
+            && c.as_slice() == comps
+        {
+            return fd.try_clone().ctx(|| "dup directory".to_owned());
+        }
+        let fd = if comps.is_empty() {
+            self.root
+                .try_clone()
+                .ctx(|| "dup staging root".to_owned())?
+        } else {
+            match openat2(&self.root, &join(comps), dir_how()) {
+                Ok(fd) => fd,
+                Err(Errno::ENOENT) => self.create_dirs(comps, layer, raw)?,
+                Err(e) => return Err(resolve_error(e, layer, raw)),
+            }
+        };
+        self.parent_cache = Some((
+            comps.to_vec(),
+            fd.try_clone().ctx(|| "dup directory".to_owned())?,
+        ));
+        Ok(fd)
+    }
+
+    fn create_dirs(&mut self, comps: &[OsString], layer: &str, raw: &Path) -> Result<OwnedFd> {
+        let mut cur = self
+            .root
+            .try_clone()
+            .ctx(|| "dup staging root".to_owned())?;
+        for i in 0..comps.len() {
+            match openat2(&self.root, &join(&comps[..=i]), dir_how()) {
+                Ok(fd) => cur = fd,
+                Err(Errno::ENOENT) => {
+                    mkdirat(&cur, comps[i].as_os_str(), Mode::from_bits_truncate(0o755))
+                        .ctx(|| format!("mkdir parent of {}", raw.display()))?;
+                    let fd = openat2(&self.root, &join(&comps[..=i]), dir_how())
+                        .map_err(|e| resolve_error(e, layer, raw))?;
+                    fchmod(&fd, Mode::from_bits_truncate(0o755))
+                        .ctx(|| format!("chmod parent of {}", raw.display()))?;
+                    cur = fd;
+                }
+                Err(e) => return Err(resolve_error(e, layer, raw)),
+            }
+        }
+        Ok(cur)
+    }
+
+    fn make_opaque(
+        &mut self,
+        dir: &OwnedFd,
+        dir_comps: &[OsString],
+        created: &HashSet<Vec<OsString>>,
+    ) -> Result<()> {
+        for name in list_dir(dir)? {
+            let mut p = dir_comps.to_vec();
+            p.push(name.clone());
+            if !created.contains(&p) {
+                self.remove_at(dir, &name)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Remove `name` in `dir` (recursively for directories), never following symlinks.
+    fn remove_at(&mut self, dir: &OwnedFd, name: &OsStr) -> Result<()> {
+        match stat_at(dir, name)? {
+            None => Ok(()),
+            Some(st) => {
+                if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
+                    self.parent_cache = None;
+                    let sub = openat(
+                        dir,
+                        name,
+                        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .ctx(|| format!("open {} for removal", name.to_string_lossy()))?;
+                    for child in list_dir(&sub)? {
+                        self.remove_at(&sub, &child)?;
+                    }
+                    unlinkat(dir, name, UnlinkatFlags::RemoveDir)
+                        .ctx(|| format!("rmdir {}", name.to_string_lossy()))
+                } else {
+                    unlinkat(dir, name, UnlinkatFlags::NoRemoveDir)
+                        .ctx(|| format!("unlink {}", name.to_string_lossy()))
+                }
+            }
+        }
+    }
+
+    /// Set directory modification times (after all layers: adding children changes them).
+    ///
+    /// # Errors
+    /// I/O.
+    pub fn finish(mut self) -> Result<MergeStats> {
+        self.parent_cache = None;
+        let times = std::mem::take(&mut self.dir_times);
+        let mut seen = HashSet::new();
+        for (comps, mtime) in times.into_iter().rev() {
+            if !seen.insert(comps.clone()) {
+                continue;
+            }
+            let fd = if comps.is_empty() {
+                self.root
+                    .try_clone()
+                    .ctx(|| "dup staging root".to_owned())?
+            } else {
+                match openat2(
+                    &self.root,
+                    &join(&comps),
+                    dir_how().flags(
+                        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    ),
+                ) {
+                    Ok(fd) => fd,
+                    Err(_) => continue,
+                }
+            };
+            nix::sys::stat::futimens(&fd, &TimeSpec::new(mtime, 0), &TimeSpec::new(mtime, 0))
+                .ctx(|| format!("set times of {}", join(&comps).display()))?;
+        }
+        Ok(self.stats)
+    }
+}
+
+fn ids<T: Read>(entry: &tar::Entry<'_, T>, layer: &str, raw: &Path) -> Result<(Uid, Gid)> {
+    let h = entry.header();
+    let bad = |e: io::Error| {
+        Error::malformed(
+            format!("layer {layer}"),
+            format!("bad owner of {}: {e}", raw.display()),
+        )
+    };
+    let uid = h.uid().map_err(bad)?;
+    let gid = h.gid().map_err(bad)?;
+    let uid = u32::try_from(uid).map_err(|_| unsafe_entry(layer, raw, "uid out of range"))?;
+    let gid = u32::try_from(gid).map_err(|_| unsafe_entry(layer, raw, "gid out of range"))?;
+    Ok((Uid::from_raw(uid), Gid::from_raw(gid)))
+}
+
+fn resolve_error(e: Errno, layer: &str, raw: &Path) -> Error {
+    match e {
+        Errno::EXDEV => unsafe_entry(
+            layer,
+            raw,
+            "path resolves outside the image root (symlink escape)",
+        ),
+        Errno::ELOOP => unsafe_entry(layer, raw, "too many levels of symbolic links"),
+        Errno::ENOTDIR => unsafe_entry(layer, raw, "a parent component is not a directory"),
+        other => Error::io(
+            format!("resolve parent of {}", raw.display()),
+            io::Error::from(other),
+        ),
+    }
+}
+
+fn stat_at(dir: &OwnedFd, name: &OsStr) -> Result<Option<nix::sys::stat::FileStat>> {
+    match fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(st)),
+        Err(Errno::ENOENT) => Ok(None),
+        Err(e) => Err(Error::io(
+            format!("stat {}", name.to_string_lossy()),
+            io::Error::from(e),
+        )),
+    }
+}
+
+fn list_dir(dir: &OwnedFd) -> Result<Vec<OsString>> {
+    let fd = openat(
+        dir,
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx(|| "open directory for listing".to_owned())?;
+    let mut d = nix::dir::Dir::from_fd(fd).ctx(|| "read directory".to_owned())?;
+    let mut out = Vec::new();
+    for e in d.iter() {
+        let e = e.ctx(|| "read directory entry".to_owned())?;
+        let n = e.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            out.push(OsStr::from_bytes(n).to_os_string());
+        }
+    }
+    Ok(out)
+}
+
+fn copy_data(r: &mut impl Read, w: &mut File) -> io::Result<u64> {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        w.write_all(&buf[..n])?;
+        total += n as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn components_reject_escapes() {
+        let l = Limits::default();
+        assert!(components("l", Path::new("/etc/passwd"), &l).is_err());
+        assert!(components("l", Path::new("a/../../b"), &l).is_err());
+        assert_eq!(
+            components("l", Path::new("./a/./b/"), &l).unwrap(),
+            vec![OsString::from("a"), OsString::from("b")]
+        );
+        assert!(components("l", Path::new("."), &l).unwrap().is_empty());
+        let long = "a/".repeat(3000);
+        assert!(components("l", Path::new(&long), &l).is_err());
+    }
+}

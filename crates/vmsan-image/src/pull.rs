@@ -1,0 +1,881 @@
+//! `pull` and `import`: from a source to a built, cached, read-only filesystem image.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use futures_util::StreamExt as _;
+use serde::{Deserialize, Serialize};
+
+use crate::build::{BuildOptions, build_filesystem};
+use crate::digest::{Digest, HashingWriter};
+use crate::error::{Error, IoContext, Result};
+use crate::manifest::{
+    Descriptor, ImageConfig, LayerCompression, MT_OCI_CONFIG, MT_OCI_LAYER_TAR, MT_OCI_MANIFEST,
+    Manifest, ManifestDoc, Platform, parse_config, parse_manifest, select_platform,
+};
+use crate::merge::{Limits, Staging};
+use crate::progress::{Progress, ProgressFn, emit};
+use crate::reference::{ImageSource, LOCAL_DOMAIN, Reference};
+use crate::registry::{Credentials, RegistryClient, default_docker_config, docker_credentials};
+use crate::store::{Image, ImageRecord, ImageStore, dir_size, now_secs};
+
+/// When to contact the registry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PullPolicy {
+    /// Always resolve the tag again (the layers and the build stay cached by digest).
+    Always,
+    /// Only when the name is not present locally (the default).
+    #[default]
+    Missing,
+    /// Never: fail when the name is not present locally.
+    Never,
+}
+
+impl std::str::FromStr for PullPolicy {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "always" => Ok(Self::Always),
+            "missing" => Ok(Self::Missing),
+            "never" => Ok(Self::Never),
+            other => Err(Error::InvalidReference {
+                input: other.to_owned(),
+                reason: "pull policy must be always, missing or never".into(),
+            }),
+        }
+    }
+}
+
+/// Options of [`ImageStore::pull`] and [`ImageStore::import`].
+#[derive(Clone, Default)]
+pub struct PullOptions {
+    /// Pull policy.
+    pub policy: PullPolicy,
+    /// Platform to select from an index (default: this host's).
+    pub platform: Option<Platform>,
+    /// Progress callback.
+    pub progress: Option<ProgressFn>,
+    /// Filesystem build options.
+    pub build: BuildOptions,
+    /// Limits against bombs.
+    pub limits: Limits,
+    /// Docker config file for credentials (default: `$DOCKER_CONFIG` or `~/.docker/config.json`).
+    pub docker_config: Option<PathBuf>,
+    /// Explicit credentials (take precedence over the Docker config file).
+    pub credentials: Option<Credentials>,
+    /// Registries to reach over plain HTTP (loopback registries always are).
+    pub plain_http: Vec<String>,
+    /// Parallel layer downloads (0 = 4).
+    pub max_parallel: usize,
+    /// Resume attempts per blob after an interrupted transfer (0 = none).
+    pub retries: u32,
+}
+
+impl std::fmt::Debug for PullOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PullOptions")
+            .field("policy", &self.policy)
+            .field("platform", &self.platform)
+            .field("build", &self.build)
+            .field("limits", &self.limits)
+            .field("plain_http", &self.plain_http)
+            .field("max_parallel", &self.max_parallel)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A manifest ready to build, with all its blobs in the store.
+struct Resolved {
+    name: String,
+    source: String,
+    digest: Digest,
+    manifest: Manifest,
+    config: ImageConfig,
+}
+
+impl ImageStore {
+    /// Resolve `source` (a registry reference or `docker-archive:`, `oci:`, `oci-archive:`) to a
+    /// built image, pulling and building what is missing. Local names (imports) resolve first.
+    ///
+    /// # Errors
+    /// See [`Error`]; on failure nothing half-written is left in the store.
+    pub async fn pull(&self, source: &str, opts: &PullOptions) -> Result<Image> {
+        let src = ImageSource::parse(source)?;
+        let p = opts.progress.as_ref();
+        match src {
+            ImageSource::Registry(r) => {
+                if let Some(img) = self.resolve_local_ref(&r)? {
+                    emit(
+                        p,
+                        Progress::Done {
+                            digest: img.record.digest.clone(),
+                            cached: true,
+                        },
+                    );
+                    return Ok(img);
+                }
+                let name = r.to_string();
+                if (opts.policy != PullPolicy::Always || r.is_pinned())
+                    && let Some(img) = self.cached(&name, r.digest())?
+                {
+                    emit(
+                        p,
+                        Progress::Done {
+                            digest: img.record.digest.clone(),
+                            cached: true,
+                        },
+                    );
+                    return Ok(img);
+                }
+                if opts.policy == PullPolicy::Never {
+                    return Err(Error::NotFound(
+                        name,
+                        " locally and the pull policy is never",
+                    ));
+                }
+                let resolved = self.resolve_registry(&r, opts).await?;
+                self.finish(resolved, opts).await
+            }
+            ImageSource::OciDir(dir, tag) => {
+                let name = format!(
+                    "oci:{}{}",
+                    abs(&dir)?.display(),
+                    tag.as_ref().map(|t| format!(":{t}")).unwrap_or_default()
+                );
+                let resolved = self.resolve_oci_dir(&dir, tag.as_deref(), &name, opts)?;
+                self.finish(resolved, opts).await
+            }
+            ImageSource::OciArchive(path, tag) => {
+                let name = format!(
+                    "oci-archive:{}{}",
+                    abs(&path)?.display(),
+                    tag.as_ref().map(|t| format!(":{t}")).unwrap_or_default()
+                );
+                let tmp = tempfile::Builder::new()
+                    .prefix("oci-archive-")
+                    .tempdir_in(self.tmp_dir())
+                    .ctx(|| "create temp dir".to_owned())?;
+                extract_archive(&path, tmp.path())?;
+                let resolved = self.resolve_oci_dir(tmp.path(), tag.as_deref(), &name, opts)?;
+                self.finish(resolved, opts).await
+            }
+            ImageSource::DockerArchive(path) => {
+                let name = format!("docker-archive:{}", abs(&path)?.display());
+                let tmp = tempfile::Builder::new()
+                    .prefix("docker-archive-")
+                    .tempdir_in(self.tmp_dir())
+                    .ctx(|| "create temp dir".to_owned())?;
+                let links = extract_archive(&path, tmp.path())?;
+                let resolved = self.resolve_docker_archive(tmp.path(), &links, &name)?;
+                self.finish(resolved, opts).await
+            }
+        }
+    }
+
+    /// Resolve a name to a built image without any network access.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], or a bad reference.
+    pub fn resolve(&self, name: &str) -> Result<Image> {
+        let r = Reference::parse(name)?;
+        if let Some(img) = self.resolve_local_ref(&r)? {
+            return Ok(img);
+        }
+        self.cached(&r.to_string(), r.digest())?
+            .ok_or_else(|| Error::NotFound(r.to_string(), " locally (pull it first)"))
+    }
+
+    fn resolve_local_ref(&self, r: &Reference) -> Result<Option<Image>> {
+        let local = if r.domain() == LOCAL_DOMAIN {
+            Some(r.clone())
+        } else {
+            r.as_local()
+        };
+        let Some(local) = local else { return Ok(None) };
+        let key = local.to_string();
+        match self.get_ref(&key)? {
+            Some(d) => self.load_built(&key, &d),
+            None => Ok(None),
+        }
+    }
+
+    fn cached(&self, name: &str, pinned: Option<&Digest>) -> Result<Option<Image>> {
+        if let Some(d) = pinned {
+            // A digest reference may name an index: the ref map knows what it resolved to.
+            if let Some(img) = self.load_built(name, d)? {
+                return Ok(Some(img));
+            }
+        }
+        match self.get_ref(name)? {
+            Some(d) => self.load_built(name, &d),
+            None => Ok(None),
+        }
+    }
+
+    async fn resolve_registry(&self, r: &Reference, opts: &PullOptions) -> Result<Resolved> {
+        let p = opts.progress.as_ref();
+        let name = r.to_string();
+        emit(
+            p,
+            Progress::Resolving {
+                reference: name.clone(),
+            },
+        );
+        let creds = opts.credentials.clone().or_else(|| {
+            opts.docker_config
+                .clone()
+                .or_else(default_docker_config)
+                .and_then(|c| docker_credentials(&c, r.domain()))
+        });
+        let client = RegistryClient::new(r, &opts.plain_http, creds)?;
+        let (bytes, ct, mut digest) = client.manifest(&r.reference_part(), &name).await?;
+        let mut doc = parse_manifest(&bytes, ct.as_deref(), &format!("manifest of {name}"))?;
+        let mut docs = vec![(digest.clone(), bytes)];
+        if let ManifestDoc::Index(idx) = &doc {
+            let want = opts.platform.clone().unwrap_or_else(Platform::host);
+            let d = select_platform(idx, &want, &name)?.digest.clone();
+            let (b2, ct2, d2) = client.manifest(&d.to_string(), &name).await?;
+            doc = parse_manifest(
+                &b2,
+                ct2.as_deref(),
+                &format!("manifest of {name} for {want}"),
+            )?;
+            if matches!(doc, ManifestDoc::Index(_)) {
+                return Err(Error::malformed(
+                    format!("manifest of {name}"),
+                    "an index entry points at another index",
+                ));
+            }
+            digest = d2;
+            docs.push((digest.clone(), b2));
+        }
+        let ManifestDoc::Manifest(manifest) = doc else {
+            return Err(Error::malformed(
+                format!("manifest of {name}"),
+                "not an image manifest",
+            ));
+        };
+        let total = manifest.layers.iter().map(|l| l.size).sum();
+        emit(
+            p,
+            Progress::Resolved {
+                digest: digest.clone(),
+                layers: manifest.layers.len(),
+                total_bytes: total,
+            },
+        );
+        // Already built under this digest (another tag, or `--pull always` on an unchanged tag).
+        if let Some(img) = self.load_built(&name, &digest)? {
+            let config = img.config.clone();
+            return Ok(Resolved {
+                name,
+                source: r.to_string(),
+                digest,
+                manifest,
+                config,
+            });
+        }
+        let cfg_bytes = client
+            .small_blob(
+                &manifest.config.digest,
+                manifest.config.size,
+                &format!("config of {name}"),
+            )
+            .await?;
+        let parsed = parse_config(&cfg_bytes)?;
+        let parallel = if opts.max_parallel == 0 {
+            4
+        } else {
+            opts.max_parallel
+        };
+        let mut results = futures_util::stream::iter(manifest.layers.iter())
+            .map(|l| client.blob_to_store(self, &l.digest, l.size, p, opts.retries))
+            .buffer_unordered(parallel);
+        while let Some(r) = results.next().await {
+            r?;
+        }
+        drop(results);
+        // Keep the manifest documents and the config in the content-addressed store.
+        for (d, b) in docs {
+            self.put_blob(&d, &b)?;
+        }
+        self.put_blob(&manifest.config.digest, &cfg_bytes)?;
+        Ok(Resolved {
+            name,
+            source: r.to_string(),
+            digest,
+            manifest,
+            config: parsed.config,
+        })
+    }
+
+    pub(crate) fn put_blob(&self, d: &Digest, bytes: &[u8]) -> Result<()> {
+        d.verify("blob", bytes)?;
+        let p = self.blob_path(d);
+        if p.is_file() {
+            return Ok(());
+        }
+        crate::store::write_atomic(&p, bytes)
+    }
+
+    /// Copy a file into the blob store, hashing it; returns its digest and size.
+    fn ingest_file(&self, path: &Path, expect: Option<&Digest>) -> Result<(Digest, u64)> {
+        let mut src = fs::File::open(path).ctx(|| format!("open {}", path.display()))?;
+        let tmp = tempfile::Builder::new()
+            .prefix("ingest-")
+            .tempfile_in(self.tmp_dir())
+            .ctx(|| "create temp file".to_owned())?;
+        let mut w = HashingWriter::new(std::io::BufWriter::new(tmp));
+        std::io::copy(&mut src, &mut w).ctx(|| format!("copy {}", path.display()))?;
+        let (bw, d, n) = w.finish();
+        let tmp = bw
+            .into_inner()
+            .map_err(|e| Error::io("flush temp file", e.into_error()))?;
+        if let Some(e) = expect
+            && e != &d
+        {
+            return Err(Error::DigestMismatch {
+                what: path.display().to_string(),
+                expected: e.to_string(),
+                actual: d.to_string(),
+            });
+        }
+        let dest = self.blob_path(&d);
+        if !dest.is_file() {
+            tmp.persist(&dest)
+                .map_err(|e| Error::io(format!("store blob {d}"), e.error))?;
+        }
+        Ok((d, n))
+    }
+
+    fn resolve_oci_dir(
+        &self,
+        dir: &Path,
+        tag: Option<&str>,
+        name: &str,
+        opts: &PullOptions,
+    ) -> Result<Resolved> {
+        let blob = |d: &Digest| dir.join("blobs").join("sha256").join(d.hex());
+        let read_doc = |d: &Digest, what: &str| -> Result<Vec<u8>> {
+            let b = fs::read(blob(d)).ctx(|| format!("read {what} {} in {}", d, dir.display()))?;
+            d.verify(what, &b)?;
+            Ok(b)
+        };
+        let index_path = dir.join("index.json");
+        let ib = fs::read(&index_path)
+            .ctx(|| format!("read {} (is this an OCI layout?)", index_path.display()))?;
+        let ManifestDoc::Index(index) =
+            parse_manifest(&ib, Some(crate::manifest::MT_OCI_INDEX), "index.json")?
+        else {
+            return Err(Error::malformed("index.json", "not an index"));
+        };
+        let candidates: Vec<&Descriptor> = match tag {
+            Some(t) => index
+                .manifests
+                .iter()
+                .filter(|m| {
+                    m.annotations
+                        .get("org.opencontainers.image.ref.name")
+                        .map(String::as_str)
+                        == Some(t)
+                })
+                .collect(),
+            None => index.manifests.iter().collect(),
+        };
+        let desc = match candidates.as_slice() {
+            [one] => (*one).clone(),
+            [] => return Err(Error::NotFound(name.to_owned(), " in the OCI layout")),
+            _ => {
+                return Err(Error::malformed(
+                    "index.json",
+                    "several images: name one with oci:DIR:TAG",
+                ));
+            }
+        };
+        let mut bytes = read_doc(&desc.digest, "manifest")?;
+        let mut digest = desc.digest.clone();
+        let mut doc = parse_manifest(
+            &bytes,
+            Some(desc.media_type.as_str()).filter(|m| !m.is_empty()),
+            "manifest",
+        )?;
+        if let ManifestDoc::Index(idx) = &doc {
+            let want = opts.platform.clone().unwrap_or_else(Platform::host);
+            digest = select_platform(idx, &want, name)?.digest.clone();
+            bytes = read_doc(&digest, "manifest")?;
+            doc = parse_manifest(&bytes, None, "manifest")?;
+        }
+        let ManifestDoc::Manifest(manifest) = doc else {
+            return Err(Error::malformed("manifest", "nested index"));
+        };
+        let cfg = read_doc(&manifest.config.digest, "config")?;
+        let parsed = parse_config(&cfg)?;
+        for l in &manifest.layers {
+            let (_, n) = self.ingest_file(&blob(&l.digest), Some(&l.digest))?;
+            if n != l.size {
+                return Err(Error::SizeMismatch {
+                    what: format!("layer {}", l.digest),
+                    expected: l.size,
+                    actual: n,
+                });
+            }
+        }
+        self.put_blob(&digest, &bytes)?;
+        self.put_blob(&manifest.config.digest, &cfg)?;
+        Ok(Resolved {
+            name: name.to_owned(),
+            source: name.to_owned(),
+            digest,
+            manifest,
+            config: parsed.config,
+        })
+    }
+
+    fn resolve_docker_archive(
+        &self,
+        dir: &Path,
+        links: &std::collections::HashMap<PathBuf, PathBuf>,
+        name: &str,
+    ) -> Result<Resolved> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Entry {
+            config: String,
+            layers: Vec<String>,
+        }
+        let mp = dir.join("manifest.json");
+        let b = fs::read(&mp)
+            .ctx(|| format!("read manifest.json of {name} (is this a `docker save` archive?)"))?;
+        let entries: Vec<Entry> = serde_json::from_slice(&b)
+            .map_err(|e| Error::malformed("docker-archive manifest.json", e.to_string()))?;
+        let [entry] = entries.as_slice() else {
+            return Err(Error::malformed(
+                "docker-archive manifest.json",
+                "expected exactly one image",
+            ));
+        };
+        let inside = |rel: &str| -> Result<PathBuf> {
+            let escape = || {
+                Error::malformed(
+                    "docker-archive manifest.json",
+                    format!("path {rel:?} escapes the archive"),
+                )
+            };
+            let normal = |p: &Path| -> Result<PathBuf> {
+                let mut out = PathBuf::new();
+                for c in p.components() {
+                    match c {
+                        std::path::Component::Normal(n) => out.push(n),
+                        std::path::Component::CurDir => {}
+                        std::path::Component::ParentDir => {
+                            if !out.pop() {
+                                return Err(escape());
+                            }
+                        }
+                        _ => return Err(escape()),
+                    }
+                }
+                Ok(out)
+            };
+            let mut p = normal(Path::new(rel))?;
+            // Follow at most a few archive symlinks, inside the archive only.
+            for _ in 0..4 {
+                match links.get(&p) {
+                    Some(t) => p = normal(&p.parent().unwrap_or(Path::new("")).join(t))?,
+                    None => break,
+                }
+            }
+            Ok(dir.join(p))
+        };
+        let cfg = fs::read(inside(&entry.config)?).ctx(|| format!("read {}", entry.config))?;
+        let parsed = parse_config(&cfg)?;
+        let cfg_d = Digest::of(&cfg);
+        self.put_blob(&cfg_d, &cfg)?;
+        let mut layers = Vec::new();
+        for l in &entry.layers {
+            let path = inside(l)?;
+            let mut head = [0u8; 4];
+            let n = fs::File::open(&path)
+                .and_then(|mut f| f.read(&mut head))
+                .ctx(|| format!("read {l}"))?;
+            let media_type = match LayerCompression::sniff(&head[..n]) {
+                LayerCompression::None => MT_OCI_LAYER_TAR,
+                LayerCompression::Gzip => crate::manifest::MT_OCI_LAYER_GZIP,
+                LayerCompression::Zstd => crate::manifest::MT_OCI_LAYER_ZSTD,
+            };
+            let (d, size) = self.ingest_file(&path, None)?;
+            layers.push(Descriptor {
+                media_type: media_type.to_owned(),
+                digest: d,
+                size,
+                platform: None,
+                annotations: Default::default(),
+            });
+        }
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: Some(MT_OCI_MANIFEST.to_owned()),
+            config: Descriptor {
+                media_type: MT_OCI_CONFIG.to_owned(),
+                digest: cfg_d,
+                size: cfg.len() as u64,
+                platform: None,
+                annotations: Default::default(),
+            },
+            layers,
+        };
+        let mb = serde_json::to_vec(&manifest)
+            .map_err(|e| Error::malformed("manifest", e.to_string()))?;
+        let digest = Digest::of(&mb);
+        self.put_blob(&digest, &mb)?;
+        Ok(Resolved {
+            name: name.to_owned(),
+            source: name.to_owned(),
+            digest,
+            manifest,
+            config: parsed.config,
+        })
+    }
+
+    /// Merge, build, record, name.
+    async fn finish(&self, r: Resolved, opts: &PullOptions) -> Result<Image> {
+        let p = opts.progress.clone();
+        if let Some(img) = self.load_built(&r.name, &r.digest)? {
+            self.set_ref(&r.name, &r.digest)?;
+            emit(
+                p.as_ref(),
+                Progress::Done {
+                    digest: r.digest.clone(),
+                    cached: true,
+                },
+            );
+            return Ok(img);
+        }
+        let store = self.clone();
+        let build = opts.build;
+        let limits = opts.limits;
+        let name = r.name.clone();
+        let digest = r.digest.clone();
+        tokio::task::spawn_blocking(move || store.build_blocking(&r, build, limits, p.as_ref()))
+            .await
+            .map_err(|e| Error::io("build task", std::io::Error::other(e.to_string())))??;
+        self.set_ref(&name, &digest)?;
+        emit(
+            opts.progress.as_ref(),
+            Progress::Done {
+                digest: digest.clone(),
+                cached: false,
+            },
+        );
+        self.load_built(&name, &digest)?
+            .ok_or_else(|| Error::NotFound(name, " after building it"))
+    }
+
+    fn build_blocking(
+        &self,
+        r: &Resolved,
+        build: BuildOptions,
+        limits: Limits,
+        p: Option<&ProgressFn>,
+    ) -> Result<()> {
+        let stage = tempfile::Builder::new()
+            .prefix("stage-")
+            .tempdir_in(self.tmp_dir())
+            .ctx(|| "create staging directory".to_owned())?;
+        let out = tempfile::Builder::new()
+            .prefix("build-")
+            .tempdir_in(self.tmp_dir())
+            .ctx(|| "create build directory".to_owned())?;
+        let root = stage.path().join("rootfs");
+        fs::create_dir(&root).ctx(|| format!("create {}", root.display()))?;
+        let mut staging = Staging::new(&root, limits)?;
+        let count = r.manifest.layers.len();
+        for (i, l) in r.manifest.layers.iter().enumerate() {
+            emit(p, Progress::Unpacking { index: i, count });
+            let compression = LayerCompression::from_media_type(&l.media_type)?;
+            let path = self.blob_path(&l.digest);
+            let f = fs::File::open(&path).ctx(|| format!("open layer {}", l.digest))?;
+            staging.apply_layer(
+                std::io::BufReader::with_capacity(1 << 20, f),
+                compression,
+                &l.digest.to_string(),
+            )?;
+        }
+        let stats = staging.finish()?;
+        emit(
+            p,
+            Progress::Building {
+                fs_type: build.fs_type,
+            },
+        );
+        let fs_path = out.path().join(build.fs_type.file_name());
+        build_filesystem(&root, &fs_path, build, stats.entries, stats.bytes)?;
+        drop(stage);
+        self.write_record(out.path(), r, build, stats.entries)?;
+        let out = out.keep();
+        self.commit_built(&out, &r.digest)
+    }
+
+    fn write_record(
+        &self,
+        dir: &Path,
+        r: &Resolved,
+        build: BuildOptions,
+        entries: u64,
+    ) -> Result<()> {
+        let fs_path = dir.join(build.fs_type.file_name());
+        let size = fs::metadata(&fs_path)
+            .ctx(|| format!("stat {}", fs_path.display()))?
+            .len();
+        let record = ImageRecord {
+            digest: r.digest.clone(),
+            source: r.source.clone(),
+            fs_type: build.fs_type,
+            layers: r.manifest.layers.iter().map(|l| l.digest.clone()).collect(),
+            config_digest: Some(r.manifest.config.digest.clone())
+                .filter(|_| !r.manifest.layers.is_empty() || r.manifest.config.size > 0),
+            size,
+            entries,
+            built_at: now_secs(),
+        };
+        let cfg = serde_json::to_vec_pretty(&r.config)
+            .map_err(|e| Error::malformed("config", e.to_string()))?;
+        let rec = serde_json::to_vec_pretty(&record)
+            .map_err(|e| Error::malformed("record", e.to_string()))?;
+        fs::write(dir.join("config.json"), cfg).ctx(|| "write config.json".to_owned())?;
+        fs::write(dir.join("image.json"), rec).ctx(|| "write image.json".to_owned())?;
+        fs::File::open(dir).and_then(|d| d.sync_all()).ok();
+        Ok(())
+    }
+
+    /// Turn a root filesystem directory, or a tarball of one (plain, gzip or zstd), into an
+    /// image named `name` (stored as `localhost/NAME[:TAG]`). `config` gives its defaults.
+    ///
+    /// # Errors
+    /// Invalid name or path, unsafe tar entries, build failures.
+    pub async fn import(
+        &self,
+        path: &Path,
+        name: &str,
+        config: ImageConfig,
+        opts: &PullOptions,
+    ) -> Result<Image> {
+        let r = Reference::parse(name)?;
+        let local = if r.domain() == LOCAL_DOMAIN {
+            r
+        } else {
+            r.as_local().ok_or_else(|| Error::InvalidReference {
+                input: name.to_owned(),
+                reason: "an imported image's name cannot name a registry".into(),
+            })?
+        };
+        if local.is_pinned() {
+            return Err(Error::InvalidReference {
+                input: name.to_owned(),
+                reason: "an imported image's name cannot carry a digest".into(),
+            });
+        }
+        let key = local.to_string();
+        let meta = fs::metadata(path).ctx(|| format!("stat {}", path.display()))?;
+        let source = format!("import:{}", abs(path)?.display());
+        if meta.is_file() {
+            let (d, size) = self.ingest_file(path, None)?;
+            let mut head = [0u8; 4];
+            let n = fs::File::open(path)
+                .and_then(|mut f| f.read(&mut head))
+                .ctx(|| format!("read {}", path.display()))?;
+            let media_type = match LayerCompression::sniff(&head[..n]) {
+                LayerCompression::None => MT_OCI_LAYER_TAR,
+                LayerCompression::Gzip => crate::manifest::MT_OCI_LAYER_GZIP,
+                LayerCompression::Zstd => crate::manifest::MT_OCI_LAYER_ZSTD,
+            };
+            let cfg = serde_json::to_vec(&serde_json::json!({"architecture": Platform::host().architecture, "os": "linux", "config": {
+                "Env": config.env, "WorkingDir": config.working_dir, "User": config.user, "Entrypoint": config.entrypoint, "Cmd": config.cmd }}))
+                .map_err(|e| Error::malformed("config", e.to_string()))?;
+            let cfg_d = Digest::of(&cfg);
+            self.put_blob(&cfg_d, &cfg)?;
+            let manifest = Manifest {
+                schema_version: 2,
+                media_type: Some(MT_OCI_MANIFEST.to_owned()),
+                config: Descriptor {
+                    media_type: MT_OCI_CONFIG.to_owned(),
+                    digest: cfg_d,
+                    size: cfg.len() as u64,
+                    platform: None,
+                    annotations: Default::default(),
+                },
+                layers: vec![Descriptor {
+                    media_type: media_type.to_owned(),
+                    digest: d,
+                    size,
+                    platform: None,
+                    annotations: Default::default(),
+                }],
+            };
+            let mb = serde_json::to_vec(&manifest)
+                .map_err(|e| Error::malformed("manifest", e.to_string()))?;
+            let digest = Digest::of(&mb);
+            self.put_blob(&digest, &mb)?;
+            return self
+                .finish(
+                    Resolved {
+                        name: key,
+                        source,
+                        digest,
+                        manifest,
+                        config,
+                    },
+                    opts,
+                )
+                .await;
+        }
+        if !meta.is_dir() {
+            return Err(Error::InvalidPath(
+                path.to_owned(),
+                "not a directory or a tarball".into(),
+            ));
+        }
+        // A directory: build straight from it (ownership and modes as on disk).
+        let store = self.clone();
+        let build = opts.build;
+        let dir = path.to_owned();
+        let p = opts.progress.clone();
+        let (digest, out) = tokio::task::spawn_blocking(move || -> Result<(Digest, PathBuf)> {
+            let out = tempfile::Builder::new()
+                .prefix("build-")
+                .tempdir_in(store.tmp_dir())
+                .ctx(|| "create build directory".to_owned())?;
+            emit(
+                p.as_ref(),
+                Progress::Building {
+                    fs_type: build.fs_type,
+                },
+            );
+            let fs_path = out.path().join(build.fs_type.file_name());
+            let bytes = dir_size(&dir);
+            build_filesystem(&dir, &fs_path, build, count_entries(&dir), bytes)?;
+            let (d, _) = crate::digest::digest_file(&fs_path)?;
+            Ok((d, out.keep()))
+        })
+        .await
+        .map_err(|e| Error::io("build task", std::io::Error::other(e.to_string())))??;
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: None,
+            config: Descriptor {
+                media_type: String::new(),
+                digest: digest.clone(),
+                size: 0,
+                platform: None,
+                annotations: Default::default(),
+            },
+            layers: Vec::new(),
+        };
+        let r = Resolved {
+            name: key.clone(),
+            source,
+            digest: digest.clone(),
+            manifest,
+            config,
+        };
+        self.write_record(&out, &r, opts.build, count_entries(path))?;
+        self.commit_built(&out, &digest)?;
+        self.set_ref(&key, &digest)?;
+        emit(
+            opts.progress.as_ref(),
+            Progress::Done {
+                digest: digest.clone(),
+                cached: false,
+            },
+        );
+        self.load_built(&key, &digest)?
+            .ok_or_else(|| Error::NotFound(key, " after importing it"))
+    }
+}
+
+fn count_entries(p: &Path) -> u64 {
+    fs::read_dir(p).map_or(0, |rd| {
+        rd.flatten()
+            .map(|e| {
+                1 + if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    count_entries(&e.path())
+                } else {
+                    0
+                }
+            })
+            .sum()
+    })
+}
+
+fn abs(p: &Path) -> Result<PathBuf> {
+    std::path::absolute(p).ctx(|| format!("resolve {}", p.display()))
+}
+
+/// Unpack a (trusted-format, untrusted-content) archive of an image layout into `dest`.
+/// Only regular files and directories are extracted; `..` and absolute paths are rejected.
+fn extract_archive(
+    path: &Path,
+    dest: &Path,
+) -> Result<std::collections::HashMap<PathBuf, PathBuf>> {
+    let mut links = std::collections::HashMap::new();
+    let f = fs::File::open(path).ctx(|| format!("open {}", path.display()))?;
+    let mut a = tar::Archive::new(std::io::BufReader::new(f));
+    for e in a
+        .entries()
+        .map_err(|e| Error::malformed(path.display().to_string(), e.to_string()))?
+    {
+        let mut e = e.map_err(|e| Error::malformed(path.display().to_string(), e.to_string()))?;
+        let rel = e
+            .path()
+            .map_err(|e| Error::malformed(path.display().to_string(), e.to_string()))?
+            .into_owned();
+        let mut out = dest.to_path_buf();
+        for c in rel.components() {
+            match c {
+                std::path::Component::Normal(n) => out.push(n),
+                std::path::Component::CurDir => {}
+                _ => {
+                    return Err(Error::UnsafeEntry {
+                        layer: path.display().to_string(),
+                        path: rel.display().to_string(),
+                        reason: "absolute or `..` path".into(),
+                    });
+                }
+            }
+        }
+        match e.header().entry_type() {
+            tar::EntryType::Directory => {
+                fs::create_dir_all(&out).ctx(|| format!("create {}", out.display()))?
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                if let Some(parent) = out.parent() {
+                    fs::create_dir_all(parent).ctx(|| format!("create {}", parent.display()))?;
+                }
+                let mut w = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&out)
+                    .ctx(|| format!("create {}", out.display()))?;
+                std::io::copy(&mut e, &mut w).ctx(|| format!("extract {}", out.display()))?;
+                w.flush().ctx(|| format!("write {}", out.display()))?;
+            }
+            // Older `docker save` archives link duplicate layers with symlinks: never created
+            // on disk (nothing may be written through them), only remembered.
+            tar::EntryType::Symlink => {
+                if let Some(t) = e.link_name().ok().flatten() {
+                    links.insert(
+                        out.strip_prefix(dest)
+                            .map(Path::to_path_buf)
+                            .unwrap_or_default(),
+                        t.into_owned(),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(links)
+}

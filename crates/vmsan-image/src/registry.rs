@@ -1,0 +1,638 @@
+//! A client of the OCI distribution (registry v2) protocol: anonymous access, the bearer-token
+//! flow, basic auth with credentials from the Docker config file, manifest and blob fetches.
+//! Blobs are verified (size and sha256) while they stream to disk, and interrupted downloads
+//! resume with a `Range` request.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine as _;
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RANGE, WWW_AUTHENTICATE};
+use reqwest::{Method, StatusCode};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Mutex;
+
+use crate::digest::{Digest, Hasher};
+use crate::error::{Error, IoContext, Result};
+use crate::manifest::{
+    MAX_DOCUMENT_BYTES, MT_DOCKER_LIST, MT_DOCKER_MANIFEST, MT_OCI_INDEX, MT_OCI_MANIFEST,
+};
+use crate::progress::{Progress, ProgressFn, emit};
+use crate::reference::{DOCKER_HUB, Reference};
+use crate::store::ImageStore;
+
+const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// Credentials for one registry.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// User name.
+    pub username: String,
+    /// Password or token.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The Docker config file: `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`.
+pub fn default_docker_config() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("DOCKER_CONFIG").filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(d).join("config.json"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker").join("config.json"))
+}
+
+/// Look up credentials for `registry` in a Docker config file (`auths` entries with `auth`
+/// or `username`/`password`). Credential helpers are not consulted.
+pub fn docker_credentials(config: &Path, registry: &str) -> Option<Credentials> {
+    let bytes = std::fs::read(config).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let auths = v.get("auths")?.as_object()?;
+    let mut keys = vec![
+        registry.to_owned(),
+        format!("https://{registry}"),
+        format!("http://{registry}"),
+    ];
+    if registry == DOCKER_HUB {
+        keys.extend(
+            [
+                "https://index.docker.io/v1/",
+                "index.docker.io",
+                "registry-1.docker.io",
+            ]
+            .map(str::to_owned),
+        );
+    }
+    let entry = keys
+        .iter()
+        .find_map(|k| auths.get(k).or_else(|| auths.get(&format!("{k}/"))))?;
+    if let Some(a) = entry
+        .get("auth")
+        .and_then(|a| a.as_str())
+        .filter(|a| !a.is_empty())
+    {
+        let dec = base64::engine::general_purpose::STANDARD.decode(a).ok()?;
+        let s = String::from_utf8(dec).ok()?;
+        let (u, p) = s.split_once(':')?;
+        return Some(Credentials {
+            username: u.to_owned(),
+            password: p.to_owned(),
+        });
+    }
+    let u = entry.get("username")?.as_str()?;
+    let p = entry.get("password")?.as_str()?;
+    Some(Credentials {
+        username: u.to_owned(),
+        password: p.to_owned(),
+    })
+}
+
+fn is_loopback_host(domain: &str) -> bool {
+    let host = if let Some(rest) = domain.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        domain.rsplit_once(':').map_or(domain, |(h, _)| h)
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A connection to one repository of one registry.
+#[derive(Debug)]
+pub(crate) struct RegistryClient {
+    http: reqwest::Client,
+    base: String,
+    registry: String,
+    repo: String,
+    creds: Option<Credentials>,
+    auth: Mutex<Option<HeaderValue>>,
+}
+
+fn http_err(url: &str, e: reqwest::Error) -> Error {
+    Error::Http {
+        url: url.to_owned(),
+        source: e,
+    }
+}
+
+impl RegistryClient {
+    pub(crate) fn new(
+        r: &Reference,
+        plain_http: &[String],
+        creds: Option<Credentials>,
+    ) -> Result<Self> {
+        let domain = r.domain();
+        let host = if domain == DOCKER_HUB {
+            "registry-1.docker.io"
+        } else {
+            domain
+        };
+        let scheme = if is_loopback_host(domain) || plain_http.iter().any(|h| h == domain) {
+            "http"
+        } else {
+            "https"
+        };
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(15))
+            .read_timeout(Duration::from_secs(60))
+            .user_agent(concat!("vmsan/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| http_err(host, e))?;
+        Ok(Self {
+            http,
+            base: format!("{scheme}://{host}"),
+            registry: domain.to_owned(),
+            repo: r.path().to_owned(),
+            creds,
+            auth: Mutex::new(None),
+        })
+    }
+
+    fn basic(&self) -> Option<HeaderValue> {
+        self.creds.as_ref().and_then(|c| {
+            let enc = base64::engine::general_purpose::STANDARD
+                .encode(format!("{}:{}", c.username, c.password));
+            HeaderValue::from_str(&format!("Basic {enc}")).ok()
+        })
+    }
+
+    /// Send a request, answering one authentication challenge if there is one.
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        extra: &[(reqwest::header::HeaderName, String)],
+    ) -> Result<reqwest::Response> {
+        for attempt in 0..2 {
+            let mut req = self.http.request(method.clone(), url);
+            for (k, v) in extra {
+                req = req.header(k, v);
+            }
+            if let Some(a) = self.auth.lock().await.clone() {
+                req = req.header(AUTHORIZATION, a);
+            }
+            let resp = req.send().await.map_err(|e| http_err(url, e))?;
+            if resp.status() != StatusCode::UNAUTHORIZED || attempt == 1 {
+                if resp.status() == StatusCode::UNAUTHORIZED {
+                    return Err(Error::Auth {
+                        registry: self.registry.clone(),
+                        reason: if self.creds.is_some() {
+                            "credentials were refused".into()
+                        } else {
+                            "the registry requires credentials".into()
+                        },
+                    });
+                }
+                return Ok(resp);
+            }
+            let challenge = resp
+                .headers()
+                .get(WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+                .unwrap_or_default();
+            let header = self.answer_challenge(&challenge).await?;
+            *self.auth.lock().await = Some(header);
+        }
+        Err(Error::Auth {
+            registry: self.registry.clone(),
+            reason: "authentication loop".into(),
+        })
+    }
+
+    async fn answer_challenge(&self, challenge: &str) -> Result<HeaderValue> {
+        let (scheme, params) = challenge.split_once(' ').unwrap_or((challenge, ""));
+        if scheme.eq_ignore_ascii_case("basic") {
+            return self.basic().ok_or_else(|| Error::Auth {
+                registry: self.registry.clone(),
+                reason: "the registry requires credentials (basic auth)".into(),
+            });
+        }
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(Error::Auth {
+                registry: self.registry.clone(),
+                reason: format!("unsupported challenge {challenge:?}"),
+            });
+        }
+        let params = parse_challenge_params(params);
+        let get = |k: &str| {
+            params
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(k))
+                .map(|(_, v)| v.clone())
+        };
+        let realm = get("realm").ok_or_else(|| Error::Auth {
+            registry: self.registry.clone(),
+            reason: "bearer challenge without realm".into(),
+        })?;
+        let mut url = reqwest::Url::parse(&realm).map_err(|e| Error::Auth {
+            registry: self.registry.clone(),
+            reason: format!("bad token realm {realm:?}: {e}"),
+        })?;
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(s) = get("service") {
+                q.append_pair("service", &s);
+            }
+            q.append_pair(
+                "scope",
+                &get("scope").unwrap_or_else(|| format!("repository:{}:pull", self.repo)),
+            );
+        }
+        let mut req = self.http.get(url.clone());
+        if let Some(b) = self.basic() {
+            req = req.header(AUTHORIZATION, b);
+        }
+        let resp = req.send().await.map_err(|e| http_err(url.as_str(), e))?;
+        if !resp.status().is_success() {
+            return Err(Error::Auth {
+                registry: self.registry.clone(),
+                reason: format!("token endpoint {} answered {}", url.as_str(), resp.status()),
+            });
+        }
+        let body = resp.bytes().await.map_err(|e| http_err(url.as_str(), e))?;
+        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| Error::Auth {
+            registry: self.registry.clone(),
+            reason: format!("token response is not JSON: {e}"),
+        })?;
+        let token = v
+            .get("token")
+            .or_else(|| v.get("access_token"))
+            .and_then(|t| t.as_str())
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| Error::Auth {
+                registry: self.registry.clone(),
+                reason: "token response without a token".into(),
+            })?;
+        HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| Error::Auth {
+            registry: self.registry.clone(),
+            reason: "token has invalid characters".into(),
+        })
+    }
+
+    async fn status_error(url: &str, resp: reqwest::Response) -> Error {
+        let status = resp.status().as_u16();
+        let body = resp.text().await.unwrap_or_default();
+        let body: String = body.chars().take(300).collect();
+        Error::Status {
+            url: url.to_owned(),
+            status,
+            body,
+        }
+    }
+
+    /// GET a manifest by tag or digest; returns its bytes, content type and digest (verified
+    /// when `reference` is a digest).
+    pub(crate) async fn manifest(
+        &self,
+        reference: &str,
+        display: &str,
+    ) -> Result<(Vec<u8>, Option<String>, Digest)> {
+        let url = format!("{}/v2/{}/manifests/{}", self.base, self.repo, reference);
+        let resp = self
+            .send(Method::GET, &url, &[(ACCEPT, MANIFEST_ACCEPT.to_owned())])
+            .await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Err(Error::NotFound(display.to_owned(), " in the registry"));
+        }
+        if !resp.status().is_success() {
+            return Err(Self::status_error(&url, resp).await);
+        }
+        let ct = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.split(';').next().unwrap_or(s).trim().to_owned());
+        let bytes = read_limited(resp, MAX_DOCUMENT_BYTES, &url).await?;
+        let actual = Digest::of(&bytes);
+        if reference.starts_with("sha256:") {
+            let want = Digest::parse(reference)?;
+            if want != actual {
+                return Err(Error::DigestMismatch {
+                    what: format!("manifest of {display}"),
+                    expected: want.to_string(),
+                    actual: actual.to_string(),
+                });
+            }
+        }
+        if let Some(ct) = &ct
+            && ![
+                MT_OCI_MANIFEST,
+                MT_OCI_INDEX,
+                MT_DOCKER_MANIFEST,
+                MT_DOCKER_LIST,
+                "application/json",
+            ]
+            .contains(&ct.as_str())
+        {
+            return Err(Error::malformed(
+                format!("manifest of {display}"),
+                format!("unsupported media type {ct:?}"),
+            ));
+        }
+        Ok((bytes, ct, actual))
+    }
+
+    /// Fetch a small blob (config) into memory, verified.
+    pub(crate) async fn small_blob(&self, d: &Digest, size: u64, what: &str) -> Result<Vec<u8>> {
+        if size > MAX_DOCUMENT_BYTES as u64 {
+            return Err(Error::LimitExceeded {
+                what: what.to_owned(),
+                reason: "larger than 4 MiB".into(),
+            });
+        }
+        let url = format!("{}/v2/{}/blobs/{}", self.base, self.repo, d);
+        let resp = self.send(Method::GET, &url, &[]).await?;
+        if !resp.status().is_success() {
+            return Err(Self::status_error(&url, resp).await);
+        }
+        let bytes = read_limited(resp, MAX_DOCUMENT_BYTES, &url).await?;
+        if bytes.len() as u64 != size {
+            return Err(Error::SizeMismatch {
+                what: what.to_owned(),
+                expected: size,
+                actual: bytes.len() as u64,
+            });
+        }
+        d.verify(what, &bytes)?;
+        Ok(bytes)
+    }
+
+    /// Download a blob into the store (resuming a partial download), verified.
+    /// Returns whether it was already cached.
+    pub(crate) async fn blob_to_store(
+        &self,
+        store: &ImageStore,
+        d: &Digest,
+        size: u64,
+        progress: Option<&ProgressFn>,
+        retries: u32,
+    ) -> Result<bool> {
+        let dest = store.blob_path(d);
+        if dest.is_file() {
+            emit(
+                progress,
+                Progress::LayerDone {
+                    digest: d.clone(),
+                    cached: true,
+                },
+            );
+            return Ok(true);
+        }
+        let partial = store.partial_path(d);
+        let mut attempt = 0;
+        loop {
+            match self.try_blob(&partial, d, size, progress).await {
+                Ok(()) => break,
+                Err(e @ (Error::Http { .. } | Error::SizeMismatch { .. })) if attempt < retries => {
+                    tracing::warn!(error = %e, digest = %d, "blob download interrupted; resuming");
+                    attempt += 1;
+                }
+                Err(e) => {
+                    // Nothing half-written stays behind after a definitive failure.
+                    let _ = std::fs::remove_file(&partial);
+                    return Err(e);
+                }
+            }
+        }
+        std::fs::rename(&partial, &dest)
+            .ctx(|| format!("rename {} into the blob store", partial.display()))?;
+        emit(
+            progress,
+            Progress::LayerDone {
+                digest: d.clone(),
+                cached: false,
+            },
+        );
+        Ok(false)
+    }
+
+    async fn try_blob(
+        &self,
+        partial: &Path,
+        d: &Digest,
+        size: u64,
+        progress: Option<&ProgressFn>,
+    ) -> Result<()> {
+        let what = format!("blob {d}");
+        // Re-hash what an earlier attempt left.
+        let (mut hasher, mut offset) = match std::fs::File::open(partial) {
+            Ok(mut f) => {
+                let mut h = Hasher::default();
+                let mut buf = vec![0u8; 1 << 20];
+                let mut n_total = 0u64;
+                loop {
+                    let n = std::io::Read::read(&mut f, &mut buf)
+                        .ctx(|| format!("read {}", partial.display()))?;
+                    if n == 0 {
+                        break;
+                    }
+                    h.update(&buf[..n]);
+                    n_total += n as u64;
+                }
+                (h, n_total)
+            }
+            Err(_) => (Hasher::default(), 0),
+        };
+        if offset > size {
+            let _ = std::fs::remove_file(partial);
+            hasher = Hasher::default();
+            offset = 0;
+        }
+        let url = format!("{}/v2/{}/blobs/{}", self.base, self.repo, d);
+        let mut extra = Vec::new();
+        if offset > 0 && offset < size {
+            extra.push((RANGE, format!("bytes={offset}-")));
+        }
+        let mut resp = if offset == size && size > 0 {
+            None
+        } else {
+            let resp = self.send(Method::GET, &url, &extra).await?;
+            if resp.status() == StatusCode::NOT_FOUND {
+                return Err(Error::NotFound(what, " in the registry"));
+            }
+            if !resp.status().is_success() {
+                return Err(Self::status_error(&url, resp).await);
+            }
+            Some(resp)
+        };
+        let mut file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(partial)
+            .await
+            .ctx(|| format!("open {}", partial.display()))?;
+        if let Some(r) = &resp
+            && r.status() != StatusCode::PARTIAL_CONTENT
+            && offset > 0
+        {
+            // The server ignored the range: start over.
+            file.set_len(0)
+                .await
+                .ctx(|| format!("truncate {}", partial.display()))?;
+            hasher = Hasher::default();
+            offset = 0;
+        }
+        emit(
+            progress,
+            Progress::LayerStart {
+                digest: d.clone(),
+                size,
+                offset,
+            },
+        );
+        let mut done = offset;
+        let mut last_report = done;
+        if let Some(r) = resp.as_mut() {
+            while let Some(chunk) = r.chunk().await.map_err(|e| http_err(&url, e))? {
+                done += chunk.len() as u64;
+                if done > size {
+                    return Err(Error::SizeMismatch {
+                        what,
+                        expected: size,
+                        actual: done,
+                    });
+                }
+                hasher.update(&chunk);
+                file.write_all(&chunk)
+                    .await
+                    .ctx(|| format!("write {}", partial.display()))?;
+                if done - last_report >= (1 << 20) || done == size {
+                    last_report = done;
+                    emit(
+                        progress,
+                        Progress::LayerProgress {
+                            digest: d.clone(),
+                            done,
+                            size,
+                        },
+                    );
+                }
+            }
+        }
+        file.flush()
+            .await
+            .ctx(|| format!("write {}", partial.display()))?;
+        file.sync_all()
+            .await
+            .ctx(|| format!("fsync {}", partial.display()))?;
+        if done != size {
+            return Err(Error::SizeMismatch {
+                what,
+                expected: size,
+                actual: done,
+            });
+        }
+        let actual = hasher.finish();
+        if &actual != d {
+            return Err(Error::DigestMismatch {
+                what,
+                expected: d.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+async fn read_limited(mut resp: reqwest::Response, max: usize, url: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Some(c) = resp.chunk().await.map_err(|e| http_err(url, e))? {
+        if out.len() + c.len() > max {
+            return Err(Error::LimitExceeded {
+                what: url.to_owned(),
+                reason: format!("document larger than {max} bytes"),
+            });
+        }
+        out.extend_from_slice(&c);
+    }
+    Ok(out)
+}
+
+/// Parse `k="v",k2=v2` challenge parameters.
+fn parse_challenge_params(s: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = s.trim();
+    while !rest.is_empty() {
+        let Some((k, after)) = rest.split_once('=') else {
+            break;
+        };
+        let k = k.trim().trim_start_matches(',').trim().to_owned();
+        let after = after.trim_start();
+        let (v, next) = if let Some(q) = after.strip_prefix('"') {
+            let mut val = String::new();
+            let mut chars = q.char_indices();
+            let mut end = q.len();
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some((_, n)) = chars.next() {
+                            val.push(n);
+                        }
+                    }
+                    '"' => {
+                        end = i + 1;
+                        break;
+                    }
+                    c => val.push(c),
+                }
+            }
+            (val, &q[end.min(q.len())..])
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (after[..end].trim().to_owned(), &after[end..])
+        };
+        out.push((k, v));
+        rest = next.trim_start().trim_start_matches(',').trim_start();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenge_params() {
+        let p = parse_challenge_params(
+            r#"realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull""#,
+        );
+        assert_eq!(
+            p[0],
+            ("realm".into(), "https://auth.docker.io/token".into())
+        );
+        assert_eq!(p[1], ("service".into(), "registry.docker.io".into()));
+        assert_eq!(
+            p[2],
+            ("scope".into(), "repository:library/alpine:pull".into())
+        );
+    }
+
+    #[test]
+    fn docker_config_lookup() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("config.json");
+        let auth = base64::engine::general_purpose::STANDARD.encode("u:p:w");
+        std::fs::write(&p, format!(r#"{{"auths":{{"https://index.docker.io/v1/":{{"auth":"{auth}"}},"127.0.0.1:5000":{{"username":"a","password":"b"}}}}}}"#)).unwrap();
+        let c = docker_credentials(&p, "docker.io").unwrap();
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("u", "p:w"));
+        let c = docker_credentials(&p, "127.0.0.1:5000").unwrap();
+        assert_eq!(c.username, "a");
+        assert!(docker_credentials(&p, "ghcr.io").is_none());
+        assert!(
+            is_loopback_host("127.0.0.1:5000")
+                && is_loopback_host("localhost")
+                && is_loopback_host("[::1]:5000")
+        );
+        assert!(!is_loopback_host("ghcr.io"));
+    }
+}

@@ -1,0 +1,603 @@
+//! The image store under the vmsan home.
+//!
+//! ```text
+//! <home>/images/
+//!   blobs/sha256/<hex>                 content-addressed blobs (manifests, configs, layers)
+//!   tmp/                               partial downloads (<hex>.partial), staging trees
+//!   built/<manifest hex>/rootfs.sqfs   the read-only filesystem (or rootfs.ext4)
+//!   built/<manifest hex>/config.json   the image config (Env, WorkingDir, User, Entrypoint, Cmd)
+//!   built/<manifest hex>/image.json    the record: source, layers, filesystem type, size
+//!   built/<manifest hex>/last-used     its mtime is the last use
+//!   refs.json                          name -> manifest digest, written atomically
+//!   lock                               held (flock) while refs or built images change
+//! ```
+//!
+//! Everything is created root-only (directories 0700 or 0755, files 0644) and every name that
+//! becomes a path is a validated digest or a fixed word.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::error::{Error, IoContext, Result};
+use crate::manifest::ImageConfig;
+
+/// Default vmsan home.
+pub const DEFAULT_HOME: &str = "/var/lib/vmsan";
+
+/// The vmsan home: `VMSAN_HOME` or [`DEFAULT_HOME`].
+pub fn home_from_env() -> PathBuf {
+    std::env::var_os("VMSAN_HOME")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| PathBuf::from(DEFAULT_HOME), PathBuf::from)
+}
+
+/// Filesystem type of a built image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FsType {
+    /// squashfs (zstd), built by `mksquashfs`: the default (fast to build, small).
+    #[default]
+    Squashfs,
+    /// ext4, built by `mkfs.ext4 -d`.
+    Ext4,
+}
+
+impl FsType {
+    /// File name of the filesystem inside a built image directory.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Self::Squashfs => "rootfs.sqfs",
+            Self::Ext4 => "rootfs.ext4",
+        }
+    }
+
+    /// The value for the guest's `vmsan_rootfs_fs=` kernel parameter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Squashfs => "squashfs",
+            Self::Ext4 => "ext4",
+        }
+    }
+}
+
+/// What `image.json` records about a built image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageRecord {
+    /// Manifest digest (for imports: the digest of the import's synthetic manifest).
+    pub digest: Digest,
+    /// Where it came from (`docker.io/library/alpine:3.20`, `oci:/dir`, `import:/path`).
+    pub source: String,
+    /// Filesystem type.
+    pub fs_type: FsType,
+    /// Layer digests, base first.
+    #[serde(default)]
+    pub layers: Vec<Digest>,
+    /// Config blob digest, if any.
+    #[serde(default)]
+    pub config_digest: Option<Digest>,
+    /// Size of the filesystem file in bytes.
+    pub size: u64,
+    /// Entries in the merged tree.
+    #[serde(default)]
+    pub entries: u64,
+    /// Build time, seconds since the epoch.
+    pub built_at: u64,
+}
+
+/// A usable image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Image {
+    /// The name it was asked for (normalised), or the digest.
+    pub name: String,
+    /// The record.
+    pub record: ImageRecord,
+    /// Absolute path of the read-only filesystem.
+    pub rootfs: PathBuf,
+    /// The image config.
+    pub config: ImageConfig,
+}
+
+/// One row of `vmsan image ls`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageSummary {
+    /// Names pointing at it.
+    pub names: Vec<String>,
+    /// Manifest digest.
+    pub digest: Digest,
+    /// Filesystem type.
+    pub fs_type: FsType,
+    /// Filesystem size in bytes.
+    pub size: u64,
+    /// Last use (seconds since the epoch).
+    pub last_used: u64,
+    /// Build time (seconds since the epoch).
+    pub built_at: u64,
+}
+
+/// What `prune` removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PruneReport {
+    /// Built images removed.
+    pub images: Vec<Digest>,
+    /// Blobs removed.
+    pub blobs: usize,
+    /// Bytes freed.
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct Refs {
+    pub(crate) version: u32,
+    pub(crate) refs: BTreeMap<String, RefEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RefEntry {
+    pub(crate) digest: Digest,
+    pub(crate) updated_at: u64,
+}
+
+pub(crate) fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Write `bytes` to `path` atomically: temp file in the same directory, fsync, rename, fsync dir.
+///
+/// # Errors
+/// I/O.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| Error::InvalidPath(path.to_owned(), "no parent".into()))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .ctx(|| format!("create temp file in {}", dir.display()))?;
+    tmp.write_all(bytes)
+        .ctx(|| format!("write {}", path.display()))?;
+    tmp.as_file()
+        .sync_all()
+        .ctx(|| format!("fsync {}", path.display()))?;
+    let f = tmp.as_file();
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .ctx(|| format!("chmod {}", path.display()))?;
+    tmp.persist(path)
+        .map_err(|e| Error::io(format!("rename into {}", path.display()), e.error))?;
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// The image store.
+#[derive(Debug, Clone)]
+pub struct ImageStore {
+    home: PathBuf,
+    dir: PathBuf,
+}
+
+fn mkdir(p: &Path, mode: u32) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(p)
+        .ctx(|| format!("create directory {}", p.display()))
+}
+
+impl ImageStore {
+    /// Open (creating it if needed) the store under `home`.
+    ///
+    /// # Errors
+    /// I/O.
+    pub fn open(home: &Path) -> Result<Self> {
+        if !home.is_absolute() {
+            return Err(Error::InvalidPath(
+                home.to_owned(),
+                "the vmsan home must be an absolute path".into(),
+            ));
+        }
+        let dir = home.join("images");
+        mkdir(&dir.join("blobs").join("sha256"), 0o755)?;
+        mkdir(&dir.join("tmp"), 0o700)?;
+        mkdir(&dir.join("built"), 0o755)?;
+        Ok(Self {
+            home: home.to_owned(),
+            dir,
+        })
+    }
+
+    /// Open the store under [`home_from_env`].
+    ///
+    /// # Errors
+    /// I/O.
+    pub fn from_env() -> Result<Self> {
+        Self::open(&home_from_env())
+    }
+
+    /// The vmsan home.
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    /// `<home>/images`.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Path of a blob.
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.dir.join("blobs").join("sha256").join(d.hex())
+    }
+
+    pub(crate) fn partial_path(&self, d: &Digest) -> PathBuf {
+        self.dir.join("tmp").join(format!("{}.partial", d.hex()))
+    }
+
+    pub(crate) fn tmp_dir(&self) -> PathBuf {
+        self.dir.join("tmp")
+    }
+
+    /// Directory of a built image.
+    pub fn built_dir(&self, d: &Digest) -> PathBuf {
+        self.dir.join("built").join(d.hex())
+    }
+
+    fn refs_path(&self) -> PathBuf {
+        self.dir.join("refs.json")
+    }
+
+    /// Take the store's exclusive lock (released when the file is dropped).
+    pub(crate) fn lock(&self) -> Result<File> {
+        let p = self.dir.join("lock");
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&p)
+            .ctx(|| format!("open {}", p.display()))?;
+        f.lock().ctx(|| format!("lock {}", p.display()))?;
+        Ok(f)
+    }
+
+    pub(crate) fn load_refs(&self) -> Result<Refs> {
+        match fs::read(self.refs_path()) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+                Error::malformed(self.refs_path().display().to_string(), e.to_string())
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Refs {
+                version: 1,
+                refs: BTreeMap::new(),
+            }),
+            Err(e) => Err(Error::io(format!("read {}", self.refs_path().display()), e)),
+        }
+    }
+
+    pub(crate) fn save_refs(&self, refs: &Refs) -> Result<()> {
+        let bytes =
+            serde_json::to_vec_pretty(refs).map_err(|e| Error::malformed("refs", e.to_string()))?;
+        write_atomic(&self.refs_path(), &bytes)
+    }
+
+    /// Point `name` at `digest` (under the lock).
+    pub(crate) fn set_ref(&self, name: &str, digest: &Digest) -> Result<()> {
+        let _l = self.lock()?;
+        let mut refs = self.load_refs()?;
+        refs.version = 1;
+        refs.refs.insert(
+            name.to_owned(),
+            RefEntry {
+                digest: digest.clone(),
+                updated_at: now_secs(),
+            },
+        );
+        self.save_refs(&refs)
+    }
+
+    pub(crate) fn get_ref(&self, name: &str) -> Result<Option<Digest>> {
+        Ok(self.load_refs()?.refs.get(name).map(|e| e.digest.clone()))
+    }
+
+    /// Load a built image by manifest digest, if complete, and mark it used.
+    ///
+    /// # Errors
+    /// A corrupt record.
+    pub fn load_built(&self, name: &str, d: &Digest) -> Result<Option<Image>> {
+        let dir = self.built_dir(d);
+        let rec = match fs::read(dir.join("image.json")) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(Error::io(
+                    format!("read {}", dir.join("image.json").display()),
+                    e,
+                ));
+            }
+        };
+        let record: ImageRecord = serde_json::from_slice(&rec).map_err(|e| {
+            Error::malformed(dir.join("image.json").display().to_string(), e.to_string())
+        })?;
+        let config: ImageConfig = match fs::read(dir.join("config.json")) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+                Error::malformed(dir.join("config.json").display().to_string(), e.to_string())
+            })?,
+            Err(e) => {
+                return Err(Error::io(
+                    format!("read {}", dir.join("config.json").display()),
+                    e,
+                ));
+            }
+        };
+        let rootfs = dir.join(record.fs_type.file_name());
+        if !rootfs.is_file() {
+            return Ok(None);
+        }
+        touch(&dir.join("last-used"));
+        Ok(Some(Image {
+            name: name.to_owned(),
+            record,
+            rootfs,
+            config,
+        }))
+    }
+
+    /// Install a finished build directory (`staged`, holding the filesystem, `config.json` and
+    /// `image.json`) as the built image for `d`, atomically.
+    pub(crate) fn commit_built(&self, staged: &Path, d: &Digest) -> Result<()> {
+        let dest = self.built_dir(d);
+        match fs::rename(staged, &dest) {
+            Ok(()) => {}
+            // Another process finished the same image first: keep theirs.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) => {
+                let _ = fs::remove_dir_all(staged);
+            }
+            Err(e) => {
+                return Err(Error::io(
+                    format!("rename {} to {}", staged.display(), dest.display()),
+                    e,
+                ));
+            }
+        }
+        touch(&dest.join("last-used"));
+        Ok(())
+    }
+
+    /// Every built image with its names, size and last use.
+    ///
+    /// # Errors
+    /// I/O or a corrupt refs file.
+    pub fn list(&self) -> Result<Vec<ImageSummary>> {
+        let refs = self.load_refs()?;
+        let mut out = Vec::new();
+        let built = self.dir.join("built");
+        for e in fs::read_dir(&built).ctx(|| format!("list {}", built.display()))? {
+            let e = e.ctx(|| format!("list {}", built.display()))?;
+            let Some(name) = e.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let Ok(d) = Digest::from_hex(&name) else {
+                continue;
+            };
+            let Ok(b) = fs::read(e.path().join("image.json")) else {
+                continue;
+            };
+            let Ok(rec) = serde_json::from_slice::<ImageRecord>(&b) else {
+                continue;
+            };
+            let last_used = fs::metadata(e.path().join("last-used"))
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                .map_or(rec.built_at, |d| d.as_secs());
+            let names = refs
+                .refs
+                .iter()
+                .filter(|(_, v)| v.digest == d)
+                .map(|(k, _)| k.clone())
+                .collect();
+            out.push(ImageSummary {
+                names,
+                digest: d,
+                fs_type: rec.fs_type,
+                size: rec.size,
+                last_used,
+                built_at: rec.built_at,
+            });
+        }
+        out.sort_by_key(|s| std::cmp::Reverse(s.last_used));
+        Ok(out)
+    }
+
+    /// Remove a name; the built image goes too when no other name points at it.
+    /// `name` is a normalised reference, a digest (`sha256:…`) or an unambiguous hex prefix.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`].
+    pub fn remove(&self, name: &str) -> Result<Vec<String>> {
+        let _l = self.lock()?;
+        let mut refs = self.load_refs()?;
+        let mut removed = Vec::new();
+        let digest = if let Some(e) = refs.refs.remove(name) {
+            removed.push(name.to_owned());
+            e.digest
+        } else if let Some(d) = self.match_digest(name)? {
+            let names: Vec<String> = refs
+                .refs
+                .iter()
+                .filter(|(_, v)| v.digest == d)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for n in names {
+                refs.refs.remove(&n);
+                removed.push(n);
+            }
+            d
+        } else {
+            return Err(Error::NotFound(name.to_owned(), " (see `vmsan image ls`)"));
+        };
+        self.save_refs(&refs)?;
+        if !refs.refs.values().any(|v| v.digest == digest) {
+            let dir = self.built_dir(&digest);
+            if dir.exists() {
+                fs::remove_dir_all(&dir).ctx(|| format!("remove {}", dir.display()))?;
+            }
+            removed.push(digest.to_string());
+        }
+        Ok(removed)
+    }
+
+    fn match_digest(&self, s: &str) -> Result<Option<Digest>> {
+        let hex = s.strip_prefix("sha256:").unwrap_or(s);
+        if hex.len() < 6
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Ok(None);
+        }
+        let built = self.dir.join("built");
+        let mut found = None;
+        for e in fs::read_dir(&built).ctx(|| format!("list {}", built.display()))? {
+            let e = e.ctx(|| format!("list {}", built.display()))?;
+            if let Some(n) = e.file_name().to_str()
+                && n.starts_with(hex)
+            {
+                if found.is_some() {
+                    return Err(Error::InvalidReference {
+                        input: s.to_owned(),
+                        reason: "ambiguous digest prefix".into(),
+                    });
+                }
+                found = Digest::from_hex(n).ok();
+            }
+        }
+        Ok(found)
+    }
+
+    /// Remove built images no name points at, blobs no remaining image uses, and leftovers
+    /// in `tmp/`.
+    ///
+    /// # Errors
+    /// I/O.
+    pub fn prune(&self) -> Result<PruneReport> {
+        let _l = self.lock()?;
+        let refs = self.load_refs()?;
+        let mut report = PruneReport::default();
+        let mut keep_blobs = std::collections::HashSet::new();
+        let built = self.dir.join("built");
+        for e in fs::read_dir(&built).ctx(|| format!("list {}", built.display()))? {
+            let e = e.ctx(|| format!("list {}", built.display()))?;
+            let Some(d) = e
+                .file_name()
+                .to_str()
+                .and_then(|n| Digest::from_hex(n).ok())
+            else {
+                continue;
+            };
+            if refs.refs.values().any(|v| v.digest == d) {
+                if let Ok(b) = fs::read(e.path().join("image.json"))
+                    && let Ok(rec) = serde_json::from_slice::<ImageRecord>(&b)
+                {
+                    keep_blobs.extend(rec.layers);
+                    keep_blobs.extend(rec.config_digest);
+                }
+                keep_blobs.insert(d);
+            } else {
+                report.bytes += dir_size(&e.path());
+                fs::remove_dir_all(e.path()).ctx(|| format!("remove {}", e.path().display()))?;
+                report.images.push(d);
+            }
+        }
+        let blobs = self.dir.join("blobs").join("sha256");
+        for e in fs::read_dir(&blobs).ctx(|| format!("list {}", blobs.display()))? {
+            let e = e.ctx(|| format!("list {}", blobs.display()))?;
+            let keep = e
+                .file_name()
+                .to_str()
+                .and_then(|n| Digest::from_hex(n).ok())
+                .is_some_and(|d| keep_blobs.contains(&d));
+            if !keep {
+                report.bytes += e.metadata().map_or(0, |m| m.len());
+                fs::remove_file(e.path()).ctx(|| format!("remove {}", e.path().display()))?;
+                report.blobs += 1;
+            }
+        }
+        let tmp = self.tmp_dir();
+        for e in fs::read_dir(&tmp).ctx(|| format!("list {}", tmp.display()))? {
+            let e = e.ctx(|| format!("list {}", tmp.display()))?;
+            report.bytes += dir_size(&e.path());
+            let _ = if e.path().is_dir() {
+                fs::remove_dir_all(e.path())
+            } else {
+                fs::remove_file(e.path())
+            };
+        }
+        Ok(report)
+    }
+}
+
+fn touch(p: &Path) {
+    let now = nix::sys::time::TimeSpec::from(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default(),
+    );
+    if nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        p,
+        &now,
+        &now,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .is_err()
+    {
+        let _ = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o644)
+            .open(p);
+    }
+}
+
+pub(crate) fn dir_size(p: &Path) -> u64 {
+    let Ok(m) = fs::symlink_metadata(p) else {
+        return 0;
+    };
+    if !m.is_dir() {
+        return m.len();
+    }
+    fs::read_dir(p).map_or(0, |rd| rd.flatten().map(|e| dir_size(&e.path())).sum())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refs_roundtrip_and_remove() {
+        let t = tempfile::tempdir().unwrap();
+        let s = ImageStore::open(t.path()).unwrap();
+        let d = Digest::of(b"m");
+        s.set_ref("docker.io/library/a:1", &d).unwrap();
+        assert_eq!(s.get_ref("docker.io/library/a:1").unwrap(), Some(d.clone()));
+        assert!(s.remove("nope").is_err());
+        let r = s.remove("docker.io/library/a:1").unwrap();
+        assert!(r.contains(&d.to_string()));
+        assert_eq!(s.get_ref("docker.io/library/a:1").unwrap(), None);
+    }
+}

@@ -1,0 +1,764 @@
+//! Must show 1: Firecracker's status codes and `fault_message` shapes for bad requests, and the
+//! pre-boot half of the verified request sequence (no root needed).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{call, spawn_fc};
+
+struct Case {
+    name: &'static str,
+    setup: &'static [(&'static str, &'static str, &'static str)],
+    method: &'static str,
+    path: &'static str,
+    body: Option<&'static str>,
+    status: u16,
+    message: &'static str,
+}
+
+const fn case(
+    name: &'static str,
+    method: &'static str,
+    path: &'static str,
+    body: Option<&'static str>,
+    message: &'static str,
+) -> Case {
+    Case {
+        name,
+        setup: &[],
+        method,
+        path,
+        body,
+        status: 400,
+        message,
+    }
+}
+
+const DESER: &str = "An error occurred when deserializing the json body of a request: ";
+
+fn cases() -> Vec<Case> {
+    vec![
+        case(
+            "unknown machine-config field",
+            "PUT",
+            "/machine-config",
+            Some(r#"{"vcpu_count":1,"mem_size_mib":128,"bogus":1}"#),
+            "unknown field `bogus`, expected one of `vcpu_count`, `mem_size_mib`, `smt`, `cpu_template`, `track_dirty_pages`, `huge_pages`",
+        ),
+        case(
+            "missing mem_size_mib",
+            "PUT",
+            "/machine-config",
+            Some(r#"{"vcpu_count":1}"#),
+            "missing field `mem_size_mib`",
+        ),
+        case(
+            "vcpu_count wrong type",
+            "PUT",
+            "/machine-config",
+            Some(r#"{"vcpu_count":"two","mem_size_mib":128}"#),
+            "invalid type: string \"two\", expected u8",
+        ),
+        case(
+            "vcpu_count zero",
+            "PUT",
+            "/machine-config",
+            Some(r#"{"vcpu_count":0,"mem_size_mib":128}"#),
+            "Machine config error: The number of vCPUs must be greater than 0",
+        ),
+        case(
+            "memory zero",
+            "PUT",
+            "/machine-config",
+            Some(r#"{"vcpu_count":1,"mem_size_mib":0}"#),
+            "Machine config error: The memory size (MiB) is either 0",
+        ),
+        case(
+            "odd vcpus with smt",
+            "PUT",
+            "/machine-config",
+            Some(r#"{"vcpu_count":3,"mem_size_mib":128,"smt":true}"#),
+            "must be 1 or an even number if SMT is enabled",
+        ),
+        case(
+            "not json",
+            "PUT",
+            "/machine-config",
+            Some("vcpu_count=1"),
+            "expected value at line 1 column 1",
+        ),
+        case(
+            "boot-source missing kernel",
+            "PUT",
+            "/boot-source",
+            Some(r#"{"boot_args":"quiet"}"#),
+            "missing field `kernel_image_path`",
+        ),
+        case(
+            "boot-source unknown field",
+            "PUT",
+            "/boot-source",
+            Some(r#"{"kernel_image_path":"/x","initrd":"/y"}"#),
+            "unknown field `initrd`, expected one of `kernel_image_path`, `initrd_path`, `boot_args`",
+        ),
+        case(
+            "kernel missing",
+            "PUT",
+            "/boot-source",
+            Some(r#"{"kernel_image_path":"/nonexistent/vmlinux"}"#),
+            "Boot source error: The kernel file cannot be opened: No such file or directory (os error 2)",
+        ),
+        case(
+            "initrd missing",
+            "PUT",
+            "/boot-source",
+            Some(r#"{"kernel_image_path":"/proc/self/exe","initrd_path":"/nonexistent/initrd"}"#),
+            "Boot source error: The initrd file cannot be opened due to invalid path or invalid permissions. No such file or directory (os error 2)",
+        ),
+        case(
+            "drive id mismatch",
+            "PUT",
+            "/drives/rootfs",
+            Some(
+                r#"{"drive_id":"other","is_root_device":false,"path_on_host":"/proc/self/exe","is_read_only":true}"#,
+            ),
+            "The id from the path does not match the id from the body!",
+        ),
+        case(
+            "drive empty id",
+            "PUT",
+            "/drives",
+            Some(r#"{"drive_id":"x","is_root_device":false}"#),
+            "The ID cannot be empty.",
+        ),
+        case(
+            "drive id with dash",
+            "PUT",
+            "/drives/root-fs",
+            Some(r#"{"drive_id":"root-fs","is_root_device":false}"#),
+            "API Resource IDs can only contain alphanumeric characters and underscores.",
+        ),
+        case(
+            "drive missing is_root_device",
+            "PUT",
+            "/drives/rootfs",
+            Some(r#"{"drive_id":"rootfs","path_on_host":"/proc/self/exe"}"#),
+            "missing field `is_root_device`",
+        ),
+        case(
+            "drive bad cache type",
+            "PUT",
+            "/drives/rootfs",
+            Some(r#"{"drive_id":"rootfs","is_root_device":false,"cache_type":"Fast"}"#),
+            "unknown variant `Fast`, expected `Unsafe` or `Writeback`",
+        ),
+        case(
+            "drive file missing",
+            "PUT",
+            "/drives/rootfs",
+            Some(
+                r#"{"drive_id":"rootfs","is_root_device":false,"is_read_only":true,"path_on_host":"/nonexistent/disk"}"#,
+            ),
+            "Drive config error: Unable to create the virtio block device",
+        ),
+        case(
+            "drive unknown field",
+            "PUT",
+            "/drives/rootfs",
+            Some(r#"{"drive_id":"rootfs","is_root_device":false,"readonly":true}"#),
+            "unknown field `readonly`",
+        ),
+        case(
+            "net id mismatch",
+            "PUT",
+            "/network-interfaces/eth0",
+            Some(r#"{"iface_id":"eth1","host_dev_name":"tap0"}"#),
+            "The id from the path [eth0] does not match the id from the body [eth1]!",
+        ),
+        case(
+            "net missing host_dev_name",
+            "PUT",
+            "/network-interfaces/eth0",
+            Some(r#"{"iface_id":"eth0"}"#),
+            "missing field `host_dev_name`",
+        ),
+        case(
+            "net rate limiter unknown field",
+            "PUT",
+            "/network-interfaces/eth0",
+            Some(
+                r#"{"iface_id":"eth0","host_dev_name":"tap0","rx_rate_limiter":{"bytes":{"size":1,"refill_time":1}}}"#,
+            ),
+            "unknown field `bytes`, expected `bandwidth` or `ops`",
+        ),
+        case(
+            "token bucket missing refill_time",
+            "PUT",
+            "/entropy",
+            Some(r#"{"rate_limiter":{"bandwidth":{"size":100}}}"#),
+            "missing field `refill_time`",
+        ),
+        case(
+            "vsock missing uds_path",
+            "PUT",
+            "/vsock",
+            Some(r#"{"guest_cid":3}"#),
+            "missing field `uds_path`",
+        ),
+        case(
+            "vsock reserved cid",
+            "PUT",
+            "/vsock",
+            Some(r#"{"guest_cid":2,"uds_path":"/tmp/never-bound.sock"}"#),
+            "Vsock config error",
+        ),
+        case(
+            "unknown action",
+            "PUT",
+            "/actions",
+            Some(r#"{"action_type":"Reboot"}"#),
+            "unknown variant `Reboot`, expected one of `FlushMetrics`, `InstanceStart`, `SendCtrlAltDel`",
+        ),
+        case(
+            "start without kernel",
+            "PUT",
+            "/actions",
+            Some(r#"{"action_type":"InstanceStart"}"#),
+            "Start microvm error: Cannot start microvm without kernel configuration.",
+        ),
+        case(
+            "ctrl-alt-del before boot",
+            "PUT",
+            "/actions",
+            Some(r#"{"action_type":"SendCtrlAltDel"}"#),
+            "The requested operation is not supported before starting the microVM.",
+        ),
+        case(
+            "pause before boot",
+            "PATCH",
+            "/vm",
+            Some(r#"{"state":"Paused"}"#),
+            "The requested operation is not supported before starting the microVM.",
+        ),
+        case(
+            "bad vm state",
+            "PATCH",
+            "/vm",
+            Some(r#"{"state":"Frozen"}"#),
+            "unknown variant `Frozen`, expected `Paused` or `Resumed`",
+        ),
+        case(
+            "snapshot before boot",
+            "PUT",
+            "/snapshot/create",
+            Some(r#"{"snapshot_path":"s","mem_file_path":"m"}"#),
+            "The requested operation is not supported before starting the microVM.",
+        ),
+        case(
+            "snapshot create missing mem path",
+            "PUT",
+            "/snapshot/create",
+            Some(r#"{"snapshot_path":"s"}"#),
+            "missing field `mem_file_path`",
+        ),
+        case(
+            "snapshot load both memory sources",
+            "PUT",
+            "/snapshot/load",
+            Some(
+                r#"{"snapshot_path":"s","mem_file_path":"m","mem_backend":{"backend_type":"File","backend_path":"m"}}"#,
+            ),
+            "either `mem_backend` or `mem_file_path` exclusively is required",
+        ),
+        Case {
+            name: "load after configuring",
+            setup: &[(
+                "PUT",
+                "/machine-config",
+                r#"{"vcpu_count":1,"mem_size_mib":128}"#,
+            )],
+            ..case(
+                "",
+                "PUT",
+                "/snapshot/load",
+                Some(
+                    r#"{"snapshot_path":"s","mem_backend":{"backend_type":"File","backend_path":"m"}}"#,
+                ),
+                "Load snapshot error: Loading a microVM snapshot not allowed after configuring boot-specific resources.",
+            )
+        },
+        Case {
+            name: "metrics twice",
+            setup: &[("PUT", "/metrics", r#"{"metrics_path":"/dev/null"}"#)],
+            ..case(
+                "",
+                "PUT",
+                "/metrics",
+                Some(r#"{"metrics_path":"/dev/null"}"#),
+                "Metrics error: Reinitialization of metrics not allowed.",
+            )
+        },
+        case(
+            "logger bad level",
+            "PUT",
+            "/logger",
+            Some(r#"{"level":"Loud"}"#),
+            "unknown variant `Loud`",
+        ),
+        case(
+            "GET with body",
+            "GET",
+            "/machine-config",
+            Some("{}"),
+            "GET request cannot have a body.",
+        ),
+        case(
+            "PUT without body",
+            "PUT",
+            "/boot-source",
+            None,
+            "Empty PUT request.",
+        ),
+        case(
+            "PATCH without body",
+            "PATCH",
+            "/vm",
+            None,
+            "Empty PATCH request.",
+        ),
+        case(
+            "unknown path",
+            "PUT",
+            "/frobnicate",
+            Some("{}"),
+            "Invalid request method and/or path: PUT frobnicate.",
+        ),
+        case(
+            "unknown snapshot verb",
+            "PUT",
+            "/snapshot/delete",
+            Some("{}"),
+            "Invalid request method and/or path",
+        ),
+    ]
+}
+
+#[test]
+fn bad_requests_get_firecrackers_status_and_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = cases();
+    assert!(
+        cases.len() >= 25,
+        "the issue asks for at least 25 bad requests"
+    );
+    let mut failures = Vec::new();
+    for (i, c) in cases.iter().enumerate() {
+        let sub = dir.path().join(i.to_string());
+        std::fs::create_dir(&sub).unwrap();
+        let (_p, sock) = spawn_fc(&sub, &[]);
+        for (m, p, b) in c.setup {
+            let (st, body) = call(&sock, m, p, Some(b)).unwrap();
+            assert_eq!(st, 204, "{}: setup {m} {p}: {body}", c.name);
+        }
+        let (st, body) = call(&sock, c.method, c.path, c.body).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let msg = v["fault_message"].as_str().unwrap_or("");
+        let shape_ok = v.as_object().is_some_and(|o| o.len() == 1);
+        if st != c.status || !msg.contains(c.message) || !shape_ok {
+            failures.push(format!(
+                "{}: got {st} {body}, want {} containing {:?}",
+                c.name, c.status, c.message
+            ));
+        }
+        if msg.starts_with("An error occurred when deserializing") {
+            assert!(
+                msg.starts_with(DESER) && msg.ends_with('.'),
+                "{}: {msg}",
+                c.name
+            );
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn verified_pre_boot_sequence_and_log_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_p, sock) = spawn_fc(d, &["--id", "seq-1"]);
+    for f in ["vmlinux", "initrd.cpio", "rootfs.sqfs", "overlay.ext4"] {
+        std::fs::write(d.join(f), b"x").unwrap();
+    }
+    std::fs::write(d.join("config.json"), vec![0u8; 4096]).unwrap();
+    let p = |f: &str| d.join(f).to_string_lossy().into_owned();
+    let steps: Vec<(&str, &str, String, u16)> = vec![
+        (
+            "PUT",
+            "/logger",
+            format!(
+                r#"{{"log_path":"{}","level":"Info"}}"#,
+                p("firecracker.log")
+            ),
+            204,
+        ),
+        (
+            "PUT",
+            "/metrics",
+            format!(r#"{{"metrics_path":"{}"}}"#, p("metrics.json")),
+            204,
+        ),
+        (
+            "PUT",
+            "/boot-source",
+            format!(
+                r#"{{"kernel_image_path":"{}","initrd_path":"{}","boot_args":"console=ttyS0 reboot=k panic=1 pci=off quiet"}}"#,
+                p("vmlinux"),
+                p("initrd.cpio")
+            ),
+            204,
+        ),
+        (
+            "PUT",
+            "/drives/rootfs",
+            format!(
+                r#"{{"drive_id":"rootfs","path_on_host":"{}","is_root_device":false,"is_read_only":true}}"#,
+                p("rootfs.sqfs")
+            ),
+            204,
+        ),
+        (
+            "PUT",
+            "/drives/overlay",
+            format!(
+                r#"{{"drive_id":"overlay","path_on_host":"{}","is_root_device":false,"is_read_only":false,"cache_type":"Writeback"}}"#,
+                p("overlay.ext4")
+            ),
+            204,
+        ),
+        (
+            "PUT",
+            "/drives/config",
+            format!(
+                r#"{{"drive_id":"config","path_on_host":"{}","is_root_device":false,"is_read_only":true}}"#,
+                p("config.json")
+            ),
+            204,
+        ),
+        (
+            "PUT",
+            "/machine-config",
+            r#"{"vcpu_count":2,"mem_size_mib":256,"smt":false,"track_dirty_pages":true}"#
+                .to_owned(),
+            204,
+        ),
+        (
+            "PUT",
+            "/vsock",
+            format!(r#"{{"guest_cid":3,"uds_path":"{}"}}"#, p("v.sock")),
+            204,
+        ),
+        ("PUT", "/entropy", "{}".to_owned(), 204),
+    ];
+    for (m, path, body, want) in &steps {
+        let (st, resp) = call(&sock, m, path, Some(body)).unwrap();
+        assert_eq!(st, *want, "{m} {path}: {resp}");
+    }
+    // The vsock socket exists from PUT /vsock on, as with Firecracker (a stale one is an error).
+    assert!(d.join("v.sock").exists());
+    let (st, resp) = call(
+        &sock,
+        "PUT",
+        "/vsock",
+        Some(&format!(
+            r#"{{"guest_cid":3,"uds_path":"{}"}}"#,
+            p("other.sock")
+        )),
+    )
+    .unwrap();
+    assert_eq!(st, 204, "{resp}");
+    std::fs::write(d.join("stale.sock"), b"").unwrap();
+    let (st, resp) = call(
+        &sock,
+        "PUT",
+        "/vsock",
+        Some(&format!(
+            r#"{{"guest_cid":3,"uds_path":"{}"}}"#,
+            p("stale.sock")
+        )),
+    )
+    .unwrap();
+    assert_eq!(st, 400, "{resp}");
+    assert!(resp.contains("Address already in use"), "{resp}");
+
+    let (st, cfg) = call(&sock, "GET", "/vm/config", None).unwrap();
+    assert_eq!(st, 200);
+    let v: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+    let drives = v["drives"].as_array().unwrap();
+    assert_eq!(drives.len(), 3);
+    assert_eq!(drives[0]["drive_id"], "rootfs");
+    assert_eq!(drives[0]["cache_type"], "Unsafe", "default filled in");
+    assert_eq!(drives[0]["io_engine"], "Sync", "default filled in");
+    assert_eq!(drives[1]["cache_type"], "Writeback");
+    assert_eq!(v["machine-config"]["vcpu_count"], 2);
+    assert_eq!(v["machine-config"]["huge_pages"], "None");
+    assert_eq!(v["boot-source"]["initrd_path"], p("initrd.cpio"));
+    let (st, info) = call(&sock, "GET", "/", None).unwrap();
+    assert_eq!(st, 200);
+    assert!(info.contains("\"Not started\""), "{info}");
+
+    // A root device goes first, whatever the order it was configured in.
+    let (st, _) = call(&sock, "PUT", "/drives/root", Some(&format!(r#"{{"drive_id":"root","path_on_host":"{}","is_root_device":true,"is_read_only":true}}"#, p("rootfs.sqfs")))).unwrap();
+    assert_eq!(st, 204);
+    let (_, cfg) = call(&sock, "GET", "/vm/config", None).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+    assert_eq!(v["drives"][0]["drive_id"], "root");
+
+    let log = std::fs::read_to_string(d.join("firecracker.log")).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("Put request on \"/machine-config\""))
+        .unwrap();
+    assert!(line.contains("[seq-1:fc_api] The API server received a Put request on \"/machine-config\" with body \"{\\\"vcpu_count\\\":2"), "{line}");
+    assert!(
+        line.as_bytes()[4] == b'-' && line.as_bytes()[10] == b'T',
+        "timestamp first: {line}"
+    );
+    assert!(log.contains("Status code: 204 No Content"), "{log}");
+    assert!(
+        log.contains("Received Error. Status code: 400 Bad Request. Message: Vsock config error"),
+        "{log}"
+    );
+}
+
+#[test]
+fn command_lines_fail_like_firecracker_and_the_jailer() {
+    let out = std::process::Command::new(common::fc_bin())
+        .arg("--bogus")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(153));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("Found argument 'bogus' which wasn't expected")
+    );
+    let out = std::process::Command::new(common::fc_bin())
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "Firecracker v1.16.1"
+    );
+    let out = std::process::Command::new(common::fc_bin())
+        .args(["--no-seccomp", "--seccomp-filter", "/x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(153));
+    let out = std::process::Command::new(common::fc_bin())
+        .args(["--id", "bad_id"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("Invalid instance ID: Invalid char (_) at position 3")
+    );
+
+    let j = |args: &[&str]| {
+        let o = std::process::Command::new(common::jailer_bin())
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let fc = common::fc_bin();
+    let fc = fc.to_str().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().to_str().unwrap();
+    let long_id = "x".repeat(65);
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--exec-file", fc, "--uid", "1", "--gid", "1"],
+            "Failed to parse arguments: Argument 'id' required, but not found.",
+        ),
+        (
+            vec![
+                "--id",
+                "a",
+                "--exec-file",
+                fc,
+                "--uid",
+                "1",
+                "--gid",
+                "1",
+                "--bogus",
+            ],
+            "Found argument 'bogus' which wasn't expected",
+        ),
+        (
+            vec!["--id", "a_b", "--exec-file", fc, "--uid", "1", "--gid", "1"],
+            "Invalid instance ID: Invalid char (_) at position 1",
+        ),
+        (
+            vec![
+                "--id",
+                &long_id,
+                "--exec-file",
+                fc,
+                "--uid",
+                "1",
+                "--gid",
+                "1",
+            ],
+            "Invalid instance ID: Invalid len (65)",
+        ),
+        (
+            vec![
+                "--id",
+                "a",
+                "--exec-file",
+                "/nonexistent/firecracker",
+                "--uid",
+                "1",
+                "--gid",
+                "1",
+            ],
+            "Failed to canonicalize path /nonexistent/firecracker",
+        ),
+        (
+            vec![
+                "--id",
+                "a",
+                "--exec-file",
+                fc,
+                "--uid",
+                "x",
+                "--gid",
+                "1",
+                "--chroot-base-dir",
+                base,
+            ],
+            "Invalid uid: x",
+        ),
+        (
+            vec![
+                "--id",
+                "a",
+                "--exec-file",
+                fc,
+                "--uid",
+                "1",
+                "--gid",
+                "1",
+                "--chroot-base-dir",
+                base,
+                "--cgroup-version",
+                "3",
+            ],
+            "3 is an invalid cgroup version specifier",
+        ),
+        (
+            vec![
+                "--id",
+                "a",
+                "--exec-file",
+                fc,
+                "--uid",
+                "1",
+                "--gid",
+                "1",
+                "--chroot-base-dir",
+                base,
+                "--cgroup",
+                "cpu.shares",
+            ],
+            "Invalid format for cgroups: cpu.shares",
+        ),
+        (
+            vec![
+                "--id",
+                "a",
+                "--exec-file",
+                fc,
+                "--uid",
+                "1",
+                "--gid",
+                "1",
+                "--chroot-base-dir",
+                base,
+                "--cgroup",
+                "../x=1",
+            ],
+            "Cgroup invalid file: ../x=1",
+        ),
+        (
+            vec![
+                "--id",
+                "a",
+                "--exec-file",
+                fc,
+                "--uid",
+                "1",
+                "--gid",
+                "1",
+                "--chroot-base-dir",
+                base,
+                "--parent-cgroup",
+                "/abs",
+            ],
+            "Parent cgroup path is invalid",
+        ),
+        (
+            vec![
+                "--id",
+                "a",
+                "--exec-file",
+                fc,
+                "--uid",
+                "1",
+                "--gid",
+                "1",
+                "--chroot-base-dir",
+                base,
+                "--resource-limit",
+                "cpu=1",
+            ],
+            "Invalid resource argument: cpu",
+        ),
+        (
+            vec![
+                "--id",
+                "a",
+                "--exec-file",
+                fc,
+                "--uid",
+                "1",
+                "--gid",
+                "1",
+                "--chroot-base-dir",
+                base,
+                "--daemonize",
+                "--daemonize",
+            ],
+            "The argument 'daemonize' was provided more than once.",
+        ),
+    ];
+    for (args, want) in cases {
+        let (code, err) = j(&args);
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err:?} lacks {want:?}");
+    }
+    assert!(
+        std::fs::read_dir(tmp.path()).unwrap().next().is_none(),
+        "a rejected command line creates nothing"
+    );
+}
