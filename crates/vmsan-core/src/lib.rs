@@ -11,8 +11,8 @@ pub mod report;
 pub mod state;
 mod sys;
 pub mod time;
-pub mod vm;
 pub mod validate;
+pub mod vm;
 
 pub use error::{Error, ErrorCode, Result};
 pub use ids::{SnapshotId, VmId};

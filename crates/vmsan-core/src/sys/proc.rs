@@ -12,7 +12,11 @@ use std::time::{Duration, Instant};
 pub(crate) fn set_child_subreaper() -> io::Result<()> {
     // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag; no pointers are passed.
     let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    if r != 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    if r != 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 /// Start `cmd` in a new session (no controlling terminal, its own process group), so that
@@ -37,7 +41,8 @@ pub(crate) struct PidFd(OwnedFd);
 impl PidFd {
     /// `pidfd_open(pid)`.
     pub(crate) fn open(pid: u32) -> io::Result<Self> {
-        let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let pid =
+            libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         // SAFETY: pidfd_open takes a pid and flags by value and returns a new fd or -1.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
         if fd < 0 {
@@ -55,7 +60,11 @@ impl PidFd {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let ms = libc::c_int::try_from(left.as_millis()).unwrap_or(libc::c_int::MAX);
-            let mut pfd = libc::pollfd { fd: self.0.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            let mut pfd = libc::pollfd {
+                fd: self.0.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
             // SAFETY: we pass one valid pollfd and its count; the kernel writes only revents.
             let r = unsafe { libc::poll(&mut pfd, 1, ms) };
             if r > 0 {
@@ -75,14 +84,34 @@ impl PidFd {
     pub(crate) fn signal(&self, sig: libc::c_int) -> io::Result<()> {
         // SAFETY: pidfd_send_signal with a valid pidfd, a signal number, no siginfo, no flags.
         let r = unsafe {
-            libc::syscall(libc::SYS_pidfd_send_signal, self.0.as_raw_fd(), sig, std::ptr::null::<libc::siginfo_t>(), 0)
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.0.as_raw_fd(),
+                sig,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
         };
-        if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
     }
 }
 
 impl AsRawFd for PidFd {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.0.as_raw_fd()
+    }
+}
+
+impl PidFd {
+    /// Register with the tokio reactor, to await the process's exit.
+    pub(crate) fn into_async(self) -> io::Result<tokio::io::unix::AsyncFd<PidFd>> {
+        // SAFETY: a PidFd owns its OwnedFd, which stays open and unchanged for the PidFd's
+        // whole life, and as_raw_fd always returns that same descriptor.
+        unsafe { tokio::io::unix::AsyncFd::register(self) }
+            .map_err(|e| io::Error::other(e.to_string()))
     }
 }

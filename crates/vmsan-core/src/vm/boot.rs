@@ -10,32 +10,32 @@ use vmsan_firecracker::{BootArgs, RootfsFsType, VmConfig};
 use super::files::in_jail;
 
 /// The guest CID every VM gets (each VM has its own vsock device, so they never clash).
-pub const GUEST_CID: u32 = 3;
+pub(super) const GUEST_CID: u32 = 3;
 
 /// The network interface of a VM.
 #[derive(Debug, Clone)]
-pub struct NetPlan {
+pub(super) struct NetPlan {
     /// TAP name in the VM's namespace.
-    pub tap: String,
+    pub(super) tap: String,
     /// The guest's MAC.
-    pub mac: String,
+    pub(super) mac: String,
     /// Guest download limit.
-    pub rx: Option<vmsan_net::RateLimiter>,
+    pub(super) rx: Option<vmsan_net::RateLimiter>,
     /// Guest upload limit.
-    pub tx: Option<vmsan_net::RateLimiter>,
+    pub(super) tx: Option<vmsan_net::RateLimiter>,
 }
 
 /// What a cold boot depends on.
 #[derive(Debug, Clone)]
-pub struct BootPlan {
+pub(super) struct BootPlan {
     /// Filesystem of the image drive.
-    pub rootfs_fs: RootfsFsType,
+    pub(super) rootfs_fs: RootfsFsType,
     /// vCPUs.
-    pub vcpus: u32,
+    pub(super) vcpus: u32,
     /// Memory in MiB.
-    pub mem_mib: u32,
+    pub(super) mem_mib: u32,
     /// The network, if any.
-    pub net: Option<NetPlan>,
+    pub(super) net: Option<NetPlan>,
 }
 
 fn limiter(l: &vmsan_net::RateLimiter) -> RateLimiter {
@@ -65,7 +65,7 @@ fn drive(id: &str, path: &str, read_only: bool, cache: Option<CacheType>) -> Dri
 
 /// The whole pre-boot configuration. Paths are relative to the jail root, which is
 /// Firecracker's root (jailed) or working directory (`--no-jailer`).
-pub fn vm_config(plan: &BootPlan) -> VmConfig {
+pub(super) fn vm_config(plan: &BootPlan) -> VmConfig {
     VmConfig {
         logger: Some(Logger {
             log_path: Some(in_jail::LOG.into()),
@@ -74,7 +74,9 @@ pub fn vm_config(plan: &BootPlan) -> VmConfig {
             show_log_origin: None,
             module: None,
         }),
-        metrics: Some(Metrics { metrics_path: in_jail::METRICS.into() }),
+        metrics: Some(Metrics {
+            metrics_path: in_jail::METRICS.into(),
+        }),
         serial: None,
         boot_source: BootSource {
             kernel_image_path: in_jail::KERNEL.into(),
@@ -108,7 +110,11 @@ pub fn vm_config(plan: &BootPlan) -> VmConfig {
                 tx_rate_limiter: n.tx.as_ref().map(limiter),
             })
             .collect(),
-        vsock: Some(Vsock { guest_cid: GUEST_CID, uds_path: in_jail::VSOCK.into(), vsock_id: None }),
+        vsock: Some(Vsock {
+            guest_cid: GUEST_CID,
+            uds_path: in_jail::VSOCK.into(),
+            vsock_id: None,
+        }),
         entropy: Some(EntropyDevice { rate_limiter: None }),
     }
 }

@@ -11,7 +11,7 @@ use crate::error::{Error, ErrorCode, Result};
 const BLOCK: usize = 4096;
 
 /// The bytes of a config drive for `cfg`.
-pub fn render(cfg: &GuestConfig) -> Result<Vec<u8>> {
+pub(super) fn render(cfg: &GuestConfig) -> Result<Vec<u8>> {
     let mut bytes = serde_json::to_vec(cfg)
         .map_err(|e| Error::new(ErrorCode::Internal, format!("serialise guest config: {e}")))?;
     let padded = bytes.len().div_ceil(BLOCK).max(1) * BLOCK;
@@ -21,7 +21,7 @@ pub fn render(cfg: &GuestConfig) -> Result<Vec<u8>> {
 
 /// Write the config drive at `path` (replacing it atomically), readable by the jail's
 /// uid/gid only: it holds the agent's token.
-pub fn write(path: &Path, cfg: &GuestConfig, uid: u32, gid: u32) -> Result<()> {
+pub(super) fn write(path: &Path, cfg: &GuestConfig, uid: u32, gid: u32) -> Result<()> {
     let bytes = render(cfg)?;
     let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
@@ -39,7 +39,10 @@ pub fn write(path: &Path, cfg: &GuestConfig, uid: u32, gid: u32) -> Result<()> {
     })();
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(format!("write config drive {}", path.display()), e));
+        return Err(Error::io(
+            format!("write config drive {}", path.display()),
+            e,
+        ));
     }
     Ok(())
 }

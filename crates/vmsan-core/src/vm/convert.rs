@@ -18,7 +18,9 @@ pub(crate) fn firecracker(err: ClientError) -> Error {
                 e
             }
         }
-        None => Error::new(ErrorCode::FirecrackerApi, format!("Firecracker API: {err}")).source(err),
+        None => {
+            Error::new(ErrorCode::FirecrackerApi, format!("Firecracker API: {err}")).source(err)
+        }
     }
 }
 
@@ -26,14 +28,21 @@ pub(crate) fn firecracker(err: ClientError) -> Error {
 pub(crate) fn socket_wait(err: WaitError, path: &std::path::Path) -> Error {
     Error::new(
         ErrorCode::TimeoutSocket,
-        format!("Timeout waiting for the API socket at {}: {err}", path.display()),
+        format!(
+            "Timeout waiting for the API socket at {}: {err}",
+            path.display()
+        ),
     )
     .detail("target", path.display().to_string())
 }
 
 /// Preparing the jail failed.
 pub(crate) fn jail(err: JailError) -> Error {
-    Error::new(ErrorCode::VmCreateFailed, format!("preparing the jail: {err}")).source(err)
+    Error::new(
+        ErrorCode::VmCreateFailed,
+        format!("preparing the jail: {err}"),
+    )
+    .source(err)
 }
 
 /// Networking failed.

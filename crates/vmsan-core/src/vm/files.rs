@@ -49,7 +49,9 @@ pub struct VmFiles {
 impl VmFiles {
     /// The files of VM `id`.
     pub fn new(paths: &Paths, id: &VmId) -> Self {
-        Self { dir: paths.vm_dir(id) }
+        Self {
+            dir: paths.vm_dir(id),
+        }
     }
 
     /// The VM directory.

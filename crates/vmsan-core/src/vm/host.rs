@@ -56,7 +56,13 @@ impl Launch {
             "ext4" => RootfsFsType::Ext4,
             _ => RootfsFsType::Squashfs,
         };
-        Ok(Self { firecracker, jailer, layout, rootfs_fs, isolation: st.isolation })
+        Ok(Self {
+            firecracker,
+            jailer,
+            layout,
+            rootfs_fs,
+            isolation: st.isolation,
+        })
     }
 
     /// With the jailer and a PID namespace, the jailer forks Firecracker and exits: we adopt it.
@@ -73,7 +79,10 @@ fn trusted_binary(path: &Path, what: &str) -> Result<PathBuf> {
         ));
     }
     artifacts::check_trusted_file(path).map_err(|why| {
-        Error::new(ErrorCode::SetupUnsafeBinary, format!("refusing to run {what}: {why}"))
+        Error::new(
+            ErrorCode::SetupUnsafeBinary,
+            format!("refusing to run {what}: {why}"),
+        )
     })?;
     Ok(path.to_owned())
 }
@@ -90,7 +99,10 @@ pub(crate) fn host_config() -> HostConfig {
 /// The egress policy a VM's state records.
 pub(crate) fn policy_of(net: &NetworkState) -> Result<Policy> {
     let bad = |what: &str, v: &str, e: vmsan_net::NetError| {
-        Error::new(ErrorCode::VmStateCorrupt, format!("recorded {what} {v:?} is invalid: {e}"))
+        Error::new(
+            ErrorCode::VmStateCorrupt,
+            format!("recorded {what} {v:?} is invalid: {e}"),
+        )
     };
     match net.network_policy.as_str() {
         "" | "allow-all" => Ok(Policy::AllowAll),
@@ -98,17 +110,23 @@ pub(crate) fn policy_of(net: &NetworkState) -> Result<Policy> {
         "custom" => {
             let mut p = vmsan_net::CustomPolicy::default();
             for c in &net.allowed_cidrs {
-                p.allowed_cidrs.push(c.parse().map_err(|e| bad("CIDR", c, e))?);
+                p.allowed_cidrs
+                    .push(c.parse().map_err(|e| bad("CIDR", c, e))?);
             }
             for c in &net.denied_cidrs {
-                p.denied_cidrs.push(c.parse().map_err(|e| bad("CIDR", c, e))?);
+                p.denied_cidrs
+                    .push(c.parse().map_err(|e| bad("CIDR", c, e))?);
             }
             for d in &net.allowed_domains {
-                p.allowed_domains.push(d.parse().map_err(|e| bad("domain", d, e))?);
+                p.allowed_domains
+                    .push(d.parse().map_err(|e| bad("domain", d, e))?);
             }
             Ok(Policy::Custom(p))
         }
-        other => Err(Error::new(ErrorCode::VmStateCorrupt, format!("unknown network policy {other:?}"))),
+        other => Err(Error::new(
+            ErrorCode::VmStateCorrupt,
+            format!("unknown network policy {other:?}"),
+        )),
     }
 }
 
@@ -129,7 +147,10 @@ fn spec_of(st: &VmState, slot: u32, uid: u32, gid: u32) -> Result<VmNetSpec> {
     let mut upstreams = Vec::new();
     for s in &net.dns_servers {
         let ip: Ipv4Addr = s.parse().map_err(|_| {
-            Error::new(ErrorCode::VmStateCorrupt, format!("recorded DNS server {s:?} is invalid"))
+            Error::new(
+                ErrorCode::VmStateCorrupt,
+                format!("recorded DNS server {s:?} is invalid"),
+            )
         })?;
         upstreams.push(SocketAddrV4::new(ip, 53));
     }
@@ -140,7 +161,10 @@ fn spec_of(st: &VmState, slot: u32, uid: u32, gid: u32) -> Result<VmNetSpec> {
         jail_gid: gid,
         policy: policy_of(net)?,
         published_ports: published,
-        bandwidth: net.bandwidth_mbit.map(|m| Bandwidth { rx_mbit: m, tx_mbit: m }),
+        bandwidth: net.bandwidth_mbit.map(|m| Bandwidth {
+            rx_mbit: m,
+            tx_mbit: m,
+        }),
         dns_upstreams: upstreams,
         allow_udp: net.allow_udp,
     })
@@ -148,7 +172,10 @@ fn spec_of(st: &VmState, slot: u32, uid: u32, gid: u32) -> Result<VmNetSpec> {
 
 /// Build the VM's network namespace, TAP, veth, routes, NAT and nftables table.
 pub(crate) async fn setup_network(st: &VmState, uid: u32, gid: u32) -> Result<VmNet> {
-    let slot = st.network.slot.ok_or_else(|| Error::new(ErrorCode::Internal, "VM has no slot"))?;
+    let slot = st
+        .network
+        .slot
+        .ok_or_else(|| Error::new(ErrorCode::Internal, "VM has no slot"))?;
     let spec = spec_of(st, slot, uid, gid)?;
     let host = host_config();
     tokio::task::spawn_blocking(move || vmsan_net::setup(&host, &spec))
@@ -169,13 +196,12 @@ pub(crate) fn start_dns_filter(
         Some(&net.netns_path),
         net.dns_listen_addr(),
         host.host_netns.as_deref(),
-        policy.allowed_domains().to_vec(),
+        vmsan_net::dns::DnsAllow::of(&policy),
         net.dns_upstreams.clone(),
         Arc::new(NftSetUpdater::new(net.netns_path.clone())),
     )
     .map_err(|e| super::convert::net(e, "starting the DNS filter"))?;
     let domains = filter.domains();
-    domains.set_policy(&policy);
     let task = tokio::spawn(async move {
         if let Err(e) = filter.run().await {
             eprintln!("supervisor: DNS filter stopped: {e}");
@@ -273,7 +299,9 @@ pub(crate) fn spawn_vmm(
         eprintln!("supervisor: WARNING: seccomp is off for this VM (--no-seccomp)");
         fc.seccomp = Seccomp::Disabled;
     }
-    let bad_args = |e: vmsan_firecracker::ArgError| Error::new(ErrorCode::Internal, format!("VMM arguments: {e}"));
+    let bad_args = |e: vmsan_firecracker::ArgError| {
+        Error::new(ErrorCode::Internal, format!("VMM arguments: {e}"))
+    };
     let (program, args, cwd): (PathBuf, Vec<OsString>, Option<PathBuf>) = match &launch.jailer {
         Some(jailer) => {
             let cgroup_version = CgroupMounts::detect()
@@ -306,7 +334,9 @@ pub(crate) fn spawn_vmm(
             (jailer.clone(), spec.args().map_err(bad_args)?, None)
         }
         None => {
-            eprintln!("supervisor: WARNING: running Firecracker without the jailer (--no-jailer), as root");
+            eprintln!(
+                "supervisor: WARNING: running Firecracker without the jailer (--no-jailer), as root"
+            );
             // Paths Firecracker is given are relative to the jail root: run it there.
             fc.api_sock = "run/firecracker.socket".into();
             let args = fc.direct_args(launch.layout.id()).map_err(bad_args)?;
@@ -361,7 +391,11 @@ pub(crate) async fn teardown(paths: &Paths, st: &VmState, _net: Option<VmNet>) -
             if launch.jailer.is_some() && launch.isolation.cgroup {
                 match CgroupMounts::detect() {
                     Ok(m) => {
-                        if let Err(e) = vmsan_firecracker::remove_jailer_cgroups(&m, launch.layout.exec_name(), st.id.as_str()) {
+                        if let Err(e) = vmsan_firecracker::remove_jailer_cgroups(
+                            &m,
+                            launch.layout.exec_name(),
+                            st.id.as_str(),
+                        ) {
                             problems.push(format!("cgroups: {e}"));
                         }
                     }
@@ -378,15 +412,21 @@ pub(crate) async fn teardown(paths: &Paths, st: &VmState, _net: Option<VmNet>) -
 /// that stopping the service or session that ran `vmsan create` does not take the VM down.
 /// Best effort: a failure is logged, and the VM still runs.
 pub(crate) fn leave_caller_cgroup() {
-    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else { return };
+    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
     let pid = std::process::id().to_string();
     for line in mountinfo.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else { continue };
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
         let fstype = post.split(' ').next().unwrap_or("");
         if fstype != "cgroup" && fstype != "cgroup2" {
             continue;
         }
-        let Some(mount_point) = pre.split(' ').nth(4) else { continue };
+        let Some(mount_point) = pre.split(' ').nth(4) else {
+            continue;
+        };
         let dir = Path::new(mount_point).join("vmsan");
         let moved = std::fs::create_dir_all(&dir)
             .and_then(|()| std::fs::write(dir.join("cgroup.procs"), &pid));

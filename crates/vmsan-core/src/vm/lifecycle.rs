@@ -108,7 +108,9 @@ pub fn create(
         st.network = spec.network.clone();
         fill_addresses(&mut st.network, id, slot);
         st.isolation = spec.isolation;
-        st.timeout_ms = spec.timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
+        st.timeout_ms = spec
+            .timeout
+            .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
         st.agent_token = Some(token.clone());
         st
     })?;
@@ -143,18 +145,25 @@ pub fn start(paths: &Paths, id: &VmId) -> Result<VmState> {
         let mut seen = st.clone();
         crate::state::reconcile(&mut seen);
         match seen.status {
-            VmStatus::Stopped | VmStatus::Error if seen.supervisor.is_none_or(|p| !process::is_alive(&p)) => {}
+            VmStatus::Stopped | VmStatus::Error
+                if seen.supervisor.is_none_or(|p| !process::is_alive(&p)) => {}
             other => {
                 return Err(Error::new(
                     ErrorCode::VmNotStopped,
-                    format!("VM {id} is {}; only a stopped VM can be started", other.as_str()),
+                    format!(
+                        "VM {id} is {}; only a stopped VM can be started",
+                        other.as_str()
+                    ),
                 )
                 .detail("vmId", id.as_str()));
             }
         }
         if !VmFiles::new(paths, id).disk().exists() {
-            return Err(Error::new(ErrorCode::VmChrootNotFound, format!("VM {id} has no disk any more"))
-                .detail("vmId", id.as_str()));
+            return Err(Error::new(
+                ErrorCode::VmChrootNotFound,
+                format!("VM {id} has no disk any more"),
+            )
+            .detail("vmId", id.as_str()));
         }
         st.status = VmStatus::Creating;
         st.supervisor = me;
@@ -203,7 +212,12 @@ pub fn stop(paths: &Paths, id: &VmId) -> Result<StopOutcome> {
         }
     }
     // The supervisor is gone (killed, crashed, or stuck): do its cleanup here.
-    cleanup_unsupervised(paths, &store, id, "stopped by `vmsan stop` (its supervisor was gone)")?;
+    cleanup_unsupervised(
+        paths,
+        &store,
+        id,
+        "stopped by `vmsan stop` (its supervisor was gone)",
+    )?;
     Ok(StopOutcome::Stopped)
 }
 
@@ -284,9 +298,14 @@ fn run_supervisor(paths: &Paths, id: &VmId) -> Result<()> {
         .stdout(Stdio::piped())
         .stderr(log);
     crate::sys::proc::new_session(&mut cmd);
-    let mut child = cmd.spawn().map_err(|e| Error::io("start the VM's supervisor", e))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::io("start the VM's supervisor", e))?;
     let Some(out) = child.stdout.take() else {
-        return Err(Error::new(ErrorCode::Internal, "supervisor has no report pipe"));
+        return Err(Error::new(
+            ErrorCode::Internal,
+            "supervisor has no report pipe",
+        ));
     };
     // Read the report on a thread so a hung supervisor cannot hang us.
     let (tx, rx) = mpsc::channel();
@@ -300,7 +319,10 @@ fn run_supervisor(paths: &Paths, id: &VmId) -> Result<()> {
         Ok(Err(e)) => return Err(Error::io("read the supervisor's report", e)),
         Err(_) => {
             let _ = child.kill();
-            return Err(Error::new(ErrorCode::TimeoutAgent, format!("VM {id} did not come up")));
+            return Err(Error::new(
+                ErrorCode::TimeoutAgent,
+                format!("VM {id} did not come up"),
+            ));
         }
     };
     // The supervisor keeps running; its exit is reaped by init once we are gone.
@@ -313,18 +335,27 @@ fn parse_report(line: &str, files: &VmFiles) -> Result<()> {
     if line == "ready" {
         return Ok(());
     }
-    if let Some(json) = line.strip_prefix("error ") {
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(json) {
-            let code = v["code"].as_str().and_then(ErrorCode::parse).unwrap_or(ErrorCode::VmCreateFailed);
-            let mut e = Error::new(code, v["message"].as_str().unwrap_or("the VM failed to start"));
-            if let Some(why) = v["why"].as_str() {
-                e = e.why(why);
-            }
-            return Err(e);
+    if let Some(json) = line.strip_prefix("error ")
+        && let Ok(v) = serde_json::from_str::<serde_json::Value>(json)
+    {
+        let code = v["code"]
+            .as_str()
+            .and_then(ErrorCode::parse)
+            .unwrap_or(ErrorCode::VmCreateFailed);
+        let mut e = Error::new(
+            code,
+            v["message"].as_str().unwrap_or("the VM failed to start"),
+        );
+        if let Some(why) = v["why"].as_str() {
+            e = e.why(why);
         }
+        return Err(e);
     }
-    Err(Error::new(ErrorCode::VmCreateFailed, "the VM's supervisor exited without reporting")
-        .why(format!("See {}.", files.supervisor_log().display())))
+    Err(Error::new(
+        ErrorCode::VmCreateFailed,
+        "the VM's supervisor exited without reporting",
+    )
+    .why(format!("See {}.", files.supervisor_log().display())))
 }
 
 fn random_token() -> String {
@@ -362,7 +393,11 @@ fn guest_config(st: &VmState, media: &BootMedia) -> GuestConfig {
         }),
         default_user: None,
         env: Default::default(),
-        init: if st.init == "image" { vmsan_proto::InitMode::Image } else { vmsan_proto::InitMode::Agent },
+        init: if st.init == "image" {
+            vmsan_proto::InitMode::Image
+        } else {
+            vmsan_proto::InitMode::Agent
+        },
         image: media.image_config.clone(),
     }
 }

@@ -57,7 +57,10 @@ pub fn main(paths: &Paths, id: &VmId) -> i32 {
         eprintln!("supervisor: cannot become a subreaper: {e}");
     }
     host::leave_caller_cgroup();
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             report(&Err(Error::io("start the supervisor's runtime", e)));
@@ -97,7 +100,10 @@ async fn run(paths: &Paths, id: &VmId) -> Result<()> {
         if st.status != VmStatus::Creating {
             return Err(Error::new(
                 ErrorCode::Internal,
-                format!("{id} is {}, not being created or started", st.status.as_str()),
+                format!(
+                    "{id} is {}, not being created or started",
+                    st.status.as_str()
+                ),
             ));
         }
         st.supervisor = Some(me);
@@ -140,7 +146,10 @@ impl Vmm {
     async fn wait(&mut self) -> String {
         match self {
             Vmm::Child(c) => match c.wait().await {
-                Ok(status) => describe_exit(status.code(), std::os::unix::process::ExitStatusExt::signal(&status)),
+                Ok(status) => describe_exit(
+                    status.code(),
+                    std::os::unix::process::ExitStatusExt::signal(&status),
+                ),
                 Err(e) => format!("waiting for Firecracker failed: {e}"),
             },
             Vmm::Adopted { pid, fd } => {
@@ -174,7 +183,9 @@ impl Vmm {
 /// is that it is gone).
 fn reap(pid: u32) -> String {
     use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-    let Ok(raw) = i32::try_from(pid) else { return "Firecracker exited".into() };
+    let Ok(raw) = i32::try_from(pid) else {
+        return "Firecracker exited".into();
+    };
     match waitpid(nix::unistd::Pid::from_raw(raw), Some(WaitPidFlag::WNOHANG)) {
         Ok(WaitStatus::Exited(_, code)) => describe_exit(Some(code), None),
         Ok(WaitStatus::Signaled(_, sig, _)) => describe_exit(None, Some(sig as i32)),
@@ -187,7 +198,9 @@ fn describe_exit(code: Option<i32>, signal: Option<i32>) -> String {
         (Some(0), _) => "the guest shut down".into(),
         (Some(c), _) => format!("Firecracker exited with status {c}"),
         (None, Some(s)) => {
-            let name = nix::sys::signal::Signal::try_from(s).map(|s| s.as_str()).unwrap_or("?");
+            let name = nix::sys::signal::Signal::try_from(s)
+                .map(|s| s.as_str())
+                .unwrap_or("?");
             format!("Firecracker was killed by signal {s} ({name})")
         }
         (None, None) => "Firecracker exited".into(),
@@ -213,7 +226,18 @@ impl Supervisor {
         let launch = Launch::resolve(&paths, &state)?;
         let layout = launch.layout.clone();
         let client = FirecrackerClient::new(layout.api_socket());
-        Ok(Self { paths, store, state, files, launch, layout, net: None, dns: None, vmm: None, client })
+        Ok(Self {
+            paths,
+            store,
+            state,
+            files,
+            launch,
+            layout,
+            net: None,
+            dns: None,
+            vmm: None,
+            client,
+        })
     }
 
     fn vsock_path(&self) -> PathBuf {
@@ -222,7 +246,11 @@ impl Supervisor {
 
     /// Network, jail, Firecracker, configuration, InstanceStart, agent announcement.
     async fn boot(&mut self) -> Result<()> {
-        let slot = self.state.network.slot.ok_or_else(|| Error::new(ErrorCode::Internal, "VM has no slot"))?;
+        let slot = self
+            .state
+            .network
+            .slot
+            .ok_or_else(|| Error::new(ErrorCode::Internal, "VM has no slot"))?;
         let (uid, gid) = jail_ids(slot);
 
         let net = host::setup_network(&self.state, uid, gid).await?;
@@ -230,9 +258,20 @@ impl Supervisor {
         let net_plan = host::net_plan(&net);
         self.net = Some(net);
 
-        host::prepare_jail(&self.paths, &self.state, &self.launch, &self.files, uid, gid)?;
-        let ready = ReadyListener::bind(&self.vsock_path())
-            .map_err(|e| Error::new(ErrorCode::VmCreateFailed, format!("listen for the agent: {e}")))?;
+        host::prepare_jail(
+            &self.paths,
+            &self.state,
+            &self.launch,
+            &self.files,
+            uid,
+            gid,
+        )?;
+        let ready = ReadyListener::bind(&self.vsock_path()).map_err(|e| {
+            Error::new(
+                ErrorCode::VmCreateFailed,
+                format!("listen for the agent: {e}"),
+            )
+        })?;
 
         let (child, vmm_log) = host::spawn_vmm(
             &self.launch,
@@ -243,11 +282,20 @@ impl Supervisor {
             self.state.vcpu_count,
             self.state.mem_size_mib,
         )?;
-        self.vmm = Some(self.adopt(child).await.map_err(|e| with_log_tail(e, &vmm_log))?);
+        self.vmm = Some(
+            self.adopt(child)
+                .await
+                .map_err(|e| with_log_tail(e, &vmm_log))?,
+        );
         let deadline = Instant::now() + SOCKET_TIMEOUT;
-        vmsan_firecracker::wait_for_socket(&self.layout.api_socket(), deadline.into_std())
+        vmsan_firecracker::wait_for_socket(&self.layout.api_socket(), deadline)
             .await
-            .map_err(|e| with_log_tail(super::convert::socket_wait(e, &self.layout.api_socket()), &vmm_log))?;
+            .map_err(|e| {
+                with_log_tail(
+                    super::convert::socket_wait(e, &self.layout.api_socket()),
+                    &vmm_log,
+                )
+            })?;
 
         let plan = super::boot::BootPlan {
             rootfs_fs: self.launch.rootfs_fs,
@@ -260,10 +308,17 @@ impl Supervisor {
             .await
             .map_err(super::convert::firecracker)?;
         for t in &timings {
-            eprintln!("supervisor: {} took {:.2} ms", t.step, t.took.as_secs_f64() * 1000.0);
+            eprintln!(
+                "supervisor: {} took {:.2} ms",
+                t.step,
+                t.took.as_secs_f64() * 1000.0
+            );
         }
 
-        let vmm = self.vmm.as_mut().ok_or_else(|| Error::new(ErrorCode::Internal, "no VMM"))?;
+        let vmm = self
+            .vmm
+            .as_mut()
+            .ok_or_else(|| Error::new(ErrorCode::Internal, "no VMM"))?;
         tokio::select! {
             r = ready.wait(BOOT_TIMEOUT) => {
                 r.map_err(|e| Error::new(ErrorCode::TimeoutAgent, format!("the guest agent did not announce itself: {e}"))
@@ -278,7 +333,11 @@ impl Supervisor {
             }
         }
 
-        let vmm_id = self.vmm.as_ref().and_then(Vmm::pid).and_then(process::identify);
+        let vmm_id = self
+            .vmm
+            .as_ref()
+            .and_then(Vmm::pid)
+            .and_then(process::identify);
         let vsock = self.vsock_path();
         self.state = self.store.update(&self.state.id, |st| {
             st.status = VmStatus::Running;
@@ -304,15 +363,24 @@ impl Supervisor {
         }
         let status = tokio::time::timeout(SOCKET_TIMEOUT, child.wait())
             .await
-            .map_err(|_| Error::new(ErrorCode::TimeoutSocket, "the jailer did not hand over to Firecracker"))?
+            .map_err(|_| {
+                Error::new(
+                    ErrorCode::TimeoutSocket,
+                    "the jailer did not hand over to Firecracker",
+                )
+            })?
             .map_err(|e| Error::io("wait for the jailer", e))?;
         if !status.success() {
-            return Err(Error::new(ErrorCode::VmCreateFailed, format!("the jailer failed ({status})")));
+            return Err(Error::new(
+                ErrorCode::VmCreateFailed,
+                format!("the jailer failed ({status})"),
+            ));
         }
         let pid = vmsan_firecracker::read_pid_file(&self.layout).map_err(super::convert::jail)?;
-        let pid = u32::try_from(pid).map_err(|_| Error::new(ErrorCode::Internal, "bad pid in the jailer's pid file"))?;
+        let pid = u32::try_from(pid)
+            .map_err(|_| Error::new(ErrorCode::Internal, "bad pid in the jailer's pid file"))?;
         let fd = PidFd::open(pid)
-            .and_then(AsyncFd::new)
+            .and_then(PidFd::into_async)
             .map_err(|e| Error::io(format!("watch Firecracker (pid {pid})"), e))?;
         Ok(Vmm::Adopted { pid, fd })
     }
@@ -324,7 +392,9 @@ impl Supervisor {
             Err(e) => return Ended::Failed(format!("cannot watch for stop requests: {e}")),
         };
         let mut reload = signal(SignalKind::user_defined1()).ok();
-        let Some(mut vmm) = self.vmm.take() else { return Ended::Failed("no VMM to watch".into()) };
+        let Some(mut vmm) = self.vmm.take() else {
+            return Ended::Failed("no VMM to watch".into());
+        };
         let mut deadline = self.timeout_deadline();
         let ended = loop {
             let timeout = async {
@@ -377,14 +447,20 @@ impl Supervisor {
     async fn stop_gracefully(&self, vmm: &mut Vmm) {
         if let Some(token) = &self.state.agent_token {
             let agent = AgentClient::new(Endpoint::hybrid_vsock(self.vsock_path()), token);
-            if tokio::time::timeout(Duration::from_secs(2), agent.shutdown()).await.is_ok_and(|r| r.is_ok())
-                && tokio::time::timeout(AGENT_STOP_GRACE, vmm.wait()).await.is_ok()
+            if tokio::time::timeout(Duration::from_secs(2), agent.shutdown())
+                .await
+                .is_ok_and(|r| r.is_ok())
+                && tokio::time::timeout(AGENT_STOP_GRACE, vmm.wait())
+                    .await
+                    .is_ok()
             {
                 return;
             }
         }
         if self.client.send_ctrl_alt_del().await.is_ok()
-            && tokio::time::timeout(CAD_STOP_GRACE, vmm.wait()).await.is_ok()
+            && tokio::time::timeout(CAD_STOP_GRACE, vmm.wait())
+                .await
+                .is_ok()
         {
             return;
         }
@@ -426,7 +502,9 @@ impl Supervisor {
 
 /// Add the last lines of a log to an error: what Firecracker or the guest said before failing.
 fn with_log_tail(e: Error, log: &std::path::Path) -> Error {
-    let Ok(text) = std::fs::read_to_string(log) else { return e };
+    let Ok(text) = std::fs::read_to_string(log) else {
+        return e;
+    };
     let lines: Vec<&str> = text.lines().rev().take(8).collect();
     if lines.is_empty() {
         return e;
@@ -439,7 +517,9 @@ fn with_log_tail(e: Error, log: &std::path::Path) -> Error {
 /// Ask a VM's supervisor to stop the VM gracefully, and wait until it has (or `timeout`).
 /// Returns whether the supervisor is gone.
 pub(crate) fn request_stop(sup: &ProcessId, timeout: Duration) -> bool {
-    let Ok(fd) = PidFd::open(sup.pid) else { return true };
+    let Ok(fd) = PidFd::open(sup.pid) else {
+        return true;
+    };
     if !process::is_alive(sup) {
         return true;
     }
@@ -449,7 +529,9 @@ pub(crate) fn request_stop(sup: &ProcessId, timeout: Duration) -> bool {
 
 /// Kill a process identified by pid and start time, and wait for it to go.
 pub(crate) fn kill_and_wait(p: &ProcessId, timeout: Duration) -> bool {
-    let Ok(fd) = PidFd::open(p.pid) else { return true };
+    let Ok(fd) = PidFd::open(p.pid) else {
+        return true;
+    };
     if !process::is_alive(p) {
         return true;
     }
