@@ -16,15 +16,19 @@ use clap_complete::Shell;
     about,
     propagate_version = true,
     disable_help_subcommand = true,
-    max_term_width = 100
+    max_term_width = 100,
+    after_help = "Exit codes: 0 ok; 1 error (with an ERR_* code); exec returns the guest \
+                  command's code, 124 when it timed out; 130 when interrupted.\n\
+                  VMSAN_HOME overrides the state directory (/var/lib/vmsan); NO_COLOR turns \
+                  colours off."
 )]
 pub struct Cli {
     /// Machine output: exactly one JSON document on stdout.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, display_order = 1000)]
     pub json: bool,
 
     /// Debug output on stderr.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, display_order = 1001)]
     pub verbose: bool,
 
     /// The command.
@@ -216,6 +220,13 @@ pub struct CreateArgs {
 /// `exec`. Flags of `exec` itself come before the command; everything from the command on
 /// is passed to the guest verbatim (`--` is optional).
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Everything from COMMAND on is passed to the guest verbatim, flags \
+                        included: `vmsan exec VM ls -la /tmp` runs `ls -la /tmp`. Put exec's \
+                        own flags before COMMAND; use `--` before a command that starts \
+                        with '-'.\nExit code: the command's own; 124 when --timeout killed \
+                        it; 130 when interrupted."
+)]
 pub struct ExecArgs {
     /// Run as root.
     #[arg(long)]

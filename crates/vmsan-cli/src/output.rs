@@ -182,7 +182,8 @@ impl Outcome {
     pub fn emit(mut self, out: &Output) -> i32 {
         if out.json {
             if let Value::Object(map) = &mut self.json {
-                map.insert("schemaVersion".into(), Value::from(JSON_SCHEMA_VERSION));
+                map.entry("schemaVersion")
+                    .or_insert(Value::from(JSON_SCHEMA_VERSION));
             }
             out.json_document(&self.json);
         } else if !self.text.is_empty() {

@@ -313,7 +313,6 @@ fn every_json_invocation_prints_one_document() {
         vec!["completion", "fish"],
         vec!["snapshot", "list"],
         vec!["image", "ls"],
-        vec!["doctor"],
         vec!["create"],
         vec!["exec", VM, "echo", "--json"],
         vec!["inspect", VM],
@@ -501,4 +500,41 @@ fn not_implemented_commands_validate_first() {
         serde_json::json!(["ping", "-c", "1", "-W", "3", "-e", "x"])
     );
     assert_eq!(doc["error"]["options"]["env"][0]["key"], "A");
+}
+
+/// `doctor` runs the real host checks (as root they include a test nftables table in a
+/// scratch network namespace), hence the `privileged_` name: nextest runs these one at a time.
+#[test]
+fn privileged_doctor_json_and_exit_code() {
+    let (rc, doc) = json_run(&["doctor"]);
+    let checks = doc["checks"].as_array().expect("checks");
+    assert!(!checks.is_empty());
+    for c in checks {
+        for field in ["category", "name", "status", "detail", "fix"] {
+            assert!(c.get(field).is_some(), "{field} missing in {c}");
+        }
+        assert!(
+            ["pass", "warn", "fail"].contains(&c["status"].as_str().unwrap()),
+            "{c}"
+        );
+        if c["status"] != "pass" {
+            assert!(
+                c["fix"].as_str().is_some_and(|f| !f.is_empty()),
+                "a fix for {c}"
+            );
+        }
+    }
+    let failed = checks.iter().filter(|c| c["status"] == "fail").count();
+    assert_eq!(doc["summary"]["failed"], failed);
+    assert_eq!(doc["summary"]["total"], checks.len());
+    assert_eq!(
+        rc,
+        i32::from(failed > 0),
+        "exit 1 exactly when a check fails"
+    );
+
+    let out = vmsan().arg("doctor").output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("vmsan doctor\n"), "{text}");
+    assert!(text.contains(&format!("{failed} failed")), "{text}");
 }

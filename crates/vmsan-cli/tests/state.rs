@@ -269,3 +269,54 @@ fn logs_follow_streams_until_the_vm_stops() {
     assert!(status.success(), "{status}");
     reader.join().unwrap();
 }
+
+/// Run `vmsan` with stdout on a real pseudo-terminal and return what it printed there.
+fn run_on_pty(home: &Home, args: &[&str], no_color: bool) -> String {
+    use std::io::Read;
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let mut cmd = StdCommand::new(env!("CARGO_BIN_EXE_vmsan"));
+    cmd.args(args)
+        .env("VMSAN_HOME", home.dir.path())
+        .stdout(Stdio::from(pty.slave));
+    if no_color {
+        cmd.env("NO_COLOR", "1");
+    } else {
+        cmd.env_remove("NO_COLOR");
+    }
+    // `cmd` holds the only copy of the slave end; dropping it after the spawn lets the master
+    // see end-of-file once the child exits.
+    let mut child = cmd.spawn().unwrap();
+    drop(cmd);
+    let mut master = std::fs::File::from(pty.master);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match master.read(&mut buf) {
+            Ok(0) | Err(_) => break, // EIO once the slave side is closed
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    assert!(child.wait().unwrap().success());
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn colours_only_on_a_terminal_without_no_color() {
+    let home = Home::new();
+    home.add("2026-01-01T00:00:00.000Z", |s| s.status = VmStatus::Stopped);
+    let tty = run_on_pty(&home, &["list"], false);
+    assert!(tty.contains("\x1b["), "colours on a terminal: {tty:?}");
+    assert!(tty.contains("stopped"));
+    let plain = run_on_pty(&home, &["list"], true);
+    assert!(
+        !plain.contains("\x1b["),
+        "NO_COLOR turns colours off: {plain:?}"
+    );
+    assert!(plain.contains("stopped"));
+    // --json never colours, terminal or not.
+    let json = run_on_pty(&home, &["--json", "list"], false);
+    assert!(
+        !json.contains("\x1b[") && json.contains("\"count\":1"),
+        "{json:?}"
+    );
+}

@@ -266,3 +266,55 @@ pub fn remove_jailer_cgroups(
         None => Ok(removed),
     }
 }
+
+/// Parses the counter `key` from a cgroup "flat keyed" file (`key value` per line), as in
+/// v1 `memory.oom_control` and v2 `memory.events`.
+#[must_use]
+pub fn parse_keyed_counter(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let (k, v) = line.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+/// How many processes the kernel's OOM killer has killed in the VM's memory cgroup
+/// (`oom_kill` of v1 `memory.oom_control` or v2 `memory.events`). The supervisor reads it
+/// when Firecracker has died, before removing the cgroup, to tell "killed for lack of memory"
+/// from other deaths. `Ok(None)` when the cgroup does not exist (or has no memory controller).
+///
+/// # Errors
+/// [`ArgError`] as `InvalidInput` for a bad parent or id, other I/O errors, and
+/// `InvalidData` when the file has no `oom_kill` line (kernels before 4.13).
+pub fn oom_kill_count(mounts: &CgroupMounts, parent: &str, id: &str) -> io::Result<Option<u64>> {
+    validate_id(id).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    validate_rel_path("parent cgroup", parent)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let file = match (mounts.mode(), mounts.v1_controller_mount("memory")) {
+        (Some(CgroupMode::V1 | CgroupMode::Hybrid), Some(memory)) => {
+            memory.join(parent).join(id).join("memory.oom_control")
+        }
+        (Some(CgroupMode::V2), _) => match &mounts.unified {
+            Some(unified) => unified.join(parent).join(id).join("memory.events"),
+            None => return Ok(None),
+        },
+        _ => return Ok(None),
+    };
+    let text = match std::fs::read_to_string(&file) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("reading {}: {e}", file.display()),
+            ));
+        }
+    };
+    parse_keyed_counter(&text, "oom_kill")
+        .map(Some)
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} has no oom_kill counter", file.display()),
+            )
+        })
+}

@@ -345,6 +345,43 @@ pub struct JailerSpec {
 }
 
 impl JailerSpec {
+    /// A spec with vmsan's defaults: its own PID namespace, daemonized, no network
+    /// namespace, no cgroup limits, the jailer's default resource limits, the API socket at
+    /// [`crate::layout::API_SOCKET_IN_JAIL`] and Firecracker's default seccomp filter.
+    #[must_use]
+    pub fn new(
+        id: impl Into<String>,
+        exec_file: impl Into<PathBuf>,
+        chroot_base: impl Into<PathBuf>,
+        uid: u32,
+        gid: u32,
+        cgroup_version: CgroupVersion,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            exec_file: exec_file.into(),
+            uid,
+            gid,
+            chroot_base: chroot_base.into(),
+            netns: None,
+            new_pid_ns: true,
+            daemonize: true,
+            cgroup_version,
+            cgroups: CgroupLimits::default(),
+            parent_cgroup: None,
+            resource_limits: ResourceLimits::default(),
+            firecracker: FirecrackerArgs::new(crate::layout::API_SOCKET_IN_JAIL),
+        }
+    }
+
+    /// The jail layout this spec produces.
+    ///
+    /// # Errors
+    /// [`ArgError`] as [`crate::JailLayout::new`].
+    pub fn layout(&self) -> Result<crate::JailLayout, ArgError> {
+        crate::JailLayout::new(&self.chroot_base, &self.exec_file, &self.id)
+    }
+
     /// Checks every field.
     ///
     /// # Errors

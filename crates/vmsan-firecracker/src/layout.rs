@@ -38,6 +38,10 @@ pub const LOG_IN_JAIL: &str = "firecracker.log";
 pub const METRICS_IN_JAIL: &str = "metrics.json";
 /// The guest's serial console output inside the jail.
 pub const SERIAL_IN_JAIL: &str = "serial.log";
+/// A snapshot's microVM state file inside the jail (Firecracker writes it as the jail uid).
+pub const SNAPSHOT_STATE_IN_JAIL: &str = "snapshot.vmstate";
+/// A snapshot's guest memory file inside the jail.
+pub const SNAPSHOT_MEM_IN_JAIL: &str = "snapshot.mem";
 
 /// Failure while preparing, inspecting or removing a jail.
 #[derive(Debug, thiserror::Error)]
@@ -376,6 +380,26 @@ fn place_file(
             path: file.source.clone(),
             reason: "is not a regular file".to_owned(),
         });
+    }
+
+    // A file that stays root's must be readable by the jail uid through its "other" bits.
+    if !file.chown {
+        let linked_mode = st.st_mode & 0o7777;
+        let readable = match file.placement {
+            Placement::HardLink => linked_mode & 0o004 != 0,
+            Placement::Copy => file.mode & 0o004 != 0,
+            Placement::HardLinkOrCopy => linked_mode & 0o004 != 0 && file.mode & 0o004 != 0,
+        };
+        if !readable {
+            return Err(JailError::Unsafe {
+                path: file.source.clone(),
+                reason: format!(
+                    "stays owned by uid {} but is not readable by others (mode {linked_mode:o}), \
+                     so the jailed Firecracker could not open it",
+                    st.st_uid
+                ),
+            });
+        }
     }
 
     let try_link = matches!(

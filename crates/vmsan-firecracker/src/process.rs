@@ -156,3 +156,67 @@ impl ProcessIdentity {
         Ok(self.liveness()? == Liveness::Alive)
     }
 }
+
+/// Real and effective uid and gid of a process (the `Uid:`/`Gid:` lines of
+/// `/proc/<pid>/status`), e.g. to check that Firecracker really runs as the jail's
+/// unprivileged uid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessCredentials {
+    /// Real uid.
+    pub uid: u32,
+    /// Effective uid.
+    pub euid: u32,
+    /// Real gid.
+    pub gid: u32,
+    /// Effective gid.
+    pub egid: u32,
+}
+
+/// Parses the `Uid:` and `Gid:` lines of a `/proc/<pid>/status` text.
+#[must_use]
+pub fn parse_status_credentials(status: &str) -> Option<ProcessCredentials> {
+    let ids = |key: &str| -> Option<(u32, u32)> {
+        let line = status.lines().find(|l| l.starts_with(key))?;
+        let mut fields = line.get(key.len()..)?.split_ascii_whitespace();
+        let real = fields.next()?.parse().ok()?;
+        let effective = fields.next()?.parse().ok()?;
+        Some((real, effective))
+    };
+    let (uid, euid) = ids("Uid:")?;
+    let (gid, egid) = ids("Gid:")?;
+    Some(ProcessCredentials {
+        uid,
+        euid,
+        gid,
+        egid,
+    })
+}
+
+impl ProcessIdentity {
+    /// The process's credentials; `Ok(None)` when it is gone or its pid was reused.
+    ///
+    /// # Errors
+    /// Unexpected I/O errors, `InvalidData` for an unparsable status file.
+    pub fn credentials(&self) -> io::Result<Option<ProcessCredentials>> {
+        let text = match std::fs::read_to_string(format!("/proc/{}/status", self.pid)) {
+            Ok(text) => text,
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let credentials = parse_status_credentials(&text).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("no Uid:/Gid: lines in /proc/{}/status", self.pid),
+            )
+        })?;
+        // Read after the status: if the pid changed hands meanwhile, say so.
+        if self.liveness()? != Liveness::Alive {
+            return Ok(None);
+        }
+        Ok(Some(credentials))
+    }
+}

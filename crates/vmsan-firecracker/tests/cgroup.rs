@@ -216,3 +216,95 @@ fn privileged_removes_the_jailers_leftover_cgroups() {
             .is_empty()
     );
 }
+
+#[test]
+fn parses_oom_counters() {
+    use vmsan_firecracker::cgroup::parse_keyed_counter;
+    let v1 = "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n";
+    assert_eq!(parse_keyed_counter(v1, "oom_kill"), Some(3));
+    assert_eq!(parse_keyed_counter(v1, "under_oom"), Some(0));
+    let v2 = "low 0\nhigh 0\nmax 12\noom 2\noom_kill 1\noom_group_kill 0\n";
+    assert_eq!(parse_keyed_counter(v2, "oom_kill"), Some(1));
+    assert_eq!(parse_keyed_counter(v2, "oom"), Some(2));
+    assert_eq!(
+        parse_keyed_counter("oom_kill_disable 0\n", "oom_kill"),
+        None
+    );
+}
+
+/// A process that outgrows the VM's memory cgroup is OOM-killed and the counter says so.
+#[test]
+fn privileged_counts_oom_kills_in_the_vm_cgroup() {
+    use std::io::Write;
+    use std::os::unix::process::ExitStatusExt;
+    use vmsan_firecracker::cgroup::oom_kill_count;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to create cgroups");
+        return;
+    }
+    let mounts = CgroupMounts::detect().unwrap();
+    let (dir, procs, limit_files): (PathBuf, &str, Vec<(&str, &str)>) = match mounts.mode() {
+        Some(CgroupMode::V1 | CgroupMode::Hybrid) => match mounts.v1_controller_mount("memory") {
+            Some(memory) => (
+                memory.to_owned(),
+                "tasks",
+                vec![("memory.limit_in_bytes", "33554432")],
+            ),
+            None => {
+                eprintln!("skipped: no v1 memory controller");
+                return;
+            }
+        },
+        Some(CgroupMode::V2) => (
+            mounts.unified.clone().unwrap(),
+            "cgroup.procs",
+            vec![("memory.max", "33554432"), ("memory.swap.max", "0")],
+        ),
+        None => {
+            eprintln!("skipped: no cgroups");
+            return;
+        }
+    };
+    let parent = format!("vmsan-fctest-oom-{}", std::process::id());
+    let id = "vm-oom";
+    let mut guard = CgroupGuard {
+        parents: vec![dir.join(&parent)],
+        child: None,
+    };
+    let cgroup = dir.join(&parent).join(id);
+    fs::create_dir_all(&cgroup).unwrap();
+    if mounts.mode() == Some(CgroupMode::V2) {
+        // The parent must delegate the memory controller.
+        let _ = fs::write(dir.join("cgroup.subtree_control"), "+memory");
+        fs::write(dir.join(&parent).join("cgroup.subtree_control"), "+memory").unwrap();
+    }
+    for (file, value) in &limit_files {
+        if let Err(e) = fs::write(cgroup.join(file), value) {
+            assert!(*file == "memory.swap.max", "{file}: {e}");
+        }
+    }
+    assert_eq!(oom_kill_count(&mounts, &parent, id).unwrap(), Some(0));
+
+    // A shell that waits for a line, then becomes `tail /dev/zero` (which keeps the whole
+    // newline-free stream in memory) once it has been moved into the cgroup.
+    let child = Command::new("sh")
+        .args(["-c", "read line; exec tail /dev/zero"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    guard.child = Some(child);
+    let child = guard.child.as_mut().unwrap();
+    fs::write(cgroup.join(procs), child.id().to_string()).unwrap();
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let status = child.wait().unwrap();
+    guard.child = None;
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    assert_eq!(oom_kill_count(&mounts, &parent, id).unwrap(), Some(1));
+
+    // Gone with the cgroup.
+    remove_jailer_cgroups(&mounts, &parent, id).unwrap();
+    assert_eq!(oom_kill_count(&mounts, &parent, id).unwrap(), None);
+    assert!(oom_kill_count(&mounts, &parent, "../x").is_err());
+}

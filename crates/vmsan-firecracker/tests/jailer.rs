@@ -355,3 +355,49 @@ fn boot_args_follow_the_guest_abi() {
     assert_eq!(virtio_block_device(2).as_deref(), Some("/dev/vdc"));
     assert_eq!(virtio_block_device(26), None);
 }
+
+#[test]
+fn defaults_and_layout_of_a_spec() {
+    let spec = JailerSpec::new(
+        "vm-1",
+        "/opt/fc/firecracker-v1.16.1",
+        "/srv/vmsan",
+        10_001,
+        10_001,
+        CgroupVersion::V2,
+    );
+    let args = strings(spec.args().unwrap());
+    assert_eq!(
+        args,
+        [
+            "--id",
+            "vm-1",
+            "--exec-file",
+            "/opt/fc/firecracker-v1.16.1",
+            "--uid",
+            "10001",
+            "--gid",
+            "10001",
+            "--chroot-base-dir",
+            "/srv/vmsan",
+            "--new-pid-ns",
+            "--daemonize",
+            "--cgroup-version",
+            "2",
+            "--",
+            "--api-sock",
+            "/run/firecracker.socket",
+        ]
+    );
+    let layout = spec.layout().unwrap();
+    // The jail is named after the exec file, whatever it is called.
+    assert_eq!(
+        layout.root(),
+        Path::new("/srv/vmsan/firecracker-v1.16.1/vm-1/root")
+    );
+    assert_eq!(
+        layout.pid_file(),
+        layout.root().join("firecracker-v1.16.1.pid")
+    );
+    assert_eq!(spec.cgroup_parent().unwrap(), "firecracker-v1.16.1");
+}

@@ -450,3 +450,28 @@ fn privileged_listener_socket_goes_to_the_jail_uid() {
     assert!(give_to_jail(&f.layout, "../escape", 61_234, 61_235).is_err());
     remove_jail(&f.layout).unwrap();
 }
+
+#[test]
+fn shared_files_must_be_readable_by_the_jail() {
+    let f = fixture();
+    let (uid, gid) = me();
+    fs::set_permissions(&f.kernel, fs::Permissions::from_mode(0o600)).unwrap();
+    let err = prepare_jail(
+        &f.layout,
+        uid,
+        gid,
+        &[JailFile::shared_read_only(&f.kernel, "vmlinux")],
+    )
+    .unwrap_err();
+    assert!(matches!(err, JailError::Unsafe { .. }), "{err}");
+    assert!(err.to_string().contains("not readable by others"), "{err}");
+    // A private copy given to the jail uid is fine whatever the source's mode.
+    prepare_jail(
+        &f.layout,
+        uid,
+        gid,
+        &[JailFile::copy(&f.kernel, "vmlinux", 0o400)],
+    )
+    .unwrap();
+    remove_jail(&f.layout).unwrap();
+}

@@ -132,3 +132,49 @@ fn which(name: &str) -> std::path::PathBuf {
         })
         .unwrap()
 }
+
+#[test]
+fn credentials_of_a_child() {
+    let status =
+        "Name:\tfirecracker\nUid:\t10000\t10001\t10000\t10000\nGid:\t20000\t20001\t20000\t20000\n";
+    let creds = vmsan_firecracker::process::parse_status_credentials(status).unwrap();
+    assert_eq!(
+        (creds.uid, creds.euid, creds.gid, creds.egid),
+        (10_000, 10_001, 20_000, 20_001)
+    );
+    assert!(vmsan_firecracker::process::parse_status_credentials("Name:\tx\n").is_none());
+
+    let mut cat = Cat::spawn();
+    let identity = ProcessIdentity::of(cat.pid()).unwrap();
+    let creds = identity.credentials().unwrap().unwrap();
+    assert_eq!(creds.uid, nix::unistd::getuid().as_raw());
+    assert_eq!(creds.egid, nix::unistd::getegid().as_raw());
+    drop(cat.0.stdin.take());
+    cat.0.wait().unwrap();
+    assert_eq!(identity.credentials().unwrap(), None);
+}
+
+#[test]
+fn privileged_credentials_show_the_dropped_uid() {
+    use std::os::unix::process::CommandExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to start a process as another uid");
+        return;
+    }
+    let child = Command::new("cat")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .uid(61_234)
+        .gid(61_235)
+        .spawn()
+        .unwrap();
+    let mut cat = Cat(child);
+    let identity = ProcessIdentity::of(cat.pid()).unwrap();
+    let creds = identity.credentials().unwrap().unwrap();
+    assert_eq!(
+        (creds.uid, creds.euid, creds.gid, creds.egid),
+        (61_234, 61_234, 61_235, 61_235)
+    );
+    drop(cat.0.stdin.take());
+    cat.0.wait().unwrap();
+}

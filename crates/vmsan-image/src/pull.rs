@@ -848,7 +848,7 @@ fn extract_archive(
         }
         match e.header().entry_type() {
             tar::EntryType::Directory => {
-                fs::create_dir_all(&out).ctx(|| format!("create {}", out.display()))?
+                fs::create_dir_all(&out).ctx(|| format!("create {}", out.display()))?;
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 if let Some(parent) = out.parent() {

@@ -460,6 +460,15 @@ impl RegistryClient {
             if resp.status() == StatusCode::NOT_FOUND {
                 return Err(Error::NotFound(what, " in the registry"));
             }
+            if resp.status() == StatusCode::RANGE_NOT_SATISFIABLE {
+                // The server has less than we already hold: start over next time.
+                let _ = std::fs::remove_file(partial);
+                return Err(Error::SizeMismatch {
+                    what,
+                    expected: size,
+                    actual: offset,
+                });
+            }
             if !resp.status().is_success() {
                 return Err(Self::status_error(&url, resp).await);
             }

@@ -52,6 +52,10 @@ pub fn main(argv: &[String]) -> i32 {
     if std::env::var(helper::ROLE_ENV).as_deref() == Ok("helper") {
         return run_helper_role();
     }
+    if let Err(e) = crate::jailer::enter_jail_from_env() {
+        eprintln!("firecracker-standin: entering the jail: {e}");
+        return EXIT_GENERIC;
+    }
     let parsed = match args::parse(SPECS, argv) {
         Ok(p) => p,
         Err(e) => {

@@ -82,6 +82,12 @@ pub enum HelperRequest {
     CtrlAltDel,
     /// SIGKILL the guest.
     Kill,
+    /// Connect to the guest's `guest-<port>.sock` (created by guest root, so the jailed VMM's
+    /// uid may not be allowed to) and return the connected socket.
+    ConnectGuest {
+        /// vsock port.
+        port: u32,
+    },
 }
 
 /// Replies and events.
@@ -258,6 +264,31 @@ fn serve(sock: &OwnedFd, jail_root: &Path, guest: &mut Option<Guest>) -> io::Res
                         error: format!("SIGINT to guest init: {e}"),
                     },
                 },
+                None => HelperMessage::Err {
+                    error: "no guest".into(),
+                },
+            },
+            HelperRequest::ConnectGuest { port } => match guest.as_ref() {
+                Some(g) => {
+                    match std::os::unix::net::UnixStream::connect(
+                        g.runtime.join("vsock").join(format!("guest-{port}.sock")),
+                    ) {
+                        Ok(s) => {
+                            send(
+                                sock.as_raw_fd(),
+                                &HelperMessage::Ok {
+                                    guest_pid: None,
+                                    loops: vec![],
+                                },
+                                &[s.as_raw_fd()],
+                            )?;
+                            continue;
+                        }
+                        Err(e) => HelperMessage::Err {
+                            error: e.to_string(),
+                        },
+                    }
+                }
                 None => HelperMessage::Err {
                     error: "no guest".into(),
                 },

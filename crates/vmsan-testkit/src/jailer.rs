@@ -371,28 +371,31 @@ fn run(argv: &[String]) -> Result<(), String> {
         sys::Forked::Parent(_) => drop(helper_end),
     }
 
-    pivot_into(&cfg.chroot_dir)?;
-    for f in ["/", "/dev", "/dev/net", "/run"] {
-        fs::create_dir_all(f).map_err(|e| format!("Failed to create directory {f}: {e}"))?;
-        fs::set_permissions(f, fs::Permissions::from_mode(0o700))
-            .map_err(|e| format!("Failed to change permissions on {f}: {e}"))?;
+    let root = &cfg.chroot_dir;
+    for f in ["", "dev", "dev/net", "run"] {
+        let p = root.join(f);
+        let shown = format!("/{f}");
+        fs::create_dir_all(&p).map_err(|e| format!("Failed to create directory {shown}: {e}"))?;
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("Failed to change permissions on {shown}: {e}"))?;
         chown(
-            f,
+            &p,
             Some(Uid::from_raw(cfg.uid)),
             Some(Gid::from_raw(cfg.gid)),
         )
-        .map_err(|e| format!("Failed to change owner for {f}: {e}"))?;
+        .map_err(|e| format!("Failed to change owner for {shown}: {e}"))?;
     }
     let node = |path: &str, major: u64, minor: u64| -> Result<(), String> {
+        let p = root.join(path.trim_start_matches('/'));
         mknod(
-            path,
+            &p,
             SFlag::S_IFCHR,
             Mode::S_IRUSR | Mode::S_IWUSR,
             makedev(major, minor),
         )
         .map_err(|e| format!("Failed to create {path} via mknod inside the jail: {e}"))?;
         chown(
-            path,
+            &p,
             Some(Uid::from_raw(cfg.uid)),
             Some(Gid::from_raw(cfg.gid)),
         )
@@ -422,8 +425,12 @@ fn run(argv: &[String]) -> Result<(), String> {
         nix::unistd::dup2_stderr(n).map_err(|e| format!("Failed to duplicate fd: {e}"))?;
     }
 
-    let exec_in_jail = PathBuf::from("/").join(&cfg.exec_name);
-    let pid_file = format!("/{}.pid", cfg.exec_name);
+    // The stand-in is dynamically linked (real Firecracker is static), so it cannot be exec'd
+    // from inside the chroot: it is exec'd from its copy in the jail by host path and pivots
+    // into the jail and drops to uid/gid itself, first thing, before any thread exists
+    // ([`enter_jail_from_env`]).
+    let exec_in_jail = root.join(&cfg.exec_name);
+    let pid_file = format!("{}/{}.pid", root.display(), cfg.exec_name);
     if cfg.new_pid_ns {
         let session_leader =
             !cfg.daemonize && nix::unistd::getsid(None).ok() == Some(nix::unistd::getpid());
@@ -452,8 +459,10 @@ fn run(argv: &[String]) -> Result<(), String> {
         .args(["--parent-cpu-time-us", "0"])
         .args(&cfg.extra)
         .env(helper::HELPER_FD_ENV, vmm_end.as_raw_fd().to_string())
-        .uid(cfg.uid)
-        .gid(cfg.gid)
+        .env(
+            JAIL_ENV,
+            format!("{}:{}:{}", cfg.uid, cfg.gid, root.display()),
+        )
         .exec();
     Err(format!("Failed to exec into Firecracker: {err}"))
 }
@@ -472,6 +481,33 @@ fn now_us() -> u128 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros())
         .unwrap_or(0)
+}
+
+/// Environment variable carrying `uid:gid:jail root` from `jailer-standin` to the VMM.
+pub const JAIL_ENV: &str = "VMSAN_STANDIN_JAIL";
+
+/// In `firecracker-standin`, first thing: when started by `jailer-standin`, pivot into the jail
+/// (private mount namespace), drop supplementary groups, then gid and uid.
+pub fn enter_jail_from_env() -> Result<(), String> {
+    let Ok(v) = std::env::var(JAIL_ENV) else {
+        return Ok(());
+    };
+    let mut it = v.splitn(3, ':');
+    let (Some(uid), Some(gid), Some(root)) = (it.next(), it.next(), it.next()) else {
+        return Err(format!("{JAIL_ENV}: malformed"));
+    };
+    let uid: u32 = uid.parse().map_err(|_| format!("Invalid uid: {uid}"))?;
+    let gid: u32 = gid.parse().map_err(|_| format!("Invalid gid: {gid}"))?;
+    if sys::thread_count() != 1 {
+        return Err("entering the jail needs a single-threaded process".into());
+    }
+    pivot_into(Path::new(root))?;
+    nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
+    let g = Gid::from_raw(gid);
+    nix::unistd::setresgid(g, g, g).map_err(|e| format!("Invalid gid: {gid}: {e}"))?;
+    let u = Uid::from_raw(uid);
+    nix::unistd::setresuid(u, u, u).map_err(|e| format!("Invalid uid: {uid}: {e}"))?;
+    Ok(())
 }
 
 fn pivot_into(root: &Path) -> Result<(), String> {

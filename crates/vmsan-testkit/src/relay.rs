@@ -211,11 +211,14 @@ fn read_connect_line(s: &UnixStream) -> Option<(u32, BufReader<UnixStream>)> {
 /// Host-side ports Firecracker assigns to host-initiated connections start here.
 const FIRST_LOCAL_PORT: u32 = 1 << 30;
 
+/// Connects to the guest's listener for a vsock port.
+pub type GuestConnector = Arc<dyn Fn(u32) -> io::Result<UnixStream> + Send + Sync>;
+
 /// Serves host-initiated connections on the `uds_path` listener: `CONNECT P` → connect the
 /// guest's `guest-P.sock` in `vsock_dir`, answer `OK <local port>`, relay; no listener → close.
 pub fn serve_host_vsock(
     listener: UnixListener,
-    vsock_dir: PathBuf,
+    connect: GuestConnector,
     stop: Arc<OwnedFd>,
     log: Arc<dyn Fn(&str) + Send + Sync>,
 ) -> io::Result<JoinHandle<()>> {
@@ -230,7 +233,7 @@ pub fn serve_host_vsock(
                 let Ok((conn, _)) = listener.accept() else {
                     continue;
                 };
-                let dir = vsock_dir.clone();
+                let connect = Arc::clone(&connect);
                 let next = Arc::clone(&next);
                 let log = Arc::clone(&log);
                 std::thread::spawn(move || {
@@ -242,8 +245,7 @@ pub fn serve_host_vsock(
                         log("vsock: data before OK; closing");
                         return;
                     }
-                    let target = dir.join(format!("guest-{port}.sock"));
-                    let Ok(guest) = UnixStream::connect(&target) else {
+                    let Ok(guest) = connect(port) else {
                         // No listener in the guest: Firecracker closes without a reply.
                         return;
                     };

@@ -44,7 +44,7 @@ struct VsockDev {
 /// exit callback.
 struct HelperClient {
     sock: Arc<OwnedFd>,
-    replies: Receiver<(HelperMessage, Vec<OwnedFd>)>,
+    replies: Mutex<Receiver<(HelperMessage, Vec<OwnedFd>)>>,
 }
 
 impl HelperClient {
@@ -75,7 +75,10 @@ impl HelperClient {
                     }
                 }
             })?;
-        Ok(Self { sock, replies: rx })
+        Ok(Self {
+            sock,
+            replies: Mutex::new(rx),
+        })
     }
 
     fn call(
@@ -83,9 +86,13 @@ impl HelperClient {
         req: &HelperRequest,
         fds: &[RawFd],
     ) -> Result<(HelperMessage, Vec<OwnedFd>), String> {
+        // One request in flight at a time: replies come back in order.
+        let rx = self
+            .replies
+            .lock()
+            .map_err(|_| "helper: poisoned".to_owned())?;
         helper::send(self.sock.as_raw_fd(), req, fds).map_err(|e| format!("helper: {e}"))?;
-        self.replies
-            .recv()
+        rx.recv()
             .map_err(|_| "helper: connection closed".to_owned())
     }
 }
@@ -105,7 +112,7 @@ pub struct Vmm {
     logger_cfg: Option<crate::api::Logger>,
     metrics: Option<(Metrics, File)>,
     helper_fd: Option<OwnedFd>,
-    helper: Option<HelperClient>,
+    helper: Option<Arc<HelperClient>>,
     runtime: Option<PathBuf>,
     stopper: Option<relay::Stopper>,
     exit: Arc<dyn Fn(String) + Send + Sync>,
@@ -703,7 +710,7 @@ impl Vmm {
         let exit = Arc::clone(&self.exit);
         let client = HelperClient::start(sock, Box::new(move |s| exit(s)))
             .map_err(|e| format!("helper thread: {e}"))?;
-        self.helper = Some(client);
+        self.helper = Some(Arc::new(client));
         Ok(())
     }
 
@@ -792,9 +799,30 @@ impl Vmm {
         if let Some(v) = self.vsock.as_mut() {
             if let Some(l) = v.listener.take() {
                 let log = Arc::clone(&self.log);
+                let h = Arc::clone(helper);
+                let dir = runtime.join("vsock");
+                let connect: relay::GuestConnector = Arc::new(move |port: u32| {
+                    match std::os::unix::net::UnixStream::connect(
+                        dir.join(format!("guest-{port}.sock")),
+                    ) {
+                        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                            match h.call(&HelperRequest::ConnectGuest { port }, &[]) {
+                                Ok((HelperMessage::Ok { .. }, mut fds)) if fds.len() == 1 => {
+                                    Ok(std::os::unix::net::UnixStream::from(fds.remove(0)))
+                                }
+                                Ok((HelperMessage::Err { error }, _)) => {
+                                    Err(io::Error::other(error))
+                                }
+                                Ok(_) => Err(io::Error::other("unexpected helper reply")),
+                                Err(e) => Err(io::Error::other(e)),
+                            }
+                        }
+                        other => other,
+                    }
+                });
                 relay::serve_host_vsock(
                     l,
-                    runtime.join("vsock"),
+                    connect,
                     stopper.watch(),
                     Arc::new(move |m: &str| log.warn("fc_vsock", m)),
                 )
@@ -1007,10 +1035,9 @@ impl Vmm {
             let _ = std::fs::remove_file(&v.cfg.uds_path);
         }
         if let Some(r) = self.runtime.take() {
-            let _ = std::fs::remove_file(r.join("vsock/host.sock"));
-            let _ = std::fs::remove_dir(r.join("vsock"));
-            let _ = std::fs::remove_dir(r.join("root"));
-            let _ = std::fs::remove_dir(&r);
+            // Our own directory (the guest's mounts live only in its mount namespace; symlinks
+            // are not followed): everything in it goes, including the guest's sockets.
+            let _ = std::fs::remove_dir_all(&r);
         }
         self.drives.clear();
         self.nets.clear();

@@ -44,7 +44,11 @@ struct Files {
 impl Files {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
+        Self::populate(dir.path());
+        Self { dir }
+    }
+
+    fn populate(d: &Path) {
         std::fs::write(
             d.join("vmlinux"),
             b"not a kernel: the stand-in only checks it opens",
@@ -59,7 +63,6 @@ impl Files {
         std::fs::write(d.join("rootfs.img"), vec![1u8; 1 << 20]).unwrap();
         std::fs::write(d.join("overlay.img"), vec![0u8; 2 << 20]).unwrap();
         std::fs::write(d.join("config.img"), vec![0u8; 4096]).unwrap();
-        Self { dir }
     }
 
     fn path(&self, f: &str) -> String {
@@ -68,7 +71,7 @@ impl Files {
 }
 
 /// The cold-boot requests of firecracker-verified.md, with paths under `root` ("" = relative).
-fn configure(sock: &Path, p: &dyn Fn(&str) -> String, tap: &str) {
+fn configure(sock: &Path, p: &dyn Fn(&str) -> String, tap: &str, marker: &str) {
     let steps: Vec<(&str, String)> = vec![
         (
             "/logger",
@@ -84,7 +87,7 @@ fn configure(sock: &Path, p: &dyn Fn(&str) -> String, tap: &str) {
         (
             "/boot-source",
             format!(
-                r#"{{"kernel_image_path":"{}","initrd_path":"{}","boot_args":"console=ttyS0 reboot=k panic=1 pci=off i8042.noaux quiet vmsan_rootfs=/dev/vda single"}}"#,
+                r#"{{"kernel_image_path":"{}","initrd_path":"{}","boot_args":"console=ttyS0 reboot=k panic=1 pci=off i8042.noaux quiet vmsan_rootfs=/dev/vda single {marker}"}}"#,
                 p("vmlinux"),
                 p("initrd.cpio")
             ),
@@ -175,7 +178,7 @@ fn check_guest(
         "{env}"
     );
     let argv = console.wait_for("ARGV", t);
-    assert_eq!(argv.trim(), "ARGV single");
+    assert!(argv.trim().starts_with("ARGV single marker-"), "{argv}");
     assert!(
         console
             .wait_for("DRIVE vda", t)
@@ -204,7 +207,10 @@ fn check_guest(
     assert_eq!(reply, "hello-from-guest hi\n");
     // No listener on a port: closed without a reply, as Firecracker does.
     let mut c = UnixStream::connect(uds).unwrap();
-    c.write_all(b"CONNECT 4242\n").unwrap();
+    if let Err(e) = c.write_all(b"CONNECT 4242\n") {
+        let log = std::fs::read_to_string(uds.parent().unwrap().join("fc.log")).unwrap_or_default();
+        panic!("write CONNECT: {e}; log:\n{log}");
+    }
     let mut buf = String::new();
     let n = BufReader::new(c).read_line(&mut buf).unwrap();
     assert_eq!(n, 0, "expected EOF, got {buf:?}");
@@ -246,10 +252,11 @@ fn privileged_busybox_guest_boots_and_powers_off_cleanly() {
         .spawn()
         .unwrap();
     let mut console = Console::new(child.stdout.take().unwrap());
+    let vmm_pid = child.id();
     let mut proc_guard = Proc(child);
     wait_socket(&api, Duration::from_secs(10));
     let p = |f: &str| files.path(f);
-    configure(&api, &p, "tap0");
+    configure(&api, &p, "tap0", "marker-boot");
     let uds = files.dir.path().join("v.sock");
     let from_guest = host_listener(&files.dir.path().join("v.sock_1025"));
     let (st, resp) = call(
@@ -260,6 +267,14 @@ fn privileged_busybox_guest_boots_and_powers_off_cleanly() {
     )
     .unwrap();
     assert_eq!(st, 204, "{resp}");
+    let loops = vmm_loops(&files.dir.path().join("firecracker.log"));
+    assert_eq!(loops.len(), 3);
+    assert!(
+        loops[0].1.ends_with("rootfs.img")
+            && loops[1].1.ends_with("overlay.img")
+            && loops[2].1.ends_with("config.img"),
+        "{loops:?}"
+    );
     check_guest(&mut console, &ns, &uds, from_guest);
 
     // Post-boot: configuration is refused, pause/snapshot/resume work (verified sequence).
@@ -353,10 +368,21 @@ fn privileged_busybox_guest_boots_and_powers_off_cleanly() {
     assert!(status.success(), "stand-in exit: {status:?}");
     let log = std::fs::read_to_string(p("firecracker.log")).unwrap();
     assert!(log.contains("guest memory is NOT preserved"), "{log}");
-    assert_nothing_remains(files.dir.path(), &["v.sock", "api.sock"]);
+    assert_nothing_remains(
+        files.dir.path(),
+        &["v.sock", "api.sock"],
+        &loops,
+        Some(vmm_pid),
+    );
 }
 
-fn assert_nothing_remains(dir: &Path, sockets: &[&str]) {
+fn assert_nothing_remains(
+    dir: &Path,
+    sockets: &[&str],
+    loops: &[(String, String)],
+    vmm_pid: Option<u32>,
+) {
+    assert_loops_detached(loops);
     eventually("loop devices detached", Duration::from_secs(10), || {
         loops_backed_by(dir).is_empty()
     });
@@ -369,6 +395,12 @@ fn assert_nothing_remains(dir: &Path, sockets: &[&str]) {
     for s in sockets {
         assert!(!dir.join(s).exists(), "{s} left behind");
     }
+    if let Some(pid) = vmm_pid {
+        assert!(
+            !Path::new(&format!("/run/firecracker-standin-{pid}")).exists(),
+            "runtime dir left behind"
+        );
+    }
     let leftovers: Vec<_> = std::fs::read_dir("/run")
         .unwrap()
         .flatten()
@@ -376,4 +408,342 @@ fn assert_nothing_remains(dir: &Path, sockets: &[&str]) {
         .filter(|n| n.starts_with("firecracker-standin-"))
         .collect();
     let _ = leftovers; // other stand-ins may run concurrently on a shared machine; checked per-pid below
+}
+
+const JAIL_UID: u32 = 10_000;
+
+struct Jail {
+    base: tempfile::TempDir,
+    id: String,
+    root: std::path::PathBuf,
+    cgroups: Vec<std::path::PathBuf>,
+}
+
+impl Jail {
+    fn new(tag: &str) -> Self {
+        let base = tempfile::tempdir().unwrap();
+        let id = format!("standin-{tag}-{}", std::process::id());
+        let root = base.path().join("firecracker").join(&id).join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        Files::populate(&root);
+        for e in std::fs::read_dir(&root).unwrap().flatten() {
+            std::os::unix::fs::chown(e.path(), Some(JAIL_UID), Some(JAIL_UID)).unwrap();
+        }
+        let cgroups = ["cpu", "memory"]
+            .iter()
+            .map(|c| {
+                Path::new("/sys/fs/cgroup")
+                    .join(c)
+                    .join("firecracker")
+                    .join(&id)
+            })
+            .collect();
+        Self {
+            base,
+            id,
+            root,
+            cgroups,
+        }
+    }
+
+    fn jailer(&self, ns: &NetNs, daemonize: bool) -> Command {
+        let (fc, _) =
+            vmsan_testkit::standin::install_as_real_names(&self.base.path().join("bin")).unwrap();
+        let mut c = Command::new(jailer_bin());
+        c.args(["--id", &self.id, "--exec-file"])
+            .arg(&fc)
+            .args([
+                "--uid",
+                &JAIL_UID.to_string(),
+                "--gid",
+                &JAIL_UID.to_string(),
+                "--chroot-base-dir",
+            ])
+            .arg(self.base.path())
+            .args([
+                "--netns",
+                &ns.path(),
+                "--new-pid-ns",
+                "--cgroup-version",
+                "1",
+            ])
+            .args([
+                "--cgroup",
+                "cpu.cfs_quota_us=100000",
+                "--cgroup",
+                "cpu.cfs_period_us=100000",
+            ])
+            .args(["--cgroup", "memory.limit_in_bytes=1073741824"]);
+        if daemonize {
+            c.arg("--daemonize");
+        }
+        c.args([
+            "--",
+            "--api-sock",
+            "/run/firecracker.socket",
+            "--level",
+            "Info",
+            "--log-path",
+            "/fc.log",
+        ]);
+        c
+    }
+
+    fn pid(&self) -> i32 {
+        let p = self.root.join("firecracker.pid");
+        eventually("pid file", Duration::from_secs(10), || p.exists());
+        std::fs::read_to_string(&p).unwrap().trim().parse().unwrap()
+    }
+
+    /// What the caller does after the VMM is gone: remove the jail and the cgroups.
+    fn clean(&self) {
+        let _ = std::fs::remove_dir_all(self.base.path().join("firecracker").join(&self.id));
+        for c in &self.cgroups {
+            let _ = std::fs::remove_dir(c);
+        }
+    }
+}
+
+impl Drop for Jail {
+    fn drop(&mut self) {
+        if let Ok(s) = std::fs::read_to_string(self.root.join("firecracker.pid"))
+            && let Ok(pid) = s.trim().parse::<i32>()
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        for p in processes_mentioning(&self.id) {
+            if let Some(pid) = p.split(':').next().and_then(|x| x.parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        eventually("jail processes gone", Duration::from_secs(10), || {
+            processes_mentioning(&self.id).is_empty()
+        });
+        self.clean();
+    }
+}
+
+fn uid_of(pid: i32) -> (u32, String) {
+    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid = st
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let nspid = st
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .unwrap_or("")
+        .trim()
+        .to_owned();
+    (uid, nspid)
+}
+
+/// The loop devices the VMM attached (from its log line), with their backing files.
+fn vmm_loops(log: &Path) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(log).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("guest init started"))
+        .expect("boot logged");
+    let list = line
+        .split("loop devices [")
+        .nth(1)
+        .unwrap()
+        .split(']')
+        .next()
+        .unwrap();
+    list.split(", ")
+        .filter(|x| !x.is_empty())
+        .map(|n| {
+            let name = format!("loop{n}");
+            let b =
+                std::fs::read_to_string(format!("/sys/block/{name}/loop/backing_file")).unwrap();
+            (name, b.trim().to_owned())
+        })
+        .collect()
+}
+
+fn assert_loops_detached(loops: &[(String, String)]) {
+    eventually("loop devices detached", Duration::from_secs(10), || {
+        loops.iter().all(|(n, b)| {
+            std::fs::read_to_string(format!("/sys/block/{n}/loop/backing_file"))
+                .map(|now| now.trim() != b)
+                .unwrap_or(true)
+        })
+    });
+}
+
+fn jailed_boot(jail: &Jail, ns: &NetNs, console: Option<&mut Console>) -> std::path::PathBuf {
+    let api = jail.root.join("run/firecracker.socket");
+    wait_socket(&api, Duration::from_secs(10));
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(&api).unwrap().uid(),
+        JAIL_UID,
+        "API socket belongs to the jail uid"
+    );
+    let pid = jail.pid();
+    assert_eq!(
+        std::fs::metadata(jail.root.join("firecracker.pid"))
+            .unwrap()
+            .uid(),
+        0
+    );
+    let (uid, nspid) = uid_of(pid);
+    assert_eq!(uid, JAIL_UID);
+    assert!(
+        nspid.ends_with(" 1") || nspid.ends_with("\t1"),
+        "PID 1 of its namespace: {nspid:?}"
+    );
+    for c in &jail.cgroups {
+        let tasks = std::fs::read_to_string(c.join("tasks")).unwrap();
+        assert!(
+            tasks.lines().any(|t| t == pid.to_string()),
+            "{} holds the VMM",
+            c.display()
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(jail.cgroups[1].join("memory.limit_in_bytes"))
+            .unwrap()
+            .trim(),
+        "1073741824"
+    );
+    for n in ["dev/net/tun", "dev/kvm", "firecracker"] {
+        assert!(jail.root.join(n).exists(), "{n} in the jail");
+    }
+    let rel = |f: &str| f.to_owned();
+    configure(&api, &rel, "tap0", &format!("marker-{}", jail.id));
+    let l = jail.root.join("v.sock_1025");
+    let from_guest = host_listener(&l);
+    std::os::unix::fs::chown(&l, Some(JAIL_UID), Some(JAIL_UID)).unwrap();
+    let (st, resp) = call(
+        &api,
+        "PUT",
+        "/actions",
+        Some(r#"{"action_type":"InstanceStart"}"#),
+    )
+    .unwrap();
+    assert_eq!(st, 204, "{resp}");
+    let uds = jail.root.join("v.sock");
+    match console {
+        Some(c) => check_guest(c, ns, &uds, from_guest),
+        None => {
+            assert_eq!(from_guest.join().unwrap(), "ping-from-guest\n");
+            eventually("guest listener", Duration::from_secs(10), || {
+                jail.root
+                    .join("run/firecracker-standin-1/vsock/guest-1024.sock")
+                    .exists()
+            });
+            let (ok, reply) = host_connect(&uds, 1024, "hi");
+            assert_eq!(
+                (ok.as_str(), reply.as_str()),
+                ("OK 1073741824\n", "hello-from-guest hi\n")
+            );
+        }
+    }
+    api
+}
+
+fn assert_jail_gone(jail: &Jail, loops: &[(String, String)]) {
+    assert_eq!(loops.len(), 3, "{loops:?}");
+    assert_loops_detached(loops);
+    eventually("processes gone", Duration::from_secs(10), || {
+        processes_mentioning(&jail.id).is_empty()
+    });
+    for c in &jail.cgroups {
+        assert!(!c.exists(), "{} left", c.display());
+    }
+    assert!(!jail.base.path().join("firecracker").join(&jail.id).exists());
+}
+
+#[test]
+fn privileged_jailed_guest_boots_and_powers_off() {
+    if skip_unless_root("privileged_jailed_guest_boots_and_powers_off") {
+        return;
+    }
+    let ns = NetNs::new("jail", JAIL_UID);
+    let jail = Jail::new("j1");
+    let mut child = jail
+        .jailer(&ns, false)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut console = Console::new(child.stdout.take().unwrap());
+    let api = jailed_boot(&jail, &ns, Some(&mut console));
+    let loops = vmm_loops(&jail.root.join("firecracker.log"));
+    assert_eq!(
+        call(
+            &api,
+            "PUT",
+            "/actions",
+            Some(r#"{"action_type":"SendCtrlAltDel"}"#)
+        )
+        .unwrap()
+        .0,
+        204
+    );
+    console.wait_for("CAD_RECEIVED", Duration::from_secs(10));
+    let pid = jail.pid();
+    eventually(
+        "VMM exits after the guest powers off",
+        Duration::from_secs(10),
+        || !Path::new(&format!("/proc/{pid}")).exists(),
+    );
+    let _ = child.wait();
+    let early = std::fs::read_to_string(jail.root.join("fc.log")).unwrap();
+    assert!(
+        early.contains("[standin-j1-"),
+        "--log-path /fc.log, relative to the jail: {early}"
+    );
+    let log = std::fs::read_to_string(jail.root.join("firecracker.log")).unwrap();
+    assert!(log.contains("The API server received a Put request on \"/actions\" with body \"{\\\"action_type\\\":\\\"SendCtrlAltDel\\\"}\""), "{log}");
+    assert!(
+        !jail.root.join("run/firecracker-standin-1").exists(),
+        "runtime dir removed on exit"
+    );
+    jail.clean();
+    assert_jail_gone(&jail, &loops);
+}
+
+#[test]
+fn privileged_sigkilled_daemonized_vmm_leaves_nothing_after_jail_cleanup() {
+    if skip_unless_root("privileged_sigkilled_daemonized_vmm_leaves_nothing_after_jail_cleanup") {
+        return;
+    }
+    let ns = NetNs::new("kill", JAIL_UID);
+    let jail = Jail::new("k1");
+    let st = jail
+        .jailer(&ns, true)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "daemonizing jailer returns at once: {st:?}");
+    jailed_boot(&jail, &ns, None);
+    let loops = vmm_loops(&jail.root.join("firecracker.log"));
+    let pid = jail.pid();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    eventually("VMM gone", Duration::from_secs(10), || {
+        !Path::new(&format!("/proc/{pid}")).exists()
+    });
+    eventually("guest and helper gone", Duration::from_secs(10), || {
+        processes_mentioning(&jail.id).is_empty()
+    });
+    jail.clean();
+    assert_jail_gone(&jail, &loops);
 }

@@ -2,43 +2,16 @@
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
 use serde_json::json;
+use vmsan_core::doctor::{self, Check, Status as CheckStatus};
 use vmsan_core::error::Error;
 
 use super::Ctx;
 use crate::output::{Outcome, Output, Style, exit};
 
-/// The result of one check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CheckStatus {
-    /// Fine.
-    Pass,
-    /// Works, but worth a look.
-    Warn,
-    /// vmsan cannot work until this is fixed.
-    Fail,
-}
-
-/// One check, as the CLI shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DoctorCheck {
-    /// Group heading ("System", "Binaries", …).
-    pub category: String,
-    /// What was checked.
-    pub name: String,
-    /// The outcome.
-    pub status: CheckStatus,
-    /// What was found.
-    pub detail: String,
-    /// What to do about a warning or failure.
-    pub fix: Option<String>,
-}
-
 /// Render checks: grouped by category in human mode, `{"checks", "summary"}` in `--json`
 /// mode (fixes included). Exit 1 when any check fails.
-pub fn render_doctor(out: &Output, checks: &[DoctorCheck]) -> Outcome {
+pub fn render_doctor(out: &Output, checks: &[Check]) -> Outcome {
     let count = |s: CheckStatus| checks.iter().filter(|c| c.status == s).count();
     let (passed, warned, failed) = (
         count(CheckStatus::Pass),
@@ -52,8 +25,8 @@ pub fn render_doctor(out: &Output, checks: &[DoctorCheck]) -> Outcome {
     let mut s = format!("{}\n", out.paint(Style::Bold, "vmsan doctor"));
     let mut categories: Vec<&str> = Vec::new();
     for c in checks {
-        if !categories.contains(&c.category.as_str()) {
-            categories.push(&c.category);
+        if !categories.contains(&c.category) {
+            categories.push(c.category);
         }
     }
     for cat in categories {
@@ -97,23 +70,19 @@ pub fn render_doctor(out: &Output, checks: &[DoctorCheck]) -> Outcome {
 }
 
 /// `vmsan doctor`.
-pub(crate) fn run(_ctx: &Ctx) -> Result<Outcome, Error> {
-    // The checks themselves live in `vmsan_core::doctor`; until they land, say so.
-    Err(Error::not_implemented("Host checks (`vmsan doctor`)").detail("command", "doctor"))
+pub(crate) fn run(ctx: &Ctx) -> Result<Outcome, Error> {
+    let checks = doctor::run(&ctx.paths);
+    Ok(render_doctor(&ctx.out, &checks))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn check(name: &str, status: CheckStatus) -> DoctorCheck {
-        DoctorCheck {
-            category: if name == "KVM" {
-                "System".into()
-            } else {
-                "Binaries".into()
-            },
-            name: name.into(),
+    fn check(name: &'static str, status: CheckStatus) -> Check {
+        Check {
+            category: if name == "KVM" { "System" } else { "Binaries" },
+            name,
             status,
             detail: "d".into(),
             fix: Some(format!("fix {name}")),

@@ -2,9 +2,9 @@
 
 use std::fmt::Write as _;
 
-use serde_json::json;
 use vmsan_core::VmId;
 use vmsan_core::error::Error;
+use vmsan_core::report;
 use vmsan_core::state::StateStore;
 use vmsan_core::time::epoch_ms;
 
@@ -17,7 +17,7 @@ use crate::output::{Outcome, Style};
 pub(crate) fn run(ctx: &Ctx, id: &VmId) -> Result<Outcome, Error> {
     let store = StateStore::open(&ctx.paths)?;
     let vm = store.get(id)?;
-    let doc = json!({ "vm": vm.public_json() });
+    let doc = report::inspect_json(&vm);
     if ctx.out.json {
         return Ok(Outcome::ok(doc, Vec::new()));
     }

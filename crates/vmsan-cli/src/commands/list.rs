@@ -1,10 +1,8 @@
 //! `vmsan list`.
 
-use std::collections::BTreeMap;
-
 use comfy_table::Color;
-use serde_json::{Value, json};
 use vmsan_core::error::Error;
+use vmsan_core::report;
 use vmsan_core::state::{ListEntry, StateStore, VmState, VmStatus};
 use vmsan_core::time::{epoch_ms, parse_rfc3339};
 
@@ -45,53 +43,13 @@ pub(crate) fn timeout_text(vm: &VmState, now: u64) -> String {
     }
 }
 
-/// One VM in `list --json`.
-pub(crate) fn summary_json(vm: &VmState) -> Value {
-    json!({
-        "id": vm.id,
-        "status": vm.status.as_str(),
-        "createdAt": vm.created_at,
-        "project": vm.project,
-        "runtime": vm.runtime,
-        "image": vm.image.as_ref().map(|i| i.reference.clone()),
-        "vcpuCount": vm.vcpu_count,
-        "memSizeMib": vm.mem_size_mib,
-        "diskSizeGb": vm.disk_size_gb,
-        "guestIp": if vm.network.guest_ip.is_empty() { Value::Null } else { Value::from(vm.network.guest_ip.clone()) },
-        "networkPolicy": vm.network.network_policy,
-        "pid": vm.pid,
-        "timeoutAt": vm.timeout_at,
-        "snapshot": vm.snapshot,
-        "error": vm.error,
-    })
-}
-
 /// `vmsan list`.
 pub(crate) fn run(ctx: &Ctx) -> Result<Outcome, Error> {
     let store = StateStore::open(&ctx.paths)?;
     let entries = store.list()?;
     let now = epoch_ms();
 
-    let mut vms = Vec::new();
-    let mut corrupt = Vec::new();
-    let mut statuses: BTreeMap<&'static str, u64> = BTreeMap::new();
-    for e in &entries {
-        match e {
-            ListEntry::Vm(vm) => {
-                *statuses.entry(vm.status.as_str()).or_default() += 1;
-                vms.push(summary_json(vm));
-            }
-            ListEntry::Corrupt { id, path, error } => corrupt.push(json!({
-                "id": id, "path": path.display().to_string(), "error": error,
-            })),
-        }
-    }
-    let doc = json!({
-        "count": vms.len(),
-        "statuses": statuses,
-        "vms": vms,
-        "corrupt": corrupt,
-    });
+    let doc = report::list_json(&entries);
 
     if ctx.out.json {
         return Ok(Outcome::ok(doc, Vec::new()));

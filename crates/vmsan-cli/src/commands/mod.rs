@@ -16,7 +16,7 @@ use vmsan_core::paths::Paths;
 use crate::convert::Action;
 use crate::output::{Outcome, Output};
 
-pub use doctor::{CheckStatus, DoctorCheck, render_doctor};
+pub use doctor::render_doctor;
 
 /// What every command gets.
 #[derive(Debug)]
