@@ -6,6 +6,7 @@ mod convert;
 pub mod files;
 mod host;
 pub mod lifecycle;
+pub mod media;
 pub mod supervisor;
 
 pub use host::HOST_NETNS_ENV;
