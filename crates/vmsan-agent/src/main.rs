@@ -14,6 +14,9 @@
 
 mod exec;
 mod files;
+mod init;
+mod listen;
+mod netlink;
 mod pty;
 mod server;
 mod sys;
@@ -65,6 +68,10 @@ fn usage() -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    // As PID 1 the kernel may pass stray words as arguments: init mode whatever they are.
+    if std::process::id() == 1 {
+        return init::run();
+    }
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("version") => {
@@ -131,20 +138,6 @@ fn run_plain(a: ServeArgs) -> ExitCode {
     }
 }
 
-/// Connect to the host's readiness listener and send the one-line announcement.
-async fn announce(path: &std::path::Path, vm_id: &str) -> std::io::Result<()> {
-    use tokio::io::AsyncWriteExt;
-    let mut s = tokio::net::UnixStream::connect(path).await?;
-    let msg = vmsan_proto::ReadyAnnouncement {
-        vm_id: vm_id.into(),
-        version: env!("CARGO_PKG_VERSION").into(),
-    };
-    let mut line = serde_json::to_vec(&msg).map_err(std::io::Error::other)?;
-    line.push(b'\n');
-    s.write_all(&line).await?;
-    s.shutdown().await
-}
-
 async fn serve_unix(
     agent: Arc<Agent>,
     sock: PathBuf,
@@ -160,26 +153,18 @@ async fn serve_unix(
         UnixListener::bind(&sock).map_err(|e| format!("bind {}: {e}", sock.display()))?;
     std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| format!("chmod {}: {e}", sock.display()))?;
-    if let Some(p) = announce_to {
-        announce(&p, vm_id.as_deref().unwrap_or(""))
-            .await
-            .map_err(|e| format!("announce readiness to {}: {e}", p.display()))?;
-    }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| format!("install SIGTERM handler: {e}"))?;
-    let mut shutdown = agent.shutdown.subscribe();
-    loop {
-        tokio::select! {
-            r = listener.accept() => match r {
-                Ok((stream, _)) => {
-                    tokio::spawn(server::serve_connection(Arc::clone(&agent), stream));
-                }
-                Err(e) => eprintln!("vmsan-agent: accept: {e}"),
-            },
-            _ = term.recv() => break,
-            r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { break },
-        }
-    }
+    let announce = match announce_to {
+        Some(p) => listen::Announce::Unix(p),
+        None => listen::Announce::None,
+    };
+    let r = listen::serve(
+        agent,
+        listen::Listener::Unix(listener),
+        announce,
+        vm_id.as_deref().unwrap_or(""),
+        std::time::Duration::from_secs(2),
+    )
+    .await;
     let _ = std::fs::remove_file(&sock);
-    Ok(())
+    r
 }

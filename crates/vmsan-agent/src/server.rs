@@ -267,9 +267,13 @@ async fn route(agent: Arc<Agent>, req: Request<Incoming>) -> Response<Body> {
     }
 }
 
-/// Serve one accepted connection until the client closes it.
-pub(crate) async fn serve_connection<S>(agent: Arc<Agent>, stream: S)
-where
+/// Serve one accepted connection until the client closes it, or, once `shutdown` turns true,
+/// until its in-flight request is answered (idle connections close at once).
+pub(crate) async fn serve_connection<S>(
+    agent: Arc<Agent>,
+    stream: S,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let svc = hyper::service::service_fn(move |req| {
@@ -280,7 +284,13 @@ where
         .max_buf_size(1 << 20)
         .serve_connection(TokioIo::new(stream), svc)
         .with_upgrades();
+    tokio::pin!(conn);
     // A client going away mid-request is normal; nothing to report.
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = shutdown.wait_for(|s| *s) => {}
+    }
+    conn.as_mut().graceful_shutdown();
     let _ = conn.await;
 }
 

@@ -73,3 +73,34 @@ pub(crate) fn async_fd(
     // the only owner, so it is neither closed nor replaced while registered.
     Ok(unsafe { tokio::io::unix::AsyncFd::register(fd) }?)
 }
+
+/// Fork the process. Call it only while the process is single-threaded (before any runtime
+/// starts): the child then continues with a consistent copy of the whole process.
+pub(crate) fn fork_single_threaded() -> io::Result<nix::unistd::ForkResult> {
+    // SAFETY: callers fork only before any other thread exists (init mode, before the tokio
+    // runtime is built), so the child cannot inherit a lock held by a vanished thread.
+    unsafe { nix::unistd::fork() }.map_err(io::Error::from)
+}
+
+/// Take ownership of a descriptor returned by a raw syscall wrapper (accept4).
+pub(crate) fn owned_fd(fd: std::os::fd::RawFd) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: `fd` was just returned by a successful accept4 and nothing else owns it.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
+}
+
+/// Send a raw signal number (real-time signals included) to a process.
+pub(crate) fn kill_raw(pid: i32, sig: i32) -> io::Result<()> {
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    let r = unsafe { libc::kill(pid, sig) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// SIGRTMIN+4: what systemd takes as "power off".
+pub(crate) fn sigrtmin_plus(n: i32) -> i32 {
+    libc::SIGRTMIN() + n
+}

@@ -274,6 +274,9 @@ rejected! {
     no_command: [] => ARGS;
     unknown_command: ["destroy"] => ARGS;
     unknown_global_flag: ["--colour", "list"] => ARGS;
+    global_verbose_value: ["--verbose=1", "list"] => ARGS;
+    global_json_value: ["list", "--json=true"] => ARGS;
+    repeated_single_value_flag: ["create", "--vcpus", "2", "--vcpus", "3"] => ARGS;
 }
 
 #[test]
@@ -537,4 +540,23 @@ fn privileged_doctor_json_and_exit_code() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.starts_with("vmsan doctor\n"), "{text}");
     assert!(text.contains(&format!("{failed} failed")), "{text}");
+}
+
+#[test]
+fn verbose_goes_to_stderr_and_json_wins() {
+    let out = vmsan().args(["list", "--verbose"]).output().unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("[debug] action: {\"command\":\"list\""),
+        "{err}"
+    );
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "No VMs found.\n");
+
+    let out = vmsan()
+        .args(["--verbose", "list", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.stderr.is_empty(), "--json silences --verbose");
+    one_json_document(&out);
 }

@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 
 use crate::jailer::{ArgError, CgroupVersion, validate_id, validate_rel_path};
 
-/// The host's cgroup set-up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The host's cgroup set-up (serialised as `v1`, `hybrid`, `v2`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum CgroupMode {
     /// Only v1 controller hierarchies.
     V1,

@@ -96,8 +96,9 @@ pub(crate) fn validate_component(what: &'static str, name: &str) -> Result<(), A
     Ok(())
 }
 
-/// Which cgroup hierarchy the jailer writes to (`--cgroup-version`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which cgroup hierarchy the jailer writes to (`--cgroup-version`; serialised as `v1`, `v2`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum CgroupVersion {
     /// Per-controller v1 hierarchies.
     V1,

@@ -245,6 +245,22 @@ impl JailFile {
         }
     }
 
+    /// A file Firecracker writes and vmsan reads after the jail is gone (its log, metrics,
+    /// the serial console): the caller creates it (empty) in the VM's directory and it is
+    /// hard-linked into the jail, never copied, so every byte written lands in the VM's
+    /// directory; it is given to the jail uid/gid with mode 0600. The VM's directory and the
+    /// chroot base must share a filesystem.
+    #[must_use]
+    pub fn output(source: impl Into<PathBuf>, name: impl Into<String>) -> Self {
+        Self {
+            source: source.into(),
+            name: name.into(),
+            placement: Placement::HardLink,
+            chown: true,
+            mode: 0o600,
+        }
+    }
+
     /// A private copy owned by the jail uid/gid (a reflink where possible).
     #[must_use]
     pub fn copy(source: impl Into<PathBuf>, name: impl Into<String>, mode: u32) -> Self {
@@ -357,11 +373,12 @@ fn place_file(
     gid: u32,
 ) -> Result<Placed, JailError> {
     let dest = root.join(&file.name);
-    // The source must be a regular file, not a symlink.
+    // The source must be a regular file, not a symlink (O_NONBLOCK: a FIFO must not hang us
+    // before fstat refuses it).
     let src_fd = openat(
         AT_FDCWD,
         file.source.as_path(),
-        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
         Mode::empty(),
     )
     .map_err(|errno| {
@@ -666,5 +683,40 @@ pub async fn wait_for_pid_file(
         }
         tokio::time::sleep_until((now + backoff).min(deadline)).await;
         backoff = (backoff * 2).min(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Whether device nodes work on the filesystem holding `path` (it is not mounted `nodev`).
+/// The jailer creates `dev/kvm` and `dev/net/tun` inside the jail; on a `nodev` mount
+/// Firecracker then fails with "Permission denied" on `/dev/net/tun`.
+///
+/// # Errors
+/// `statvfs` errors (e.g. `path` missing).
+pub fn allows_device_nodes(path: &Path) -> io::Result<bool> {
+    let st = nix::sys::statvfs::statvfs(path).map_err(io::Error::from)?;
+    Ok(!st.flags().contains(nix::sys::statvfs::FsFlags::ST_NODEV))
+}
+
+impl JailLayout {
+    /// Checks, before the jailer runs, that the chroot base is not on a `nodev` mount.
+    ///
+    /// # Errors
+    /// [`JailError::Unsafe`] naming the problem and the fix, or [`JailError::Io`].
+    pub fn check_device_nodes_allowed(&self) -> Result<(), JailError> {
+        match allows_device_nodes(&self.chroot_base) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(JailError::Unsafe {
+                path: self.chroot_base.clone(),
+                reason: "is on a filesystem mounted nodev: the jail's /dev/kvm and /dev/net/tun \
+                         would not open (remount it with `dev`, or put the state directory on \
+                         another filesystem)"
+                    .to_owned(),
+            }),
+            Err(source) => Err(JailError::Io {
+                op: "statvfs",
+                path: self.chroot_base.clone(),
+                source,
+            }),
+        }
     }
 }

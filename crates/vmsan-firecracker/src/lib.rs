@@ -19,8 +19,9 @@
 //! argv   = JailerSpec { id, exec_file, uid, gid, netns, new_pid_ns: true, daemonize: true,
 //!                       cgroup_version: CgroupMounts::detect()?.jailer_version(), … }.args()
 //! spawn the jailer with argv (no shell); with --new-pid-ns it writes <root>/firecracker.pid
-//!   and exits 0 as soon as Firecracker is cloned, so after its exit:
-//! pid    = read_pid_file(&layout)            root-owned regular file only
+//!   and exits 0 as soon as Firecracker is cloned (a jailer that daemonizes by forking, like
+//!   the test stand-in, writes it a moment after its exit), so after its exit:
+//! pid    = wait_for_pid_file(&layout, deadline, ..)   root-owned regular file only
 //! me     = ProcessIdentity::of(pid)           start time survives the exec, so record it now
 //! wait_for_socket_while(&layout.api_socket(), deadline, || me.liveness() == Alive)
 //! me.exe_is(&layout.exec_copy())              only now: the clone may not have exec'd before

@@ -7,7 +7,7 @@ use std::path::Path;
 
 /// A process as recorded in the VM's state: its pid and its start time (field 22 of
 /// `/proc/<pid>/stat`, in clock ticks since boot).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ProcessIdentity {
     /// Pid in the host's PID namespace.
     pub pid: i32,
@@ -16,7 +16,8 @@ pub struct ProcessIdentity {
 }
 
 /// What became of a recorded process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Liveness {
     /// The same process is still running.
     Alive,

@@ -4,8 +4,8 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 
-/// `FICLONE` = `_IOW(0x94, 9, int)`.
-const FICLONE: libc::c_ulong = 0x4004_9409;
+/// `FICLONE` = `_IOW(0x94, 9, int)` (the same number on x86_64 and aarch64).
+const FICLONE: libc::Ioctl = 0x4004_9409;
 
 /// Makes `dst` share `src`'s data blocks (a reflink). Fails with `EOPNOTSUPP`/`EXDEV`/`EINVAL`
 /// where the filesystem cannot, and the caller copies instead.

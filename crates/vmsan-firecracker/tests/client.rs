@@ -395,6 +395,9 @@ async fn get_endpoints_decode_answers() {
         assert_eq!((seen.method.as_str(), seen.path.as_str()), ("GET", path));
         assert!(seen.body.is_empty());
         assert_eq!(seen.header("content-type"), None);
+        // Firecracker refuses a GET with a body: not even an empty one is announced.
+        assert_eq!(seen.header("content-length"), None);
+        assert_eq!(seen.header("transfer-encoding"), None);
     }
 }
 

@@ -6,6 +6,7 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
+use vmsan_firecracker::layout;
 use vmsan_firecracker::layout::{
     JailError, Placed, give_to_jail, is_root_owned_file, remove_jail, remove_jail_entry,
     wait_for_pid_file,
@@ -474,4 +475,235 @@ fn shared_files_must_be_readable_by_the_jail() {
     )
     .unwrap();
     remove_jail(&f.layout).unwrap();
+}
+
+#[test]
+fn device_nodes_are_allowed_on_the_temp_dir() {
+    let f = fixture();
+    fs::create_dir_all(f.layout.chroot_base()).unwrap();
+    // The temp dir of this machine is not nodev (the jail could not work there otherwise).
+    let expected = !mount_is_nodev(f.layout.chroot_base());
+    assert_eq!(
+        layout::allows_device_nodes(f.layout.chroot_base()).unwrap(),
+        expected
+    );
+    assert_eq!(f.layout.check_device_nodes_allowed().is_ok(), expected);
+    assert!(layout::allows_device_nodes(Path::new("/nonexistent/x")).is_err());
+}
+
+/// Whether the mount holding `path` has `nodev`, from /proc/self/mountinfo (longest prefix).
+fn mount_is_nodev(path: &Path) -> bool {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let path = fs::canonicalize(path).unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let mount_point = Path::new(fields[4]);
+            path.starts_with(mount_point).then(|| {
+                (
+                    mount_point.as_os_str().len(),
+                    fields[5].split(',').any(|o| o == "nodev"),
+                )
+            })
+        })
+        .max_by_key(|(len, _)| *len)
+        .is_some_and(|(_, nodev)| nodev)
+}
+
+/// A tmpfs mounted `nodev` on a temp dir, unmounted on drop.
+struct NodevMount(PathBuf);
+
+impl Drop for NodevMount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn privileged_a_nodev_chroot_base_is_refused() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to mount");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base");
+    fs::create_dir(&base).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &base,
+        Some("tmpfs"),
+        nix::mount::MsFlags::MS_NODEV | nix::mount::MsFlags::MS_NOSUID,
+        Some("size=1m,mode=0755"),
+    )
+    .unwrap();
+    let mount = NodevMount(base.clone());
+    assert!(!layout::allows_device_nodes(&base).unwrap());
+    let layout = JailLayout::new(&base, Path::new("/x/firecracker"), "vm-nodev").unwrap();
+    let err = layout.check_device_nodes_allowed().unwrap_err();
+    assert!(err.to_string().contains("nodev"), "{err}");
+    drop(mount);
+    assert!(layout::allows_device_nodes(&base).unwrap() || mount_is_nodev(&base));
+}
+
+#[test]
+fn a_fifo_source_is_refused_without_hanging() {
+    let f = fixture();
+    let (uid, gid) = me();
+    let fifo = f.dir.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let err = prepare_jail(
+        &f.layout,
+        uid,
+        gid,
+        &[JailFile::shared_read_only(&fifo, "vmlinux")],
+    )
+    .unwrap_err();
+    assert!(matches!(err, JailError::Unsafe { .. }), "{err}");
+    remove_jail(&f.layout).unwrap();
+}
+
+#[test]
+fn output_files_outlive_the_jail() {
+    let f = fixture();
+    let (uid, gid) = me();
+    let serial = f.dir.path().join("vm").join("serial.log");
+    fs::write(&serial, b"").unwrap();
+    let placed = prepare_jail(
+        &f.layout,
+        uid,
+        gid,
+        &[JailFile::output(&serial, layout::SERIAL_IN_JAIL)],
+    )
+    .unwrap();
+    assert_eq!(placed, [Placed::Linked]);
+    // What Firecracker writes inside the jail …
+    let mut inside = fs::OpenOptions::new()
+        .append(true)
+        .open(f.layout.root().join(layout::SERIAL_IN_JAIL))
+        .unwrap();
+    std::io::Write::write_all(&mut inside, b"Linux version 6.1\n").unwrap();
+    drop(inside);
+    remove_jail(&f.layout).unwrap();
+    // … is still in the VM's directory once the jail is gone.
+    assert_eq!(fs::read(&serial).unwrap(), b"Linux version 6.1\n");
+    let meta = fs::metadata(&serial).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(meta.nlink(), 1);
+}
+
+/// A loop device over a sparse file, with an XFS (reflink-capable) filesystem mounted on a
+/// temp dir; unmounted and detached on drop.
+struct XfsLoop {
+    mount_point: PathBuf,
+    device: Option<String>,
+    mounted: bool,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for XfsLoop {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = nix::mount::umount2(&self.mount_point, nix::mount::MntFlags::MNT_DETACH);
+        }
+        if let Some(device) = &self.device {
+            let _ = std::process::Command::new("losetup")
+                .args(["-d", device])
+                .status();
+        }
+    }
+}
+
+fn xfs_loop() -> Result<XfsLoop, String> {
+    use std::process::Command;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let image = dir.path().join("xfs.img");
+    let file = fs::File::create(&image).map_err(|e| e.to_string())?;
+    file.set_len(320 << 20).map_err(|e| e.to_string())?;
+    drop(file);
+    let mount_point = dir.path().join("mnt");
+    fs::create_dir(&mount_point).map_err(|e| e.to_string())?;
+    let mut fixture = XfsLoop {
+        mount_point,
+        device: None,
+        mounted: false,
+        _dir: dir,
+    };
+    let out = Command::new("losetup")
+        .args(["--find", "--show"])
+        .arg(&image)
+        .output()
+        .map_err(|e| format!("losetup: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("losetup: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let device = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(device.starts_with("/dev/loop"), "{device}");
+    fixture.device = Some(device.clone());
+    let status = Command::new("mkfs.xfs")
+        .args(["-q", "-m", "reflink=1"])
+        .arg(&device)
+        .status()
+        .map_err(|e| format!("mkfs.xfs: {e}"))?;
+    if !status.success() {
+        return Err(format!("mkfs.xfs failed: {status}"));
+    }
+    nix::mount::mount(
+        Some(device.as_str()),
+        &fixture.mount_point,
+        Some("xfs"),
+        nix::mount::MsFlags::MS_NOSUID,
+        None::<&str>,
+    )
+    .map_err(|e| format!("mount: {e}"))?;
+    fixture.mounted = true;
+    Ok(fixture)
+}
+
+#[test]
+fn privileged_copies_are_reflinks_where_the_filesystem_can() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root for a loop device");
+        return;
+    }
+    if std::process::Command::new("mkfs.xfs")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: mkfs.xfs is not installed (Debian package xfsprogs)");
+        return;
+    }
+    let xfs = xfs_loop().unwrap();
+    let src = xfs.mount_point.join("src");
+    fs::create_dir(&src).unwrap();
+    let kernel = src.join("vmlinux");
+    let bytes: Vec<u8> = (0..(8u32 << 20)).map(|i| (i % 251) as u8).collect();
+    fs::write(&kernel, &bytes).unwrap();
+    let layout = JailLayout::new(
+        &xfs.mount_point.join("jail"),
+        Path::new("/x/firecracker"),
+        "vm-reflink",
+    )
+    .unwrap();
+    let placed = prepare_jail(
+        &layout,
+        61_234,
+        61_234,
+        &[JailFile::copy(&kernel, "vmlinux", 0o400)],
+    )
+    .unwrap();
+    assert_eq!(placed, [Placed::Reflinked]);
+    let copy = layout.root().join("vmlinux");
+    assert_eq!(fs::read(&copy).unwrap(), bytes);
+    let meta = fs::metadata(&copy).unwrap();
+    assert_ne!(meta.ino(), fs::metadata(&kernel).unwrap().ino());
+    assert_eq!(
+        (meta.uid(), meta.permissions().mode() & 0o777),
+        (61_234, 0o400)
+    );
+    // The clone is independent: changing the source leaves it intact.
+    fs::write(&kernel, b"changed").unwrap();
+    assert_eq!(fs::read(&copy).unwrap(), bytes);
+    remove_jail(&layout).unwrap();
+    drop(xfs);
 }

@@ -178,3 +178,24 @@ fn privileged_credentials_show_the_dropped_uid() {
     drop(cat.0.stdin.take());
     cat.0.wait().unwrap();
 }
+
+#[test]
+fn identity_serialises_for_the_state_file() {
+    let identity = ProcessIdentity {
+        pid: 4242,
+        start_time: 987_654,
+    };
+    let json = serde_json::to_value(identity).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"pid": 4242, "start_time": 987_654})
+    );
+    assert_eq!(
+        serde_json::from_value::<ProcessIdentity>(json).unwrap(),
+        identity
+    );
+    assert_eq!(
+        serde_json::to_value(Liveness::PidReused).unwrap(),
+        serde_json::json!("pid_reused")
+    );
+}

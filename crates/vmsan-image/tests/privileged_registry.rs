@@ -1,6 +1,6 @@
 //! Pulls from a real `docker-registry` on loopback, serving images built by the tests.
-#![allow(clippy::unwrap_used)]
 //! Root is needed: the merge reproduces ownership.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -189,7 +189,18 @@ pub fn run(sock: OwnedFd, jail_root: &Path) -> io::Result<()> {
     if let Some(g) = guest.take() {
         teardown(g);
     }
-    result
+    match result {
+        // The VMM went away mid-conversation (it exits right after the guest does).
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            ) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 fn serve(sock: &OwnedFd, jail_root: &Path, guest: &mut Option<Guest>) -> io::Result<()> {
@@ -346,10 +357,36 @@ fn signal_all(guest: Option<&Guest>, sig: Signal) -> HelperMessage {
             break;
         }
     }
+    // Pause is synchronous in Firecracker (the vCPUs are stopped when the API answers): wait
+    // until every process has reached the stopped (or running again) state. There is no event
+    // for another process's stop, so poll its state with a deadline.
+    let want_stopped = sig == Signal::SIGSTOP;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    for pid in &done {
+        while let Some(state) = proc_state(*pid) {
+            let stopped = state == 'T' || state == 't';
+            if stopped == want_stopped || matches!(state, 'Z' | 'X') {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                return HelperMessage::Err {
+                    error: format!(
+                        "guest process {pid} did not reach the requested state (state {state})"
+                    ),
+                };
+            }
+            std::thread::yield_now();
+        }
+    }
     HelperMessage::Ok {
         guest_pid: None,
         loops: vec![],
     }
+}
+
+fn proc_state(pid: i32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')').next()?.trim_start().chars().next()
 }
 
 fn reap(g: Guest) -> String {

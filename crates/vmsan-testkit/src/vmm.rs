@@ -1068,7 +1068,9 @@ pub fn spawn_helper() -> io::Result<OwnedFd> {
     let (ours, theirs) = helper::pair()?;
     crate::sys::clear_cloexec(&theirs)?;
     let exe = std::fs::read_link("/proc/self/exe")?;
+    // The arguments only label the process (`ps`, leak checks); the role comes from the env.
     let child = std::process::Command::new(exe)
+        .args(["standin-helper-of", &std::process::id().to_string()])
         .env(helper::ROLE_ENV, "helper")
         .env(helper::HELPER_FD_ENV, theirs.as_raw_fd().to_string())
         .stdin(std::process::Stdio::null())

@@ -762,3 +762,45 @@ fn command_lines_fail_like_firecracker_and_the_jailer() {
         "a rejected command line creates nothing"
     );
 }
+
+#[test]
+fn config_file_errors_exit_like_firecracker() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("vm.json");
+    std::fs::write(
+        &cfg,
+        r#"{"machine-config":{"vcpu_count":1,"mem_size_mib":128},"bogus":{}}"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::fc_bin())
+        .args(["--no-api", "--config-file"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(152),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `bogus`"));
+    std::fs::write(
+        &cfg,
+        r#"{"machine-config":{"vcpu_count":0,"mem_size_mib":128}}"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::fc_bin())
+        .args(["--no-api", "--config-file"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(152));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("The number of vCPUs must be greater than 0")
+    );
+    let out = std::process::Command::new(common::fc_bin())
+        .arg("--no-api")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(153), "--no-api needs --config-file");
+}

@@ -30,6 +30,7 @@ ip link set eth0 up
 ip addr add 10.0.0.2/30 dev eth0
 if ping -c 1 -W 5 10.0.0.1 >/dev/null; then echo PING_OK; else echo PING_FAIL; fi
 (echo GUEST_TCP | nc -l -p 8080) &
+(dd if=/dev/zero bs=1024 count=300 2>/dev/null | nc -l -p 9001) &
 /bin/util listen /.vsock/guest-1024.sock hello-from-guest &
 while [ ! -S /.vsock/guest-1024.sock ]; do sleep 0.05; done
 /bin/util connect /.vsock/host.sock 1025 ping-from-guest
@@ -72,6 +73,16 @@ impl Files {
 
 /// The cold-boot requests of firecracker-verified.md, with paths under `root` ("" = relative).
 fn configure(sock: &Path, p: &dyn Fn(&str) -> String, tap: &str, marker: &str) {
+    configure_with_limit(sock, p, tap, marker, 12_500_000);
+}
+
+fn configure_with_limit(
+    sock: &Path,
+    p: &dyn Fn(&str) -> String,
+    tap: &str,
+    marker: &str,
+    bytes_per_s: u64,
+) {
     let steps: Vec<(&str, String)> = vec![
         (
             "/logger",
@@ -121,7 +132,7 @@ fn configure(sock: &Path, p: &dyn Fn(&str) -> String, tap: &str, marker: &str) {
         (
             "/network-interfaces/eth0",
             format!(
-                r#"{{"iface_id":"eth0","host_dev_name":"{tap}","guest_mac":"06:00:c6:12:00:02","rx_rate_limiter":{{"bandwidth":{{"size":12500000,"refill_time":1000}}}},"tx_rate_limiter":{{"bandwidth":{{"size":12500000,"refill_time":1000}}}}}}"#
+                r#"{{"iface_id":"eth0","host_dev_name":"{tap}","guest_mac":"06:00:c6:12:00:02","rx_rate_limiter":{{"bandwidth":{{"size":12500000,"refill_time":1000}}}},"tx_rate_limiter":{{"bandwidth":{{"size":{bytes_per_s},"refill_time":1000}}}}}}"#
             ),
         ),
         (
@@ -223,7 +234,7 @@ fn check_guest(
             "/bin/busybox",
             "nc",
             "-w",
-            "5",
+            "2",
             "10.0.0.2",
             "8080",
         ])
@@ -318,6 +329,12 @@ fn privileged_busybox_guest_boots_and_powers_off_cleanly() {
     );
     let (_, info) = call(&api, "GET", "/", None).unwrap();
     assert!(info.contains("\"Paused\""), "{info}");
+    let frozen = guest_states("marker-boot");
+    assert!(frozen.len() >= 3, "init, nc, util, sleep…: {frozen:?}");
+    assert!(
+        frozen.iter().all(|s| *s == 'T'),
+        "every guest process stopped: {frozen:?}"
+    );
     let (st, resp) = call(
         &api,
         "PUT",
@@ -390,7 +407,9 @@ fn assert_nothing_remains(
         processes_mentioning("firecracker-standin")
             .iter()
             .all(|p| !p.contains(&dir.to_string_lossy().to_string()))
-            && processes_mentioning("/init").is_empty()
+            && processes_mentioning("marker-boot").is_empty()
+            && vmm_pid
+                .is_none_or(|p| processes_mentioning(&format!("standin-helper-of {p}")).is_empty())
     });
     for s in sockets {
         assert!(!dir.join(s).exists(), "{s} left behind");
@@ -746,4 +765,260 @@ fn privileged_sigkilled_daemonized_vmm_leaves_nothing_after_jail_cleanup() {
     });
     jail.clean();
     assert_jail_gone(&jail, &loops);
+}
+
+#[test]
+fn privileged_snapshot_load_reboots_with_network_and_vsock_overrides() {
+    if skip_unless_root("privileged_snapshot_load_reboots_with_network_and_vsock_overrides") {
+        return;
+    }
+    let files = Files::new();
+    let d = files.dir.path();
+    let p = |f: &str| files.path(f);
+    // Source VM.
+    let ns1 = NetNs::new("snapa", 0);
+    let api1 = d.join("api1.sock");
+    let mut a = Command::new("nsenter")
+        .arg(format!("--net={}", ns1.path()))
+        .arg("--")
+        .arg(fc_bin())
+        .arg("--api-sock")
+        .arg(&api1)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut console_a = Console::new(a.stdout.take().unwrap());
+    let a_pid = a.id();
+    let guard_a = Proc(a);
+    wait_socket(&api1, Duration::from_secs(10));
+    configure(&api1, &p, "tap0", "marker-snap");
+    let from_a = host_listener(&d.join("v.sock_1025"));
+    assert_eq!(
+        call(
+            &api1,
+            "PUT",
+            "/actions",
+            Some(r#"{"action_type":"InstanceStart"}"#)
+        )
+        .unwrap()
+        .0,
+        204
+    );
+    console_a.wait_for("READY", Duration::from_secs(20));
+    assert_eq!(from_a.join().unwrap(), "ping-from-guest\n");
+    assert_eq!(
+        call(&api1, "PATCH", "/vm", Some(r#"{"state":"Paused"}"#))
+            .unwrap()
+            .0,
+        204
+    );
+    let (st, r) = call(
+        &api1,
+        "PUT",
+        "/snapshot/create",
+        Some(&format!(
+            r#"{{"snapshot_path":"{}","mem_file_path":"{}"}}"#,
+            p("snap"),
+            p("mem")
+        )),
+    )
+    .unwrap();
+    assert_eq!(st, 204, "{r}");
+    let loops_a = vmm_loops(&d.join("firecracker.log"));
+    assert_eq!(loops_a.len(), 3);
+    // SIGKILL of an un-jailed VMM: its helper notices and removes the guest, loops, runtime dir.
+    drop(guard_a);
+    assert_loops_detached(&loops_a);
+    eventually("helper and guest gone", Duration::from_secs(10), || {
+        processes_mentioning(&format!("standin-helper-of {a_pid}")).is_empty()
+            && processes_mentioning("marker-snap").is_empty()
+    });
+    eventually("runtime dir removed", Duration::from_secs(10), || {
+        !Path::new(&format!("/run/firecracker-standin-{a_pid}")).exists()
+    });
+
+    // Clone: another namespace whose TAP has another name, another vsock socket.
+    let ns2 = NetNs::new("snapb", 0);
+    let st = Command::new("ip")
+        .args(["-n", &ns2.name, "link", "set", "tap0", "name", "tapclone"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let api2 = d.join("api2.sock");
+    let mut b = Command::new("nsenter")
+        .arg(format!("--net={}", ns2.path()))
+        .arg("--")
+        .arg(fc_bin())
+        .arg("--api-sock")
+        .arg(&api2)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut console_b = Console::new(b.stdout.take().unwrap());
+    let mut guard_b = Proc(b);
+    wait_socket(&api2, Duration::from_secs(10));
+    let from_b = host_listener(&d.join("v2.sock_1025"));
+    let body = format!(
+        r#"{{"snapshot_path":"{}","mem_backend":{{"backend_type":"File","backend_path":"{}"}},"resume_vm":true,"network_overrides":[{{"iface_id":"eth0","host_dev_name":"tapclone"}}],"vsock_override":{{"uds_path":"{}"}},"clock_realtime":true}}"#,
+        p("snap"),
+        p("mem"),
+        p("v2.sock")
+    );
+    let (st, r) = call(&api2, "PUT", "/snapshot/load", Some(&body)).unwrap();
+    assert_eq!(st, 204, "{r}");
+    let v: serde_json::Value =
+        serde_json::from_str(&call(&api2, "GET", "/vm/config", None).unwrap().1).unwrap();
+    assert_eq!(v["network-interfaces"][0]["host_dev_name"], "tapclone");
+    assert_eq!(v["vsock"]["uds_path"], p("v2.sock"));
+    // The guest's init runs again from the start (memory is not preserved).
+    console_b.wait_for("ENV ", Duration::from_secs(20));
+    console_b.wait_for("PING_OK", Duration::from_secs(20));
+    assert_eq!(from_b.join().unwrap(), "ping-from-guest\n");
+    console_b.wait_for("READY", Duration::from_secs(20));
+    let (ok, reply) = host_connect(&d.join("v2.sock"), 1024, "clone");
+    assert_eq!(
+        (ok.as_str(), reply.as_str()),
+        ("OK 1073741824\n", "hello-from-guest clone\n")
+    );
+    // Loading again into a booted VMM is refused.
+    let (st, _) = call(&api2, "PUT", "/snapshot/load", Some(&body)).unwrap();
+    assert_eq!(st, 400);
+    assert_eq!(
+        call(
+            &api2,
+            "PUT",
+            "/actions",
+            Some(r#"{"action_type":"SendCtrlAltDel"}"#)
+        )
+        .unwrap()
+        .0,
+        204
+    );
+    assert!(guard_b.0.wait().unwrap().success());
+}
+
+/// Transfers 300 KiB from the guest over the relayed TAP, read by a thread that joined the
+/// namespace; returns (bytes, seconds).
+fn guest_to_host_transfer(ns: &NetNs) -> (usize, f64) {
+    let path = ns.path();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let f = std::fs::File::open(&path).unwrap();
+        // setns on this thread only: the test process stays where it was.
+        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let t0 = std::time::Instant::now();
+        let mut s = std::net::TcpStream::connect("10.0.0.2:9001").unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).unwrap();
+        (buf.len(), t0.elapsed().as_secs_f64())
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+fn privileged_tx_rate_limiter_paces_guest_frames() {
+    if skip_unless_root("privileged_tx_rate_limiter_paces_guest_frames") {
+        return;
+    }
+    let files = Files::new();
+    let p = |f: &str| files.path(f);
+    let mut secs = Vec::new();
+    for (tag, limit) in [("rlfast", 12_500_000u64), ("rlslow", 100_000u64)] {
+        let ns = NetNs::new(tag, 0);
+        let api = files.dir.path().join(format!("{tag}.sock"));
+        let _ = std::fs::remove_file(files.dir.path().join("v.sock"));
+        let _ = std::fs::remove_file(files.dir.path().join("v.sock_1025"));
+        let mut child = Command::new("nsenter")
+            .arg(format!("--net={}", ns.path()))
+            .arg("--")
+            .arg(fc_bin())
+            .arg("--api-sock")
+            .arg(&api)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut console = Console::new(child.stdout.take().unwrap());
+        let mut guard = Proc(child);
+        wait_socket(&api, Duration::from_secs(10));
+        configure_with_limit(&api, &p, "tap0", "marker-rl", limit);
+        let from_guest = host_listener(&files.dir.path().join("v.sock_1025"));
+        assert_eq!(
+            call(
+                &api,
+                "PUT",
+                "/actions",
+                Some(r#"{"action_type":"InstanceStart"}"#)
+            )
+            .unwrap()
+            .0,
+            204
+        );
+        console.wait_for("READY", Duration::from_secs(20));
+        let _ = from_guest.join();
+        let (n, s) = guest_to_host_transfer(&ns);
+        assert_eq!(
+            n,
+            300 * 1024,
+            "{tag}: all bytes arrive (got {n} in {s:.3}s)"
+        );
+        eprintln!("{tag}: 300 KiB guest->host in {s:.3}s with tx limit {limit} B/s");
+        secs.push(s);
+        assert_eq!(
+            call(
+                &api,
+                "PUT",
+                "/actions",
+                Some(r#"{"action_type":"SendCtrlAltDel"}"#)
+            )
+            .unwrap()
+            .0,
+            204
+        );
+        assert!(guard.0.wait().unwrap().success());
+    }
+    // 100 KB/s with a 100 KB bucket: the first 100 KB pass at once, the other ~207 KB (plus
+    // TCP/IP headers) take about 2 s. Unlimited (12.5 MB/s) takes a fraction of that.
+    assert!(secs[1] >= 1.8, "limited transfer took only {:.3}s", secs[1]);
+    assert!(secs[1] < 15.0, "limited transfer took {:.3}s", secs[1]);
+    assert!(secs[0] < 1.0, "unlimited transfer took {:.3}s", secs[0]);
+}
+
+/// States (`R`, `S`, `T`, …) of every process in the PID namespace of the guest init whose
+/// command line carries `marker`.
+fn guest_states(marker: &str) -> Vec<char> {
+    let init = processes_mentioning(marker);
+    let init_pid = init
+        .iter()
+        .filter_map(|p| p.split(':').next())
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .map(|s| {
+                    s.lines()
+                        .any(|l| l.starts_with("NSpid:") && l.trim_end().ends_with("\t1"))
+                })
+                .unwrap_or(false)
+        })
+        .expect("guest init")
+        .to_owned();
+    let ns = std::fs::read_link(format!("/proc/{init_pid}/ns/pid")).unwrap();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if !n.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if std::fs::read_link(e.path().join("ns/pid")).ok().as_ref() != Some(&ns) {
+            continue;
+        }
+        if let Ok(stat) = std::fs::read_to_string(e.path().join("stat"))
+            && let Some(state) = stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.trim_start().chars().next())
+        {
+            out.push(state);
+        }
+    }
+    out
 }

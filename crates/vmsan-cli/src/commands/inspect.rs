@@ -32,7 +32,7 @@ pub(crate) fn run(ctx: &Ctx, id: &VmId) -> Result<Outcome, Error> {
         }
     };
     let mut row = |k: &str, v: String| {
-        let _ = writeln!(s, "  {:<16}{v}", out.paint(Style::Dim, k));
+        let _ = writeln!(s, "  {}{v}", out.paint(Style::Dim, &format!("{k:<16}")));
     };
     let header = format!("VM {}", vm.id);
     let mut text = format!("{}\n", out.paint(Style::Bold, &header));
