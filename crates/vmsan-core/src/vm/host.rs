@@ -259,8 +259,8 @@ pub(crate) fn prepare_jail(
         JailFile::shared_read_only(&st.rootfs, in_jail::ROOTFS),
         JailFile::per_vm(files.disk(), in_jail::DISK, true),
         JailFile::per_vm(files.config_drive(), in_jail::CONFIG, false),
-        JailFile::per_vm(files.firecracker_log(), in_jail::LOG, true),
-        JailFile::per_vm(files.metrics(), in_jail::METRICS, true),
+        JailFile::output(files.firecracker_log(), in_jail::LOG),
+        JailFile::output(files.metrics(), in_jail::METRICS),
     ];
     vmsan_firecracker::prepare_jail(&launch.layout, uid, gid, &jail_files)
         .map_err(super::convert::jail)?;

@@ -77,14 +77,7 @@ pub fn create(
     make_disk: DiskMaker<'_>,
     progress: &mut dyn FnMut(&str),
 ) -> Result<VmState> {
-    if !spec.isolation.netns {
-        return Err(Error::new(
-            ErrorCode::ValidationFlags,
-            "--no-netns is not supported",
-        )
-        .why("Each VM's own network namespace is what makes its egress policy hold; without it the rules would have to live in the host's namespace, where they affect everything else.")
-        .fix("Leave out --no-netns."));
-    }
+    check_spec(spec)?;
     let store = StateStore::open(paths)?;
     let me = process::identify(std::process::id());
     let token = random_token();
@@ -135,6 +128,22 @@ pub fn create(
             Err(e)
         }
     }
+}
+
+/// Reject settings no VM can run with, before anything is prepared.
+pub fn check_spec(spec: &VmSpec) -> Result<()> {
+    if !spec.isolation.netns {
+        return Err(
+            Error::new(ErrorCode::ValidationFlags, "--no-netns is not supported")
+                .why(
+                    "Each VM's own network namespace is what makes its egress policy hold; without \
+                 it the rules would have to live in the host's namespace, where they would \
+                 affect everything else.",
+                )
+                .fix("Leave out --no-netns."),
+        );
+    }
+    Ok(())
 }
 
 /// Start a stopped VM again: same disk, same identity.

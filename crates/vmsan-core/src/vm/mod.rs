@@ -10,4 +10,4 @@ pub mod media;
 pub mod supervisor;
 
 pub use host::HOST_NETNS_ENV;
-pub use lifecycle::{BootMedia, StopOutcome, VmSpec, create, remove, start, stop};
+pub use lifecycle::{BootMedia, StopOutcome, VmSpec, check_spec, create, remove, start, stop};

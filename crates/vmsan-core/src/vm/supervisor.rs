@@ -376,7 +376,14 @@ impl Supervisor {
                 format!("the jailer failed ({status})"),
             ));
         }
-        let pid = vmsan_firecracker::read_pid_file(&self.layout).map_err(super::convert::jail)?;
+        // The jailer may write the pid file just before or just after it exits.
+        let pid = vmsan_firecracker::wait_for_pid_file(
+            &self.layout,
+            Instant::now() + SOCKET_TIMEOUT,
+            || true,
+        )
+        .await
+        .map_err(super::convert::jail)?;
         let pid = u32::try_from(pid)
             .map_err(|_| Error::new(ErrorCode::Internal, "bad pid in the jailer's pid file"))?;
         let fd = PidFd::open(pid)
