@@ -88,6 +88,14 @@ fn clap_error(e: &clap::Error, json: bool) -> i32 {
 
 /// Run `vmsan` with these arguments (the first is the program name) and return the exit code.
 pub fn run(argv: Vec<OsString>) -> i32 {
+    // `vmsan __supervise <vm>`: the per-VM supervisor that `create` and `start` spawn. It is
+    // internal, so it is not part of the parsed command surface.
+    if argv
+        .get(1)
+        .is_some_and(|a| a == vmsan_core::vm::supervisor::SUPERVISE_ARG)
+    {
+        return supervise(&argv);
+    }
     let cli = match Cli::try_parse_from(&argv) {
         Ok(cli) => cli,
         Err(e) => return clap_error(&e, json_requested(&argv)),
@@ -118,6 +126,20 @@ pub fn run(argv: Vec<OsString>) -> i32 {
         Err(e) => {
             out.error(&e);
             e.exit_code()
+        }
+    }
+}
+
+fn supervise(argv: &[OsString]) -> i32 {
+    let id = argv
+        .get(2)
+        .and_then(|a| a.to_str())
+        .map(vmsan_core::VmId::parse);
+    match id {
+        Some(Ok(id)) => vmsan_core::vm::supervisor::main(&Paths::from_env(), &id),
+        _ => {
+            eprintln!("usage: vmsan __supervise <vm-id> (internal)");
+            2
         }
     }
 }

@@ -411,9 +411,16 @@ fn human_errors_go_to_stderr_with_why_and_fix() {
     assert!(err.contains("Usage: vmsan create [OPTIONS]"), "{err}");
 }
 
+/// Commands that have landed get past validation to their real work: in an empty vmsan home
+/// that is "no kernel" for `create`, "not found" for commands naming a VM. (The typed values of
+/// every flag are checked in `convert.rs`'s unit tests.)
 #[test]
-fn not_implemented_commands_validate_first() {
-    let doc = not_implemented(&[
+fn implemented_commands_validate_then_work() {
+    if !nix_is_root() {
+        eprintln!("skipped: these commands need root; the root-check tests cover non-root users");
+        return;
+    }
+    let full_create = [
         "create",
         "--vcpus",
         "2",
@@ -430,13 +437,12 @@ fn not_implemented_commands_validate_first() {
         "--dns",
         "1.1.1.1",
         "--no-seccomp",
-        "--no-netns",
         "--bandwidth",
         "100mbit",
         "--from-image",
         "alpine:3.20",
         "--pull",
-        "always",
+        "never",
         "--init",
         "image",
         "--project",
@@ -445,29 +451,10 @@ fn not_implemented_commands_validate_first() {
         "1",
         "--silent",
         "--allow-udp",
-    ]);
-    if doc["error"]["code"] == "ERR_NOT_IMPLEMENTED" {
-        let o = &doc["error"]["options"];
-        assert_eq!(o["vcpus"], 2);
-        assert_eq!(o["memoryMib"], 1024);
-        assert_eq!(o["disk"]["gib"], 20);
-        assert_eq!(o["timeoutMs"], 5_400_000);
-        assert_eq!(o["publishedPorts"][1]["protocol"], "udp");
-        assert_eq!(o["network"]["policy"], "custom");
-        assert_eq!(o["network"]["promoted"], true);
-        assert_eq!(o["network"]["allowedDomains"][0], "*.github.com");
-        assert_eq!(o["network"]["allowUdp"], true);
-        assert_eq!(o["dnsServers"][0], "1.1.1.1");
-        assert_eq!(o["isolation"]["seccomp"], false);
-        assert_eq!(o["isolation"]["netns"], false);
-        assert_eq!(o["isolation"]["pidNs"], true);
-        assert_eq!(o["bandwidthMbit"], 100);
-        assert_eq!(o["root"]["kind"], "image");
-        assert_eq!(o["root"]["pull"], "always");
-        assert_eq!(o["init"], "image");
-        assert_eq!(o["count"], 1);
-        assert_eq!(o["silent"], true);
-    }
+    ];
+    rejects(&full_create, "ERR_SETUP_NO_KERNEL");
+    // A VM without its own network namespace cannot have egress rules that hold.
+    rejects(&["create", "--no-netns"], "ERR_VALIDATION_FLAGS");
     for args in [
         vec!["start", VM],
         vec!["stop", VM],
@@ -476,6 +463,14 @@ fn not_implemented_commands_validate_first() {
         vec!["exec", VM, "ls", "-la", "/tmp"],
         vec!["upload", VM, "/etc/hostname"],
         vec!["download", VM, "/etc/hostname"],
+    ] {
+        rejects(&args, "ERR_VM_NOT_FOUND");
+    }
+}
+
+#[test]
+fn not_implemented_commands_validate_first() {
+    for args in [
         vec!["network", VM, "--network-policy", "deny-all"],
         vec!["snapshot", "create", VM],
         vec!["snapshot", "list"],
@@ -489,20 +484,6 @@ fn not_implemented_commands_validate_first() {
     ] {
         not_implemented(&args);
     }
-    // exec passes the command through verbatim, flags included.
-    let (_, doc) = json_run(&["exec", VM, "ls", "-la", "/tmp"]);
-    assert_eq!(
-        doc["error"]["options"]["command"],
-        serde_json::json!(["ls", "-la", "/tmp"])
-    );
-    let (_, doc) = json_run(&[
-        "exec", "-e", "A=1", VM, "ping", "-c", "1", "-W", "3", "-e", "x",
-    ]);
-    assert_eq!(
-        doc["error"]["options"]["command"],
-        serde_json::json!(["ping", "-c", "1", "-W", "3", "-e", "x"])
-    );
-    assert_eq!(doc["error"]["options"]["env"][0]["key"], "A");
 }
 
 /// `doctor` runs the real host checks (as root they include a test nftables table in a

@@ -65,7 +65,10 @@ pub fn find_agent(paths: &Paths) -> Option<PathBuf> {
         candidates.push(dir.join("../lib/vmsan/vmsan-agent"));
         candidates.push(dir.join("vmsan-agent"));
     }
-    candidates.into_iter().find(|p| p.is_file())
+    // A dynamically linked agent (a plain debug build) cannot be a guest's init: skip it.
+    candidates
+        .into_iter()
+        .find(|p| p.is_file() && is_static_elf(p).unwrap_or(false))
 }
 
 /// The guest kernel: `kernels/vmlinux` if present, else the lexicographically last `vmlinux*`.

@@ -227,6 +227,11 @@ impl ErrorCode {
         }
     }
 
+    /// The code for its string form, e.g. `ERR_VM_NOT_FOUND`.
+    pub fn parse(s: &str) -> Option<ErrorCode> {
+        Self::ALL.iter().copied().find(|c| c.as_str() == s)
+    }
+
     /// Why this class of error happens, when the specific error does not say more.
     pub fn default_why(self) -> Option<&'static str> {
         use ErrorCode::*;

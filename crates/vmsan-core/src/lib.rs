@@ -12,6 +12,7 @@ pub mod state;
 mod sys;
 pub mod time;
 pub mod validate;
+pub mod vm;
 
 pub use error::{Error, ErrorCode, Result};
 pub use ids::{SnapshotId, VmId};

@@ -163,10 +163,15 @@ fn fifty_processes_create_update_delete_without_lost_updates_or_duplicate_slots(
     let ids: HashSet<&str> = all.iter().map(|s| s.id.as_str()).collect();
     assert_eq!(ids.len(), all.len(), "duplicate id");
     // One slot claim per live VM, each naming its VM.
-    let claims = std::fs::read_dir(home.path().join("slots")).unwrap().count();
+    let claims = std::fs::read_dir(home.path().join("slots"))
+        .unwrap()
+        .count();
     assert_eq!(claims, all.len(), "slot claims");
     for st in &all {
-        let claim = home.path().join("slots").join(st.network.slot.unwrap().to_string());
+        let claim = home
+            .path()
+            .join("slots")
+            .join(st.network.slot.unwrap().to_string());
         assert_eq!(std::fs::read_to_string(claim).unwrap(), st.id.as_str());
     }
     // Nothing but VM directories and the lock dir remain: no staging, trash or temp files.

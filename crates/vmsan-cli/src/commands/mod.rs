@@ -3,11 +3,13 @@
 //! wiring one in means replacing its arm in [`dispatch`] with a call into `vmsan_core`.
 
 mod doctor;
+mod guest;
 mod info;
 mod inspect;
 mod list;
 mod logs;
 pub mod table;
+mod vm;
 
 use serde_json::Value;
 use vmsan_core::error::Error;
@@ -36,6 +38,14 @@ pub fn dispatch(ctx: &Ctx, action: Action) -> Result<Outcome, Error> {
         Action::Doctor => doctor::run(ctx),
         Action::Completion(shell) => info::completion(ctx, shell),
         Action::Version => Ok(info::version()),
+        Action::Create(opts) => vm::create(ctx, &opts),
+        Action::Start(opts) => vm::start(ctx, &opts.vm),
+        Action::Stop(opts) => vm::stop(ctx, &opts),
+        Action::Remove(opts) => vm::remove(ctx, &opts),
+        Action::Exec(opts) => guest::exec(ctx, &opts),
+        Action::Connect(opts) => guest::connect_to(ctx, &opts.vm, opts.session.as_deref()),
+        Action::Upload(opts) => guest::upload(ctx, &opts),
+        Action::Download(opts) => guest::download(ctx, &opts),
         other => Err(not_implemented(&other)),
     }
 }

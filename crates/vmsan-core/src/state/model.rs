@@ -167,6 +167,15 @@ pub struct VmState {
     /// Root filesystem image (host path of the source).
     #[serde(default)]
     pub rootfs: String,
+    /// Filesystem of the root image: `squashfs` or `ext4`.
+    #[serde(default)]
+    pub rootfs_fs: String,
+    /// The initrd the VM boots (host path).
+    #[serde(default)]
+    pub initrd: String,
+    /// Who is PID 1 in the guest: `agent` or `image`.
+    #[serde(default)]
+    pub init: String,
     /// Network identity and policy.
     #[serde(default)]
     pub network: NetworkState,
@@ -229,6 +238,9 @@ impl VmState {
             disk_size_gb: 10,
             kernel: String::new(),
             rootfs: String::new(),
+            rootfs_fs: String::new(),
+            initrd: String::new(),
+            init: "agent".into(),
             network: NetworkState::default(),
             isolation: Isolation::default(),
             snapshot: None,

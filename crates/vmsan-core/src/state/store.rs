@@ -342,16 +342,18 @@ impl StateStore {
 pub fn reconcile(st: &mut VmState) {
     match st.status {
         VmStatus::Running => {
-            let vmm_gone = st.vmm.as_ref().is_some_and(|p| !process::is_alive(p));
-            let sup_gone = st
-                .supervisor
-                .as_ref()
-                .is_some_and(|p| !process::is_alive(p));
-            if vmm_gone || (st.vmm.is_none() && sup_gone) {
-                let pid = st.vmm.map_or(String::from("?"), |p| p.pid.to_string());
+            if let Some(p) = st.vmm.as_ref().filter(|p| !process::is_alive(p)) {
                 st.status = VmStatus::Error;
                 st.error = Some(format!(
-                    "the VM's Firecracker process (pid {pid}) is gone; it crashed or was killed"
+                    "the VM's Firecracker process (pid {}) is gone: it crashed or was killed",
+                    p.pid
+                ));
+            } else if let Some(p) = st.supervisor.as_ref().filter(|p| !process::is_alive(p)) {
+                st.status = VmStatus::Error;
+                st.error = Some(format!(
+                    "the VM's supervisor (pid {}) is gone: the VM runs unsupervised (no timeout, \
+                     no DNS filter); stop or remove it",
+                    p.pid
                 ));
             }
         }
@@ -393,9 +395,9 @@ fn permission_hint(e: Error) -> Error {
 }
 
 fn read_state(path: &Path, id: &VmId) -> Result<VmState> {
-    let file = match OpenOptions::new()
+    let mut file = match OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
     {
         Ok(f) => f,
@@ -407,12 +409,6 @@ fn read_state(path: &Path, id: &VmId) -> Result<VmState> {
             )));
         }
     };
-    let mut bytes = Vec::new();
-    std::io::Read::read_to_end(
-        &mut std::io::Read::take(&file, MAX_STATE_BYTES + 1),
-        &mut bytes,
-    )
-    .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
     let corrupt = |msg: String| {
         Error::new(
             ErrorCode::VmStateCorrupt,
@@ -421,30 +417,57 @@ fn read_state(path: &Path, id: &VmId) -> Result<VmState> {
         .detail("vmId", id.as_str())
         .detail("path", path.display().to_string())
     };
+    // One read of the whole file: `list` reads a thousand of these.
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if size > MAX_STATE_BYTES {
+        return Err(corrupt("larger than 1 MiB".into()));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0) + 1);
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(&mut file, MAX_STATE_BYTES + 1),
+        &mut bytes,
+    )
+    .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
     if bytes.len() as u64 > MAX_STATE_BYTES {
         return Err(corrupt("larger than 1 MiB".into()));
     }
-    // Look at the version first, so a newer format says so instead of failing obscurely.
-    let value: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
-    let version = value
-        .get("stateVersion")
-        .and_then(serde_json::Value::as_u64);
-    match version {
-        Some(v) if v == u64::from(STATE_VERSION) => {}
-        Some(v) if v > u64::from(STATE_VERSION) => {
-            return Err(corrupt(format!(
-                "state version {v} was written by a newer vmsan (this one reads {STATE_VERSION})"
-            )));
+    let st: VmState = match serde_json::from_slice(&bytes) {
+        Ok(st) => st,
+        // Say why when the version is the reason, rather than which field did not fit.
+        Err(e) => {
+            return Err(corrupt(
+                version_problem(&bytes).unwrap_or_else(|| e.to_string()),
+            ));
         }
-        Some(v) => return Err(corrupt(format!("unsupported state version {v}"))),
-        None => return Err(corrupt("no stateVersion".into())),
+    };
+    if st.state_version != STATE_VERSION {
+        return Err(corrupt(version_text(u64::from(st.state_version))));
     }
-    let st: VmState = serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
     if st.id != *id {
         return Err(corrupt(format!("it names another VM ({})", st.id)));
     }
     Ok(st)
+}
+
+/// The version problem of a state document that did not parse, if that is the problem.
+fn version_problem(bytes: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    match value
+        .get("stateVersion")
+        .and_then(serde_json::Value::as_u64)
+    {
+        Some(v) if v == u64::from(STATE_VERSION) => None,
+        Some(v) => Some(version_text(v)),
+        None => Some("no stateVersion".into()),
+    }
+}
+
+fn version_text(v: u64) -> String {
+    if v > u64::from(STATE_VERSION) {
+        format!("state version {v} was written by a newer vmsan (this one reads {STATE_VERSION})")
+    } else {
+        format!("unsupported state version {v}")
+    }
 }
 
 /// Write `state.json` atomically in `dir`. The caller holds the VM's lock (or owns `dir`

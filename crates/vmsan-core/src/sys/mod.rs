@@ -4,3 +4,4 @@
 
 pub(crate) mod kvm;
 pub(crate) mod netns;
+pub(crate) mod proc;

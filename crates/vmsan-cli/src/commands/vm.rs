@@ -1,0 +1,220 @@
+//! `vmsan create`, `start`, `stop`, `remove`: the VM lifecycle.
+
+use std::fmt::Write as _;
+
+use serde_json::{Value, json};
+use vmsan_core::VmId;
+use vmsan_core::error::{Error, ErrorCode};
+use vmsan_core::state::{StateStore, VmState};
+use vmsan_core::validate::options::{CreateOptions, RemoveOptions, StopOptions};
+use vmsan_core::vm::{self, StopOutcome};
+
+use super::Ctx;
+use crate::output::{Outcome, Style};
+
+fn summary_json(st: &VmState) -> Value {
+    json!({
+        "vmId": st.id,
+        "status": st.status,
+        "vcpus": st.vcpu_count,
+        "memMib": st.mem_size_mib,
+        "diskSizeGb": st.disk_size_gb,
+        "runtime": st.runtime,
+        "image": st.image.as_ref().map(|i| i.reference.clone()),
+        "networkPolicy": st.network.network_policy,
+        "guestIp": st.network.guest_ip,
+        "pid": st.pid,
+        "kernel": st.kernel,
+        "rootfs": st.rootfs,
+        "timeoutAt": st.timeout_at,
+    })
+}
+
+fn summary_text(ctx: &Ctx, st: &VmState) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{}",
+        ctx.out
+            .paint(Style::Bold, &format!("VM {} is running", st.id))
+    );
+    let _ = writeln!(
+        s,
+        "  vCPUs {}, memory {} MiB, disk {} GiB",
+        st.vcpu_count, st.mem_size_mib, st.disk_size_gb
+    );
+    let _ = writeln!(
+        s,
+        "  guest {} via {}, policy {}",
+        st.network.guest_ip, st.network.host_ip, st.network.network_policy
+    );
+    if let Some(t) = &st.timeout_at {
+        let _ = writeln!(s, "  stops at {t}");
+    }
+    let _ = writeln!(s, "  exec into it:  vmsan exec {} <command>", st.id);
+    s
+}
+
+/// `vmsan create`.
+pub(crate) fn create(ctx: &Ctx, opts: &CreateOptions) -> Result<Outcome, Error> {
+    if opts.snapshot.is_some() {
+        return Err(Error::not_implemented(
+            "Restoring snapshots (`vmsan create --snapshot`)",
+        ));
+    }
+    if opts.connect && opts.count > 1 {
+        return Err(Error::new(
+            ErrorCode::ValidationFlags,
+            "Cannot use --connect with --count above 1",
+        ));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("start a runtime", e))?;
+    let out = &ctx.out;
+    let quiet = out.json || opts.silent;
+    let note = |m: &str| {
+        if !quiet {
+            out.note(m);
+        }
+    };
+    let spec = vm::media::spec_of(opts);
+    vm::check_spec(&spec)?;
+    note("Resolving kernel, agent and image");
+    let media = rt.block_on(vm::media::resolve_media(&ctx.paths, opts, None))?;
+    let make_disk = vm::media::make_disk(&ctx.paths);
+    let mut created = Vec::new();
+    for _ in 0..opts.count.max(1) {
+        let st = vm::create(&ctx.paths, &spec, &media, &make_disk, &mut |m| note(m))?;
+        created.push(st);
+    }
+    if opts.connect
+        && let Some(st) = created.first()
+    {
+        return super::guest::connect_to(ctx, &st.id, None);
+    }
+    let text: String = if opts.silent {
+        String::new()
+    } else {
+        created.iter().map(|s| summary_text(ctx, s)).collect()
+    };
+    let doc = if created.len() == 1 {
+        summary_json(&created[0])
+    } else {
+        json!({ "vms": created.iter().map(summary_json).collect::<Vec<_>>() })
+    };
+    Ok(Outcome::ok(doc, text))
+}
+
+/// `vmsan start`.
+pub(crate) fn start(ctx: &Ctx, id: &VmId) -> Result<Outcome, Error> {
+    let st = vm::start(&ctx.paths, id)?;
+    let text = summary_text(ctx, &st);
+    Ok(Outcome::ok(
+        json!({ "vmId": st.id, "pid": st.pid, "guestIp": st.network.guest_ip, "networking": st.network.network_policy }),
+        text,
+    ))
+}
+
+/// Check every id exists before acting on any (the reference's behaviour: all or nothing).
+fn all_exist(ctx: &Ctx, ids: &[VmId]) -> Result<(), Error> {
+    let store = StateStore::open(&ctx.paths)?;
+    let missing: Vec<String> = ids
+        .iter()
+        .filter(|id| matches!(store.get_recorded(id), Err(e) if e.code() == ErrorCode::VmNotFound))
+        .map(ToString::to_string)
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorCode::VmNotFound,
+            format!("VM(s) not found: {}", missing.join(", ")),
+        )
+        .detail("vmIds", missing))
+    }
+}
+
+/// `vmsan stop`.
+pub(crate) fn stop(ctx: &Ctx, opts: &StopOptions) -> Result<Outcome, Error> {
+    all_exist(ctx, &opts.vms)?;
+    let mut results = Vec::new();
+    let mut text = String::new();
+    let mut failed = None;
+    for id in &opts.vms {
+        match vm::stop(&ctx.paths, id) {
+            Ok(StopOutcome::Stopped) => {
+                let _ = writeln!(text, "Stopped {id}");
+                results.push(json!({ "vmId": id, "success": true }));
+            }
+            Ok(StopOutcome::AlreadyStopped) => {
+                let _ = writeln!(text, "{id} is already stopped");
+                results.push(json!({ "vmId": id, "success": true, "alreadyStopped": true }));
+            }
+            Err(e) => {
+                let _ = writeln!(text, "Failed to stop {id}: {}", e.message());
+                results.push(json!({ "vmId": id, "success": false, "error": e.to_json() }));
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    finish(
+        json!({ "vmIds": opts.vms, "results": results }),
+        text,
+        failed,
+    )
+}
+
+/// `vmsan remove`.
+pub(crate) fn remove(ctx: &Ctx, opts: &RemoveOptions) -> Result<Outcome, Error> {
+    all_exist(ctx, &opts.vms)?;
+    if !opts.force {
+        let store = StateStore::open(&ctx.paths)?;
+        let busy: Vec<String> = opts
+            .vms
+            .iter()
+            .filter_map(|id| store.get(id).ok())
+            .filter(|st| st.status != vmsan_core::state::VmStatus::Stopped)
+            .map(|st| st.id.to_string())
+            .collect();
+        if !busy.is_empty() {
+            return Err(Error::new(
+                ErrorCode::VmNotStopped,
+                format!("Cannot remove running VM(s): {}", busy.join(", ")),
+            )
+            .fix("Stop them first with `vmsan stop`, or use --force (-f).")
+            .detail("vmIds", busy));
+        }
+    }
+    let mut results = Vec::new();
+    let mut text = String::new();
+    let mut failed = None;
+    for id in &opts.vms {
+        match vm::remove(&ctx.paths, id, opts.force) {
+            Ok(()) => {
+                let _ = writeln!(text, "Removed {id}");
+                results.push(json!({ "vmId": id, "success": true }));
+            }
+            Err(e) => {
+                let _ = writeln!(text, "Failed to remove {id}: {}", e.message());
+                results.push(json!({ "vmId": id, "success": false, "error": e.to_json() }));
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    finish(
+        json!({ "vmIds": opts.vms, "results": results }),
+        text,
+        failed,
+    )
+}
+
+/// A per-VM batch: print every result; exit 1 if any failed (with the first error's code).
+fn finish(doc: Value, text: String, failed: Option<Error>) -> Result<Outcome, Error> {
+    let mut o = Outcome::ok(doc, text);
+    if failed.is_some() {
+        o.exit_code = 1;
+    }
+    Ok(o)
+}

@@ -1,0 +1,437 @@
+//! The host side of one VM run: which binaries, the jail, the network, the DNS filter, the
+//! Firecracker process, and the teardown that undoes all of it.
+
+use std::ffi::OsString;
+use std::fs::OpenOptions;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+
+use vmsan_firecracker::{
+    CgroupLimits, CgroupMounts, CpuLimit, FirecrackerArgs, JailFile, JailLayout, JailerSpec,
+    ResourceLimits, RootfsFsType, Seccomp,
+};
+use vmsan_net::dns::{AllowedDomains, DnsFilter, NftSetUpdater};
+use vmsan_net::{Bandwidth, HostConfig, Policy, Slot, VmNet, VmNetSpec};
+
+use super::boot::NetPlan;
+use super::files::{VmFiles, in_jail};
+use crate::artifacts;
+use crate::error::{Error, ErrorCode, Result};
+use crate::paths::Paths;
+use crate::state::{Isolation, NetworkState, VmState};
+
+/// Environment variable naming a network namespace (a bind-mount path such as
+/// `/run/netns/uplink`) that plays the host for VM networking: VMs' veths, routes and NAT go
+/// there instead of the root namespace. Unset: the real host.
+pub const HOST_NETNS_ENV: &str = "VMSAN_HOST_NETNS";
+
+/// Firecracker's own memory on top of the guest's, for the cgroup limit.
+const VMM_OVERHEAD_MIB: u64 = 64;
+
+/// The resolved, trusted pieces of one VM run.
+#[derive(Debug, Clone)]
+pub(crate) struct Launch {
+    pub(crate) firecracker: PathBuf,
+    pub(crate) jailer: Option<PathBuf>,
+    pub(crate) layout: JailLayout,
+    pub(crate) rootfs_fs: RootfsFsType,
+    pub(crate) isolation: Isolation,
+}
+
+impl Launch {
+    /// Check the binaries this VM needs and compute its jail.
+    pub(crate) fn resolve(paths: &Paths, st: &VmState) -> Result<Self> {
+        let firecracker = trusted_binary(&artifacts::firecracker_path(paths), "Firecracker")?;
+        let jailer = if st.isolation.jailer {
+            Some(trusted_binary(&artifacts::jailer_path(paths), "jailer")?)
+        } else {
+            None
+        };
+        let layout = JailLayout::new(&paths.jail_dir(), &firecracker, st.id.as_str())
+            .map_err(|e| Error::new(ErrorCode::Internal, format!("jail layout: {e}")))?;
+        let rootfs_fs = match st.rootfs_fs.as_str() {
+            "ext4" => RootfsFsType::Ext4,
+            _ => RootfsFsType::Squashfs,
+        };
+        Ok(Self {
+            firecracker,
+            jailer,
+            layout,
+            rootfs_fs,
+            isolation: st.isolation,
+        })
+    }
+
+    /// With the jailer and a PID namespace, the jailer forks Firecracker and exits: we adopt it.
+    pub(crate) fn adopts_vmm(&self) -> bool {
+        self.jailer.is_some() && self.isolation.pid_ns
+    }
+}
+
+fn trusted_binary(path: &Path, what: &str) -> Result<PathBuf> {
+    if !path.exists() {
+        return Err(Error::new(
+            ErrorCode::SetupMissingBinary,
+            format!("{what} not found at {}", path.display()),
+        ));
+    }
+    artifacts::check_trusted_file(path).map_err(|why| {
+        Error::new(
+            ErrorCode::SetupUnsafeBinary,
+            format!("refusing to run {what}: {why}"),
+        )
+    })?;
+    Ok(path.to_owned())
+}
+
+/// The host configuration for VM networking.
+pub(crate) fn host_config() -> HostConfig {
+    let mut host = HostConfig::default();
+    if let Some(ns) = std::env::var_os(HOST_NETNS_ENV).filter(|v| !v.is_empty()) {
+        host.host_netns = Some(PathBuf::from(ns));
+    }
+    host
+}
+
+/// The egress policy a VM's state records.
+pub(crate) fn policy_of(net: &NetworkState) -> Result<Policy> {
+    let bad = |what: &str, v: &str, e: vmsan_net::NetError| {
+        Error::new(
+            ErrorCode::VmStateCorrupt,
+            format!("recorded {what} {v:?} is invalid: {e}"),
+        )
+    };
+    match net.network_policy.as_str() {
+        "" | "allow-all" => Ok(Policy::AllowAll),
+        "deny-all" => Ok(Policy::DenyAll),
+        "custom" => {
+            let mut p = vmsan_net::CustomPolicy::default();
+            for c in &net.allowed_cidrs {
+                p.allowed_cidrs
+                    .push(c.parse().map_err(|e| bad("CIDR", c, e))?);
+            }
+            for c in &net.denied_cidrs {
+                p.denied_cidrs
+                    .push(c.parse().map_err(|e| bad("CIDR", c, e))?);
+            }
+            for d in &net.allowed_domains {
+                p.allowed_domains
+                    .push(d.parse().map_err(|e| bad("domain", d, e))?);
+            }
+            Ok(Policy::Custom(p))
+        }
+        other => Err(Error::new(
+            ErrorCode::VmStateCorrupt,
+            format!("unknown network policy {other:?}"),
+        )),
+    }
+}
+
+fn spec_of(st: &VmState, slot: u32, uid: u32, gid: u32) -> Result<VmNetSpec> {
+    let net = &st.network;
+    let slot = Slot::new(slot).map_err(|e| super::convert::net(e, "network slot"))?;
+    let mut published = Vec::new();
+    for p in &net.published_ports {
+        published.push(vmsan_net::PublishedPort {
+            host_port: p.host_port,
+            guest_port: p.guest_port,
+            protocol: match p.protocol.as_str() {
+                "udp" => vmsan_net::Protocol::Udp,
+                _ => vmsan_net::Protocol::Tcp,
+            },
+        });
+    }
+    let mut upstreams = Vec::new();
+    for s in &net.dns_servers {
+        let ip: Ipv4Addr = s.parse().map_err(|_| {
+            Error::new(
+                ErrorCode::VmStateCorrupt,
+                format!("recorded DNS server {s:?} is invalid"),
+            )
+        })?;
+        upstreams.push(SocketAddrV4::new(ip, 53));
+    }
+    Ok(VmNetSpec {
+        vm_id: st.id.to_string(),
+        slot,
+        jail_uid: uid,
+        jail_gid: gid,
+        policy: policy_of(net)?,
+        published_ports: published,
+        bandwidth: net.bandwidth_mbit.map(|m| Bandwidth {
+            rx_mbit: m,
+            tx_mbit: m,
+        }),
+        dns_upstreams: upstreams,
+        allow_udp: net.allow_udp,
+    })
+}
+
+/// Build the VM's network namespace, TAP, veth, routes, NAT and nftables table.
+pub(crate) async fn setup_network(st: &VmState, uid: u32, gid: u32) -> Result<VmNet> {
+    let slot = st
+        .network
+        .slot
+        .ok_or_else(|| Error::new(ErrorCode::Internal, "VM has no slot"))?;
+    let spec = spec_of(st, slot, uid, gid)?;
+    let host = host_config();
+    tokio::task::spawn_blocking(move || vmsan_net::setup(&host, &spec))
+        .await
+        .map_err(|e| Error::new(ErrorCode::Internal, format!("network setup task: {e}")))?
+        .map_err(|e| super::convert::net(e, "setting up the VM's network"))
+}
+
+/// Start the VM's DNS filter on the TAP's host address; it feeds the policy's domain
+/// allow-list into the VM's nftables set.
+pub(crate) fn start_dns_filter(
+    net: &VmNet,
+    st: &VmState,
+) -> Result<(tokio::task::JoinHandle<()>, AllowedDomains)> {
+    let host = host_config();
+    let policy = policy_of(&st.network)?;
+    let filter = DnsFilter::bind(
+        Some(&net.netns_path),
+        net.dns_listen_addr(),
+        host.host_netns.as_deref(),
+        vmsan_net::dns::DnsAllow::of(&policy),
+        net.dns_upstreams.clone(),
+        Arc::new(NftSetUpdater::new(net.netns_path.clone())),
+    )
+    .map_err(|e| super::convert::net(e, "starting the DNS filter"))?;
+    let domains = filter.domains();
+    let task = tokio::spawn(async move {
+        if let Err(e) = filter.run().await {
+            eprintln!("supervisor: DNS filter stopped: {e}");
+        }
+    });
+    Ok((task, domains))
+}
+
+/// Apply a policy change to the running DNS filter.
+pub(crate) fn refresh_dns_policy(domains: &AllowedDomains, st: &VmState) {
+    match policy_of(&st.network) {
+        Ok(p) => domains.set_policy(&p),
+        Err(e) => eprintln!("supervisor: keeping the old DNS policy: {e}"),
+    }
+}
+
+/// Firecracker's network interface for this VM.
+pub(crate) fn net_plan(net: &VmNet) -> Option<NetPlan> {
+    Some(NetPlan {
+        tap: net.tap_name.clone(),
+        mac: net.addrs.guest_mac_string(),
+        rx: net.rx_rate_limiter(),
+        tx: net.tx_rate_limiter(),
+    })
+}
+
+/// Make a file the jail can hard-link (it must exist before the link).
+fn touch_owned(path: &Path, uid: u32, gid: u32) -> Result<()> {
+    let f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| Error::io(format!("create {}", path.display()), e))?;
+    std::os::unix::fs::fchown(&f, Some(uid), Some(gid))
+        .map_err(|e| Error::io(format!("chown {}", path.display()), e))
+}
+
+/// Lay out the jail: shared read-only kernel, initrd and image; the VM's own disk, config
+/// drive and log files, owned by the jail's uid/gid.
+pub(crate) fn prepare_jail(
+    _paths: &Paths,
+    st: &VmState,
+    launch: &Launch,
+    files: &VmFiles,
+    uid: u32,
+    gid: u32,
+) -> Result<()> {
+    touch_owned(&files.firecracker_log(), uid, gid)?;
+    touch_owned(&files.metrics(), uid, gid)?;
+    let jail_files = [
+        JailFile::shared_read_only(&st.kernel, in_jail::KERNEL),
+        JailFile::shared_read_only(&st.initrd, in_jail::INITRD),
+        JailFile::shared_read_only(&st.rootfs, in_jail::ROOTFS),
+        JailFile::per_vm(files.disk(), in_jail::DISK, true),
+        JailFile::per_vm(files.config_drive(), in_jail::CONFIG, false),
+        JailFile::output(files.firecracker_log(), in_jail::LOG),
+        JailFile::output(files.metrics(), in_jail::METRICS),
+    ];
+    vmsan_firecracker::prepare_jail(&launch.layout, uid, gid, &jail_files)
+        .map_err(super::convert::jail)?;
+    // The API socket's directory, writable by Firecracker only.
+    let run = launch.layout.root().join("run");
+    std::fs::create_dir_all(&run).map_err(|e| Error::io(format!("create {}", run.display()), e))?;
+    std::os::unix::fs::chown(&run, Some(uid), Some(gid))
+        .map_err(|e| Error::io(format!("chown {}", run.display()), e))?;
+    Ok(())
+}
+
+fn append_file(path: &Path) -> Result<std::fs::File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| Error::io(format!("open {}", path.display()), e))
+}
+
+/// Start the jailer (or Firecracker directly with `--no-jailer`), its stdout (the serial
+/// console) going to the VM's serial log. Returns the child and the log of its stderr.
+pub(crate) fn spawn_vmm(
+    launch: &Launch,
+    files: &VmFiles,
+    net: Option<&VmNet>,
+    uid: u32,
+    gid: u32,
+    vcpus: u32,
+    mem_mib: u32,
+) -> Result<(tokio::process::Child, PathBuf)> {
+    let vmm_log = files.dir().join("vmm.log");
+    let mut fc = FirecrackerArgs::new(in_jail::API_SOCKET);
+    if !launch.isolation.seccomp {
+        eprintln!("supervisor: WARNING: seccomp is off for this VM (--no-seccomp)");
+        fc.seccomp = Seccomp::Disabled;
+    }
+    let bad_args = |e: vmsan_firecracker::ArgError| {
+        Error::new(ErrorCode::Internal, format!("VMM arguments: {e}"))
+    };
+    let (program, args, cwd): (PathBuf, Vec<OsString>, Option<PathBuf>) = match &launch.jailer {
+        Some(jailer) => {
+            let cgroup_version = CgroupMounts::detect()
+                .ok()
+                .and_then(|m| m.jailer_version())
+                .unwrap_or(vmsan_firecracker::CgroupVersion::V1);
+            let cgroups = if launch.isolation.cgroup {
+                CgroupLimits {
+                    cpu: Some(CpuLimit::cpus(vcpus)),
+                    memory_bytes: Some((u64::from(mem_mib) + VMM_OVERHEAD_MIB) << 20),
+                }
+            } else {
+                CgroupLimits::default()
+            };
+            let spec = JailerSpec {
+                id: launch.layout.id().to_owned(),
+                exec_file: launch.firecracker.clone(),
+                uid,
+                gid,
+                chroot_base: launch.layout.chroot_base().to_owned(),
+                netns: net.map(|n| n.netns_path.clone()),
+                new_pid_ns: launch.isolation.pid_ns,
+                daemonize: false,
+                cgroup_version,
+                cgroups,
+                parent_cgroup: None,
+                resource_limits: ResourceLimits::default(),
+                firecracker: fc,
+            };
+            (jailer.clone(), spec.args().map_err(bad_args)?, None)
+        }
+        None => {
+            eprintln!(
+                "supervisor: WARNING: running Firecracker without the jailer (--no-jailer), as root"
+            );
+            // Paths Firecracker is given are relative to the jail root: run it there.
+            fc.api_sock = "run/firecracker.socket".into();
+            let args = fc.direct_args(launch.layout.id()).map_err(bad_args)?;
+            (launch.firecracker.clone(), args, Some(launch.layout.root()))
+        }
+    };
+    let mut cmd = std::process::Command::new(&program);
+    cmd.args(&args)
+        .stdin(Stdio::null())
+        .stdout(append_file(&files.serial_log())?)
+        .stderr(append_file(&vmm_log)?);
+    if let Some(cwd) = cwd {
+        cmd.current_dir(cwd);
+        if let Some(n) = net {
+            let ns = std::fs::File::open(&n.netns_path)
+                .map_err(|e| Error::io(format!("open {}", n.netns_path.display()), e))?;
+            crate::sys::netns::enter_on_exec(&mut cmd, ns);
+        }
+    }
+    let child = tokio::process::Command::from(cmd)
+        .kill_on_drop(false)
+        .spawn()
+        .map_err(|e| Error::io(format!("start {}", program.display()), e))?;
+    Ok((child, vmm_log))
+}
+
+/// Undo a run: network (and a leak check), jail, cgroups. Never fails: returns what it could
+/// not clean, for the log.
+pub(crate) async fn teardown(paths: &Paths, st: &VmState, _net: Option<VmNet>) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(slot) = st.network.slot {
+        let host = host_config();
+        let id = st.id.to_string();
+        let r = tokio::task::spawn_blocking(move || -> std::result::Result<Vec<String>, String> {
+            let slot = Slot::new(slot).map_err(|e| e.to_string())?;
+            vmsan_net::teardown(&host, &id, slot).map_err(|e| e.to_string())?;
+            let leaks = vmsan_net::leaks(&host, &id, slot).map_err(|e| e.to_string())?;
+            Ok(leaks.iter().map(|l| format!("leaked {l:?}")).collect())
+        })
+        .await;
+        match r {
+            Ok(Ok(leaks)) => problems.extend(leaks),
+            Ok(Err(e)) => problems.push(format!("network: {e}")),
+            Err(e) => problems.push(format!("network task: {e}")),
+        }
+    }
+    match Launch::resolve(paths, st) {
+        Ok(launch) => {
+            if let Err(e) = vmsan_firecracker::remove_jail(&launch.layout) {
+                problems.push(format!("jail: {e}"));
+            }
+            if launch.jailer.is_some() && launch.isolation.cgroup {
+                match CgroupMounts::detect() {
+                    Ok(m) => {
+                        if let Err(e) = vmsan_firecracker::remove_jailer_cgroups(
+                            &m,
+                            launch.layout.exec_name(),
+                            st.id.as_str(),
+                        ) {
+                            problems.push(format!("cgroups: {e}"));
+                        }
+                    }
+                    Err(e) => problems.push(format!("cgroups: {e}")),
+                }
+            }
+        }
+        Err(e) => problems.push(format!("jail: {e}")),
+    }
+    problems
+}
+
+/// Move this process out of the caller's cgroups (into `vmsan` cgroups of each hierarchy), so
+/// that stopping the service or session that ran `vmsan create` does not take the VM down.
+/// Best effort: a failure is logged, and the VM still runs.
+pub(crate) fn leave_caller_cgroup() {
+    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let pid = std::process::id().to_string();
+    for line in mountinfo.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
+        let fstype = post.split(' ').next().unwrap_or("");
+        if fstype != "cgroup" && fstype != "cgroup2" {
+            continue;
+        }
+        let Some(mount_point) = pre.split(' ').nth(4) else {
+            continue;
+        };
+        let dir = Path::new(mount_point).join("vmsan");
+        let moved = std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(dir.join("cgroup.procs"), &pid));
+        if let Err(e) = moved {
+            eprintln!("supervisor: could not move into {}: {e}", dir.display());
+        }
+    }
+}

@@ -1,0 +1,412 @@
+//! `create`, `start`, `stop` and `remove`, as the CLI calls them.
+//!
+//! `create` and `start` record the VM, prepare its disk and config drive, and hand the run to
+//! a detached supervisor, then wait for its one-line report. Any failure undoes what was done:
+//! a VM that failed to create leaves nothing behind.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use vmsan_proto::{GuestConfig, GuestNetwork};
+
+use super::files::{VmFiles, jail_ids};
+use super::supervisor::{self, SUPERVISE_ARG};
+use crate::error::{Error, ErrorCode, Result};
+use crate::ids::VmId;
+use crate::paths::Paths;
+use crate::state::{ImageState, StateStore, VmState, VmStatus};
+use crate::{process, time};
+
+/// How long `create`/`start` wait for the supervisor's report (its own steps have shorter
+/// deadlines; this only guards against a supervisor that hangs).
+const REPORT_TIMEOUT: Duration = Duration::from_secs(150);
+/// How long `stop` gives the supervisor to stop the guest gracefully.
+const STOP_TIMEOUT: Duration = Duration::from_secs(40);
+
+/// What a new VM boots.
+#[derive(Debug, Clone)]
+pub struct BootMedia {
+    /// Guest kernel.
+    pub kernel: PathBuf,
+    /// The initrd holding the agent.
+    pub initrd: PathBuf,
+    /// The image's filesystem (read-only).
+    pub rootfs: PathBuf,
+    /// `squashfs` or `ext4`.
+    pub rootfs_fs: String,
+    /// The image it came from.
+    pub image: Option<ImageState>,
+    /// The image's config: defaults for exec.
+    pub image_config: vmsan_proto::ImageConfig,
+}
+
+/// A new VM's settings (validated by the caller).
+#[derive(Debug, Clone)]
+pub struct VmSpec {
+    /// vCPUs.
+    pub vcpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u32,
+    /// Writable disk size in bytes.
+    pub disk_bytes: u64,
+    /// Free-form label.
+    pub project: String,
+    /// Runtime name.
+    pub runtime: String,
+    /// `--timeout`.
+    pub timeout: Option<Duration>,
+    /// Network identity and policy (slot and addresses are filled in by `create`).
+    pub network: crate::state::NetworkState,
+    /// Isolation features.
+    pub isolation: crate::state::Isolation,
+    /// `agent` or `image`.
+    pub init: String,
+}
+
+/// Prepares the VM's writable disk: an empty ext4 filesystem of the given size.
+pub type DiskMaker<'a> = &'a dyn Fn(&std::path::Path, u64) -> Result<()>;
+
+/// Create and boot a VM; returns its state once the agent has announced itself.
+pub fn create(
+    paths: &Paths,
+    spec: &VmSpec,
+    media: &BootMedia,
+    make_disk: DiskMaker<'_>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<VmState> {
+    check_spec(spec)?;
+    let store = StateStore::open(paths)?;
+    let me = process::identify(std::process::id());
+    let token = random_token();
+    progress("Recording the VM");
+    let st = store.create(|id, slot| {
+        let now = time::now_rfc3339();
+        let mut st = VmState::new(id.clone(), &now);
+        st.status = VmStatus::Creating;
+        st.supervisor = me;
+        st.project = spec.project.clone();
+        st.runtime = spec.runtime.clone();
+        st.image = media.image.clone();
+        st.vcpu_count = spec.vcpus;
+        st.mem_size_mib = spec.memory_mib;
+        st.disk_size_gb = u32::try_from(spec.disk_bytes.div_ceil(1 << 30)).unwrap_or(u32::MAX);
+        st.kernel = media.kernel.display().to_string();
+        st.initrd = media.initrd.display().to_string();
+        st.rootfs = media.rootfs.display().to_string();
+        st.rootfs_fs = media.rootfs_fs.clone();
+        st.init = spec.init.clone();
+        st.network = spec.network.clone();
+        fill_addresses(&mut st.network, id, slot);
+        st.isolation = spec.isolation;
+        st.timeout_ms = spec
+            .timeout
+            .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
+        st.agent_token = Some(token.clone());
+        st
+    })?;
+    let id = st.id.clone();
+    let result = (|| {
+        let files = VmFiles::new(paths, &id);
+        let slot = st.network.slot.unwrap_or(0);
+        let (uid, gid) = jail_ids(slot);
+        progress("Preparing the disk");
+        make_disk(&files.disk(), spec.disk_bytes)?;
+        std::os::unix::fs::chown(files.disk(), Some(uid), Some(gid))
+            .map_err(|e| Error::io("chown the VM's disk", e))?;
+        super::config_drive::write(&files.config_drive(), &guest_config(&st, media), uid, gid)?;
+        progress("Booting");
+        run_supervisor(paths, &id)
+    })();
+    match result {
+        Ok(()) => store.get(&id),
+        Err(e) => {
+            // Nothing of a failed create stays: the supervisor tore down what it set up.
+            let _ = discard(paths, &id);
+            Err(e)
+        }
+    }
+}
+
+/// Reject settings no VM can run with, before anything is prepared.
+pub fn check_spec(spec: &VmSpec) -> Result<()> {
+    if !spec.isolation.netns {
+        return Err(
+            Error::new(ErrorCode::ValidationFlags, "--no-netns is not supported")
+                .why(
+                    "Each VM's own network namespace is what makes its egress policy hold; without \
+                 it the rules would have to live in the host's namespace, where they would \
+                 affect everything else.",
+                )
+                .fix("Leave out --no-netns."),
+        );
+    }
+    Ok(())
+}
+
+/// Start a stopped VM again: same disk, same identity.
+pub fn start(paths: &Paths, id: &VmId) -> Result<VmState> {
+    let store = StateStore::open(paths)?;
+    let me = process::identify(std::process::id());
+    store.update(id, |st| {
+        let mut seen = st.clone();
+        crate::state::reconcile(&mut seen);
+        match seen.status {
+            VmStatus::Stopped | VmStatus::Error
+                if seen.supervisor.is_none_or(|p| !process::is_alive(&p)) => {}
+            other => {
+                return Err(Error::new(
+                    ErrorCode::VmNotStopped,
+                    format!(
+                        "VM {id} is {}; only a stopped VM can be started",
+                        other.as_str()
+                    ),
+                )
+                .detail("vmId", id.as_str()));
+            }
+        }
+        if !VmFiles::new(paths, id).disk().exists() {
+            return Err(Error::new(
+                ErrorCode::VmChrootNotFound,
+                format!("VM {id} has no disk any more"),
+            )
+            .detail("vmId", id.as_str()));
+        }
+        st.status = VmStatus::Creating;
+        st.supervisor = me;
+        st.error = None;
+        Ok(())
+    })?;
+    match run_supervisor(paths, id) {
+        Ok(()) => store.get(id),
+        Err(e) => {
+            let _ = store.update(id, |st| {
+                st.status = VmStatus::Error;
+                st.supervisor = None;
+                st.error = Some(e.message().to_owned());
+                Ok(())
+            });
+            Err(e)
+        }
+    }
+}
+
+/// What `stop` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopOutcome {
+    /// It was running and is stopped now.
+    Stopped,
+    /// It was already stopped.
+    AlreadyStopped,
+}
+
+/// Stop a VM gracefully (its supervisor asks the agent to power off, then Ctrl-Alt-Del, then
+/// kills), or clean up after a VM whose supervisor is gone.
+pub fn stop(paths: &Paths, id: &VmId) -> Result<StopOutcome> {
+    let store = StateStore::open(paths)?;
+    let st = store.get_recorded(id)?;
+    if st.status == VmStatus::Stopped {
+        return Ok(StopOutcome::AlreadyStopped);
+    }
+    if let Some(sup) = st.supervisor {
+        if supervisor::request_stop(&sup, STOP_TIMEOUT) {
+            let after = store.get_recorded(id)?;
+            if after.status == VmStatus::Stopped {
+                return Ok(StopOutcome::Stopped);
+            }
+        } else {
+            supervisor::kill_and_wait(&sup, Duration::from_secs(5));
+        }
+    }
+    // The supervisor is gone (killed, crashed, or stuck): do its cleanup here.
+    cleanup_unsupervised(
+        paths,
+        &store,
+        id,
+        "stopped by `vmsan stop` (its supervisor was gone)",
+    )?;
+    Ok(StopOutcome::Stopped)
+}
+
+/// Remove a VM and everything it has on the host. A VM that is not stopped is refused unless
+/// `force`, which stops it first.
+pub fn remove(paths: &Paths, id: &VmId, force: bool) -> Result<()> {
+    let store = StateStore::open(paths)?;
+    let st = store.get(id)?;
+    if st.status != VmStatus::Stopped {
+        if !force {
+            return Err(Error::new(
+                ErrorCode::VmNotStopped,
+                format!("Cannot remove {} VM {id}", st.status.as_str()),
+            )
+            .detail("vmId", id.as_str()));
+        }
+        stop(paths, id)?;
+    }
+    discard(paths, id)
+}
+
+/// Tear down whatever a VM may still hold on the host and delete its record and files.
+fn discard(paths: &Paths, id: &VmId) -> Result<()> {
+    let store = StateStore::open(paths)?;
+    if let Ok(st) = store.get_recorded(id) {
+        let problems = block_on(super::host::teardown(paths, &st, None))?;
+        for p in &problems {
+            eprintln!("vmsan: cleanup of {id}: {p}");
+        }
+    }
+    store.remove(id)?;
+    Ok(())
+}
+
+fn cleanup_unsupervised(paths: &Paths, store: &StateStore, id: &VmId, reason: &str) -> Result<()> {
+    let st = store.get_recorded(id)?;
+    if let Some(vmm) = st.vmm {
+        supervisor::kill_and_wait(&vmm, Duration::from_secs(10));
+    }
+    let problems = block_on(super::host::teardown(paths, &st, None))?;
+    for p in &problems {
+        eprintln!("vmsan: cleanup of {id}: {p}");
+    }
+    store.update(id, |st| {
+        st.status = VmStatus::Stopped;
+        st.pid = None;
+        st.vmm = None;
+        st.supervisor = None;
+        st.timeout_at = None;
+        st.error = Some(reason.to_owned());
+        Ok(())
+    })?;
+    Ok(())
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> Result<T> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("start a runtime", e))?;
+    Ok(rt.block_on(f))
+}
+
+/// Start `vmsan __supervise <id>` in its own session and wait for its report.
+fn run_supervisor(paths: &Paths, id: &VmId) -> Result<()> {
+    let exe = std::env::current_exe().map_err(|e| Error::io("find the vmsan binary", e))?;
+    let files = VmFiles::new(paths, id);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(files.supervisor_log())
+        .map_err(|e| Error::io("open the supervisor log", e))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg(SUPERVISE_ARG)
+        .arg(id.as_str())
+        .env(crate::paths::HOME_ENV, paths.home())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log);
+    crate::sys::proc::new_session(&mut cmd);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::io("start the VM's supervisor", e))?;
+    let Some(out) = child.stdout.take() else {
+        return Err(Error::new(
+            ErrorCode::Internal,
+            "supervisor has no report pipe",
+        ));
+    };
+    // Read the report on a thread so a hung supervisor cannot hang us.
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let r = BufReader::new(out).read_line(&mut line).map(|_| line);
+        let _ = tx.send(r);
+    });
+    let line = match rx.recv_timeout(REPORT_TIMEOUT) {
+        Ok(Ok(line)) => line,
+        Ok(Err(e)) => return Err(Error::io("read the supervisor's report", e)),
+        Err(_) => {
+            let _ = child.kill();
+            return Err(Error::new(
+                ErrorCode::TimeoutAgent,
+                format!("VM {id} did not come up"),
+            ));
+        }
+    };
+    // The supervisor keeps running; its exit is reaped by init once we are gone.
+    drop(child);
+    parse_report(&line, &files)
+}
+
+fn parse_report(line: &str, files: &VmFiles) -> Result<()> {
+    let line = line.trim_end();
+    if line == "ready" {
+        return Ok(());
+    }
+    if let Some(json) = line.strip_prefix("error ")
+        && let Ok(v) = serde_json::from_str::<serde_json::Value>(json)
+    {
+        let code = v["code"]
+            .as_str()
+            .and_then(ErrorCode::parse)
+            .unwrap_or(ErrorCode::VmCreateFailed);
+        let mut e = Error::new(
+            code,
+            v["message"].as_str().unwrap_or("the VM failed to start"),
+        );
+        if let Some(why) = v["why"].as_str() {
+            e = e.why(why);
+        }
+        return Err(e);
+    }
+    Err(Error::new(
+        ErrorCode::VmCreateFailed,
+        "the VM's supervisor exited without reporting",
+    )
+    .why(format!("See {}.", files.supervisor_log().display())))
+}
+
+fn random_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Addresses of the slot, recorded so `inspect` shows them and `start` reuses them.
+fn fill_addresses(net: &mut crate::state::NetworkState, id: &VmId, slot: u32) {
+    if let Ok(s) = vmsan_net::Slot::new(slot) {
+        let a = s.addrs();
+        net.tap_device = "tap0".into();
+        net.host_ip = a.tap_ip.to_string();
+        net.guest_ip = a.guest_ip.to_string();
+        net.subnet_mask = "255.255.255.252".into();
+        net.mac_address = a.guest_mac_string();
+        net.netns_name = Some(format!("vmsan-{id}"));
+    }
+}
+
+fn guest_config(st: &VmState, media: &BootMedia) -> GuestConfig {
+    let net = &st.network;
+    GuestConfig {
+        version: vmsan_proto::GUEST_CONFIG_VERSION,
+        vm_id: st.id.to_string(),
+        hostname: st.id.to_string(),
+        token: st.agent_token.clone().unwrap_or_default(),
+        network: Some(GuestNetwork {
+            address: format!("{}/30", net.guest_ip),
+            gateway: net.host_ip.clone(),
+            mac: Some(net.mac_address.clone()),
+            // The VM's DNS filter listens on the gateway address.
+            dns: vec![net.host_ip.clone()],
+            mtu: None,
+        }),
+        default_user: None,
+        env: Default::default(),
+        init: if st.init == "image" {
+            vmsan_proto::InitMode::Image
+        } else {
+            vmsan_proto::InitMode::Agent
+        },
+        image: media.image_config.clone(),
+    }
+}

@@ -1,0 +1,223 @@
+//! From validated `create` options to what a VM boots: kernel, initrd, image, disk.
+
+use std::path::{Path, PathBuf};
+
+use vmsan_image::{ImageStore, PullOptions};
+
+use super::lifecycle::{BootMedia, VmSpec};
+use crate::artifacts;
+use crate::error::{Error, ErrorCode, Result};
+use crate::paths::Paths;
+use crate::state::{ImageState, Isolation, NetworkState, PublishedPort};
+use crate::validate::options::{CreateOptions, InitMode, PullPolicy, RootSource};
+
+/// Map an image-crate error to a stable code.
+pub(crate) fn image_error(e: vmsan_image::Error) -> Error {
+    use vmsan_image::ErrorKind as K;
+    let code = match e.kind() {
+        K::InvalidReference => ErrorCode::ValidationImageRef,
+        K::NotFound => ErrorCode::ImageNotFound,
+        K::PullFailed => ErrorCode::ImagePullFailed,
+        K::Invalid => ErrorCode::ImageInvalid,
+        K::BuildFailed => ErrorCode::ImageBuildFailed,
+        K::Setup => ErrorCode::SetupMissingBinary,
+        K::Io => ErrorCode::Io,
+    };
+    Error::new(code, e.to_string()).source(e)
+}
+
+/// The settings of a new VM, from its validated options.
+pub fn spec_of(opts: &CreateOptions) -> VmSpec {
+    let rules = &opts.network;
+    let network = NetworkState {
+        network_policy: rules.policy.as_str().to_owned(),
+        allowed_domains: rules
+            .allowed_domains
+            .iter()
+            .map(|d| d.as_str().to_owned())
+            .collect(),
+        allowed_cidrs: rules
+            .allowed_cidrs
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        denied_cidrs: rules.denied_cidrs.iter().map(ToString::to_string).collect(),
+        allow_udp: rules.allow_udp,
+        published_ports: opts
+            .published_ports
+            .iter()
+            .map(|p| PublishedPort {
+                host_port: p.host_port,
+                guest_port: p.guest_port,
+                protocol: p.protocol.as_str().to_owned(),
+            })
+            .collect(),
+        bandwidth_mbit: opts.bandwidth_mbit,
+        dns_servers: if opts.dns_servers.is_empty() {
+            default_dns_servers()
+        } else {
+            opts.dns_servers.iter().map(ToString::to_string).collect()
+        },
+        ..NetworkState::default()
+    };
+    VmSpec {
+        vcpus: opts.vcpus,
+        memory_mib: opts.memory_mib,
+        disk_bytes: u64::from(opts.disk.gib) << 30,
+        project: opts.project.clone(),
+        runtime: match &opts.root {
+            Some(RootSource::Runtime { runtime }) => runtime.as_str().to_owned(),
+            Some(RootSource::Image { .. }) => "image".to_owned(),
+            Some(RootSource::Rootfs { .. }) => "rootfs".to_owned(),
+            None => "base".to_owned(),
+        },
+        timeout: opts.timeout,
+        network,
+        isolation: Isolation {
+            seccomp: opts.isolation.seccomp,
+            pid_ns: opts.isolation.pid_ns,
+            cgroup: opts.isolation.cgroup,
+            netns: opts.isolation.netns,
+            jailer: opts.isolation.jailer,
+        },
+        init: match opts.init {
+            InitMode::Agent => "agent".to_owned(),
+            InitMode::Image => "image".to_owned(),
+        },
+    }
+}
+
+/// The host's own resolvers (from /etc/resolv.conf), which the VM's DNS filter forwards to.
+/// Loopback resolvers (systemd-resolved's 127.0.0.53) are useless from a VM's namespace, so
+/// they are replaced by the public resolvers vmsan falls back to.
+fn default_dns_servers() -> Vec<String> {
+    let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let found: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|ip| ip.trim().parse::<std::net::Ipv4Addr>().ok())
+        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
+        .map(|ip| ip.to_string())
+        .collect();
+    if found.is_empty() {
+        vec!["1.1.1.1".into(), "8.8.8.8".into()]
+    } else {
+        found
+    }
+}
+
+/// Kernel, initrd and image for a new VM (pulling or building the image when needed).
+pub async fn resolve_media(
+    paths: &Paths,
+    opts: &CreateOptions,
+    progress: Option<vmsan_image::ProgressFn>,
+) -> Result<BootMedia> {
+    let kernel = match &opts.kernel {
+        Some(k) => k.clone(),
+        None => artifacts::find_kernel(paths).ok_or_else(|| {
+            Error::new(
+                ErrorCode::SetupNoKernel,
+                format!("No guest kernel in {}", paths.kernels_dir().display()),
+            )
+        })?,
+    };
+    let agent = artifacts::find_agent(paths).ok_or_else(|| {
+        Error::new(ErrorCode::SetupMissingBinary, "vmsan-agent not found")
+            .fix("Reinstall vmsan with `scripts/install` (it installs the static agent).")
+    })?;
+    let store = ImageStore::open(paths.home()).map_err(image_error)?;
+    let initrd = store.ensure_initrd(&agent).map_err(image_error)?;
+
+    let (reference, policy) = match &opts.root {
+        Some(RootSource::Rootfs { path }) => {
+            return Ok(BootMedia {
+                kernel,
+                initrd,
+                rootfs: path.clone(),
+                rootfs_fs: detect_fs(path)?.to_owned(),
+                image: None,
+                image_config: vmsan_proto::ImageConfig::default(),
+            });
+        }
+        Some(RootSource::Image { reference, pull }) => (reference.clone(), *pull),
+        Some(RootSource::Runtime { runtime }) => {
+            (runtime_ref(runtime.as_str())?, PullPolicy::Missing)
+        }
+        None => (runtime_ref("base")?, PullPolicy::Missing),
+    };
+    let pull = PullOptions {
+        policy: match policy {
+            PullPolicy::Always => vmsan_image::PullPolicy::Always,
+            PullPolicy::Missing => vmsan_image::PullPolicy::Missing,
+            PullPolicy::Never => vmsan_image::PullPolicy::Never,
+        },
+        progress,
+        ..PullOptions::default()
+    };
+    let image = store.pull(&reference, &pull).await.map_err(image_error)?;
+    Ok(BootMedia {
+        kernel,
+        initrd,
+        rootfs: image.rootfs.clone(),
+        rootfs_fs: image.record.fs_type.as_str().to_owned(),
+        image: Some(ImageState {
+            reference,
+            digest: Some(image.record.digest.to_string()),
+        }),
+        image_config: vmsan_proto::ImageConfig {
+            env: image.config.env.clone(),
+            working_dir: image.config.working_dir.clone(),
+            user: image.config.user.clone(),
+            entrypoint: image.config.entrypoint.clone(),
+            cmd: image.config.cmd.clone(),
+        },
+    })
+}
+
+fn runtime_ref(name: &str) -> Result<String> {
+    vmsan_image::runtimes::runtime_image(name)
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            Error::new(
+                ErrorCode::ValidationRuntime,
+                format!("Unknown runtime {name:?}"),
+            )
+        })
+}
+
+/// `squashfs` or `ext4`, from the filesystem's magic number.
+fn detect_fs(path: &Path) -> Result<&'static str> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f =
+        std::fs::File::open(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+    let mut head = [0u8; 4];
+    f.read_exact(&mut head)
+        .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+    if &head == b"hsqs" {
+        return Ok("squashfs");
+    }
+    let mut magic = [0u8; 2];
+    f.seek(SeekFrom::Start(1080))
+        .and_then(|_| f.read_exact(&mut magic))
+        .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+    if magic == [0x53, 0xEF] {
+        return Ok("ext4");
+    }
+    Err(Error::new(
+        ErrorCode::ValidationPath,
+        format!(
+            "{} is neither a squashfs nor an ext4 filesystem image",
+            path.display()
+        ),
+    ))
+}
+
+/// Makes a VM's writable disk: a sparse copy (or reflink) of a prepared empty ext4 template.
+pub fn make_disk(paths: &Paths) -> impl Fn(&Path, u64) -> Result<()> + '_ {
+    move |dest: &Path, bytes: u64| {
+        let store = ImageStore::open(paths.home()).map_err(image_error)?;
+        let template: PathBuf = store.overlay_template(bytes).map_err(image_error)?;
+        vmsan_image::create_overlay_disk(&template, dest).map_err(image_error)?;
+        Ok(())
+    }
+}

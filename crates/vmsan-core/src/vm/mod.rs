@@ -1,0 +1,13 @@
+//! Running VMs: the lifecycle commands and the per-VM supervisor that owns each Firecracker.
+
+mod boot;
+mod config_drive;
+mod convert;
+pub mod files;
+mod host;
+pub mod lifecycle;
+pub mod media;
+pub mod supervisor;
+
+pub use host::HOST_NETNS_ENV;
+pub use lifecycle::{BootMedia, StopOutcome, VmSpec, check_spec, create, remove, start, stop};

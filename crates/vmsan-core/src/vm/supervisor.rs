@@ -1,0 +1,547 @@
+//! The per-VM supervisor: a detached `vmsan` process that owns one VM's Firecracker.
+//!
+//! It sets up the VM's network, jail and DNS filter, starts Firecracker (through the jailer),
+//! configures and boots it, waits for the agent to announce itself, and then watches: it
+//! notices when Firecracker exits (guest power-off, crash, kill), enforces `--timeout`, and
+//! stops the guest gracefully on SIGTERM (`vmsan stop`). Whatever ends the VM, it tears down
+//! everything it set up and writes the final state with the reason.
+//!
+//! Its standard output is a pipe to the `vmsan create`/`start` that spawned it: exactly one
+//! line, `ready` or `error <json>`, then it lets go of that pipe.
+
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::io::unix::AsyncFd;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::time::Instant;
+
+use vmsan_agent_client::{AgentClient, Endpoint, ReadyListener};
+use vmsan_firecracker::{FirecrackerClient, JailLayout};
+
+use super::files::{VmFiles, in_jail, jail_ids};
+use super::host::{self, Launch};
+use crate::error::{Error, ErrorCode, Result};
+use crate::ids::VmId;
+use crate::paths::Paths;
+use crate::state::{ProcessId, StateStore, VmState, VmStatus};
+use crate::sys::proc::PidFd;
+use crate::{process, time};
+
+/// The hidden subcommand that runs a supervisor: `vmsan __supervise <vm-id>`.
+pub const SUPERVISE_ARG: &str = "__supervise";
+
+/// How long the guest has to boot and announce its agent.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long Firecracker has to create its API socket.
+const SOCKET_TIMEOUT: Duration = Duration::from_secs(10);
+/// Graceful stop: the agent powers off, then Ctrl-Alt-Del, then SIGKILL.
+const AGENT_STOP_GRACE: Duration = Duration::from_secs(10);
+const CAD_STOP_GRACE: Duration = Duration::from_secs(5);
+const KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// Why a VM ended, and so what its final state is.
+#[derive(Debug, Clone)]
+enum Ended {
+    /// Stopped on request, by timeout, or by the guest itself: `stopped`.
+    Stopped(String),
+    /// Crashed, killed, or failed to boot: `error`.
+    Failed(String),
+}
+
+/// Run the supervisor of `id` (the body of `vmsan __supervise`). Returns the process exit code.
+pub fn main(paths: &Paths, id: &VmId) -> i32 {
+    if let Err(e) = crate::sys::proc::set_child_subreaper() {
+        eprintln!("supervisor: cannot become a subreaper: {e}");
+    }
+    host::leave_caller_cgroup();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            report(&Err(Error::io("start the supervisor's runtime", e)));
+            return 1;
+        }
+    };
+    match rt.block_on(run(paths, id)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("supervisor: {e}");
+            1
+        }
+    }
+}
+
+/// Tell the spawning command how boot went, then detach stdout from its pipe.
+fn report(result: &Result<()>) {
+    let line = match result {
+        Ok(()) => "ready\n".to_owned(),
+        Err(e) => format!("error {}\n", e.to_json()),
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(line.as_bytes());
+    let _ = out.flush();
+    drop(out);
+    // Let go of the pipe so the caller sees EOF; later output goes nowhere.
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stdout(null.as_fd());
+    }
+}
+
+async fn run(paths: &Paths, id: &VmId) -> Result<()> {
+    let store = StateStore::open(paths)?;
+    let me = process::identify(std::process::id())
+        .ok_or_else(|| Error::new(ErrorCode::Internal, "cannot read this process's start time"))?;
+    let state = store.update(id, |st| {
+        if st.status != VmStatus::Creating {
+            return Err(Error::new(
+                ErrorCode::Internal,
+                format!(
+                    "{id} is {}, not being created or started",
+                    st.status.as_str()
+                ),
+            ));
+        }
+        st.supervisor = Some(me);
+        Ok(())
+    })?;
+
+    let mut sup = Supervisor::new(paths.clone(), store, state)?;
+    let booted = sup.boot().await;
+    let ended = match &booted {
+        Ok(()) => {
+            report(&Ok(()));
+            sup.watch().await
+        }
+        Err(e) => {
+            report(&Err(Error::new(e.code(), e.message().to_owned())));
+            Ended::Failed(e.message().to_owned())
+        }
+    };
+    sup.finish(ended).await;
+    booted
+}
+
+/// How we wait for Firecracker: as our own child (no PID namespace), or as a process the
+/// jailer forked into a new PID namespace and that we inherited as subreaper.
+#[derive(Debug)]
+enum Vmm {
+    Child(tokio::process::Child),
+    Adopted { pid: u32, fd: AsyncFd<PidFd> },
+}
+
+impl Vmm {
+    fn pid(&self) -> Option<u32> {
+        match self {
+            Vmm::Child(c) => c.id(),
+            Vmm::Adopted { pid, .. } => Some(*pid),
+        }
+    }
+
+    /// Wait for it to exit; describe how.
+    async fn wait(&mut self) -> String {
+        match self {
+            Vmm::Child(c) => match c.wait().await {
+                Ok(status) => describe_exit(
+                    status.code(),
+                    std::os::unix::process::ExitStatusExt::signal(&status),
+                ),
+                Err(e) => format!("waiting for Firecracker failed: {e}"),
+            },
+            Vmm::Adopted { pid, fd } => {
+                // A pidfd becomes readable when the process exits.
+                if let Ok(mut guard) = fd.readable().await {
+                    guard.retain_ready();
+                }
+                reap(*pid)
+            }
+        }
+    }
+
+    fn kill(&self) {
+        match self {
+            Vmm::Child(c) => {
+                if let Some(pid) = c.id() {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(0)),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+            Vmm::Adopted { fd, .. } => {
+                let _ = fd.get_ref().signal(libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Reap an adopted process and describe its end (if it was not reparented to us, all we know
+/// is that it is gone).
+fn reap(pid: u32) -> String {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    let Ok(raw) = i32::try_from(pid) else {
+        return "Firecracker exited".into();
+    };
+    match waitpid(nix::unistd::Pid::from_raw(raw), Some(WaitPidFlag::WNOHANG)) {
+        Ok(WaitStatus::Exited(_, code)) => describe_exit(Some(code), None),
+        Ok(WaitStatus::Signaled(_, sig, _)) => describe_exit(None, Some(sig as i32)),
+        _ => "Firecracker exited".into(),
+    }
+}
+
+fn describe_exit(code: Option<i32>, signal: Option<i32>) -> String {
+    match (code, signal) {
+        (Some(0), _) => "the guest shut down".into(),
+        (Some(c), _) => format!("Firecracker exited with status {c}"),
+        (None, Some(s)) => {
+            let name = nix::sys::signal::Signal::try_from(s)
+                .map(|s| s.as_str())
+                .unwrap_or("?");
+            format!("Firecracker was killed by signal {s} ({name})")
+        }
+        (None, None) => "Firecracker exited".into(),
+    }
+}
+
+struct Supervisor {
+    paths: Paths,
+    store: StateStore,
+    state: VmState,
+    files: VmFiles,
+    launch: Launch,
+    layout: JailLayout,
+    net: Option<vmsan_net::VmNet>,
+    dns: Option<(tokio::task::JoinHandle<()>, vmsan_net::dns::AllowedDomains)>,
+    vmm: Option<Vmm>,
+    client: FirecrackerClient,
+}
+
+impl Supervisor {
+    fn new(paths: Paths, store: StateStore, state: VmState) -> Result<Self> {
+        let files = VmFiles::new(&paths, &state.id);
+        let launch = Launch::resolve(&paths, &state)?;
+        let layout = launch.layout.clone();
+        let client = FirecrackerClient::new(layout.api_socket());
+        Ok(Self {
+            paths,
+            store,
+            state,
+            files,
+            launch,
+            layout,
+            net: None,
+            dns: None,
+            vmm: None,
+            client,
+        })
+    }
+
+    fn vsock_path(&self) -> PathBuf {
+        self.layout.root().join(in_jail::VSOCK)
+    }
+
+    /// Network, jail, Firecracker, configuration, InstanceStart, agent announcement.
+    async fn boot(&mut self) -> Result<()> {
+        let slot = self
+            .state
+            .network
+            .slot
+            .ok_or_else(|| Error::new(ErrorCode::Internal, "VM has no slot"))?;
+        let (uid, gid) = jail_ids(slot);
+
+        let net = host::setup_network(&self.state, uid, gid).await?;
+        self.dns = Some(host::start_dns_filter(&net, &self.state)?);
+        let net_plan = host::net_plan(&net);
+        self.net = Some(net);
+
+        host::prepare_jail(
+            &self.paths,
+            &self.state,
+            &self.launch,
+            &self.files,
+            uid,
+            gid,
+        )?;
+        let ready = ReadyListener::bind(&self.vsock_path()).map_err(|e| {
+            Error::new(
+                ErrorCode::VmCreateFailed,
+                format!("listen for the agent: {e}"),
+            )
+        })?;
+
+        let (child, vmm_log) = host::spawn_vmm(
+            &self.launch,
+            &self.files,
+            self.net.as_ref(),
+            uid,
+            gid,
+            self.state.vcpu_count,
+            self.state.mem_size_mib,
+        )?;
+        self.vmm = Some(
+            self.adopt(child)
+                .await
+                .map_err(|e| with_log_tail(e, &vmm_log))?,
+        );
+        let deadline = Instant::now() + SOCKET_TIMEOUT;
+        vmsan_firecracker::wait_for_socket(&self.layout.api_socket(), deadline)
+            .await
+            .map_err(|e| {
+                with_log_tail(
+                    super::convert::socket_wait(e, &self.layout.api_socket()),
+                    &vmm_log,
+                )
+            })?;
+
+        let plan = super::boot::BootPlan {
+            rootfs_fs: self.launch.rootfs_fs,
+            vcpus: self.state.vcpu_count,
+            mem_mib: self.state.mem_size_mib,
+            net: net_plan,
+        };
+        let timings = super::boot::vm_config(&plan)
+            .boot(&self.client)
+            .await
+            .map_err(super::convert::firecracker)?;
+        for t in &timings {
+            eprintln!(
+                "supervisor: {} took {:.2} ms",
+                t.step,
+                t.took.as_secs_f64() * 1000.0
+            );
+        }
+
+        let vmm = self
+            .vmm
+            .as_mut()
+            .ok_or_else(|| Error::new(ErrorCode::Internal, "no VMM"))?;
+        tokio::select! {
+            r = ready.wait(BOOT_TIMEOUT) => {
+                r.map_err(|e| Error::new(ErrorCode::TimeoutAgent, format!("the guest agent did not announce itself: {e}"))
+                    .detail("timeoutMs", 60_000))?;
+            }
+            why = vmm.wait() => {
+                self.vmm = None;
+                return Err(with_log_tail(
+                    Error::new(ErrorCode::FirecrackerExited, format!("Firecracker exited during boot: {why}")),
+                    &self.files.serial_log(),
+                ));
+            }
+        }
+
+        let vmm_id = self
+            .vmm
+            .as_ref()
+            .and_then(Vmm::pid)
+            .and_then(process::identify);
+        let vsock = self.vsock_path();
+        self.state = self.store.update(&self.state.id, |st| {
+            st.status = VmStatus::Running;
+            st.error = None;
+            st.vmm = vmm_id;
+            st.pid = vmm_id.map(|p| p.pid);
+            st.vsock_socket = Some(vsock.display().to_string());
+            st.api_socket = Some(self.layout.api_socket().display().to_string());
+            st.chroot_dir = Some(self.layout.root().display().to_string());
+            if let Some(ms) = st.timeout_ms {
+                st.timeout_at = Some(time::format_rfc3339(time::epoch_ms() + ms));
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Turn the spawned jailer (or Firecracker) into the VMM handle: with a new PID namespace
+    /// the jailer forks Firecracker, writes its pid file and exits, and we adopt Firecracker.
+    async fn adopt(&mut self, mut child: tokio::process::Child) -> Result<Vmm> {
+        if !self.launch.adopts_vmm() {
+            return Ok(Vmm::Child(child));
+        }
+        let status = tokio::time::timeout(SOCKET_TIMEOUT, child.wait())
+            .await
+            .map_err(|_| {
+                Error::new(
+                    ErrorCode::TimeoutSocket,
+                    "the jailer did not hand over to Firecracker",
+                )
+            })?
+            .map_err(|e| Error::io("wait for the jailer", e))?;
+        if !status.success() {
+            return Err(Error::new(
+                ErrorCode::VmCreateFailed,
+                format!("the jailer failed ({status})"),
+            ));
+        }
+        // The jailer may write the pid file just before or just after it exits.
+        let pid = vmsan_firecracker::wait_for_pid_file(
+            &self.layout,
+            Instant::now() + SOCKET_TIMEOUT,
+            || true,
+        )
+        .await
+        .map_err(super::convert::jail)?;
+        let pid = u32::try_from(pid)
+            .map_err(|_| Error::new(ErrorCode::Internal, "bad pid in the jailer's pid file"))?;
+        let fd = PidFd::open(pid)
+            .and_then(PidFd::into_async)
+            .map_err(|e| Error::io(format!("watch Firecracker (pid {pid})"), e))?;
+        Ok(Vmm::Adopted { pid, fd })
+    }
+
+    /// Wait until the VM ends: by itself, by `vmsan stop` (SIGTERM), or by its timeout.
+    async fn watch(&mut self) -> Ended {
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => return Ended::Failed(format!("cannot watch for stop requests: {e}")),
+        };
+        let mut reload = signal(SignalKind::user_defined1()).ok();
+        let Some(mut vmm) = self.vmm.take() else {
+            return Ended::Failed("no VMM to watch".into());
+        };
+        let mut deadline = self.timeout_deadline();
+        let ended = loop {
+            let timeout = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let reloaded = async {
+                match reload.as_mut() {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                why = vmm.wait() => {
+                    break if why == "the guest shut down" { Ended::Stopped(why) } else { Ended::Failed(why) };
+                }
+                _ = term.recv() => {
+                    self.stop_gracefully(&mut vmm).await;
+                    break Ended::Stopped("stopped by `vmsan stop`".into());
+                }
+                () = timeout => {
+                    self.stop_gracefully(&mut vmm).await;
+                    break Ended::Stopped("its --timeout expired".into());
+                }
+                _ = reloaded => {
+                    // `exec -i` extended the timeout, or `vmsan network` changed the policy.
+                    if let Ok(st) = self.store.get_recorded(&self.state.id) {
+                        self.state = st;
+                        deadline = self.timeout_deadline();
+                        if let Some((_, domains)) = &self.dns {
+                            host::refresh_dns_policy(domains, &self.state);
+                        }
+                    }
+                }
+            }
+        };
+        self.vmm = Some(vmm);
+        ended
+    }
+
+    fn timeout_deadline(&self) -> Option<Instant> {
+        let at = time::parse_rfc3339(self.state.timeout_at.as_deref()?)?;
+        let left = at.saturating_sub(time::epoch_ms());
+        Some(Instant::now() + Duration::from_millis(left))
+    }
+
+    /// The agent powers the guest off; failing that Ctrl-Alt-Del; failing that SIGKILL.
+    async fn stop_gracefully(&self, vmm: &mut Vmm) {
+        if let Some(token) = &self.state.agent_token {
+            let agent = AgentClient::new(Endpoint::hybrid_vsock(self.vsock_path()), token);
+            if tokio::time::timeout(Duration::from_secs(2), agent.shutdown())
+                .await
+                .is_ok_and(|r| r.is_ok())
+                && tokio::time::timeout(AGENT_STOP_GRACE, vmm.wait())
+                    .await
+                    .is_ok()
+            {
+                return;
+            }
+        }
+        if self.client.send_ctrl_alt_del().await.is_ok()
+            && tokio::time::timeout(CAD_STOP_GRACE, vmm.wait())
+                .await
+                .is_ok()
+        {
+            return;
+        }
+        vmm.kill();
+        let _ = tokio::time::timeout(KILL_GRACE, vmm.wait()).await;
+    }
+
+    /// Tear everything down and record how the VM ended.
+    async fn finish(mut self, ended: Ended) {
+        if let Some(mut vmm) = self.vmm.take() {
+            vmm.kill();
+            let _ = tokio::time::timeout(KILL_GRACE, vmm.wait()).await;
+        }
+        if let Some((task, _)) = self.dns.take() {
+            task.abort();
+        }
+        let mut problems = host::teardown(&self.paths, &self.state, self.net.take()).await;
+        let (status, reason) = match ended {
+            Ended::Stopped(r) => (VmStatus::Stopped, r),
+            Ended::Failed(r) => (VmStatus::Error, r),
+        };
+        let result = self.store.update(&self.state.id, |st| {
+            st.status = status;
+            st.pid = None;
+            st.vmm = None;
+            st.supervisor = None;
+            st.timeout_at = None;
+            st.error = Some(reason.clone());
+            Ok(())
+        });
+        if let Err(e) = result {
+            problems.push(format!("recording the final state: {e}"));
+        }
+        for p in problems {
+            eprintln!("supervisor: teardown: {p}");
+        }
+    }
+}
+
+/// Add the last lines of a log to an error: what Firecracker or the guest said before failing.
+fn with_log_tail(e: Error, log: &std::path::Path) -> Error {
+    let Ok(text) = std::fs::read_to_string(log) else {
+        return e;
+    };
+    let lines: Vec<&str> = text.lines().rev().take(8).collect();
+    if lines.is_empty() {
+        return e;
+    }
+    let tail: Vec<&str> = lines.into_iter().rev().collect();
+    let why = format!("Last lines of {}:\n{}", log.display(), tail.join("\n"));
+    e.why(why)
+}
+
+/// Ask a VM's supervisor to stop the VM gracefully, and wait until it has (or `timeout`).
+/// Returns whether the supervisor is gone.
+pub(crate) fn request_stop(sup: &ProcessId, timeout: Duration) -> bool {
+    let Ok(fd) = PidFd::open(sup.pid) else {
+        return true;
+    };
+    if !process::is_alive(sup) {
+        return true;
+    }
+    let _ = fd.signal(libc::SIGTERM);
+    fd.wait_exit(timeout).unwrap_or(false)
+}
+
+/// Kill a process identified by pid and start time, and wait for it to go.
+pub(crate) fn kill_and_wait(p: &ProcessId, timeout: Duration) -> bool {
+    let Ok(fd) = PidFd::open(p.pid) else {
+        return true;
+    };
+    if !process::is_alive(p) {
+        return true;
+    }
+    let _ = fd.signal(libc::SIGKILL);
+    fd.wait_exit(timeout).unwrap_or(false)
+}
