@@ -94,7 +94,7 @@ fn main() {
     let mut net = vm.net.clone();
     let mut ours_pol = Vec::new();
     for i in 0..iters {
-        let p = if i % 2 == 0 {
+        let p = if i.is_multiple_of(2) {
             custom()
         } else {
             Policy::DenyAll
@@ -180,7 +180,7 @@ fn main() {
         .unwrap()
         .to_string();
     for i in 0..iters {
-        let p = if i % 2 == 0 {
+        let p = if i.is_multiple_of(2) {
             custom()
         } else {
             Policy::DenyAll

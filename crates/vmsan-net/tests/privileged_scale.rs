@@ -62,13 +62,13 @@ fn privileged_200_concurrent_setups_then_teardowns_leave_no_leaks() {
                     // Slots spread over the whole range, past the reference's 255.
                     let mut sp = spec(
                         i * 81,
-                        if i % 2 == 0 {
+                        if i.is_multiple_of(2) {
                             Policy::AllowAll
                         } else {
                             Policy::DenyAll
                         },
                     );
-                    if i % 5 == 0 {
+                    if i.is_multiple_of(5) {
                         sp.published_ports = vec![format!("{}:80", 20_000 + i).parse().unwrap()];
                     }
                     let r = vmsan_net::setup(&hc, &sp);
