@@ -377,6 +377,11 @@ async fn privileged_init_as_pid1_with_loop_drives() {
     assert!(vmsan_agent_client::is_auth_error(
         &wrong.health().await.unwrap_err()
     ));
+    let rss = sh(c, "for p in /proc/[0-9]*; do [ \"$(cat $p/comm)\" = init ] && grep VmRSS $p/status; done; true").await;
+    println!(
+        "RSS of the agent's processes (PID 1, server): {}",
+        rss.split_whitespace().collect::<Vec<_>>().join(" ")
+    );
     // The image's config is the exec default.
     assert_eq!(sh(c, "pwd").await, "/root\n");
     assert!(sh(c, "env").await.contains("FROM_IMAGE=yes\n"));
