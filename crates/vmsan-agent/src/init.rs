@@ -567,9 +567,19 @@ fn supervise(b: Booted) -> ExitCode {
 fn shutdown(mask: &SigSet) -> ! {
     eprintln!("vmsan-agent: shutting down");
     let everyone = Pid::from_raw(-1);
-    let _ = kill(everyone, Signal::SIGTERM);
+    // ESRCH: nothing else is running; no SIGCHLD will come, so skip the grace period.
+    let others = kill(everyone, Signal::SIGTERM).is_ok();
     nix::unistd::alarm::set(3);
     'grace: loop {
+        if !others {
+            break;
+        }
+        // Children that ended before the signal: a SIGCHLD may already have been consumed.
+        match waitpid(everyone, Some(WaitPidFlag::WNOHANG)) {
+            Err(Errno::ECHILD) => break,
+            Ok(WaitStatus::StillAlive) => {}
+            _ => continue,
+        }
         match mask.wait() {
             Ok(Signal::SIGCHLD) => loop {
                 match waitpid(everyone, Some(WaitPidFlag::WNOHANG)) {

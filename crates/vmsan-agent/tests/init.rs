@@ -173,7 +173,11 @@ fn build_initrd(dir: &Path, drives: &[&Loop]) -> PathBuf {
     for d in ["dev", "proc", "sys", "run", "tmp", "newroot", ".vsock"] {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
-    let agent = env!("CARGO_BIN_EXE_vmsan-agent");
+    // VMSAN_AGENT_INIT_BIN: run another build as /init (e.g. the static one of scripts/build-agent).
+    let agent_override = std::env::var("VMSAN_AGENT_INIT_BIN").ok();
+    let agent = agent_override
+        .as_deref()
+        .unwrap_or(env!("CARGO_BIN_EXE_vmsan-agent"));
     std::fs::copy(agent, root.join("init")).unwrap();
     // The test build is dynamically linked (the static musl build is checked by
     // scripts/build-agent): bring its loader and libraries along, at their own paths.
@@ -304,6 +308,7 @@ impl Vm {
         let initrd = build_initrd(dir.path(), &drives.iter().collect::<Vec<_>>());
         let netns = Netns::new();
         let host_sock = tokio::net::UnixListener::bind(initrd.join(".vsock/host.sock")).unwrap();
+        let t = Instant::now();
         let guest = start_guest(
             &netns,
             &initrd,
@@ -318,6 +323,10 @@ impl Vm {
         );
         let ann = accept_announcement(&host_sock).await;
         assert_eq!(ann.vm_id, cfg.vm_id);
+        println!(
+            "init to ready announcement: {:.1} ms",
+            t.elapsed().as_secs_f64() * 1000.0
+        );
         let client = AgentClient::new(
             Endpoint::Unix(initrd.join(".vsock/guest-1024.sock")),
             common::TOKEN,
@@ -368,6 +377,11 @@ async fn privileged_init_as_pid1_with_loop_drives() {
     assert!(vmsan_agent_client::is_auth_error(
         &wrong.health().await.unwrap_err()
     ));
+    let rss = sh(c, "for p in /proc/[0-9]*; do [ \"$(cat $p/comm)\" = init ] && grep VmRSS $p/status; done; true").await;
+    println!(
+        "RSS of the agent's processes (PID 1, server): {}",
+        rss.split_whitespace().collect::<Vec<_>>().join(" ")
+    );
     // The image's config is the exec default.
     assert_eq!(sh(c, "pwd").await, "/root\n");
     assert!(sh(c, "env").await.contains("FROM_IMAGE=yes\n"));

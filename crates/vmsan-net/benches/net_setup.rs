@@ -1,1 +1,233 @@
-fn main() {}
+//! Benchmark: VM network setup + teardown and policy change, vmsan-net vs. the reference
+//! tool's way (benches/reference-net.sh: one `ip`/`sysctl`/`nft` process per step), side by
+//! side, p50 and p95. Runs as root in throw-away namespaces (the same test world as the
+//! privileged tests). `VMSAN_NET_BENCH_ITERS` sets the iteration count (default 40).
+//! Run it with `scripts/bench-net`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    missing_docs
+)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use vmsan_net::nft;
+use vmsan_net::{CustomPolicy, Policy, Slot};
+
+fn pct(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:8.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/reference-net.sh")
+}
+
+fn bash(args: &[&str]) {
+    let out = Command::new("bash")
+        .arg(script())
+        .args(args)
+        .output()
+        .expect("run bash");
+    assert!(
+        out.status.success(),
+        "reference-net.sh {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn custom() -> Policy {
+    Policy::Custom(CustomPolicy {
+        allowed_cidrs: vec!["203.0.113.0/24".parse().unwrap()],
+        denied_cidrs: vec!["203.0.113.128/25".parse().unwrap()],
+        allowed_domains: vec!["allowed.test".parse().unwrap()],
+        ports: vec![80, 443],
+    })
+}
+
+struct TmpFiles(Vec<PathBuf>);
+impl Drop for TmpFiles {
+    fn drop(&mut self) {
+        for f in &self.0 {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
+fn main() {
+    if !can_run("net_setup bench") {
+        return;
+    }
+    let iters: usize = std::env::var("VMSAN_NET_BENCH_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40);
+    let w = World::new();
+    let hc = w.host_config();
+
+    // vmsan-net: setup + teardown.
+    let mut ours = Vec::new();
+    for i in 0..iters {
+        let mut s = spec(100 + i as u32, Policy::AllowAll);
+        s.published_ports = vec!["8080:80".parse().unwrap()];
+        let t = Instant::now();
+        let net = vmsan_net::setup(&hc, &s).expect("setup");
+        vmsan_net::teardown(&hc, &net.vm_id, net.slot).expect("teardown");
+        ours.push(t.elapsed());
+    }
+
+    // vmsan-net: policy change on a live VM.
+    let vm = w.vm(spec(1, Policy::AllowAll));
+    let mut net = vm.net.clone();
+    let mut ours_pol = Vec::new();
+    for i in 0..iters {
+        let p = if i.is_multiple_of(2) {
+            custom()
+        } else {
+            Policy::DenyAll
+        };
+        let t = Instant::now();
+        vmsan_net::apply_policy(&mut net, &p).expect("apply policy");
+        ours_pol.push(t.elapsed());
+    }
+
+    // Reference: the same steps as a script of ip/sysctl/nft processes.
+    let dir = std::env::temp_dir();
+    let pid = std::process::id();
+    let vm_rules = dir.join(format!("vmsan-bench-{pid}-vm.nft"));
+    let host_rules = dir.join(format!("vmsan-bench-{pid}-host.nft"));
+    let pol_rules = dir.join(format!("vmsan-bench-{pid}-pol.nft"));
+    let _tmp = TmpFiles(vec![
+        vm_rules.clone(),
+        host_rules.clone(),
+        pol_rules.clone(),
+    ]);
+    let mut theirs = Vec::new();
+    for i in 0..iters {
+        let slot = Slot::new(100 + i as u32).unwrap();
+        let a = slot.addrs();
+        let id = vm_id();
+        let published: Vec<vmsan_net::PublishedPort> = vec!["8080:80".parse().unwrap()];
+        std::fs::write(
+            &vm_rules,
+            nft::render_vm_table(&nft::VmRules {
+                addrs: &a,
+                policy: &Policy::AllowAll,
+                allow_udp: false,
+                published: &published,
+            }),
+        )
+        .unwrap();
+        let hv = format!("veth-h-{}", slot.get());
+        std::fs::write(
+            &host_rules,
+            nft::render_host_table(&nft::HostRules {
+                vm_id: &id,
+                addrs: &a,
+                host_veth: &hv,
+                uplink: "up0",
+                published: &published,
+                compat_chains: &[],
+            }),
+        )
+        .unwrap();
+        let ns = format!("{}{id}", prefix());
+        let n = slot.get().to_string();
+        let table = nft::host_table(&id);
+        let t = Instant::now();
+        bash(&[
+            "setup",
+            &w.host.name,
+            &ns,
+            &n,
+            &a.tap_ip.to_string(),
+            &a.guest_net.to_string(),
+            &a.host_veth_ip.to_string(),
+            &a.vm_veth_ip.to_string(),
+            vm_rules.to_str().unwrap(),
+            host_rules.to_str().unwrap(),
+        ]);
+        bash(&[
+            "teardown",
+            &w.host.name,
+            &ns,
+            &n,
+            &a.guest_net.to_string(),
+            &table,
+        ]);
+        theirs.push(t.elapsed());
+    }
+    let mut theirs_pol = Vec::new();
+    let vm_ns = vm
+        .net
+        .netns_path
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    for i in 0..iters {
+        let p = if i.is_multiple_of(2) {
+            custom()
+        } else {
+            Policy::DenyAll
+        };
+        std::fs::write(
+            &pol_rules,
+            nft::render_policy_change(
+                &nft::VmRules {
+                    addrs: &vm.net.addrs,
+                    policy: &p,
+                    allow_udp: false,
+                    published: &[],
+                },
+                true,
+            ),
+        )
+        .unwrap();
+        let t = Instant::now();
+        bash(&["policy", &vm_ns, pol_rules.to_str().unwrap()]);
+        theirs_pol.push(t.elapsed());
+    }
+
+    let (o50, o95) = (pct(&mut ours, 0.5), pct(&mut ours, 0.95));
+    let (t50, t95) = (pct(&mut theirs, 0.5), pct(&mut theirs, 0.95));
+    let (op50, op95) = (pct(&mut ours_pol, 0.5), pct(&mut ours_pol, 0.95));
+    let (tp50, tp95) = (pct(&mut theirs_pol, 0.5), pct(&mut theirs_pol, 0.95));
+    println!("VM network benchmark, {iters} iterations each (2-core machine, shared)");
+    println!(
+        "{:<28} {:>11} {:>11} {:>13} {:>13} {:>9}",
+        "", "vmsan p50", "vmsan p95", "script p50", "script p95", "speed-up"
+    );
+    println!(
+        "{:<28} {} {} {}   {}   {:>7.1}x",
+        "setup + teardown per VM",
+        ms(o50),
+        ms(o95),
+        ms(t50),
+        ms(t95),
+        t50.as_secs_f64() / o50.as_secs_f64()
+    );
+    println!(
+        "{:<28} {} {} {}   {}   {:>7.1}x",
+        "policy change",
+        ms(op50),
+        ms(op95),
+        ms(tp50),
+        ms(tp95),
+        tp50.as_secs_f64() / op50.as_secs_f64()
+    );
+}

@@ -47,13 +47,27 @@ pub fn run_in_opt<T: Send>(path: Option<&Path>, f: impl FnOnce() -> Result<T> + 
 /// Makes `dir` a shared mount point (as iproute2 does) so namespaces mounted there are seen
 /// by other mount namespaces.
 fn prepare_dir(dir: &Path) -> Result<()> {
+    // Once per directory and process: changing propagation walks every mount below it.
+    static DONE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let mut done = DONE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if done.iter().any(|d| d == dir) {
+        return Ok(());
+    }
+    prepare_dir_once(dir)?;
+    done.push(dir.to_path_buf());
+    Ok(())
+}
+
+fn prepare_dir_once(dir: &Path) -> Result<()> {
     fs::create_dir_all(dir).map_err(|e| NetError::sys(format!("mkdir {}", dir.display()), e))?;
     let shared = |d: &Path| {
         mount(
             None::<&str>,
             d,
             None::<&str>,
-            MsFlags::MS_SHARED | MsFlags::MS_REC,
+            MsFlags::MS_SHARED,
             None::<&str>,
         )
     };

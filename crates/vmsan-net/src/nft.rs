@@ -481,12 +481,15 @@ pub fn present_compat_chains(
     Ok(found)
 }
 
-/// Handles of our compat rules for `vm_id` in `ns`.
+/// Handles of our compat rules for `vm_id` in `ns` (one `nft -a list chain` per compat
+/// chain; an absent chain has none).
 pub fn compat_rule_handles(ns: Option<&Path>, vm_id: &str) -> Result<Vec<CompatRule>> {
     let comment = compat_comment(vm_id);
     let mut out = Vec::new();
-    for (fam, table, chain) in present_compat_chains(ns)? {
-        let listing = run(ns, &["-a", "list", "chain", fam, table, chain], "")?;
+    for (fam, table, chain) in COMPAT_FORWARD_CHAINS {
+        let Ok(listing) = run(ns, &["-a", "list", "chain", fam, table, chain], "") else {
+            continue;
+        };
         for h in parse_handles(&listing, &comment) {
             out.push(((fam.to_string(), table.to_string(), chain.to_string()), h));
         }
@@ -494,32 +497,75 @@ pub fn compat_rule_handles(ns: Option<&Path>, vm_id: &str) -> Result<Vec<CompatR
     Ok(out)
 }
 
-/// Published host ports held by any VM's host table in `ns`, with the table's name.
+/// Published host ports held by any VM's host table in `ns`, with the table's name (one
+/// `nft list ruleset ip` call).
 pub fn published_ports_in_use(ns: Option<&Path>) -> Result<Vec<(Protocol, u16, String)>> {
-    let listing = run(ns, &["list", "tables", "ip"], "")?;
-    let mut used = Vec::new();
-    for l in listing.lines() {
-        let Some(t) = l.trim().strip_prefix("table ip vmsan_") else {
-            continue;
-        };
-        let table = format!("vmsan_{t}");
-        let Ok(chain) = run(ns, &["list", "chain", "ip", &table, "prerouting"], "") else {
-            continue;
-        };
-        for line in chain.lines() {
-            let Some((_, rest)) = line.split_once("comment \"vmsan-publish ") else {
-                continue;
-            };
-            let mut it = rest.trim_end_matches('"').split(' ');
-            let proto = match it.next() {
-                Some("tcp") => Protocol::Tcp,
-                Some("udp") => Protocol::Udp,
-                _ => continue,
-            };
-            if let Some(Ok(port)) = it.next().map(|p| p.trim_end_matches('"').parse::<u16>()) {
-                used.push((proto, port, table.clone()));
+    Ok(HostFirewall::read(ns)?.published)
+}
+
+/// What setup needs to know about the host namespace's IPv4 ruleset.
+#[derive(Debug, Clone, Default)]
+pub struct HostFirewall {
+    /// Published host ports held by VM tables: (protocol, port, table).
+    pub published: Vec<(Protocol, u16, String)>,
+    /// The compat chains present.
+    pub compat_chains: Vec<(&'static str, &'static str, &'static str)>,
+}
+
+impl HostFirewall {
+    /// One `nft list ruleset ip` in `ns`.
+    pub fn read(ns: Option<&Path>) -> Result<Self> {
+        let listing = run(ns, &["list", "ruleset", "ip"], "")?;
+        Ok(Self::parse(&listing))
+    }
+
+    /// Parses the text listing of the `ip` family.
+    pub fn parse(listing: &str) -> Self {
+        let mut table = "";
+        let mut compat_chains = Vec::new();
+        for line in listing.lines() {
+            let l = line.trim();
+            if let Some(t) = l.strip_prefix("table ip ") {
+                table = t.trim_end_matches('{').trim();
+            } else if let Some(c) = l.strip_prefix("chain ") {
+                let c = c.trim_end_matches('{').trim();
+                for cc in COMPAT_FORWARD_CHAINS {
+                    if cc.0 == "ip" && cc.1 == table && cc.2 == c && !compat_chains.contains(&cc) {
+                        compat_chains.push(cc);
+                    }
+                }
             }
         }
+        Self {
+            published: parse_published(listing),
+            compat_chains,
+        }
     }
-    Ok(used)
+}
+
+fn parse_published(listing: &str) -> Vec<(Protocol, u16, String)> {
+    let mut used = Vec::new();
+    let mut table = String::new();
+    for line in listing.lines() {
+        if let Some(t) = line.trim().strip_prefix("table ip ") {
+            table = t.trim_end_matches('{').trim().to_string();
+            continue;
+        }
+        if !table.starts_with("vmsan_") {
+            continue;
+        }
+        let Some((_, rest)) = line.split_once("comment \"vmsan-publish ") else {
+            continue;
+        };
+        let mut it = rest.trim_end_matches('"').split(' ');
+        let proto = match it.next() {
+            Some("tcp") => Protocol::Tcp,
+            Some("udp") => Protocol::Udp,
+            _ => continue,
+        };
+        if let Some(Ok(port)) = it.next().map(|p| p.trim_end_matches('"').parse::<u16>()) {
+            used.push((proto, port, table.clone()));
+        }
+    }
+    used
 }

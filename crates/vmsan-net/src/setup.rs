@@ -30,6 +30,15 @@ pub struct HostConfig {
     pub netns_prefix: String,
     /// NAT uplink; `None` = the interface of the host's IPv4 default route.
     pub uplink: Option<String>,
+    /// File locked while the host namespace's firewall is read or changed: it serialises
+    /// concurrent setups (port-conflict check and table creation are one step) and keeps
+    /// concurrent `nft` transactions from invalidating each other's cache.
+    #[serde(default = "default_lock_path")]
+    pub lock_path: PathBuf,
+}
+
+fn default_lock_path() -> PathBuf {
+    PathBuf::from("/run/lock/vmsan-net.lock")
 }
 
 impl Default for HostConfig {
@@ -39,6 +48,7 @@ impl Default for HostConfig {
             netns_dir: PathBuf::from(netns::DEFAULT_DIR),
             netns_prefix: "vmsan-".to_string(),
             uplink: None,
+            lock_path: default_lock_path(),
         }
     }
 }
@@ -54,6 +64,23 @@ impl HostConfig {
 
     fn host_ns(&self) -> Option<&Path> {
         self.host_netns.as_deref()
+    }
+
+    /// Takes the host firewall lock (released when the file is dropped).
+    fn lock(&self) -> Result<File> {
+        if let Some(dir) = self.lock_path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| NetError::sys(format!("mkdir {}", dir.display()), e))?;
+        }
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&self.lock_path)
+            .map_err(|e| NetError::sys(format!("open {}", self.lock_path.display()), e))?;
+        f.lock()
+            .map_err(|e| NetError::sys(format!("lock {}", self.lock_path.display()), e))?;
+        Ok(f)
     }
 }
 
@@ -188,13 +215,17 @@ pub enum Leak {
     },
 }
 
-fn check_published_free(host: &HostConfig, ports: &[PublishedPort]) -> Result<()> {
+fn check_published_free(
+    host: &HostConfig,
+    fw: &nft::HostFirewall,
+    ports: &[PublishedPort],
+) -> Result<()> {
     if ports.is_empty() {
         return Ok(());
     }
-    let used = nft::published_ports_in_use(host.host_ns())?;
     for p in ports {
-        if let Some((_, _, table)) = used
+        if let Some((_, _, table)) = fw
+            .published
             .iter()
             .find(|(proto, port, _)| *proto == p.protocol && *port == p.host_port)
         {
@@ -205,7 +236,7 @@ fn check_published_free(host: &HostConfig, ports: &[PublishedPort]) -> Result<()
             });
         }
     }
-    netns::run_in_opt(host.host_ns(), || {
+    {
         for p in ports {
             let a = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, p.host_port);
             let r = match p.protocol {
@@ -220,8 +251,9 @@ fn check_published_free(host: &HostConfig, ports: &[PublishedPort]) -> Result<()
                 });
             }
         }
-        Ok(())
-    })
+    }
+    let _ = host;
+    Ok(())
 }
 
 /// Builds the VM's network: namespace, veth pair, TAP (owned by the jail uid/gid), addresses,
@@ -232,7 +264,7 @@ pub fn setup(host: &HostConfig, spec: &VmNetSpec) -> Result<VmNet> {
     let netns_path = host.netns_path(&spec.vm_id)?;
     let addrs = spec.slot.addrs();
     let host_veth = spec.slot.host_veth();
-    check_published_free(host, &spec.published_ports)?;
+
     let uplink = match &host.uplink {
         Some(u) => {
             addr::validate_ifname(u)?;
@@ -263,7 +295,8 @@ pub fn setup(host: &HostConfig, spec: &VmNetSpec) -> Result<VmNet> {
         bandwidth: spec.bandwidth,
         dns_upstreams: spec.dns_upstreams.clone(),
     };
-    match build(host, spec, &net) {
+    let built = build(host, spec, &net);
+    match built {
         Ok(()) => Ok(net),
         Err(e) => {
             if let Err(t) = teardown(host, &spec.vm_id, spec.slot) {
@@ -276,12 +309,59 @@ pub fn setup(host: &HostConfig, spec: &VmNetSpec) -> Result<VmNet> {
 
 fn build(host: &HostConfig, spec: &VmNetSpec, net: &VmNet) -> Result<()> {
     let a = net.addrs;
+    // The VM side (TAP, sysctls, its table) and the host side (veth pair, route, host
+    // table) are independent until the veth exists: build them in parallel.
+    std::thread::scope(|s| {
+        let vm = s.spawn(|| {
+            netns::run_in(&net.netns_path, || {
+                let _ = netns::write_sysctl("net/ipv6/conf/all/disable_ipv6", "1");
+                let _ = netns::write_sysctl("net/ipv6/conf/default/disable_ipv6", "1");
+                netns::write_sysctl("net/ipv4/ip_forward", "1")?;
+                sys::create_persistent_tap(TAP_NAME, spec.jail_uid, spec.jail_gid)?;
+                link::with_netlink(|h| async move {
+                    let lo = link::require_index(&h, "lo").await?;
+                    link::up(&h, lo, "lo").await?;
+                    let tap = link::require_index(&h, TAP_NAME).await?;
+                    link::add_addr(&h, tap, a.tap_ip, a.prefix, TAP_NAME).await?;
+                    link::up(&h, tap, TAP_NAME).await
+                })?;
+                let script = nft::render_vm_table(&nft::VmRules {
+                    addrs: &a,
+                    policy: &net.policy,
+                    allow_udp: net.allow_udp,
+                    published: &net.published_ports,
+                });
+                nft::apply(None, &script)
+            })
+        });
+        let host_side = build_host_side(host, spec, net);
+        let vm_side = vm
+            .join()
+            .unwrap_or_else(|_| Err(NetError::invalid("setup", "VM-side worker panicked")));
+        host_side.and(vm_side)
+    })?;
+    // The veth's VM end exists now: address, up, default route.
+    netns::run_in(&net.netns_path, || {
+        link::with_netlink(|h| async move {
+            let veth = link::require_index(&h, VM_VETH_NAME).await?;
+            link::add_addr(&h, veth, a.vm_veth_ip, a.prefix, VM_VETH_NAME).await?;
+            link::up(&h, veth, VM_VETH_NAME).await?;
+            link::add_route(&h, Ipv4Addr::UNSPECIFIED, 0, a.host_veth_ip).await
+        })
+    })
+}
+
+/// Host side: port checks and table under the host firewall lock, veth pair (peer created
+/// inside the VM namespace), address, route, sysctls.
+fn build_host_side(host: &HostConfig, spec: &VmNetSpec, net: &VmNet) -> Result<()> {
+    let a = net.addrs;
     let ns_file = File::open(&net.netns_path)
         .map_err(|e| NetError::sys(format!("open {}", net.netns_path.display()), e))?;
     let host_veth = net.host_veth.as_str();
-    // Host side: veth pair (peer created inside the VM namespace), address, route, sysctls,
-    // host table.
-    let compat = netns::run_in_opt(host.host_ns(), || {
+    netns::run_in_opt(host.host_ns(), || {
+        let lock = host.lock()?;
+        let fw = nft::HostFirewall::read(None)?;
+        check_published_free(host, &fw, &spec.published_ports)?;
         link::with_netlink(|h| async move {
             link::add_veth(&h, host_veth, VM_VETH_NAME, ns_file.as_raw_fd()).await?;
             let idx = link::require_index(&h, host_veth).await?;
@@ -294,43 +374,17 @@ fn build(host: &HostConfig, spec: &VmNetSpec, net: &VmNet) -> Result<()> {
         }
         netns::write_sysctl(&format!("net/ipv4/conf/{host_veth}/route_localnet"), "1")?;
         let _ = netns::write_sysctl(&format!("net/ipv6/conf/{host_veth}/disable_ipv6"), "1");
-        let compat = nft::present_compat_chains(None)?;
         let script = nft::render_host_table(&nft::HostRules {
             vm_id: &net.vm_id,
             addrs: &a,
             host_veth,
             uplink: &net.uplink,
             published: &net.published_ports,
-            compat_chains: &compat,
+            compat_chains: &fw.compat_chains,
         });
         nft::apply(None, &script)?;
-        Ok(compat.len())
-    })?;
-    tracing::debug!(vm = %net.vm_id, compat, "host side ready");
-    // VM side: sysctls, TAP, addresses, routes, the VM table.
-    netns::run_in(&net.netns_path, || {
-        let _ = netns::write_sysctl("net/ipv6/conf/all/disable_ipv6", "1");
-        let _ = netns::write_sysctl("net/ipv6/conf/default/disable_ipv6", "1");
-        netns::write_sysctl("net/ipv4/ip_forward", "1")?;
-        sys::create_persistent_tap(TAP_NAME, spec.jail_uid, spec.jail_gid)?;
-        link::with_netlink(|h| async move {
-            let lo = link::require_index(&h, "lo").await?;
-            link::up(&h, lo, "lo").await?;
-            let veth = link::require_index(&h, VM_VETH_NAME).await?;
-            link::add_addr(&h, veth, a.vm_veth_ip, a.prefix, VM_VETH_NAME).await?;
-            link::up(&h, veth, VM_VETH_NAME).await?;
-            let tap = link::require_index(&h, TAP_NAME).await?;
-            link::add_addr(&h, tap, a.tap_ip, a.prefix, TAP_NAME).await?;
-            link::up(&h, tap, TAP_NAME).await?;
-            link::add_route(&h, Ipv4Addr::UNSPECIFIED, 0, a.host_veth_ip).await
-        })?;
-        let script = nft::render_vm_table(&nft::VmRules {
-            addrs: &a,
-            policy: &net.policy,
-            allow_udp: net.allow_udp,
-            published: &net.published_ports,
-        });
-        nft::apply(None, &script)
+        drop(lock);
+        Ok(())
     })
 }
 
@@ -363,28 +417,33 @@ pub fn teardown(host: &HostConfig, vm_id: &str, slot: Slot) -> Result<()> {
     let path = host.netns_path(vm_id)?;
     let host_veth = slot.host_veth();
     let mut errors = Vec::new();
-    let r = netns::run_in_opt(host.host_ns(), || {
-        let mut errs = Vec::new();
-        match nft::compat_rule_handles(None, vm_id) {
-            Ok(compat) => {
-                if let Err(e) = nft::apply(None, &nft::render_host_delete(vm_id, &compat)) {
-                    errs.push(e.to_string());
-                }
-            }
-            Err(e) => errs.push(e.to_string()),
-        }
-        let hv = host_veth.as_str();
-        if let Err(e) = link::with_netlink(|h| async move { link::delete_link(&h, hv).await }) {
-            errs.push(e.to_string());
-        }
-        Ok(errs)
+    // Host table, host link and namespace go in parallel (each waits on the kernel).
+    let (fw, ln, ns) = std::thread::scope(|s| {
+        let fw = s.spawn(|| {
+            netns::run_in_opt(host.host_ns(), || {
+                let _lock = host.lock()?;
+                let compat = nft::compat_rule_handles(None, vm_id)?;
+                nft::apply(None, &nft::render_host_delete(vm_id, &compat))
+            })
+        });
+        let ln = s.spawn(|| {
+            netns::run_in_opt(host.host_ns(), || {
+                let hv = host_veth.as_str();
+                link::with_netlink(|h| async move { link::delete_link(&h, hv).await })
+            })
+        });
+        let ns = netns::delete(&path);
+        let dead = || Err(NetError::invalid("teardown", "worker panicked"));
+        (
+            fw.join().unwrap_or_else(|_| dead()),
+            ln.join().unwrap_or_else(|_| dead().map(|()| false)),
+            ns,
+        )
     });
-    match r {
-        Ok(errs) => errors.extend(errs),
-        Err(e) => errors.push(e.to_string()),
-    }
-    if let Err(e) = netns::delete(&path) {
-        errors.push(e.to_string());
+    for r in [fw, ln.map(drop), ns] {
+        if let Err(e) = r {
+            errors.push(e.to_string());
+        }
     }
     if errors.is_empty() {
         Ok(())

@@ -1,5 +1,7 @@
 //! Privileged end-to-end tests of VM networks in throw-away namespaces (see `common`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::net::Ipv4Addr;

@@ -639,6 +639,24 @@ fn jailed_boot(jail: &Jail, ns: &NetNs, console: Option<&mut Console>) -> std::p
     for n in ["dev/net/tun", "dev/kvm", "firecracker"] {
         assert!(jail.root.join(n).exists(), "{n} in the jail");
     }
+    // A TAP the jail uid does not own cannot be opened, as with real Firecracker.
+    let st = Command::new("ip")
+        .args([
+            "-n", &ns.name, "tuntap", "add", "dev", "taproot", "mode", "tap", "user", "0", "group",
+            "0",
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let (st, resp) = call(
+        &api,
+        "PUT",
+        "/network-interfaces/eth9",
+        Some(r#"{"iface_id":"eth9","host_dev_name":"taproot"}"#),
+    )
+    .unwrap();
+    assert_eq!(st, 400, "{resp}");
+    assert!(resp.contains("Open tap device failed"), "{resp}");
     let rel = |f: &str| f.to_owned();
     configure(&api, &rel, "tap0", &format!("marker-{}", jail.id));
     let l = jail.root.join("v.sock_1025");

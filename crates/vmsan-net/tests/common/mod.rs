@@ -252,7 +252,12 @@ impl World {
             netns_dir: PathBuf::from(netns::DEFAULT_DIR),
             netns_prefix: prefix(),
             uplink: None,
+            lock_path: self.lock_path(),
         }
+    }
+
+    fn lock_path(&self) -> PathBuf {
+        PathBuf::from(format!("/run/lock/vmsnt{}.lock", std::process::id()))
     }
 
     /// Sets up a VM network; the guard tears it down.
@@ -260,6 +265,12 @@ impl World {
         let hc = self.host_config();
         let net = vmsan_net::setup(&hc, &spec).expect("setup");
         VmGuard { host: hc, net }
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.lock_path());
     }
 }
 
