@@ -34,10 +34,14 @@ fn skip_reason() -> Option<String> {
         return Some("needs root (namespaces, loop devices, nftables)".into());
     }
     if !Path::new("/bin/busybox").is_file() {
-        return Some("needs /bin/busybox (Debian package busybox-static) for the guest image".into());
+        return Some(
+            "needs /bin/busybox (Debian package busybox-static) for the guest image".into(),
+        );
     }
     if agent_binary().is_none() {
-        return Some("needs the static guest agent: run scripts/build-agent (scripts/test does)".into());
+        return Some(
+            "needs the static guest agent: run scripts/build-agent (scripts/test does)".into(),
+        );
     }
     if which("nft").is_none() {
         return Some("needs nft (Debian package nftables)".into());
@@ -46,7 +50,10 @@ fn skip_reason() -> Option<String> {
 }
 
 fn which(tool: &str) -> Option<PathBuf> {
-    ["/usr/sbin", "/usr/bin", "/sbin", "/bin"].iter().map(|d| Path::new(d).join(tool)).find(|p| p.is_file())
+    ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+        .iter()
+        .map(|d| Path::new(d).join(tool))
+        .find(|p| p.is_file())
 }
 
 /// The static agent built by scripts/build-agent (`<target>/agent-static/vmsan-agent`), or
@@ -65,10 +72,19 @@ fn agent_binary() -> Option<PathBuf> {
 /// Firecracker, jailer and kernel: real ones when asked for, else the stand-ins.
 fn vmm_binaries(work: &Path) -> Result<(PathBuf, PathBuf, PathBuf), String> {
     if std::env::var("VMSAN_E2E_FIRECRACKER").as_deref() == Ok("1") {
-        let get = |k: &str| std::env::var_os(k).map(PathBuf::from).ok_or(format!("{k} is not set"));
-        return Ok((get("VMSAN_E2E_FIRECRACKER_BIN")?, get("VMSAN_E2E_JAILER_BIN")?, get("VMSAN_E2E_KERNEL")?));
+        let get = |k: &str| {
+            std::env::var_os(k)
+                .map(PathBuf::from)
+                .ok_or(format!("{k} is not set"))
+        };
+        return Ok((
+            get("VMSAN_E2E_FIRECRACKER_BIN")?,
+            get("VMSAN_E2E_JAILER_BIN")?,
+            get("VMSAN_E2E_KERNEL")?,
+        ));
     }
-    let p = vmsan_testkit::standin::paths().map_err(|e| format!("stand-in binaries not built: {e}"))?;
+    let p =
+        vmsan_testkit::standin::paths().map_err(|e| format!("stand-in binaries not built: {e}"))?;
     // The stand-in never runs the kernel, but Firecracker's API checks that it opens.
     let kernel = work.join("vmlinux");
     std::fs::write(&kernel, b"stand-in guest kernel (never executed)\n").unwrap();
@@ -90,16 +106,61 @@ struct Network {
 impl Network {
     fn new() -> Self {
         let tag = std::process::id();
-        let net = Self { host: format!("test-e2e-h{tag}"), internet: format!("test-e2e-i{tag}") };
+        let net = Self {
+            host: format!("test-e2e-h{tag}"),
+            internet: format!("test-e2e-i{tag}"),
+        };
         ip(&["netns", "add", &net.host]);
         ip(&["netns", "add", &net.internet]);
-        ip(&["-n", &net.host, "link", "add", "up0", "type", "veth", "peer", "name", "in0", "netns", &net.internet]);
-        ip(&["-n", &net.host, "addr", "add", &format!("{HOST_IP}/24"), "dev", "up0"]);
-        ip(&["-n", &net.internet, "addr", "add", &format!("{INTERNET_IP}/24"), "dev", "in0"]);
-        for (ns, dev) in [(&net.host, "up0"), (&net.internet, "in0"), (&net.host, "lo"), (&net.internet, "lo")] {
+        ip(&[
+            "-n",
+            &net.host,
+            "link",
+            "add",
+            "up0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "in0",
+            "netns",
+            &net.internet,
+        ]);
+        ip(&[
+            "-n",
+            &net.host,
+            "addr",
+            "add",
+            &format!("{HOST_IP}/24"),
+            "dev",
+            "up0",
+        ]);
+        ip(&[
+            "-n",
+            &net.internet,
+            "addr",
+            "add",
+            &format!("{INTERNET_IP}/24"),
+            "dev",
+            "in0",
+        ]);
+        for (ns, dev) in [
+            (&net.host, "up0"),
+            (&net.internet, "in0"),
+            (&net.host, "lo"),
+            (&net.internet, "lo"),
+        ] {
             ip(&["-n", ns, "link", "set", dev, "up"]);
         }
-        ip(&["-n", &net.host, "route", "add", "default", "via", INTERNET_IP]);
+        ip(&[
+            "-n",
+            &net.host,
+            "route",
+            "add",
+            "default",
+            "via",
+            INTERNET_IP,
+        ]);
         // Replies to the VMs come back to the "host", which NATs them: it needs no more routes.
         net.serve();
         net
@@ -143,7 +204,9 @@ struct Home {
 impl Home {
     fn vmsan(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_vmsan"));
-        c.env("VMSAN_HOME", self.dir.path()).env("VMSAN_HOST_NETNS", &self.host_netns).env_remove("NO_COLOR");
+        c.env("VMSAN_HOME", self.dir.path())
+            .env("VMSAN_HOST_NETNS", &self.host_netns)
+            .env_remove("NO_COLOR");
         c
     }
 
@@ -151,7 +214,11 @@ impl Home {
     fn json(&self, args: &[&str]) -> Value {
         let out = self.vmsan().arg("--json").args(args).output().unwrap();
         let doc = parse(&out);
-        assert!(out.status.success(), "vmsan {args:?} failed: {doc}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "vmsan {args:?} failed: {doc}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         doc
     }
 
@@ -177,7 +244,11 @@ impl Drop for Home {
 
 fn parse(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("stdout is not one JSON document ({e}): {:?}\nstderr: {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+        panic!(
+            "stdout is not one JSON document ({e}): {:?}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
     })
 }
 
@@ -200,46 +271,88 @@ fn busybox_rootfs(dir: &Path) {
 /// Everything a VM may have left on the host, as a list of findings (empty = clean).
 fn leftovers(home: &Path, host_ns: &str, id: &str) -> Vec<String> {
     let mut found = Vec::new();
-    let netns = String::from_utf8_lossy(&Command::new("ip").args(["netns", "list"]).output().unwrap().stdout).into_owned();
+    let netns = String::from_utf8_lossy(
+        &Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
     if netns.contains(id) {
         found.push(format!("network namespace of {id}"));
     }
-    let links = String::from_utf8_lossy(&Command::new("ip").args(["-n", host_ns, "-o", "link"]).output().unwrap().stdout).into_owned();
-    for l in links.lines().filter(|l| !l.contains(" lo:") && !l.contains(" up0@")) {
+    let links = String::from_utf8_lossy(
+        &Command::new("ip")
+            .args(["-n", host_ns, "-o", "link"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    for l in links
+        .lines()
+        .filter(|l| !l.contains(" lo:") && !l.contains(" up0@"))
+    {
         found.push(format!("link in the host namespace: {l}"));
     }
-    let tables = Command::new("ip").args(["netns", "exec", host_ns, "nft", "list", "ruleset"]).output().unwrap();
+    let tables = Command::new("ip")
+        .args(["netns", "exec", host_ns, "nft", "list", "ruleset"])
+        .output()
+        .unwrap();
     if String::from_utf8_lossy(&tables.stdout).contains(id) {
         found.push(format!("nftables rules naming {id} in the host namespace"));
     }
-    let loops = String::from_utf8_lossy(&Command::new("losetup").arg("-a").output().unwrap().stdout).into_owned();
+    let loops =
+        String::from_utf8_lossy(&Command::new("losetup").arg("-a").output().unwrap().stdout)
+            .into_owned();
     let home_s = home.display().to_string();
-    for l in loops.lines().filter(|l| l.contains(&home_s) || l.contains(id)) {
+    for l in loops
+        .lines()
+        .filter(|l| l.contains(&home_s) || l.contains(id))
+    {
         found.push(format!("loop device: {l}"));
     }
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    for m in mounts.lines().filter(|l| l.contains(&home_s) || l.contains(id)) {
+    for m in mounts
+        .lines()
+        .filter(|l| l.contains(&home_s) || l.contains(id))
+    {
         found.push(format!("mount: {m}"));
     }
     for p in std::fs::read_dir("/proc").unwrap().flatten() {
         if let Ok(cmd) = std::fs::read(p.path().join("cmdline"))
             && String::from_utf8_lossy(&cmd).contains(id)
         {
-            found.push(format!("process {}: {}", p.file_name().to_string_lossy(), String::from_utf8_lossy(&cmd).replace('\0', " ")));
+            found.push(format!(
+                "process {}: {}",
+                p.file_name().to_string_lossy(),
+                String::from_utf8_lossy(&cmd).replace('\0', " ")
+            ));
         }
     }
     for ctl in ["cpu", "memory", "pids", "cpuset", "unified", ""] {
-        let d = Path::new("/sys/fs/cgroup").join(ctl).join("firecracker").join(id);
+        let d = Path::new("/sys/fs/cgroup")
+            .join(ctl)
+            .join("firecracker")
+            .join(id);
         if d.exists() {
             found.push(format!("cgroup {}", d.display()));
         }
     }
-    for p in [home.join("vms").join(id), home.join("jail/firecracker").join(id)] {
+    for p in [
+        home.join("vms").join(id),
+        home.join("jail/firecracker").join(id),
+    ] {
         if p.exists() {
             found.push(format!("file {}", p.display()));
         }
     }
-    if std::fs::read_dir(home.join("slots")).map(|d| d.count()).unwrap_or(0) != 0 {
+    if std::fs::read_dir(home.join("slots"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+        != 0
+    {
         found.push("a slot claim".into());
     }
     found
@@ -260,21 +373,40 @@ fn privileged_e2e_vm_lifecycle() {
         }
     };
     let net = Network::new();
-    let home = Home { dir: tempfile::tempdir().unwrap(), host_netns: net.host_path() };
+    let home = Home {
+        dir: tempfile::tempdir().unwrap(),
+        host_netns: net.host_path(),
+    };
     let agent = agent_binary().unwrap();
 
     // Setup: the contract for scripted use (README).
     let doc = home.json(&[
         "setup",
-        "--firecracker", firecracker.to_str().unwrap(),
-        "--jailer", jailer.to_str().unwrap(),
-        "--kernel", kernel.to_str().unwrap(),
-        "--agent", agent.to_str().unwrap(),
+        "--firecracker",
+        firecracker.to_str().unwrap(),
+        "--jailer",
+        jailer.to_str().unwrap(),
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--agent",
+        agent.to_str().unwrap(),
     ]);
-    assert!(doc["firecracker"].as_str().unwrap().ends_with("/bin/firecracker"), "{doc}");
+    assert!(
+        doc["firecracker"]
+            .as_str()
+            .unwrap()
+            .ends_with("/bin/firecracker"),
+        "{doc}"
+    );
     let rootfs = work.path().join("rootfs");
     busybox_rootfs(&rootfs);
-    home.json(&["image", "import", rootfs.to_str().unwrap(), "--name", "busybox"]);
+    home.json(&[
+        "image",
+        "import",
+        rootfs.to_str().unwrap(),
+        "--name",
+        "busybox",
+    ]);
 
     // Create: returns once the agent has announced itself.
     let doc = home.json(&["create", "--from-image", "busybox"]);
@@ -286,7 +418,12 @@ fn privileged_e2e_vm_lifecycle() {
 
     // Exec: output, exit codes, flags passed through verbatim.
     let out = home.run(&["exec", &id, "echo", "-n", "hello", "world"]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello world", "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello world",
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.status.code(), Some(0));
     let out = home.run(&["exec", &id, "sh", "-c", "echo oops >&2; exit 3"]);
     assert_eq!(out.status.code(), Some(3));
@@ -297,15 +434,30 @@ fn privileged_e2e_vm_lifecycle() {
 
     // Files: upload, then download, byte for byte, with the mode kept.
     let payload = work.path().join("payload.bin");
-    let bytes: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let bytes: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     std::fs::write(&payload, &bytes).unwrap();
-    std::fs::set_permissions(&payload, std::os::unix::fs::PermissionsExt::from_mode(0o751)).unwrap();
+    std::fs::set_permissions(
+        &payload,
+        std::os::unix::fs::PermissionsExt::from_mode(0o751),
+    )
+    .unwrap();
     home.json(&["upload", &id, payload.to_str().unwrap(), "--dest", "/root"]);
     let out = home.run(&["exec", &id, "stat", "-c", "%a %s", "/root/payload.bin"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "751 300000");
     let back = work.path().join("back.bin");
-    home.json(&["download", &id, "/root/payload.bin", "--dest", back.to_str().unwrap()]);
-    assert!(std::fs::read(&back).unwrap() == bytes, "downloaded bytes differ");
+    home.json(&[
+        "download",
+        &id,
+        "/root/payload.bin",
+        "--dest",
+        back.to_str().unwrap(),
+    ]);
+    assert!(
+        std::fs::read(&back).unwrap() == bytes,
+        "downloaded bytes differ"
+    );
 
     // A shell on a real PTY.
     let mut cmd = home.vmsan();
@@ -317,8 +469,21 @@ fn privileged_e2e_vm_lifecycle() {
     pty.exp_eof().unwrap();
 
     // Egress through the VM's own namespace, NAT and the test's "internet".
-    let out = home.run(&["exec", &id, "nc", "-w", "5", INTERNET_IP, &SERVER_PORT.to_string()]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), GREETING, "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let out = home.run(&[
+        "exec",
+        &id,
+        "nc",
+        "-w",
+        "5",
+        INTERNET_IP,
+        &SERVER_PORT.to_string(),
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        GREETING,
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Stop, then start: same disk, same identity.
     home.json(&["exec", &id, "sh", "-c", "echo persisted > /root/data; sync"]);
@@ -334,5 +499,9 @@ fn privileged_e2e_vm_lifecycle() {
     let doc = home.json(&["remove", "--force", &id]);
     assert_eq!(doc["results"][0]["success"], true, "{doc}");
     let left = leftovers(home.dir.path(), &net.host, &id);
-    assert!(left.is_empty(), "left behind after remove:\n{}", left.join("\n"));
+    assert!(
+        left.is_empty(),
+        "left behind after remove:\n{}",
+        left.join("\n")
+    );
 }
