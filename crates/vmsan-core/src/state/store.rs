@@ -122,31 +122,61 @@ impl StateStore {
                 )));
             }
         };
-        let mut out = Vec::new();
+        let mut ids = Vec::new();
         for entry in rd {
             let entry = entry.map_err(|e| Error::io(format!("read {}", dir.display()), e))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
             // Temporary and trash directories start with '.', and are not VMs.
-            let Ok(id) = VmId::parse(name) else { continue };
-            let path = entry.path().join(STATE_FILE);
-            match read_state(&path, &id) {
-                Ok(mut st) => {
-                    reconcile(&mut st);
-                    out.push(ListEntry::Vm(Box::new(st)));
-                }
-                // Removed between read_dir and the read: it is simply gone.
-                Err(e) if e.code() == ErrorCode::VmNotFound => {}
-                Err(e) => out.push(ListEntry::Corrupt {
-                    id: name.to_owned(),
-                    path,
-                    error: e.message().to_owned(),
-                }),
+            if let Some(id) = entry.file_name().to_str().and_then(|n| VmId::parse(n).ok()) {
+                ids.push(id);
             }
         }
+        // A host with many VMs lists them on every core: reading a state file is mostly
+        // system calls, which run in parallel.
+        let workers = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(4);
+        let mut out = if ids.len() >= 64 && workers > 1 {
+            let chunk = ids.len().div_ceil(workers);
+            std::thread::scope(|s| {
+                let handles: Vec<_> = ids
+                    .chunks(chunk)
+                    .map(|part| {
+                        s.spawn(move || {
+                            part.iter()
+                                .filter_map(|id| self.entry(id))
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| h.join().unwrap_or_default())
+                    .collect::<Vec<_>>()
+            })
+        } else {
+            ids.iter().filter_map(|id| self.entry(id)).collect()
+        };
         // Newest first; RFC 3339 UTC timestamps sort as text.
         out.sort_unstable_by(newest_first);
         Ok(out)
+    }
+
+    /// One entry of `list`: the reconciled state, or what is wrong with it; `None` when the
+    /// VM vanished meanwhile.
+    fn entry(&self, id: &VmId) -> Option<ListEntry> {
+        let path = self.paths.state_file(id);
+        match read_state(&path, id) {
+            Ok(mut st) => {
+                reconcile(&mut st);
+                Some(ListEntry::Vm(Box::new(st)))
+            }
+            Err(e) if e.code() == ErrorCode::VmNotFound => None,
+            Err(e) => Some(ListEntry::Corrupt {
+                id: id.to_string(),
+                path,
+                error: e.message().to_owned(),
+            }),
+        }
     }
 
     /// One VM, reconciled with reality.
@@ -417,18 +447,32 @@ fn read_state(path: &Path, id: &VmId) -> Result<VmState> {
         .detail("vmId", id.as_str())
         .detail("path", path.display().to_string())
     };
-    // One read of the whole file: `list` reads a thousand of these.
-    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    if size > MAX_STATE_BYTES {
-        return Err(corrupt("larger than 1 MiB".into()));
+    // Usually one read system call: `list` reads a thousand of these. State files are a few
+    // KiB; a larger one is read on until its end (or the size limit).
+    let mut bytes = vec![0u8; 16 * 1024];
+    let mut len = 0;
+    loop {
+        if len == bytes.len() {
+            if bytes.len() as u64 > MAX_STATE_BYTES {
+                return Err(corrupt("larger than 1 MiB".into()));
+            }
+            bytes.resize(bytes.len() * 2, 0);
+        }
+        match std::io::Read::read(&mut file, &mut bytes[len..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                len += n;
+                // A short read of a regular file means its end.
+                if len < bytes.len() {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
+        }
     }
-    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0) + 1);
-    std::io::Read::read_to_end(
-        &mut std::io::Read::take(&mut file, MAX_STATE_BYTES + 1),
-        &mut bytes,
-    )
-    .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
-    if bytes.len() as u64 > MAX_STATE_BYTES {
+    bytes.truncate(len);
+    if len as u64 > MAX_STATE_BYTES {
         return Err(corrupt("larger than 1 MiB".into()));
     }
     let st: VmState = match serde_json::from_slice(&bytes) {

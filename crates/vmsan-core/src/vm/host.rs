@@ -391,12 +391,9 @@ pub(crate) async fn teardown(paths: &Paths, st: &VmState, _net: Option<VmNet>) -
             if launch.jailer.is_some() && launch.isolation.cgroup {
                 match CgroupMounts::detect() {
                     Ok(m) => {
-                        if let Err(e) = remove_cgroups_when_empty(
-                            &m,
-                            launch.layout.exec_name(),
-                            st.id.as_str(),
-                        )
-                        .await
+                        if let Err(e) =
+                            remove_cgroups_when_empty(&m, launch.layout.exec_name(), st.id.as_str())
+                                .await
                         {
                             problems.push(format!("cgroups: {e}"));
                         }

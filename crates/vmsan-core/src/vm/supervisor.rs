@@ -293,7 +293,11 @@ impl Supervisor {
         );
         // Record Firecracker at once: if this supervisor dies from here on, `stop` and
         // `remove` still find the process to kill.
-        let early = self.vmm.as_ref().and_then(Vmm::pid).and_then(process::identify);
+        let early = self
+            .vmm
+            .as_ref()
+            .and_then(Vmm::pid)
+            .and_then(process::identify);
         self.store.update(&self.state.id, |st| {
             st.vmm = early;
             Ok(())
