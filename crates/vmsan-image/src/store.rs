@@ -90,6 +90,12 @@ pub struct ImageRecord {
     pub entries: u64,
     /// Build time, seconds since the epoch.
     pub built_at: u64,
+    /// Time spent merging the layers, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge_ms: Option<u64>,
+    /// Time spent building the filesystem, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_ms: Option<u64>,
 }
 
 /// A usable image.

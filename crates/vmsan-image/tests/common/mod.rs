@@ -176,6 +176,21 @@ impl Registry {
         let mut cfg = config;
         cfg["architecture"] = arch.into();
         cfg["os"] = "linux".into();
+        let diff_ids: Vec<String> = layers
+            .iter()
+            .map(|(b, mt)| {
+                if *mt == GZ {
+                    let mut raw = Vec::new();
+                    flate2::read::GzDecoder::new(b.as_slice())
+                        .read_to_end(&mut raw)
+                        .unwrap();
+                    sha(&raw)
+                } else {
+                    sha(b)
+                }
+            })
+            .collect();
+        cfg["rootfs"] = serde_json::json!({"type": "layers", "diff_ids": diff_ids});
         let cfg_b = serde_json::to_vec(&cfg).unwrap();
         let cfg_d = self.push_blob(repo, &cfg_b).await;
         let mut descs = Vec::new();
