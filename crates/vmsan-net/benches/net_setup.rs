@@ -115,6 +115,7 @@ fn main() {
     let _tmp = TmpFiles(vec![
         vm_rules.clone(),
         host_rules.clone(),
+        host_remove.clone(),
         pol_rules.clone(),
     ]);
     let mut theirs = Vec::new();

@@ -453,20 +453,15 @@ impl HostState {
         st
     }
 
-    /// Reads the table in `ns` (absent table: empty state).
+    /// Reads the table in `ns` (absent table: empty state). One `nft` call.
     pub fn read(ns: Option<&Path>) -> Result<Self> {
-        let tables = run(ns, &["list", "tables", "ip"], "")?;
-        if !tables
-            .lines()
-            .any(|l| l.trim() == format!("table ip {HOST_TABLE}"))
-        {
-            return Ok(Self::default());
+        match run(ns, &["list", "table", "ip", HOST_TABLE], "") {
+            Ok(listing) => Ok(Self::parse(&listing)),
+            Err(NetError::Nft { detail, .. }) if detail.contains("No such file or directory") => {
+                Ok(Self::default())
+            }
+            Err(e) => Err(e),
         }
-        Ok(Self::parse(&run(
-            ns,
-            &["list", "table", "ip", HOST_TABLE],
-            "",
-        )?))
     }
 }
 
@@ -591,13 +586,15 @@ pub fn apply(ns: Option<&Path>, script: &str) -> Result<()> {
 /// The compat chains (see [`COMPAT_FORWARD_CHAINS`]) present in `ns`, each with the handles
 /// of our rules in it.
 pub fn compat_chains(ns: Option<&Path>) -> Result<Vec<(ChainRef, Vec<u64>)>> {
-    let tables = run(ns, &["list", "tables"], "")?;
+    let tables = list_tables(ns)?;
+    compat_chains_in(ns, &tables)
+}
+
+/// Like [`compat_chains`] with the table list already at hand (`family name` strings).
+pub fn compat_chains_in(ns: Option<&Path>, tables: &[String]) -> Result<Vec<(ChainRef, Vec<u64>)>> {
     let mut out = Vec::new();
     for c in COMPAT_FORWARD_CHAINS {
-        if !tables
-            .lines()
-            .any(|l| l.trim() == format!("table {} {}", c.0, c.1))
-        {
+        if !tables.iter().any(|t| *t == format!("{} {}", c.0, c.1)) {
             continue;
         }
         let Ok(listing) = run(ns, &["-a", "list", "chain", c.0, c.1, c.2], "") else {
@@ -606,6 +603,14 @@ pub fn compat_chains(ns: Option<&Path>) -> Result<Vec<(ChainRef, Vec<u64>)>> {
         out.push((c, parse_handles(&listing, COMPAT_COMMENT)));
     }
     Ok(out)
+}
+
+/// Every table in `ns` as `family name`.
+pub fn list_tables(ns: Option<&Path>) -> Result<Vec<String>> {
+    Ok(run(ns, &["list", "tables"], "")?
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("table ").map(str::to_string))
+        .collect())
 }
 
 /// Our compat rules in `ns`.

@@ -217,8 +217,7 @@ pub enum Leak {
     },
 }
 
-/// Refuses published host ports held by another VM (in `state`) or by a host listener.
-/// Runs in the host namespace.
+/// Refuses published host ports held by another VM (in `state`).
 fn check_published_free(state: &nft::HostState, ports: &[PublishedPort]) -> Result<()> {
     for p in ports {
         if let Some((_, _, ip, _)) = state
@@ -232,6 +231,13 @@ fn check_published_free(state: &nft::HostState, ports: &[PublishedPort]) -> Resu
                 by: format!("published by the VM at {ip}"),
             });
         }
+    }
+    Ok(())
+}
+
+/// Refuses published host ports a host process listens on. Runs in the host namespace.
+fn check_listeners_free(ports: &[PublishedPort]) -> Result<()> {
+    for p in ports {
         let a = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, p.host_port);
         let r = match p.protocol {
             Protocol::Tcp => TcpListener::bind(a).map(drop),
@@ -341,8 +347,11 @@ fn build_host_side(host: &HostConfig, spec: &VmNetSpec, net: &VmNet) -> Result<(
     let host_veth = net.host_veth.as_str();
     netns::run_in_opt(host.host_ns(), || {
         let lock = host.lock()?;
-        let state = nft::HostState::read(None)?;
-        check_published_free(&state, &spec.published_ports)?;
+        check_listeners_free(&spec.published_ports)?;
+        let tables = nft::list_tables(None)?;
+        let exists = tables
+            .iter()
+            .any(|t| *t == format!("ip {}", nft::HOST_TABLE));
         link::with_netlink(|h| async move {
             link::add_veth(&h, host_veth, VM_VETH_NAME, ns_file.as_raw_fd()).await?;
             let idx = link::require_index(&h, host_veth).await?;
@@ -358,12 +367,12 @@ fn build_host_side(host: &HostConfig, spec: &VmNetSpec, net: &VmNet) -> Result<(
         let mut script = String::new();
         // The compat rules follow foreign chains that may appear after our table (Docker
         // started later), so they are checked on every setup.
-        let missing: Vec<_> = nft::compat_chains(None)?
+        let missing: Vec<_> = nft::compat_chains_in(None, &tables)?
             .into_iter()
             .filter(|(_, handles)| handles.is_empty())
             .map(|(c, _)| c)
             .collect();
-        if !state.exists {
+        if !exists {
             script.push_str(&nft::render_host_base(&missing));
         } else if !missing.is_empty() {
             let base = nft::render_host_base(&missing);
@@ -377,7 +386,13 @@ fn build_host_side(host: &HostConfig, spec: &VmNetSpec, net: &VmNet) -> Result<(
             host_veth,
             published: &net.published_ports,
         }));
-        nft::apply(None, &script)?;
+        if let Err(e) = nft::apply(None, &script) {
+            // `create element` refused a published port another VM holds: say which.
+            if !spec.published_ports.is_empty() {
+                check_published_free(&nft::HostState::read(None)?, &spec.published_ports)?;
+            }
+            return Err(e);
+        }
         drop(lock);
         Ok(())
     })
@@ -419,7 +434,12 @@ pub fn teardown(host: &HostConfig, vm_id: &str, slot: Slot) -> Result<()> {
             netns::run_in_opt(host.host_ns(), || {
                 let _lock = host.lock()?;
                 let state = nft::HostState::read(None)?;
-                let compat = nft::compat_rule_handles(None)?;
+                let last = state.guests.iter().all(|(d, _)| *d == host_veth);
+                let compat = if state.exists && last {
+                    nft::compat_rule_handles(None)?
+                } else {
+                    Vec::new()
+                };
                 let script = nft::render_host_remove(&state, &host_veth, guest_ip, &compat);
                 if script.is_empty() {
                     Ok(())
