@@ -687,6 +687,26 @@ async fn upload_and_download_keep_modes_dirs_and_symlinks() {
     );
     assert_eq!(std::fs::read(guest.join("single.txt")).unwrap(), b"one");
 
+    // Explicit names: a single file renamed on the way in; a name that climbs out is refused.
+    c.upload_as(
+        &[(src.join("single.txt"), "renamed.txt".into())],
+        &path_str(&guest),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(std::fs::read(guest.join("renamed.txt")).unwrap(), b"one");
+    assert!(
+        c.upload_as(
+            &[(src.join("single.txt"), "../escaped.txt".into())],
+            &path_str(&guest),
+            None
+        )
+        .await
+        .is_err()
+    );
+    assert!(!agent.dir.path().join("escaped.txt").exists());
+
     let st = c.stat(&path_str(&guest.join("tree/link"))).await.unwrap();
     assert_eq!(st.kind, vmsan_proto::FileKind::Symlink);
     assert_eq!(st.link_target.as_deref(), Some("sub/data"));
