@@ -374,3 +374,27 @@ fn privileged_docker_forward_drop_and_clean_teardown() {
         "{chain}"
     );
 }
+
+#[test]
+fn privileged_custom_policy_port_list() {
+    if !can_run("privileged_custom_policy_port_list") {
+        return;
+    }
+    let w = World::new();
+    let policy = Policy::Custom(CustomPolicy {
+        allowed_cidrs: vec!["203.0.113.0/24".parse().unwrap()],
+        denied_cidrs: vec![],
+        allowed_domains: vec![],
+        ports: vec![80],
+    });
+    let vm = w.vm(spec(12, policy));
+    let g = Guest::attach(&vm.net, "g");
+    assert_eq!(g.tcp(CIDR_OK_IP, 80).as_deref(), Some("inet"));
+    assert_eq!(g.tcp(CIDR_OK_IP, 443), None, "port outside the list");
+    assert_eq!(g.tcp(CIDR_OK_IP, 5000), None, "port outside the list");
+    assert_eq!(
+        g.tcp(ALLOWED_IP, 80),
+        None,
+        "address outside the allowed CIDRs"
+    );
+}
