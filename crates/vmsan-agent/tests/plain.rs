@@ -1093,3 +1093,21 @@ async fn dropping_an_exec_kills_its_process_group() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_recovers_when_the_agent_restarts() {
+    let mut agent = AgentProc::start().await;
+    let c = agent.client();
+    // Leaves idle connections in the client's pool.
+    c.health().await.unwrap();
+    c.exec_collect(req(&["true"])).await.unwrap();
+    agent.restart().await;
+    assert_eq!(c.health().await.unwrap().status, "ok");
+    assert_eq!(
+        c.exec_collect(req(&["echo", "again"]))
+            .await
+            .unwrap()
+            .stdout,
+        b"again\n"
+    );
+}
