@@ -348,17 +348,27 @@ fn build_host_side(host: &HostConfig, spec: &VmNetSpec, net: &VmNet) -> Result<(
     netns::run_in_opt(host.host_ns(), || {
         let lock = host.lock()?;
         check_listeners_free(&spec.published_ports)?;
-        let tables = nft::list_tables(None)?;
+        // Listing the tables (an nft process) overlaps with the netlink work; a thread
+        // spawned here inherits this thread's (host) namespace.
+        let (tables, links) = std::thread::scope(|s| {
+            let t = s.spawn(|| nft::list_tables(None));
+            let l = link::with_netlink(|h| async move {
+                link::add_veth(&h, host_veth, VM_VETH_NAME, ns_file.as_raw_fd()).await?;
+                let idx = link::require_index(&h, host_veth).await?;
+                link::add_addr(&h, idx, a.host_veth_ip, a.prefix, host_veth).await?;
+                link::up(&h, idx, host_veth).await?;
+                link::add_route(&h, a.guest_net.addr(), a.prefix, a.vm_veth_ip).await
+            });
+            let t = t
+                .join()
+                .unwrap_or_else(|_| Err(NetError::invalid("setup", "nft worker panicked")));
+            (t, l)
+        });
+        links?;
+        let tables = tables?;
         let exists = tables
             .iter()
             .any(|t| *t == format!("ip {}", nft::HOST_TABLE));
-        link::with_netlink(|h| async move {
-            link::add_veth(&h, host_veth, VM_VETH_NAME, ns_file.as_raw_fd()).await?;
-            let idx = link::require_index(&h, host_veth).await?;
-            link::add_addr(&h, idx, a.host_veth_ip, a.prefix, host_veth).await?;
-            link::up(&h, idx, host_veth).await?;
-            link::add_route(&h, a.guest_net.addr(), a.prefix, a.vm_veth_ip).await
-        })?;
         if netns::read_sysctl("net/ipv4/ip_forward")? != "1" {
             netns::write_sysctl("net/ipv4/ip_forward", "1")?;
         }
