@@ -609,3 +609,32 @@ async fn privileged_rejects_unsafe_layers_and_corrupt_blobs() {
     assert!(matches!(e, Error::NotFound(..)), "{e}");
     assert_clean(&store);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privileged_bearer_token_flow() {
+    if skip() {
+        return;
+    }
+    let Some(reg) = Registry::start_with_token_auth("test/bearer") else {
+        return;
+    };
+    let (digest, _) = reg
+        .push_image(
+            "test/bearer",
+            "v1",
+            "amd64",
+            serde_json::json!({}),
+            &[(Layer::new().file("tok", b"ok", 0o644, 0, 0).gz(), GZ)],
+        )
+        .await;
+    let home = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(home.path()).unwrap();
+    // Anonymous: the registry challenges with Bearer, the client fetches a token from the
+    // realm and retries.
+    let img = store
+        .pull(&format!("{}/test/bearer:v1", reg.addr), &opts())
+        .await
+        .unwrap();
+    assert_eq!(img.record.digest.to_string(), digest);
+    assert!(unsquashfs_list(&img.rootfs).contains_key("/tok"));
+}
