@@ -253,6 +253,24 @@ impl ImageStore {
         self.dir.join("tmp").join(format!("{}.partial", d.hex()))
     }
 
+    /// Hold an exclusive lock for downloading blob `d` (in `<images>/locks/`, never in `tmp/`).
+    pub(crate) async fn blob_lock(&self, d: &Digest) -> Result<File> {
+        let dir = self.dir.join("locks");
+        mkdir(&dir, 0o700)?;
+        let p = dir.join(format!("{}.lock", d.hex()));
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&p)
+            .ctx(|| format!("open {}", p.display()))?;
+        tokio::task::spawn_blocking(move || f.lock().map(|()| f))
+            .await
+            .map_err(|e| Error::io("lock task", std::io::Error::other(e.to_string())))?
+            .ctx(|| format!("lock {}", p.display()))
+    }
+
     pub(crate) fn tmp_dir(&self) -> PathBuf {
         self.dir.join("tmp")
     }
@@ -540,6 +558,11 @@ impl ImageStore {
                 report.bytes += e.metadata().map_or(0, |m| m.len());
                 fs::remove_file(e.path()).ctx(|| format!("remove {}", e.path().display()))?;
                 report.blobs += 1;
+            }
+        }
+        if let Ok(rd) = fs::read_dir(self.dir.join("locks")) {
+            for e in rd.flatten() {
+                let _ = fs::remove_file(e.path());
             }
         }
         let tmp = self.tmp_dir();

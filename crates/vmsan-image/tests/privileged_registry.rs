@@ -638,3 +638,36 @@ async fn privileged_bearer_token_flow() {
     assert_eq!(img.record.digest.to_string(), digest);
     assert!(unsquashfs_list(&img.rootfs).contains_key("/tok"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privileged_concurrent_pulls_share_one_download() {
+    if skip() {
+        return;
+    }
+    let Some(reg) = Registry::start(false) else {
+        return;
+    };
+    let l = Layer::new()
+        .file("c", &noise(4 << 20, 11), 0o644, 0, 0)
+        .gz();
+    let (digest, _) = reg
+        .push_image(
+            "test/conc",
+            "v1",
+            "amd64",
+            serde_json::json!({}),
+            &[(l, GZ)],
+        )
+        .await;
+    let home = tempfile::tempdir().unwrap();
+    let a = ImageStore::open(home.path()).unwrap();
+    let b = ImageStore::open(home.path()).unwrap();
+    let name = format!("{}/test/conc:v1", reg.addr);
+    let (o1, o2) = (opts(), opts());
+    let (x, y) = tokio::join!(a.pull(&name, &o1), b.pull(&name, &o2));
+    let (x, y) = (x.unwrap(), y.unwrap());
+    assert_eq!(x.record.digest.to_string(), digest);
+    assert_eq!(x.rootfs, y.rootfs);
+    assert_eq!(a.list().unwrap().len(), 1);
+    assert_eq!(std::fs::read_dir(a.dir().join("tmp")).unwrap().count(), 0);
+}
