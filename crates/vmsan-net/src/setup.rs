@@ -304,21 +304,35 @@ fn build(host: &HostConfig, spec: &VmNetSpec, net: &VmNet) -> Result<()> {
                 let _ = netns::write_sysctl("net/ipv6/conf/all/disable_ipv6", "1");
                 let _ = netns::write_sysctl("net/ipv6/conf/default/disable_ipv6", "1");
                 netns::write_sysctl("net/ipv4/ip_forward", "1")?;
-                sys::create_persistent_tap(TAP_NAME, spec.jail_uid, spec.jail_gid)?;
-                link::with_netlink(|h| async move {
-                    let lo = link::require_index(&h, "lo").await?;
-                    link::up(&h, lo, "lo").await?;
-                    let tap = link::require_index(&h, TAP_NAME).await?;
-                    link::add_addr(&h, tap, a.tap_ip, a.prefix, TAP_NAME).await?;
-                    link::up(&h, tap, TAP_NAME).await
-                })?;
-                let script = nft::render_vm_table(&nft::VmRules {
-                    addrs: &a,
-                    policy: &net.policy,
-                    allow_udp: net.allow_udp,
-                    published: &net.published_ports,
-                });
-                nft::apply(None, &script)
+                // The ruleset names interfaces, it does not need them: load it (an nft
+                // process, forked from a thread in this namespace) while the links are made.
+                std::thread::scope(|s| {
+                    let fw = s.spawn(|| {
+                        nft::apply(
+                            None,
+                            &nft::render_vm_table(&nft::VmRules {
+                                addrs: &a,
+                                policy: &net.policy,
+                                allow_udp: net.allow_udp,
+                                published: &net.published_ports,
+                            }),
+                        )
+                    });
+                    let links = sys::create_persistent_tap(TAP_NAME, spec.jail_uid, spec.jail_gid)
+                        .and_then(|()| {
+                            link::with_netlink(|h| async move {
+                                let lo = link::require_index(&h, "lo").await?;
+                                link::up(&h, lo, "lo").await?;
+                                let tap = link::require_index(&h, TAP_NAME).await?;
+                                link::add_addr(&h, tap, a.tap_ip, a.prefix, TAP_NAME).await?;
+                                link::up(&h, tap, TAP_NAME).await
+                            })
+                        });
+                    let fw = fw
+                        .join()
+                        .unwrap_or_else(|_| Err(NetError::invalid("setup", "nft worker panicked")));
+                    links.and(fw)
+                })
             })
         });
         let host_side = build_host_side(host, spec, net);
