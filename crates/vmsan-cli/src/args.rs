@@ -375,6 +375,9 @@ pub struct SetupArgs {
     /// Use this local guest kernel.
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<String>,
+    /// Install this static guest agent (default: the one installed beside vmsan).
+    #[arg(long, value_name = "PATH")]
+    pub agent: Option<String>,
     /// Download releases from this URL.
     #[arg(long, value_name = "URL")]
     pub release_url: Option<String>,

@@ -219,6 +219,11 @@ pub fn convert(command: Command, env: &Env) -> Result<Action, Error> {
                 .as_deref()
                 .map(|p| env.host_path("--jailer", p))
                 .transpose()?,
+            agent: a
+                .agent
+                .as_deref()
+                .map(|p| env.host_path("--agent", p))
+                .transpose()?,
             kernel: a
                 .kernel
                 .as_deref()
@@ -1152,6 +1157,7 @@ mod tests {
                 firecracker: None,
                 jailer: None,
                 kernel: None,
+                agent: None,
                 release_url: None,
                 force: false
             })
@@ -1165,6 +1171,8 @@ mod tests {
                 "/bin/j",
                 "--kernel",
                 "/k",
+                "--agent",
+                "agent",
                 "--release-url",
                 "https://mirror.example/fc",
                 "--force",
@@ -1173,6 +1181,7 @@ mod tests {
                 firecracker: Some("/cwd/fc".into()),
                 jailer: Some("/bin/j".into()),
                 kernel: Some("/k".into()),
+                agent: Some("/cwd/agent".into()),
                 release_url: Some("https://mirror.example/fc".into()),
                 force: true
             })

@@ -9,6 +9,7 @@ pub mod commands;
 pub mod convert;
 pub mod output;
 pub mod privilege;
+pub mod progress;
 
 use std::ffi::OsString;
 

@@ -28,6 +28,15 @@ fn runtime() -> Result<tokio::runtime::Runtime, Error> {
         .map_err(|e| Error::io("start a runtime", e))
 }
 
+/// Run `fut` to completion, then drop the runtime without waiting for its blocking threads:
+/// tokio reads stdin on one, which may sit in `read` forever once the session is over.
+fn block_on<F: std::future::Future>(fut: F) -> Result<F::Output, Error> {
+    let rt = runtime()?;
+    let out = rt.block_on(fut);
+    rt.shutdown_background();
+    Ok(out)
+}
+
 /// A client for a running VM's agent.
 fn agent_for(ctx: &Ctx, id: &VmId) -> Result<AgentClient, Error> {
     let st = StateStore::open(&ctx.paths)?.get(id)?;
@@ -100,7 +109,8 @@ pub(crate) fn exec(ctx: &Ctx, opts: &ExecOptions) -> Result<Outcome, Error> {
             cols,
             rows,
         };
-        return rt.block_on(interactive(&client, &opts.vm, req, None));
+        drop(rt);
+        return block_on(interactive(&client, &opts.vm, req, None))?;
     }
     let req = ExecRequest {
         argv: opts.command.clone(),
@@ -156,7 +166,8 @@ pub(crate) fn exec(ctx: &Ctx, opts: &ExecOptions) -> Result<Outcome, Error> {
     }
     // Human mode: stream to our own stdout and stderr; pipe our stdin through when it is not
     // a terminal (`echo hi | vmsan exec vm cat`).
-    let result = rt.block_on(async {
+    drop(rt);
+    let result = block_on(async {
         let mut stdout = tokio::io::stdout();
         let mut stderr = tokio::io::stderr();
         let stdin = (!std::io::stdin().is_terminal()).then(tokio::io::stdin);
@@ -164,7 +175,7 @@ pub(crate) fn exec(ctx: &Ctx, opts: &ExecOptions) -> Result<Outcome, Error> {
             r = client.exec(req, stdin, &mut stdout, &mut stderr) => Some(r),
             _ = tokio::signal::ctrl_c() => None,
         }
-    });
+    })?;
     match result {
         None => {
             let mut o = Outcome::ok(json!({}), Vec::new());
@@ -244,7 +255,7 @@ pub(crate) fn connect_to(ctx: &Ctx, id: &VmId, session: Option<&str>) -> Result<
         cols,
         rows,
     };
-    runtime()?.block_on(interactive(&client, id, req, session))
+    block_on(interactive(&client, id, req, session))?
 }
 
 /// `vmsan upload`.

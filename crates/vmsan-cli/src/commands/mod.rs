@@ -4,6 +4,7 @@
 
 mod doctor;
 mod guest;
+mod images;
 mod info;
 mod inspect;
 mod list;
@@ -46,6 +47,12 @@ pub fn dispatch(ctx: &Ctx, action: Action) -> Result<Outcome, Error> {
         Action::Connect(opts) => guest::connect_to(ctx, &opts.vm, opts.session.as_deref()),
         Action::Upload(opts) => guest::upload(ctx, &opts),
         Action::Download(opts) => guest::download(ctx, &opts),
+        Action::Setup(opts) => images::setup(ctx, &opts),
+        Action::ImageList => images::list(ctx),
+        Action::ImagePull(opts) => images::pull(ctx, &opts),
+        Action::ImageImport(opts) => images::import(ctx, &opts),
+        Action::ImageRemove(opts) => images::remove(ctx, &opts),
+        Action::ImagePrune(opts) => images::prune(ctx, &opts),
         other => Err(not_implemented(&other)),
     }
 }

@@ -82,7 +82,11 @@ pub(crate) fn create(ctx: &Ctx, opts: &CreateOptions) -> Result<Outcome, Error> 
     let spec = vm::media::spec_of(opts);
     vm::check_spec(&spec)?;
     note("Resolving kernel, agent and image");
-    let media = rt.block_on(vm::media::resolve_media(&ctx.paths, opts, None))?;
+    let media = rt.block_on(vm::media::resolve_media(
+        &ctx.paths,
+        opts,
+        crate::progress::image_progress(quiet),
+    ))?;
     let make_disk = vm::media::make_disk(&ctx.paths);
     let mut created = Vec::new();
     for _ in 0..opts.count.max(1) {

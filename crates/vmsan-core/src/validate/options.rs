@@ -276,6 +276,8 @@ pub struct SetupOptions {
     pub jailer: Option<PathBuf>,
     /// `--kernel`: a local kernel instead of a download.
     pub kernel: Option<PathBuf>,
+    /// `--agent`: the static guest agent to install.
+    pub agent: Option<PathBuf>,
     /// `--release-url`: where to download releases from.
     pub release_url: Option<String>,
     /// `--force`: reinstall what is already there.

@@ -391,11 +391,13 @@ pub(crate) async fn teardown(paths: &Paths, st: &VmState, _net: Option<VmNet>) -
             if launch.jailer.is_some() && launch.isolation.cgroup {
                 match CgroupMounts::detect() {
                     Ok(m) => {
-                        if let Err(e) = vmsan_firecracker::remove_jailer_cgroups(
+                        if let Err(e) = remove_cgroups_when_empty(
                             &m,
                             launch.layout.exec_name(),
                             st.id.as_str(),
-                        ) {
+                        )
+                        .await
+                        {
                             problems.push(format!("cgroups: {e}"));
                         }
                     }
@@ -406,6 +408,27 @@ pub(crate) async fn teardown(paths: &Paths, st: &VmState, _net: Option<VmNet>) -
         Err(e) => problems.push(format!("jail: {e}")),
     }
     problems
+}
+
+/// Remove the jailer's cgroup directories of a VM. Processes of the VM may still be leaving
+/// them for a moment after it ended (rmdir then says EBUSY), so retry for a bounded time.
+async fn remove_cgroups_when_empty(
+    mounts: &CgroupMounts,
+    parent: &str,
+    id: &str,
+) -> std::result::Result<(), vmsan_firecracker::cgroup::CgroupRemoveError> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut pause = std::time::Duration::from_millis(5);
+    loop {
+        match vmsan_firecracker::remove_jailer_cgroups(mounts, parent, id) {
+            Ok(_) => return Ok(()),
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_millis(200));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Move this process out of the caller's cgroups (into `vmsan` cgroups of each hierarchy), so

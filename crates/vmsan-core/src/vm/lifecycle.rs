@@ -124,7 +124,10 @@ pub fn create(
         Ok(()) => store.get(&id),
         Err(e) => {
             // Nothing of a failed create stays: the supervisor tore down what it set up.
-            let _ = discard(paths, &id);
+            // (`VMSAN_KEEP_FAILED=1` keeps the VM's directory and logs for a post-mortem.)
+            if std::env::var_os("VMSAN_KEEP_FAILED").is_none_or(|v| v != "1") {
+                let _ = discard(paths, &id);
+            }
             Err(e)
         }
     }
@@ -252,6 +255,12 @@ pub fn remove(paths: &Paths, id: &VmId, force: bool) -> Result<()> {
 fn discard(paths: &Paths, id: &VmId) -> Result<()> {
     let store = StateStore::open(paths)?;
     if let Ok(st) = store.get_recorded(id) {
+        // Whatever still runs for this VM goes first, so teardown finds nothing in use.
+        for p in [st.supervisor, st.vmm].into_iter().flatten() {
+            if p.pid != std::process::id() {
+                supervisor::kill_and_wait(&p, Duration::from_secs(10));
+            }
+        }
         let problems = block_on(super::host::teardown(paths, &st, None))?;
         for p in &problems {
             eprintln!("vmsan: cleanup of {id}: {p}");
@@ -335,8 +344,18 @@ fn run_supervisor(paths: &Paths, id: &VmId) -> Result<()> {
         }
     };
     // The supervisor keeps running; its exit is reaped by init once we are gone.
+    let report = parse_report(&line, &files);
+    if report.is_err() {
+        // A supervisor that failed tears down what it set up, then exits: let it finish
+        // before the caller cleans up the rest.
+        if let Ok(fd) = crate::sys::proc::PidFd::open(child.id()) {
+            let _ = fd.wait_exit(Duration::from_secs(20));
+        }
+        let _ = child.try_wait();
+    }
+    // A running supervisor is left to itself; init reaps it once we are gone.
     drop(child);
-    parse_report(&line, &files)
+    report
 }
 
 fn parse_report(line: &str, files: &VmFiles) -> Result<()> {

@@ -12,7 +12,7 @@ use crate::state::{ImageState, Isolation, NetworkState, PublishedPort};
 use crate::validate::options::{CreateOptions, InitMode, PullPolicy, RootSource};
 
 /// Map an image-crate error to a stable code.
-pub(crate) fn image_error(e: vmsan_image::Error) -> Error {
+pub fn image_error(e: vmsan_image::Error) -> Error {
     use vmsan_image::ErrorKind as K;
     let code = match e.kind() {
         K::InvalidReference => ErrorCode::ValidationImageRef,

@@ -272,6 +272,10 @@ impl Supervisor {
                 format!("listen for the agent: {e}"),
             )
         })?;
+        // Firecracker, running as the jail's uid, must be able to connect to it.
+        let ready_name = format!("{}_{}", in_jail::VSOCK, vmsan_proto::READY_PORT);
+        vmsan_firecracker::give_to_jail(&self.layout, &ready_name, uid, gid)
+            .map_err(super::convert::jail)?;
 
         let (child, vmm_log) = host::spawn_vmm(
             &self.launch,
@@ -287,6 +291,13 @@ impl Supervisor {
                 .await
                 .map_err(|e| with_log_tail(e, &vmm_log))?,
         );
+        // Record Firecracker at once: if this supervisor dies from here on, `stop` and
+        // `remove` still find the process to kill.
+        let early = self.vmm.as_ref().and_then(Vmm::pid).and_then(process::identify);
+        self.store.update(&self.state.id, |st| {
+            st.vmm = early;
+            Ok(())
+        })?;
         let deadline = Instant::now() + SOCKET_TIMEOUT;
         vmsan_firecracker::wait_for_socket(&self.layout.api_socket(), deadline)
             .await
@@ -321,8 +332,11 @@ impl Supervisor {
             .ok_or_else(|| Error::new(ErrorCode::Internal, "no VMM"))?;
         tokio::select! {
             r = ready.wait(BOOT_TIMEOUT) => {
-                r.map_err(|e| Error::new(ErrorCode::TimeoutAgent, format!("the guest agent did not announce itself: {e}"))
-                    .detail("timeoutMs", 60_000))?;
+                r.map_err(|e| with_log_tail(
+                    Error::new(ErrorCode::TimeoutAgent, format!("the guest agent did not announce itself: {e}"))
+                        .detail("timeoutMs", 60_000),
+                    &self.files.serial_log(),
+                ))?;
             }
             why = vmm.wait() => {
                 self.vmm = None;
