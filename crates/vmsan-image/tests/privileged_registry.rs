@@ -469,16 +469,16 @@ async fn privileged_rejects_unsafe_layers_and_corrupt_blobs() {
     );
     assert!(!std::path::Path::new("/etc/vmsan-escaped").exists());
 
-    // Decompression bomb: 256 MiB of zeros in a small gzip, against a 64 MiB limit.
+    // Decompression bomb: 128 MiB of zeros in a small gzip, against a 32 MiB limit.
     let mut bomb = tar::Builder::new(Vec::new());
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(tar::EntryType::Regular);
-    h.set_size(256 << 20);
+    h.set_size(128 << 20);
     h.set_mode(0o644);
     bomb.append_data(
         &mut h,
         "zeros",
-        std::io::Read::take(std::io::repeat(0), 256 << 20),
+        std::io::Read::take(std::io::repeat(0), 128 << 20),
     )
     .unwrap();
     let bomb = {
@@ -498,7 +498,7 @@ async fn privileged_rejects_unsafe_layers_and_corrupt_blobs() {
     .await;
     let mut o = opts();
     o.limits = Limits {
-        max_bytes: 64 << 20,
+        max_bytes: 32 << 20,
         ..Limits::default()
     };
     let e = store
