@@ -123,18 +123,12 @@ fn tree_size(p: &Path) -> u64 {
     }
 }
 
-fn build_tar(sources: &[PathBuf], w: ChannelWriter) -> io::Result<()> {
+fn build_tar(sources: &[(PathBuf, String)], w: ChannelWriter) -> io::Result<()> {
     // std's io::copy reads straight into a BufWriter's buffer: file data then moves in
     // CHUNK-sized reads instead of 8 KiB ones.
     let mut b = tar::Builder::new(io::BufWriter::with_capacity(CHUNK, w));
     b.follow_symlinks(false);
-    for src in sources {
-        let name = src.file_name().ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{} has no file name", src.display()),
-            )
-        })?;
+    for (src, name) in sources {
         let meta = std::fs::symlink_metadata(src)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", src.display())))?;
         if meta.is_dir() {
@@ -151,8 +145,9 @@ fn build_tar(sources: &[PathBuf], w: ChannelWriter) -> io::Result<()> {
 
 impl AgentClient {
     /// Upload local files and directories (modes kept, symlinks kept as symlinks) into the
-    /// guest directory `dest` (absolute; created when missing), as one streamed tar. `progress`
-    /// gets the bytes of tar sent and the total size of the sources' file contents.
+    /// guest directory `dest` (absolute; created when missing), each under its own file name,
+    /// as one streamed tar. `progress` gets the bytes of tar sent and the total size of the
+    /// sources' file contents.
     ///
     /// # Errors
     /// A local read failure, or the agent's refusal (`path_escape` for names or symlinks that
@@ -163,12 +158,34 @@ impl AgentClient {
         dest: &str,
         progress: Option<Progress>,
     ) -> Result<UploadResult> {
+        let mut named = Vec::with_capacity(sources.len());
+        for src in sources {
+            let name = src.file_name().ok_or_else(|| {
+                ClientError::Protocol(format!("{} has no file name", src.display()))
+            })?;
+            named.push((src.clone(), name.to_string_lossy().into_owned()));
+        }
+        self.upload_as(&named, dest, progress).await
+    }
+
+    /// Like [`AgentClient::upload`], with each source's name inside `dest` given explicitly
+    /// (`vmsan upload ./a.txt /srv/b.txt` is `upload_as(&[("./a.txt", "b.txt")], "/srv", …)`).
+    /// Names are relative; the agent refuses any that would leave `dest`.
+    ///
+    /// # Errors
+    /// As [`AgentClient::upload`].
+    pub async fn upload_as(
+        &self,
+        sources: &[(PathBuf, String)],
+        dest: &str,
+        progress: Option<Progress>,
+    ) -> Result<UploadResult> {
         let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
         let sources = sources.to_vec();
         let builder = tokio::task::spawn_blocking(move || {
             let total = progress
                 .as_ref()
-                .map(|_| sources.iter().map(|s| tree_size(s)).sum());
+                .map(|_| sources.iter().map(|(s, _)| tree_size(s)).sum());
             let w = ChannelWriter {
                 tx: tx.clone(),
                 buf: Vec::with_capacity(CHUNK),

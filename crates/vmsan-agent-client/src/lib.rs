@@ -253,6 +253,15 @@ pub struct ExecOutput {
     pub stderr: Vec<u8>,
 }
 
+/// The body of a request that may be sent again on a fresh connection.
+#[derive(Debug, Clone)]
+struct Replay(Bytes);
+
+/// The request never reached a live agent: the pooled connection was already closed.
+fn is_stale(e: &hyper::Error) -> bool {
+    e.is_canceled() || e.is_closed() || e.is_incomplete_message()
+}
+
 /// Client of one agent. Cheap to share (`Arc`) between tasks; idle connections are reused.
 #[derive(Debug)]
 pub struct AgentClient {
@@ -330,16 +339,59 @@ impl AgentClient {
     /// Send one request (reusing an idle connection when there is one) and return the response
     /// when its status is a success; otherwise the agent's error.
     async fn send(&self, what: &str, req: Request<ReqBody>) -> Result<http::Response<Incoming>> {
-        let mut sender = match self.checkout() {
-            Some(s) => s,
-            None => self.new_conn().await?,
+        let resp = match self.checkout() {
+            Some(mut pooled) => {
+                // A reused connection may have been closed by the agent (restart, drain) just
+                // before this request: a request with a small in-memory body is sent again
+                // once, on a fresh connection.
+                let replay = req.extensions().get::<Replay>().map(|r| {
+                    (
+                        req.method().clone(),
+                        req.uri().clone(),
+                        req.headers().clone(),
+                        r.0.clone(),
+                    )
+                });
+                match pooled.send_request(req).await {
+                    Ok(resp) => {
+                        self.checkin(pooled);
+                        resp
+                    }
+                    Err(e) if is_stale(&e) && replay.is_some() => {
+                        let Some((method, uri, headers, body)) = replay else {
+                            return Err(e.into());
+                        };
+                        let mut again = Request::new(full_body(body.clone()));
+                        *again.method_mut() = method;
+                        *again.uri_mut() = uri;
+                        *again.headers_mut() = headers;
+                        again.extensions_mut().insert(Replay(body));
+                        let mut fresh = self.new_conn().await?;
+                        let resp = fresh.send_request(again).await?;
+                        self.checkin(fresh);
+                        resp
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            None => {
+                let mut fresh = self.new_conn().await?;
+                let resp = fresh.send_request(req).await?;
+                self.checkin(fresh);
+                resp
+            }
         };
-        let resp = sender.send_request(req).await?;
-        self.checkin(sender);
         if resp.status().is_success() {
             return Ok(resp);
         }
         Err(error_from(what, resp).await)
+    }
+
+    /// A request without a body (replayable).
+    fn empty_request(&self, method: Method, path: &str) -> Result<Request<ReqBody>> {
+        let mut r = self.request(method, path, empty_body())?;
+        r.extensions_mut().insert(Replay(Bytes::new()));
+        Ok(r)
     }
 
     fn request(&self, method: Method, path: &str, body: ReqBody) -> Result<Request<ReqBody>> {
@@ -358,9 +410,12 @@ impl AgentClient {
         path: &str,
         v: &T,
     ) -> Result<Request<ReqBody>> {
-        let body = serde_json::to_vec(v)
-            .map_err(|e| ClientError::Protocol(format!("encode {path} body: {e}")))?;
-        let mut r = self.request(method, path, full_body(body))?;
+        let body = Bytes::from(
+            serde_json::to_vec(v)
+                .map_err(|e| ClientError::Protocol(format!("encode {path} body: {e}")))?,
+        );
+        let mut r = self.request(method, path, full_body(body.clone()))?;
+        r.extensions_mut().insert(Replay(body));
         r.headers_mut().insert(
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static("application/json"),
@@ -390,7 +445,7 @@ impl AgentClient {
     /// # Errors
     /// Connection, authentication or protocol failure.
     pub async fn health(&self) -> Result<Health> {
-        let req = self.request(Method::GET, routes::HEALTH, empty_body())?;
+        let req = self.empty_request(Method::GET, routes::HEALTH)?;
         self.call_json("health", req).await
     }
 
@@ -538,11 +593,7 @@ impl AgentClient {
     /// # Errors
     /// `not_found` for an unknown id.
     pub async fn exec_info(&self, id: &str) -> Result<ExecInfo> {
-        let r = self.request(
-            Method::GET,
-            &format!("{}{id}", routes::EXEC_PREFIX),
-            empty_body(),
-        )?;
+        let r = self.empty_request(Method::GET, &format!("{}{id}", routes::EXEC_PREFIX))?;
         self.call_json("exec info", r).await
     }
 
@@ -552,11 +603,7 @@ impl AgentClient {
     /// # Errors
     /// `not_found` for an unknown id.
     pub async fn exec_output(&self, id: &str) -> Result<ExecOutput> {
-        let r = self.request(
-            Method::GET,
-            &format!("{}{id}/output", routes::EXEC_PREFIX),
-            empty_body(),
-        )?;
+        let r = self.empty_request(Method::GET, &format!("{}{id}/output", routes::EXEC_PREFIX))?;
         let resp = self.send("exec output", r).await?;
         let bytes = resp.into_body().collect().await?.to_bytes();
         let mut dec = FrameDecoder::new();
@@ -605,7 +652,7 @@ impl AgentClient {
     /// # Errors
     /// Connection or authentication failure.
     pub async fn shutdown(&self) -> Result<()> {
-        let r = self.request(Method::POST, routes::SHUTDOWN, empty_body())?;
+        let r = self.empty_request(Method::POST, routes::SHUTDOWN)?;
         self.call_empty("shutdown", r).await
     }
 }

@@ -11,7 +11,7 @@ use vmsan_proto::{
     ExitStatus, KillRequest, PtyControl, PtyInfo, PtyOpenRequest, PtyOpened, routes,
 };
 
-use crate::{AgentClient, ClientError, Result, connect, empty_body};
+use crate::{AgentClient, ClientError, Result, connect};
 
 /// Something that happened on an attached PTY session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,7 +179,7 @@ impl AgentClient {
     /// # Errors
     /// Connection or authentication failure.
     pub async fn pty_list(&self) -> Result<Vec<PtyInfo>> {
-        let r = self.request(Method::GET, routes::PTY, empty_body())?;
+        let r = self.empty_request(Method::GET, routes::PTY)?;
         self.call_json("list PTY sessions", r).await
     }
 

@@ -687,6 +687,26 @@ async fn upload_and_download_keep_modes_dirs_and_symlinks() {
     );
     assert_eq!(std::fs::read(guest.join("single.txt")).unwrap(), b"one");
 
+    // Explicit names: a single file renamed on the way in; a name that climbs out is refused.
+    c.upload_as(
+        &[(src.join("single.txt"), "renamed.txt".into())],
+        &path_str(&guest),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(std::fs::read(guest.join("renamed.txt")).unwrap(), b"one");
+    assert!(
+        c.upload_as(
+            &[(src.join("single.txt"), "../escaped.txt".into())],
+            &path_str(&guest),
+            None
+        )
+        .await
+        .is_err()
+    );
+    assert!(!agent.dir.path().join("escaped.txt").exists());
+
     let st = c.stat(&path_str(&guest.join("tree/link"))).await.unwrap();
     assert_eq!(st.kind, vmsan_proto::FileKind::Symlink);
     assert_eq!(st.link_target.as_deref(), Some("sub/data"));
@@ -1072,4 +1092,22 @@ async fn dropping_an_exec_kills_its_process_group() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_recovers_when_the_agent_restarts() {
+    let mut agent = AgentProc::start().await;
+    let c = agent.client();
+    // Leaves idle connections in the client's pool.
+    c.health().await.unwrap();
+    c.exec_collect(req(&["true"])).await.unwrap();
+    agent.restart().await;
+    assert_eq!(c.health().await.unwrap().status, "ok");
+    assert_eq!(
+        c.exec_collect(req(&["echo", "again"]))
+            .await
+            .unwrap()
+            .stdout,
+        b"again\n"
+    );
 }

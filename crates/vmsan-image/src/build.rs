@@ -6,6 +6,17 @@ use std::process::Command;
 use crate::error::{Error, IoContext, Result};
 use crate::store::FsType;
 
+/// Where the merged tree is staged before the filesystem is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StagingArea {
+    /// `/dev/shm` when it is a tmpfs with room to spare, else the store's `tmp/` (default):
+    /// creating tens of thousands of files in memory is far faster than on disk.
+    #[default]
+    Auto,
+    /// Always the store's `tmp/` directory.
+    Store,
+}
+
 /// Options of the filesystem build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BuildOptions {
@@ -13,6 +24,8 @@ pub struct BuildOptions {
     pub fs_type: FsType,
     /// zstd level for squashfs (1..=22).
     pub zstd_level: u8,
+    /// Staging area of the merged tree.
+    pub staging: StagingArea,
 }
 
 impl Default for BuildOptions {
@@ -20,8 +33,21 @@ impl Default for BuildOptions {
         Self {
             fs_type: FsType::Squashfs,
             zstd_level: 3,
+            staging: StagingArea::Auto,
         }
     }
+}
+
+/// A tmpfs directory to stage in, when `needed` bytes fit with a wide margin.
+pub(crate) fn tmpfs_staging(needed: u64) -> Option<std::path::PathBuf> {
+    let shm = Path::new("/dev/shm");
+    let st = nix::sys::statfs::statfs(shm).ok()?;
+    if st.filesystem_type() != nix::sys::statfs::TMPFS_MAGIC {
+        return None;
+    }
+    let vst = nix::sys::statvfs::statvfs(shm).ok()?;
+    let free = vst.blocks_available().saturating_mul(vst.fragment_size());
+    (free / 2 > needed).then(|| shm.to_path_buf())
 }
 
 fn run(mut cmd: Command, program: &str, hint: &str) -> Result<()> {

@@ -31,7 +31,7 @@ pub mod setup;
 pub mod store;
 mod sys;
 
-pub use build::BuildOptions;
+pub use build::{BuildOptions, StagingArea};
 pub use digest::Digest;
 pub use disk::{CloneMethod, create_overlay_disk, write_config_drive};
 pub use error::{Error, ErrorKind, Result};

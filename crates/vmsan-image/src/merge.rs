@@ -638,6 +638,8 @@ impl Staging {
 
     /// Remove `name` in `dir` (recursively for directories), never following symlinks.
     fn remove_at(&mut self, dir: &OwnedFd, name: &OsStr) -> Result<()> {
+        // Whatever is removed may be (or lead to) a cached parent: forget it.
+        self.parent_cache = None;
         match stat_at(dir, name)? {
             None => Ok(()),
             Some(st) => {
@@ -778,6 +780,82 @@ fn copy_data(r: &mut impl Read, w: &mut File) -> io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tar_of(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, kind, data) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_mode(if kind.is_dir() { 0o755 } else { 0o644 });
+            h.set_uid(u64::from(Uid::effective().as_raw()));
+            h.set_gid(u64::from(Gid::effective().as_raw()));
+            if *kind == tar::EntryType::Symlink {
+                h.set_size(0);
+                b.append_link(&mut h, path, data).unwrap();
+            } else {
+                h.set_size(data.len() as u64);
+                b.append_data(&mut h, path, data.as_bytes()).unwrap();
+            }
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn directory_replacing_a_symlink_is_not_written_through() {
+        use tar::EntryType::{Directory as D, Regular as F, Symlink as S};
+        let t = tempfile::tempdir().unwrap();
+        let mut st = Staging::new(t.path(), Limits::default()).unwrap();
+        let layer = tar_of(&[
+            ("usr", D, ""),
+            ("usr/bin", D, ""),
+            ("bin", S, "usr/bin"),
+            ("bin/a", F, "a"),
+            ("bin", D, ""),
+            ("bin/b", F, "b"),
+        ]);
+        st.apply_layer(layer.as_slice(), LayerCompression::None, "l1")
+            .unwrap();
+        st.finish().unwrap();
+        assert!(
+            t.path().join("usr/bin/a").is_file(),
+            "written through the symlink while it existed"
+        );
+        assert!(t.path().join("bin").is_dir() && !t.path().join("bin").is_symlink());
+        assert!(t.path().join("bin/b").is_file());
+        assert!(
+            !t.path().join("usr/bin/b").exists(),
+            "not written through the replaced symlink"
+        );
+    }
+
+    #[test]
+    fn whiteouts_and_opaque_only_hide_lower_layers() {
+        use tar::EntryType::{Directory as D, Regular as F};
+        let t = tempfile::tempdir().unwrap();
+        let mut st = Staging::new(t.path(), Limits::default()).unwrap();
+        let l1 = tar_of(&[("d", D, ""), ("d/low", F, "1"), ("x", F, "1")]);
+        let l2 = tar_of(&[
+            ("d", D, ""),
+            ("d/mine", F, "2"),
+            ("d/.wh..wh..opq", F, ""),
+            ("x", F, "2"),
+            (".wh.x", F, ""),
+        ]);
+        st.apply_layer(l1.as_slice(), LayerCompression::None, "l1")
+            .unwrap();
+        st.apply_layer(l2.as_slice(), LayerCompression::None, "l2")
+            .unwrap();
+        assert!(!t.path().join("d/low").exists());
+        assert!(
+            t.path().join("d/mine").exists(),
+            "same-layer entries survive the opaque marker"
+        );
+        assert_eq!(
+            std::fs::read(t.path().join("x")).unwrap(),
+            b"2",
+            "a whiteout never hides its own layer"
+        );
+    }
 
     #[test]
     fn components_reject_escapes() {

@@ -581,10 +581,20 @@ impl ImageStore {
         limits: Limits,
         p: Option<&ProgressFn>,
     ) -> Result<()> {
+        // Uncompressed size is unknown before the merge: assume a generous 8:1 over the blobs.
+        let compressed: u64 = r.manifest.layers.iter().map(|l| l.size).sum();
+        let area = match build.staging {
+            crate::build::StagingArea::Auto => {
+                crate::build::tmpfs_staging(compressed.saturating_mul(8).saturating_add(64 << 20))
+            }
+            crate::build::StagingArea::Store => None,
+        }
+        .unwrap_or_else(|| self.tmp_dir());
         let stage = tempfile::Builder::new()
-            .prefix("stage-")
-            .tempdir_in(self.tmp_dir())
-            .ctx(|| "create staging directory".to_owned())?;
+            .prefix("vmsan-stage-")
+            .tempdir_in(&area)
+            .ctx(|| format!("create staging directory in {}", area.display()))?;
+        let t_merge = std::time::Instant::now();
         let out = tempfile::Builder::new()
             .prefix("build-")
             .tempdir_in(self.tmp_dir())
@@ -605,6 +615,7 @@ impl ImageStore {
             )?;
         }
         let stats = staging.finish()?;
+        let merge_ms = t_merge.elapsed().as_millis() as u64;
         emit(
             p,
             Progress::Building {
@@ -612,11 +623,33 @@ impl ImageStore {
             },
         );
         let fs_path = out.path().join(build.fs_type.file_name());
+        let t_build = std::time::Instant::now();
         build_filesystem(&root, &fs_path, build, stats.entries, stats.bytes)?;
+        let build_ms = t_build.elapsed().as_millis() as u64;
         drop(stage);
+        tracing::debug!(
+            merge_ms,
+            build_ms,
+            entries = stats.entries,
+            bytes = stats.bytes,
+            "image built"
+        );
         self.write_record(out.path(), r, build, stats.entries)?;
+        self.set_timings(out.path(), merge_ms, build_ms)?;
         let out = out.keep();
         self.commit_built(&out, &r.digest)
+    }
+
+    fn set_timings(&self, dir: &Path, merge_ms: u64, build_ms: u64) -> Result<()> {
+        let p = dir.join("image.json");
+        let b = fs::read(&p).ctx(|| "read image.json".to_owned())?;
+        let mut rec: ImageRecord = serde_json::from_slice(&b)
+            .map_err(|e| Error::malformed("image.json", e.to_string()))?;
+        rec.merge_ms = Some(merge_ms);
+        rec.build_ms = Some(build_ms);
+        let b = serde_json::to_vec_pretty(&rec)
+            .map_err(|e| Error::malformed("image.json", e.to_string()))?;
+        fs::write(&p, b).ctx(|| "write image.json".to_owned())
     }
 
     fn write_record(
@@ -640,6 +673,8 @@ impl ImageStore {
             size,
             entries,
             built_at: now_secs(),
+            merge_ms: None,
+            build_ms: None,
         };
         let cfg = serde_json::to_vec_pretty(&r.config)
             .map_err(|e| Error::malformed("config", e.to_string()))?;

@@ -388,6 +388,18 @@ impl RegistryClient {
             );
             return Ok(true);
         }
+        // One downloader per blob across processes: the others wait, then find it cached.
+        let _lock = store.blob_lock(d).await?;
+        if dest.is_file() {
+            emit(
+                progress,
+                Progress::LayerDone {
+                    digest: d.clone(),
+                    cached: true,
+                },
+            );
+            return Ok(true);
+        }
         let partial = store.partial_path(d);
         let mut attempt = 0;
         loop {

@@ -90,6 +90,12 @@ pub struct ImageRecord {
     pub entries: u64,
     /// Build time, seconds since the epoch.
     pub built_at: u64,
+    /// Time spent merging the layers, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge_ms: Option<u64>,
+    /// Time spent building the filesystem, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_ms: Option<u64>,
 }
 
 /// A usable image.
@@ -245,6 +251,24 @@ impl ImageStore {
 
     pub(crate) fn partial_path(&self, d: &Digest) -> PathBuf {
         self.dir.join("tmp").join(format!("{}.partial", d.hex()))
+    }
+
+    /// Hold an exclusive lock for downloading blob `d` (in `<images>/locks/`, never in `tmp/`).
+    pub(crate) async fn blob_lock(&self, d: &Digest) -> Result<File> {
+        let dir = self.dir.join("locks");
+        mkdir(&dir, 0o700)?;
+        let p = dir.join(format!("{}.lock", d.hex()));
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&p)
+            .ctx(|| format!("open {}", p.display()))?;
+        tokio::task::spawn_blocking(move || f.lock().map(|()| f))
+            .await
+            .map_err(|e| Error::io("lock task", std::io::Error::other(e.to_string())))?
+            .ctx(|| format!("lock {}", p.display()))
     }
 
     pub(crate) fn tmp_dir(&self) -> PathBuf {
@@ -534,6 +558,11 @@ impl ImageStore {
                 report.bytes += e.metadata().map_or(0, |m| m.len());
                 fs::remove_file(e.path()).ctx(|| format!("remove {}", e.path().display()))?;
                 report.blobs += 1;
+            }
+        }
+        if let Ok(rd) = fs::read_dir(self.dir.join("locks")) {
+            for e in rd.flatten() {
+                let _ = fs::remove_file(e.path());
             }
         }
         let tmp = self.tmp_dir();

@@ -469,19 +469,24 @@ async fn privileged_rejects_unsafe_layers_and_corrupt_blobs() {
     );
     assert!(!std::path::Path::new("/etc/vmsan-escaped").exists());
 
-    // Decompression bomb: 256 MiB of zeros in a small gzip, against a 64 MiB limit.
+    // Decompression bomb: 128 MiB of zeros in a small gzip, against a 32 MiB limit.
     let mut bomb = tar::Builder::new(Vec::new());
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(tar::EntryType::Regular);
-    h.set_size(256 << 20);
+    h.set_size(128 << 20);
     h.set_mode(0o644);
     bomb.append_data(
         &mut h,
         "zeros",
-        std::io::Read::take(std::io::repeat(0), 256 << 20),
+        std::io::Read::take(std::io::repeat(0), 128 << 20),
     )
     .unwrap();
-    let bomb = gzip(&bomb.into_inner().unwrap());
+    let bomb = {
+        use std::io::Write as _;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(&bomb.into_inner().unwrap()).unwrap();
+        e.finish().unwrap()
+    };
     assert!(bomb.len() < 2 << 20);
     reg.push_image(
         "bad/bomb",
@@ -493,7 +498,7 @@ async fn privileged_rejects_unsafe_layers_and_corrupt_blobs() {
     .await;
     let mut o = opts();
     o.limits = Limits {
-        max_bytes: 64 << 20,
+        max_bytes: 32 << 20,
         ..Limits::default()
     };
     let e = store
@@ -603,4 +608,66 @@ async fn privileged_rejects_unsafe_layers_and_corrupt_blobs() {
         .unwrap_err();
     assert!(matches!(e, Error::NotFound(..)), "{e}");
     assert_clean(&store);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privileged_bearer_token_flow() {
+    if skip() {
+        return;
+    }
+    let Some(reg) = Registry::start_with_token_auth("test/bearer") else {
+        return;
+    };
+    let (digest, _) = reg
+        .push_image(
+            "test/bearer",
+            "v1",
+            "amd64",
+            serde_json::json!({}),
+            &[(Layer::new().file("tok", b"ok", 0o644, 0, 0).gz(), GZ)],
+        )
+        .await;
+    let home = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(home.path()).unwrap();
+    // Anonymous: the registry challenges with Bearer, the client fetches a token from the
+    // realm and retries.
+    let img = store
+        .pull(&format!("{}/test/bearer:v1", reg.addr), &opts())
+        .await
+        .unwrap();
+    assert_eq!(img.record.digest.to_string(), digest);
+    assert!(unsquashfs_list(&img.rootfs).contains_key("/tok"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privileged_concurrent_pulls_share_one_download() {
+    if skip() {
+        return;
+    }
+    let Some(reg) = Registry::start(false) else {
+        return;
+    };
+    let l = Layer::new()
+        .file("c", &noise(4 << 20, 11), 0o644, 0, 0)
+        .gz();
+    let (digest, _) = reg
+        .push_image(
+            "test/conc",
+            "v1",
+            "amd64",
+            serde_json::json!({}),
+            &[(l, GZ)],
+        )
+        .await;
+    let home = tempfile::tempdir().unwrap();
+    let a = ImageStore::open(home.path()).unwrap();
+    let b = ImageStore::open(home.path()).unwrap();
+    let name = format!("{}/test/conc:v1", reg.addr);
+    let (o1, o2) = (opts(), opts());
+    let (x, y) = tokio::join!(a.pull(&name, &o1), b.pull(&name, &o2));
+    let (x, y) = (x.unwrap(), y.unwrap());
+    assert_eq!(x.record.digest.to_string(), digest);
+    assert_eq!(x.rootfs, y.rootfs);
+    assert_eq!(a.list().unwrap().len(), 1);
+    assert_eq!(std::fs::read_dir(a.dir().join("tmp")).unwrap().count(), 0);
 }

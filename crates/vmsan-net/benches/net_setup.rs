@@ -13,6 +13,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -109,10 +110,12 @@ fn main() {
     let pid = std::process::id();
     let vm_rules = dir.join(format!("vmsan-bench-{pid}-vm.nft"));
     let host_rules = dir.join(format!("vmsan-bench-{pid}-host.nft"));
+    let host_remove = dir.join(format!("vmsan-bench-{pid}-host-rm.nft"));
     let pol_rules = dir.join(format!("vmsan-bench-{pid}-pol.nft"));
     let _tmp = TmpFiles(vec![
         vm_rules.clone(),
         host_rules.clone(),
+        host_remove.clone(),
         pol_rules.clone(),
     ]);
     let mut theirs = Vec::new();
@@ -134,19 +137,28 @@ fn main() {
         let hv = format!("veth-h-{}", slot.get());
         std::fs::write(
             &host_rules,
-            nft::render_host_table(&nft::HostRules {
-                vm_id: &id,
+            nft::render_host_add(&nft::HostRules {
                 addrs: &a,
                 host_veth: &hv,
-                uplink: "up0",
                 published: &published,
-                compat_chains: &[],
             }),
+        )
+        .unwrap();
+        let state = nft::HostState {
+            exists: true,
+            guests: vec![
+                (hv.clone(), a.guest_ip),
+                ("other".into(), Ipv4Addr::new(198, 18, 0, 10)),
+            ],
+            published: vec![(vmsan_net::Protocol::Tcp, 8080, a.guest_ip, 80)],
+        };
+        std::fs::write(
+            &host_remove,
+            nft::render_host_remove(&state, &hv, a.guest_ip, &[]),
         )
         .unwrap();
         let ns = format!("{}{id}", prefix());
         let n = slot.get().to_string();
-        let table = nft::host_table(&id);
         let t = Instant::now();
         bash(&[
             "setup",
@@ -166,7 +178,7 @@ fn main() {
             &ns,
             &n,
             &a.guest_net.to_string(),
-            &table,
+            host_remove.to_str().unwrap(),
         ]);
         theirs.push(t.elapsed());
     }

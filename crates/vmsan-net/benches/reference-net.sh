@@ -6,7 +6,7 @@
 # run on the host itself; VM-namespace commands through `ip netns exec`, as the reference did).
 #
 # usage: reference-net.sh setup    HOSTNS VMNS SLOT TAP_IP GUEST_NET VETH_H_IP VETH_G_IP VM_RULES HOST_RULES
-#        reference-net.sh teardown HOSTNS VMNS SLOT GUEST_NET TABLE
+#        reference-net.sh teardown HOSTNS VMNS SLOT GUEST_NET HOST_REMOVE_RULES
 #        reference-net.sh policy   VMNS POLICY_RULES
 set -euo pipefail
 cmd=$1; shift
@@ -35,9 +35,9 @@ setup)
   nsenter --net="$HN" nft -f "$HOSTR"
   ;;
 teardown)
-  H=$1 NS=$2 N=$3 GNET=$4 TABLE=$5
+  H=$1 NS=$2 N=$3 GNET=$4 HOSTR=$5
   HN=/run/netns/$H
-  nsenter --net="$HN" nft delete table ip "$TABLE" || true
+  nsenter --net="$HN" nft -f "$HOSTR" || true
   ip -n "$H" route del "$GNET" 2>/dev/null || true
   ip -n "$H" link del "veth-h-$N" 2>/dev/null || true
   ip netns del "$NS"

@@ -58,9 +58,6 @@ pub enum NetError {
         /// nft's stderr or the spawn error
         detail: String,
     },
-    /// The host has no default route, so there is no interface to NAT out of.
-    #[error("no default route in the host namespace (needed for NAT)")]
-    NoDefaultRoute,
     /// A namespace file could not be used.
     #[error("network namespace {path}: {detail}")]
     Netns {

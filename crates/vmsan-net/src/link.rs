@@ -6,9 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::RawFd;
 
 use futures_util::TryStreamExt as _;
-use netlink_packet_route::AddressFamily;
 use netlink_packet_route::link::LinkAttribute;
-use netlink_packet_route::route::{RouteAttribute, RouteHeader};
 use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use crate::error::{NetError, Result};
@@ -144,45 +142,4 @@ pub(crate) async fn links_with_prefix(h: &Handle, prefix: &str) -> Result<Vec<St
         }
     }
     Ok(out)
-}
-
-/// Name of the interface of the main table's IPv4 default route.
-pub(crate) async fn default_route_ifname(h: &Handle) -> Result<Option<String>> {
-    let mut s = h
-        .route()
-        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-        .execute();
-    let mut oif = None;
-    while let Some(r) = s
-        .try_next()
-        .await
-        .map_err(|e| NetError::netlink("dump routes", e))?
-    {
-        if r.header.address_family != AddressFamily::Inet
-            || r.header.destination_prefix_length != 0
-            || r.header.table != RouteHeader::RT_TABLE_MAIN
-        {
-            continue;
-        }
-        for a in &r.attributes {
-            if let RouteAttribute::Oif(i) = a {
-                oif = Some(*i);
-            }
-        }
-        if oif.is_some() {
-            break;
-        }
-    }
-    let Some(idx) = oif else { return Ok(None) };
-    let mut s = h.link().get().match_index(idx).execute();
-    let m = s
-        .try_next()
-        .await
-        .map_err(|e| NetError::netlink("get default route link", e))?;
-    Ok(m.and_then(|m| {
-        m.attributes.into_iter().find_map(|a| match a {
-            LinkAttribute::IfName(n) => Some(n),
-            _ => None,
-        })
-    }))
 }

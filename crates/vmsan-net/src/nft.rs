@@ -17,15 +17,10 @@
 //! Published ports: `veth0 -> tap0` accepts new TCP/UDP flows to the guest's published
 //! ports only; the host namespace does the DNAT.
 //!
-//! # Host namespace: table `ip vmsan_<vmid>` per VM
+//! # Host namespace: one shared table `ip vmsan`
 //!
-//! Forward accepts the VM's veth traffic (already filtered in the VM namespace) and replies
-//! or DNATed flows towards it, and drops anything else towards it; input drops everything
-//! the guest sends to the host except replies; nat chains DNAT published ports (prerouting
-//! for other hosts, output for the host's own localhost) and masquerade the guest subnet out
-//! of the default interface. Because an accept in one table cannot undo a drop in another,
-//! when an iptables-nft `ip filter FORWARD` chain exists (Docker, ufw) two accept rules
-//! tagged with the comment `vmsan:<vmid>` are inserted at its top and removed at teardown.
+//! See [`render_host_base`]: per-VM facts are set/map elements, so setup and teardown add
+//! and remove elements only, and a packet's cost does not grow with the number of VMs.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -33,10 +28,13 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::addr::{SlotAddrs, TAP_NAME, VM_VETH_NAME, slot_range};
+use crate::addr::{HOST_VETH_PREFIX, SlotAddrs, TAP_NAME, VM_VETH_NAME, slot_range};
 use crate::error::{NetError, Result};
 use crate::netns;
 use crate::policy::{Policy, Protocol, PublishedPort};
+
+/// A chain: (family, table, chain).
+pub type ChainRef = (&'static str, &'static str, &'static str);
 
 /// One of our rules in a foreign chain: ((family, table, chain), handle).
 pub type CompatRule = ((String, String, String), u64);
@@ -247,56 +245,69 @@ pub fn render_dns_update(entries: &[(Ipv4Addr, u32)]) -> String {
     out
 }
 
-/// Name of a VM's table in the host namespace: `vmsan_vm_<hex>`.
-pub fn host_table(vm_id: &str) -> String {
-    format!("vmsan_{}", vm_id.replace('-', "_"))
-}
+/// The shared table in the host namespace.
+pub const HOST_TABLE: &str = "vmsan";
+/// Set of `host veth . guest IP` pairs allowed to forward (one element per VM).
+pub const GUEST_SRC_SET: &str = "guest_src";
+/// Map `protocol . host port : guest IP . guest port` of published ports.
+pub const PUBLISHED_MAP: &str = "published";
+/// Comment of our rules in foreign chains.
+pub const COMPAT_COMMENT: &str = "vmsan";
 
-/// Comment tagging our rules in foreign chains.
-pub fn compat_comment(vm_id: &str) -> String {
-    format!("vmsan:{vm_id}")
-}
-
-/// What the host-namespace table depends on.
+/// One VM's entries in the host table.
 #[derive(Debug, Clone)]
 pub struct HostRules<'a> {
-    /// VM id (validated).
-    pub vm_id: &'a str,
     /// Slot addresses.
     pub addrs: &'a SlotAddrs,
     /// Host end of the veth.
     pub host_veth: &'a str,
-    /// Interface of the host's default route (NAT goes out of it).
-    pub uplink: &'a str,
     /// Published ports.
     pub published: &'a [PublishedPort],
-    /// Foreign forward chains present in the host namespace (family, table, chain).
-    pub compat_chains: &'a [(&'a str, &'a str, &'a str)],
 }
 
-/// The VM's host-namespace table (replacing any previous one) plus the compat rules, one
-/// transaction.
-pub fn render_host_table(r: &HostRules<'_>) -> String {
-    let t = host_table(r.vm_id);
-    let v = r.host_veth;
-    let a = r.addrs;
+/// The shared host table `ip vmsan` (created once, when the first VM is set up). Every
+/// per-VM fact is an element of a set or map, so adding or removing a VM never touches a
+/// chain and the packet path is O(1) in the number of VMs:
+///
+/// - forward: a VM's veth may forward only packets with its guest's source address (already
+///   filtered by the VM namespace's policy); towards a VM only replies and DNATed flows;
+/// - input: the host accepts nothing from a VM but replies;
+/// - prerouting/output nat: published ports (other hosts, and the host's own localhost);
+/// - postrouting: guests are masqueraded when leaving through any non-VM interface (the
+///   default route's uplink, or whichever the host routes them to); localhost-originated
+///   flows into a VM are masqueraded too (with `route_localnet` on the host veth).
+///
+/// `compat_chains` are foreign forward chains (iptables-nft `ip filter FORWARD`, as left by
+/// Docker or ufw, policy drop) that get two accept rules for VM veths: an accept in our table
+/// cannot undo a drop in theirs.
+pub fn render_host_base(compat_chains: &[(&str, &str, &str)]) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "table ip {t}");
-    let _ = writeln!(out, "delete table ip {t}");
-    let _ = writeln!(out, "table ip {t} {{");
+    let _ = writeln!(out, "table ip {HOST_TABLE} {{");
+    let _ = writeln!(out, "\tset {GUEST_SRC_SET} {{");
+    let _ = writeln!(out, "\t\ttype ifname . ipv4_addr");
+    let _ = writeln!(out, "\t}}");
+    let _ = writeln!(out, "\tmap {PUBLISHED_MAP} {{");
+    let _ = writeln!(
+        out,
+        "\t\ttype inet_proto . inet_service : ipv4_addr . inet_service"
+    );
+    let _ = writeln!(out, "\t}}");
     let _ = writeln!(out, "\tchain forward {{");
     let _ = writeln!(
         out,
         "\t\ttype filter hook forward priority filter - 10; policy accept;"
     );
-    let _ = writeln!(out, "\t\tiifname \"{v}\" ip saddr {} accept", a.guest_ip);
-    let _ = writeln!(out, "\t\tiifname \"{v}\" drop");
+    let _ = writeln!(out, "\t\tiifname . ip saddr @{GUEST_SRC_SET} accept");
+    let _ = writeln!(out, "\t\tiifname \"{HOST_VETH_PREFIX}*\" drop");
     let _ = writeln!(
         out,
-        "\t\toifname \"{v}\" ct state established,related accept"
+        "\t\toifname \"{HOST_VETH_PREFIX}*\" ct state established,related accept"
     );
-    let _ = writeln!(out, "\t\toifname \"{v}\" ct status dnat accept");
-    let _ = writeln!(out, "\t\toifname \"{v}\" drop");
+    let _ = writeln!(
+        out,
+        "\t\toifname \"{HOST_VETH_PREFIX}*\" ct status dnat accept"
+    );
+    let _ = writeln!(out, "\t\toifname \"{HOST_VETH_PREFIX}*\" drop");
     let _ = writeln!(out, "\t}}");
     let _ = writeln!(out, "\tchain input {{");
     let _ = writeln!(
@@ -305,42 +316,29 @@ pub fn render_host_table(r: &HostRules<'_>) -> String {
     );
     let _ = writeln!(
         out,
-        "\t\tiifname \"{v}\" ct state established,related accept"
+        "\t\tiifname \"{HOST_VETH_PREFIX}*\" ct state established,related accept"
     );
-    let _ = writeln!(out, "\t\tiifname \"{v}\" drop");
+    let _ = writeln!(out, "\t\tiifname \"{HOST_VETH_PREFIX}*\" drop");
     let _ = writeln!(out, "\t}}");
     let _ = writeln!(out, "\tchain prerouting {{");
     let _ = writeln!(
         out,
         "\t\ttype nat hook prerouting priority dstnat; policy accept;"
     );
-    for p in r.published {
-        let proto = p.protocol.as_str();
-        let _ = writeln!(
-            out,
-            "\t\tiifname != \"vmsan-h*\" fib daddr type local {proto} dport {} dnat to {}:{} comment \"{}\"",
-            p.host_port,
-            a.guest_ip,
-            p.guest_port,
-            publish_comment(p.protocol, p.host_port)
-        );
-    }
+    let _ = writeln!(
+        out,
+        "\t\tiifname != \"{HOST_VETH_PREFIX}*\" fib daddr type local dnat ip to meta l4proto . th dport map @{PUBLISHED_MAP}"
+    );
     let _ = writeln!(out, "\t}}");
     let _ = writeln!(out, "\tchain output {{");
     let _ = writeln!(
         out,
         "\t\ttype nat hook output priority -100; policy accept;"
     );
-    for p in r.published {
-        let _ = writeln!(
-            out,
-            "\t\tfib daddr type local {} dport {} dnat to {}:{}",
-            p.protocol.as_str(),
-            p.host_port,
-            a.guest_ip,
-            p.guest_port
-        );
-    }
+    let _ = writeln!(
+        out,
+        "\t\tfib daddr type local dnat ip to meta l4proto . th dport map @{PUBLISHED_MAP}"
+    );
     let _ = writeln!(out, "\t}}");
     let _ = writeln!(out, "\tchain postrouting {{");
     let _ = writeln!(
@@ -349,39 +347,164 @@ pub fn render_host_table(r: &HostRules<'_>) -> String {
     );
     let _ = writeln!(
         out,
-        "\t\tip saddr {} oifname \"{}\" masquerade",
-        a.guest_net, r.uplink
+        "\t\tip saddr {} oifname != \"{HOST_VETH_PREFIX}*\" masquerade",
+        slot_range()
     );
-    let _ = writeln!(out, "\t\toifname \"{v}\" ip saddr 127.0.0.0/8 masquerade");
+    let _ = writeln!(
+        out,
+        "\t\toifname \"{HOST_VETH_PREFIX}*\" ip saddr 127.0.0.0/8 masquerade"
+    );
     let _ = writeln!(out, "\t}}");
     let _ = writeln!(out, "}}");
-    let c = compat_comment(r.vm_id);
-    for (fam, table, chain) in r.compat_chains {
+    for (fam, table, chain) in compat_chains {
+        for dir in ["oifname", "iifname"] {
+            let _ = writeln!(
+                out,
+                "insert rule {fam} {table} {chain} {dir} \"{HOST_VETH_PREFIX}*\" accept comment \"{COMPAT_COMMENT}\""
+            );
+        }
+    }
+    out
+}
+
+/// Adds one VM's elements; published ports use `create`, so a port another VM holds makes
+/// the whole transaction fail.
+pub fn render_host_add(r: &HostRules<'_>) -> String {
+    let a = r.addrs;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "add element ip {HOST_TABLE} {GUEST_SRC_SET} {{ \"{}\" . {} }}",
+        r.host_veth, a.guest_ip
+    );
+    for p in r.published {
         let _ = writeln!(
             out,
-            "insert rule {fam} {table} {chain} oifname \"{v}\" accept comment \"{c}\""
-        );
-        let _ = writeln!(
-            out,
-            "insert rule {fam} {table} {chain} iifname \"{v}\" accept comment \"{c}\""
+            "create element ip {HOST_TABLE} {PUBLISHED_MAP} {{ {} . {} : {} . {} }}",
+            p.protocol.as_str(),
+            p.host_port,
+            a.guest_ip,
+            p.guest_port
         );
     }
     out
 }
 
-/// Comment naming a published host port, used to detect conflicts between VMs.
-pub fn publish_comment(proto: Protocol, host_port: u16) -> String {
-    format!("vmsan-publish {} {host_port}", proto.as_str())
+/// The elements of the shared host table, as listed by `nft list table ip vmsan`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostState {
+    /// Whether the table exists.
+    pub exists: bool,
+    /// `(host veth, guest IP)` pairs.
+    pub guests: Vec<(String, Ipv4Addr)>,
+    /// `(protocol, host port, guest IP, guest port)`.
+    pub published: Vec<(Protocol, u16, Ipv4Addr, u16)>,
 }
 
-/// Deletes the VM's host table (if any) and the compat rules with the given handles.
-pub fn render_host_delete(vm_id: &str, compat: &[CompatRule]) -> String {
-    let t = host_table(vm_id);
+fn elements_of<'a>(listing: &'a str, header: &str) -> Vec<&'a str> {
+    let Some(start) = listing.find(header) else {
+        return Vec::new();
+    };
+    let rest = &listing[start..];
+    let block_end = rest.find("\n\t}").unwrap_or(rest.len());
+    let block = &rest[..block_end];
+    let Some(e) = block.find("elements = {") else {
+        return Vec::new();
+    };
+    let body = &block[e + "elements = {".len()..];
+    let body = &body[..body.find('}').unwrap_or(body.len())];
+    body.split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .collect()
+}
+
+impl HostState {
+    /// Parses `nft list table ip vmsan`.
+    pub fn parse(listing: &str) -> Self {
+        let mut st = Self {
+            exists: listing.contains(&format!("table ip {HOST_TABLE} {{")),
+            ..Self::default()
+        };
+        for e in elements_of(listing, &format!("set {GUEST_SRC_SET} {{")) {
+            if let Some((dev, ip)) = e.split_once(" . ")
+                && let Ok(ip) = ip.trim().parse()
+            {
+                st.guests
+                    .push((dev.trim().trim_matches('"').to_string(), ip));
+            }
+        }
+        for e in elements_of(listing, &format!("map {PUBLISHED_MAP} {{")) {
+            let parts: Vec<&str> = e.split([' ', '.', ':']).filter(|x| !x.is_empty()).collect();
+            // "tcp . 8080 : 198.18.0.2 . 80" splits into tcp, 8080, 198, 18, 0, 2, 80
+            if parts.len() != 7 {
+                continue;
+            }
+            let proto = match parts[0] {
+                "tcp" => Protocol::Tcp,
+                "udp" => Protocol::Udp,
+                _ => continue,
+            };
+            let ip: Option<Ipv4Addr> = parts[2..6].join(".").parse().ok();
+            if let (Ok(hp), Some(ip), Ok(gp)) = (parts[1].parse(), ip, parts[6].parse()) {
+                st.published.push((proto, hp, ip, gp));
+            }
+        }
+        st
+    }
+
+    /// Reads the table in `ns` (absent table: empty state). One `nft` call.
+    pub fn read(ns: Option<&Path>) -> Result<Self> {
+        match run(ns, &["list", "table", "ip", HOST_TABLE], "") {
+            Ok(listing) => Ok(Self::parse(&listing)),
+            Err(NetError::Nft { detail, .. }) if detail.contains("No such file or directory") => {
+                Ok(Self::default())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Removes one VM's elements (as found in `state`); when it was the last VM, removes the
+/// table and the compat rules (`compat`) too.
+pub fn render_host_remove(
+    state: &HostState,
+    host_veth: &str,
+    guest_ip: Ipv4Addr,
+    compat: &[CompatRule],
+) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "table ip {t}");
-    let _ = writeln!(out, "delete table ip {t}");
-    for ((fam, table, chain), handle) in compat {
-        let _ = writeln!(out, "delete rule {fam} {table} {chain} handle {handle}");
+    if !state.exists {
+        return out;
+    }
+    let others = state
+        .guests
+        .iter()
+        .filter(|(d, ip)| !(d == host_veth && *ip == guest_ip))
+        .count();
+    if others == 0 {
+        let _ = writeln!(out, "delete table ip {HOST_TABLE}");
+        for ((fam, table, chain), handle) in compat {
+            let _ = writeln!(out, "delete rule {fam} {table} {chain} handle {handle}");
+        }
+        return out;
+    }
+    for (d, ip) in &state.guests {
+        if d == host_veth && *ip == guest_ip {
+            let _ = writeln!(
+                out,
+                "delete element ip {HOST_TABLE} {GUEST_SRC_SET} {{ \"{d}\" . {ip} }}"
+            );
+        }
+    }
+    for (proto, hp, ip, _) in &state.published {
+        if *ip == guest_ip {
+            let _ = writeln!(
+                out,
+                "delete element ip {HOST_TABLE} {PUBLISHED_MAP} {{ {} . {hp} }}",
+                proto.as_str()
+            );
+        }
     }
     out
 }
@@ -460,112 +583,52 @@ pub fn apply(ns: Option<&Path>, script: &str) -> Result<()> {
     run(ns, &["-f", "-"], script).map(|_| ())
 }
 
-/// Whether a table exists in `ns`.
-pub fn table_exists(ns: Option<&Path>, family: &str, table: &str) -> Result<bool> {
-    let out = run(ns, &["list", "tables", family], "")?;
-    Ok(out
-        .lines()
-        .any(|l| l.trim() == format!("table {family} {table}")))
+/// The compat chains (see [`COMPAT_FORWARD_CHAINS`]) present in `ns`, each with the handles
+/// of our rules in it.
+pub fn compat_chains(ns: Option<&Path>) -> Result<Vec<(ChainRef, Vec<u64>)>> {
+    let tables = list_tables(ns)?;
+    compat_chains_in(ns, &tables)
 }
 
-/// The compat chains (see [`COMPAT_FORWARD_CHAINS`]) present in `ns`.
-pub fn present_compat_chains(
-    ns: Option<&Path>,
-) -> Result<Vec<(&'static str, &'static str, &'static str)>> {
-    let mut found = Vec::new();
-    for c in COMPAT_FORWARD_CHAINS {
-        if run(ns, &["list", "chain", c.0, c.1, c.2], "").is_ok() {
-            found.push(c);
-        }
-    }
-    Ok(found)
-}
-
-/// Handles of our compat rules for `vm_id` in `ns` (one `nft -a list chain` per compat
-/// chain; an absent chain has none).
-pub fn compat_rule_handles(ns: Option<&Path>, vm_id: &str) -> Result<Vec<CompatRule>> {
-    let comment = compat_comment(vm_id);
+/// Like [`compat_chains`] with the table list already at hand (`family name` strings).
+pub fn compat_chains_in(ns: Option<&Path>, tables: &[String]) -> Result<Vec<(ChainRef, Vec<u64>)>> {
     let mut out = Vec::new();
-    for (fam, table, chain) in COMPAT_FORWARD_CHAINS {
-        let Ok(listing) = run(ns, &["-a", "list", "chain", fam, table, chain], "") else {
+    for c in COMPAT_FORWARD_CHAINS {
+        if !tables.iter().any(|t| *t == format!("{} {}", c.0, c.1)) {
+            continue;
+        }
+        let Ok(listing) = run(ns, &["-a", "list", "chain", c.0, c.1, c.2], "") else {
             continue;
         };
-        for h in parse_handles(&listing, &comment) {
-            out.push(((fam.to_string(), table.to_string(), chain.to_string()), h));
-        }
+        out.push((c, parse_handles(&listing, COMPAT_COMMENT)));
     }
     Ok(out)
 }
 
-/// Published host ports held by any VM's host table in `ns`, with the table's name (one
-/// `nft list ruleset ip` call).
-pub fn published_ports_in_use(ns: Option<&Path>) -> Result<Vec<(Protocol, u16, String)>> {
-    Ok(HostFirewall::read(ns)?.published)
+/// Every table in `ns` as `family name`.
+pub fn list_tables(ns: Option<&Path>) -> Result<Vec<String>> {
+    Ok(run(ns, &["list", "tables"], "")?
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("table ").map(str::to_string))
+        .collect())
 }
 
-/// What setup needs to know about the host namespace's IPv4 ruleset.
-#[derive(Debug, Clone, Default)]
-pub struct HostFirewall {
-    /// Published host ports held by VM tables: (protocol, port, table).
-    pub published: Vec<(Protocol, u16, String)>,
-    /// The compat chains present.
-    pub compat_chains: Vec<(&'static str, &'static str, &'static str)>,
+/// Our compat rules in `ns`.
+pub fn compat_rule_handles(ns: Option<&Path>) -> Result<Vec<CompatRule>> {
+    Ok(compat_chains(ns)?
+        .into_iter()
+        .flat_map(|((f, t, c), hs)| {
+            hs.into_iter()
+                .map(move |h| ((f.to_string(), t.to_string(), c.to_string()), h))
+        })
+        .collect())
 }
 
-impl HostFirewall {
-    /// One `nft list ruleset ip` in `ns`.
-    pub fn read(ns: Option<&Path>) -> Result<Self> {
-        let listing = run(ns, &["list", "ruleset", "ip"], "")?;
-        Ok(Self::parse(&listing))
-    }
-
-    /// Parses the text listing of the `ip` family.
-    pub fn parse(listing: &str) -> Self {
-        let mut table = "";
-        let mut compat_chains = Vec::new();
-        for line in listing.lines() {
-            let l = line.trim();
-            if let Some(t) = l.strip_prefix("table ip ") {
-                table = t.trim_end_matches('{').trim();
-            } else if let Some(c) = l.strip_prefix("chain ") {
-                let c = c.trim_end_matches('{').trim();
-                for cc in COMPAT_FORWARD_CHAINS {
-                    if cc.0 == "ip" && cc.1 == table && cc.2 == c && !compat_chains.contains(&cc) {
-                        compat_chains.push(cc);
-                    }
-                }
-            }
-        }
-        Self {
-            published: parse_published(listing),
-            compat_chains,
-        }
-    }
-}
-
-fn parse_published(listing: &str) -> Vec<(Protocol, u16, String)> {
-    let mut used = Vec::new();
-    let mut table = String::new();
-    for line in listing.lines() {
-        if let Some(t) = line.trim().strip_prefix("table ip ") {
-            table = t.trim_end_matches('{').trim().to_string();
-            continue;
-        }
-        if !table.starts_with("vmsan_") {
-            continue;
-        }
-        let Some((_, rest)) = line.split_once("comment \"vmsan-publish ") else {
-            continue;
-        };
-        let mut it = rest.trim_end_matches('"').split(' ');
-        let proto = match it.next() {
-            Some("tcp") => Protocol::Tcp,
-            Some("udp") => Protocol::Udp,
-            _ => continue,
-        };
-        if let Some(Ok(port)) = it.next().map(|p| p.trim_end_matches('"').parse::<u16>()) {
-            used.push((proto, port, table.clone()));
-        }
-    }
-    used
+/// Published host ports held by VMs in `ns`: (protocol, host port, guest IP).
+pub fn published_ports_in_use(ns: Option<&Path>) -> Result<Vec<(Protocol, u16, Ipv4Addr)>> {
+    Ok(HostState::read(ns)?
+        .published
+        .into_iter()
+        .map(|(p, hp, ip, _)| (p, hp, ip))
+        .collect())
 }

@@ -28,8 +28,6 @@ pub struct HostConfig {
     pub netns_dir: PathBuf,
     /// Prefix of the per-VM namespace names (`<prefix><vmid>`).
     pub netns_prefix: String,
-    /// NAT uplink; `None` = the interface of the host's IPv4 default route.
-    pub uplink: Option<String>,
     /// File locked while the host namespace's firewall is read or changed: it serialises
     /// concurrent setups (port-conflict check and table creation are one step) and keeps
     /// concurrent `nft` transactions from invalidating each other's cache.
@@ -47,7 +45,6 @@ impl Default for HostConfig {
             host_netns: None,
             netns_dir: PathBuf::from(netns::DEFAULT_DIR),
             netns_prefix: "vmsan-".to_string(),
-            uplink: None,
             lock_path: default_lock_path(),
         }
     }
@@ -153,8 +150,6 @@ pub struct VmNet {
     pub tap_name: String,
     /// Host end of the veth pair.
     pub host_veth: String,
-    /// Interface NAT goes out of.
-    pub uplink: String,
     /// The policy in force.
     pub policy: Policy,
     /// Guest UDP allowed.
@@ -204,6 +199,13 @@ pub enum Leak {
         /// `family name`
         name: String,
     },
+    /// A VM's element in the shared host table.
+    Element {
+        /// `set` or `map` name
+        set: String,
+        /// the element as nft prints it
+        element: String,
+    },
     /// One of our rules in a foreign chain.
     CompatRule {
         /// `family table chain`
@@ -215,44 +217,40 @@ pub enum Leak {
     },
 }
 
-fn check_published_free(
-    host: &HostConfig,
-    fw: &nft::HostFirewall,
-    ports: &[PublishedPort],
-) -> Result<()> {
-    if ports.is_empty() {
-        return Ok(());
-    }
+/// Refuses published host ports held by another VM (in `state`).
+fn check_published_free(state: &nft::HostState, ports: &[PublishedPort]) -> Result<()> {
     for p in ports {
-        if let Some((_, _, table)) = fw
+        if let Some((_, _, ip, _)) = state
             .published
             .iter()
-            .find(|(proto, port, _)| *proto == p.protocol && *port == p.host_port)
+            .find(|(proto, port, _, _)| *proto == p.protocol && *port == p.host_port)
         {
             return Err(NetError::PortInUse {
                 port: p.host_port,
                 proto: p.protocol.as_str(),
-                by: format!("published by {table}"),
+                by: format!("published by the VM at {ip}"),
             });
         }
     }
-    {
-        for p in ports {
-            let a = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, p.host_port);
-            let r = match p.protocol {
-                Protocol::Tcp => TcpListener::bind(a).map(drop),
-                Protocol::Udp => UdpSocket::bind(a).map(drop),
-            };
-            if let Err(e) = r {
-                return Err(NetError::PortInUse {
-                    port: p.host_port,
-                    proto: p.protocol.as_str(),
-                    by: format!("a host listener ({e})"),
-                });
-            }
+    Ok(())
+}
+
+/// Refuses published host ports a host process listens on. Runs in the host namespace.
+fn check_listeners_free(ports: &[PublishedPort]) -> Result<()> {
+    for p in ports {
+        let a = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, p.host_port);
+        let r = match p.protocol {
+            Protocol::Tcp => TcpListener::bind(a).map(drop),
+            Protocol::Udp => UdpSocket::bind(a).map(drop),
+        };
+        if let Err(e) = r {
+            return Err(NetError::PortInUse {
+                port: p.host_port,
+                proto: p.protocol.as_str(),
+                by: format!("a host listener ({e})"),
+            });
         }
     }
-    let _ = host;
     Ok(())
 }
 
@@ -265,16 +263,6 @@ pub fn setup(host: &HostConfig, spec: &VmNetSpec) -> Result<VmNet> {
     let addrs = spec.slot.addrs();
     let host_veth = spec.slot.host_veth();
 
-    let uplink = match &host.uplink {
-        Some(u) => {
-            addr::validate_ifname(u)?;
-            u.clone()
-        }
-        None => netns::run_in_opt(host.host_ns(), || {
-            link::with_netlink(|h| async move { link::default_route_ifname(&h).await })
-        })?
-        .ok_or(NetError::NoDefaultRoute)?,
-    };
     let name = netns_path
         .file_name()
         .and_then(|n| n.to_str())
@@ -288,7 +276,6 @@ pub fn setup(host: &HostConfig, spec: &VmNetSpec) -> Result<VmNet> {
         netns_path,
         tap_name: TAP_NAME.to_string(),
         host_veth,
-        uplink,
         policy: spec.policy.clone(),
         allow_udp: spec.allow_udp,
         published_ports: spec.published_ports.clone(),
@@ -317,21 +304,35 @@ fn build(host: &HostConfig, spec: &VmNetSpec, net: &VmNet) -> Result<()> {
                 let _ = netns::write_sysctl("net/ipv6/conf/all/disable_ipv6", "1");
                 let _ = netns::write_sysctl("net/ipv6/conf/default/disable_ipv6", "1");
                 netns::write_sysctl("net/ipv4/ip_forward", "1")?;
-                sys::create_persistent_tap(TAP_NAME, spec.jail_uid, spec.jail_gid)?;
-                link::with_netlink(|h| async move {
-                    let lo = link::require_index(&h, "lo").await?;
-                    link::up(&h, lo, "lo").await?;
-                    let tap = link::require_index(&h, TAP_NAME).await?;
-                    link::add_addr(&h, tap, a.tap_ip, a.prefix, TAP_NAME).await?;
-                    link::up(&h, tap, TAP_NAME).await
-                })?;
-                let script = nft::render_vm_table(&nft::VmRules {
-                    addrs: &a,
-                    policy: &net.policy,
-                    allow_udp: net.allow_udp,
-                    published: &net.published_ports,
-                });
-                nft::apply(None, &script)
+                // The ruleset names interfaces, it does not need them: load it (an nft
+                // process, forked from a thread in this namespace) while the links are made.
+                std::thread::scope(|s| {
+                    let fw = s.spawn(|| {
+                        nft::apply(
+                            None,
+                            &nft::render_vm_table(&nft::VmRules {
+                                addrs: &a,
+                                policy: &net.policy,
+                                allow_udp: net.allow_udp,
+                                published: &net.published_ports,
+                            }),
+                        )
+                    });
+                    let links = sys::create_persistent_tap(TAP_NAME, spec.jail_uid, spec.jail_gid)
+                        .and_then(|()| {
+                            link::with_netlink(|h| async move {
+                                let lo = link::require_index(&h, "lo").await?;
+                                link::up(&h, lo, "lo").await?;
+                                let tap = link::require_index(&h, TAP_NAME).await?;
+                                link::add_addr(&h, tap, a.tap_ip, a.prefix, TAP_NAME).await?;
+                                link::up(&h, tap, TAP_NAME).await
+                            })
+                        });
+                    let fw = fw
+                        .join()
+                        .unwrap_or_else(|_| Err(NetError::invalid("setup", "nft worker panicked")));
+                    links.and(fw)
+                })
             })
         });
         let host_side = build_host_side(host, spec, net);
@@ -360,29 +361,62 @@ fn build_host_side(host: &HostConfig, spec: &VmNetSpec, net: &VmNet) -> Result<(
     let host_veth = net.host_veth.as_str();
     netns::run_in_opt(host.host_ns(), || {
         let lock = host.lock()?;
-        let fw = nft::HostFirewall::read(None)?;
-        check_published_free(host, &fw, &spec.published_ports)?;
-        link::with_netlink(|h| async move {
-            link::add_veth(&h, host_veth, VM_VETH_NAME, ns_file.as_raw_fd()).await?;
-            let idx = link::require_index(&h, host_veth).await?;
-            link::add_addr(&h, idx, a.host_veth_ip, a.prefix, host_veth).await?;
-            link::up(&h, idx, host_veth).await?;
-            link::add_route(&h, a.guest_net.addr(), a.prefix, a.vm_veth_ip).await
-        })?;
+        check_listeners_free(&spec.published_ports)?;
+        // Listing the tables (an nft process) overlaps with the netlink work; a thread
+        // spawned here inherits this thread's (host) namespace.
+        let (tables, links) = std::thread::scope(|s| {
+            let t = s.spawn(|| nft::list_tables(None));
+            let l = link::with_netlink(|h| async move {
+                link::add_veth(&h, host_veth, VM_VETH_NAME, ns_file.as_raw_fd()).await?;
+                let idx = link::require_index(&h, host_veth).await?;
+                link::add_addr(&h, idx, a.host_veth_ip, a.prefix, host_veth).await?;
+                link::up(&h, idx, host_veth).await?;
+                link::add_route(&h, a.guest_net.addr(), a.prefix, a.vm_veth_ip).await
+            });
+            let t = t
+                .join()
+                .unwrap_or_else(|_| Err(NetError::invalid("setup", "nft worker panicked")));
+            (t, l)
+        });
+        links?;
+        let tables = tables?;
+        let exists = tables
+            .iter()
+            .any(|t| *t == format!("ip {}", nft::HOST_TABLE));
         if netns::read_sysctl("net/ipv4/ip_forward")? != "1" {
             netns::write_sysctl("net/ipv4/ip_forward", "1")?;
         }
         netns::write_sysctl(&format!("net/ipv4/conf/{host_veth}/route_localnet"), "1")?;
         let _ = netns::write_sysctl(&format!("net/ipv6/conf/{host_veth}/disable_ipv6"), "1");
-        let script = nft::render_host_table(&nft::HostRules {
-            vm_id: &net.vm_id,
+        let mut script = String::new();
+        // The compat rules follow foreign chains that may appear after our table (Docker
+        // started later), so they are checked on every setup.
+        let missing: Vec<_> = nft::compat_chains_in(None, &tables)?
+            .into_iter()
+            .filter(|(_, handles)| handles.is_empty())
+            .map(|(c, _)| c)
+            .collect();
+        if !exists {
+            script.push_str(&nft::render_host_base(&missing));
+        } else if !missing.is_empty() {
+            let base = nft::render_host_base(&missing);
+            for l in base.lines().filter(|l| l.starts_with("insert rule")) {
+                script.push_str(l);
+                script.push('\n');
+            }
+        }
+        script.push_str(&nft::render_host_add(&nft::HostRules {
             addrs: &a,
             host_veth,
-            uplink: &net.uplink,
             published: &net.published_ports,
-            compat_chains: &fw.compat_chains,
-        });
-        nft::apply(None, &script)?;
+        }));
+        if let Err(e) = nft::apply(None, &script) {
+            // `create element` refused a published port another VM holds: say which.
+            if !spec.published_ports.is_empty() {
+                check_published_free(&nft::HostState::read(None)?, &spec.published_ports)?;
+            }
+            return Err(e);
+        }
         drop(lock);
         Ok(())
     })
@@ -416,14 +450,26 @@ pub fn teardown(host: &HostConfig, vm_id: &str, slot: Slot) -> Result<()> {
     validate_vm_id(vm_id)?;
     let path = host.netns_path(vm_id)?;
     let host_veth = slot.host_veth();
+    let guest_ip = slot.addrs().guest_ip;
     let mut errors = Vec::new();
     // Host table, host link and namespace go in parallel (each waits on the kernel).
     let (fw, ln, ns) = std::thread::scope(|s| {
         let fw = s.spawn(|| {
             netns::run_in_opt(host.host_ns(), || {
                 let _lock = host.lock()?;
-                let compat = nft::compat_rule_handles(None, vm_id)?;
-                nft::apply(None, &nft::render_host_delete(vm_id, &compat))
+                let state = nft::HostState::read(None)?;
+                let last = state.guests.iter().all(|(d, _)| *d == host_veth);
+                let compat = if state.exists && last {
+                    nft::compat_rule_handles(None)?
+                } else {
+                    Vec::new()
+                };
+                let script = nft::render_host_remove(&state, &host_veth, guest_ip, &compat);
+                if script.is_empty() {
+                    Ok(())
+                } else {
+                    nft::apply(None, &script)
+                }
             })
         });
         let ln = s.spawn(|| {
@@ -452,8 +498,33 @@ pub fn teardown(host: &HostConfig, vm_id: &str, slot: Slot) -> Result<()> {
     }
 }
 
-/// What is left of `vm_id`/`slot` (empty after a clean [`teardown`]). Used by `remove` and
-/// `doctor`.
+fn element_leaks(
+    state: &nft::HostState,
+    keep: impl Fn(&str, Ipv4Addr) -> bool,
+    keep_ip: impl Fn(Ipv4Addr) -> bool,
+) -> Vec<Leak> {
+    let mut out = Vec::new();
+    for (dev, ip) in &state.guests {
+        if !keep(dev, *ip) {
+            out.push(Leak::Element {
+                set: nft::GUEST_SRC_SET.to_string(),
+                element: format!("\"{dev}\" . {ip}"),
+            });
+        }
+    }
+    for (proto, hp, ip, gp) in &state.published {
+        if !keep_ip(*ip) {
+            out.push(Leak::Element {
+                set: nft::PUBLISHED_MAP.to_string(),
+                element: format!("{} . {hp} : {ip} . {gp}", proto.as_str()),
+            });
+        }
+    }
+    out
+}
+
+/// What is left of `vm_id`/`slot` (empty after a clean [`teardown`]): its namespace, host
+/// veth and elements in the shared host table. Used by `remove` and `doctor`.
 pub fn leaks(host: &HostConfig, vm_id: &str, slot: Slot) -> Result<Vec<Leak>> {
     validate_vm_id(vm_id)?;
     let path = host.netns_path(vm_id)?;
@@ -462,31 +533,26 @@ pub fn leaks(host: &HostConfig, vm_id: &str, slot: Slot) -> Result<Vec<Leak>> {
         out.push(Leak::Netns { path });
     }
     let hv = slot.host_veth();
-    let table = nft::host_table(vm_id);
+    let gip = slot.addrs().guest_ip;
     netns::run_in_opt(host.host_ns(), || {
         let hv2 = hv.as_str();
         if link::with_netlink(|h| async move { link::index_of(&h, hv2).await })?.is_some() {
             out.push(Leak::Link { name: hv.clone() });
         }
-        if nft::table_exists(None, "ip", &table)? {
-            out.push(Leak::Table {
-                name: format!("ip {table}"),
-            });
-        }
-        for ((f, t, c), handle) in nft::compat_rule_handles(None, vm_id)? {
-            out.push(Leak::CompatRule {
-                chain: format!("{f} {t} {c}"),
-                handle,
-                comment: nft::compat_comment(vm_id),
-            });
-        }
+        let state = nft::HostState::read(None)?;
+        out.extend(element_leaks(
+            &state,
+            |d, ip| !(d == hv || ip == gip),
+            |ip| ip != gip,
+        ));
         Ok(())
     })?;
     Ok(out)
 }
 
 /// Every vmsan object on the host that does not belong to one of `known` VMs: namespace
-/// files with our prefix, `vmsan-h*` links, `vmsan_vm_*` tables, compat rules.
+/// files with our prefix, `vmsan-h*` links, elements of the shared table, and, when no VM
+/// is known, the shared table itself and the compat rules.
 pub fn scan_leaks(host: &HostConfig, known: &[(String, Slot)]) -> Result<Vec<Leak>> {
     let mut out = Vec::new();
     let known_ns: Vec<PathBuf> = known
@@ -506,11 +572,7 @@ pub fn scan_leaks(host: &HostConfig, known: &[(String, Slot)]) -> Result<Vec<Lea
         }
     }
     let known_links: Vec<String> = known.iter().map(|(_, s)| s.host_veth()).collect();
-    let known_tables: Vec<String> = known.iter().map(|(id, _)| nft::host_table(id)).collect();
-    let known_comments: Vec<String> = known
-        .iter()
-        .map(|(id, _)| nft::compat_comment(id))
-        .collect();
+    let known_ips: Vec<Ipv4Addr> = known.iter().map(|(_, s)| s.addrs().guest_ip).collect();
     netns::run_in_opt(host.host_ns(), || {
         let links = link::with_netlink(|h| async move {
             link::links_with_prefix(&h, addr::HOST_VETH_PREFIX).await
@@ -520,35 +582,24 @@ pub fn scan_leaks(host: &HostConfig, known: &[(String, Slot)]) -> Result<Vec<Lea
                 out.push(Leak::Link { name: l });
             }
         }
-        let tables = nft::run(None, &["list", "tables", "ip"], "")?;
-        for l in tables.lines() {
-            if let Some(t) = l.trim().strip_prefix("table ip ")
-                && t.starts_with("vmsan_vm_")
-                && !known_tables.iter().any(|k| k == t)
-            {
+        let state = nft::HostState::read(None)?;
+        out.extend(element_leaks(
+            &state,
+            |d, ip| known_links.iter().any(|k| k == d) && known_ips.contains(&ip),
+            |ip| known_ips.contains(&ip),
+        ));
+        if known.is_empty() {
+            if state.exists {
                 out.push(Leak::Table {
-                    name: format!("ip {t}"),
+                    name: format!("ip {}", nft::HOST_TABLE),
                 });
             }
-        }
-        for (f, t, c) in nft::present_compat_chains(None)? {
-            let listing = nft::run(None, &["-a", "list", "chain", f, t, c], "")?;
-            for line in listing.lines() {
-                let Some((_, rest)) = line.split_once("comment \"vmsan:") else {
-                    continue;
-                };
-                let id = rest.split('"').next().unwrap_or_default();
-                let comment = format!("vmsan:{id}");
-                if known_comments.contains(&comment) {
-                    continue;
-                }
-                for handle in nft::parse_handles(line, &comment) {
-                    out.push(Leak::CompatRule {
-                        chain: format!("{f} {t} {c}"),
-                        handle,
-                        comment: comment.clone(),
-                    });
-                }
+            for ((f, t, c), handle) in nft::compat_rule_handles(None)? {
+                out.push(Leak::CompatRule {
+                    chain: format!("{f} {t} {c}"),
+                    handle,
+                    comment: nft::COMPAT_COMMENT.to_string(),
+                });
             }
         }
         Ok(())

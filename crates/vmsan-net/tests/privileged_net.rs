@@ -350,9 +350,16 @@ fn privileged_docker_forward_drop_and_clean_teardown() {
         let leaks = vmsan_net::leaks(&hc, &id, slot).unwrap();
         assert_eq!(
             leaks.len(),
-            5,
-            "a live VM shows netns, link, table and two compat rules: {leaks:?}"
+            3,
+            "a live VM shows its netns, link and host-table element: {leaks:?}"
         );
+        let chain = vmsan_net::nft::run(
+            Some(&w.host.path),
+            &["list", "chain", "ip", "filter", "FORWARD"],
+            "",
+        )
+        .unwrap();
+        assert_eq!(chain.matches("comment \"vmsan\"").count(), 2, "{chain}");
     }
     assert_eq!(vmsan_net::leaks(&hc, &id, slot).unwrap(), vec![]);
     assert_eq!(vmsan_net::scan_leaks(&hc, &[]).unwrap(), vec![]);
@@ -365,5 +372,29 @@ fn privileged_docker_forward_drop_and_clean_teardown() {
     assert!(
         chain.contains("policy drop") && !chain.contains("vmsan"),
         "{chain}"
+    );
+}
+
+#[test]
+fn privileged_custom_policy_port_list() {
+    if !can_run("privileged_custom_policy_port_list") {
+        return;
+    }
+    let w = World::new();
+    let policy = Policy::Custom(CustomPolicy {
+        allowed_cidrs: vec!["203.0.113.0/24".parse().unwrap()],
+        denied_cidrs: vec![],
+        allowed_domains: vec![],
+        ports: vec![80],
+    });
+    let vm = w.vm(spec(12, policy));
+    let g = Guest::attach(&vm.net, "g");
+    assert_eq!(g.tcp(CIDR_OK_IP, 80).as_deref(), Some("inet"));
+    assert_eq!(g.tcp(CIDR_OK_IP, 443), None, "port outside the list");
+    assert_eq!(g.tcp(CIDR_OK_IP, 5000), None, "port outside the list");
+    assert_eq!(
+        g.tcp(ALLOWED_IP, 80),
+        None,
+        "address outside the allowed CIDRs"
     );
 }

@@ -92,10 +92,12 @@ fn privileged_200_concurrent_setups_then_teardowns_leave_no_leaks() {
     let known: Vec<_> = results.into_iter().map(Result::unwrap).collect();
     // Every VM's objects exist, and nothing else does.
     assert_eq!(vmsan_net::scan_leaks(&hc, &known).unwrap(), vec![]);
+    // Unknown to the scan, each VM shows its netns, link and element, plus one element per
+    // published port and the shared table.
+    let published = known.len().div_ceil(5);
     assert_eq!(
         vmsan_net::scan_leaks(&hc, &[]).unwrap().len(),
-        known.len() * 3,
-        "netns, link and table per VM"
+        known.len() * 3 + published + 1
     );
 
     let t = Instant::now();

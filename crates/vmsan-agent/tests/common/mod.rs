@@ -24,27 +24,15 @@ impl AgentProc {
     pub async fn start_with_env(env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("agent.sock");
-        let token_file = dir.path().join("token");
-        std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-        let ready = ReadyListener::bind_path(dir.path().join("ready.sock")).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmsan-agent"));
-        cmd.arg("serve")
-            .arg("--unix")
-            .arg(&sock)
-            .arg("--token-file")
-            .arg(&token_file)
-            .arg("--announce")
-            .arg(ready.path())
-            .arg("--vm-id")
-            .arg("vm-test")
-            .stdin(Stdio::null());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().unwrap();
-        let ann = ready.wait(Duration::from_secs(20)).await.unwrap();
-        assert_eq!(ann.vm_id, "vm-test");
+        let child = spawn_agent(dir.path(), &sock, env).await;
         Self { child, dir, sock }
+    }
+
+    /// Kill the agent and start a new one on the same socket.
+    pub async fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn_agent(self.dir.path(), &self.sock, &[]).await;
     }
 
     pub fn client(&self) -> AgentClient {
@@ -74,6 +62,30 @@ impl Drop for AgentProc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+async fn spawn_agent(dir: &Path, sock: &Path, env: &[(&str, &str)]) -> Child {
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let ready = ReadyListener::bind_path(dir.join("ready.sock")).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmsan-agent"));
+    cmd.arg("serve")
+        .arg("--unix")
+        .arg(sock)
+        .arg("--token-file")
+        .arg(&token_file)
+        .arg("--announce")
+        .arg(ready.path())
+        .arg("--vm-id")
+        .arg("vm-test")
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    let ann = ready.wait(Duration::from_secs(20)).await.unwrap();
+    assert_eq!(ann.vm_id, "vm-test");
+    child
 }
 
 pub fn status_field(path: &str, field: &str) -> u64 {

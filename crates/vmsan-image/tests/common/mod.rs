@@ -40,6 +40,8 @@ pub struct Registry {
     pub addr: String,
     pub dir: tempfile::TempDir,
     pub auth: Option<(String, String)>,
+    pub bearer: Option<String>,
+    _token_server: Option<TinyHttp>,
 }
 
 impl Drop for Registry {
@@ -92,6 +94,8 @@ impl Registry {
             addr,
             dir,
             auth,
+            bearer: None,
+            _token_server: None,
         };
         // No readiness event exists: poll the port with a deadline.
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -102,11 +106,110 @@ impl Registry {
         Some(r)
     }
 
+    /// A registry with token authentication: a JWT (RS256, x5c) issued by a loopback token
+    /// server that the test runs, signed with a throw-away key made by `openssl`.
+    pub fn start_with_token_auth(repo: &str) -> Option<Self> {
+        if !have("docker-registry") || !have("openssl") {
+            eprintln!("skipping: docker-registry or openssl is not installed");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key.pem");
+        let cert = dir.path().join("cert.pem");
+        let st = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=vmsan-test-token",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let der = Command::new("openssl")
+            .args(["x509", "-outform", "DER", "-in"])
+            .arg(&cert)
+            .output()
+            .unwrap()
+            .stdout;
+        use base64::Engine as _;
+        let b64u = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let header = serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [base64::engine::general_purpose::STANDARD.encode(&der)]});
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let claims = serde_json::json!({"iss": "vmsan-test-issuer", "sub": "tester", "aud": "vmsan-test-registry",
+            "exp": now + 3600, "nbf": now - 60, "iat": now - 60, "jti": format!("j{now}"),
+            "access": [{"type": "repository", "name": repo, "actions": ["pull", "push"]}]});
+        let signing_input = format!(
+            "{}.{}",
+            b64u(&serde_json::to_vec(&header).unwrap()),
+            b64u(&serde_json::to_vec(&claims).unwrap())
+        );
+        std::fs::write(dir.path().join("input"), &signing_input).unwrap();
+        let sig = Command::new("openssl")
+            .args(["dgst", "-sha256", "-sign"])
+            .arg(&key)
+            .arg(dir.path().join("input"))
+            .output()
+            .unwrap();
+        assert!(sig.status.success());
+        let jwt = format!("{signing_input}.{}", b64u(&sig.stdout));
+        let mut routes = std::collections::HashMap::new();
+        routes.insert(
+            "/token".to_owned(),
+            serde_json::to_vec(&serde_json::json!({"token": jwt, "expires_in": 3600})).unwrap(),
+        );
+        let token_server = TinyHttp::start(routes);
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let cfg = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\nauth:\n  token:\n    realm: http://{}/token\n    service: vmsan-test-registry\n    issuer: vmsan-test-issuer\n    rootcertbundle: {}\n",
+            dir.path().join("data").display(),
+            token_server.addr,
+            cert.display()
+        );
+        std::fs::write(dir.path().join("config.yml"), cfg).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let r = Self {
+            child,
+            addr,
+            dir,
+            auth: None,
+            bearer: Some(jwt),
+            _token_server: Some(token_server),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&r.addr).is_err() {
+            assert!(Instant::now() < deadline, "registry did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(r)
+    }
+
     fn req(&self, c: &reqwest::Client, m: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
         let b = c.request(m, url);
-        match &self.auth {
-            Some((u, p)) => b.basic_auth(u, Some(p)),
-            None => b,
+        match (&self.auth, &self.bearer) {
+            (_, Some(t)) => b.bearer_auth(t),
+            (Some((u, p)), None) => b.basic_auth(u, Some(p)),
+            (None, None) => b,
         }
     }
 
@@ -176,6 +279,21 @@ impl Registry {
         let mut cfg = config;
         cfg["architecture"] = arch.into();
         cfg["os"] = "linux".into();
+        let diff_ids: Vec<String> = layers
+            .iter()
+            .map(|(b, mt)| {
+                if *mt == GZ {
+                    let mut raw = Vec::new();
+                    flate2::read::GzDecoder::new(b.as_slice())
+                        .read_to_end(&mut raw)
+                        .unwrap();
+                    sha(&raw)
+                } else {
+                    sha(b)
+                }
+            })
+            .collect();
+        cfg["rootfs"] = serde_json::json!({"type": "layers", "diff_ids": diff_ids});
         let cfg_b = serde_json::to_vec(&cfg).unwrap();
         let cfg_d = self.push_blob(repo, &cfg_b).await;
         let mut descs = Vec::new();
@@ -383,6 +501,7 @@ impl TinyHttp {
                 }
                 let req = String::from_utf8_lossy(&buf);
                 let path = req.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                let path = path.split('?').next().unwrap_or("/").to_owned();
                 let resp = match routes.get(&path) {
                     Some(b) => {
                         let mut r = format!(

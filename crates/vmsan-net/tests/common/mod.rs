@@ -251,7 +251,6 @@ impl World {
             host_netns: Some(self.host.path.clone()),
             netns_dir: PathBuf::from(netns::DEFAULT_DIR),
             netns_prefix: prefix(),
-            uplink: None,
             lock_path: self.lock_path(),
         }
     }
