@@ -147,6 +147,70 @@ impl std::fmt::Display for BombError {
 
 impl std::error::Error for BombError {}
 
+/// Decompress `path` on a helper thread, handing chunks over a bounded channel, so that
+/// inflating and applying entries overlap. Errors of the helper surface as read errors.
+pub(crate) fn threaded_decompress(
+    path: std::path::PathBuf,
+    c: LayerCompression,
+    what: String,
+) -> impl Read {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(16);
+    std::thread::spawn(move || {
+        let run = || -> io::Result<()> {
+            let f = File::open(&path)?;
+            let mut r = decompress(io::BufReader::with_capacity(1 << 20, f), c, &what)
+                .map_err(io::Error::other)?;
+            loop {
+                let mut buf = vec![0u8; 256 * 1024];
+                let n = match r.read(&mut buf) {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                buf.truncate(n);
+                if tx.send(Ok(buf)).is_err() {
+                    // The reader gave up (error or limit): stop inflating.
+                    return Ok(());
+                }
+            }
+        };
+        if let Err(e) = run() {
+            let _ = tx.send(Err(e));
+        }
+    });
+    ChannelReader {
+        rx,
+        cur: Vec::new(),
+        pos: 0,
+    }
+}
+
+struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos >= self.cur.len() {
+            match self.rx.recv() {
+                Ok(Ok(v)) => {
+                    self.cur = v;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 /// Open a decompressing reader for a layer.
 pub(crate) fn decompress<'a, R: Read + 'a>(
     r: R,
@@ -203,6 +267,14 @@ impl Staging {
         layer: &str,
     ) -> Result<()> {
         let reader = decompress(blob, compression, layer)?;
+        self.apply_tar(reader, layer)
+    }
+
+    /// Apply one layer from an already decompressed tar stream.
+    ///
+    /// # Errors
+    /// As [`Staging::apply_layer`].
+    pub fn apply_tar<R: Read>(&mut self, reader: R, layer: &str) -> Result<()> {
         let remaining = self.limits.max_bytes.saturating_sub(self.stats.bytes);
         let mut count = 0u64;
         let res = {
@@ -854,6 +926,44 @@ mod tests {
             std::fs::read(t.path().join("x")).unwrap(),
             b"2",
             "a whiteout never hides its own layer"
+        );
+    }
+
+    #[test]
+    fn zstd_and_gzip_layers_and_the_byte_limit() {
+        use tar::EntryType::Regular as F;
+        let data = "z".repeat(100_000);
+        let raw = tar_of(&[("f", F, data.as_str())]);
+        let zst = ruzstd::encoding::compress_to_vec(
+            raw.as_slice(),
+            ruzstd::encoding::CompressionLevel::Fastest,
+        );
+        assert_eq!(LayerCompression::sniff(&zst), LayerCompression::Zstd);
+        let t = tempfile::tempdir().unwrap();
+        let mut st = Staging::new(t.path(), Limits::default()).unwrap();
+        st.apply_layer(zst.as_slice(), LayerCompression::Zstd, "z")
+            .unwrap();
+        assert_eq!(std::fs::read(t.path().join("f")).unwrap().len(), 100_000);
+        // The same layer against a limit smaller than its uncompressed size.
+        let t = tempfile::tempdir().unwrap();
+        let mut st = Staging::new(
+            t.path(),
+            Limits {
+                max_bytes: 50_000,
+                ..Limits::default()
+            },
+        )
+        .unwrap();
+        let e = st
+            .apply_layer(zst.as_slice(), LayerCompression::Zstd, "z")
+            .unwrap_err();
+        assert!(matches!(e, Error::LimitExceeded { .. }), "{e}");
+        // Garbage that claims to be gzip.
+        let t = tempfile::tempdir().unwrap();
+        let mut st = Staging::new(t.path(), Limits::default()).unwrap();
+        assert!(
+            st.apply_layer(&b"\x1f\x8bgarbage"[..], LayerCompression::Gzip, "g")
+                .is_err()
         );
     }
 

@@ -607,12 +607,15 @@ impl ImageStore {
             emit(p, Progress::Unpacking { index: i, count });
             let compression = LayerCompression::from_media_type(&l.media_type)?;
             let path = self.blob_path(&l.digest);
-            let f = fs::File::open(&path).ctx(|| format!("open layer {}", l.digest))?;
-            staging.apply_layer(
-                std::io::BufReader::with_capacity(1 << 20, f),
-                compression,
-                &l.digest.to_string(),
-            )?;
+            if !path.is_file() {
+                return Err(Error::NotFound(
+                    format!("layer {}", l.digest),
+                    " in the blob cache",
+                ));
+            }
+            let what = l.digest.to_string();
+            let reader = crate::merge::threaded_decompress(path, compression, what.clone());
+            staging.apply_tar(reader, &what)?;
         }
         let stats = staging.finish()?;
         let merge_ms = t_merge.elapsed().as_millis() as u64;
