@@ -464,6 +464,7 @@ fn implemented_commands_validate_then_work() {
         vec!["exec", VM, "ls", "-la", "/tmp"],
         vec!["upload", VM, "/etc/hostname"],
         vec!["download", VM, "/etc/hostname"],
+        vec!["network", VM, "--network-policy", "deny-all"],
     ] {
         rejects(&args, "ERR_VM_NOT_FOUND");
     }
@@ -472,7 +473,6 @@ fn implemented_commands_validate_then_work() {
 #[test]
 fn not_implemented_commands_validate_first() {
     for args in [
-        vec!["network", VM, "--network-policy", "deny-all"],
         vec!["snapshot", "create", VM],
         vec!["snapshot", "list"],
         vec!["snapshot", "delete", "vm-0123abcd-1"],

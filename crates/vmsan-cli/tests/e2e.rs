@@ -485,6 +485,54 @@ fn privileged_e2e_vm_lifecycle() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // The policy holds for real TCP and changes at once: deny-all stops the same connection,
+    // a custom policy allowing the server's address lets it through again.
+    let probe = || {
+        home.run(&[
+            "exec",
+            &id,
+            "nc",
+            "-w",
+            "3",
+            INTERNET_IP,
+            &SERVER_PORT.to_string(),
+        ])
+    };
+    let doc = home.json(&["network", &id, "--network-policy", "deny-all"]);
+    assert_eq!(doc["newPolicy"], "deny-all", "{doc}");
+    let out = probe();
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains(GREETING),
+        "deny-all let TCP through"
+    );
+    assert_ne!(out.status.code(), Some(0));
+    let doc = home.json(&[
+        "network",
+        &id,
+        "--network-policy",
+        "custom",
+        "--allowed-cidr",
+        &format!("{INTERNET_IP}/32"),
+    ]);
+    assert_eq!(doc["newPolicy"], "custom", "{doc}");
+    assert_eq!(String::from_utf8_lossy(&probe().stdout).trim(), GREETING);
+    let doc = home.json(&[
+        "network",
+        &id,
+        "--network-policy",
+        "custom",
+        "--allowed-cidr",
+        "192.0.2.0/24",
+        "--denied-cidr",
+        &format!("{INTERNET_IP}/32"),
+    ]);
+    assert_eq!(doc["deniedCidrs"][0], format!("{INTERNET_IP}/32"), "{doc}");
+    assert!(
+        !String::from_utf8_lossy(&probe().stdout).contains(GREETING),
+        "a denied CIDR inside an allowed one must stay denied"
+    );
+    home.json(&["network", &id, "--network-policy", "allow-all"]);
+
     // Stop, then start: same disk, same identity.
     home.json(&["exec", &id, "sh", "-c", "echo persisted > /root/data; sync"]);
     let doc = home.json(&["stop", &id]);

@@ -47,6 +47,7 @@ pub fn dispatch(ctx: &Ctx, action: Action) -> Result<Outcome, Error> {
         Action::Connect(opts) => guest::connect_to(ctx, &opts.vm, opts.session.as_deref()),
         Action::Upload(opts) => guest::upload(ctx, &opts),
         Action::Download(opts) => guest::download(ctx, &opts),
+        Action::Network(opts) => vm::network(ctx, &opts),
         Action::Setup(opts) => images::setup(ctx, &opts),
         Action::ImageList => images::list(ctx),
         Action::ImagePull(opts) => images::pull(ctx, &opts),

@@ -222,3 +222,37 @@ fn finish(doc: Value, text: String, failed: Option<Error>) -> Result<Outcome, Er
     }
     Ok(o)
 }
+
+/// `vmsan network`: change a running VM's egress policy atomically.
+pub(crate) fn network(
+    ctx: &Ctx,
+    opts: &vmsan_core::validate::options::NetworkOptions,
+) -> Result<Outcome, Error> {
+    let change = vm::network::set_policy(&ctx.paths, &opts.vm, &opts.rules)?;
+    let n = &change.network;
+    let mut text = format!(
+        "Network policy updated for {}: {} → {}\n",
+        opts.vm, change.previous, n.network_policy
+    );
+    for (label, items) in [
+        ("Domains", &n.allowed_domains),
+        ("Allowed CIDRs", &n.allowed_cidrs),
+        ("Denied CIDRs", &n.denied_cidrs),
+    ] {
+        if !items.is_empty() {
+            let _ = writeln!(text, "  {label}: {}", items.join(", "));
+        }
+    }
+    Ok(Outcome::ok(
+        json!({
+            "vmId": opts.vm,
+            "previousPolicy": change.previous,
+            "newPolicy": n.network_policy,
+            "domains": n.allowed_domains,
+            "allowedCidrs": n.allowed_cidrs,
+            "deniedCidrs": n.denied_cidrs,
+            "allowUdp": n.allow_udp,
+        }),
+        text,
+    ))
+}

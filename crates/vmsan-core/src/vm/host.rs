@@ -170,6 +170,32 @@ fn spec_of(st: &VmState, slot: u32, uid: u32, gid: u32) -> Result<VmNetSpec> {
     })
 }
 
+/// The network a running VM already has, as recorded in its state.
+pub(crate) fn vm_net_of(st: &VmState) -> Result<VmNet> {
+    let slot = st
+        .network
+        .slot
+        .ok_or_else(|| Error::new(ErrorCode::Internal, "VM has no slot"))?;
+    let (uid, gid) = super::files::jail_ids(slot);
+    let spec = spec_of(st, slot, uid, gid)?;
+    let host = host_config();
+    Ok(VmNet {
+        netns_path: host
+            .netns_path(&spec.vm_id)
+            .map_err(|e| super::convert::net(e, "network namespace"))?,
+        vm_id: spec.vm_id,
+        slot: spec.slot,
+        addrs: spec.slot.addrs(),
+        tap_name: "tap0".into(),
+        host_veth: spec.slot.host_veth(),
+        policy: spec.policy,
+        allow_udp: spec.allow_udp,
+        published_ports: spec.published_ports,
+        bandwidth: spec.bandwidth,
+        dns_upstreams: spec.dns_upstreams,
+    })
+}
+
 /// Build the VM's network namespace, TAP, veth, routes, NAT and nftables table.
 pub(crate) async fn setup_network(st: &VmState, uid: u32, gid: u32) -> Result<VmNet> {
     let slot = st

@@ -7,6 +7,7 @@ pub mod files;
 mod host;
 pub mod lifecycle;
 pub mod media;
+pub mod network;
 pub mod supervisor;
 
 pub use host::HOST_NETNS_ENV;

@@ -1,0 +1,69 @@
+//! `vmsan network`: change a running VM's egress policy in one atomic nftables transaction.
+
+use crate::error::{Error, ErrorCode, Result};
+use crate::ids::VmId;
+use crate::paths::Paths;
+use crate::state::{NetworkState, StateStore, VmStatus};
+use crate::validate::NetworkRules;
+
+/// The policy before and after a change.
+#[derive(Debug, Clone)]
+pub struct PolicyChange {
+    /// The previous policy name.
+    pub previous: String,
+    /// The network state now in force.
+    pub network: NetworkState,
+}
+
+/// Replace a running VM's policy: the VM's nftables table first (no window without rules),
+/// then its record, then its supervisor's DNS filter (signalled to re-read the record).
+pub fn set_policy(paths: &Paths, id: &VmId, rules: &NetworkRules) -> Result<PolicyChange> {
+    let store = StateStore::open(paths)?;
+    let lock = store.lock_vm(id)?;
+    let mut st = store.get(id)?;
+    if st.status != VmStatus::Running {
+        return Err(Error::new(
+            ErrorCode::VmNotRunning,
+            format!("VM {id} is {}", st.status.as_str()),
+        )
+        .detail("vmId", id.as_str()));
+    }
+    let previous = st.network.network_policy.clone();
+    let mut net = super::host::vm_net_of(&st)?;
+    st.network.network_policy = rules.policy.as_str().to_owned();
+    st.network.allowed_domains = rules
+        .allowed_domains
+        .iter()
+        .map(|d| d.as_str().to_owned())
+        .collect();
+    st.network.allowed_cidrs = rules
+        .allowed_cidrs
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    st.network.denied_cidrs = rules.denied_cidrs.iter().map(ToString::to_string).collect();
+    st.network.allow_udp = rules.allow_udp;
+    let policy = super::host::policy_of(&st.network)?;
+    net.allow_udp = rules.allow_udp;
+    vmsan_net::apply_policy(&mut net, &policy).map_err(|e| {
+        Error::new(
+            ErrorCode::NftSetupFailed,
+            format!("applying the new policy: {e}"),
+        )
+    })?;
+    let network = st.network.clone();
+    let updated = store.update_locked(&lock, |rec| {
+        rec.network = network.clone();
+        Ok(())
+    })?;
+    if let Some(sup) = updated.supervisor
+        && crate::process::is_alive(&sup)
+        && let Ok(pid) = i32::try_from(sup.pid)
+    {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGUSR1,
+        );
+    }
+    Ok(PolicyChange { previous, network })
+}
