@@ -11,12 +11,13 @@ use std::path::{Path, PathBuf};
 
 use crate::paths::Paths;
 
+// One range for `setup` and `doctor`: the image crate's, which `setup` enforces.
+const MIN: (u32, u32, u32) = vmsan_image::setup::MIN_FIRECRACKER;
+const NEXT: (u32, u32, u32) = vmsan_image::setup::MAX_FIRECRACKER;
 /// Oldest Firecracker release vmsan drives.
-pub const FIRECRACKER_MIN: Version = Version(1, 14, 0);
+pub const FIRECRACKER_MIN: Version = Version(MIN.0, MIN.1, MIN.2);
 /// First Firecracker release vmsan does not know yet.
-pub const FIRECRACKER_NEXT_UNSUPPORTED: Version = Version(1, 17, 0);
-/// The supported range, as printed.
-pub const SUPPORTED_RANGE_TEXT: &str = ">= 1.14.0, < 1.17.0";
+pub const FIRECRACKER_NEXT_UNSUPPORTED: Version = Version(NEXT.0, NEXT.1, NEXT.2);
 
 /// A three-part version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -170,9 +171,9 @@ mod tests {
         );
         assert_eq!(v, Some(Version(1, 16, 1)));
         assert!(firecracker_supported(Version(1, 16, 1)));
-        assert!(firecracker_supported(Version(1, 14, 0)));
-        assert!(!firecracker_supported(Version(1, 13, 9)));
-        assert!(!firecracker_supported(Version(1, 17, 0)));
+        assert!(firecracker_supported(FIRECRACKER_MIN));
+        assert!(!firecracker_supported(Version(1, 9, 9)));
+        assert!(!firecracker_supported(FIRECRACKER_NEXT_UNSUPPORTED));
         assert_eq!(Version::parse_firecracker("firecracker 1.2"), None);
         assert_eq!(
             Version::parse_firecracker("Firecracker v1.17.0-dev"),

@@ -80,8 +80,9 @@ fn vmm_binary(name: &'static str, path: &Path, check_version: bool) -> Check {
             BINARIES,
             name,
             format!(
-                "v{v} is outside the supported range {}",
-                artifacts::SUPPORTED_RANGE_TEXT
+                "v{v} is outside the supported range >= {}, < {}",
+                artifacts::FIRECRACKER_MIN,
+                artifacts::FIRECRACKER_NEXT_UNSUPPORTED
             ),
             SETUP_FIX,
         ),

@@ -26,7 +26,49 @@ pub(super) fn checks(paths: &Paths) -> Vec<Check> {
         socket_path_length(&paths.jail_dir()),
         mke2fs(),
         mksquashfs(),
+        network_leaks(paths),
     ]
+}
+
+/// Network objects of VMs that no longer exist (a crashed or killed vmsan leaves them).
+fn network_leaks(paths: &Paths) -> Check {
+    const NAME: &str = "Network leaks";
+    if !nix::unistd::geteuid().is_root() {
+        return Check::warn(
+            SYSTEM,
+            NAME,
+            "not checked: needs root",
+            "Run `sudo vmsan doctor`.",
+        );
+    }
+    let known: Vec<(String, vmsan_net::Slot)> = crate::state::StateStore::open(paths)
+        .and_then(|s| s.list())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|e| match e {
+            crate::state::ListEntry::Vm(st) => {
+                let slot = vmsan_net::Slot::new(st.network.slot?).ok()?;
+                Some((st.id.to_string(), slot))
+            }
+            crate::state::ListEntry::Corrupt { .. } => None,
+        })
+        .collect();
+    match vmsan_net::scan_leaks(&crate::vm::host_config(), &known) {
+        Ok(leaks) if leaks.is_empty() => Check::pass(SYSTEM, NAME, "none"),
+        Ok(leaks) => Check::warn(
+            SYSTEM,
+            NAME,
+            format!("{} left behind: {:?}", leaks.len(), leaks),
+            "They belong to no VM vmsan knows: delete them (`ip netns del`, `ip link del`, \
+             `nft delete table`) once you are sure no other tool uses them.",
+        ),
+        Err(e) => Check::warn(
+            SYSTEM,
+            NAME,
+            format!("could not scan: {e}"),
+            "Run `vmsan doctor` again as root.",
+        ),
+    }
 }
 
 /// Programs are looked up in the system directories only, never in a user-controlled PATH:

@@ -88,7 +88,7 @@ fn trusted_binary(path: &Path, what: &str) -> Result<PathBuf> {
 }
 
 /// The host configuration for VM networking.
-pub(crate) fn host_config() -> HostConfig {
+pub fn host_config() -> HostConfig {
     let mut host = HostConfig::default();
     if let Some(ns) = std::env::var_os(HOST_NETNS_ENV).filter(|v| !v.is_empty()) {
         host.host_netns = Some(PathBuf::from(ns));

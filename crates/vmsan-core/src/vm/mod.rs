@@ -10,5 +10,5 @@ pub mod media;
 pub mod network;
 pub mod supervisor;
 
-pub use host::HOST_NETNS_ENV;
+pub use host::{HOST_NETNS_ENV, host_config};
 pub use lifecycle::{BootMedia, StopOutcome, VmSpec, check_spec, create, remove, start, stop};

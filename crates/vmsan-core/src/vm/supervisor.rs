@@ -357,6 +357,7 @@ impl Supervisor {
             .and_then(Vmm::pid)
             .and_then(process::identify);
         let vsock = self.vsock_path();
+        grant_group_access(&vsock);
         self.state = self.store.update(&self.state.id, |st| {
             st.status = VmStatus::Running;
             st.error = None;
@@ -522,6 +523,23 @@ impl Supervisor {
         for p in problems {
             eprintln!("supervisor: teardown: {p}");
         }
+    }
+}
+
+/// Let members of the `vmsan` group reach the agent (`exec`, `connect`, files) without sudo:
+/// the vsock socket becomes group-owned and group-writable. Nothing else is widened.
+fn grant_group_access(vsock: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(gid) = crate::state::vmsan_gid() else {
+        return;
+    };
+    let r = std::os::unix::fs::chown(vsock, None, Some(gid))
+        .and_then(|()| std::fs::set_permissions(vsock, std::fs::Permissions::from_mode(0o660)));
+    if let Err(e) = r {
+        eprintln!(
+            "supervisor: cannot open {} to the vmsan group: {e}",
+            vsock.display()
+        );
     }
 }
 
