@@ -93,3 +93,28 @@ fn plain_line(p: &Progress) -> Option<String> {
         _ => return None,
     })
 }
+
+/// A byte-count bar for an upload or download on a terminal (none in `--json` mode or when
+/// stderr is not a terminal). The callback gets bytes so far and the total, when known.
+pub fn transfer_progress(json: bool, what: &str) -> Option<vmsan_agent_client::Progress> {
+    if json || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template(
+        "{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+    )
+    .map(|s| s.progress_chars("=> "))
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_prefix(what.to_owned());
+    Some(Arc::new(move |done: u64, total: Option<u64>| {
+        if let Some(t) = total {
+            bar.set_length(t);
+        }
+        bar.set_position(done);
+        if total.is_some_and(|t| done >= t) {
+            bar.finish();
+        }
+    }))
+}

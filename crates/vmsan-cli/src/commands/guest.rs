@@ -262,7 +262,11 @@ pub(crate) fn connect_to(ctx: &Ctx, id: &VmId, session: Option<&str>) -> Result<
 pub(crate) fn upload(ctx: &Ctx, opts: &UploadOptions) -> Result<Outcome, Error> {
     let client = agent_for(ctx, &opts.vm)?;
     let r = runtime()?
-        .block_on(client.upload(&opts.files, &opts.dest, None))
+        .block_on(client.upload(
+            &opts.files,
+            &opts.dest,
+            crate::progress::transfer_progress(ctx.out.json, "upload"),
+        ))
         .map_err(|e| agent_error(&opts.vm, e))?;
     let text = format!(
         "Uploaded {} file(s) ({} bytes) to {}\n",
@@ -300,7 +304,11 @@ pub(crate) fn download(ctx: &Ctx, opts: &DownloadOptions) -> Result<Outcome, Err
         Some(d) => d.clone(),
     };
     let r = runtime()?
-        .block_on(client.download(&opts.remote_path, &local, None))
+        .block_on(client.download(
+            &opts.remote_path,
+            &local,
+            crate::progress::transfer_progress(ctx.out.json, "download"),
+        ))
         .map_err(|e| agent_error(&opts.vm, e))?;
     let text = format!("Downloaded to {} ({} bytes)\n", r.local.display(), r.bytes);
     Ok(Outcome::ok(
