@@ -14,6 +14,23 @@
 //!   and the config drive.
 //! * [`runtimes`]: `base`, `node22`, `node24`, `python3.13` as image references.
 //! * [`progress`]: events for the CLI's progress bars.
+//!
+//! How the host library uses it to prepare a VM:
+//!
+//! ```text
+//! let store = ImageStore::open(&home)?;                        // <home>/images
+//! let src = runtimes::runtime_image("node22").unwrap();         // or --from-image REF
+//! let img = store.pull(src, &PullOptions { policy, progress, ..Default::default() }).await?;
+//! // drive rootfs = img.rootfs (read-only); kernel arg vmsan_rootfs_fs = img.record.fs_type.as_str()
+//! // exec defaults = img.config (Env, WorkingDir, User, Entrypoint, Cmd)
+//! let initrd = store.ensure_initrd(&agent_binary)?;             // rebuilt when the agent changes
+//! let template = store.overlay_template(disk_bytes)?;           // once per size
+//! create_overlay_disk(&template, &vm_dir.join("overlay.ext4"))?; // per VM, milliseconds
+//! write_config_drive(&vm_dir.join("config.json"), &guest_config_json)?;
+//! ```
+//!
+//! `setup(&SetupOptions::new(&home))` installs `<home>/bin/{firecracker,jailer}` and
+//! `<home>/kernels/vmlinux`; [`check_trusted_binary`] must pass before either binary is run.
 
 pub mod build;
 pub mod digest;
