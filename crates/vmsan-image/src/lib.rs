@@ -1,8 +1,8 @@
 //! vmsan-image: images without Docker.
 //!
-//! * [`setup`]: install Firecracker, the jailer and the guest kernel (checksums verified,
+//! * [`setup()`]: install Firecracker, the jailer and the guest kernel (checksums verified,
 //!   version range checked, root-owned install directories), or take local files.
-//! * [`reference`]: image references with the OCI distribution grammar, and the
+//! * [`reference`](mod@reference): image references with the OCI distribution grammar, and the
 //!   `docker-archive:`, `oci:`, `oci-archive:` transports.
 //! * [`ImageStore::pull`]: the registry v2 protocol (anonymous, bearer token, basic auth from
 //!   the Docker config file), platform selection from an index, a content-addressed blob cache
