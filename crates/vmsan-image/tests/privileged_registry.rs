@@ -671,3 +671,56 @@ async fn privileged_concurrent_pulls_share_one_download() {
     assert_eq!(a.list().unwrap().len(), 1);
     assert_eq!(std::fs::read_dir(a.dir().join("tmp")).unwrap().count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privileged_interrupted_download_resumes_with_range() {
+    if skip() {
+        return;
+    }
+    let Some(reg) = Registry::start(false) else {
+        return;
+    };
+    let layer = Layer::new()
+        .file("r", &noise(3 << 20, 13), 0o644, 0, 0)
+        .gz();
+    let (_, mb) = reg
+        .push_image(
+            "test/resume",
+            "v1",
+            "amd64",
+            serde_json::json!({}),
+            &[(layer.clone(), GZ)],
+        )
+        .await;
+    let m: serde_json::Value = serde_json::from_slice(&mb).unwrap();
+    let ld = vmsan_image::Digest::parse(m["layers"][0]["digest"].as_str().unwrap()).unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(home.path()).unwrap();
+    let partial = store
+        .dir()
+        .join("tmp")
+        .join(format!("{}.partial", ld.hex()));
+    let name = format!("{}/test/resume:v1", reg.addr);
+    // A partial whose bytes are wrong: if the client resumes (Range) instead of starting over,
+    // the digest cannot match. It must fail, and drop the bad partial.
+    std::fs::write(&partial, vec![0u8; layer.len() / 2]).unwrap();
+    let e = store.pull(&name, &opts()).await.unwrap_err();
+    assert!(matches!(e, Error::DigestMismatch { .. }), "{e}");
+    assert!(!partial.exists());
+    // A correct first half: the download resumes and completes.
+    std::fs::write(&partial, &layer[..layer.len() / 2]).unwrap();
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let ev2 = events.clone();
+    let mut o = opts();
+    o.progress = Some(std::sync::Arc::new(move |e: &vmsan_image::Progress| {
+        ev2.lock().unwrap().push(e.clone());
+    }));
+    let img = store.pull(&name, &o).await.unwrap();
+    assert!(unsquashfs_list(&img.rootfs).contains_key("/r"));
+    let resumed_at = events.lock().unwrap().iter().find_map(|e| match e {
+        vmsan_image::Progress::LayerStart { offset, .. } => Some(*offset),
+        _ => None,
+    });
+    assert_eq!(resumed_at, Some((layer.len() / 2) as u64));
+    assert_eq!(std::fs::read(store.blob_path(&ld)).unwrap(), layer);
+}
