@@ -358,18 +358,27 @@ fn leftovers(home: &Path, host_ns: &str, id: &str) -> Vec<String> {
     found
 }
 
-#[test]
-fn privileged_e2e_vm_lifecycle() {
+/// A vmsan home set up with Firecracker (or the stand-in), the agent and a busybox image,
+/// whose VMs network through the test's namespaces. Fields drop in order: VMs go before the
+/// namespaces they use.
+struct Fixture {
+    home: Home,
+    net: Network,
+    work: tempfile::TempDir,
+}
+
+/// The fixture, or `None` (with the reason printed) when this machine cannot run the suite.
+fn fixture() -> Option<Fixture> {
     if let Some(why) = skip_reason() {
         eprintln!("skipped: {why}");
-        return;
+        return None;
     }
     let work = tempfile::tempdir().unwrap();
     let (firecracker, jailer, kernel) = match vmm_binaries(work.path()) {
         Ok(b) => b,
         Err(why) => {
             eprintln!("skipped: {why}");
-            return;
+            return None;
         }
     };
     let net = Network::new();
@@ -407,6 +416,13 @@ fn privileged_e2e_vm_lifecycle() {
         "--name",
         "busybox",
     ]);
+    Some(Fixture { home, net, work })
+}
+
+#[test]
+fn privileged_e2e_vm_lifecycle() {
+    let Some(fx) = fixture() else { return };
+    let (home, net, work) = (&fx.home, &fx.net, &fx.work);
 
     // Create: returns once the agent has announced itself.
     let doc = home.json(&["create", "--from-image", "busybox"]);
@@ -552,4 +568,71 @@ fn privileged_e2e_vm_lifecycle() {
         "left behind after remove:\n{}",
         left.join("\n")
     );
+}
+
+/// Wait until `vmsan inspect` shows `status` (and, with `settled`, that the supervisor has
+/// finished and recorded it), or fail after 30 s. (vmsan has no "wait" command yet, and the
+/// state file is the only thing a user could watch.)
+fn wait_status(home: &Home, id: &str, status: &str, settled: bool) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let doc = home.json(&["inspect", id]);
+        if doc["vm"]["status"] == status && (!settled || doc["vm"]["supervisor"].is_null()) {
+            return doc["vm"].clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{id} never became {status}: {doc}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn kill9(pid: u64) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+}
+
+/// Faults are noticed and cleaned up: Firecracker killed, the supervisor killed, `--timeout`.
+#[test]
+fn privileged_e2e_faults() {
+    let Some(fx) = fixture() else { return };
+    let (home, net) = (&fx.home, &fx.net);
+
+    // kill -9 of Firecracker: the supervisor notices, records why, and tears down.
+    let id = home.json(&["create", "--from-image", "busybox"])["vmId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let vm = home.json(&["inspect", &id])["vm"].clone();
+    kill9(vm["vmm"]["pid"].as_u64().unwrap());
+    let vm = wait_status(home, &id, "error", true);
+    assert!(vm["error"].as_str().unwrap().contains("signal 9"), "{vm}");
+    home.json(&["remove", &id]);
+    let left = leftovers(home.dir.path(), &net.host, &id);
+    assert!(left.is_empty(), "left behind:\n{}", left.join("\n"));
+
+    // kill -9 of the supervisor: every read reports it, and remove cleans up after it.
+    let id = home.json(&["create", "--from-image", "busybox"])["vmId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let vm = home.json(&["inspect", &id])["vm"].clone();
+    kill9(vm["supervisor"]["pid"].as_u64().unwrap());
+    let vm = wait_status(home, &id, "error", false);
+    assert!(vm["error"].as_str().unwrap().contains("supervisor"), "{vm}");
+    home.json(&["remove", "--force", &id]);
+    let left = leftovers(home.dir.path(), &net.host, &id);
+    assert!(left.is_empty(), "left behind:\n{}", left.join("\n"));
+
+    // --timeout really stops the VM, through the normal stop path.
+    let id = home.json(&["create", "--from-image", "busybox", "--timeout", "3s"])["vmId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let vm = wait_status(home, &id, "stopped", true);
+    assert!(vm["error"].as_str().unwrap().contains("timeout"), "{vm}");
+    home.json(&["remove", &id]);
+    let left = leftovers(home.dir.path(), &net.host, &id);
+    assert!(left.is_empty(), "left behind:\n{}", left.join("\n"));
 }

@@ -179,7 +179,7 @@ pub(crate) fn remove(ctx: &Ctx, opts: &RemoveOptions) -> Result<Outcome, Error> 
             .vms
             .iter()
             .filter_map(|id| store.get(id).ok())
-            .filter(|st| st.status != vmsan_core::state::VmStatus::Stopped)
+            .filter(vm::is_active)
             .map(|st| st.id.to_string())
             .collect();
         if !busy.is_empty() {

@@ -238,7 +238,7 @@ pub fn stop(paths: &Paths, id: &VmId) -> Result<StopOutcome> {
 pub fn remove(paths: &Paths, id: &VmId, force: bool) -> Result<()> {
     let store = StateStore::open(paths)?;
     let st = store.get(id)?;
-    if st.status != VmStatus::Stopped {
+    if is_active(&st) {
         if !force {
             return Err(Error::new(
                 ErrorCode::VmNotStopped,
@@ -249,6 +249,20 @@ pub fn remove(paths: &Paths, id: &VmId, force: bool) -> Result<()> {
         stop(paths, id)?;
     }
     discard(paths, id)
+}
+
+/// Whether anything of the VM still runs: it is running or being created, or a process of it
+/// (Firecracker, or its supervisor) is alive even though the VM failed. A VM in `error` with
+/// nothing left running can be removed without `--force`, like a stopped one.
+pub fn is_active(st: &VmState) -> bool {
+    match st.status {
+        VmStatus::Running | VmStatus::Creating => true,
+        VmStatus::Stopped => false,
+        VmStatus::Error => [st.vmm, st.supervisor]
+            .iter()
+            .flatten()
+            .any(process::is_alive),
+    }
 }
 
 /// Tear down whatever a VM may still hold on the host and delete its record and files.

@@ -11,4 +11,6 @@ pub mod network;
 pub mod supervisor;
 
 pub use host::{HOST_NETNS_ENV, host_config};
-pub use lifecycle::{BootMedia, StopOutcome, VmSpec, check_spec, create, remove, start, stop};
+pub use lifecycle::{
+    BootMedia, StopOutcome, VmSpec, check_spec, create, is_active, remove, start, stop,
+};
