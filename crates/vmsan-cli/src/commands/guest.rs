@@ -21,12 +21,7 @@ const EXIT_TIMEOUT: i32 = 124;
 /// The exit code after Ctrl-C.
 const EXIT_INTERRUPTED: i32 = 130;
 
-fn runtime() -> Result<tokio::runtime::Runtime, Error> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io("start a runtime", e))
-}
+use super::runtime;
 
 /// Run `fut` to completion, then drop the runtime without waiting for its blocking threads:
 /// tokio reads stdin on one, which may sit in `read` forever once the session is over.

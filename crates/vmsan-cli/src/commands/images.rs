@@ -15,13 +15,7 @@ use vmsan_image::{ImageStore, PullOptions};
 use super::Ctx;
 use crate::output::Outcome;
 
-fn runtime() -> Result<tokio::runtime::Runtime, Error> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io("start a runtime", e))
-}
+use super::runtime;
 
 fn store(ctx: &Ctx) -> Result<ImageStore, Error> {
     ImageStore::open(ctx.paths.home()).map_err(image_error)

@@ -30,6 +30,15 @@ pub struct Ctx {
     pub paths: Paths,
 }
 
+/// A tokio runtime for one command's async work.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("start a runtime", e))
+}
+
 /// Run one validated action.
 pub fn dispatch(ctx: &Ctx, action: Action) -> Result<Outcome, Error> {
     match action {

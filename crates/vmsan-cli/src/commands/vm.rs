@@ -68,10 +68,7 @@ pub(crate) fn create(ctx: &Ctx, opts: &CreateOptions) -> Result<Outcome, Error> 
             "Cannot use --connect with --count above 1",
         ));
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io("start a runtime", e))?;
+    let rt = super::runtime()?;
     let out = &ctx.out;
     let quiet = out.json || opts.silent;
     let note = |m: &str| {
@@ -143,31 +140,15 @@ fn all_exist(ctx: &Ctx, ids: &[VmId]) -> Result<(), Error> {
 /// `vmsan stop`.
 pub(crate) fn stop(ctx: &Ctx, opts: &StopOptions) -> Result<Outcome, Error> {
     all_exist(ctx, &opts.vms)?;
-    let mut results = Vec::new();
-    let mut text = String::new();
-    let mut failed = None;
-    for id in &opts.vms {
-        match vm::stop(&ctx.paths, id) {
-            Ok(StopOutcome::Stopped) => {
-                let _ = writeln!(text, "Stopped {id}");
-                results.push(json!({ "vmId": id, "success": true }));
-            }
-            Ok(StopOutcome::AlreadyStopped) => {
-                let _ = writeln!(text, "{id} is already stopped");
-                results.push(json!({ "vmId": id, "success": true, "alreadyStopped": true }));
-            }
-            Err(e) => {
-                let _ = writeln!(text, "Failed to stop {id}: {}", e.message());
-                results.push(json!({ "vmId": id, "success": false, "error": e.to_json() }));
-                failed.get_or_insert(e);
-            }
-        }
-    }
-    finish(
-        json!({ "vmIds": opts.vms, "results": results }),
-        text,
-        failed,
-    )
+    Ok(batch(&opts.vms, "stop", |id| {
+        vm::stop(&ctx.paths, id).map(|o| match o {
+            StopOutcome::Stopped => (format!("Stopped {id}"), json!({})),
+            StopOutcome::AlreadyStopped => (
+                format!("{id} is already stopped"),
+                json!({ "alreadyStopped": true }),
+            ),
+        })
+    }))
 }
 
 /// `vmsan remove`.
@@ -191,38 +172,44 @@ pub(crate) fn remove(ctx: &Ctx, opts: &RemoveOptions) -> Result<Outcome, Error> 
             .detail("vmIds", busy));
         }
     }
+    Ok(batch(&opts.vms, "remove", |id| {
+        vm::remove(&ctx.paths, id, opts.force).map(|()| (format!("Removed {id}"), json!({})))
+    }))
+}
+
+/// Run `op` on each VM in turn (one failure does not stop the others), printing a line per VM;
+/// the document lists every result, and the exit code is 1 if any failed.
+fn batch(
+    ids: &[VmId],
+    verb: &str,
+    op: impl Fn(&VmId) -> Result<(String, Value), Error>,
+) -> Outcome {
     let mut results = Vec::new();
     let mut text = String::new();
-    let mut failed = None;
-    for id in &opts.vms {
-        match vm::remove(&ctx.paths, id, opts.force) {
-            Ok(()) => {
-                let _ = writeln!(text, "Removed {id}");
-                results.push(json!({ "vmId": id, "success": true }));
+    let mut any_failed = false;
+    for id in ids {
+        let mut result = json!({ "vmId": id, "success": true });
+        match op(id) {
+            Ok((line, extra)) => {
+                let _ = writeln!(text, "{line}");
+                if let (Some(r), Some(e)) = (result.as_object_mut(), extra.as_object()) {
+                    r.extend(e.clone());
+                }
             }
             Err(e) => {
-                let _ = writeln!(text, "Failed to remove {id}: {}", e.message());
-                results.push(json!({ "vmId": id, "success": false, "error": e.to_json() }));
-                failed.get_or_insert(e);
+                let _ = writeln!(text, "Failed to {verb} {id}: {}", e.message());
+                result = json!({ "vmId": id, "success": false, "error": e.to_json() });
+                any_failed = true;
             }
         }
+        results.push(result);
     }
-    finish(
-        json!({ "vmIds": opts.vms, "results": results }),
-        text,
-        failed,
-    )
-}
-
-/// A per-VM batch: print every result; exit 1 if any failed (with the first error's code).
-fn finish(doc: Value, text: String, failed: Option<Error>) -> Result<Outcome, Error> {
-    let mut o = Outcome::ok(doc, text);
-    if failed.is_some() {
+    let mut o = Outcome::ok(json!({ "vmIds": ids, "results": results }), text);
+    if any_failed {
         o.exit_code = 1;
     }
-    Ok(o)
+    o
 }
-
 /// `vmsan network`: change a running VM's egress policy atomically.
 pub(crate) fn network(
     ctx: &Ctx,

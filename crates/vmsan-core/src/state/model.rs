@@ -98,15 +98,15 @@ pub struct NetworkState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Isolation {
-    /// Firecracker's default seccomp filter.
+    /// Firecracker's default seccomp filter (`--no-seccomp` turns it off).
     pub seccomp: bool,
-    /// A PID namespace of its own.
+    /// A PID namespace of its own (`--no-pid-ns`).
     pub pid_ns: bool,
-    /// cgroup limits.
+    /// cgroup CPU and memory limits (`--no-cgroup`).
     pub cgroup: bool,
-    /// A network namespace of its own.
+    /// A network namespace of its own (`--no-netns`).
     pub netns: bool,
-    /// Run under the jailer.
+    /// Run Firecracker under the jailer (`--no-jailer`).
     pub jailer: bool,
 }
 

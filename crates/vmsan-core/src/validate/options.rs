@@ -69,33 +69,9 @@ pub enum RootSource {
     },
 }
 
-/// Jailer isolation features; each `--no-*` flag turns one off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Isolation {
-    /// Firecracker's default seccomp filter (`--no-seccomp` turns it off).
-    pub seccomp: bool,
-    /// A PID namespace of its own (`--no-pid-ns`).
-    pub pid_ns: bool,
-    /// cgroup CPU and memory limits (`--no-cgroup`).
-    pub cgroup: bool,
-    /// A network namespace of its own (`--no-netns`).
-    pub netns: bool,
-    /// Run Firecracker under the jailer (`--no-jailer`).
-    pub jailer: bool,
-}
-
-impl Default for Isolation {
-    fn default() -> Self {
-        Self {
-            seccomp: true,
-            pid_ns: true,
-            cgroup: true,
-            netns: true,
-            jailer: true,
-        }
-    }
-}
+/// Jailer isolation features; each `--no-*` flag turns one off. The same type is persisted in
+/// a VM's state, so `start` restores exactly what `create` was given.
+pub use crate::state::Isolation;
 
 /// `vmsan create`.
 #[derive(Debug, Clone, PartialEq, Serialize)]

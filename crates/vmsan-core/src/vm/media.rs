@@ -8,7 +8,7 @@ use super::lifecycle::{BootMedia, VmSpec};
 use crate::artifacts;
 use crate::error::{Error, ErrorCode, Result};
 use crate::paths::Paths;
-use crate::state::{ImageState, Isolation, NetworkState, PublishedPort};
+use crate::state::{ImageState, NetworkState, PublishedPort};
 use crate::validate::options::{CreateOptions, InitMode, PullPolicy, RootSource};
 
 /// Map an image-crate error to a stable code.
@@ -73,13 +73,7 @@ pub fn spec_of(opts: &CreateOptions) -> VmSpec {
         },
         timeout: opts.timeout,
         network,
-        isolation: Isolation {
-            seccomp: opts.isolation.seccomp,
-            pid_ns: opts.isolation.pid_ns,
-            cgroup: opts.isolation.cgroup,
-            netns: opts.isolation.netns,
-            jailer: opts.isolation.jailer,
-        },
+        isolation: opts.isolation,
         init: match opts.init {
             InitMode::Agent => "agent".to_owned(),
             InitMode::Image => "image".to_owned(),
