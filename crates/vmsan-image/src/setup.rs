@@ -100,6 +100,9 @@ pub struct SetupReport {
     pub kernel: PathBuf,
     /// Firecracker version (`v1.16.1`).
     pub version: String,
+    /// The kernel's sha256 when no published checksum could verify it (the built-in kernel
+    /// location publishes none): the caller shows it so the user can check it.
+    pub kernel_unverified: Option<String>,
 }
 
 fn setup_err(message: impl Into<String>, hint: impl Into<String>) -> Error {
@@ -463,6 +466,7 @@ pub async fn setup(opts: &SetupOptions) -> Result<SetupReport> {
     check_elf_arch(&jailer, arch, "the jailer binary")?;
 
     // Kernel.
+    let mut kernel_unverified = None;
     let kernel = match &opts.kernel {
         Some(k) => fs::read(k).map_err(|e| {
             setup_err(
@@ -473,10 +477,10 @@ pub async fn setup(opts: &SetupOptions) -> Result<SetupReport> {
         None => {
             let url = opts.kernel_url.replace("{arch}", arch);
             let name = url.rsplit('/').next().unwrap_or("vmlinux").to_owned();
-            let want = match &opts.kernel_sha256 {
-                Some(h) => Digest::from_hex(&h.to_ascii_lowercase()).map_err(|_| {
+            let want: Option<Digest> = match &opts.kernel_sha256 {
+                Some(h) => Some(Digest::from_hex(&h.to_ascii_lowercase()).map_err(|_| {
                     setup_err(format!("{h:?} is not a sha256"), "pass 64 hex digits")
-                })?,
+                })?),
                 None => {
                     let sums = download(
                         &client,
@@ -484,17 +488,31 @@ pub async fn setup(opts: &SetupOptions) -> Result<SetupReport> {
                         &format!("{name}.sha256"),
                         p,
                     )
-                    .await?;
-                    checksum_from_file(&String::from_utf8_lossy(&sums), &name).ok_or_else(|| {
-                        setup_err(
-                            format!("no checksum for {name} in {url}.sha256"),
-                            "pass the kernel's sha256 explicitly",
-                        )
-                    })?
+                    .await;
+                    match sums {
+                        Ok(sums) => Some(
+                            checksum_from_file(&String::from_utf8_lossy(&sums), &name).ok_or_else(
+                                || {
+                                    setup_err(
+                                        format!("no checksum for {name} in {url}.sha256"),
+                                        "pass the kernel's sha256 explicitly",
+                                    )
+                                },
+                            )?,
+                        ),
+                        // Firecracker's CI bucket publishes no checksum beside its kernels: for
+                        // that built-in HTTPS location only, the kernel is taken as served and
+                        // its digest reported for the user to check.
+                        Err(_) if opts.kernel_url == DEFAULT_KERNEL_URL => None,
+                        Err(e) => return Err(e),
+                    }
                 }
             };
             let k = download(&client, &url, &name, p).await?;
-            verify(&k, &want, &name)?;
+            match &want {
+                Some(want) => verify(&k, want, &name)?,
+                None => kernel_unverified = Some(Digest::of(&k).to_string()),
+            }
             k
         }
     };
@@ -530,6 +548,7 @@ pub async fn setup(opts: &SetupOptions) -> Result<SetupReport> {
         jailer: jailer_path,
         kernel: kernel_path,
         version: format!("v{}.{}.{}", installed.0, installed.1, installed.2),
+        kernel_unverified,
     })
 }
 

@@ -39,6 +39,12 @@ pub(crate) fn setup(ctx: &Ctx, opts: &SetupOptions) -> Result<Outcome, Error> {
         .block_on(vmsan_image::setup(&so))
         .map_err(image_error)?;
     let agent = install_agent(&ctx.paths, opts.agent.as_deref())?;
+    if let Some(d) = &report.kernel_unverified {
+        ctx.out.note(&format!(
+            "WARNING: no checksum is published for the default guest kernel; installed it as \
+             served over HTTPS, sha256 {d}. Compare it with a trusted copy, or pass --kernel."
+        ));
+    }
     let mut text = String::new();
     let _ = writeln!(
         text,
@@ -60,6 +66,7 @@ pub(crate) fn setup(ctx: &Ctx, opts: &SetupOptions) -> Result<Outcome, Error> {
             "kernel": report.kernel,
             "agent": agent,
             "version": report.version,
+            "kernelUnverifiedSha256": report.kernel_unverified,
         }),
         text,
     ))

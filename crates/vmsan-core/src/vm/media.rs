@@ -85,7 +85,11 @@ pub fn spec_of(opts: &CreateOptions) -> VmSpec {
 /// Loopback resolvers (systemd-resolved's 127.0.0.53) are useless from a VM's namespace, so
 /// they are replaced by the public resolvers vmsan falls back to.
 fn default_dns_servers() -> Vec<String> {
-    let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    // systemd-resolved keeps the real upstreams here; /etc/resolv.conf then names 127.0.0.53.
+    let text = ["/run/systemd/resolve/resolv.conf", "/etc/resolv.conf"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default();
     let found: Vec<String> = text
         .lines()
         .filter_map(|l| l.trim().strip_prefix("nameserver"))
