@@ -11,9 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use vmsan_image::{
-    FsType, ImageStore, PullOptions, PullPolicy, create_overlay_disk, write_config_drive,
-};
+use vmsan_image::{FsType, ImageStore, PullOptions, PullPolicy, create_overlay_disk};
 
 const LAYERS: usize = 6;
 const FILES_PER_LAYER: usize = 5000;
@@ -205,11 +203,10 @@ fn main() {
     for i in 0..100 {
         let t = Instant::now();
         method = Some(create_overlay_disk(&tpl, &vmdir.path().join(format!("o{i}.ext4"))).unwrap());
-        write_config_drive(
-            &vmdir.path().join(format!("c{i}.json")),
-            br#"{"version":1,"vmId":"vm-00000000"}"#,
-        )
-        .unwrap();
+        // The config drive: a small JSON document padded to 4 KiB, as vmsan-core writes it.
+        let mut drive = br#"{"version":1,"vmId":"vm-00000000"}"#.to_vec();
+        drive.resize(4096, 0);
+        std::fs::write(vmdir.path().join(format!("c{i}.json")), &drive).unwrap();
         disk.push(t.elapsed());
     }
 

@@ -1,8 +1,7 @@
 //! Per-VM disks: the overlay disk (a reflink or sparse copy of a prepared empty ext4
-//! template, never a fresh mkfs per VM) and the config drive.
+//! template, never a fresh mkfs per VM).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -160,51 +159,10 @@ fn sparse_copy(src: &File, out: &File, len: u64) -> Result<()> {
     Ok(())
 }
 
-/// Write the config drive: `json` followed by NUL bytes up to a multiple of 4096.
-///
-/// # Errors
-/// I/O.
-pub fn write_config_drive(dest: &Path, json: &[u8]) -> Result<()> {
-    if json.contains(&0) {
-        return Err(Error::malformed(
-            "config drive",
-            "the document contains a NUL byte",
-        ));
-    }
-    let padded = json.len().div_ceil(4096).max(1) * 4096;
-    let mut buf = Vec::with_capacity(padded);
-    buf.extend_from_slice(json);
-    buf.resize(padded, 0);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(dest)
-        .ctx(|| format!("create {}", dest.display()))?;
-    f.write_all(&buf)
-        .ctx(|| format!("write {}", dest.display()))?;
-    // Not fsynced: Firecracker reads it through the page cache, and a crash before the VM
-    // starts recreates it. Keeping fsync out keeps per-VM preparation in milliseconds.
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn config_drive_is_padded() {
-        let t = tempfile::tempdir().unwrap();
-        let p = t.path().join("c");
-        write_config_drive(&p, b"{\"a\":1}").unwrap();
-        let b = fs::read(&p).unwrap();
-        assert_eq!(b.len(), 4096);
-        assert!(b.starts_with(b"{\"a\":1}") && b[7..].iter().all(|x| *x == 0));
-        write_config_drive(&p, &vec![b'x'; 4097]).unwrap();
-        assert_eq!(fs::read(&p).unwrap().len(), 8192);
-        assert!(write_config_drive(&p, b"a\0").is_err());
-    }
+    use std::io::Write;
 
     #[test]
     fn sparse_copy_keeps_holes_and_data() {

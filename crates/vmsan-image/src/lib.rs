@@ -10,8 +10,7 @@
 //!   merge ([`merge`]) and a read-only filesystem built without mounting ([`build`]), cached by
 //!   manifest digest with the image config stored beside it.
 //! * [`ImageStore::import`], [`ImageStore::list`], [`ImageStore::remove`], [`ImageStore::prune`].
-//! * [`initrd`]: the agent's initrd (newc cpio written here); [`disk`]: the per-VM overlay disk
-//!   and the config drive.
+//! * [`initrd`]: the agent's initrd (newc cpio written here); [`disk`]: the per-VM overlay disk.
 //! * [`runtimes`]: `base`, `node22`, `node24`, `python3.13` as image references.
 //! * [`progress`]: events for the CLI's progress bars.
 //!
@@ -26,7 +25,7 @@
 //! let initrd = store.ensure_initrd(&agent_binary)?;             // rebuilt when the agent changes
 //! let template = store.overlay_template(disk_bytes)?;           // once per size
 //! create_overlay_disk(&template, &vm_dir.join("overlay.ext4"))?; // per VM, milliseconds
-//! write_config_drive(&vm_dir.join("config.json"), &guest_config_json)?;
+//! // the config drive is `GuestConfig::to_drive_bytes` (vmsan-proto), written by vmsan-core
 //! ```
 //!
 //! `setup(&SetupOptions::new(&home))` installs `<home>/bin/{firecracker,jailer}` and
@@ -50,7 +49,7 @@ mod sys;
 
 pub use build::{BuildOptions, StagingArea};
 pub use digest::Digest;
-pub use disk::{CloneMethod, create_overlay_disk, write_config_drive};
+pub use disk::{CloneMethod, create_overlay_disk};
 pub use error::{Error, ErrorKind, Result};
 pub use manifest::{ImageConfig, Platform};
 pub use merge::Limits;

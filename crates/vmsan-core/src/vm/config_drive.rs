@@ -8,15 +8,10 @@ use vmsan_proto::GuestConfig;
 
 use crate::error::{Error, ErrorCode, Result};
 
-const BLOCK: usize = 4096;
-
-/// The bytes of a config drive for `cfg`.
+/// The bytes of a config drive for `cfg` (the wire form is the protocol crate's).
 pub(super) fn render(cfg: &GuestConfig) -> Result<Vec<u8>> {
-    let mut bytes = serde_json::to_vec(cfg)
-        .map_err(|e| Error::new(ErrorCode::Internal, format!("serialise guest config: {e}")))?;
-    let padded = bytes.len().div_ceil(BLOCK).max(1) * BLOCK;
-    bytes.resize(padded, 0);
-    Ok(bytes)
+    cfg.to_drive_bytes()
+        .map_err(|e| Error::new(ErrorCode::Internal, e))
 }
 
 /// Write the config drive at `path` (replacing it atomically), readable by the jail's
@@ -65,7 +60,7 @@ mod tests {
             image: Default::default(),
         };
         let b = render(&cfg).unwrap();
-        assert_eq!(b.len() % BLOCK, 0);
+        assert_eq!(b.len() % 4096, 0);
         let end = b.iter().position(|&c| c == 0).unwrap();
         let back: GuestConfig = serde_json::from_slice(&b[..end]).unwrap();
         assert_eq!(back.vm_id, "vm-00000001");

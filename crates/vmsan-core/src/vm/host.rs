@@ -270,7 +270,6 @@ fn touch_owned(path: &Path, uid: u32, gid: u32) -> Result<()> {
 /// Lay out the jail: shared read-only kernel, initrd and image; the VM's own disk, config
 /// drive and log files, owned by the jail's uid/gid.
 pub(crate) fn prepare_jail(
-    _paths: &Paths,
     st: &VmState,
     launch: &Launch,
     files: &VmFiles,
@@ -391,7 +390,7 @@ pub(crate) fn spawn_vmm(
 
 /// Undo a run: network (and a leak check), jail, cgroups. Never fails: returns what it could
 /// not clean, for the log.
-pub(crate) async fn teardown(paths: &Paths, st: &VmState, _net: Option<VmNet>) -> Vec<String> {
+pub(crate) async fn teardown(paths: &Paths, st: &VmState) -> Vec<String> {
     let mut problems = Vec::new();
     if let Some(slot) = st.network.slot {
         let host = host_config();

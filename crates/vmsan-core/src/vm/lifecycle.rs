@@ -275,7 +275,7 @@ fn discard(paths: &Paths, id: &VmId) -> Result<()> {
                 supervisor::kill_and_wait(&p, Duration::from_secs(10));
             }
         }
-        let problems = block_on(super::host::teardown(paths, &st, None))?;
+        let problems = block_on(super::host::teardown(paths, &st))?;
         for p in &problems {
             eprintln!("vmsan: cleanup of {id}: {p}");
         }
@@ -289,7 +289,7 @@ fn cleanup_unsupervised(paths: &Paths, store: &StateStore, id: &VmId, reason: &s
     if let Some(vmm) = st.vmm {
         supervisor::kill_and_wait(&vmm, Duration::from_secs(10));
     }
-    let problems = block_on(super::host::teardown(paths, &st, None))?;
+    let problems = block_on(super::host::teardown(paths, &st))?;
     for p in &problems {
         eprintln!("vmsan: cleanup of {id}: {p}");
     }

@@ -258,14 +258,7 @@ impl Supervisor {
         let net_plan = host::net_plan(&net);
         self.net = Some(net);
 
-        host::prepare_jail(
-            &self.paths,
-            &self.state,
-            &self.launch,
-            &self.files,
-            uid,
-            gid,
-        )?;
+        host::prepare_jail(&self.state, &self.launch, &self.files, uid, gid)?;
         let ready = ReadyListener::bind(&self.vsock_path()).map_err(|e| {
             Error::new(
                 ErrorCode::VmCreateFailed,
@@ -503,7 +496,7 @@ impl Supervisor {
         if let Some((task, _)) = self.dns.take() {
             task.abort();
         }
-        let mut problems = host::teardown(&self.paths, &self.state, self.net.take()).await;
+        let mut problems = host::teardown(&self.paths, &self.state).await;
         let (status, reason) = match ended {
             Ended::Stopped(r) => (VmStatus::Stopped, r),
             Ended::Failed(r) => (VmStatus::Error, r),
