@@ -207,12 +207,7 @@ impl StateStore {
     /// state, and write it, all under the global slot lock.
     pub fn create(&self, build: impl FnOnce(&VmId, u32) -> VmState) -> Result<VmState> {
         self.init()?;
-        let _slots = lock::lock_exclusive(
-            &self.paths.locks_dir().join("slots.lock"),
-            IfMissing::Create,
-            self.lock_timeout,
-        )?
-        .ok_or_else(|| Error::new(ErrorCode::Internal, "slot lock vanished"))?;
+        let _slots = self.slot_lock()?;
 
         let slot = self.claim_slot()?;
         let id = loop {
@@ -260,6 +255,16 @@ impl StateStore {
         }
         result?;
         Ok(st)
+    }
+
+    /// The global lock under which slots are claimed and released.
+    fn slot_lock(&self) -> Result<LockGuard> {
+        lock::lock_exclusive(
+            &self.paths.locks_dir().join("slots.lock"),
+            IfMissing::Create,
+            self.lock_timeout,
+        )?
+        .ok_or_else(|| Error::new(ErrorCode::Internal, "slot lock vanished"))
     }
 
     /// The lowest free slot. Each taken slot is a file `slots/<n>` naming its VM, written
@@ -354,9 +359,12 @@ impl StateStore {
             .and_then(|st| st.network.slot);
         fs::remove_dir_all(&trash)
             .map_err(|e| Error::io(format!("remove {}", trash.display()), e))?;
-        // Free the slot if the claim is still this VM's. (An unreadable state leaves its claim
-        // for the next create to reclaim, which it does once the VM directory is gone.)
+        // Free the slot if the claim is still this VM's. The check and the delete happen under
+        // the slot lock: a create may meanwhile have reclaimed the slot (this VM's directory is
+        // already gone) and given it to a new VM, whose claim must survive. (An unreadable state
+        // leaves its claim for the next create to reclaim.)
         if let Some(slot) = slot {
+            let _slots = self.slot_lock()?;
             let claim = self.paths.slots_dir().join(slot.to_string());
             if fs::read_to_string(&claim).is_ok_and(|o| o.trim() == lock_id.as_str()) {
                 let _ = fs::remove_file(&claim);
