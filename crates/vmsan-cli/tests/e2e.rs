@@ -636,3 +636,67 @@ fn privileged_e2e_faults() {
     let left = leftovers(home.dir.path(), &net.host, &id);
     assert!(left.is_empty(), "left behind:\n{}", left.join("\n"));
 }
+
+/// Twenty `vmsan create` at once all succeed, with distinct slots and addresses, each VM
+/// answers, and removing them all at once leaves nothing.
+#[test]
+fn privileged_e2e_concurrent_creates() {
+    const N: usize = 20;
+    let Some(fx) = fixture() else { return };
+    let (home, net) = (&fx.home, &fx.net);
+    let children: Vec<_> = (0..N)
+        .map(|_| {
+            home.vmsan()
+                .args(["--json", "create", "--from-image", "busybox"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        let doc = parse(&out);
+        assert!(out.status.success(), "a concurrent create failed: {doc}");
+        ids.push(doc["vmId"].as_str().unwrap().to_owned());
+    }
+    let list = home.json(&["list"]);
+    assert_eq!(list["count"], N);
+    assert_eq!(list["statuses"]["running"], N);
+    let mut ips: Vec<String> = list["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["guestIp"].as_str().unwrap().to_owned())
+        .collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), N, "guest addresses must be distinct");
+    for id in &ids {
+        let out = home.run(&["exec", id, "cat", "/etc/hostname"]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), id);
+    }
+    let removers: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            home.vmsan()
+                .args(["--json", "remove", "--force", id])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for r in removers {
+        let out = r.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    for id in &ids {
+        let left = leftovers(home.dir.path(), &net.host, id);
+        assert!(left.is_empty(), "left behind by {id}:\n{}", left.join("\n"));
+    }
+}
