@@ -700,3 +700,66 @@ fn privileged_e2e_concurrent_creates() {
         assert!(left.is_empty(), "left behind by {id}:\n{}", left.join("\n"));
     }
 }
+
+/// Killing the process group and the cgroup of the shell that ran `vmsan create` leaves the
+/// VM running: its supervisor left both.
+#[test]
+fn privileged_e2e_vm_outlives_the_callers_session_and_cgroup() {
+    let Some(fx) = fixture() else { return };
+    let home = &fx.home;
+    // A cgroup of the caller's own, in the pids hierarchy (v1) or the unified one (v2).
+    let root = ["/sys/fs/cgroup/pids", "/sys/fs/cgroup"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.join("cgroup.procs").exists());
+    let Some(root) = root else {
+        eprintln!("skipped: no writable cgroup hierarchy");
+        return;
+    };
+    let cg = root.join(format!("test-e2e-caller-{}", std::process::id()));
+    std::fs::create_dir(&cg).unwrap();
+    struct Rmdir(PathBuf);
+    impl Drop for Rmdir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let _cg = Rmdir(cg.clone());
+
+    // The "session": a shell in its own process group that joins the cgroup, then runs create.
+    let mut shell = Command::new("sh");
+    shell
+        .args([
+            "-c",
+            "echo $$ > \"$1/cgroup.procs\" && exec \"$2\" --json create --from-image busybox",
+            "sh",
+        ])
+        .arg(&cg)
+        .arg(env!("CARGO_BIN_EXE_vmsan"))
+        .env("VMSAN_HOME", home.dir.path())
+        .env("VMSAN_HOST_NETNS", &home.host_netns);
+    std::os::unix::process::CommandExt::process_group(&mut shell, 0);
+    let child = shell.stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let pgid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    let out = child.wait_with_output().unwrap();
+    let doc = parse(&out);
+    assert!(out.status.success(), "{doc}");
+    let id = doc["vmId"].as_str().unwrap().to_owned();
+
+    // Kill everything left in the caller's process group and cgroup.
+    let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+    let procs = std::fs::read_to_string(cg.join("cgroup.procs")).unwrap();
+    for pid in procs.lines().filter_map(|l| l.trim().parse::<u64>().ok()) {
+        kill9(pid);
+    }
+    assert!(
+        procs.trim().is_empty(),
+        "processes of the VM stayed in the caller's cgroup: {procs}"
+    );
+
+    let vm = home.json(&["inspect", &id])["vm"].clone();
+    assert_eq!(vm["status"], "running", "{vm}");
+    let out = home.run(&["exec", &id, "echo", "still here"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "still here\n");
+    home.json(&["remove", "--force", &id]);
+}
