@@ -625,6 +625,33 @@ fn privileged_e2e_faults() {
     let left = leftovers(home.dir.path(), &net.host, &id);
     assert!(left.is_empty(), "left behind:\n{}", left.join("\n"));
 
+    // A step that fails after the network and the jail were set up (the jail refuses a
+    // kernel that is not a regular file) undoes everything: no VM, nothing on the host.
+    let bad_kernel = fx.work.path().join("kernel-dir");
+    std::fs::create_dir(&bad_kernel).unwrap();
+    let out = home
+        .vmsan()
+        .args(["--json", "create", "--from-image", "busybox", "--kernel"])
+        .arg(&bad_kernel)
+        .output()
+        .unwrap();
+    let doc = parse(&out);
+    assert!(
+        !out.status.success(),
+        "create with a directory as kernel succeeded: {doc}"
+    );
+    assert_eq!(
+        home.json(&["list"])["count"],
+        0,
+        "a failed create left a VM"
+    );
+    let left = leftovers(home.dir.path(), &net.host, "vm-");
+    assert!(
+        left.is_empty(),
+        "a failed create left:\n{}",
+        left.join("\n")
+    );
+
     // --timeout really stops the VM, through the normal stop path.
     let id = home.json(&["create", "--from-image", "busybox", "--timeout", "3s"])["vmId"]
         .as_str()

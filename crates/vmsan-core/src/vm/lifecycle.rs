@@ -128,7 +128,7 @@ pub fn create(
             if std::env::var_os("VMSAN_KEEP_FAILED").is_none_or(|v| v != "1") {
                 let _ = discard(paths, &id);
             }
-            Err(e)
+            Err(e.detail("vmId", id.as_str()))
         }
     }
 }
