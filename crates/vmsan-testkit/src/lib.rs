@@ -6,6 +6,7 @@ pub mod api;
 pub mod args;
 pub mod cmdline;
 pub mod cpio;
+pub mod e2e;
 pub mod fc;
 pub mod fixture;
 pub mod helper;
