@@ -30,6 +30,23 @@ fn privileged_e2e_vm_lifecycle() {
     let doc = home.json(&["create", "--from-image", "busybox"]);
     let id = doc["vmId"].as_str().unwrap().to_owned();
     assert_eq!(doc["status"], "running", "{doc}");
+    let steps: Vec<&str> = doc["timingsMs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    for want in [
+        "disk",
+        "network and DNS filter",
+        "InstanceStart",
+        "agent ready",
+    ] {
+        assert!(
+            steps.contains(&want),
+            "create's breakdown lacks {want:?}: {steps:?}"
+        );
+    }
     let listed = home.json(&["list"]);
     assert_eq!(listed["vms"][0]["id"], id.as_str());
     assert_eq!(listed["vms"][0]["status"], "running");

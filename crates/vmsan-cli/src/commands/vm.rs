@@ -87,23 +87,39 @@ pub(crate) fn create(ctx: &Ctx, opts: &CreateOptions) -> Result<Outcome, Error> 
     let make_disk = vm::media::make_disk(&ctx.paths);
     let mut created = Vec::new();
     for _ in 0..opts.count.max(1) {
-        let st = vm::create(&ctx.paths, &spec, &media, &make_disk, &mut |m| note(m))?;
-        created.push(st);
+        let c = vm::create(&ctx.paths, &spec, &media, &make_disk, &mut |m| note(m))?;
+        for s in &c.steps {
+            ctx.out
+                .debug(&format!("{}: {} took {:.2} ms", c.state.id, s.name, s.ms));
+        }
+        created.push(c);
     }
     if opts.connect
-        && let Some(st) = created.first()
+        && let Some(c) = created.first()
     {
-        return super::guest::connect_to(ctx, &st.id, None);
+        return super::guest::connect_to(ctx, &c.state.id, None);
     }
     let text: String = if opts.silent {
         String::new()
     } else {
-        created.iter().map(|s| summary_text(ctx, s)).collect()
+        created
+            .iter()
+            .map(|c| summary_text(ctx, &c.state))
+            .collect()
+    };
+    let with_timings = |c: &vm::Created| {
+        let mut doc = summary_json(&c.state);
+        doc["timingsMs"] = c
+            .steps
+            .iter()
+            .map(|s| json!({ "step": s.name, "ms": s.ms }))
+            .collect();
+        doc
     };
     let doc = if created.len() == 1 {
-        summary_json(&created[0])
+        with_timings(&created[0])
     } else {
-        json!({ "vms": created.iter().map(summary_json).collect::<Vec<_>>() })
+        json!({ "vms": created.iter().map(with_timings).collect::<Vec<_>>() })
     };
     Ok(Outcome::ok(doc, text))
 }

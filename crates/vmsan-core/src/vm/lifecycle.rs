@@ -13,7 +13,7 @@ use std::time::Duration;
 use vmsan_proto::{GuestConfig, GuestNetwork};
 
 use super::files::{VmFiles, jail_ids};
-use super::supervisor::{self, SUPERVISE_ARG};
+use super::supervisor::{self, SUPERVISE_ARG, Step};
 use crate::error::{Error, ErrorCode, Result};
 use crate::ids::VmId;
 use crate::paths::Paths;
@@ -69,6 +69,15 @@ pub struct VmSpec {
 /// Prepares the VM's writable disk: an empty ext4 filesystem of the given size.
 pub type DiskMaker<'a> = &'a dyn Fn(&std::path::Path, u64) -> Result<()>;
 
+/// A created VM and where the time to create it went.
+#[derive(Debug, Clone)]
+pub struct Created {
+    /// Its state (running).
+    pub state: VmState,
+    /// The steps, in order: this process's, then the supervisor's.
+    pub steps: Vec<Step>,
+}
+
 /// Create and boot a VM; returns its state once the agent has announced itself.
 pub fn create(
     paths: &Paths,
@@ -76,8 +85,9 @@ pub fn create(
     media: &BootMedia,
     make_disk: DiskMaker<'_>,
     progress: &mut dyn FnMut(&str),
-) -> Result<VmState> {
+) -> Result<Created> {
     check_spec(spec)?;
+    let mut clock = supervisor::Stopwatch::start();
     let store = StateStore::open(paths)?;
     let me = process::identify(std::process::id());
     let token = random_token();
@@ -108,7 +118,8 @@ pub fn create(
         st
     })?;
     let id = st.id.clone();
-    let result = (|| {
+    clock.lap("record (id, slot, state)");
+    let result = (|| -> Result<()> {
         let files = VmFiles::new(paths, &id);
         let slot = st.network.slot.unwrap_or(0);
         let (uid, gid) = jail_ids(slot);
@@ -116,12 +127,26 @@ pub fn create(
         make_disk(&files.disk(), spec.disk_bytes)?;
         std::os::unix::fs::chown(files.disk(), Some(uid), Some(gid))
             .map_err(|e| Error::io("chown the VM's disk", e))?;
+        clock.lap("disk");
         super::config_drive::write(&files.config_drive(), &guest_config(&st, media), uid, gid)?;
+        clock.lap("config drive");
         progress("Booting");
-        run_supervisor(paths, &id)
+        let booted = run_supervisor(paths, &id)?;
+        // The supervisor's own steps, and the rest of that wait: starting its process.
+        clock.lap("supervisor");
+        let inner: f64 = booted.iter().map(|s| s.ms).sum();
+        if let Some(last) = clock.steps.last_mut() {
+            last.name = "supervisor process start".into();
+            last.ms = (last.ms - inner).max(0.0);
+        }
+        clock.steps.extend(booted);
+        Ok(())
     })();
     match result {
-        Ok(()) => store.get(&id),
+        Ok(()) => Ok(Created {
+            state: store.get(&id)?,
+            steps: clock.steps,
+        }),
         Err(e) => {
             // Nothing of a failed create stays: the supervisor tore down what it set up.
             // (`VMSAN_KEEP_FAILED=1` keeps the VM's directory and logs for a post-mortem.)
@@ -183,7 +208,7 @@ pub fn start(paths: &Paths, id: &VmId) -> Result<VmState> {
         Ok(())
     })?;
     match run_supervisor(paths, id) {
-        Ok(()) => store.get(id),
+        Ok(_) => store.get(id),
         Err(e) => {
             let _ = store.update(id, |st| {
                 st.status = VmStatus::Error;
@@ -314,7 +339,7 @@ fn block_on<T>(f: impl std::future::Future<Output = T>) -> Result<T> {
 }
 
 /// Start `vmsan __supervise <id>` in its own session and wait for its report.
-fn run_supervisor(paths: &Paths, id: &VmId) -> Result<()> {
+fn run_supervisor(paths: &Paths, id: &VmId) -> Result<Vec<Step>> {
     let exe = std::env::current_exe().map_err(|e| Error::io("find the vmsan binary", e))?;
     let files = VmFiles::new(paths, id);
     let log = std::fs::OpenOptions::new()
@@ -372,10 +397,15 @@ fn run_supervisor(paths: &Paths, id: &VmId) -> Result<()> {
     report
 }
 
-fn parse_report(line: &str, files: &VmFiles) -> Result<()> {
+fn parse_report(line: &str, files: &VmFiles) -> Result<Vec<Step>> {
     let line = line.trim_end();
-    if line == "ready" {
-        return Ok(());
+    if let Some(json) = line.strip_prefix("ready") {
+        // `ready {"steps":[…]}`; the steps are informative, so a bad document is not fatal.
+        let steps = serde_json::from_str::<serde_json::Value>(json.trim())
+            .ok()
+            .and_then(|v| serde_json::from_value(v["steps"].clone()).ok())
+            .unwrap_or_default();
+        return Ok(steps);
     }
     if let Some(json) = line.strip_prefix("error ")
         && let Ok(v) = serde_json::from_str::<serde_json::Value>(json)

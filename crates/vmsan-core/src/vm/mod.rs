@@ -12,5 +12,6 @@ pub mod supervisor;
 
 pub use host::{HOST_NETNS_ENV, host_config};
 pub use lifecycle::{
-    BootMedia, StopOutcome, VmSpec, check_spec, create, is_active, remove, start, stop,
+    BootMedia, Created, StopOutcome, VmSpec, check_spec, create, is_active, remove, start, stop,
 };
+pub use supervisor::Step;

@@ -42,6 +42,50 @@ const AGENT_STOP_GRACE: Duration = Duration::from_secs(10);
 const CAD_STOP_GRACE: Duration = Duration::from_secs(5);
 const KILL_GRACE: Duration = Duration::from_secs(5);
 
+/// One step of a boot and how long it took.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Step {
+    /// What was done.
+    pub name: String,
+    /// Milliseconds.
+    pub ms: f64,
+}
+
+/// Times consecutive steps.
+#[derive(Debug, Clone)]
+pub(crate) struct Stopwatch {
+    last: std::time::Instant,
+    pub(crate) steps: Vec<Step>,
+}
+
+impl Stopwatch {
+    pub(crate) fn start() -> Self {
+        Self {
+            last: std::time::Instant::now(),
+            steps: Vec::new(),
+        }
+    }
+
+    /// Record the time since the previous lap (or the start) as step `name`.
+    pub(crate) fn lap(&mut self, name: &str) {
+        let now = std::time::Instant::now();
+        self.steps.push(Step {
+            name: name.into(),
+            ms: (now - self.last).as_secs_f64() * 1000.0,
+        });
+        self.last = now;
+    }
+
+    /// Record a step timed elsewhere, and restart the lap clock.
+    pub(crate) fn add(&mut self, name: &str, ms: f64) {
+        self.steps.push(Step {
+            name: name.into(),
+            ms,
+        });
+        self.last = std::time::Instant::now();
+    }
+}
+
 /// Why a VM ended, and so what its final state is.
 #[derive(Debug, Clone)]
 enum Ended {
@@ -77,9 +121,9 @@ pub fn main(paths: &Paths, id: &VmId) -> i32 {
 }
 
 /// Tell the spawning command how boot went, then detach stdout from its pipe.
-fn report(result: &Result<()>) {
+fn report(result: &Result<Vec<Step>>) {
     let line = match result {
-        Ok(()) => "ready\n".to_owned(),
+        Ok(steps) => format!("ready {}\n", serde_json::json!({ "steps": steps })),
         Err(e) => format!("error {}\n", e.to_json()),
     };
     let mut out = std::io::stdout().lock();
@@ -114,7 +158,7 @@ async fn run(paths: &Paths, id: &VmId) -> Result<()> {
     let booted = sup.boot().await;
     let ended = match &booted {
         Ok(()) => {
-            report(&Ok(()));
+            report(&Ok(sup.clock.steps.clone()));
             sup.watch().await
         }
         Err(e) => {
@@ -218,6 +262,8 @@ struct Supervisor {
     dns: Option<(tokio::task::JoinHandle<()>, vmsan_net::dns::AllowedDomains)>,
     vmm: Option<Vmm>,
     client: FirecrackerClient,
+    /// Where boot time went, for `create`'s breakdown.
+    clock: Stopwatch,
 }
 
 impl Supervisor {
@@ -237,6 +283,7 @@ impl Supervisor {
             dns: None,
             vmm: None,
             client,
+            clock: Stopwatch::start(),
         })
     }
 
@@ -253,11 +300,13 @@ impl Supervisor {
             .ok_or_else(|| Error::new(ErrorCode::Internal, "VM has no slot"))?;
         let (uid, gid) = jail_ids(slot);
 
+        self.clock = Stopwatch::start();
         let net = host::setup_network(&self.state, uid, gid).await?;
         self.dns = Some(host::start_dns_filter(&net, &self.state)?);
         let net_plan = host::net_plan(&net);
         self.net = Some(net);
 
+        self.clock.lap("network and DNS filter");
         host::prepare_jail(&self.state, &self.launch, &self.files, uid, gid)?;
         let ready = ReadyListener::bind(&self.vsock_path()).map_err(|e| {
             Error::new(
@@ -270,6 +319,7 @@ impl Supervisor {
         vmsan_firecracker::give_to_jail(&self.layout, &ready_name, uid, gid)
             .map_err(super::convert::jail)?;
 
+        self.clock.lap("jail");
         let (child, vmm_log) = host::spawn_vmm(
             &self.launch,
             &self.files,
@@ -295,6 +345,7 @@ impl Supervisor {
             st.vmm = early;
             Ok(())
         })?;
+        self.clock.lap("jailer and Firecracker start");
         let deadline = Instant::now() + SOCKET_TIMEOUT;
         vmsan_firecracker::wait_for_socket(&self.layout.api_socket(), deadline)
             .await
@@ -305,6 +356,7 @@ impl Supervisor {
                 )
             })?;
 
+        self.clock.lap("API socket");
         let plan = super::boot::BootPlan {
             rootfs_fs: self.launch.rootfs_fs,
             vcpus: self.state.vcpu_count,
@@ -315,13 +367,16 @@ impl Supervisor {
             .boot(&self.client)
             .await
             .map_err(super::convert::firecracker)?;
-        for t in &timings {
-            eprintln!(
-                "supervisor: {} took {:.2} ms",
-                t.step,
-                t.took.as_secs_f64() * 1000.0
-            );
-        }
+        let (start, config): (Vec<_>, Vec<_>) = timings
+            .iter()
+            .partition(|st| st.step.contains("InstanceStart"));
+        let ms = |v: &[&vmsan_firecracker::StepTiming]| {
+            v.iter()
+                .map(|st| st.took.as_secs_f64() * 1000.0)
+                .sum::<f64>()
+        };
+        self.clock.add("configure (API)", ms(&config));
+        self.clock.add("InstanceStart", ms(&start));
 
         let vmm = self
             .vmm
@@ -344,6 +399,7 @@ impl Supervisor {
             }
         }
 
+        self.clock.lap("agent ready");
         let vmm_id = self
             .vmm
             .as_ref()
