@@ -1,0 +1,160 @@
+//! Benchmark: `vmsan create` until the agent is ready, against the stand-in VMM (whose guest
+//! "boot" is only starting the agent), with the step-by-step breakdown `create` reports; the
+//! supervisor's resident memory per VM; and many creates at once (success rate, wall time).
+//! Not a test: run it as root with
+//!
+//! ```text
+//! scripts/build-agent && cargo build -p vmsan-testkit --bins --release \
+//!   && VMSAN_STANDIN_DIR=target/release cargo bench -p vmsan-cli --bench create
+//! ```
+//!
+//! `VMSAN_BENCH_RUNS` (default 30) sequential creates; `VMSAN_BENCH_CONCURRENT` (default 100)
+//! creates at once.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Instant;
+
+use serde_json::Value;
+use vmsan_testkit::e2e::{fixture, parse};
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn rss_kib(pid: u64) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+fn main() {
+    let runs = env_or("VMSAN_BENCH_RUNS", 30);
+    let concurrent = env_or("VMSAN_BENCH_CONCURRENT", 100);
+    let Some(fx) = fixture(Path::new(env!("CARGO_BIN_EXE_vmsan"))) else {
+        return;
+    };
+    let home = &fx.home;
+    // Warm the caches (the overlay template, the initrd) once.
+    let id = home.json(&["create", "--from-image", "busybox"])["vmId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    home.json(&["remove", "--force", &id]);
+
+    let mut wall = Vec::new();
+    let mut steps: BTreeMap<String, (usize, Vec<f64>)> = BTreeMap::new();
+    let mut rss = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let doc = home.json(&["create", "--from-image", "busybox"]);
+        wall.push(t.elapsed().as_secs_f64() * 1000.0);
+        for (i, s) in doc["timingsMs"].as_array().unwrap().iter().enumerate() {
+            let e = steps
+                .entry(s["step"].as_str().unwrap().to_owned())
+                .or_insert((i, Vec::new()));
+            e.1.push(s["ms"].as_f64().unwrap());
+        }
+        let id = doc["vmId"].as_str().unwrap().to_owned();
+        let vm = home.json(&["inspect", &id])["vm"].clone();
+        if let Some(kib) = vm["supervisor"]["pid"].as_u64().and_then(rss_kib) {
+            rss.push(kib as f64 / 1024.0);
+        }
+        home.json(&["remove", "--force", &id]);
+    }
+    wall.sort_by(f64::total_cmp);
+    rss.sort_by(f64::total_cmp);
+    println!("vmsan create until the agent is ready, stand-in VMM, {runs} runs (whole command)");
+    println!("{:<32} {:>10} {:>10}", "step", "p50 ms", "p95 ms");
+    let mut ordered: Vec<_> = steps.into_iter().collect();
+    ordered.sort_by_key(|(_, (i, _))| *i);
+    for (name, (_, mut v)) in ordered {
+        v.sort_by(f64::total_cmp);
+        println!("{name:<32} {:>10.2} {:>10.2}", pct(&v, 0.5), pct(&v, 0.95));
+    }
+    println!(
+        "{:<32} {:>10.2} {:>10.2}",
+        "total (wall, whole command)",
+        pct(&wall, 0.5),
+        pct(&wall, 0.95)
+    );
+    if !rss.is_empty() {
+        println!(
+            "supervisor resident memory: p50 {:.2} MiB, max {:.2} MiB (goal under 3 MiB)",
+            pct(&rss, 0.5),
+            rss[rss.len() - 1]
+        );
+    }
+    println!(
+        "goal: host-side create p50 under 30 ms: {}",
+        if pct(&wall, 0.5) < 30.0 {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+
+    // Many at once.
+    let t = Instant::now();
+    let children: Vec<_> = (0..concurrent)
+        .map(|_| {
+            home.vmsan()
+                .args(["--json", "create", "--from-image", "busybox"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut ok = Vec::new();
+    let mut failures: BTreeMap<String, usize> = BTreeMap::new();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        let doc: Value = parse(&out);
+        if out.status.success() {
+            ok.push(doc["vmId"].as_str().unwrap().to_owned());
+        } else {
+            *failures
+                .entry(doc["error"]["code"].as_str().unwrap_or("?").to_owned())
+                .or_default() += 1;
+        }
+    }
+    let took = t.elapsed().as_secs_f64();
+    println!(
+        "{concurrent} concurrent creates: {} succeeded ({:.0}%), wall {took:.2} s{}",
+        ok.len(),
+        100.0 * ok.len() as f64 / concurrent as f64,
+        if failures.is_empty() {
+            String::new()
+        } else {
+            format!(", failures {failures:?}")
+        }
+    );
+    let t = Instant::now();
+    let removers: Vec<_> = ok
+        .iter()
+        .map(|id| {
+            home.vmsan()
+                .args(["--json", "remove", "--force", id])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut r in removers {
+        r.wait().unwrap();
+    }
+    println!("removing them at once: {:.2} s", t.elapsed().as_secs_f64());
+}
