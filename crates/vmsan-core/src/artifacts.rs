@@ -6,7 +6,6 @@
 
 use std::fmt;
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::paths::Paths;
@@ -90,45 +89,11 @@ pub fn find_kernel(paths: &Paths) -> Option<PathBuf> {
     found.pop()
 }
 
-/// Check that a file and every directory above it are owned by root and not writable by group
-/// or others (sticky directories such as /tmp excepted for the directories). `Err` says why not.
+/// Check that a binary vmsan runs as root is a regular, executable file owned by root and
+/// writable by nobody else, and so is every directory above it (sticky directories such as
+/// /tmp excepted). `Err` says why not. (One check, shared with `vmsan setup`.)
 pub fn check_trusted_file(path: &Path) -> Result<(), String> {
-    let md = std::fs::symlink_metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if md.file_type().is_symlink() {
-        return Err(format!("{} is a symlink", path.display()));
-    }
-    if !md.is_file() {
-        return Err(format!("{} is not a regular file", path.display()));
-    }
-    check_owner_mode(path, md.uid(), md.mode(), false)?;
-    let mut dir = path.parent();
-    while let Some(d) = dir {
-        if d.as_os_str().is_empty() {
-            break;
-        }
-        let md = std::fs::metadata(d).map_err(|e| format!("{}: {e}", d.display()))?;
-        check_owner_mode(d, md.uid(), md.mode(), true)?;
-        dir = d.parent();
-    }
-    Ok(())
-}
-
-fn check_owner_mode(path: &Path, uid: u32, mode: u32, is_dir: bool) -> Result<(), String> {
-    if uid != 0 {
-        return Err(format!(
-            "{} is owned by uid {uid}, not root",
-            path.display()
-        ));
-    }
-    let sticky = mode & 0o1000 != 0;
-    if mode & 0o022 != 0 && !(is_dir && sticky) {
-        return Err(format!(
-            "{} is group- or world-writable (mode {:o})",
-            path.display(),
-            mode & 0o7777
-        ));
-    }
-    Ok(())
+    vmsan_image::check_trusted_binary(path).map_err(|e| e.to_string())
 }
 
 /// Is this an ELF executable without a program interpreter (i.e. statically linked)?

@@ -174,6 +174,12 @@ pub fn check_trusted_binary(path: &Path) -> Result<()> {
             "run `vmsan setup`",
         )
     })?;
+    if m.file_type().is_symlink() {
+        return Err(setup_err(
+            format!("{} is a symlink", path.display()),
+            "run `vmsan setup` to install a real binary",
+        ));
+    }
     if !m.file_type().is_file() {
         return Err(setup_err(
             format!("{} is not a regular file", path.display()),
@@ -202,18 +208,29 @@ pub fn check_trusted_binary(path: &Path) -> Result<()> {
             format!("run `chmod 0755 {}`", path.display()),
         ));
     }
-    // The directories above it must not be writable by others either.
+    // Every directory above it must be root-owned and writable by nobody else (a sticky
+    // directory such as /tmp excepted): otherwise another user could swap the binary.
     let mut dir = path.parent();
-    while let Some(d) = dir {
-        if let Ok(dm) = fs::metadata(d)
-            && (dm.uid() != 0 || (dm.mode() & 0o002 != 0 && dm.mode() & 0o1000 == 0))
-        {
+    while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
+        let dm = fs::metadata(d).map_err(|e| {
+            setup_err(
+                format!("{} cannot be read: {e}", d.display()),
+                "check the directory",
+            )
+        })?;
+        let why = if dm.uid() != 0 {
+            Some(format!("is owned by uid {}, not root", dm.uid()))
+        } else if dm.mode() & 0o022 != 0 && dm.mode() & 0o1000 == 0 {
+            Some(format!(
+                "is writable by group or others (mode {:o})",
+                dm.mode() & 0o7777
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
             return Err(setup_err(
-                format!(
-                    "{} lies in {} which is not a root-owned, protected directory",
-                    path.display(),
-                    d.display()
-                ),
+                format!("{} lies in {}, which {why}", path.display(), d.display()),
                 "install it under the vmsan home with `vmsan setup`",
             ));
         }
