@@ -4,6 +4,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use vmsan_firecracker::{CgroupMode, CgroupMounts};
+
 use super::Check;
 use crate::paths::Paths;
 use crate::sys;
@@ -17,7 +19,7 @@ pub(super) fn checks(paths: &Paths) -> Vec<Check> {
     vec![
         kvm(),
         tun(),
-        cgroups(Path::new("/sys/fs/cgroup")),
+        cgroups(&CgroupMounts::detect().unwrap_or_default()),
         disk_space(paths.home()),
         default_interface(),
         nftables(),
@@ -133,32 +135,17 @@ fn tun() -> Check {
     }
 }
 
-/// The cgroup layout of a host, as the jailer needs to know it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum CgroupMode {
-    /// cgroup v2 only (`/sys/fs/cgroup` is cgroup2).
-    Unified,
-    /// v1 controllers, with or without an empty v2 hierarchy beside them.
-    Legacy,
-}
-
-/// Detect the cgroup mode from the mount root (normally `/sys/fs/cgroup`).
-pub(crate) fn cgroup_mode(root: &Path) -> Option<CgroupMode> {
-    if root.join("cgroup.controllers").is_file() {
-        Some(CgroupMode::Unified)
-    } else if root.join("memory").is_dir() || root.join("cpu").is_dir() {
-        Some(CgroupMode::Legacy)
-    } else {
-        None
-    }
-}
-
-fn cgroups(root: &Path) -> Check {
+/// The cgroup set-up, as the jailer will see it (the Firecracker driver's mountinfo-based
+/// detection, so non-standard mount points count too).
+fn cgroups(mounts: &CgroupMounts) -> Check {
     const NAME: &str = "cgroups";
-    match cgroup_mode(root) {
-        Some(CgroupMode::Unified) => {
-            let controllers =
-                std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+    match mounts.mode() {
+        Some(CgroupMode::V2) => {
+            let controllers = mounts
+                .unified
+                .as_ref()
+                .and_then(|u| std::fs::read_to_string(u.join("cgroup.controllers")).ok())
+                .unwrap_or_default();
             let have = |c: &str| controllers.split_whitespace().any(|x| x == c);
             if have("cpu") && have("memory") {
                 Check::pass(
@@ -176,13 +163,16 @@ fn cgroups(root: &Path) -> Check {
                 )
             }
         }
-        Some(CgroupMode::Legacy) => {
-            let hybrid = root.join("unified").is_dir();
+        Some(mode @ (CgroupMode::V1 | CgroupMode::Hybrid)) => {
+            let kind = if mode == CgroupMode::Hybrid {
+                "v1 (hybrid)"
+            } else {
+                "v1 (legacy)"
+            };
             let missing: Vec<&str> = ["cpu", "memory"]
                 .into_iter()
-                .filter(|c| !root.join(c).is_dir())
+                .filter(|c| mounts.v1_controller_mount(c).is_none())
                 .collect();
-            let kind = if hybrid { "v1 (hybrid)" } else { "v1 (legacy)" };
             if missing.is_empty() {
                 Check::pass(
                     SYSTEM,
@@ -201,7 +191,7 @@ fn cgroups(root: &Path) -> Check {
         None => Check::fail(
             SYSTEM,
             NAME,
-            format!("no cgroup hierarchy at {}", root.display()),
+            "no cgroup hierarchy is mounted",
             "Mount cgroup2 on /sys/fs/cgroup (or create VMs with --no-cgroup).",
         ),
     }
@@ -521,15 +511,40 @@ mod tests {
 
     #[test]
     fn cgroup_modes() {
+        use super::super::Status;
+        use vmsan_firecracker::cgroup::V1Hierarchy;
+        assert_eq!(cgroups(&CgroupMounts::default()).status, Status::Fail);
+        let v1 = |c: &str| V1Hierarchy {
+            mount_point: PathBuf::from(format!("/sys/fs/cgroup/{c}")),
+            controllers: vec![c.to_owned()],
+        };
+        let legacy = CgroupMounts {
+            v1: vec![v1("memory")],
+            unified: None,
+        };
+        let check = cgroups(&legacy);
+        assert_eq!(check.status, Status::Warn);
+        assert!(
+            check.detail.contains("missing controllers: cpu"),
+            "{}",
+            check.detail
+        );
+        let hybrid = CgroupMounts {
+            v1: vec![v1("cpu"), v1("memory")],
+            unified: Some(PathBuf::from("/sys/fs/cgroup/unified")),
+        };
+        let check = cgroups(&hybrid);
+        assert_eq!(check.status, Status::Pass);
+        assert!(check.detail.starts_with("v1 (hybrid)"), "{}", check.detail);
         let d = tempfile::tempdir().unwrap();
-        assert_eq!(cgroup_mode(d.path()), None);
-        std::fs::create_dir(d.path().join("memory")).unwrap();
-        assert_eq!(cgroup_mode(d.path()), Some(CgroupMode::Legacy));
+        let v2 = CgroupMounts {
+            v1: Vec::new(),
+            unified: Some(d.path().to_owned()),
+        };
         std::fs::write(d.path().join("cgroup.controllers"), "cpu memory\n").unwrap();
-        assert_eq!(cgroup_mode(d.path()), Some(CgroupMode::Unified));
-        assert_eq!(cgroups(d.path()).status, super::super::Status::Pass);
+        assert_eq!(cgroups(&v2).status, Status::Pass);
         std::fs::write(d.path().join("cgroup.controllers"), "io\n").unwrap();
-        assert_eq!(cgroups(d.path()).status, super::super::Status::Warn);
+        assert_eq!(cgroups(&v2).status, Status::Warn);
     }
 
     #[test]

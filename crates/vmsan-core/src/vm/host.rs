@@ -457,22 +457,17 @@ async fn remove_cgroups_when_empty(
 /// that stopping the service or session that ran `vmsan create` does not take the VM down.
 /// Best effort: a failure is logged, and the VM still runs.
 pub(crate) fn leave_caller_cgroup() {
-    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
+    let Ok(mounts) = CgroupMounts::detect() else {
         return;
     };
     let pid = std::process::id().to_string();
-    for line in mountinfo.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else {
-            continue;
-        };
-        let fstype = post.split(' ').next().unwrap_or("");
-        if fstype != "cgroup" && fstype != "cgroup2" {
-            continue;
-        }
-        let Some(mount_point) = pre.split(' ').nth(4) else {
-            continue;
-        };
-        let dir = Path::new(mount_point).join("vmsan");
+    let hierarchies = mounts
+        .v1
+        .iter()
+        .map(|h| h.mount_point.as_path())
+        .chain(mounts.unified.as_deref());
+    for root in hierarchies {
+        let dir = root.join("vmsan");
         let moved = std::fs::create_dir_all(&dir)
             .and_then(|()| std::fs::write(dir.join("cgroup.procs"), &pid));
         if let Err(e) = moved {

@@ -294,30 +294,14 @@ pub fn is_active(st: &VmState) -> bool {
 fn discard(paths: &Paths, id: &VmId) -> Result<()> {
     let store = StateStore::open(paths)?;
     if let Ok(st) = store.get_recorded(id) {
-        // Whatever still runs for this VM goes first, so teardown finds nothing in use.
-        for p in [st.supervisor, st.vmm].into_iter().flatten() {
-            if p.pid != std::process::id() {
-                supervisor::kill_and_wait(&p, Duration::from_secs(10));
-            }
-        }
-        let problems = block_on(super::host::teardown(paths, &st))?;
-        for p in &problems {
-            eprintln!("vmsan: cleanup of {id}: {p}");
-        }
+        release_host(paths, &st)?;
     }
     store.remove(id)?;
     Ok(())
 }
 
 fn cleanup_unsupervised(paths: &Paths, store: &StateStore, id: &VmId, reason: &str) -> Result<()> {
-    let st = store.get_recorded(id)?;
-    if let Some(vmm) = st.vmm {
-        supervisor::kill_and_wait(&vmm, Duration::from_secs(10));
-    }
-    let problems = block_on(super::host::teardown(paths, &st))?;
-    for p in &problems {
-        eprintln!("vmsan: cleanup of {id}: {p}");
-    }
+    release_host(paths, &store.get_recorded(id)?)?;
     store.update(id, |st| {
         st.status = VmStatus::Stopped;
         st.pid = None;
@@ -327,6 +311,20 @@ fn cleanup_unsupervised(paths: &Paths, store: &StateStore, id: &VmId, reason: &s
         st.error = Some(reason.to_owned());
         Ok(())
     })?;
+    Ok(())
+}
+
+/// End whatever still runs for a VM (its supervisor, then Firecracker), then tear down what it
+/// holds on the host, so teardown finds nothing in use.
+fn release_host(paths: &Paths, st: &VmState) -> Result<()> {
+    for p in [st.supervisor, st.vmm].into_iter().flatten() {
+        if p.pid != std::process::id() {
+            supervisor::kill_and_wait(&p, Duration::from_secs(10));
+        }
+    }
+    for problem in block_on(super::host::teardown(paths, st))? {
+        eprintln!("vmsan: cleanup of {}: {problem}", st.id);
+    }
     Ok(())
 }
 

@@ -609,24 +609,24 @@ fn with_log_tail(e: Error, log: &std::path::Path) -> Error {
 /// Ask a VM's supervisor to stop the VM gracefully, and wait until it has (or `timeout`).
 /// Returns whether the supervisor is gone.
 pub(crate) fn request_stop(sup: &ProcessId, timeout: Duration) -> bool {
-    let Ok(fd) = PidFd::open(sup.pid) else {
-        return true;
-    };
-    if !process::is_alive(sup) {
-        return true;
-    }
-    let _ = fd.signal(libc::SIGTERM);
-    fd.wait_exit(timeout).unwrap_or(false)
+    signal_and_wait(sup, libc::SIGTERM, timeout)
 }
 
 /// Kill a process identified by pid and start time, and wait for it to go.
 pub(crate) fn kill_and_wait(p: &ProcessId, timeout: Duration) -> bool {
+    signal_and_wait(p, libc::SIGKILL, timeout)
+}
+
+/// Send `sig` to exactly this process (never to a later one that reused its pid: the pidfd
+/// is opened first, then the identity checked), and wait for its exit. Returns whether it is
+/// gone.
+fn signal_and_wait(p: &ProcessId, sig: libc::c_int, timeout: Duration) -> bool {
     let Ok(fd) = PidFd::open(p.pid) else {
         return true;
     };
     if !process::is_alive(p) {
         return true;
     }
-    let _ = fd.signal(libc::SIGKILL);
+    let _ = fd.signal(sig);
     fd.wait_exit(timeout).unwrap_or(false)
 }
