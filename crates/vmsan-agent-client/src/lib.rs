@@ -655,6 +655,26 @@ impl AgentClient {
         let r = self.empty_request(Method::POST, routes::SHUTDOWN)?;
         self.call_empty("shutdown", r).await
     }
+
+    /// Flush the guest's dirty pages to its disks (`sync(2)`), so a copy of a disk taken
+    /// while the VM is paused holds everything written before.
+    ///
+    /// # Errors
+    /// Connection or authentication failure.
+    pub async fn sync(&self) -> Result<()> {
+        let r = self.empty_request(Method::POST, routes::SYNC)?;
+        self.call_empty("sync", r).await
+    }
+
+    /// Give a restored clone its own identity: hostname, address, token, clock and entropy.
+    /// Afterwards only `id.token` is accepted: build a new client with it.
+    ///
+    /// # Errors
+    /// Connection or authentication failure, or the agent's refusal (`bad_request`).
+    pub async fn reidentify(&self, id: &vmsan_proto::Reidentify) -> Result<()> {
+        let r = self.json_request(Method::POST, routes::IDENTITY, id)?;
+        self.call_empty("reidentify", r).await
+    }
 }
 
 async fn error_from(what: &str, resp: http::Response<Incoming>) -> ClientError {

@@ -243,7 +243,7 @@ fn switch_root() -> Result<(), String> {
     Ok(())
 }
 
-fn valid_hostname(h: &str) -> bool {
+pub(crate) fn valid_hostname(h: &str) -> bool {
     !h.is_empty()
         && h.len() <= 64
         && h.split('.').all(|l| {
@@ -254,7 +254,7 @@ fn valid_hostname(h: &str) -> bool {
 }
 
 /// Replace a file in the guest (a symlink there is replaced, not followed).
-fn write_etc(path: &str, content: &str) -> Result<(), String> {
+pub(crate) fn write_etc(path: &str, content: &str) -> Result<(), String> {
     if std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_file()) {
         std::fs::remove_file(path).map_err(|e| format!("replace {path}: {e}"))?;
     }
@@ -379,6 +379,7 @@ fn agent_options(cfg: &GuestConfig) -> AgentOptions {
         default_user: cfg.default_user.clone().or_else(|| cfg.image.user.clone()),
         default_env: env,
         default_cwd: cfg.image.working_dir.clone(),
+        network: cfg.network.clone(),
     }
 }
 

@@ -14,6 +14,7 @@
 
 mod exec;
 mod files;
+mod identity;
 mod init;
 mod listen;
 mod netlink;

@@ -17,8 +17,10 @@ const NLM_F_CREATE: u16 = 0x400;
 const NLMSG_ERROR: u16 = 2;
 const RTM_NEWLINK: u16 = 16;
 const RTM_NEWADDR: u16 = 20;
+const RTM_DELADDR: u16 = 21;
 const RTM_NEWROUTE: u16 = 24;
 const IFF_UP: u32 = 0x1;
+const IFLA_ADDRESS: u16 = 1;
 const IFLA_MTU: u16 = 4;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
@@ -138,6 +140,33 @@ impl Netlink {
         self.request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_REPLACE, &p)
     }
 
+    /// Remove an IPv4 address from a link (routes through it go with it).
+    pub(crate) fn del_address(&mut self, index: u32, addr: Ipv4Addr, prefix: u8) -> io::Result<()> {
+        let mut p = Vec::with_capacity(32);
+        p.extend_from_slice(&[AF_INET, prefix, 0, 0]);
+        p.extend_from_slice(&index.to_ne_bytes());
+        push_attr(&mut p, IFA_LOCAL, &addr.octets());
+        push_attr(&mut p, IFA_ADDRESS, &addr.octets());
+        self.request(RTM_DELADDR, 0, &p)
+    }
+
+    /// Set a link's MAC address (virtio-net and TAP devices allow it while up).
+    pub(crate) fn set_mac(&mut self, index: u32, mac: [u8; 6]) -> io::Result<()> {
+        let mut p = Vec::with_capacity(32);
+        p.push(AF_UNSPEC);
+        p.push(0);
+        p.extend_from_slice(&0u16.to_ne_bytes());
+        p.extend_from_slice(
+            &i32::try_from(index)
+                .map_err(io::Error::other)?
+                .to_ne_bytes(),
+        );
+        p.extend_from_slice(&0u32.to_ne_bytes());
+        p.extend_from_slice(&0u32.to_ne_bytes());
+        push_attr(&mut p, IFLA_ADDRESS, &mac);
+        self.request(RTM_NEWLINK, 0, &p)
+    }
+
     /// Set the IPv4 default route through `gateway` on a link.
     pub(crate) fn default_route(&mut self, index: u32, gateway: Ipv4Addr) -> io::Result<()> {
         // rtmsg: family, dst_len, src_len, tos, table (main), protocol (boot), scope (universe),
@@ -148,6 +177,23 @@ impl Netlink {
         push_attr(&mut p, RTA_OIF, &index.to_ne_bytes());
         self.request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, &p)
     }
+}
+
+/// Parse `aa:bb:cc:dd:ee:ff`.
+pub(crate) fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut mac {
+        let part = parts.next().ok_or_else(|| format!("MAC {s:?} is too short"))?;
+        if part.len() != 2 {
+            return Err(format!("MAC {s:?} is malformed"));
+        }
+        *b = u8::from_str_radix(part, 16).map_err(|_| format!("MAC {s:?} is malformed"))?;
+    }
+    if parts.next().is_some() {
+        return Err(format!("MAC {s:?} is too long"));
+    }
+    Ok(mac)
 }
 
 #[cfg(test)]
@@ -163,6 +209,17 @@ mod tests {
         assert!(parse_cidr("198.18.0.2").is_err());
         assert!(parse_cidr("198.18.0.2/33").is_err());
         assert!(parse_cidr("x/24").is_err());
+    }
+
+    #[test]
+    fn mac_parsing() {
+        assert_eq!(
+            parse_mac("06:00:c6:12:00:02").unwrap(),
+            [6, 0, 0xc6, 0x12, 0, 2]
+        );
+        for bad in ["", "06:00:c6:12:00", "06:00:c6:12:00:02:03", "6:0:c6:12:0:2", "zz:00:c6:12:00:02"] {
+            assert!(parse_mac(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

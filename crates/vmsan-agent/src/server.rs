@@ -25,7 +25,10 @@ pub(crate) type Body = UnsyncBoxBody<Bytes, io::Error>;
 /// Per-agent state shared by every connection.
 #[derive(Debug)]
 pub(crate) struct Agent {
-    token: Vec<u8>,
+    /// Replaced once when a restored clone takes on its own identity.
+    token: std::sync::RwLock<Vec<u8>>,
+    /// The guest's network as configured (init mode), for a later renumbering.
+    network: Mutex<Option<vmsan_proto::GuestNetwork>>,
     pub(crate) mode: &'static str,
     /// Root of the guest's user database (`/`).
     pub(crate) etc_root: PathBuf,
@@ -48,6 +51,7 @@ pub(crate) struct AgentOptions {
     pub(crate) default_user: Option<String>,
     pub(crate) default_env: BTreeMap<String, String>,
     pub(crate) default_cwd: Option<String>,
+    pub(crate) network: Option<vmsan_proto::GuestNetwork>,
 }
 
 impl Agent {
@@ -57,7 +61,8 @@ impl Agent {
         h.write_u32(std::process::id());
         let (shutdown, _) = tokio::sync::watch::channel(false);
         Arc::new(Self {
-            token: opts.token.into_bytes(),
+            token: std::sync::RwLock::new(opts.token.into_bytes()),
+            network: Mutex::new(opts.network),
             mode: opts.mode,
             etc_root: PathBuf::from("/"),
             default_user: opts.default_user,
@@ -72,8 +77,23 @@ impl Agent {
     }
 
     /// The bearer token, for scrubbing children's environments.
-    pub(crate) fn token(&self) -> &[u8] {
-        &self.token
+    pub(crate) fn token(&self) -> Vec<u8> {
+        self.token.read().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    /// The guest's network as last configured.
+    pub(crate) fn network(&self) -> Option<vmsan_proto::GuestNetwork> {
+        self.network.lock().ok().and_then(|n| n.clone())
+    }
+
+    /// Switch to a new token and network (after a restore).
+    pub(crate) fn set_identity(&self, token: Vec<u8>, network: Option<vmsan_proto::GuestNetwork>) {
+        if let Ok(mut t) = self.token.write() {
+            *t = token;
+        }
+        if let Ok(mut n) = self.network.lock() {
+            *n = network;
+        }
     }
 
     /// A fresh id (16 hex digits), unique within this agent.
@@ -103,7 +123,8 @@ impl Agent {
                 "authorization is not a bearer token",
             ));
         };
-        if self.token.is_empty() || !constant_time_eq(presented, &self.token) {
+        let token = self.token();
+        if token.is_empty() || !constant_time_eq(presented, &token) {
             return Err(error(StatusCode::FORBIDDEN, "forbidden", "invalid token"));
         }
         Ok(())
@@ -247,6 +268,17 @@ async fn route(agent: Arc<Agent>, req: Request<Incoming>) -> Response<Body> {
             &Method::POST,
             routes::STAT | routes::LIST | routes::MKDIR | routes::REMOVE | routes::RENAME,
         ) => files::handle_op(&path, req).await,
+        (&Method::POST, routes::IDENTITY) => crate::identity::handle(agent, req).await,
+        (&Method::POST, routes::SYNC) => {
+            match tokio::task::spawn_blocking(nix::unistd::sync).await {
+                Ok(()) => empty(StatusCode::NO_CONTENT),
+                Err(e) => error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "sync",
+                    &format!("sync task: {e}"),
+                ),
+            }
+        }
         (&Method::POST, routes::SHUTDOWN) => {
             agent.shutdown.send_replace(true);
             empty(StatusCode::ACCEPTED)

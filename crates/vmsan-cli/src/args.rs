@@ -339,6 +339,29 @@ pub enum SnapshotCommand {
     /// Delete snapshots (root).
     #[command(visible_alias = "rm")]
     Delete(SnapshotDeleteArgs),
+    /// Write a snapshot to a portable archive (root).
+    Export(SnapshotExportArgs),
+    /// Add a snapshot from an archive (root).
+    Import(SnapshotImportArgs),
+}
+
+/// `snapshot export`.
+#[derive(Debug, Args)]
+pub struct SnapshotExportArgs {
+    /// The snapshot id.
+    #[arg(value_name = "ID")]
+    pub id: String,
+    /// The archive to write (must not exist).
+    #[arg(value_name = "FILE")]
+    pub file: String,
+}
+
+/// `snapshot import`.
+#[derive(Debug, Args)]
+pub struct SnapshotImportArgs {
+    /// The archive.
+    #[arg(value_name = "FILE")]
+    pub file: String,
 }
 
 /// `snapshot create`.
@@ -353,6 +376,10 @@ pub struct SnapshotCreateArgs {
     /// Leave the VM paused afterwards.
     #[arg(long, overrides_with = "resume")]
     pub no_resume: bool,
+    /// Only the memory written since the previous snapshot of this VM (stored merged, so it
+    /// restores on its own).
+    #[arg(long)]
+    pub diff: bool,
 }
 
 /// `snapshot delete`.

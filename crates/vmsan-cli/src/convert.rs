@@ -11,7 +11,7 @@ use vmsan_core::validate::options::{
     ConnectOptions, CreateOptions, DownloadOptions, ExecOptions, ExecUser, ImageImportOptions,
     ImagePruneOptions, ImagePullOptions, ImageRemoveOptions, InitMode, Isolation, LogsOptions,
     NetworkOptions, PullPolicy, RemoveOptions, RootSource, SetupOptions, SnapshotCreateOptions,
-    SnapshotDeleteOptions, StartOptions, StopOptions, UploadOptions,
+    SnapshotDeleteOptions, SnapshotExportOptions, SnapshotImportOptions, StartOptions, StopOptions, UploadOptions,
 };
 use vmsan_core::validate::{self, MEMORY_MIN_MIB, PolicyInput, Runtime, parse_ipv4, split_list};
 use vmsan_core::{SnapshotId, VmId};
@@ -52,6 +52,10 @@ pub enum Action {
     SnapshotList,
     /// `snapshot delete`.
     SnapshotDelete(SnapshotDeleteOptions),
+    /// `snapshot export`.
+    SnapshotExport(SnapshotExportOptions),
+    /// `snapshot import`.
+    SnapshotImport(SnapshotImportOptions),
     /// `doctor`.
     Doctor,
     /// `setup`.
@@ -196,6 +200,18 @@ pub fn convert(command: Command, env: &Env) -> Result<Action, Error> {
             Action::SnapshotCreate(SnapshotCreateOptions {
                 vm: vm_id(&a.vm)?,
                 resume: !a.no_resume,
+                diff: a.diff,
+            })
+        }
+        Command::Snapshot(SnapshotCommand::Export(a)) => {
+            Action::SnapshotExport(SnapshotExportOptions {
+                id: SnapshotId::parse(&a.id)?,
+                file: env.host_path("FILE", &a.file)?,
+            })
+        }
+        Command::Snapshot(SnapshotCommand::Import(a)) => {
+            Action::SnapshotImport(SnapshotImportOptions {
+                file: env.host_path("FILE", &a.file)?,
             })
         }
         Command::Snapshot(SnapshotCommand::List) => Action::SnapshotList,
@@ -331,6 +347,15 @@ fn create(a: &CreateArgs, env: &Env) -> Result<CreateOptions, Error> {
         .transpose()?
         .unwrap_or(1);
 
+    let network_given = a.network_policy.is_some()
+        || !a.allowed_domain.is_empty()
+        || !a.allowed_cidr.is_empty()
+        || !a.denied_cidr.is_empty()
+        || a.allow_udp
+        || a.bandwidth.is_some()
+        || !a.dns.is_empty()
+        || !a.publish_port.is_empty();
+
     // Then the rules between flags.
     if rootfs.is_some() && image.is_some() {
         return Err(flags_conflict("--rootfs", "--from-image"));
@@ -408,6 +433,7 @@ fn create(a: &CreateArgs, env: &Env) -> Result<CreateOptions, Error> {
         timeout,
         published_ports,
         snapshot,
+        network_given,
         network,
         bandwidth_mbit,
         dns_servers,

@@ -23,6 +23,8 @@ pub fn command_name(c: &Command) -> &'static str {
         Command::Snapshot(SnapshotCommand::Create(_)) => "snapshot create",
         Command::Snapshot(SnapshotCommand::List) => "snapshot list",
         Command::Snapshot(SnapshotCommand::Delete(_)) => "snapshot delete",
+        Command::Snapshot(SnapshotCommand::Export(_)) => "snapshot export",
+        Command::Snapshot(SnapshotCommand::Import(_)) => "snapshot import",
         Command::Doctor => "doctor",
         Command::Setup(_) => "setup",
         Command::Inspect(_) => "inspect",
@@ -51,7 +53,12 @@ pub fn needs_root(c: &Command) -> bool {
         | Command::Remove(_)
         | Command::Network(_)
         | Command::Setup(_)
-        | Command::Snapshot(SnapshotCommand::Create(_) | SnapshotCommand::Delete(_))
+        | Command::Snapshot(
+            SnapshotCommand::Create(_)
+            | SnapshotCommand::Delete(_)
+            | SnapshotCommand::Export(_)
+            | SnapshotCommand::Import(_),
+        )
         | Command::Image(
             ImageCommand::Pull(_)
             | ImageCommand::Import(_)

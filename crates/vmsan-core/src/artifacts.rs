@@ -39,6 +39,36 @@ impl fmt::Display for Version {
     }
 }
 
+/// The version of the installed Firecracker (`firecracker --version`), after the same trust
+/// check as before every run.
+pub fn installed_firecracker_version(paths: &Paths) -> crate::Result<Version> {
+    use crate::error::{Error, ErrorCode};
+    let path = firecracker_path(paths);
+    if !path.exists() {
+        return Err(Error::new(
+            ErrorCode::SetupMissingBinary,
+            format!("Firecracker not found at {}", path.display()),
+        ));
+    }
+    check_trusted_file(&path).map_err(|why| {
+        Error::new(
+            ErrorCode::SetupUnsafeBinary,
+            format!("refusing to run Firecracker: {why}"),
+        )
+    })?;
+    let out = std::process::Command::new(&path)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| Error::io(format!("run {} --version", path.display()), e))?;
+    Version::parse_firecracker(&String::from_utf8_lossy(&out.stdout)).ok_or_else(|| {
+        Error::new(
+            ErrorCode::SetupUnsupportedVersion,
+            format!("could not read the version from `{} --version`", path.display()),
+        )
+    })
+}
+
 /// Is this Firecracker version one vmsan supports?
 pub fn firecracker_supported(v: Version) -> bool {
     (FIRECRACKER_MIN..FIRECRACKER_NEXT_UNSUPPORTED).contains(&v)

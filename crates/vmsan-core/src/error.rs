@@ -46,6 +46,9 @@ pub enum ErrorCode {
     VmSnapshotNotFound,
     VmSnapshotCreateFailed,
     VmSnapshotCorrupt,
+    VmSnapshotIncompatible,
+    VmSnapshotExists,
+    HostMemoryInsufficient,
     VmCreateFailed,
 
     // Firecracker.
@@ -125,6 +128,9 @@ impl ErrorCode {
         Self::VmSnapshotNotFound,
         Self::VmSnapshotCreateFailed,
         Self::VmSnapshotCorrupt,
+        Self::VmSnapshotIncompatible,
+        Self::VmSnapshotExists,
+        Self::HostMemoryInsufficient,
         Self::VmCreateFailed,
         Self::FirecrackerApi,
         Self::FirecrackerExited,
@@ -191,6 +197,9 @@ impl ErrorCode {
             VmSnapshotNotFound => "ERR_VM_SNAPSHOT_NOT_FOUND",
             VmSnapshotCreateFailed => "ERR_VM_SNAPSHOT_CREATE_FAILED",
             VmSnapshotCorrupt => "ERR_VM_SNAPSHOT_CORRUPT",
+            VmSnapshotIncompatible => "ERR_VM_SNAPSHOT_INCOMPATIBLE",
+            VmSnapshotExists => "ERR_VM_SNAPSHOT_EXISTS",
+            HostMemoryInsufficient => "ERR_HOST_MEMORY_INSUFFICIENT",
             VmCreateFailed => "ERR_VM_CREATE_FAILED",
             FirecrackerApi => "ERR_FIRECRACKER_API",
             FirecrackerExited => "ERR_FIRECRACKER_EXITED",
@@ -285,6 +294,16 @@ impl ErrorCode {
             VmNetworkSlotsExhausted => "Remove VMs you no longer need with `vmsan remove`.",
             VmSnapshotNotFound | VmSnapshotCorrupt => {
                 "Run `vmsan snapshot list` to see the snapshots that exist."
+            }
+            VmSnapshotIncompatible => {
+                "Restore it on a host with the Firecracker version and CPU it was taken with, \
+                 or take a new snapshot here."
+            }
+            VmSnapshotExists => {
+                "Delete the existing one with `vmsan snapshot delete <id>`, or keep it."
+            }
+            HostMemoryInsufficient => {
+                "Stop or remove VMs you no longer need, or restore fewer clones (--count)."
             }
             VmSnapshotCreateFailed | VmCreateFailed | FirecrackerExited => {
                 "See `vmsan logs <id>` and run `vmsan doctor`."

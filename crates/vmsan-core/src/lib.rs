@@ -8,6 +8,7 @@ pub mod ids;
 pub mod paths;
 pub mod process;
 pub mod report;
+pub mod snapshot;
 pub mod state;
 mod sys;
 pub mod time;

@@ -74,6 +74,11 @@ pub mod routes {
     pub const RENAME: &str = "/v1/files/rename";
     /// `POST`: sync, unmount and power off (init mode), or stop serving (plain mode) → `202`.
     pub const SHUTDOWN: &str = "/v1/shutdown";
+    /// `POST`: flush the guest's dirty pages to its disks (before a snapshot) → `204`.
+    pub const SYNC: &str = "/v1/sync";
+    /// `POST` [`super::Reidentify`]: take on a new identity after a snapshot restore → `204`.
+    /// Later requests must use the new token.
+    pub const IDENTITY: &str = "/v1/identity";
 }
 
 /// `GET /v1/health`.
@@ -571,6 +576,28 @@ pub struct GuestNetwork {
     /// MTU (default 1500).
     #[serde(default)]
     pub mtu: Option<u32>,
+}
+
+/// A restored clone's new identity (`POST /v1/identity`). A snapshot's memory holds the source
+/// VM's hostname, address, token and entropy pool; every clone gets its own of each.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Reidentify {
+    /// The clone's VM id.
+    pub vm_id: String,
+    /// Its hostname.
+    pub hostname: String,
+    /// The bearer token from now on (the old one stops working once this succeeds).
+    pub token: String,
+    /// Its network (address, gateway, MAC, resolvers).
+    #[serde(default)]
+    pub network: Option<GuestNetwork>,
+    /// The host's wall clock (ms since the epoch): the guest steps its clock when it is off
+    /// by more than a second.
+    pub clock_unix_ms: u64,
+    /// Fresh random bytes (hex) mixed into the guest's entropy pool, so clones diverge even
+    /// before VMGENID's reseed reaches user space.
+    pub entropy_hex: String,
 }
 
 /// The image's OCI config, applied as exec defaults.

@@ -1,6 +1,4 @@
-//! One dispatch function per command. Commands whose capability belongs to another piece of
-//! work validate everything (in [`crate::convert`]) and then fail with `ERR_NOT_IMPLEMENTED`;
-//! wiring one in means replacing its arm in [`dispatch`] with a call into `vmsan_core`.
+//! One dispatch function per command; [`crate::convert`] has validated everything before.
 
 mod doctor;
 mod guest;
@@ -9,10 +7,10 @@ mod info;
 mod inspect;
 mod list;
 mod logs;
+mod snapshot;
 pub mod table;
 mod vm;
 
-use serde_json::Value;
 use vmsan_core::error::Error;
 use vmsan_core::paths::Paths;
 
@@ -63,45 +61,10 @@ pub fn dispatch(ctx: &Ctx, action: Action) -> Result<Outcome, Error> {
         Action::ImageImport(opts) => images::import(ctx, &opts),
         Action::ImageRemove(opts) => images::remove(ctx, &opts),
         Action::ImagePrune(opts) => images::prune(ctx, &opts),
-        other => Err(not_implemented(&other)),
+        Action::SnapshotCreate(opts) => snapshot::create(ctx, &opts),
+        Action::SnapshotList => snapshot::list(ctx),
+        Action::SnapshotDelete(opts) => snapshot::delete(ctx, &opts),
+        Action::SnapshotExport(opts) => snapshot::export(ctx, &opts),
+        Action::SnapshotImport(opts) => snapshot::import(ctx, &opts),
     }
-}
-
-/// `ERR_NOT_IMPLEMENTED`, carrying the validated options so callers (and tests) can see
-/// exactly what would have run.
-fn not_implemented(action: &Action) -> Error {
-    let doc = serde_json::to_value(action).unwrap_or(Value::Null);
-    let name = doc
-        .get("command")
-        .and_then(Value::as_str)
-        .unwrap_or("this command")
-        .to_owned();
-    let what = match name.as_str() {
-        "create" | "start" | "stop" | "remove" => "VM lifecycle",
-        "exec" | "connect" | "upload" | "download" => "Guest agent access",
-        "network" => "Network policy changes",
-        "snapshotCreate" | "snapshotList" | "snapshotDelete" => "Snapshots",
-        "setup" => "Setup",
-        _ => "Image management",
-    };
-    let mut err = Error::not_implemented(&format!("{what} (`vmsan {}`)", human_name(&name)))
-        .detail("command", name);
-    if let Some(opts) = doc.get("options") {
-        err = err.detail("options", opts.clone());
-    }
-    err
-}
-
-fn human_name(camel: &str) -> String {
-    let mut s = String::new();
-    for c in camel.chars() {
-        if c.is_ascii_uppercase() {
-            s.push(' ');
-            s.push(c.to_ascii_lowercase());
-        } else {
-            s.push(c);
-        }
-    }
-    s.replace("image list", "image ls")
-        .replace("image remove", "image rm")
 }

@@ -57,11 +57,6 @@ fn summary_text(ctx: &Ctx, st: &VmState) -> String {
 
 /// `vmsan create`.
 pub(crate) fn create(ctx: &Ctx, opts: &CreateOptions) -> Result<Outcome, Error> {
-    if opts.snapshot.is_some() {
-        return Err(Error::not_implemented(
-            "Restoring snapshots (`vmsan create --snapshot`)",
-        ));
-    }
     if opts.connect && opts.count > 1 {
         return Err(Error::new(
             ErrorCode::ValidationFlags,
@@ -76,23 +71,35 @@ pub(crate) fn create(ctx: &Ctx, opts: &CreateOptions) -> Result<Outcome, Error> 
             out.note(m);
         }
     };
-    let spec = vm::media::spec_of(opts);
-    vm::check_spec(&spec)?;
-    note("Resolving kernel, agent and image");
-    let media = rt.block_on(vm::media::resolve_media(
-        &ctx.paths,
-        opts,
-        crate::progress::image_progress(quiet),
-    ))?;
-    let make_disk = vm::media::make_disk(&ctx.paths);
-    let mut created = Vec::new();
-    for _ in 0..opts.count.max(1) {
-        let c = vm::create(&ctx.paths, &spec, &media, &make_disk, &mut |m| note(m))?;
+    let created = if let Some(id) = &opts.snapshot {
+        restore(ctx, opts, id, &note)?
+    } else {
+        let spec = vm::media::spec_of(opts);
+        vm::check_spec(&spec)?;
+        note("Resolving kernel, agent and image");
+        let media = rt.block_on(vm::media::resolve_media(
+            &ctx.paths,
+            opts,
+            crate::progress::image_progress(quiet),
+        ))?;
+        let make_disk = vm::media::make_disk(&ctx.paths);
+        let mut created = Vec::new();
+        for _ in 0..opts.count.max(1) {
+            created.push(vm::create(
+                &ctx.paths,
+                &spec,
+                &media,
+                &make_disk,
+                &mut |m| note(m),
+            )?);
+        }
+        created
+    };
+    for c in &created {
         for s in &c.steps {
             ctx.out
                 .debug(&format!("{}: {} took {:.2} ms", c.state.id, s.name, s.ms));
         }
-        created.push(c);
     }
     if opts.connect
         && let Some(c) = created.first()
@@ -122,6 +129,56 @@ pub(crate) fn create(ctx: &Ctx, opts: &CreateOptions) -> Result<Outcome, Error> 
         json!({ "vms": created.iter().map(with_timings).collect::<Vec<_>>() })
     };
     Ok(Outcome::ok(doc, text))
+}
+
+/// How many clones are restored at once.
+const PARALLEL_RESTORES: usize = 8;
+
+/// `vmsan create --snapshot ID [--count N]`: all clones or none (the ones that came up are
+/// removed again when another fails).
+fn restore(
+    ctx: &Ctx,
+    opts: &CreateOptions,
+    id: &vmsan_core::SnapshotId,
+    note: &dyn Fn(&str),
+) -> Result<Vec<vm::Created>, Error> {
+    note(&format!("Restoring snapshot {id}"));
+    let snap = vmsan_core::snapshot::Snapshot::open(&ctx.paths, id)?;
+    let count = opts.count.max(1);
+    vm::restore::check_host_memory(snap.meta.mem_mib, count)?;
+    let (spec, media) = vm::restore::plan(&ctx.paths, &snap, opts, opts.network_given)?;
+    vm::check_spec(&spec)?;
+    if count > 1 && !spec.network.published_ports.is_empty() {
+        return Err(Error::new(
+            ErrorCode::ValidationFlags,
+            format!("Snapshot {id} publishes ports; {count} clones cannot all hold them"),
+        )
+        .fix("Restore one clone at a time, or give the clones other ports with --publish-port (one clone)."));
+    }
+    let results = std::sync::Mutex::new(Vec::new());
+    let next = std::sync::atomic::AtomicU32::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..PARALLEL_RESTORES.min(count as usize) {
+            s.spawn(|| {
+                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < count {
+                    let r = vm::restore(&ctx.paths, &snap, &spec, &media, &mut |_| {});
+                    if let Ok(mut v) = results.lock() {
+                        v.push(r);
+                    }
+                }
+            });
+        }
+    });
+    let results = results.into_inner().unwrap_or_default();
+    let (ok, failed): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
+    let created: Vec<vm::Created> = ok.into_iter().filter_map(Result::ok).collect();
+    if let Some(Err(first)) = failed.into_iter().next() {
+        for c in &created {
+            let _ = vm::remove(&ctx.paths, &c.state.id, true);
+        }
+        return Err(first);
+    }
+    Ok(created)
 }
 
 /// `vmsan start`.

@@ -185,6 +185,14 @@ pub struct VmState {
     /// Snapshot the VM was restored from.
     #[serde(default)]
     pub snapshot: Option<SnapshotId>,
+    /// Set while a VM created from [`Self::snapshot`] has not been restored yet: its first
+    /// run loads the snapshot instead of booting.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restore_pending: bool,
+    /// The snapshot a diff snapshot of this run would build on: the last one taken, or the
+    /// one it was restored from. A cold boot clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_base: Option<SnapshotId>,
     /// `--timeout` in milliseconds.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
@@ -244,6 +252,8 @@ impl VmState {
             network: NetworkState::default(),
             isolation: Isolation::default(),
             snapshot: None,
+            restore_pending: false,
+            snapshot_base: None,
             timeout_ms: None,
             timeout_at: None,
             created_at: now.to_owned(),

@@ -98,6 +98,9 @@ pub struct CreateOptions {
     pub published_ports: Vec<PortMapping>,
     /// `--snapshot`: restore this snapshot.
     pub snapshot: Option<SnapshotId>,
+    /// Whether any network flag was given: clones of a snapshot keep the snapshot's network
+    /// settings unless the command sets them.
+    pub network_given: bool,
     /// Egress policy.
     pub network: NetworkRules,
     /// `--bandwidth`, Mbit/s in each direction.
@@ -232,6 +235,26 @@ pub struct SnapshotCreateOptions {
     pub vm: VmId,
     /// Resume the VM afterwards (`--no-resume` turns it off).
     pub resume: bool,
+    /// `--diff`: only the memory dirtied since the previous snapshot.
+    pub diff: bool,
+}
+
+/// `vmsan snapshot export`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotExportOptions {
+    /// The snapshot.
+    pub id: SnapshotId,
+    /// The archive to write (absolute; must not exist).
+    pub file: PathBuf,
+}
+
+/// `vmsan snapshot import`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotImportOptions {
+    /// The archive (absolute).
+    pub file: PathBuf,
 }
 
 /// `vmsan snapshot delete`.

@@ -63,20 +63,37 @@ fn drive(id: &str, path: &str, read_only: bool, cache: Option<CacheType>) -> Dri
     }
 }
 
+fn logger() -> Logger {
+    Logger {
+        log_path: Some(in_jail::LOG.into()),
+        level: Some(LogLevel::Info),
+        show_level: Some(true),
+        show_log_origin: None,
+        module: None,
+    }
+}
+
+fn metrics() -> Metrics {
+    Metrics {
+        metrics_path: in_jail::METRICS.into(),
+    }
+}
+
+/// Logger and metrics, which a VM restored from a snapshot also gets (they are the only
+/// settings Firecracker takes before a snapshot load).
+pub(super) async fn observability(
+    client: &vmsan_firecracker::FirecrackerClient,
+) -> Result<(), vmsan_firecracker::ClientError> {
+    client.put_logger(&logger()).await?;
+    client.put_metrics(&metrics()).await
+}
+
 /// The whole pre-boot configuration. Paths are relative to the jail root, which is
 /// Firecracker's root (jailed) or working directory (`--no-jailer`).
 pub(super) fn vm_config(plan: &BootPlan) -> VmConfig {
     VmConfig {
-        logger: Some(Logger {
-            log_path: Some(in_jail::LOG.into()),
-            level: Some(LogLevel::Info),
-            show_level: Some(true),
-            show_log_origin: None,
-            module: None,
-        }),
-        metrics: Some(Metrics {
-            metrics_path: in_jail::METRICS.into(),
-        }),
+        logger: Some(logger()),
+        metrics: Some(metrics()),
         serial: None,
         boot_source: BootSource {
             kernel_image_path: in_jail::KERNEL.into(),

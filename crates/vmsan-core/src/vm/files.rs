@@ -36,6 +36,11 @@ pub mod in_jail {
     pub const METRICS: &str = "metrics.json";
     /// The hybrid vsock socket.
     pub const VSOCK: &str = "v.sock";
+    /// A restored VM's snapshot state (a link to the snapshot's, read-only).
+    pub const SNAPSHOT_STATE: &str = "snapshot.vmstate";
+    /// A restored VM's snapshot memory (a link to the snapshot's, read-only: Firecracker maps
+    /// it private, so clones share its page cache and never write it).
+    pub const SNAPSHOT_MEMORY: &str = "snapshot.memory";
     /// The API socket, as Firecracker is told (absolute inside the jail).
     pub const API_SOCKET: &str = "/run/firecracker.socket";
 }

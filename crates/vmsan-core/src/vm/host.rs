@@ -269,16 +269,20 @@ fn touch_owned(path: &Path, uid: u32, gid: u32) -> Result<()> {
 
 /// Lay out the jail: shared read-only kernel, initrd and image; the VM's own disk, config
 /// drive and log files, owned by the jail's uid/gid.
+/// A VM restored from a snapshot also gets the snapshot's state and memory (links, shared by
+/// every clone, read-only).
 pub(crate) fn prepare_jail(
     st: &VmState,
     launch: &Launch,
     files: &VmFiles,
     uid: u32,
     gid: u32,
+    snapshot: Option<&crate::snapshot::Snapshot>,
 ) -> Result<()> {
+    use crate::snapshot::files as snap_files;
     touch_owned(&files.firecracker_log(), uid, gid)?;
     touch_owned(&files.metrics(), uid, gid)?;
-    let jail_files = [
+    let mut jail_files = vec![
         JailFile::shared_read_only(&st.kernel, in_jail::KERNEL),
         JailFile::shared_read_only(&st.initrd, in_jail::INITRD),
         JailFile::shared_read_only(&st.rootfs, in_jail::ROOTFS),
@@ -287,6 +291,16 @@ pub(crate) fn prepare_jail(
         JailFile::output(files.firecracker_log(), in_jail::LOG),
         JailFile::output(files.metrics(), in_jail::METRICS),
     ];
+    if let Some(snap) = snapshot {
+        jail_files.push(JailFile::shared_read_only(
+            snap.file(snap_files::VMSTATE),
+            in_jail::SNAPSHOT_STATE,
+        ));
+        jail_files.push(JailFile::shared_read_only(
+            snap.file(snap_files::MEMORY),
+            in_jail::SNAPSHOT_MEMORY,
+        ));
+    }
     vmsan_firecracker::prepare_jail(&launch.layout, uid, gid, &jail_files)
         .map_err(super::convert::jail)?;
     // The API socket's directory, writable by Firecracker only.

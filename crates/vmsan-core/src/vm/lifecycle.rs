@@ -78,12 +78,43 @@ pub struct Created {
     pub steps: Vec<Step>,
 }
 
+/// Where a new VM's first run comes from.
+#[derive(Clone, Copy)]
+enum Origin<'a> {
+    /// A cold boot on a fresh disk.
+    Boot(DiskMaker<'a>),
+    /// A snapshot: its disk, its config drive, and a load instead of a boot.
+    Snapshot(&'a crate::snapshot::Snapshot),
+}
+
 /// Create and boot a VM; returns its state once the agent has announced itself.
 pub fn create(
     paths: &Paths,
     spec: &VmSpec,
     media: &BootMedia,
     make_disk: DiskMaker<'_>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Created> {
+    create_vm(paths, spec, media, Origin::Boot(make_disk), progress)
+}
+
+/// Create a VM from a snapshot (plan it with [`super::restore::plan`]); returns its state once
+/// the restored agent answers to the VM's own token.
+pub fn restore(
+    paths: &Paths,
+    snap: &crate::snapshot::Snapshot,
+    spec: &VmSpec,
+    media: &BootMedia,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Created> {
+    create_vm(paths, spec, media, Origin::Snapshot(snap), progress)
+}
+
+fn create_vm(
+    paths: &Paths,
+    spec: &VmSpec,
+    media: &BootMedia,
+    origin: Origin<'_>,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Created> {
     check_spec(spec)?;
@@ -115,6 +146,11 @@ pub fn create(
             .timeout
             .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
         st.agent_token = Some(token.clone());
+        if let Origin::Snapshot(snap) = origin {
+            st.snapshot = Some(snap.meta.id.clone());
+            st.snapshot_base = Some(snap.meta.id.clone());
+            st.restore_pending = true;
+        }
         st
     })?;
     let id = st.id.clone();
@@ -124,11 +160,29 @@ pub fn create(
         let slot = st.network.slot.unwrap_or(0);
         let (uid, gid) = jail_ids(slot);
         progress("Preparing the disk");
-        make_disk(&files.disk(), spec.disk_bytes)?;
+        match origin {
+            Origin::Boot(make_disk) => make_disk(&files.disk(), spec.disk_bytes)?,
+            Origin::Snapshot(snap) => crate::snapshot::files::clone_file(
+                &snap.file(crate::snapshot::files::DISK),
+                &files.disk(),
+            )?,
+        }
         std::os::unix::fs::chown(files.disk(), Some(uid), Some(gid))
             .map_err(|e| Error::io("chown the VM's disk", e))?;
         clock.lap("disk");
-        super::config_drive::write(&files.config_drive(), &guest_config(&st, media), uid, gid)?;
+        let config = match origin {
+            Origin::Boot(_) => guest_config(&st, media),
+            // The source's identity, which the snapshot's memory also holds; the supervisor
+            // replaces it with this VM's once the restored agent has taken it.
+            Origin::Snapshot(snap) => GuestConfig::from_drive_bytes(
+                &std::fs::read(snap.file(crate::snapshot::files::CONFIG))
+                    .map_err(|e| Error::io("read the snapshot's config drive", e))?,
+            )
+            .map_err(|e| {
+                crate::snapshot::files::corrupt(&snap.meta.id, format!("config drive: {e}"))
+            })?,
+        };
+        super::config_drive::write(&files.config_drive(), &config, uid, gid)?;
         clock.lap("config drive");
         progress("Booting");
         let booted = run_supervisor(paths, &id)?;

@@ -8,10 +8,12 @@ mod host;
 pub mod lifecycle;
 pub mod media;
 pub mod network;
+pub mod restore;
 pub mod supervisor;
 
 pub use host::{HOST_NETNS_ENV, host_config};
 pub use lifecycle::{
-    BootMedia, Created, StopOutcome, VmSpec, check_spec, create, is_active, remove, start, stop,
+    BootMedia, Created, StopOutcome, VmSpec, check_spec, create, is_active, remove, restore, start,
+    stop,
 };
 pub use supervisor::Step;

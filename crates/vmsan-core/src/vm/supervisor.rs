@@ -307,7 +307,24 @@ impl Supervisor {
         self.net = Some(net);
 
         self.clock.lap("network and DNS filter");
-        host::prepare_jail(&self.state, &self.launch, &self.files, uid, gid)?;
+        let snapshot = if self.state.restore_pending {
+            let id = self
+                .state
+                .snapshot
+                .clone()
+                .ok_or_else(|| Error::new(ErrorCode::Internal, "restore without a snapshot"))?;
+            Some(crate::snapshot::Snapshot::open(&self.paths, &id)?)
+        } else {
+            None
+        };
+        host::prepare_jail(
+            &self.state,
+            &self.launch,
+            &self.files,
+            uid,
+            gid,
+            snapshot.as_ref(),
+        )?;
         let ready = ReadyListener::bind(&self.vsock_path()).map_err(|e| {
             Error::new(
                 ErrorCode::VmCreateFailed,
@@ -357,6 +374,75 @@ impl Supervisor {
             })?;
 
         self.clock.lap("API socket");
+        if snapshot.is_some() {
+            self.restore(&ready, net_plan.as_ref().map(|n| n.tap.as_str()))
+                .await?;
+        } else {
+            self.cold_boot(ready, net_plan).await?;
+        }
+        let vmm_id = self
+            .vmm
+            .as_ref()
+            .and_then(Vmm::pid)
+            .and_then(process::identify);
+        let vsock = self.vsock_path();
+        grant_group_access(&vsock);
+        let restored = snapshot.is_some();
+        self.state = self.store.update(&self.state.id, |st| {
+            st.status = VmStatus::Running;
+            st.error = None;
+            st.vmm = vmm_id;
+            st.pid = vmm_id.map(|p| p.pid);
+            st.vsock_socket = Some(vsock.display().to_string());
+            st.api_socket = Some(self.layout.api_socket().display().to_string());
+            st.chroot_dir = Some(self.layout.root().display().to_string());
+            st.restore_pending = false;
+            if !restored {
+                // A diff snapshot builds on the memory of this run only.
+                st.snapshot_base = None;
+            }
+            if let Some(ms) = st.timeout_ms {
+                st.timeout_at = Some(time::format_rfc3339(time::epoch_ms() + ms));
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Load the snapshot, wait for the restored agent, give it this VM's identity, and keep
+    /// that identity on the config drive for later cold boots.
+    async fn restore(&mut self, ready: &ReadyListener, tap: Option<&str>) -> Result<()> {
+        let vsock = self.vsock_path();
+        let deadline = Instant::now() + BOOT_TIMEOUT;
+        let vmm = self
+            .vmm
+            .as_mut()
+            .ok_or_else(|| Error::new(ErrorCode::Internal, "no VMM"))?;
+        let restored = tokio::select! {
+            r = super::restore::load_and_reidentify(
+                &self.paths, &self.state, &self.client, &vsock, ready, tap, &mut self.clock, deadline,
+            ) => r,
+            why = vmm.wait() => {
+                self.vmm = None;
+                return Err(with_log_tail(
+                    Error::new(ErrorCode::FirecrackerExited, format!("Firecracker exited during the restore: {why}")),
+                    &self.files.firecracker_log(),
+                ));
+            }
+        };
+        let cfg = restored.map_err(|e| with_log_tail(e, &self.files.firecracker_log()))?;
+        let slot = self.state.network.slot.unwrap_or(0);
+        let (uid, gid) = jail_ids(slot);
+        super::config_drive::write(&self.files.config_drive(), &cfg, uid, gid)?;
+        Ok(())
+    }
+
+    /// Configure Firecracker, start the guest, wait for its agent's announcement.
+    async fn cold_boot(
+        &mut self,
+        ready: ReadyListener,
+        net_plan: Option<super::boot::NetPlan>,
+    ) -> Result<()> {
         let plan = super::boot::BootPlan {
             rootfs_fs: self.launch.rootfs_fs,
             vcpus: self.state.vcpu_count,
@@ -400,26 +486,6 @@ impl Supervisor {
         }
 
         self.clock.lap("agent ready");
-        let vmm_id = self
-            .vmm
-            .as_ref()
-            .and_then(Vmm::pid)
-            .and_then(process::identify);
-        let vsock = self.vsock_path();
-        grant_group_access(&vsock);
-        self.state = self.store.update(&self.state.id, |st| {
-            st.status = VmStatus::Running;
-            st.error = None;
-            st.vmm = vmm_id;
-            st.pid = vmm_id.map(|p| p.pid);
-            st.vsock_socket = Some(vsock.display().to_string());
-            st.api_socket = Some(self.layout.api_socket().display().to_string());
-            st.chroot_dir = Some(self.layout.root().display().to_string());
-            if let Some(ms) = st.timeout_ms {
-                st.timeout_at = Some(time::format_rfc3339(time::epoch_ms() + ms));
-            }
-            Ok(())
-        })?;
         Ok(())
     }
 

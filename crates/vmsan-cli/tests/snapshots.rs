@@ -1,0 +1,330 @@
+//! Snapshots end to end, through the `vmsan` binary against the stand-in VMM (or real
+//! Firecracker with `VMSAN_E2E_FIRECRACKER=1`, see e2e.rs): snapshot a running VM, restore
+//! clones that each get their own identity and disk, diff snapshots, export and import, and
+//! every way a restore can fail leaving nothing half-created.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+use std::path::Path;
+
+use serde_json::Value;
+use vmsan_testkit::e2e::{Fixture, GREETING, Home, INTERNET_IP, SERVER_PORT, leftovers, parse};
+
+fn fixture() -> Option<Fixture> {
+    vmsan_testkit::e2e::fixture(Path::new(env!("CARGO_BIN_EXE_vmsan")))
+}
+
+fn sh(home: &Home, id: &str, script: &str) -> String {
+    let out = home.run(&["exec", id, "sh", "-c", script]);
+    assert!(
+        out.status.success(),
+        "exec {script:?} in {id} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The requests Firecracker's log records, as `METHOD path` plus the body, in order.
+fn api_calls(home: &Home, id: &str) -> Vec<String> {
+    let log = std::fs::read_to_string(home.dir.path().join("vms").join(id).join("firecracker.log"))
+        .unwrap();
+    log.lines()
+        .filter_map(|l| l.split_once("The API server received a ").map(|(_, r)| r.to_owned()))
+        .collect()
+}
+
+fn position(calls: &[String], what: &[&str]) -> usize {
+    calls
+        .iter()
+        .position(|c| what.iter().all(|w| c.contains(w)))
+        .unwrap_or_else(|| panic!("no API call with {what:?} in {calls:#?}"))
+}
+
+fn state(home: &Home, id: &str) -> Value {
+    serde_json::from_slice(
+        &std::fs::read(home.dir.path().join("vms").join(id).join("state.json")).unwrap(),
+    )
+    .unwrap()
+}
+
+fn vm_ids(doc: &Value) -> Vec<String> {
+    match doc["vms"].as_array() {
+        Some(vms) => vms.iter().map(|v| v["vmId"].as_str().unwrap().to_owned()).collect(),
+        None => vec![doc["vmId"].as_str().unwrap().to_owned()],
+    }
+}
+
+fn error_code(out: &std::process::Output) -> String {
+    let doc = parse(out);
+    assert!(!out.status.success(), "expected a failure: {doc}");
+    doc["error"]["code"].as_str().unwrap_or_default().to_owned()
+}
+
+fn vm_count(home: &Home) -> usize {
+    home.json(&["list"])["vms"].as_array().unwrap().len()
+}
+
+#[test]
+fn privileged_e2e_snapshot_and_clones() {
+    let Some(fx) = fixture() else { return };
+    let (home, net, work) = (&fx.home, &fx.net, &fx.work);
+
+    let src = home.json(&["create", "--from-image", "busybox", "--memory", "256", "--vcpus", "2"]);
+    let src = src["vmId"].as_str().unwrap().to_owned();
+    sh(home, &src, "echo before-snapshot > /root/marker");
+    let src_token = state(home, &src)["agentToken"].as_str().unwrap().to_owned();
+
+    // Snapshot: pause, Firecracker's snapshot, resume, in that order; the VM keeps running.
+    let snap = home.json(&["snapshot", "create", &src]);
+    let snap_id = snap["snapshotId"].as_str().unwrap().to_owned();
+    assert!(snap_id.starts_with(&format!("{src}-")), "{snap}");
+    assert_eq!(snap["kind"], "full");
+    let calls = api_calls(home, &src);
+    let paused = position(&calls, &["\"/vm\"", "Paused"]);
+    let created = position(&calls, &["\"/snapshot/create\"", "Full"]);
+    let resumed = position(&calls, &["\"/vm\"", "Resumed"]);
+    assert!(paused < created && created < resumed, "{calls:#?}");
+    assert_eq!(home.json(&["list"])["vms"][0]["status"], "running");
+    sh(home, &src, "echo after-snapshot > /root/after");
+
+    let listed = home.json(&["snapshot", "list"]);
+    assert_eq!(listed["count"], 1, "{listed}");
+    assert_eq!(listed["snapshots"][0]["id"], snap_id.as_str());
+    assert_eq!(listed["snapshots"][0]["vmId"], src.as_str());
+    assert_eq!(listed["snapshots"][0]["memMib"], 256);
+
+    // Three clones at once.
+    let clones = vm_ids(&home.json(&["create", "--snapshot", &snap_id, "--count", "3"]));
+    assert_eq!(clones.len(), 3);
+    let mut seen = std::collections::BTreeSet::new();
+    for c in &clones {
+        let st = state(home, c);
+        assert_eq!(st["snapshot"], snap_id.as_str());
+        assert_eq!((st["memSizeMib"].as_u64(), st["vcpuCount"].as_u64()), (Some(256), Some(2)));
+        let (ip, mac, token) = (
+            st["network"]["guestIp"].as_str().unwrap().to_owned(),
+            st["network"]["macAddress"].as_str().unwrap().to_owned(),
+            st["agentToken"].as_str().unwrap().to_owned(),
+        );
+        assert_ne!(token, src_token, "a clone kept the source's token");
+        assert!(seen.insert(ip.clone()) && seen.insert(mac.clone()) && seen.insert(token));
+        // The disk as it was at the snapshot, and nothing written after it.
+        assert_eq!(sh(home, c, "cat /root/marker"), "before-snapshot");
+        assert_eq!(sh(home, c, "test -e /root/after && echo yes || echo no"), "no");
+        // Its own identity inside the guest.
+        assert_eq!(sh(home, c, "hostname"), c.as_str());
+        let eth0 = sh(home, c, "ip addr show eth0");
+        assert!(eth0.contains(&format!("inet {ip}/")), "{eth0}");
+        assert!(eth0.contains(&mac), "{eth0}");
+        // And a network that works with it.
+        let out = sh(home, c, &format!("nc -w 5 {INTERNET_IP} {SERVER_PORT}"));
+        assert_eq!(out, GREETING);
+        // Restored by a snapshot load, not booted.
+        let calls = api_calls(home, c);
+        let load = position(&calls, &["\"/snapshot/load\""]);
+        assert!(calls[load].contains("network_overrides") && calls[load].contains("vsock_override"));
+        for boot_only in ["\"/boot-source\"", "\"/drives/", "\"/machine-config\"", "InstanceStart"] {
+            assert!(!calls.iter().any(|c| c.contains(boot_only)), "{boot_only} in {calls:#?}");
+        }
+    }
+    // Clones never share a disk.
+    sh(home, &clones[0], "echo mine > /root/clone0");
+    for c in &clones[1..] {
+        assert_eq!(sh(home, c, "test -e /root/clone0 && echo yes || echo no"), "no");
+    }
+    assert_eq!(sh(home, &src, "test -e /root/clone0 && echo yes || echo no"), "no");
+    assert_eq!(sh(home, &src, "cat /root/after"), "after-snapshot");
+
+    // A diff snapshot builds on the last one; restored alone, it has everything.
+    let diff = home.json(&["snapshot", "create", &src, "--diff"]);
+    assert_eq!((diff["kind"].as_str(), diff["parent"].as_str()), (Some("diff"), Some(snap_id.as_str())));
+    let diff_id = diff["snapshotId"].as_str().unwrap().to_owned();
+    let calls = api_calls(home, &src);
+    position(&calls, &["\"/snapshot/create\"", "Diff"]);
+    let d = vm_ids(&home.json(&["create", "--snapshot", &diff_id]))[0].clone();
+    assert_eq!(sh(home, &d, "cat /root/marker /root/after"), "before-snapshot\nafter-snapshot");
+
+    // A clone stopped and started again boots cold, from its own disk, as itself.
+    home.json(&["stop", &clones[0]]);
+    home.json(&["start", &clones[0]]);
+    assert_eq!(sh(home, &clones[0], "cat /root/clone0"), "mine");
+    assert_eq!(sh(home, &clones[0], "hostname"), clones[0].as_str());
+
+    // Export, delete, import: the same snapshot again, restorable.
+    let archive = work.path().join("snap.tar");
+    let exported = home.json(&["snapshot", "export", &snap_id, archive.to_str().unwrap()]);
+    assert!(exported["sizeBytes"].as_u64().unwrap() > 0);
+    home.json(&["snapshot", "delete", &snap_id]);
+    // Clones of a deleted snapshot keep running.
+    assert_eq!(sh(home, &clones[1], "cat /root/marker"), "before-snapshot");
+    let imported = home.json(&["snapshot", "import", archive.to_str().unwrap()]);
+    assert_eq!(imported["snapshotId"], snap_id.as_str());
+    let again = vm_ids(&home.json(&["create", "--snapshot", &snap_id]))[0].clone();
+    assert_eq!(sh(home, &again, "cat /root/marker"), "before-snapshot");
+    let out = home.run(&["--json", "snapshot", "import", archive.to_str().unwrap()]);
+    assert_eq!(error_code(&out), "ERR_VM_SNAPSHOT_EXISTS");
+
+    // Remove everything: nothing of any VM is left, and the snapshots go with delete.
+    let all: Vec<String> = [vec![src.clone(), d.clone(), again.clone()], clones.clone()].concat();
+    for id in &all {
+        home.json(&["remove", "--force", id]);
+    }
+    for id in &all {
+        let left = leftovers(home.dir.path(), &net.host, id);
+        assert!(left.is_empty(), "{id} left: {left:#?}");
+    }
+    home.json(&["snapshot", "delete", &snap_id, &diff_id]);
+    assert_eq!(home.json(&["snapshot", "list"])["count"], 0);
+    let snapshots_dir = home.dir.path().join("snapshots");
+    assert_eq!(std::fs::read_dir(&snapshots_dir).unwrap().count(), 0, "debris in {snapshots_dir:?}");
+}
+
+#[test]
+fn privileged_e2e_snapshot_faults() {
+    let Some(fx) = fixture() else { return };
+    let (home, net, work) = (&fx.home, &fx.net, &fx.work);
+
+    // 1 GiB of guest memory (sparse under the stand-in), so 100 clones would not fit.
+    let src = home.json(&[
+        "create", "--from-image", "busybox", "--memory", "1024", "--publish-port", "18080:80",
+    ]);
+    let src = src["vmId"].as_str().unwrap().to_owned();
+    let snap_id = home.json(&["snapshot", "create", &src])["snapshotId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let dir = home.dir.path().join("snapshots").join(&snap_id);
+    let restore = |args: &[&str]| {
+        let mut a = vec!["--json", "create", "--snapshot", snap_id.as_str()];
+        a.extend_from_slice(args);
+        home.run(&a)
+    };
+    let nothing_new = |what: &str| {
+        assert_eq!(vm_count(home), 1, "{what}: a VM was left behind");
+        let vms = std::fs::read_dir(home.dir.path().join("vms")).unwrap().count();
+        assert_eq!(vms, 1, "{what}: a VM directory was left behind");
+        let others: Vec<String> = std::fs::read_dir(home.dir.path().join("jail/firecracker"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| *n != src)
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(others.is_empty(), "{what}: jails left behind: {others:?}");
+    };
+
+    // The source still holds its published port: a clone cannot take it.
+    let out = restore(&[]);
+    let doc = parse(&out);
+    assert!(!out.status.success(), "{doc}");
+    assert!(doc["error"]["message"].as_str().unwrap().contains("18080"), "{doc}");
+    nothing_new("taken port");
+    // Several clones of a VM with published ports: refused before anything starts.
+    assert_eq!(error_code(&restore(&["--count", "2"])), "ERR_VALIDATION_FLAGS");
+    home.json(&["stop", &src]);
+
+    // A policy given on the command line replaces the snapshot's (and its ports).
+    let no_ports = ["--network-policy", "allow-all"];
+    let c = vm_ids(&parse(&restore(&no_ports)));
+    assert_eq!(c.len(), 1);
+    home.json(&["remove", "--force", &c[0]]);
+
+    // Not enough memory for that many clones.
+    let free_mib: u64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()
+        .unwrap()
+        >> 10;
+    if (1024 + 64) * 100 > free_mib {
+        let mut a = no_ports.to_vec();
+        a.extend_from_slice(&["--count", "100"]);
+        assert_eq!(error_code(&restore(&a)), "ERR_HOST_MEMORY_INSUFFICIENT");
+        nothing_new("not enough memory");
+    } else {
+        eprintln!("note: {free_mib} MiB free: 100 clones of 1 GiB fit, memory check not exercised");
+    }
+
+    let meta_path = dir.join("metadata.json");
+    let meta: Value = serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+    let edit = |f: &dyn Fn(&mut Value)| {
+        let mut m = meta.clone();
+        f(&mut m);
+        let tmp = dir.join("metadata.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&m).unwrap()).unwrap();
+        std::fs::rename(&tmp, &meta_path).unwrap();
+    };
+
+    // An unsupported Firecracker version.
+    edit(&|m| m["firecrackerVersion"] = "1.4.0".into());
+    assert_eq!(error_code(&restore(&no_ports)), "ERR_VM_SNAPSHOT_INCOMPATIBLE");
+    nothing_new("unsupported version");
+    // Metadata from a newer vmsan.
+    edit(&|m| m["schemaVersion"] = 99.into());
+    assert_eq!(error_code(&restore(&no_ports)), "ERR_VM_SNAPSHOT_INCOMPATIBLE");
+    edit(&|m| *m = meta.clone());
+
+    // Damaged files.
+    let damage = |name: &str, how: &dyn Fn(&Path)| {
+        let p = dir.join(name);
+        let keep = work.path().join(format!("keep-{name}"));
+        std::fs::copy(&p, &keep).unwrap();
+        how(&p);
+        assert_eq!(error_code(&restore(&no_ports)), "ERR_VM_SNAPSHOT_CORRUPT", "{name}");
+        nothing_new(name);
+        let _ = std::fs::remove_file(&p);
+        std::fs::copy(&keep, &p).unwrap();
+    };
+    damage("memory", &|p| {
+        std::fs::OpenOptions::new().write(true).open(p).unwrap().set_len(4096).unwrap();
+    });
+    damage("vmstate", &|p| std::fs::remove_file(p).unwrap());
+    damage("vmstate", &|p| {
+        let mut b = std::fs::read(p).unwrap();
+        b[10] ^= 0x20;
+        std::fs::remove_file(p).unwrap();
+        std::fs::write(p, b).unwrap();
+    });
+    damage("disk.ext4", &|p| {
+        std::fs::OpenOptions::new().write(true).open(p).unwrap().set_len(1 << 20).unwrap();
+    });
+
+    // Archives: truncated, flipped, from another version. Nothing is imported.
+    let archive = work.path().join("a.tar");
+    home.json(&["snapshot", "export", &snap_id, archive.to_str().unwrap()]);
+    let bytes = std::fs::read(&archive).unwrap();
+    home.json(&["snapshot", "delete", &snap_id]);
+    let import = |b: &[u8]| {
+        let p = work.path().join("bad.tar");
+        std::fs::write(&p, b).unwrap();
+        let code = error_code(&home.run(&["--json", "snapshot", "import", p.to_str().unwrap()]));
+        assert_eq!(home.json(&["snapshot", "list"])["count"], 0);
+        assert_eq!(std::fs::read_dir(home.dir.path().join("snapshots")).unwrap().count(), 0);
+        code
+    };
+    assert_eq!(import(&bytes[..bytes.len() / 2]), "ERR_VM_SNAPSHOT_CORRUPT");
+    let mut flipped = bytes.clone();
+    let last_data = flipped.len() - 1024 - 600; // inside the last file's data, before tar's end
+    flipped[last_data] ^= 1;
+    assert_eq!(import(&flipped), "ERR_VM_SNAPSHOT_CORRUPT");
+    let text = String::from_utf8_lossy(&bytes[512..4096]).into_owned();
+    assert!(text.contains("\"firecrackerVersion\": \"1.16.1\""), "{text}");
+    let mut other_version = bytes.clone();
+    let at = other_version
+        .windows(26)
+        .position(|w| w == b"\"firecrackerVersion\": \"1.1")
+        .unwrap();
+    other_version[at + 25] = b'2'; // 1.16.1 -> 1.26.1, same length
+    assert_eq!(import(&other_version), "ERR_VM_SNAPSHOT_INCOMPATIBLE");
+    assert_eq!(import(b"not a tar at all, just some text"), "ERR_VM_SNAPSHOT_CORRUPT");
+
+    home.json(&["remove", "--force", &src]);
+    let left = leftovers(home.dir.path(), &net.host, &src);
+    assert!(left.is_empty(), "{left:#?}");
+}

@@ -1,0 +1,13 @@
+//! Snapshots (DESIGN §7): a paused VM's memory and device state as Firecracker writes them, a
+//! copy of its disk, and what it takes to restore it as new, independent VMs: machine
+//! configuration, image, network identity and policy.
+
+mod archive;
+pub mod files;
+mod meta;
+mod take;
+
+pub use archive::{export, import};
+pub use files::{Listed, Snapshot, delete, list};
+pub use meta::{FileInfo, HostFingerprint, SCHEMA_VERSION, SnapshotKind, SnapshotMeta};
+pub use take::{Taken, TakeOptions, take};
