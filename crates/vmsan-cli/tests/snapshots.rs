@@ -72,6 +72,11 @@ fn privileged_e2e_snapshot_and_clones() {
     let src = home.json(&["create", "--from-image", "busybox", "--memory", "256", "--vcpus", "2"]);
     let src = src["vmId"].as_str().unwrap().to_owned();
     sh(home, &src, "echo before-snapshot > /root/marker");
+    // A process started before the snapshot. Real Firecracker restores the guest's memory, so
+    // it is still running in every clone; the stand-in boots the guest again (it keeps no
+    // memory), so this is checked only against real Firecracker.
+    let real = std::env::var("VMSAN_E2E_FIRECRACKER").is_ok_and(|v| v == "1");
+    let sleeper = sh(home, &src, "setsid sleep 100000 </dev/null >/dev/null 2>&1 & echo $!");
     let src_token = state(home, &src)["agentToken"].as_str().unwrap().to_owned();
 
     // Snapshot: pause, Firecracker's snapshot, resume, in that order; the VM keeps running.
@@ -85,6 +90,7 @@ fn privileged_e2e_snapshot_and_clones() {
     let resumed = position(&calls, &["\"/vm\"", "Resumed"]);
     assert!(paused < created && created < resumed, "{calls:#?}");
     assert_eq!(home.json(&["list"])["vms"][0]["status"], "running");
+    assert_eq!(sh(home, &src, &format!("kill -0 {sleeper} && echo alive")), "alive");
     sh(home, &src, "echo after-snapshot > /root/after");
 
     let listed = home.json(&["snapshot", "list"]);
@@ -119,6 +125,9 @@ fn privileged_e2e_snapshot_and_clones() {
         // And a network that works with it.
         let out = sh(home, c, &format!("nc -w 5 {INTERNET_IP} {SERVER_PORT}"));
         assert_eq!(out, GREETING);
+        if real {
+            assert_eq!(sh(home, c, &format!("kill -0 {sleeper} && echo alive")), "alive");
+        }
         // Restored by a snapshot load, not booted.
         let calls = api_calls(home, c);
         let load = position(&calls, &["\"/snapshot/load\""]);
@@ -126,6 +135,12 @@ fn privileged_e2e_snapshot_and_clones() {
         for boot_only in ["\"/boot-source\"", "\"/drives/", "\"/machine-config\"", "InstanceStart"] {
             assert!(!calls.iter().any(|c| c.contains(boot_only)), "{boot_only} in {calls:#?}");
         }
+    }
+    if !real {
+        eprintln!(
+            "note: a process surviving the restore is checked with real Firecracker only \
+             (VMSAN_E2E_FIRECRACKER=1): the stand-in keeps no guest memory"
+        );
     }
     // Clones never share a disk.
     sh(home, &clones[0], "echo mine > /root/clone0");
@@ -270,30 +285,35 @@ fn privileged_e2e_snapshot_faults() {
     assert_eq!(error_code(&restore(&no_ports)), "ERR_VM_SNAPSHOT_INCOMPATIBLE");
     edit(&|m| *m = meta.clone());
 
-    // Damaged files.
-    let damage = |name: &str, how: &dyn Fn(&Path)| {
+    // Damaged files. Each is replaced by a damaged one and put back afterwards (a hard link
+    // keeps the original, sparse as it is).
+    let damage = |name: &str, damaged: Option<Vec<u8>>| {
         let p = dir.join(name);
         let keep = work.path().join(format!("keep-{name}"));
-        std::fs::copy(&p, &keep).unwrap();
-        how(&p);
+        std::fs::hard_link(&p, &keep).unwrap();
+        std::fs::remove_file(&p).unwrap();
+        if let Some(bytes) = damaged {
+            std::fs::write(&p, bytes).unwrap();
+        }
         assert_eq!(error_code(&restore(&no_ports)), "ERR_VM_SNAPSHOT_CORRUPT", "{name}");
         nothing_new(name);
         let _ = std::fs::remove_file(&p);
-        std::fs::copy(&keep, &p).unwrap();
+        std::fs::rename(&keep, &p).unwrap();
     };
-    damage("memory", &|p| {
-        std::fs::OpenOptions::new().write(true).open(p).unwrap().set_len(4096).unwrap();
-    });
-    damage("vmstate", &|p| std::fs::remove_file(p).unwrap());
-    damage("vmstate", &|p| {
-        let mut b = std::fs::read(p).unwrap();
-        b[10] ^= 0x20;
-        std::fs::remove_file(p).unwrap();
-        std::fs::write(p, b).unwrap();
-    });
-    damage("disk.ext4", &|p| {
-        std::fs::OpenOptions::new().write(true).open(p).unwrap().set_len(1 << 20).unwrap();
-    });
+    let head = |name: &str, n: usize| {
+        let mut b = vec![0u8; n];
+        std::io::Read::read_exact(&mut std::fs::File::open(dir.join(name)).unwrap(), &mut b).unwrap();
+        b
+    };
+    damage("memory", Some(head("memory", 4096)));
+    damage("vmstate", None);
+    let mut flipped = std::fs::read(dir.join("vmstate")).unwrap();
+    flipped[10] ^= 0x20;
+    damage("vmstate", Some(flipped));
+    damage("disk.ext4", Some(head("disk.ext4", 1 << 20)));
+    // Intact again: it restores.
+    let c = vm_ids(&parse(&restore(&no_ports)));
+    home.json(&["remove", "--force", &c[0]]);
 
     // Archives: truncated, flipped, from another version. Nothing is imported.
     let archive = work.path().join("a.tar");
