@@ -179,6 +179,17 @@ fn privileged_e2e_snapshot_and_clones() {
     let out = home.run(&["--json", "snapshot", "import", archive.to_str().unwrap()]);
     assert_eq!(error_code(&out), "ERR_VM_SNAPSHOT_EXISTS");
 
+    // --no-resume leaves the VM paused; `stop` still stops it gracefully.
+    let paused = home.json(&["snapshot", "create", &src, "--no-resume"]);
+    assert_eq!(paused["resumed"], false);
+    let paused_id = paused["snapshotId"].as_str().unwrap().to_owned();
+    let calls = api_calls(home, &src);
+    assert!(calls.last().unwrap().contains("/snapshot/create"), "{calls:#?}");
+    home.json(&["stop", &src]);
+    let st = state(home, &src);
+    assert_eq!(st["status"], "stopped", "{st}");
+    home.json(&["snapshot", "delete", &paused_id]);
+
     // Remove everything: nothing of any VM is left, and the snapshots go with delete.
     let all: Vec<String> = [vec![src.clone(), d.clone(), again.clone()], clones.clone()].concat();
     for id in &all {
@@ -209,6 +220,31 @@ fn privileged_e2e_snapshot_faults() {
         .unwrap()
         .to_owned();
     let dir = home.dir.path().join("snapshots").join(&snap_id);
+
+    // A failure while the VM is paused (its disk cannot be copied): the VM is resumed and no
+    // partial snapshot is left.
+    let disk = home.dir.path().join("vms").join(&src).join("disk.ext4");
+    let aside = work.path().join("disk-aside");
+    std::fs::rename(&disk, &aside).unwrap();
+    let out = home.run(&["--json", "snapshot", "create", &src]);
+    std::fs::rename(&aside, &disk).unwrap();
+    assert_eq!(error_code(&out), "ERR_VM_SNAPSHOT_CREATE_FAILED");
+    assert_eq!(sh(home, &src, "echo still-running"), "still-running");
+    assert_eq!(home.json(&["snapshot", "list"])["count"], 1);
+    let snapshots: Vec<_> = std::fs::read_dir(home.dir.path().join("snapshots"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(snapshots.len(), 1, "debris: {snapshots:?}");
+    // A diff needs a previous snapshot of the same run.
+    home.json(&["stop", &src]);
+    home.json(&["start", &src]);
+    assert_eq!(
+        error_code(&home.run(&["--json", "snapshot", "create", &src, "--diff"])),
+        "ERR_VM_SNAPSHOT_CREATE_FAILED"
+    );
+
     let restore = |args: &[&str]| {
         let mut a = vec!["--json", "create", "--snapshot", snap_id.as_str()];
         a.extend_from_slice(args);

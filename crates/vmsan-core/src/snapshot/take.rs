@@ -177,7 +177,13 @@ pub fn take(
         Ok(())
     });
     let _ = std::fs::remove_dir_all(&out_dir);
-    assembled?;
+    assembled.map_err(|e| {
+        if e.code() == ErrorCode::VmSnapshotCreateFailed {
+            e
+        } else {
+            failed(vm, e.message())
+        }
+    })?;
 
     let meta = SnapshotMeta {
         schema_version: SCHEMA_VERSION,

@@ -586,6 +586,15 @@ impl Supervisor {
 
     /// The agent powers the guest off; failing that Ctrl-Alt-Del; failing that SIGKILL.
     async fn stop_gracefully(&self, vmm: &mut Vmm) {
+        // A VM left paused by `snapshot create --no-resume` could not answer either request.
+        if self
+            .client
+            .describe_instance()
+            .await
+            .is_ok_and(|i| i.state == vmsan_firecracker::models::InstanceState::Paused)
+        {
+            let _ = self.client.resume().await;
+        }
         if let Some(token) = &self.state.agent_token {
             let agent = AgentClient::new(Endpoint::hybrid_vsock(self.vsock_path()), token);
             if tokio::time::timeout(Duration::from_secs(2), agent.shutdown())

@@ -1,0 +1,229 @@
+//! Benchmark: snapshots against the stand-in VMM. `snapshot create` time against how much the
+//! VM wrote to its disk; the host-side overhead of restoring a clone until its agent answers
+//! to its own token (the stand-in's guest "boot" is only starting the agent), next to a cold
+//! `create`; and 50 clones of one snapshot at once. Not a test: run it as root with
+//!
+//! ```text
+//! scripts/build-agent && cargo build -p vmsan-testkit --bins --release \
+//!   && VMSAN_STANDIN_DIR=target/release cargo bench -p vmsan-cli --bench snapshot
+//! ```
+//!
+//! `VMSAN_BENCH_RUNS` (default 30) sequential restores; `VMSAN_BENCH_CLONES` (default 50).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Instant;
+
+use serde_json::Value;
+use vmsan_testkit::e2e::{Home, fixture, parse};
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn timed(home: &Home, args: &[&str]) -> (f64, Value) {
+    let t = Instant::now();
+    let doc = home.json(args);
+    (t.elapsed().as_secs_f64() * 1000.0, doc)
+}
+
+fn steps_table(title: &str, docs: &[Value], wall: &mut [f64]) {
+    let mut steps: BTreeMap<String, (usize, Vec<f64>)> = BTreeMap::new();
+    for doc in docs {
+        for (i, s) in doc["timingsMs"].as_array().unwrap().iter().enumerate() {
+            let e = steps
+                .entry(s["step"].as_str().unwrap().to_owned())
+                .or_insert((i, Vec::new()));
+            e.1.push(s["ms"].as_f64().unwrap());
+        }
+    }
+    println!("{title}");
+    println!("{:<32} {:>10} {:>10}", "step", "p50 ms", "p95 ms");
+    let mut ordered: Vec<_> = steps.into_iter().collect();
+    ordered.sort_by_key(|(_, (i, _))| *i);
+    for (name, (_, mut v)) in ordered {
+        v.sort_by(f64::total_cmp);
+        println!("{name:<32} {:>10.2} {:>10.2}", pct(&v, 0.5), pct(&v, 0.95));
+    }
+    wall.sort_by(f64::total_cmp);
+    println!(
+        "{:<32} {:>10.2} {:>10.2}",
+        "total (wall, whole command)",
+        pct(wall, 0.5),
+        pct(wall, 0.95)
+    );
+}
+
+fn main() {
+    let runs = env_or("VMSAN_BENCH_RUNS", 30);
+    let clones = env_or("VMSAN_BENCH_CLONES", 50);
+    let Some(fx) = fixture(Path::new(env!("CARGO_BIN_EXE_vmsan"))) else {
+        return;
+    };
+    let home = &fx.home;
+    let src = home.json(&["create", "--from-image", "busybox"])["vmId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Snapshot create against the data on the VM's disk.
+    println!("vmsan snapshot create, stand-in VMM, 128 MiB guest, 5 runs per size");
+    println!(
+        "{:>14} {:>12} {:>12} {:>12} {:>12}",
+        "disk data MiB", "p50 ms", "p95 ms", "paused ms", "disk copy ms"
+    );
+    let mut last = String::new();
+    let mut written = 0;
+    for mib in [0usize, 64, 256, 1024] {
+        if mib > written {
+            let out = home.run(&[
+                "exec",
+                &src,
+                "sh",
+                "-c",
+                &format!(
+                    "dd if=/dev/zero of=/root/fill bs=1M count={mib} conv=notrunc 2>/dev/null; sync"
+                ),
+            ]);
+            assert!(out.status.success());
+            written = mib;
+        }
+        let (mut wall, mut paused, mut copy) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..5 {
+            let (ms, doc) = timed(home, &["snapshot", "create", &src]);
+            wall.push(ms);
+            paused.push(doc["pausedMs"].as_f64().unwrap());
+            copy.push(
+                doc["timingsMs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|s| s["step"] == "disk copy")
+                    .and_then(|s| s["ms"].as_f64())
+                    .unwrap_or(0.0),
+            );
+            let id = doc["snapshotId"].as_str().unwrap().to_owned();
+            if !last.is_empty() {
+                home.json(&["snapshot", "delete", &last]);
+            }
+            last = id;
+        }
+        for v in [&mut wall, &mut paused, &mut copy] {
+            v.sort_by(f64::total_cmp);
+        }
+        println!(
+            "{mib:>14} {:>12.1} {:>12.1} {:>12.1} {:>12.1}",
+            pct(&wall, 0.5),
+            pct(&wall, 0.95),
+            pct(&paused, 0.5),
+            pct(&copy, 0.5)
+        );
+    }
+    // Restore from a snapshot of a VM with an empty disk (like the cold creates below).
+    home.json(&["snapshot", "delete", &last]);
+    home.json(&["exec", &src, "rm", "-f", "/root/fill"]);
+    let snap = home.json(&["snapshot", "create", &src])["snapshotId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    home.json(&["stop", &src]);
+
+    // Warm: one restore and one cold create before measuring.
+    for args in [vec!["create", "--snapshot", &snap], vec!["create", "--from-image", "busybox"]] {
+        let id = home.json(&args)["vmId"].as_str().unwrap().to_owned();
+        home.json(&["remove", "--force", &id]);
+    }
+    let (mut restore_wall, mut restore_docs) = (Vec::new(), Vec::new());
+    let (mut cold_wall, mut cold_docs) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let (ms, doc) = timed(home, &["create", "--snapshot", &snap]);
+        home.json(&["remove", "--force", doc["vmId"].as_str().unwrap()]);
+        restore_wall.push(ms);
+        restore_docs.push(doc);
+        let (ms, doc) = timed(home, &["create", "--from-image", "busybox"]);
+        home.json(&["remove", "--force", doc["vmId"].as_str().unwrap()]);
+        cold_wall.push(ms);
+        cold_docs.push(doc);
+    }
+    println!();
+    steps_table(
+        &format!("vmsan create --snapshot until the clone's agent answers, {runs} runs"),
+        &restore_docs,
+        &mut restore_wall,
+    );
+    println!();
+    steps_table(
+        &format!("for comparison, a cold vmsan create until the agent is ready, {runs} runs"),
+        &cold_docs,
+        &mut cold_wall,
+    );
+    println!(
+        "goal: restore p50 under 20 ms: {}",
+        if pct(&restore_wall, 0.5) < 20.0 {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+
+    // Many clones at once: one process each, and one `--count`.
+    let t = Instant::now();
+    let children: Vec<_> = (0..clones)
+        .map(|_| {
+            home.vmsan()
+                .args(["--json", "create", "--snapshot", &snap])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut ok = Vec::new();
+    let mut failures: BTreeMap<String, usize> = BTreeMap::new();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        let doc: Value = parse(&out);
+        if out.status.success() {
+            ok.push(doc["vmId"].as_str().unwrap().to_owned());
+        } else {
+            *failures
+                .entry(doc["error"]["code"].as_str().unwrap_or("?").to_owned())
+                .or_default() += 1;
+        }
+    }
+    println!();
+    println!(
+        "{clones} clones at once (one process each): {} succeeded ({:.0}%), wall {:.2} s{}",
+        ok.len(),
+        100.0 * ok.len() as f64 / clones as f64,
+        t.elapsed().as_secs_f64(),
+        if failures.is_empty() {
+            String::new()
+        } else {
+            format!(", failures {failures:?}")
+        }
+    );
+    for id in &ok {
+        home.json(&["remove", "--force", id]);
+    }
+    let n = clones.to_string();
+    let (ms, doc) = timed(home, &["create", "--snapshot", &snap, "--count", &n]);
+    let made = doc["vms"].as_array().map_or(1, Vec::len);
+    println!(
+        "vmsan create --snapshot --count {clones}: {made} clones in {:.2} s",
+        ms / 1000.0
+    );
+    for vm in doc["vms"].as_array().into_iter().flatten() {
+        home.json(&["remove", "--force", vm["vmId"].as_str().unwrap()]);
+    }
+}
