@@ -84,7 +84,11 @@ fn apply(old: Option<&GuestNetwork>, id: &Reidentify) -> Result<(), String> {
     if let Some(net) = &id.network {
         let addr = renumber(old, net)?;
         hosts.push_str(&format!("{addr}\t{}\n", id.hostname));
-        let resolv: String = net.dns.iter().map(|d| format!("nameserver {d}\n")).collect();
+        let resolv: String = net
+            .dns
+            .iter()
+            .map(|d| format!("nameserver {d}\n"))
+            .collect();
         if !resolv.is_empty() {
             write_etc("/etc/resolv.conf", &resolv)?;
         }
@@ -152,10 +156,7 @@ fn correct_clock(host_ms: u64) -> Result<(), String> {
 /// Mix the host's random bytes into the pool (not credited: VMGENID and the kernel's own
 /// sources stay in charge of the estimate).
 fn mix_entropy(hex: &str) {
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .write(true)
-        .open("/dev/urandom")
-    {
+    if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open("/dev/urandom") {
         let _ = f.write_all(hex.as_bytes());
     }
 }

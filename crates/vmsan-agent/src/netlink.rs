@@ -184,7 +184,9 @@ pub(crate) fn parse_mac(s: &str) -> Result<[u8; 6], String> {
     let mut mac = [0u8; 6];
     let mut parts = s.split(':');
     for b in &mut mac {
-        let part = parts.next().ok_or_else(|| format!("MAC {s:?} is too short"))?;
+        let part = parts
+            .next()
+            .ok_or_else(|| format!("MAC {s:?} is too short"))?;
         if part.len() != 2 {
             return Err(format!("MAC {s:?} is malformed"));
         }
@@ -217,7 +219,13 @@ mod tests {
             parse_mac("06:00:c6:12:00:02").unwrap(),
             [6, 0, 0xc6, 0x12, 0, 2]
         );
-        for bad in ["", "06:00:c6:12:00", "06:00:c6:12:00:02:03", "6:0:c6:12:0:2", "zz:00:c6:12:00:02"] {
+        for bad in [
+            "",
+            "06:00:c6:12:00",
+            "06:00:c6:12:00:02:03",
+            "6:0:c6:12:0:2",
+            "zz:00:c6:12:00:02",
+        ] {
             assert!(parse_mac(bad).is_err(), "{bad}");
         }
     }

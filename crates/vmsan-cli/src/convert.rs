@@ -11,7 +11,8 @@ use vmsan_core::validate::options::{
     ConnectOptions, CreateOptions, DownloadOptions, ExecOptions, ExecUser, ImageImportOptions,
     ImagePruneOptions, ImagePullOptions, ImageRemoveOptions, InitMode, Isolation, LogsOptions,
     NetworkOptions, PullPolicy, RemoveOptions, RootSource, SetupOptions, SnapshotCreateOptions,
-    SnapshotDeleteOptions, SnapshotExportOptions, SnapshotImportOptions, StartOptions, StopOptions, UploadOptions,
+    SnapshotDeleteOptions, SnapshotExportOptions, SnapshotImportOptions, StartOptions, StopOptions,
+    UploadOptions,
 };
 use vmsan_core::validate::{self, MEMORY_MIN_MIB, PolicyInput, Runtime, parse_ipv4, split_list};
 use vmsan_core::{SnapshotId, VmId};

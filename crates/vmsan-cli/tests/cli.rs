@@ -458,10 +458,18 @@ fn snapshot_commands_on_an_empty_store() {
     rejects(&["snapshot", "create", VM], "ERR_VM_NOT_FOUND");
     rejects(&["snapshot", "create", VM, "--diff"], "ERR_VM_NOT_FOUND");
     rejects(
-        &["snapshot", "export", "vm-0123abcd-1", "/tmp/vmsan-cli-x.tar"],
+        &[
+            "snapshot",
+            "export",
+            "vm-0123abcd-1",
+            "/tmp/vmsan-cli-x.tar",
+        ],
         "ERR_VM_SNAPSHOT_NOT_FOUND",
     );
-    rejects(&["snapshot", "export", "../..", "/tmp/x.tar"], "ERR_VALIDATION_ID");
+    rejects(
+        &["snapshot", "export", "../..", "/tmp/x.tar"],
+        "ERR_VALIDATION_ID",
+    );
     rejects(
         &["create", "--snapshot", "vm-0123abcd-1"],
         "ERR_VM_SNAPSHOT_NOT_FOUND",

@@ -29,7 +29,10 @@ fn api_calls(home: &Home, id: &str) -> Vec<String> {
     let log = std::fs::read_to_string(home.dir.path().join("vms").join(id).join("firecracker.log"))
         .unwrap();
     log.lines()
-        .filter_map(|l| l.split_once("The API server received a ").map(|(_, r)| r.to_owned()))
+        .filter_map(|l| {
+            l.split_once("The API server received a ")
+                .map(|(_, r)| r.to_owned())
+        })
         .collect()
 }
 
@@ -49,7 +52,10 @@ fn state(home: &Home, id: &str) -> Value {
 
 fn vm_ids(doc: &Value) -> Vec<String> {
     match doc["vms"].as_array() {
-        Some(vms) => vms.iter().map(|v| v["vmId"].as_str().unwrap().to_owned()).collect(),
+        Some(vms) => vms
+            .iter()
+            .map(|v| v["vmId"].as_str().unwrap().to_owned())
+            .collect(),
         None => vec![doc["vmId"].as_str().unwrap().to_owned()],
     }
 }
@@ -69,14 +75,26 @@ fn privileged_e2e_snapshot_and_clones() {
     let Some(fx) = fixture() else { return };
     let (home, net, work) = (&fx.home, &fx.net, &fx.work);
 
-    let src = home.json(&["create", "--from-image", "busybox", "--memory", "256", "--vcpus", "2"]);
+    let src = home.json(&[
+        "create",
+        "--from-image",
+        "busybox",
+        "--memory",
+        "256",
+        "--vcpus",
+        "2",
+    ]);
     let src = src["vmId"].as_str().unwrap().to_owned();
     sh(home, &src, "echo before-snapshot > /root/marker");
     // A process started before the snapshot. Real Firecracker restores the guest's memory, so
     // it is still running in every clone; the stand-in boots the guest again (it keeps no
     // memory), so this is checked only against real Firecracker.
     let real = std::env::var("VMSAN_E2E_FIRECRACKER").is_ok_and(|v| v == "1");
-    let sleeper = sh(home, &src, "setsid sleep 100000 </dev/null >/dev/null 2>&1 & echo $!");
+    let sleeper = sh(
+        home,
+        &src,
+        "setsid sleep 100000 </dev/null >/dev/null 2>&1 & echo $!",
+    );
     let src_token = state(home, &src)["agentToken"].as_str().unwrap().to_owned();
 
     // Snapshot: pause, Firecracker's snapshot, resume, in that order; the VM keeps running.
@@ -90,7 +108,10 @@ fn privileged_e2e_snapshot_and_clones() {
     let resumed = position(&calls, &["\"/vm\"", "Resumed"]);
     assert!(paused < created && created < resumed, "{calls:#?}");
     assert_eq!(home.json(&["list"])["vms"][0]["status"], "running");
-    assert_eq!(sh(home, &src, &format!("kill -0 {sleeper} && echo alive")), "alive");
+    assert_eq!(
+        sh(home, &src, &format!("kill -0 {sleeper} && echo alive")),
+        "alive"
+    );
     sh(home, &src, "echo after-snapshot > /root/after");
 
     let listed = home.json(&["snapshot", "list"]);
@@ -106,7 +127,10 @@ fn privileged_e2e_snapshot_and_clones() {
     for c in &clones {
         let st = state(home, c);
         assert_eq!(st["snapshot"], snap_id.as_str());
-        assert_eq!((st["memSizeMib"].as_u64(), st["vcpuCount"].as_u64()), (Some(256), Some(2)));
+        assert_eq!(
+            (st["memSizeMib"].as_u64(), st["vcpuCount"].as_u64()),
+            (Some(256), Some(2))
+        );
         let (ip, mac, token) = (
             st["network"]["guestIp"].as_str().unwrap().to_owned(),
             st["network"]["macAddress"].as_str().unwrap().to_owned(),
@@ -116,7 +140,10 @@ fn privileged_e2e_snapshot_and_clones() {
         assert!(seen.insert(ip.clone()) && seen.insert(mac.clone()) && seen.insert(token));
         // The disk as it was at the snapshot, and nothing written after it.
         assert_eq!(sh(home, c, "cat /root/marker"), "before-snapshot");
-        assert_eq!(sh(home, c, "test -e /root/after && echo yes || echo no"), "no");
+        assert_eq!(
+            sh(home, c, "test -e /root/after && echo yes || echo no"),
+            "no"
+        );
         // Its own identity inside the guest.
         assert_eq!(sh(home, c, "hostname"), c.as_str());
         let eth0 = sh(home, c, "ip addr show eth0");
@@ -126,14 +153,27 @@ fn privileged_e2e_snapshot_and_clones() {
         let out = sh(home, c, &format!("nc -w 5 {INTERNET_IP} {SERVER_PORT}"));
         assert_eq!(out, GREETING);
         if real {
-            assert_eq!(sh(home, c, &format!("kill -0 {sleeper} && echo alive")), "alive");
+            assert_eq!(
+                sh(home, c, &format!("kill -0 {sleeper} && echo alive")),
+                "alive"
+            );
         }
         // Restored by a snapshot load, not booted.
         let calls = api_calls(home, c);
         let load = position(&calls, &["\"/snapshot/load\""]);
-        assert!(calls[load].contains("network_overrides") && calls[load].contains("vsock_override"));
-        for boot_only in ["\"/boot-source\"", "\"/drives/", "\"/machine-config\"", "InstanceStart"] {
-            assert!(!calls.iter().any(|c| c.contains(boot_only)), "{boot_only} in {calls:#?}");
+        assert!(
+            calls[load].contains("network_overrides") && calls[load].contains("vsock_override")
+        );
+        for boot_only in [
+            "\"/boot-source\"",
+            "\"/drives/",
+            "\"/machine-config\"",
+            "InstanceStart",
+        ] {
+            assert!(
+                !calls.iter().any(|c| c.contains(boot_only)),
+                "{boot_only} in {calls:#?}"
+            );
         }
     }
     if !real {
@@ -145,19 +185,31 @@ fn privileged_e2e_snapshot_and_clones() {
     // Clones never share a disk.
     sh(home, &clones[0], "echo mine > /root/clone0");
     for c in &clones[1..] {
-        assert_eq!(sh(home, c, "test -e /root/clone0 && echo yes || echo no"), "no");
+        assert_eq!(
+            sh(home, c, "test -e /root/clone0 && echo yes || echo no"),
+            "no"
+        );
     }
-    assert_eq!(sh(home, &src, "test -e /root/clone0 && echo yes || echo no"), "no");
+    assert_eq!(
+        sh(home, &src, "test -e /root/clone0 && echo yes || echo no"),
+        "no"
+    );
     assert_eq!(sh(home, &src, "cat /root/after"), "after-snapshot");
 
     // A diff snapshot builds on the last one; restored alone, it has everything.
     let diff = home.json(&["snapshot", "create", &src, "--diff"]);
-    assert_eq!((diff["kind"].as_str(), diff["parent"].as_str()), (Some("diff"), Some(snap_id.as_str())));
+    assert_eq!(
+        (diff["kind"].as_str(), diff["parent"].as_str()),
+        (Some("diff"), Some(snap_id.as_str()))
+    );
     let diff_id = diff["snapshotId"].as_str().unwrap().to_owned();
     let calls = api_calls(home, &src);
     position(&calls, &["\"/snapshot/create\"", "Diff"]);
     let d = vm_ids(&home.json(&["create", "--snapshot", &diff_id]))[0].clone();
-    assert_eq!(sh(home, &d, "cat /root/marker /root/after"), "before-snapshot\nafter-snapshot");
+    assert_eq!(
+        sh(home, &d, "cat /root/marker /root/after"),
+        "before-snapshot\nafter-snapshot"
+    );
 
     // A clone stopped and started again boots cold, from its own disk, as itself.
     home.json(&["stop", &clones[0]]);
@@ -184,7 +236,10 @@ fn privileged_e2e_snapshot_and_clones() {
     assert_eq!(paused["resumed"], false);
     let paused_id = paused["snapshotId"].as_str().unwrap().to_owned();
     let calls = api_calls(home, &src);
-    assert!(calls.last().unwrap().contains("/snapshot/create"), "{calls:#?}");
+    assert!(
+        calls.last().unwrap().contains("/snapshot/create"),
+        "{calls:#?}"
+    );
     home.json(&["stop", &src]);
     let st = state(home, &src);
     assert_eq!(st["status"], "stopped", "{st}");
@@ -202,7 +257,11 @@ fn privileged_e2e_snapshot_and_clones() {
     home.json(&["snapshot", "delete", &snap_id, &diff_id]);
     assert_eq!(home.json(&["snapshot", "list"])["count"], 0);
     let snapshots_dir = home.dir.path().join("snapshots");
-    assert_eq!(std::fs::read_dir(&snapshots_dir).unwrap().count(), 0, "debris in {snapshots_dir:?}");
+    assert_eq!(
+        std::fs::read_dir(&snapshots_dir).unwrap().count(),
+        0,
+        "debris in {snapshots_dir:?}"
+    );
 }
 
 #[test]
@@ -212,7 +271,13 @@ fn privileged_e2e_snapshot_faults() {
 
     // 1 GiB of guest memory (sparse under the stand-in), so 100 clones would not fit.
     let src = home.json(&[
-        "create", "--from-image", "busybox", "--memory", "1024", "--publish-port", "18080:80",
+        "create",
+        "--from-image",
+        "busybox",
+        "--memory",
+        "1024",
+        "--publish-port",
+        "18080:80",
     ]);
     let src = src["vmId"].as_str().unwrap().to_owned();
     let snap_id = home.json(&["snapshot", "create", &src])["snapshotId"]
@@ -252,7 +317,9 @@ fn privileged_e2e_snapshot_faults() {
     };
     let nothing_new = |what: &str| {
         assert_eq!(vm_count(home), 1, "{what}: a VM was left behind");
-        let vms = std::fs::read_dir(home.dir.path().join("vms")).unwrap().count();
+        let vms = std::fs::read_dir(home.dir.path().join("vms"))
+            .unwrap()
+            .count();
         assert_eq!(vms, 1, "{what}: a VM directory was left behind");
         let others: Vec<String> = std::fs::read_dir(home.dir.path().join("jail/firecracker"))
             .map(|d| {
@@ -269,10 +336,16 @@ fn privileged_e2e_snapshot_faults() {
     let out = restore(&[]);
     let doc = parse(&out);
     assert!(!out.status.success(), "{doc}");
-    assert!(doc["error"]["message"].as_str().unwrap().contains("18080"), "{doc}");
+    assert!(
+        doc["error"]["message"].as_str().unwrap().contains("18080"),
+        "{doc}"
+    );
     nothing_new("taken port");
     // Several clones of a VM with published ports: refused before anything starts.
-    assert_eq!(error_code(&restore(&["--count", "2"])), "ERR_VALIDATION_FLAGS");
+    assert_eq!(
+        error_code(&restore(&["--count", "2"])),
+        "ERR_VALIDATION_FLAGS"
+    );
     home.json(&["stop", &src]);
 
     // A policy given on the command line replaces the snapshot's (and its ports).
@@ -314,11 +387,17 @@ fn privileged_e2e_snapshot_faults() {
 
     // An unsupported Firecracker version.
     edit(&|m| m["firecrackerVersion"] = "1.4.0".into());
-    assert_eq!(error_code(&restore(&no_ports)), "ERR_VM_SNAPSHOT_INCOMPATIBLE");
+    assert_eq!(
+        error_code(&restore(&no_ports)),
+        "ERR_VM_SNAPSHOT_INCOMPATIBLE"
+    );
     nothing_new("unsupported version");
     // Metadata from a newer vmsan.
     edit(&|m| m["schemaVersion"] = 99.into());
-    assert_eq!(error_code(&restore(&no_ports)), "ERR_VM_SNAPSHOT_INCOMPATIBLE");
+    assert_eq!(
+        error_code(&restore(&no_ports)),
+        "ERR_VM_SNAPSHOT_INCOMPATIBLE"
+    );
     edit(&|m| *m = meta.clone());
 
     // Damaged files. Each is replaced by a damaged one and put back afterwards (a hard link
@@ -331,14 +410,19 @@ fn privileged_e2e_snapshot_faults() {
         if let Some(bytes) = damaged {
             std::fs::write(&p, bytes).unwrap();
         }
-        assert_eq!(error_code(&restore(&no_ports)), "ERR_VM_SNAPSHOT_CORRUPT", "{name}");
+        assert_eq!(
+            error_code(&restore(&no_ports)),
+            "ERR_VM_SNAPSHOT_CORRUPT",
+            "{name}"
+        );
         nothing_new(name);
         let _ = std::fs::remove_file(&p);
         std::fs::rename(&keep, &p).unwrap();
     };
     let head = |name: &str, n: usize| {
         let mut b = vec![0u8; n];
-        std::io::Read::read_exact(&mut std::fs::File::open(dir.join(name)).unwrap(), &mut b).unwrap();
+        std::io::Read::read_exact(&mut std::fs::File::open(dir.join(name)).unwrap(), &mut b)
+            .unwrap();
         b
     };
     damage("memory", Some(head("memory", 4096)));
@@ -361,7 +445,12 @@ fn privileged_e2e_snapshot_faults() {
         std::fs::write(&p, b).unwrap();
         let code = error_code(&home.run(&["--json", "snapshot", "import", p.to_str().unwrap()]));
         assert_eq!(home.json(&["snapshot", "list"])["count"], 0);
-        assert_eq!(std::fs::read_dir(home.dir.path().join("snapshots")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(home.dir.path().join("snapshots"))
+                .unwrap()
+                .count(),
+            0
+        );
         code
     };
     assert_eq!(import(&bytes[..bytes.len() / 2]), "ERR_VM_SNAPSHOT_CORRUPT");
@@ -370,7 +459,10 @@ fn privileged_e2e_snapshot_faults() {
     flipped[last_data] ^= 1;
     assert_eq!(import(&flipped), "ERR_VM_SNAPSHOT_CORRUPT");
     let text = String::from_utf8_lossy(&bytes[512..4096]).into_owned();
-    assert!(text.contains("\"firecrackerVersion\": \"1.16.1\""), "{text}");
+    assert!(
+        text.contains("\"firecrackerVersion\": \"1.16.1\""),
+        "{text}"
+    );
     let mut other_version = bytes.clone();
     let at = other_version
         .windows(26)
@@ -378,7 +470,10 @@ fn privileged_e2e_snapshot_faults() {
         .unwrap();
     other_version[at + 25] = b'2'; // 1.16.1 -> 1.26.1, same length
     assert_eq!(import(&other_version), "ERR_VM_SNAPSHOT_INCOMPATIBLE");
-    assert_eq!(import(b"not a tar at all, just some text"), "ERR_VM_SNAPSHOT_CORRUPT");
+    assert_eq!(
+        import(b"not a tar at all, just some text"),
+        "ERR_VM_SNAPSHOT_CORRUPT"
+    );
 
     home.json(&["remove", "--force", &src]);
     let left = leftovers(home.dir.path(), &net.host, &src);

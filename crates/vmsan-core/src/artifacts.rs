@@ -64,7 +64,10 @@ pub fn installed_firecracker_version(paths: &Paths) -> crate::Result<Version> {
     Version::parse_firecracker(&String::from_utf8_lossy(&out.stdout)).ok_or_else(|| {
         Error::new(
             ErrorCode::SetupUnsupportedVersion,
-            format!("could not read the version from `{} --version`", path.display()),
+            format!(
+                "could not read the version from `{} --version`",
+                path.display()
+            ),
         )
     })
 }

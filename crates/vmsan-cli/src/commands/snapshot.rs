@@ -68,7 +68,10 @@ pub(crate) fn create(ctx: &Ctx, opts: &SnapshotCreateOptions) -> Result<Outcome,
 
 /// `vmsan snapshot list`.
 pub(crate) fn list(ctx: &Ctx) -> Result<Outcome, Error> {
-    let (found, broken) = snapshot::list(&ctx.paths)?;
+    let snapshot::Listing {
+        snapshots: found,
+        unreadable: broken,
+    } = snapshot::list(&ctx.paths)?;
     let rows: Vec<_> = found
         .iter()
         .map(|l| {
@@ -142,7 +145,8 @@ pub(crate) fn delete(ctx: &Ctx, opts: &SnapshotDeleteOptions) -> Result<Outcome,
 /// `vmsan snapshot export`.
 pub(crate) fn export(ctx: &Ctx, opts: &SnapshotExportOptions) -> Result<Outcome, Error> {
     if !ctx.out.json {
-        ctx.out.note(&format!("Exporting {} to {}", opts.id, opts.file.display()));
+        ctx.out
+            .note(&format!("Exporting {} to {}", opts.id, opts.file.display()));
     }
     let size = snapshot::export(&ctx.paths, &opts.id, &opts.file)?;
     Ok(Outcome::ok(

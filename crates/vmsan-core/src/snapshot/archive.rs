@@ -66,7 +66,10 @@ impl ArchivedFile {
                 .checked_add(*len)
                 .ok_or_else(|| format!("{}: extent overflows", self.name))?;
             if *len == 0 || *off < end || stop > self.size {
-                return Err(format!("{}: extents out of order or outside the file", self.name));
+                return Err(format!(
+                    "{}: extents out of order or outside the file",
+                    self.name
+                ));
             }
             end = stop;
         }
@@ -77,7 +80,10 @@ impl ArchivedFile {
 fn bad_archive(path: &Path, why: impl std::fmt::Display) -> Error {
     Error::new(
         ErrorCode::VmSnapshotCorrupt,
-        format!("{} is not a valid vmsan snapshot archive: {why}", path.display()),
+        format!(
+            "{} is not a valid vmsan snapshot archive: {why}",
+            path.display()
+        ),
     )
     .fix("Export the snapshot again with `vmsan snapshot export`.")
 }
@@ -101,7 +107,10 @@ pub fn export(paths: &Paths, id: &crate::ids::SnapshotId, dest: &Path) -> Result
         .map_err(|e| Error::new(ErrorCode::Internal, format!("encode manifest: {e}")))?;
 
     // Written next to the destination, renamed into place when complete.
-    let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let tmp = tempfile_in(dir)?;
     let result = (|| -> Result<()> {
         let mut tar = tar::Builder::new(std::io::BufWriter::with_capacity(1 << 20, tmp.as_file()));
@@ -110,9 +119,16 @@ pub fn export(paths: &Paths, id: &crate::ids::SnapshotId, dest: &Path) -> Result
             let mut src = File::open(snap.file(&f.name))
                 .map_err(|e| Error::io(format!("open {}", f.name), e))?;
             let mut reader = ExtentReader::new(&mut src, &f.extents);
-            append(&mut tar, &format!("files/{}", f.name), f.data_len(), &mut reader)?;
+            append(
+                &mut tar,
+                &format!("files/{}", f.name),
+                f.data_len(),
+                &mut reader,
+            )?;
         }
-        let w = tar.into_inner().map_err(|e| Error::io("finish the archive", e))?;
+        let w = tar
+            .into_inner()
+            .map_err(|e| Error::io("finish the archive", e))?;
         w.into_inner()
             .map_err(|e| Error::io("flush the archive", e.into_error()))?
             .sync_all()
@@ -175,15 +191,20 @@ fn scan(path: &Path, name: &str) -> Result<ArchivedFile> {
     let mut buf = vec![0u8; BLOCK];
     let mut pos = 0u64;
     while pos < size {
-        let at = i64::try_from(pos).map_err(|_| Error::new(ErrorCode::Internal, "file too large"))?;
+        let at =
+            i64::try_from(pos).map_err(|_| Error::new(ErrorCode::Internal, "file too large"))?;
         let data = match lseek(f.as_fd(), at, Whence::SeekData) {
             Ok(d) => u64::try_from(d).unwrap_or(size),
             Err(nix::errno::Errno::ENXIO) => break,
             Err(e) => return Err(Error::io(format!("scan {}", path.display()), e.into())),
         };
-        let hole = lseek(f.as_fd(), i64::try_from(data).unwrap_or(i64::MAX), Whence::SeekHole)
-            .map(|h| u64::try_from(h).unwrap_or(size))
-            .map_err(|e| Error::io(format!("scan {}", path.display()), e.into()))?;
+        let hole = lseek(
+            f.as_fd(),
+            i64::try_from(data).unwrap_or(i64::MAX),
+            Whence::SeekHole,
+        )
+        .map(|h| u64::try_from(h).unwrap_or(size))
+        .map_err(|e| Error::io(format!("scan {}", path.display()), e.into()))?;
         f.seek(SeekFrom::Start(data))
             .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
         let mut off = data;
@@ -239,7 +260,9 @@ impl Read for ExtentReader<'_> {
             self.left = len;
             self.index += 1;
         }
-        let want = usize::try_from(self.left).unwrap_or(usize::MAX).min(buf.len());
+        let want = usize::try_from(self.left)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
         let n = self.file.read(&mut buf[..want])?;
         if n == 0 {
             return Err(std::io::Error::new(
@@ -268,7 +291,10 @@ pub fn import(paths: &Paths, src: &Path) -> Result<SnapshotMeta> {
             .map_err(|e| bad_archive(src, e))?;
         let name = first.path().map_err(|e| bad_archive(src, e))?.into_owned();
         if name != Path::new(MANIFEST) || first.size() > MAX_MANIFEST {
-            return Err(bad_archive(src, format!("it does not start with {MANIFEST}")));
+            return Err(bad_archive(
+                src,
+                format!("it does not start with {MANIFEST}"),
+            ));
         }
         let mut doc = Vec::new();
         first
@@ -299,7 +325,12 @@ pub fn import(paths: &Paths, src: &Path) -> Result<SnapshotMeta> {
         )
         .detail("snapshotId", id.as_str()));
     }
-    if manifest.agent_token.len() < 32 || !manifest.agent_token.bytes().all(|b| b.is_ascii_alphanumeric()) {
+    if manifest.agent_token.len() < 32
+        || !manifest
+            .agent_token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric())
+    {
         return Err(bad_archive(src, "the agent token is malformed"));
     }
     let mut expected = std::collections::BTreeMap::new();
@@ -309,7 +340,10 @@ pub fn import(paths: &Paths, src: &Path) -> Result<SnapshotMeta> {
         }
         f.check().map_err(|e| bad_archive(src, e))?;
         if meta.files.get(&f.name).map(|i| i.size) != Some(f.size) {
-            return Err(bad_archive(src, format!("{} has a size the metadata does not record", f.name)));
+            return Err(bad_archive(
+                src,
+                format!("{} has a size the metadata does not record", f.name),
+            ));
         }
         if expected.insert(f.name.clone(), f).is_some() {
             return Err(bad_archive(src, "a file is listed twice"));
@@ -331,13 +365,19 @@ pub fn import(paths: &Paths, src: &Path) -> Result<SnapshotMeta> {
             .map(str::to_owned)
             .ok_or_else(|| bad_archive(src, format!("unexpected entry {}", path.display())))?;
         let Some(f) = expected.get(&name) else {
-            return Err(bad_archive(src, format!("unexpected entry {}", path.display())));
+            return Err(bad_archive(
+                src,
+                format!("unexpected entry {}", path.display()),
+            ));
         };
         if entry.header().entry_type() != tar::EntryType::Regular
             || entry.size() != f.data_len()
             || !seen.insert(name.clone())
         {
-            return Err(bad_archive(src, format!("entry {} does not match the manifest", path.display())));
+            return Err(bad_archive(
+                src,
+                format!("entry {} does not match the manifest", path.display()),
+            ));
         }
         extract(&mut entry, f, &staging.path(&name)).map_err(|e| match e {
             Extract::Io(e) => e,
@@ -345,7 +385,10 @@ pub fn import(paths: &Paths, src: &Path) -> Result<SnapshotMeta> {
         })?;
     }
     if let Some(missing) = DATA_FILES.iter().find(|n| !seen.contains(**n)) {
-        return Err(bad_archive(src, format!("it is truncated: {missing} is missing")));
+        return Err(bad_archive(
+            src,
+            format!("it is truncated: {missing} is missing"),
+        ));
     }
     staging.publish(paths, &meta, &manifest.agent_token)?;
     // The published snapshot must open like any other.
@@ -387,7 +430,10 @@ fn extract(data: &mut dyn Read, f: &ArchivedFile, dest: &Path) -> std::result::R
         }
     }
     if hex::encode(hash.finalize()) != f.sha256 {
-        return Err(Extract::Bad(format!("{} does not match its digest", f.name)));
+        return Err(Extract::Bad(format!(
+            "{} does not match its digest",
+            f.name
+        )));
     }
     out.sync_all()
         .map_err(|e| Extract::Io(Error::io(format!("fsync {}", dest.display()), e)))
@@ -438,7 +484,9 @@ mod tests {
         // What extract writes back reads the same.
         let mut data = Vec::new();
         let mut src = File::open(&p).unwrap();
-        ExtentReader::new(&mut src, &a.extents).read_to_end(&mut data).unwrap();
+        ExtentReader::new(&mut src, &a.extents)
+            .read_to_end(&mut data)
+            .unwrap();
         assert_eq!(data.len() as u64, a.data_len());
         let out = dir.path().join("g");
         assert!(extract(&mut data.as_slice(), &a, &out).is_ok());
@@ -447,7 +495,10 @@ mod tests {
         // A flipped byte is caught.
         data[3] ^= 1;
         let out2 = dir.path().join("h");
-        assert!(matches!(extract(&mut data.as_slice(), &a, &out2), Err(Extract::Bad(_))));
+        assert!(matches!(
+            extract(&mut data.as_slice(), &a, &out2),
+            Err(Extract::Bad(_))
+        ));
     }
 
     #[test]

@@ -58,46 +58,11 @@ impl Snapshot {
             }
             Err(e) => return Err(Error::io(format!("read {}", dir.join(META).display()), e)),
         };
-        let meta: SnapshotMeta = serde_json::from_slice(&text).map_err(|e| {
-            corrupt(id, format!("{META} is not valid: {e}"))
-        })?;
+        let meta: SnapshotMeta = serde_json::from_slice(&text)
+            .map_err(|e| corrupt(id, format!("{META} is not valid: {e}")))?;
         meta.check(id)?;
-        let snap = Self { meta, dir };
-        snap.check_files()?;
-        Ok(snap)
-    }
-
-    fn check_files(&self) -> Result<()> {
-        let id = &self.meta.id;
-        for (name, info) in &self.meta.files {
-            let path = self.dir.join(name);
-            let md = match fs::symlink_metadata(&path) {
-                Ok(m) => m,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(corrupt(id, format!("{name} is missing")));
-                }
-                Err(e) => return Err(Error::io(format!("stat {}", path.display()), e)),
-            };
-            if !md.is_file() {
-                return Err(corrupt(id, format!("{name} is not a regular file")));
-            }
-            if md.len() != info.size {
-                return Err(corrupt(
-                    id,
-                    format!(
-                        "{name} has {} bytes, {} were recorded (truncated or replaced)",
-                        md.len(),
-                        info.size
-                    ),
-                ));
-            }
-            if let Some(want) = &info.sha256
-                && &sha256_file(&path)? != want
-            {
-                return Err(corrupt(id, format!("{name} does not match its digest")));
-            }
-        }
-        Ok(())
+        check_files(&dir, &meta)?;
+        Ok(Self { meta, dir })
     }
 
     /// Its directory.
@@ -116,6 +81,41 @@ impl Snapshot {
             .map_err(|e| Error::io(format!("read {}", self.file(TOKEN).display()), e))?;
         Ok(t.trim().to_owned())
     }
+}
+
+/// Every file of `meta` is in `dir`, a regular file of the recorded size, and the small ones
+/// match their digests.
+pub(crate) fn check_files(dir: &Path, meta: &SnapshotMeta) -> Result<()> {
+    let id = &meta.id;
+    for (name, info) in &meta.files {
+        let path = dir.join(name);
+        let md = match fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(corrupt(id, format!("{name} is missing")));
+            }
+            Err(e) => return Err(Error::io(format!("stat {}", path.display()), e)),
+        };
+        if !md.is_file() {
+            return Err(corrupt(id, format!("{name} is not a regular file")));
+        }
+        if md.len() != info.size {
+            return Err(corrupt(
+                id,
+                format!(
+                    "{name} has {} bytes, {} were recorded (truncated or replaced)",
+                    md.len(),
+                    info.size
+                ),
+            ));
+        }
+        if let Some(want) = &info.sha256
+            && &sha256_file(&path)? != want
+        {
+            return Err(corrupt(id, format!("{name} does not match its digest")));
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn not_found(id: &SnapshotId) -> Error {
@@ -164,12 +164,21 @@ pub struct Listed {
     pub size_bytes: u64,
 }
 
+/// What `list` found.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// Complete snapshots, newest first.
+    pub snapshots: Vec<Listed>,
+    /// Directories that could not be read: name and why.
+    pub unreadable: Vec<(String, String)>,
+}
+
 /// Every complete snapshot, newest first, and the directories that could not be read.
-pub fn list(paths: &Paths) -> Result<(Vec<Listed>, Vec<(String, String)>)> {
+pub fn list(paths: &Paths) -> Result<Listing> {
     let dir = paths.snapshots_dir();
     let entries = match fs::read_dir(&dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Listing::default()),
         Err(e) => return Err(Error::io(format!("read {}", dir.display()), e)),
     };
     let mut found = Vec::new();
@@ -206,7 +215,10 @@ pub fn list(paths: &Paths) -> Result<(Vec<Listed>, Vec<(String, String)>)> {
             .cmp(&a.meta.created_at)
             .then_with(|| b.meta.id.cmp(&a.meta.id))
     });
-    Ok((found, broken))
+    Ok(Listing {
+        snapshots: found,
+        unreadable: broken,
+    })
 }
 
 /// Delete a snapshot. Clones restored from it keep running: they hold their own links to
@@ -217,9 +229,10 @@ pub fn delete(paths: &Paths, id: &SnapshotId) -> Result<()> {
         return Err(not_found(id));
     }
     // Out of sight first (one rename), then removed: no half-deleted snapshot is ever listed.
-    let trash = paths
-        .snapshots_dir()
-        .join(format!("{STAGING_PREFIX}{id}-{}-deleted", std::process::id()));
+    let trash = paths.snapshots_dir().join(format!(
+        "{STAGING_PREFIX}{id}-{}-deleted",
+        std::process::id()
+    ));
     fs::rename(&dir, &trash).map_err(|e| Error::io(format!("delete {}", dir.display()), e))?;
     fs::remove_dir_all(&trash).map_err(|e| Error::io(format!("remove {}", trash.display()), e))
 }
@@ -257,20 +270,34 @@ impl Staging {
         let mut files = std::collections::BTreeMap::new();
         for name in DATA_FILES {
             let path = self.path(name);
-            let md = fs::metadata(&path).map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
+            let md = fs::metadata(&path)
+                .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
             let sha256 = if DIGESTED.contains(name) {
                 Some(sha256_file(&path)?)
             } else {
                 None
             };
-            files.insert((*name).to_owned(), FileInfo { size: md.len(), sha256 });
+            files.insert(
+                (*name).to_owned(),
+                FileInfo {
+                    size: md.len(),
+                    sha256,
+                },
+            );
         }
         Ok(files)
     }
 
     /// Write the metadata and the token, fix modes, fsync, and rename into place. Fails with
     /// `ERR_VM_SNAPSHOT_EXISTS` if a snapshot with this id exists.
-    pub(crate) fn publish(mut self, paths: &Paths, meta: &SnapshotMeta, token: &str) -> Result<PathBuf> {
+    pub(crate) fn publish(
+        mut self,
+        paths: &Paths,
+        meta: &SnapshotMeta,
+        token: &str,
+    ) -> Result<PathBuf> {
+        meta.check(&meta.id)?;
+        check_files(&self.dir, meta)?;
         write_file(&self.path(TOKEN), token.as_bytes(), 0o600)?;
         let doc = serde_json::to_vec_pretty(meta)
             .map_err(|e| Error::new(ErrorCode::Internal, format!("encode metadata: {e}")))?;
@@ -302,10 +329,8 @@ impl Staging {
         if let Some(gid) = group {
             std::os::unix::fs::chown(&self.dir, None, Some(gid))
                 .map_err(|e| Error::io(format!("chown {}", self.dir.display()), e))?;
-            for name in [META] {
-                std::os::unix::fs::chown(self.path(name), None, Some(gid))
-                    .map_err(|e| Error::io(format!("chown {name}"), e))?;
-            }
+            std::os::unix::fs::chown(self.path(META), None, Some(gid))
+                .map_err(|e| Error::io(format!("chown {META}"), e))?;
         }
         set_mode(&self.dir, if group.is_some() { 0o2750 } else { 0o700 })?;
         let dest = paths.snapshot_dir(&meta.id);
@@ -343,8 +368,15 @@ impl Drop for Staging {
     }
 }
 
+/// chmod without following a symlink (a file a jailed Firecracker wrote could have been one).
 fn set_mode(path: &Path, mode: u32) -> Result<()> {
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+    f.set_permissions(fs::Permissions::from_mode(mode))
         .map_err(|e| Error::io(format!("chmod {}", path.display()), e))
 }
 
@@ -419,8 +451,12 @@ pub(crate) fn apply_diff(diff: &Path, base: &Path) -> Result<()> {
         .write(true)
         .open(base)
         .map_err(|e| Error::io(format!("open {}", base.display()), e))?;
-    let len = i64::try_from(src.metadata().map_err(|e| Error::io("stat the diff", e))?.len())
-        .map_err(|_| Error::new(ErrorCode::Internal, "diff too large"))?;
+    let len = i64::try_from(
+        src.metadata()
+            .map_err(|e| Error::io("stat the diff", e))?
+            .len(),
+    )
+    .map_err(|_| Error::new(ErrorCode::Internal, "diff too large"))?;
     let mut pos: i64 = 0;
     while pos < len {
         let data = match lseek(src.as_fd(), pos, Whence::SeekData) {
@@ -432,7 +468,9 @@ pub(crate) fn apply_diff(diff: &Path, base: &Path) -> Result<()> {
             .map_err(|e| Error::io("find a hole in the diff", e.into()))?;
         let (mut off_in, mut off_out) = (data, data);
         while off_in < hole {
-            let n = usize::try_from(hole - off_in).unwrap_or(usize::MAX).min(1 << 30);
+            let n = usize::try_from(hole - off_in)
+                .unwrap_or(usize::MAX)
+                .min(1 << 30);
             let copied = nix::fcntl::copy_file_range(
                 src.as_fd(),
                 Some(&mut off_in),
@@ -447,7 +485,8 @@ pub(crate) fn apply_diff(diff: &Path, base: &Path) -> Result<()> {
         }
         pos = hole;
     }
-    out.sync_all().map_err(|e| Error::io("fsync the merged memory", e))
+    out.sync_all()
+        .map_err(|e| Error::io("fsync the merged memory", e))
 }
 
 /// Hard-link `src` as `dest`, or copy it when they are on different filesystems.

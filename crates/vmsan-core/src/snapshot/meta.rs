@@ -209,17 +209,29 @@ impl SnapshotMeta {
             return Err(corrupt(format!("{} MiB of memory", self.mem_mib)));
         }
         if !matches!(self.rootfs_fs.as_str(), "squashfs" | "ext4") {
-            return Err(corrupt(format!("root filesystem type {:?}", self.rootfs_fs)));
+            return Err(corrupt(format!(
+                "root filesystem type {:?}",
+                self.rootfs_fs
+            )));
         }
         for name in super::files::DATA_FILES {
             if !self.files.contains_key(*name) {
                 return Err(corrupt(format!("no entry for {name}")));
             }
         }
+        if let Some(other) = self
+            .files
+            .keys()
+            .find(|k| !super::files::DATA_FILES.contains(&k.as_str()))
+        {
+            return Err(corrupt(format!("unknown file {other:?}")));
+        }
         if self.files.get(super::files::MEMORY).map(|f| f.size)
             != Some(u64::from(self.mem_mib) << 20)
         {
-            return Err(corrupt("the memory file's size is not the guest's memory".into()));
+            return Err(corrupt(
+                "the memory file's size is not the guest's memory".into(),
+            ));
         }
         Ok(())
     }
@@ -235,9 +247,15 @@ impl SnapshotMeta {
         };
         let major_minor = |v: &str| {
             let mut it = v.trim_start_matches('v').split('.');
-            Some((it.next()?.parse::<u32>().ok()?, it.next()?.parse::<u32>().ok()?))
+            Some((
+                it.next()?.parse::<u32>().ok()?,
+                it.next()?.parse::<u32>().ok()?,
+            ))
         };
-        match (major_minor(&self.firecracker_version), major_minor(installed)) {
+        match (
+            major_minor(&self.firecracker_version),
+            major_minor(installed),
+        ) {
             (Some(a), Some(b)) if a == b => {}
             (Some(_), Some(_)) => {
                 return Err(incompatible(format!(

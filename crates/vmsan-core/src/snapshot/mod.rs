@@ -8,6 +8,6 @@ mod meta;
 mod take;
 
 pub use archive::{export, import};
-pub use files::{Listed, Snapshot, delete, list};
+pub use files::{Listed, Listing, Snapshot, delete, list};
 pub use meta::{FileInfo, HostFingerprint, SCHEMA_VERSION, SnapshotKind, SnapshotMeta};
-pub use take::{Taken, TakeOptions, take};
+pub use take::{TakeOptions, Taken, take};

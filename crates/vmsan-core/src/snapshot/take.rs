@@ -74,7 +74,10 @@ pub fn take(
     if st.status != VmStatus::Running {
         return Err(Error::new(
             ErrorCode::VmNotRunning,
-            format!("VM {vm} is {}; only a running VM can be snapshotted", st.status.as_str()),
+            format!(
+                "VM {vm} is {}; only a running VM can be snapshotted",
+                st.status.as_str()
+            ),
         )
         .detail("vmId", vm.as_str()));
     }
@@ -85,15 +88,24 @@ pub fn take(
         st.agent_token.clone(),
         st.network.slot,
     ) else {
-        return Err(failed(vm, "its state lacks the API socket, jail, vsock, token or slot"));
+        return Err(failed(
+            vm,
+            "its state lacks the API socket, jail, vsock, token or slot",
+        ));
     };
     let parent = if opts.diff {
         let Some(base) = st.snapshot_base.clone() else {
-            return Err(failed(vm, "a diff needs a previous snapshot of this run")
-                .fix(format!("Take a full snapshot first: `vmsan snapshot create {vm}`.")));
+            return Err(
+                failed(vm, "a diff needs a previous snapshot of this run").fix(format!(
+                    "Take a full snapshot first: `vmsan snapshot create {vm}`."
+                )),
+            );
         };
         Some(Snapshot::open(paths, &base).map_err(|e| {
-            failed(vm, format!("its previous snapshot {base} is unusable: {}", e.message()))
+            failed(
+                vm,
+                format!("its previous snapshot {base} is unusable: {}", e.message()),
+            )
         })?)
     } else {
         None
@@ -134,7 +146,11 @@ pub fn take(
     let captured = (|| -> Result<()> {
         progress("Creating snapshot");
         let params = SnapshotCreateParams {
-            snapshot_type: Some(if opts.diff { SnapshotType::Diff } else { SnapshotType::Full }),
+            snapshot_type: Some(if opts.diff {
+                SnapshotType::Diff
+            } else {
+                SnapshotType::Full
+            }),
             snapshot_path: format!("{JAIL_OUT_DIR}/{}", files::VMSTATE),
             mem_file_path: format!("{JAIL_OUT_DIR}/{}", files::MEMORY),
         };
@@ -190,7 +206,11 @@ pub fn take(
         id: id.clone(),
         vm_id: vm.clone(),
         created_at: time::now_rfc3339(),
-        kind: if opts.diff { SnapshotKind::Diff } else { SnapshotKind::Full },
+        kind: if opts.diff {
+            SnapshotKind::Diff
+        } else {
+            SnapshotKind::Full
+        },
         parent: parent.map(|p| p.meta.id),
         vmsan_version: env!("CARGO_PKG_VERSION").into(),
         firecracker_version: version,
@@ -262,6 +282,24 @@ fn move_out_of_jail(src: &Path, dest: &Path) -> Result<()> {
         }
         Err(e) => return Err(Error::io(format!("move {}", src.display()), e)),
     }
-    std::os::unix::fs::chown(dest, Some(0), Some(0))
+    // Checked again where it is now, out of the jail's reach: it may have been swapped for a
+    // symlink between the check above and the rename. From here on nothing follows links.
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(dest)
+        .map_err(|e| Error::io(format!("open {}", dest.display()), e))?;
+    let is_file = f
+        .metadata()
+        .map_err(|e| Error::io(format!("stat {}", dest.display()), e))?
+        .is_file();
+    if !is_file {
+        return Err(Error::new(
+            ErrorCode::VmSnapshotCreateFailed,
+            format!("{} is not a regular file", src.display()),
+        ));
+    }
+    std::os::unix::fs::fchown(&f, Some(0), Some(0))
         .map_err(|e| Error::io(format!("chown {}", dest.display()), e))
 }

@@ -87,8 +87,8 @@ pub fn plan(
 
 /// Refuse to restore `count` clones of `mem_mib` each when the host does not have the memory.
 pub fn check_host_memory(mem_mib: u32, count: u32) -> Result<()> {
-    let text = std::fs::read_to_string("/proc/meminfo")
-        .map_err(|e| Error::io("read /proc/meminfo", e))?;
+    let text =
+        std::fs::read_to_string("/proc/meminfo").map_err(|e| Error::io("read /proc/meminfo", e))?;
     let Some(available_kib) = text.lines().find_map(|l| {
         l.strip_prefix("MemAvailable:")?
             .trim()
@@ -115,23 +115,31 @@ pub fn check_host_memory(mem_mib: u32, count: u32) -> Result<()> {
     Ok(())
 }
 
+/// What the supervisor restores, and where.
+pub(super) struct RestoreTarget<'a> {
+    /// The snapshot (checked when the supervisor opened it).
+    pub(super) snap: &'a Snapshot,
+    /// The new VM.
+    pub(super) state: &'a VmState,
+    /// Its Firecracker, fresh.
+    pub(super) client: &'a FirecrackerClient,
+    /// Its vsock socket (host path).
+    pub(super) vsock: &'a std::path::Path,
+    /// Its config drive (host path).
+    pub(super) config_drive: std::path::PathBuf,
+    /// Its TAP, if it has a network.
+    pub(super) tap: Option<&'a str>,
+}
+
 /// The supervisor's side: load the snapshot into the fresh Firecracker, wait for the restored
-/// agent, and give it this VM's identity. Returns the identity written to the config drive.
+/// agent, and give it this VM's identity. Returns the identity to write to the config drive.
 pub(super) async fn load_and_reidentify(
-    paths: &Paths,
-    st: &VmState,
-    client: &FirecrackerClient,
-    vsock: &std::path::Path,
+    t: &RestoreTarget<'_>,
     ready: &ReadyListener,
-    tap: Option<&str>,
     clock: &mut Stopwatch,
     deadline: Instant,
 ) -> Result<GuestConfig> {
-    let id = st
-        .snapshot
-        .clone()
-        .ok_or_else(|| Error::new(ErrorCode::Internal, "restore without a snapshot"))?;
-    let snap = Snapshot::open(paths, &id)?;
+    let (snap, st, client, vsock, tap) = (t.snap, t.state, t.client, t.vsock, t.tap);
     let version = client
         .version()
         .await
@@ -170,8 +178,7 @@ pub(super) async fn load_and_reidentify(
     clock.lap("restored agent answers");
 
     let mut cfg = GuestConfig::from_drive_bytes(
-        &std::fs::read(super::files::VmFiles::new(paths, &st.id).config_drive())
-            .map_err(|e| Error::io("read the config drive", e))?,
+        &std::fs::read(&t.config_drive).map_err(|e| Error::io("read the config drive", e))?,
     )
     .map_err(|e| Error::new(ErrorCode::VmSnapshotCorrupt, format!("config drive: {e}")))?;
     let net = &st.network;
@@ -218,7 +225,11 @@ pub(super) async fn load_and_reidentify(
 
 /// Wait until the restored agent answers. A guest restored by Firecracker is already running;
 /// the stand-in boots it again and announces it, which ends each pause at once.
-async fn wait_for_agent(agent: &AgentClient, ready: &ReadyListener, deadline: Instant) -> Result<()> {
+async fn wait_for_agent(
+    agent: &AgentClient,
+    ready: &ReadyListener,
+    deadline: Instant,
+) -> Result<()> {
     let mut pause = Duration::from_millis(1);
     loop {
         match agent.health().await {

@@ -374,8 +374,8 @@ impl Supervisor {
             })?;
 
         self.clock.lap("API socket");
-        if snapshot.is_some() {
-            self.restore(&ready, net_plan.as_ref().map(|n| n.tap.as_str()))
+        if let Some(snap) = &snapshot {
+            self.restore(snap, &ready, net_plan.as_ref().map(|n| n.tap.as_str()))
                 .await?;
         } else {
             self.cold_boot(ready, net_plan).await?;
@@ -411,17 +411,28 @@ impl Supervisor {
 
     /// Load the snapshot, wait for the restored agent, give it this VM's identity, and keep
     /// that identity on the config drive for later cold boots.
-    async fn restore(&mut self, ready: &ReadyListener, tap: Option<&str>) -> Result<()> {
+    async fn restore(
+        &mut self,
+        snap: &crate::snapshot::Snapshot,
+        ready: &ReadyListener,
+        tap: Option<&str>,
+    ) -> Result<()> {
         let vsock = self.vsock_path();
         let deadline = Instant::now() + BOOT_TIMEOUT;
+        let target = super::restore::RestoreTarget {
+            snap,
+            state: &self.state,
+            client: &self.client,
+            vsock: &vsock,
+            config_drive: self.files.config_drive(),
+            tap,
+        };
         let vmm = self
             .vmm
             .as_mut()
             .ok_or_else(|| Error::new(ErrorCode::Internal, "no VMM"))?;
         let restored = tokio::select! {
-            r = super::restore::load_and_reidentify(
-                &self.paths, &self.state, &self.client, &vsock, ready, tap, &mut self.clock, deadline,
-            ) => r,
+            r = super::restore::load_and_reidentify(&target, ready, &mut self.clock, deadline) => r,
             why = vmm.wait() => {
                 self.vmm = None;
                 return Err(with_log_tail(
