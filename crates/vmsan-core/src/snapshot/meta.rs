@@ -292,6 +292,111 @@ mod tests {
         assert_eq!(fp.cpu_flags, ["avx2", "fpu", "sse"]);
     }
 
+    fn meta() -> SnapshotMeta {
+        let id = SnapshotId::parse("vm-0123abcd-1767225600000").unwrap();
+        let mut files = BTreeMap::new();
+        for name in super::super::files::DATA_FILES {
+            files.insert(
+                (*name).to_owned(),
+                FileInfo {
+                    size: 4096,
+                    sha256: None,
+                },
+            );
+        }
+        files.insert(
+            "memory".into(),
+            FileInfo {
+                size: 128 << 20,
+                sha256: None,
+            },
+        );
+        SnapshotMeta {
+            schema_version: SCHEMA_VERSION,
+            vm_id: VmId::parse("vm-0123abcd").unwrap(),
+            id,
+            created_at: "2026-01-01T00:00:00Z".into(),
+            kind: SnapshotKind::Full,
+            parent: None,
+            vmsan_version: "0.1.0".into(),
+            firecracker_version: "1.16.1".into(),
+            host: HostFingerprint::from_cpuinfo("x86_64", INTEL),
+            vcpus: 1,
+            mem_mib: 128,
+            rootfs_fs: "squashfs".into(),
+            image: None,
+            init: "agent".into(),
+            runtime: "base".into(),
+            project: String::new(),
+            network: NetworkState::default(),
+            isolation: Isolation::default(),
+            files,
+        }
+    }
+
+    #[test]
+    fn metadata_is_checked_before_a_restore() {
+        let m = meta();
+        let id = m.id.clone();
+        assert!(m.check(&id).is_ok());
+        let code = |f: &dyn Fn(&mut SnapshotMeta)| {
+            let mut m = meta();
+            f(&mut m);
+            m.check(&id).unwrap_err().code()
+        };
+        assert_eq!(
+            code(&|m| m.schema_version = 2),
+            ErrorCode::VmSnapshotIncompatible
+        );
+        assert_eq!(
+            code(&|m| m.id = SnapshotId::parse("vm-0123abcd-1").unwrap()),
+            ErrorCode::VmSnapshotCorrupt
+        );
+        assert_eq!(code(&|m| m.vcpus = 0), ErrorCode::VmSnapshotCorrupt);
+        assert_eq!(
+            code(&|m| m.mem_mib = 256),
+            ErrorCode::VmSnapshotCorrupt,
+            "memory file size"
+        );
+        assert_eq!(
+            code(&|m| m.rootfs_fs = "xfs".into()),
+            ErrorCode::VmSnapshotCorrupt
+        );
+        assert_eq!(
+            code(&|m| {
+                m.files.remove("vmstate");
+            }),
+            ErrorCode::VmSnapshotCorrupt
+        );
+        assert_eq!(
+            code(&|m| {
+                m.files.insert(
+                    "../../etc/passwd".into(),
+                    FileInfo {
+                        size: 1,
+                        sha256: None,
+                    },
+                );
+            }),
+            ErrorCode::VmSnapshotCorrupt
+        );
+    }
+
+    #[test]
+    fn firecracker_versions_must_share_major_and_minor() {
+        let m = meta();
+        let host = m.host.clone();
+        assert!(m.check_compatible("1.16.0", &host).is_ok());
+        assert!(m.check_compatible("v1.16.3", &host).is_ok());
+        for other in ["1.15.1", "2.16.1", "garbage"] {
+            assert_eq!(
+                m.check_compatible(other, &host).unwrap_err().code(),
+                ErrorCode::VmSnapshotIncompatible,
+                "{other}"
+            );
+        }
+    }
+
     #[test]
     fn missing_cpu_features_are_named() {
         let snap = HostFingerprint::from_cpuinfo("x86_64", INTEL);
