@@ -32,6 +32,9 @@ use crate::{process, time};
 
 /// The hidden subcommand that runs a supervisor: `vmsan __supervise <vm-id>`.
 pub const SUPERVISE_ARG: &str = "__supervise";
+/// What the spawning command writes to the supervisor's standard input once the VM's disk
+/// and config drive are ready.
+pub(crate) const GO_LINE: &str = "go\n";
 
 /// How long the guest has to boot and announce its agent.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -49,6 +52,10 @@ pub struct Step {
     pub name: String,
     /// Milliseconds.
     pub ms: f64,
+    /// Whether it ran alongside other steps (so it is not part of the sum that makes the
+    /// total).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub parallel: bool,
 }
 
 /// Times consecutive steps.
@@ -72,6 +79,7 @@ impl Stopwatch {
         self.steps.push(Step {
             name: name.into(),
             ms: (now - self.last).as_secs_f64() * 1000.0,
+            parallel: false,
         });
         self.last = now;
     }
@@ -81,8 +89,16 @@ impl Stopwatch {
         self.steps.push(Step {
             name: name.into(),
             ms,
+            parallel: false,
         });
         self.last = std::time::Instant::now();
+    }
+
+    /// Mark the last step as one that ran alongside others.
+    pub(crate) fn in_parallel(&mut self) {
+        if let Some(s) = self.steps.last_mut() {
+            s.parallel = true;
+        }
     }
 }
 
@@ -97,21 +113,50 @@ enum Ended {
 
 /// Run the supervisor of `id` (the body of `vmsan __supervise`). Returns the process exit code.
 pub fn main(paths: &Paths, id: &VmId) -> i32 {
+    let started_at = time::epoch_ms_precise();
+    let clock = Stopwatch::start();
+    crate::sys::mem::single_malloc_arena();
     if let Err(e) = crate::sys::proc::set_child_subreaper() {
         eprintln!("supervisor: cannot become a subreaper: {e}");
     }
-    host::leave_caller_cgroup();
+    // Leaving the caller's cgroups can take a while (on cgroup v1 the kernel waits for an RCU
+    // grace period), and reading the go-ahead waits for the spawning command: both happen on
+    // a thread while the network is set up.
+    let (tx, prepared) = tokio::sync::oneshot::channel();
+    let helper = std::thread::Builder::new()
+        .name("prepare".into())
+        .stack_size(64 << 10)
+        .spawn(move || {
+            let t = std::time::Instant::now();
+            host::leave_caller_cgroup();
+            let cgroup_ms = t.elapsed().as_secs_f64() * 1000.0;
+            let mut line = String::new();
+            let go = std::io::stdin().read_line(&mut line).is_ok() && line == GO_LINE;
+            let _ = tx.send(Prepared { cgroup_ms, go });
+        });
+    if let Err(e) = helper {
+        report(
+            &Err(Error::io("start the supervisor's helper thread", e)),
+            started_at,
+        );
+        return 1;
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // Network setup and teardown use a blocking thread; it need not outlive them.
+        .thread_keep_alive(Duration::from_millis(100))
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            report(&Err(Error::io("start the supervisor's runtime", e)));
+            report(
+                &Err(Error::io("start the supervisor's runtime", e)),
+                started_at,
+            );
             return 1;
         }
     };
-    match rt.block_on(run(paths, id)) {
+    match rt.block_on(run(paths, id, clock, started_at, prepared)) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("supervisor: {e}");
@@ -120,10 +165,22 @@ pub fn main(paths: &Paths, id: &VmId) -> i32 {
     }
 }
 
+/// What the helper thread did before boot may go on.
+#[derive(Debug, Clone, Copy)]
+struct Prepared {
+    /// How long leaving the caller's cgroups took.
+    cgroup_ms: f64,
+    /// Whether the spawning command said the VM's files are ready.
+    go: bool,
+}
+
 /// Tell the spawning command how boot went, then detach stdout from its pipe.
-fn report(result: &Result<Vec<Step>>) {
+fn report(result: &Result<Vec<Step>>, started_at: f64) {
     let line = match result {
-        Ok(steps) => format!("ready {}\n", serde_json::json!({ "steps": steps })),
+        Ok(steps) => format!(
+            "ready {}\n",
+            serde_json::json!({ "steps": steps, "startedAtMs": started_at })
+        ),
         Err(e) => format!("error {}\n", e.to_json()),
     };
     let mut out = std::io::stdout().lock();
@@ -136,7 +193,13 @@ fn report(result: &Result<Vec<Step>>) {
     }
 }
 
-async fn run(paths: &Paths, id: &VmId) -> Result<()> {
+async fn run(
+    paths: &Paths,
+    id: &VmId,
+    clock: Stopwatch,
+    started_at: f64,
+    prepared: tokio::sync::oneshot::Receiver<Prepared>,
+) -> Result<()> {
     let store = StateStore::open(paths)?;
     let me = process::identify(std::process::id())
         .ok_or_else(|| Error::new(ErrorCode::Internal, "cannot read this process's start time"))?;
@@ -154,15 +217,21 @@ async fn run(paths: &Paths, id: &VmId) -> Result<()> {
         Ok(())
     })?;
 
-    let mut sup = Supervisor::new(paths.clone(), store, state)?;
-    let booted = sup.boot().await;
+    let mut sup = Supervisor::new(paths.clone(), store, state, clock)?;
+    let booted = sup.boot(prepared).await;
     let ended = match &booted {
         Ok(()) => {
-            report(&Ok(sup.clock.steps.clone()));
+            // From here on the supervisor only watches: what booting needed of its code
+            // need not stay mapped (RSS per VM).
+            let _ = crate::sys::mem::drop_clean_file_pages();
+            report(&Ok(sup.clock.steps.clone()), started_at);
             sup.watch().await
         }
         Err(e) => {
-            report(&Err(Error::new(e.code(), e.message().to_owned())));
+            report(
+                &Err(Error::new(e.code(), e.message().to_owned())),
+                started_at,
+            );
             Ended::Failed(e.message().to_owned())
         }
     };
@@ -267,7 +336,7 @@ struct Supervisor {
 }
 
 impl Supervisor {
-    fn new(paths: Paths, store: StateStore, state: VmState) -> Result<Self> {
+    fn new(paths: Paths, store: StateStore, state: VmState, clock: Stopwatch) -> Result<Self> {
         let files = VmFiles::new(&paths, &state.id);
         let launch = Launch::resolve(&paths, &state)?;
         let layout = launch.layout.clone();
@@ -283,7 +352,7 @@ impl Supervisor {
             dns: None,
             vmm: None,
             client,
-            clock: Stopwatch::start(),
+            clock,
         })
     }
 
@@ -292,21 +361,45 @@ impl Supervisor {
     }
 
     /// Network, jail, Firecracker, configuration, InstanceStart, agent announcement.
-    async fn boot(&mut self) -> Result<()> {
+    async fn boot(&mut self, prepared: tokio::sync::oneshot::Receiver<Prepared>) -> Result<()> {
         let slot = self
             .state
             .network
             .slot
             .ok_or_else(|| Error::new(ErrorCode::Internal, "VM has no slot"))?;
         let (uid, gid) = jail_ids(slot);
+        self.clock.lap("supervisor runtime and record");
 
-        self.clock = Stopwatch::start();
         let net = host::setup_network(&self.state, uid, gid).await?;
-        self.dns = Some(host::start_dns_filter(&net, &self.state)?);
-        let net_plan = host::net_plan(&net);
+        // Torn down by `finish` from here on, whatever happens next.
         self.net = Some(net);
-
+        let net = self
+            .net
+            .as_ref()
+            .ok_or_else(|| Error::new(ErrorCode::Internal, "no network"))?;
+        self.dns = Some(host::start_dns_filter(net, &self.state)?);
+        let net_plan = host::net_plan(net);
         self.clock.lap("network and DNS filter");
+
+        // The disk and config drive must be ready, and Firecracker must not be born in the
+        // caller's cgroups.
+        let prepared = prepared.await.map_err(|_| {
+            Error::new(
+                ErrorCode::Internal,
+                "the supervisor's helper thread ended early",
+            )
+        })?;
+        if !prepared.go {
+            return Err(Error::new(
+                ErrorCode::VmCreateFailed,
+                "the command creating the VM went away before its disk was ready",
+            ));
+        }
+        self.clock
+            .lap("waiting for the disk and for leaving the caller's cgroups");
+        self.clock
+            .add("leaving the caller's cgroups", prepared.cgroup_ms);
+        self.clock.in_parallel();
         host::prepare_jail(&self.state, &self.launch, &self.files, uid, gid)?;
         let ready = ReadyListener::bind(&self.vsock_path()).map_err(|e| {
             Error::new(
@@ -471,6 +564,8 @@ impl Supervisor {
             return Ended::Failed("no VMM to watch".into());
         };
         let mut deadline = self.timeout_deadline();
+        // Again, now that the report is sent and the watch is set up.
+        let _ = crate::sys::mem::drop_clean_file_pages();
         let ended = loop {
             let timeout = async {
                 match deadline {
