@@ -9,6 +9,7 @@ pub mod lifecycle;
 pub mod media;
 pub mod network;
 pub mod supervisor;
+pub mod timeout;
 
 pub use host::{HOST_NETNS_ENV, host_config};
 pub use lifecycle::{

@@ -511,6 +511,7 @@ impl Supervisor {
             if let Some(ms) = st.timeout_ms {
                 st.timeout_at = Some(time::format_rfc3339(time::epoch_ms() + ms));
             }
+            st.timeout_holders.clear();
             Ok(())
         })?;
         Ok(())
@@ -563,10 +564,16 @@ impl Supervisor {
         let Some(mut vmm) = self.vmm.take() else {
             return Ended::Failed("no VMM to watch".into());
         };
-        let mut deadline = self.timeout_deadline();
+        let mut holders = self.watch_holders();
         // Again, now that the report is sent and the watch is set up.
         let _ = crate::sys::mem::drop_clean_file_pages();
         let ended = loop {
+            // While an interactive session holds the timeout off, it cannot fire.
+            let deadline = if holders.is_empty() {
+                self.timeout_deadline()
+            } else {
+                None
+            };
             let timeout = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(d).await,
@@ -579,6 +586,15 @@ impl Supervisor {
                     None => std::future::pending().await,
                 }
             };
+            let holder_gone = std::future::poll_fn(|cx| {
+                for (h, fd) in &holders {
+                    if let std::task::Poll::Ready(Ok(mut ready)) = fd.poll_read_ready(cx) {
+                        ready.retain_ready();
+                        return std::task::Poll::Ready(*h);
+                    }
+                }
+                std::task::Poll::Pending
+            });
             tokio::select! {
                 why = vmm.wait() => {
                     break if why == "the guest shut down" { Ended::Stopped(why) } else { Ended::Failed(why) };
@@ -588,23 +604,72 @@ impl Supervisor {
                     break Ended::Stopped("stopped by `vmsan stop`".into());
                 }
                 () = timeout => {
-                    self.stop_gracefully(&mut vmm).await;
-                    break Ended::Stopped("its --timeout expired".into());
+                    // A session may have begun just now: the record decides.
+                    self.reload();
+                    holders = self.watch_holders();
+                    if holders.is_empty() && self.timeout_deadline().is_some_and(|d| d <= Instant::now()) {
+                        self.stop_gracefully(&mut vmm).await;
+                        break Ended::Stopped("its --timeout expired".into());
+                    }
+                }
+                gone = holder_gone => {
+                    // An `exec -i` session ended without taking itself off (killed): the
+                    // timeout starts over from now.
+                    let r = self.store.update(&self.state.id, |st| {
+                        super::timeout::end_holds(st, |h| *h == gone, time::epoch_ms());
+                        Ok(())
+                    });
+                    if let Err(e) = r {
+                        eprintln!("supervisor: recording the end of a session's hold: {e}");
+                    }
+                    self.reload();
+                    holders = self.watch_holders();
                 }
                 _ = reloaded => {
-                    // `exec -i` extended the timeout, or `vmsan network` changed the policy.
-                    if let Ok(st) = self.store.get_recorded(&self.state.id) {
-                        self.state = st;
-                        deadline = self.timeout_deadline();
-                        if let Some((_, domains)) = &self.dns {
-                            host::refresh_dns_policy(domains, &self.state);
-                        }
+                    // An `exec -i` session began or ended, or `vmsan network` changed the policy.
+                    self.reload();
+                    holders = self.watch_holders();
+                    if let Some((_, domains)) = &self.dns {
+                        host::refresh_dns_policy(domains, &self.state);
                     }
                 }
             }
         };
         self.vmm = Some(vmm);
         ended
+    }
+
+    /// Re-read the VM's record (a failed read keeps the one we have).
+    fn reload(&mut self) {
+        match self.store.get_recorded(&self.state.id) {
+            Ok(st) => self.state = st,
+            Err(e) => eprintln!("supervisor: re-reading the VM's record: {e}"),
+        }
+    }
+
+    /// Pidfds of the processes holding the timeout off (see `vm::timeout`). A holder that is
+    /// already gone gets a pidfd that is readable at once, or, if even its pid is gone, ends
+    /// its hold here.
+    fn watch_holders(&mut self) -> Vec<(ProcessId, AsyncFd<PidFd>)> {
+        let mut out = Vec::new();
+        let mut gone = Vec::new();
+        for h in &self.state.timeout_holders {
+            match PidFd::open(h.pid).and_then(PidFd::into_async) {
+                Ok(fd) if process::is_alive(h) => out.push((*h, fd)),
+                _ => gone.push(*h),
+            }
+        }
+        if !gone.is_empty() {
+            let r = self.store.update(&self.state.id, |st| {
+                super::timeout::end_holds(st, |h| gone.contains(h), time::epoch_ms());
+                Ok(())
+            });
+            match r {
+                Ok(st) => self.state = st,
+                Err(e) => eprintln!("supervisor: recording the end of a session's hold: {e}"),
+            }
+        }
+        out
     }
 
     fn timeout_deadline(&self) -> Option<Instant> {
@@ -658,6 +723,7 @@ impl Supervisor {
             st.vmm = None;
             st.supervisor = None;
             st.timeout_at = None;
+            st.timeout_holders.clear();
             st.error = Some(reason.clone());
             Ok(())
         });
