@@ -483,3 +483,39 @@ fn privileged_e2e_interactive_exec_holds_the_timeout() {
     let left = leftovers(home.dir.path(), &net.host, &id);
     assert!(left.is_empty(), "left behind:\n{}", left.join("\n"));
 }
+
+/// The supervisor starts (and sets up the VM's network) while `create` prepares the disk: a
+/// disk that cannot be made still leaves nothing behind, network included.
+#[test]
+fn privileged_e2e_create_failing_at_the_disk_leaves_nothing() {
+    let Some(fx) = fixture() else { return };
+    let (home, net) = (&fx.home, &fx.net);
+    // Where a 3 GiB disk's template would go (in the image store), a directory: making the
+    // disk fails.
+    let templates = home.dir.path().join("images/templates");
+    std::fs::create_dir_all(templates.join("overlay-3072m.ext4")).unwrap();
+    let out = home
+        .vmsan()
+        .args(["--json", "create", "--from-image", "busybox", "--disk", "3"])
+        .output()
+        .unwrap();
+    let doc = parse(&out);
+    assert!(!out.status.success(), "create succeeded: {doc}");
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("overlay-3072m")),
+        "create failed, but not at the disk: {doc}"
+    );
+    assert_eq!(
+        home.json(&["list"])["count"],
+        0,
+        "a failed create left a VM"
+    );
+    let left = leftovers(home.dir.path(), &net.host, "vm-");
+    assert!(
+        left.is_empty(),
+        "a failed create left:\n{}",
+        left.join("\n")
+    );
+}
