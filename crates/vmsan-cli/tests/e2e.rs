@@ -512,7 +512,8 @@ fn privileged_e2e_create_failing_at_the_disk_leaves_nothing() {
         0,
         "a failed create left a VM"
     );
-    let left = leftovers(home.dir.path(), &net.host, "vm-");
+    let id = doc["error"]["vmId"].as_str().unwrap();
+    let left = leftovers(home.dir.path(), &net.host, id);
     assert!(
         left.is_empty(),
         "a failed create left:\n{}",
