@@ -434,20 +434,30 @@ impl Supervisor {
             .as_ref()
             .and_then(Vmm::pid)
             .and_then(process::identify);
-        self.store.update(&self.state.id, |st| {
-            st.vmm = early;
-            Ok(())
-        })?;
+        // (Written while Firecracker creates its API socket.)
+        let recorded = {
+            let (store, id) = (self.store.clone(), self.state.id.clone());
+            tokio::task::spawn_blocking(move || {
+                store.update(&id, |st| {
+                    st.vmm = early;
+                    Ok(())
+                })
+            })
+        };
         self.clock.lap("jailer and Firecracker start");
         let deadline = Instant::now() + SOCKET_TIMEOUT;
-        vmsan_firecracker::wait_for_socket(&self.layout.api_socket(), deadline)
+        let socket = vmsan_firecracker::wait_for_socket(&self.layout.api_socket(), deadline)
             .await
             .map_err(|e| {
                 with_log_tail(
                     super::convert::socket_wait(e, &self.layout.api_socket()),
                     &vmm_log,
                 )
-            })?;
+            });
+        recorded
+            .await
+            .map_err(|e| Error::new(ErrorCode::Internal, format!("state update task: {e}")))??;
+        socket?;
 
         self.clock.lap("API socket");
         let plan = super::boot::BootPlan {
