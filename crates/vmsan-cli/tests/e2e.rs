@@ -264,7 +264,9 @@ fn privileged_e2e_faults() {
         0,
         "a failed create left a VM"
     );
-    let left = leftovers(home.dir.path(), &net.host, "vm-");
+    // (Its own id: other VMs on this machine are not its leftovers.)
+    let failed = doc["error"]["vmId"].as_str().unwrap();
+    let left = leftovers(home.dir.path(), &net.host, failed);
     assert!(
         left.is_empty(),
         "a failed create left:\n{}",
