@@ -9,7 +9,8 @@
 //! ```
 //!
 //! `VMSAN_BENCH_RUNS` (default 30) sequential creates; `VMSAN_BENCH_CONCURRENT` (default 100)
-//! creates at once.
+//! creates at once; `VMSAN_BENCH_VMSAN` another `vmsan` binary to measure;
+//! `VMSAN_BENCH_SMAPS_DIR` a directory to copy one supervisor's smaps and status into.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
@@ -61,7 +62,12 @@ fn smaps_kib(pid: u64) -> Option<(u64, u64, u64, u64)> {
 fn main() {
     let runs = env_or("VMSAN_BENCH_RUNS", 30);
     let concurrent = env_or("VMSAN_BENCH_CONCURRENT", 100);
-    let Some(fx) = fixture(Path::new(env!("CARGO_BIN_EXE_vmsan"))) else {
+    // `VMSAN_BENCH_VMSAN` compares another build of vmsan (say, an earlier commit's).
+    let vmsan = std::env::var_os("VMSAN_BENCH_VMSAN").map_or_else(
+        || env!("CARGO_BIN_EXE_vmsan").into(),
+        std::path::PathBuf::from,
+    );
+    let Some(fx) = fixture(&vmsan) else {
         return;
     };
     let home = &fx.home;
