@@ -95,6 +95,19 @@ pub(crate) fn drop_clean_file_pages() -> io::Result<usize> {
     Ok(dropped)
 }
 
+/// This process's resident memory in bytes (`/proc/self/statm`).
+pub(crate) fn resident_bytes() -> io::Result<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm")?;
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed /proc/self/statm"))?;
+    // SAFETY: sysconf takes an integer by value and returns an integer.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Ok(pages * u64::try_from(page).unwrap_or(4096))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +160,7 @@ Anonymous:             0 kB
         // Code and constants come back on use.
         let after = std::fs::read_to_string("/proc/self/status").unwrap();
         assert!(before.contains("VmRSS:") && after.contains("VmRSS:"));
+        assert!(resident_bytes().unwrap() > 0);
         assert_eq!(droppable(SMAPS).len(), 2);
     }
 }

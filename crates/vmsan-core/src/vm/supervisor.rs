@@ -44,6 +44,10 @@ const SOCKET_TIMEOUT: Duration = Duration::from_secs(10);
 const AGENT_STOP_GRACE: Duration = Duration::from_secs(10);
 const CAD_STOP_GRACE: Duration = Duration::from_secs(5);
 const KILL_GRACE: Duration = Duration::from_secs(5);
+/// How often a watching supervisor checks its resident memory, and above what it unmaps the
+/// code pages it mapped since (they stay in the page cache; see `sys::mem`).
+const TRIM_EVERY: Duration = Duration::from_secs(5);
+const TRIM_ABOVE: u64 = 2 << 20;
 
 /// One step of a boot and how long it took.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -575,8 +579,12 @@ impl Supervisor {
             return Ended::Failed("no VMM to watch".into());
         };
         let mut holders = self.watch_holders();
-        // Again, now that the report is sent and the watch is set up.
+        // Again, now that the report is sent and the watch is set up; and whenever serving
+        // DNS or a reload has mapped more code than a watching supervisor needs.
         let _ = crate::sys::mem::drop_clean_file_pages();
+        let mut trim = tokio::time::interval(TRIM_EVERY);
+        trim.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        trim.reset();
         let ended = loop {
             // While an interactive session holds the timeout off, it cannot fire.
             let deadline = if holders.is_empty() {
@@ -634,6 +642,11 @@ impl Supervisor {
                     }
                     self.reload();
                     holders = self.watch_holders();
+                }
+                _ = trim.tick() => {
+                    if crate::sys::mem::resident_bytes().is_ok_and(|b| b > TRIM_ABOVE) {
+                        let _ = crate::sys::mem::drop_clean_file_pages();
+                    }
                 }
                 _ = reloaded => {
                     // An `exec -i` session began or ended, or `vmsan network` changed the policy.
