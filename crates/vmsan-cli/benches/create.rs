@@ -9,7 +9,8 @@
 //! ```
 //!
 //! `VMSAN_BENCH_RUNS` (default 30) sequential creates; `VMSAN_BENCH_CONCURRENT` (default 100)
-//! creates at once.
+//! creates at once; `VMSAN_BENCH_VMSAN` another `vmsan` binary to measure;
+//! `VMSAN_BENCH_SMAPS_DIR` a directory to copy one supervisor's smaps and status into.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
@@ -40,10 +41,33 @@ fn rss_kib(pid: u64) -> Option<u64> {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
+/// Resident memory of a process from /proc/PID/smaps_rollup, in KiB: (Rss, Pss,
+/// Private_Clean + Private_Dirty, Anonymous).
+fn smaps_kib(pid: u64) -> Option<(u64, u64, u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let field = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    Some((
+        field("Rss:"),
+        field("Pss:"),
+        field("Private_Clean:") + field("Private_Dirty:"),
+        field("Anonymous:"),
+    ))
+}
+
 fn main() {
     let runs = env_or("VMSAN_BENCH_RUNS", 30);
     let concurrent = env_or("VMSAN_BENCH_CONCURRENT", 100);
-    let Some(fx) = fixture(Path::new(env!("CARGO_BIN_EXE_vmsan"))) else {
+    // `VMSAN_BENCH_VMSAN` compares another build of vmsan (say, an earlier commit's).
+    let vmsan = std::env::var_os("VMSAN_BENCH_VMSAN").map_or_else(
+        || env!("CARGO_BIN_EXE_vmsan").into(),
+        std::path::PathBuf::from,
+    );
+    let Some(fx) = fixture(&vmsan) else {
         return;
     };
     let home = &fx.home;
@@ -57,35 +81,53 @@ fn main() {
     let mut wall = Vec::new();
     let mut steps: BTreeMap<String, (usize, Vec<f64>)> = BTreeMap::new();
     let mut rss = Vec::new();
+    let mut mem = Vec::new();
     for _ in 0..runs {
         let t = Instant::now();
         let doc = home.json(&["create", "--from-image", "busybox"]);
         wall.push(t.elapsed().as_secs_f64() * 1000.0);
         for (i, s) in doc["timingsMs"].as_array().unwrap().iter().enumerate() {
-            let e = steps
-                .entry(s["step"].as_str().unwrap().to_owned())
-                .or_insert((i, Vec::new()));
+            let mut name = s["step"].as_str().unwrap().to_owned();
+            if s["parallel"] == true {
+                name.push_str(" (parallel)");
+            }
+            let e = steps.entry(name).or_insert((i, Vec::new()));
             e.1.push(s["ms"].as_f64().unwrap());
         }
         let id = doc["vmId"].as_str().unwrap().to_owned();
         let vm = home.json(&["inspect", &id])["vm"].clone();
-        if let Some(kib) = vm["supervisor"]["pid"].as_u64().and_then(rss_kib) {
-            rss.push(kib as f64 / 1024.0);
+        if let Some(pid) = vm["supervisor"]["pid"].as_u64() {
+            if let Some(kib) = rss_kib(pid) {
+                rss.push(kib as f64 / 1024.0);
+            }
+            if let Some(m) = smaps_kib(pid) {
+                mem.push(m);
+            }
+            if let Some(dir) = std::env::var_os("VMSAN_BENCH_SMAPS_DIR") {
+                let _ = std::fs::copy(
+                    format!("/proc/{pid}/smaps"),
+                    Path::new(&dir).join("supervisor.smaps"),
+                );
+                let _ = std::fs::copy(
+                    format!("/proc/{pid}/status"),
+                    Path::new(&dir).join("supervisor.status"),
+                );
+            }
         }
         home.json(&["remove", "--force", &id]);
     }
     wall.sort_by(f64::total_cmp);
     rss.sort_by(f64::total_cmp);
     println!("vmsan create until the agent is ready, stand-in VMM, {runs} runs (whole command)");
-    println!("{:<32} {:>10} {:>10}", "step", "p50 ms", "p95 ms");
+    println!("{:<60} {:>8} {:>8}", "step", "p50 ms", "p95 ms");
     let mut ordered: Vec<_> = steps.into_iter().collect();
     ordered.sort_by_key(|(_, (i, _))| *i);
     for (name, (_, mut v)) in ordered {
         v.sort_by(f64::total_cmp);
-        println!("{name:<32} {:>10.2} {:>10.2}", pct(&v, 0.5), pct(&v, 0.95));
+        println!("{name:<60} {:>8.2} {:>8.2}", pct(&v, 0.5), pct(&v, 0.95));
     }
     println!(
-        "{:<32} {:>10.2} {:>10.2}",
+        "{:<60} {:>8.2} {:>8.2}",
         "total (wall, whole command)",
         pct(&wall, 0.5),
         pct(&wall, 0.95)
@@ -95,6 +137,21 @@ fn main() {
             "supervisor resident memory: p50 {:.2} MiB, max {:.2} MiB (goal under 3 MiB)",
             pct(&rss, 0.5),
             rss[rss.len() - 1]
+        );
+    }
+    if !mem.is_empty() {
+        let p50 = |f: fn(&(u64, u64, u64, u64)) -> u64| {
+            let mut v: Vec<f64> = mem.iter().map(|m| f(m) as f64 / 1024.0).collect();
+            v.sort_by(f64::total_cmp);
+            pct(&v, 0.5)
+        };
+        println!(
+            "supervisor smaps_rollup p50: Rss {:.2} MiB, Pss {:.2} MiB, Private {:.2} MiB, \
+             Anonymous {:.2} MiB",
+            p50(|m| m.0),
+            p50(|m| m.1),
+            p50(|m| m.2),
+            p50(|m| m.3)
         );
     }
     println!(

@@ -264,7 +264,9 @@ fn privileged_e2e_faults() {
         0,
         "a failed create left a VM"
     );
-    let left = leftovers(home.dir.path(), &net.host, "vm-");
+    // (Its own id: other VMs on this machine are not its leftovers.)
+    let failed = doc["error"]["vmId"].as_str().unwrap();
+    let left = leftovers(home.dir.path(), &net.host, failed);
     assert!(
         left.is_empty(),
         "a failed create left:\n{}",
@@ -408,4 +410,115 @@ fn privileged_e2e_vm_outlives_the_callers_session_and_cgroup() {
     let out = home.run(&["exec", &id, "echo", "still here"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "still here\n");
     home.json(&["remove", "--force", &id]);
+}
+
+/// `exec -i` holds `--timeout` off: the VM is not stopped while an interactive session is
+/// attached, even past its deadline; when the session ends the VM gets a full timeout from
+/// then. A session whose command is killed ends its hold at once (the supervisor watches it),
+/// so it cannot keep the VM up forever.
+#[test]
+fn privileged_e2e_interactive_exec_holds_the_timeout() {
+    use std::time::{Duration, Instant};
+    const TIMEOUT: Duration = Duration::from_secs(4);
+    let Some(fx) = fixture() else { return };
+    let (home, net) = (&fx.home, &fx.net);
+    let id = home.json(&["create", "--from-image", "busybox", "--timeout", "4s"])["vmId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let booted = home.json(&["inspect", &id])["vm"].clone();
+    let first_deadline = booted["timeoutAt"].as_str().unwrap().to_owned();
+
+    // A session that outlasts the deadline (the guest itself waits in it).
+    let mut cmd = home.vmsan();
+    cmd.args(["exec", "-i", &id, "sh"]);
+    let mut pty = rexpect::session::spawn_command(cmd, Some(30_000)).unwrap();
+    pty.send_line("echo held-$((40+2))").unwrap();
+    pty.exp_string("held-42").unwrap();
+    let vm = home.json(&["inspect", &id])["vm"].clone();
+    assert_eq!(
+        vm["timeoutHolders"].as_array().map(Vec::len),
+        Some(1),
+        "{vm}"
+    );
+    pty.send_line("sleep 5; echo still-$((1+1))").unwrap();
+    pty.exp_string("still-2").unwrap();
+    let vm = home.json(&["inspect", &id])["vm"].clone();
+    assert_eq!(vm["status"], "running", "stopped during the session: {vm}");
+    assert!(
+        vm["timeoutAt"].as_str().unwrap() <= first_deadline.as_str(),
+        "the deadline moved while the session was attached: {vm}"
+    );
+
+    // The session ends: a full timeout from now.
+    pty.send_line("exit 0").unwrap();
+    pty.exp_eof().unwrap();
+    let vm = home.json(&["inspect", &id])["vm"].clone();
+    assert!(vm["timeoutHolders"].is_null(), "{vm}");
+    assert!(
+        vm["timeoutAt"].as_str().unwrap() > first_deadline.as_str(),
+        "the deadline did not move after the session: {vm}"
+    );
+    assert_eq!(vm["status"], "running", "{vm}");
+
+    // A second session, killed: its hold ends when it dies, and the timeout runs out.
+    let mut cmd = home.vmsan();
+    cmd.args(["exec", "-i", &id, "sh"]);
+    let mut pty = rexpect::session::spawn_command(cmd, Some(30_000)).unwrap();
+    pty.send_line("echo again-$((40+2))").unwrap();
+    pty.exp_string("again-42").unwrap();
+    let vm = home.json(&["inspect", &id])["vm"].clone();
+    let holder = vm["timeoutHolders"][0]["pid"].as_u64().unwrap();
+    let killed = Instant::now();
+    kill9(holder);
+    let vm = wait_status(home, &id, "stopped", true);
+    assert!(vm["error"].as_str().unwrap().contains("timeout"), "{vm}");
+    // Stopped a full timeout after the kill (less a margin for the deadline's millisecond
+    // rounding), not at once.
+    assert!(
+        killed.elapsed() >= TIMEOUT - Duration::from_millis(500),
+        "stopped {:?} after the session was killed",
+        killed.elapsed()
+    );
+    drop(pty);
+    home.json(&["remove", &id]);
+    let left = leftovers(home.dir.path(), &net.host, &id);
+    assert!(left.is_empty(), "left behind:\n{}", left.join("\n"));
+}
+
+/// The supervisor starts (and sets up the VM's network) while `create` prepares the disk: a
+/// disk that cannot be made still leaves nothing behind, network included.
+#[test]
+fn privileged_e2e_create_failing_at_the_disk_leaves_nothing() {
+    let Some(fx) = fixture() else { return };
+    let (home, net) = (&fx.home, &fx.net);
+    // Where a 3 GiB disk's template would go (in the image store), a directory: making the
+    // disk fails.
+    let templates = home.dir.path().join("images/templates");
+    std::fs::create_dir_all(templates.join("overlay-3072m.ext4")).unwrap();
+    let out = home
+        .vmsan()
+        .args(["--json", "create", "--from-image", "busybox", "--disk", "3"])
+        .output()
+        .unwrap();
+    let doc = parse(&out);
+    assert!(!out.status.success(), "create succeeded: {doc}");
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("overlay-3072m")),
+        "create failed, but not at the disk: {doc}"
+    );
+    assert_eq!(
+        home.json(&["list"])["count"],
+        0,
+        "a failed create left a VM"
+    );
+    let id = doc["error"]["vmId"].as_str().unwrap();
+    let left = leftovers(home.dir.path(), &net.host, id);
+    assert!(
+        left.is_empty(),
+        "a failed create left:\n{}",
+        left.join("\n")
+    );
 }

@@ -12,6 +12,16 @@ pub fn epoch_ms() -> u64 {
         .unwrap_or(u64::MAX)
 }
 
+/// Milliseconds since the Unix epoch, now, with sub-millisecond precision (for timing steps
+/// across processes).
+pub fn epoch_ms_precise() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs_f64()
+        * 1000.0
+}
+
 /// Now, as RFC 3339 UTC with milliseconds.
 pub fn now_rfc3339() -> String {
     format_rfc3339(epoch_ms())

@@ -105,7 +105,30 @@ pub(crate) fn exec(ctx: &Ctx, opts: &ExecOptions) -> Result<Outcome, Error> {
             rows,
         };
         drop(rt);
-        return block_on(interactive(&client, &opts.vm, req, None))?;
+        // The VM is not stopped for its --timeout while this session is attached.
+        let hold = if opts.extend_timeout {
+            vmsan_core::vm::timeout::TimeoutHold::acquire(&ctx.paths, &opts.vm)
+                .map_err(|e| {
+                    ctx.out.note(&format!(
+                        "The VM's --timeout is not extended for this session: {}",
+                        e.message()
+                    ));
+                })
+                .ok()
+                .flatten()
+        } else {
+            None
+        };
+        let outcome = block_on(interactive(&client, &opts.vm, req, None))?;
+        if let Some(hold) = hold
+            && let Err(e) = hold.release()
+        {
+            ctx.out.note(&format!(
+                "Could not end this session's hold on the VM's --timeout: {}",
+                e.message()
+            ));
+        }
+        return outcome;
     }
     let req = ExecRequest {
         argv: opts.command.clone(),

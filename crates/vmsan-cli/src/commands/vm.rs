@@ -97,8 +97,11 @@ pub(crate) fn create(ctx: &Ctx, opts: &CreateOptions) -> Result<Outcome, Error> 
     };
     for c in &created {
         for s in &c.steps {
-            ctx.out
-                .debug(&format!("{}: {} took {:.2} ms", c.state.id, s.name, s.ms));
+            let alongside = if s.parallel { " (in parallel)" } else { "" };
+            ctx.out.debug(&format!(
+                "{}: {} took {:.2} ms{alongside}",
+                c.state.id, s.name, s.ms
+            ));
         }
     }
     if opts.connect
@@ -119,7 +122,14 @@ pub(crate) fn create(ctx: &Ctx, opts: &CreateOptions) -> Result<Outcome, Error> 
         doc["timingsMs"] = c
             .steps
             .iter()
-            .map(|s| json!({ "step": s.name, "ms": s.ms }))
+            .map(|s| {
+                let mut step = json!({ "step": s.name, "ms": s.ms });
+                if s.parallel {
+                    // It overlapped other steps: not part of the sum.
+                    step["parallel"] = json!(true);
+                }
+                step
+            })
             .collect();
         doc
     };

@@ -199,6 +199,10 @@ pub struct VmState {
     /// When the timeout fires (RFC 3339).
     #[serde(default)]
     pub timeout_at: Option<String>,
+    /// Interactive sessions (`exec -i`) holding the timeout off: while one of these processes
+    /// lives, the VM is not stopped for its timeout (see `vm::timeout`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timeout_holders: Vec<ProcessId>,
     /// Creation time (RFC 3339, UTC).
     pub created_at: String,
     /// Last write (RFC 3339, UTC).
@@ -256,6 +260,7 @@ impl VmState {
             snapshot_base: None,
             timeout_ms: None,
             timeout_at: None,
+            timeout_holders: Vec::new(),
             created_at: now.to_owned(),
             updated_at: now.to_owned(),
             error: None,

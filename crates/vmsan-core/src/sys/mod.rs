@@ -3,5 +3,6 @@
 #![allow(unsafe_code)]
 
 pub(crate) mod kvm;
+pub(crate) mod mem;
 pub(crate) mod netns;
 pub(crate) mod proc;

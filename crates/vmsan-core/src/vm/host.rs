@@ -467,25 +467,95 @@ async fn remove_cgroups_when_empty(
     }
 }
 
-/// Move this process out of the caller's cgroups (into `vmsan` cgroups of each hierarchy), so
-/// that stopping the service or session that ran `vmsan create` does not take the VM down.
-/// Best effort: a failure is logged, and the VM still runs.
+/// Move this process out of the caller's cgroups (into `vmsan` cgroups), so that stopping the
+/// service or session that ran `vmsan create` does not take the VM down. Only hierarchies
+/// where this process is in some cgroup other than the root (or `/vmsan`) are touched: each
+/// move is costly (on cgroup v1 the kernel waits for an RCU grace period before the first),
+/// and the root cgroup belongs to no caller. Best effort: a failure is logged, and the VM
+/// still runs.
 pub(crate) fn leave_caller_cgroup() {
     let Ok(mounts) = CgroupMounts::detect() else {
         return;
+    };
+    let own = match std::fs::read_to_string("/proc/self/cgroup") {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("supervisor: cannot read /proc/self/cgroup: {e}");
+            return;
+        }
     };
     let pid = std::process::id().to_string();
     let hierarchies = mounts
         .v1
         .iter()
-        .map(|h| h.mount_point.as_path())
-        .chain(mounts.unified.as_deref());
-    for root in hierarchies {
-        let dir = root.join("vmsan");
+        .map(|h| (h.mount_point.as_path(), Some(h.controllers.as_slice())))
+        .chain(mounts.unified.as_deref().map(|u| (u, None)));
+    for (root, controllers) in hierarchies {
+        if !in_caller_cgroup(&own, controllers) {
+            continue;
+        }
+        let dir = root.join(CALLER_FREE_CGROUP);
         let moved = std::fs::create_dir_all(&dir)
             .and_then(|()| std::fs::write(dir.join("cgroup.procs"), &pid));
         if let Err(e) = moved {
             eprintln!("supervisor: could not move into {}: {e}", dir.display());
         }
+    }
+}
+
+/// The cgroup (in each hierarchy) that supervisors move into.
+const CALLER_FREE_CGROUP: &str = "vmsan";
+
+/// Whether `/proc/self/cgroup` (its text) puts us in a cgroup other than the root and
+/// `/vmsan` of the v1 hierarchy with these controllers (`None`: the v2 hierarchy). A
+/// hierarchy the file does not list is left alone.
+fn in_caller_cgroup(proc_cgroup: &str, controllers: Option<&[String]>) -> bool {
+    proc_cgroup.lines().any(|line| {
+        let mut f = line.splitn(3, ':');
+        let (Some(_id), Some(list), Some(path)) = (f.next(), f.next(), f.next()) else {
+            return false;
+        };
+        let matches = match controllers {
+            None => list.is_empty(),
+            Some(cs) => {
+                !list.is_empty()
+                    && list.split(',').all(|c| cs.iter().any(|m| m == c))
+                    && cs.iter().all(|m| list.split(',').any(|c| c == m))
+            }
+        };
+        matches && path != "/" && path.trim_end_matches('/') != format!("/{CALLER_FREE_CGROUP}")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PROC_CGROUP: &str = "\
+9:name=systemd:/
+4:memory:/process_api/4cecf20e
+2:cpu,cpuacct:/user.slice
+1:pids:/vmsan
+0::/
+";
+
+    fn v1(cs: &[&str]) -> Vec<String> {
+        cs.iter().map(|c| (*c).to_owned()).collect()
+    }
+
+    #[test]
+    fn only_hierarchies_where_we_sit_in_a_callers_cgroup_are_left() {
+        assert!(in_caller_cgroup(PROC_CGROUP, Some(&v1(&["memory"]))));
+        assert!(in_caller_cgroup(
+            PROC_CGROUP,
+            Some(&v1(&["cpuacct", "cpu"]))
+        ));
+        // The root, our own cgroup, and hierarchies not listed are left alone.
+        assert!(!in_caller_cgroup(PROC_CGROUP, Some(&v1(&["name=systemd"]))));
+        assert!(!in_caller_cgroup(PROC_CGROUP, Some(&v1(&["pids"]))));
+        assert!(!in_caller_cgroup(PROC_CGROUP, Some(&v1(&["cpu"]))));
+        assert!(!in_caller_cgroup(PROC_CGROUP, Some(&v1(&["blkio"]))));
+        assert!(!in_caller_cgroup(PROC_CGROUP, None));
+        assert!(in_caller_cgroup("0::/user.slice/session-1.scope\n", None));
     }
 }

@@ -4,7 +4,7 @@
 //! a detached supervisor, then wait for its one-line report. Any failure undoes what was done:
 //! a VM that failed to create leaves nothing behind.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -13,7 +13,7 @@ use std::time::Duration;
 use vmsan_proto::{GuestConfig, GuestNetwork};
 
 use super::files::{VmFiles, jail_ids};
-use super::supervisor::{self, SUPERVISE_ARG, Step};
+use super::supervisor::{self, GO_LINE, SUPERVISE_ARG, Step};
 use crate::error::{Error, ErrorCode, Result};
 use crate::ids::VmId;
 use crate::paths::Paths;
@@ -155,7 +155,18 @@ fn create_vm(
     })?;
     let id = st.id.clone();
     clock.lap("record (id, slot, state)");
-    let result = (|| -> Result<()> {
+    // The supervisor starts now and sets up the network (and leaves our cgroups) while we
+    // prepare the disk and config drive; it lays out the jail once we say they are ready.
+    let spawned_at = time::epoch_ms_precise();
+    let mut sup = match Spawned::start(paths, &id) {
+        Ok(sup) => sup,
+        Err(e) => {
+            let _ = discard(paths, &id);
+            return Err(e.detail("vmId", id.as_str()));
+        }
+    };
+    clock.lap("supervisor spawn");
+    let prepared = (|| -> Result<()> {
         let files = VmFiles::new(paths, &id);
         let slot = st.network.slot.unwrap_or(0);
         let (uid, gid) = jail_ids(slot);
@@ -170,6 +181,7 @@ fn create_vm(
         std::os::unix::fs::chown(files.disk(), Some(uid), Some(gid))
             .map_err(|e| Error::io("chown the VM's disk", e))?;
         clock.lap("disk");
+        clock.in_parallel();
         let config = match origin {
             Origin::Boot(_) => guest_config(&st, media),
             // The source's identity, which the snapshot's memory also holds; the supervisor
@@ -184,18 +196,34 @@ fn create_vm(
         };
         super::config_drive::write(&files.config_drive(), &config, uid, gid)?;
         clock.lap("config drive");
-        progress("Booting");
-        let booted = run_supervisor(paths, &id)?;
-        // The supervisor's own steps, and the rest of that wait: starting its process.
-        clock.lap("supervisor");
-        let inner: f64 = booted.iter().map(|s| s.ms).sum();
-        if let Some(last) = clock.steps.last_mut() {
-            last.name = "supervisor process start".into();
-            last.ms = (last.ms - inner).max(0.0);
-        }
-        clock.steps.extend(booted);
+        clock.in_parallel();
         Ok(())
     })();
+    let result = match prepared {
+        Ok(()) => {
+            progress("Booting");
+            sup.go();
+            sup.wait_report().map(|booted| {
+                // From our spawn call returning to the supervisor's `main`: loading it.
+                let spawn_ms = clock
+                    .steps
+                    .iter()
+                    .find(|s| s.name == "supervisor spawn")
+                    .map_or(0.0, |s| s.ms);
+                clock.add(
+                    "supervisor process start",
+                    (booted.started_at - spawned_at - spawn_ms).max(0.0),
+                );
+                clock.steps.extend(booted.steps);
+            })
+        }
+        Err(e) => {
+            // The supervisor sees its input close without the go-ahead: it undoes its network
+            // and exits. Wait for that before cleaning up the rest.
+            let _ = sup.wait_report();
+            Err(e)
+        }
+    };
     match result {
         Ok(()) => Ok(Created {
             state: store.get(&id)?,
@@ -390,74 +418,124 @@ fn block_on<T>(f: impl std::future::Future<Output = T>) -> Result<T> {
     Ok(rt.block_on(f))
 }
 
-/// Start `vmsan __supervise <id>` in its own session and wait for its report.
-fn run_supervisor(paths: &Paths, id: &VmId) -> Result<Vec<Step>> {
-    let exe = std::env::current_exe().map_err(|e| Error::io("find the vmsan binary", e))?;
-    let files = VmFiles::new(paths, id);
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(files.supervisor_log())
-        .map_err(|e| Error::io("open the supervisor log", e))?;
-    let mut cmd = Command::new(exe);
-    cmd.arg(SUPERVISE_ARG)
-        .arg(id.as_str())
-        .env(crate::paths::HOME_ENV, paths.home())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log);
-    crate::sys::proc::new_session(&mut cmd);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| Error::io("start the VM's supervisor", e))?;
-    let Some(out) = child.stdout.take() else {
-        return Err(Error::new(
-            ErrorCode::Internal,
-            "supervisor has no report pipe",
-        ));
-    };
-    // Read the report on a thread so a hung supervisor cannot hang us.
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let r = BufReader::new(out).read_line(&mut line).map(|_| line);
-        let _ = tx.send(r);
-    });
-    let line = match rx.recv_timeout(REPORT_TIMEOUT) {
-        Ok(Ok(line)) => line,
-        Ok(Err(e)) => return Err(Error::io("read the supervisor's report", e)),
-        Err(_) => {
-            let _ = child.kill();
-            return Err(Error::new(
-                ErrorCode::TimeoutAgent,
-                format!("VM {id} did not come up"),
-            ));
-        }
-    };
-    // The supervisor keeps running; its exit is reaped by init once we are gone.
-    let report = parse_report(&line, &files);
-    if report.is_err() {
-        // A supervisor that failed tears down what it set up, then exits: let it finish
-        // before the caller cleans up the rest.
-        if let Ok(fd) = crate::sys::proc::PidFd::open(child.id()) {
-            let _ = fd.wait_exit(Duration::from_secs(20));
-        }
-        let _ = child.try_wait();
-    }
-    // A running supervisor is left to itself; init reaps it once we are gone.
-    drop(child);
-    report
+/// Start a VM's supervisor, let it boot the VM at once, and wait for its report.
+fn run_supervisor(paths: &Paths, id: &VmId) -> Result<Booted> {
+    let mut sup = Spawned::start(paths, id)?;
+    sup.go();
+    sup.wait_report()
 }
 
-fn parse_report(line: &str, files: &VmFiles) -> Result<Vec<Step>> {
+/// A supervisor (`vmsan __supervise <id>`, in its own session) that has been started: it
+/// prepares what it can, and boots the VM once [`Spawned::go`] says the VM's files are ready.
+/// Its standard input is that go-ahead (`go` and a newline; anything else, or end of input,
+/// makes it undo what it did and report an error); its standard output the one-line report.
+struct Spawned {
+    id: VmId,
+    files: VmFiles,
+    child: std::process::Child,
+    go: Option<std::process::ChildStdin>,
+    report: Option<std::process::ChildStdout>,
+}
+
+impl Spawned {
+    fn start(paths: &Paths, id: &VmId) -> Result<Self> {
+        let exe = std::env::current_exe().map_err(|e| Error::io("find the vmsan binary", e))?;
+        let files = VmFiles::new(paths, id);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(files.supervisor_log())
+            .map_err(|e| Error::io("open the supervisor log", e))?;
+        let mut cmd = Command::new(exe);
+        cmd.arg(SUPERVISE_ARG)
+            .arg(id.as_str())
+            .env(crate::paths::HOME_ENV, paths.home())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log);
+        crate::sys::proc::new_session(&mut cmd);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Error::io("start the VM's supervisor", e))?;
+        let go = child.stdin.take();
+        let report = child.stdout.take();
+        Ok(Self {
+            id: id.clone(),
+            files,
+            child,
+            go,
+            report,
+        })
+    }
+
+    /// The VM's disk and config drive are ready: boot it.
+    fn go(&mut self) {
+        if let Some(mut pipe) = self.go.take() {
+            // A supervisor that is already gone reports (or fails to report) that itself.
+            let _ = pipe.write_all(GO_LINE.as_bytes());
+        }
+    }
+
+    /// Wait for the report (after closing the go-ahead pipe, which cancels the boot unless
+    /// [`Spawned::go`] was called).
+    fn wait_report(&mut self) -> Result<Booted> {
+        self.go.take();
+        let Some(out) = self.report.take() else {
+            return Err(Error::new(
+                ErrorCode::Internal,
+                "supervisor has no report pipe",
+            ));
+        };
+        // Read the report on a thread so a hung supervisor cannot hang us.
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let r = BufReader::new(out).read_line(&mut line).map(|_| line);
+            let _ = tx.send(r);
+        });
+        let line = match rx.recv_timeout(REPORT_TIMEOUT) {
+            Ok(Ok(line)) => line,
+            Ok(Err(e)) => return Err(Error::io("read the supervisor's report", e)),
+            Err(_) => {
+                let _ = self.child.kill();
+                return Err(Error::new(
+                    ErrorCode::TimeoutAgent,
+                    format!("VM {} did not come up", self.id),
+                ));
+            }
+        };
+        let report = parse_report(&line, &self.files);
+        if report.is_err() {
+            // A supervisor that failed tears down what it set up, then exits: let it finish
+            // before the caller cleans up the rest.
+            if let Ok(fd) = crate::sys::proc::PidFd::open(self.child.id()) {
+                let _ = fd.wait_exit(Duration::from_secs(20));
+            }
+            let _ = self.child.try_wait();
+        }
+        // A running supervisor is left to itself; init reaps it once we are gone.
+        report
+    }
+}
+
+/// A supervisor's report of a boot.
+#[derive(Debug, Clone)]
+struct Booted {
+    /// Its steps.
+    steps: Vec<Step>,
+    /// When its `main` began (ms since the epoch).
+    started_at: f64,
+}
+
+fn parse_report(line: &str, files: &VmFiles) -> Result<Booted> {
     let line = line.trim_end();
     if let Some(json) = line.strip_prefix("ready") {
-        // `ready {"steps":[…]}`; the steps are informative, so a bad document is not fatal.
-        let steps = serde_json::from_str::<serde_json::Value>(json.trim())
-            .ok()
-            .and_then(|v| serde_json::from_value(v["steps"].clone()).ok())
-            .unwrap_or_default();
-        return Ok(steps);
+        // `ready {"steps":[…],"startedAtMs":…}`; the timings are informative, so a bad
+        // document is not fatal.
+        let doc = serde_json::from_str::<serde_json::Value>(json.trim()).unwrap_or_default();
+        let steps = serde_json::from_value(doc["steps"].clone()).unwrap_or_default();
+        let started_at = doc["startedAtMs"].as_f64().unwrap_or(0.0);
+        return Ok(Booted { steps, started_at });
     }
     if let Some(json) = line.strip_prefix("error ")
         && let Ok(v) = serde_json::from_str::<serde_json::Value>(json)

@@ -10,6 +10,7 @@ pub mod media;
 pub mod network;
 pub mod restore;
 pub mod supervisor;
+pub mod timeout;
 
 pub use host::{HOST_NETNS_ENV, host_config};
 pub use lifecycle::{

@@ -32,6 +32,9 @@ use crate::{process, time};
 
 /// The hidden subcommand that runs a supervisor: `vmsan __supervise <vm-id>`.
 pub const SUPERVISE_ARG: &str = "__supervise";
+/// What the spawning command writes to the supervisor's standard input once the VM's disk
+/// and config drive are ready.
+pub(crate) const GO_LINE: &str = "go\n";
 
 /// How long the guest has to boot and announce its agent.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -41,6 +44,10 @@ const SOCKET_TIMEOUT: Duration = Duration::from_secs(10);
 const AGENT_STOP_GRACE: Duration = Duration::from_secs(10);
 const CAD_STOP_GRACE: Duration = Duration::from_secs(5);
 const KILL_GRACE: Duration = Duration::from_secs(5);
+/// How often a watching supervisor checks its resident memory, and above what it unmaps the
+/// code pages it mapped since (they stay in the page cache; see `sys::mem`).
+const TRIM_EVERY: Duration = Duration::from_secs(5);
+const TRIM_ABOVE: u64 = 2 << 20;
 
 /// One step of a boot and how long it took.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -49,6 +56,10 @@ pub struct Step {
     pub name: String,
     /// Milliseconds.
     pub ms: f64,
+    /// Whether it ran alongside other steps (so it is not part of the sum that makes the
+    /// total).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub parallel: bool,
 }
 
 /// Times consecutive steps.
@@ -72,6 +83,7 @@ impl Stopwatch {
         self.steps.push(Step {
             name: name.into(),
             ms: (now - self.last).as_secs_f64() * 1000.0,
+            parallel: false,
         });
         self.last = now;
     }
@@ -81,8 +93,16 @@ impl Stopwatch {
         self.steps.push(Step {
             name: name.into(),
             ms,
+            parallel: false,
         });
         self.last = std::time::Instant::now();
+    }
+
+    /// Mark the last step as one that ran alongside others.
+    pub(crate) fn in_parallel(&mut self) {
+        if let Some(s) = self.steps.last_mut() {
+            s.parallel = true;
+        }
     }
 }
 
@@ -97,21 +117,50 @@ enum Ended {
 
 /// Run the supervisor of `id` (the body of `vmsan __supervise`). Returns the process exit code.
 pub fn main(paths: &Paths, id: &VmId) -> i32 {
+    let started_at = time::epoch_ms_precise();
+    let clock = Stopwatch::start();
+    crate::sys::mem::single_malloc_arena();
     if let Err(e) = crate::sys::proc::set_child_subreaper() {
         eprintln!("supervisor: cannot become a subreaper: {e}");
     }
-    host::leave_caller_cgroup();
+    // Leaving the caller's cgroups can take a while (on cgroup v1 the kernel waits for an RCU
+    // grace period), and reading the go-ahead waits for the spawning command: both happen on
+    // a thread while the network is set up.
+    let (tx, prepared) = tokio::sync::oneshot::channel();
+    let helper = std::thread::Builder::new()
+        .name("prepare".into())
+        .stack_size(64 << 10)
+        .spawn(move || {
+            let t = std::time::Instant::now();
+            host::leave_caller_cgroup();
+            let cgroup_ms = t.elapsed().as_secs_f64() * 1000.0;
+            let mut line = String::new();
+            let go = std::io::stdin().read_line(&mut line).is_ok() && line == GO_LINE;
+            let _ = tx.send(Prepared { cgroup_ms, go });
+        });
+    if let Err(e) = helper {
+        report(
+            &Err(Error::io("start the supervisor's helper thread", e)),
+            started_at,
+        );
+        return 1;
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // Network setup and teardown use a blocking thread; it need not outlive them.
+        .thread_keep_alive(Duration::from_millis(100))
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            report(&Err(Error::io("start the supervisor's runtime", e)));
+            report(
+                &Err(Error::io("start the supervisor's runtime", e)),
+                started_at,
+            );
             return 1;
         }
     };
-    match rt.block_on(run(paths, id)) {
+    match rt.block_on(run(paths, id, clock, started_at, prepared)) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("supervisor: {e}");
@@ -120,10 +169,22 @@ pub fn main(paths: &Paths, id: &VmId) -> i32 {
     }
 }
 
+/// What the helper thread did before boot may go on.
+#[derive(Debug, Clone, Copy)]
+struct Prepared {
+    /// How long leaving the caller's cgroups took.
+    cgroup_ms: f64,
+    /// Whether the spawning command said the VM's files are ready.
+    go: bool,
+}
+
 /// Tell the spawning command how boot went, then detach stdout from its pipe.
-fn report(result: &Result<Vec<Step>>) {
+fn report(result: &Result<Vec<Step>>, started_at: f64) {
     let line = match result {
-        Ok(steps) => format!("ready {}\n", serde_json::json!({ "steps": steps })),
+        Ok(steps) => format!(
+            "ready {}\n",
+            serde_json::json!({ "steps": steps, "startedAtMs": started_at })
+        ),
         Err(e) => format!("error {}\n", e.to_json()),
     };
     let mut out = std::io::stdout().lock();
@@ -136,7 +197,13 @@ fn report(result: &Result<Vec<Step>>) {
     }
 }
 
-async fn run(paths: &Paths, id: &VmId) -> Result<()> {
+async fn run(
+    paths: &Paths,
+    id: &VmId,
+    clock: Stopwatch,
+    started_at: f64,
+    prepared: tokio::sync::oneshot::Receiver<Prepared>,
+) -> Result<()> {
     let store = StateStore::open(paths)?;
     let me = process::identify(std::process::id())
         .ok_or_else(|| Error::new(ErrorCode::Internal, "cannot read this process's start time"))?;
@@ -154,15 +221,21 @@ async fn run(paths: &Paths, id: &VmId) -> Result<()> {
         Ok(())
     })?;
 
-    let mut sup = Supervisor::new(paths.clone(), store, state)?;
-    let booted = sup.boot().await;
+    let mut sup = Supervisor::new(paths.clone(), store, state, clock)?;
+    let booted = sup.boot(prepared).await;
     let ended = match &booted {
         Ok(()) => {
-            report(&Ok(sup.clock.steps.clone()));
+            // From here on the supervisor only watches: what booting needed of its code
+            // need not stay mapped (RSS per VM).
+            let _ = crate::sys::mem::drop_clean_file_pages();
+            report(&Ok(sup.clock.steps.clone()), started_at);
             sup.watch().await
         }
         Err(e) => {
-            report(&Err(Error::new(e.code(), e.message().to_owned())));
+            report(
+                &Err(Error::new(e.code(), e.message().to_owned())),
+                started_at,
+            );
             Ended::Failed(e.message().to_owned())
         }
     };
@@ -267,7 +340,7 @@ struct Supervisor {
 }
 
 impl Supervisor {
-    fn new(paths: Paths, store: StateStore, state: VmState) -> Result<Self> {
+    fn new(paths: Paths, store: StateStore, state: VmState, clock: Stopwatch) -> Result<Self> {
         let files = VmFiles::new(&paths, &state.id);
         let launch = Launch::resolve(&paths, &state)?;
         let layout = launch.layout.clone();
@@ -283,7 +356,7 @@ impl Supervisor {
             dns: None,
             vmm: None,
             client,
-            clock: Stopwatch::start(),
+            clock,
         })
     }
 
@@ -292,21 +365,45 @@ impl Supervisor {
     }
 
     /// Network, jail, Firecracker, configuration, InstanceStart, agent announcement.
-    async fn boot(&mut self) -> Result<()> {
+    async fn boot(&mut self, prepared: tokio::sync::oneshot::Receiver<Prepared>) -> Result<()> {
         let slot = self
             .state
             .network
             .slot
             .ok_or_else(|| Error::new(ErrorCode::Internal, "VM has no slot"))?;
         let (uid, gid) = jail_ids(slot);
+        self.clock.lap("supervisor runtime and record");
 
-        self.clock = Stopwatch::start();
         let net = host::setup_network(&self.state, uid, gid).await?;
-        self.dns = Some(host::start_dns_filter(&net, &self.state)?);
-        let net_plan = host::net_plan(&net);
+        // Torn down by `finish` from here on, whatever happens next.
         self.net = Some(net);
-
+        let net = self
+            .net
+            .as_ref()
+            .ok_or_else(|| Error::new(ErrorCode::Internal, "no network"))?;
+        self.dns = Some(host::start_dns_filter(net, &self.state)?);
+        let net_plan = host::net_plan(net);
         self.clock.lap("network and DNS filter");
+
+        // The disk and config drive must be ready, and Firecracker must not be born in the
+        // caller's cgroups.
+        let prepared = prepared.await.map_err(|_| {
+            Error::new(
+                ErrorCode::Internal,
+                "the supervisor's helper thread ended early",
+            )
+        })?;
+        if !prepared.go {
+            return Err(Error::new(
+                ErrorCode::VmCreateFailed,
+                "the command creating the VM went away before its disk was ready",
+            ));
+        }
+        self.clock
+            .lap("waiting for the disk and for leaving the caller's cgroups");
+        self.clock
+            .add("leaving the caller's cgroups", prepared.cgroup_ms);
+        self.clock.in_parallel();
         let snapshot = if self.state.restore_pending {
             let id = self
                 .state
@@ -358,20 +455,30 @@ impl Supervisor {
             .as_ref()
             .and_then(Vmm::pid)
             .and_then(process::identify);
-        self.store.update(&self.state.id, |st| {
-            st.vmm = early;
-            Ok(())
-        })?;
+        // (Written while Firecracker creates its API socket.)
+        let recorded = {
+            let (store, id) = (self.store.clone(), self.state.id.clone());
+            tokio::task::spawn_blocking(move || {
+                store.update(&id, |st| {
+                    st.vmm = early;
+                    Ok(())
+                })
+            })
+        };
         self.clock.lap("jailer and Firecracker start");
         let deadline = Instant::now() + SOCKET_TIMEOUT;
-        vmsan_firecracker::wait_for_socket(&self.layout.api_socket(), deadline)
+        let socket = vmsan_firecracker::wait_for_socket(&self.layout.api_socket(), deadline)
             .await
             .map_err(|e| {
                 with_log_tail(
                     super::convert::socket_wait(e, &self.layout.api_socket()),
                     &vmm_log,
                 )
-            })?;
+            });
+        recorded
+            .await
+            .map_err(|e| Error::new(ErrorCode::Internal, format!("state update task: {e}")))??;
+        socket?;
 
         self.clock.lap("API socket");
         if let Some(snap) = &snapshot {
@@ -404,6 +511,7 @@ impl Supervisor {
             if let Some(ms) = st.timeout_ms {
                 st.timeout_at = Some(time::format_rfc3339(time::epoch_ms() + ms));
             }
+            st.timeout_holders.clear();
             Ok(())
         })?;
         Ok(())
@@ -547,8 +655,20 @@ impl Supervisor {
         let Some(mut vmm) = self.vmm.take() else {
             return Ended::Failed("no VMM to watch".into());
         };
-        let mut deadline = self.timeout_deadline();
+        let mut holders = self.watch_holders();
+        // Again, now that the report is sent and the watch is set up; and whenever serving
+        // DNS or a reload has mapped more code than a watching supervisor needs.
+        let _ = crate::sys::mem::drop_clean_file_pages();
+        let mut trim = tokio::time::interval(TRIM_EVERY);
+        trim.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        trim.reset();
         let ended = loop {
+            // While an interactive session holds the timeout off, it cannot fire.
+            let deadline = if holders.is_empty() {
+                self.timeout_deadline()
+            } else {
+                None
+            };
             let timeout = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(d).await,
@@ -561,6 +681,15 @@ impl Supervisor {
                     None => std::future::pending().await,
                 }
             };
+            let holder_gone = std::future::poll_fn(|cx| {
+                for (h, fd) in &holders {
+                    if let std::task::Poll::Ready(Ok(mut ready)) = fd.poll_read_ready(cx) {
+                        ready.retain_ready();
+                        return std::task::Poll::Ready(*h);
+                    }
+                }
+                std::task::Poll::Pending
+            });
             tokio::select! {
                 why = vmm.wait() => {
                     break if why == "the guest shut down" { Ended::Stopped(why) } else { Ended::Failed(why) };
@@ -570,23 +699,77 @@ impl Supervisor {
                     break Ended::Stopped("stopped by `vmsan stop`".into());
                 }
                 () = timeout => {
-                    self.stop_gracefully(&mut vmm).await;
-                    break Ended::Stopped("its --timeout expired".into());
+                    // A session may have begun just now: the record decides.
+                    self.reload();
+                    holders = self.watch_holders();
+                    if holders.is_empty() && self.timeout_deadline().is_some_and(|d| d <= Instant::now()) {
+                        self.stop_gracefully(&mut vmm).await;
+                        break Ended::Stopped("its --timeout expired".into());
+                    }
+                }
+                gone = holder_gone => {
+                    // An `exec -i` session ended without taking itself off (killed): the
+                    // timeout starts over from now.
+                    let r = self.store.update(&self.state.id, |st| {
+                        super::timeout::end_holds(st, |h| *h == gone, time::epoch_ms());
+                        Ok(())
+                    });
+                    if let Err(e) = r {
+                        eprintln!("supervisor: recording the end of a session's hold: {e}");
+                    }
+                    self.reload();
+                    holders = self.watch_holders();
+                }
+                _ = trim.tick() => {
+                    if crate::sys::mem::resident_bytes().is_ok_and(|b| b > TRIM_ABOVE) {
+                        let _ = crate::sys::mem::drop_clean_file_pages();
+                    }
                 }
                 _ = reloaded => {
-                    // `exec -i` extended the timeout, or `vmsan network` changed the policy.
-                    if let Ok(st) = self.store.get_recorded(&self.state.id) {
-                        self.state = st;
-                        deadline = self.timeout_deadline();
-                        if let Some((_, domains)) = &self.dns {
-                            host::refresh_dns_policy(domains, &self.state);
-                        }
+                    // An `exec -i` session began or ended, or `vmsan network` changed the policy.
+                    self.reload();
+                    holders = self.watch_holders();
+                    if let Some((_, domains)) = &self.dns {
+                        host::refresh_dns_policy(domains, &self.state);
                     }
                 }
             }
         };
         self.vmm = Some(vmm);
         ended
+    }
+
+    /// Re-read the VM's record (a failed read keeps the one we have).
+    fn reload(&mut self) {
+        match self.store.get_recorded(&self.state.id) {
+            Ok(st) => self.state = st,
+            Err(e) => eprintln!("supervisor: re-reading the VM's record: {e}"),
+        }
+    }
+
+    /// Pidfds of the processes holding the timeout off (see `vm::timeout`). A holder that is
+    /// already gone gets a pidfd that is readable at once, or, if even its pid is gone, ends
+    /// its hold here.
+    fn watch_holders(&mut self) -> Vec<(ProcessId, AsyncFd<PidFd>)> {
+        let mut out = Vec::new();
+        let mut gone = Vec::new();
+        for h in &self.state.timeout_holders {
+            match PidFd::open(h.pid).and_then(PidFd::into_async) {
+                Ok(fd) if process::is_alive(h) => out.push((*h, fd)),
+                _ => gone.push(*h),
+            }
+        }
+        if !gone.is_empty() {
+            let r = self.store.update(&self.state.id, |st| {
+                super::timeout::end_holds(st, |h| gone.contains(h), time::epoch_ms());
+                Ok(())
+            });
+            match r {
+                Ok(st) => self.state = st,
+                Err(e) => eprintln!("supervisor: recording the end of a session's hold: {e}"),
+            }
+        }
+        out
     }
 
     fn timeout_deadline(&self) -> Option<Instant> {
@@ -649,6 +832,7 @@ impl Supervisor {
             st.vmm = None;
             st.supervisor = None;
             st.timeout_at = None;
+            st.timeout_holders.clear();
             st.error = Some(reason.clone());
             Ok(())
         });
