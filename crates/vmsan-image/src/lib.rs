@@ -44,8 +44,10 @@ pub mod reference;
 mod registry;
 pub mod runtimes;
 pub mod setup;
+mod squashfs;
 pub mod store;
 mod sys;
+mod tree;
 
 pub use build::{BuildOptions, StagingArea};
 pub use digest::Digest;

@@ -82,7 +82,7 @@ fn unsafe_entry(layer: &str, path: &Path, reason: impl Into<String>) -> Error {
 }
 
 /// Split an archive path into normal components, rejecting absolute paths and `..`.
-fn components(layer: &str, p: &Path, limits: &Limits) -> Result<Vec<OsString>> {
+pub(crate) fn components(layer: &str, p: &Path, limits: &Limits) -> Result<Vec<OsString>> {
     if p.as_os_str().len() > limits.max_path_len {
         return Err(unsafe_entry(
             layer,
@@ -137,7 +137,7 @@ impl<R: Read> Read for Counting<'_, R> {
 }
 
 #[derive(Debug)]
-struct BombError(u64);
+pub(crate) struct BombError(pub(crate) u64);
 
 impl std::fmt::Display for BombError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
