@@ -94,6 +94,19 @@ pub fn docker_credentials(config: &Path, registry: &str) -> Option<Credentials> 
     })
 }
 
+/// What a blob download sends to a reader that unpacks the layer while it arrives.
+#[derive(Debug)]
+pub(crate) enum Feed {
+    /// The next bytes of the blob.
+    Data(bytes::Bytes),
+    /// All bytes were sent, and they hash to the blob's digest.
+    End,
+    /// The download starts over: read the stored blob once it is there.
+    Restart,
+}
+
+pub(crate) type FeedSender = tokio::sync::mpsc::Sender<Feed>;
+
 fn is_loopback_host(domain: &str) -> bool {
     let host = if let Some(rest) = domain.strip_prefix('[') {
         rest.split(']').next().unwrap_or("")
@@ -369,6 +382,11 @@ impl RegistryClient {
 
     /// Download a blob into the store (resuming a partial download), verified.
     /// Returns whether it was already cached.
+    ///
+    /// With `feed`, the bytes of a fresh (not resumed) download are also sent there as they
+    /// arrive, then [`Feed::End`] once the blob is verified and stored. When they cannot be
+    /// (cached, downloaded by another process, resumed, retried), the feed gets
+    /// [`Feed::Restart`] or is dropped: its reader then uses the stored blob.
     pub(crate) async fn blob_to_store(
         &self,
         store: &ImageStore,
@@ -376,6 +394,7 @@ impl RegistryClient {
         size: u64,
         progress: Option<&ProgressFn>,
         retries: u32,
+        mut feed: Option<FeedSender>,
     ) -> Result<bool> {
         let dest = store.blob_path(d);
         if dest.is_file() {
@@ -401,13 +420,20 @@ impl RegistryClient {
             return Ok(true);
         }
         let partial = store.partial_path(d);
+        if partial.exists() {
+            // Resuming: the reader could not see the first part; it will use the stored blob.
+            feed = None;
+        }
         let mut attempt = 0;
         loop {
-            match self.try_blob(&partial, d, size, progress).await {
+            match self.try_blob(&partial, d, size, progress, feed.as_ref()).await {
                 Ok(()) => break,
                 Err(e @ (Error::Http { .. } | Error::SizeMismatch { .. })) if attempt < retries => {
                     tracing::warn!(error = %e, digest = %d, "blob download interrupted; resuming");
                     attempt += 1;
+                    if let Some(f) = feed.take() {
+                        let _ = f.send(Feed::Restart).await;
+                    }
                 }
                 Err(e) => {
                     // Nothing half-written stays behind after a definitive failure.
@@ -418,6 +444,10 @@ impl RegistryClient {
         }
         std::fs::rename(&partial, &dest)
             .ctx(|| format!("rename {} into the blob store", partial.display()))?;
+        if let Some(f) = feed {
+            // The reader saw exactly the bytes that were hashed: they are verified.
+            let _ = f.send(Feed::End).await;
+        }
         emit(
             progress,
             Progress::LayerDone {
@@ -434,6 +464,7 @@ impl RegistryClient {
         d: &Digest,
         size: u64,
         progress: Option<&ProgressFn>,
+        feed: Option<&FeedSender>,
     ) -> Result<()> {
         let what = format!("blob {d}");
         // Re-hash what an earlier attempt left.
@@ -527,6 +558,10 @@ impl RegistryClient {
                 file.write_all(&chunk)
                     .await
                     .ctx(|| format!("write {}", partial.display()))?;
+                if let Some(f) = feed {
+                    // A reader that gave up (its build failed) is not an error of the download.
+                    let _ = f.send(Feed::Data(chunk)).await;
+                }
                 if done - last_report >= (1 << 20) || done == size {
                     last_report = done;
                     emit(

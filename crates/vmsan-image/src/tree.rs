@@ -133,6 +133,13 @@ pub(crate) struct Budget {
     pub(crate) spill_dir: std::path::PathBuf,
 }
 
+impl Shared {
+    /// Entries read so far.
+    pub(crate) fn entries(&self) -> u64 {
+        self.entries.load(Ordering::Relaxed)
+    }
+}
+
 impl Budget {
     /// A third of the available memory (at least 256 MiB), then files in `spill_dir`.
     pub(crate) fn new(spill_dir: &Path) -> Self {
@@ -164,12 +171,22 @@ pub(crate) struct LayerIndex {
 struct Counting<'a, R> {
     inner: R,
     shared: &'a Shared,
+    local: &'a Local,
     max: u64,
+}
+
+/// What one layer added to the shared counters, taken back if it is read again.
+#[derive(Default)]
+struct Local {
+    bytes: std::cell::Cell<u64>,
+    entries: std::cell::Cell<u64>,
+    memory: std::cell::Cell<u64>,
 }
 
 impl<R: Read> Read for Counting<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
+        self.local.bytes.set(self.local.bytes.get() + n as u64);
         let total = self.shared.bytes.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
         if total > self.max {
             return Err(io::Error::other(crate::merge::BombError(self.max)));
@@ -181,6 +198,7 @@ impl<R: Read> Read for Counting<'_, R> {
 struct DataSink<'a> {
     data: LayerData,
     shared: &'a Shared,
+    local: &'a Local,
     budget: &'a Budget,
 }
 
@@ -210,14 +228,19 @@ impl DataSink<'_> {
                     .in_memory
                     .fetch_add(b.len() as u64, Ordering::Relaxed)
                     + b.len() as u64;
+                self.local
+                    .memory
+                    .set(self.local.memory.get() + b.len() as u64);
                 if used > self.budget.memory {
                     // Past the budget: move this layer's data to an unlinked file.
                     let mut file = tempfile::tempfile_in(&self.budget.spill_dir)?;
                     file.write_all(v)?;
                     file.write_all(b)?;
-                    self.shared
-                        .in_memory
-                        .fetch_sub(v.len() as u64 + b.len() as u64, Ordering::Relaxed);
+                    let moved = v.len() as u64 + b.len() as u64;
+                    self.shared.in_memory.fetch_sub(moved, Ordering::Relaxed);
+                    self.local
+                        .memory
+                        .set(self.local.memory.get().saturating_sub(moved));
                     let len = v.len() as u64 + b.len() as u64;
                     self.data = LayerData::File { file, len };
                 } else {
@@ -268,15 +291,41 @@ pub(crate) fn index_layer(
     shared: &Shared,
     budget: &Budget,
 ) -> Result<LayerIndex> {
+    let local = Local::default();
+    let res = index_layer_counted(reader, layer, limits, shared, budget, &local);
+    if res.is_err() {
+        shared
+            .bytes
+            .fetch_sub(local.bytes.get(), Ordering::Relaxed);
+        shared
+            .entries
+            .fetch_sub(local.entries.get(), Ordering::Relaxed);
+        shared
+            .in_memory
+            .fetch_sub(local.memory.get(), Ordering::Relaxed);
+    }
+    res
+}
+
+fn index_layer_counted(
+    reader: impl Read,
+    layer: &str,
+    limits: &Limits,
+    shared: &Shared,
+    budget: &Budget,
+    local: &Local,
+) -> Result<LayerIndex> {
     let counting = Counting {
         inner: reader,
         shared,
+        local,
         max: limits.max_bytes,
     };
     let mut archive = tar::Archive::new(counting);
     let mut sink = DataSink {
         data: LayerData::Mem(Vec::new()),
         shared,
+        local,
         budget,
     };
     let mut entries = Vec::new();
@@ -284,6 +333,7 @@ pub(crate) fn index_layer(
     let iter = archive.entries().map_err(|e| read_error(layer, e))?;
     for entry in iter {
         let mut entry = entry.map_err(|e| read_error(layer, e))?;
+        local.entries.set(local.entries.get() + 1);
         let n = shared.entries.fetch_add(1, Ordering::Relaxed) + 1;
         if n > limits.max_entries {
             return Err(Error::LimitExceeded {
@@ -292,6 +342,17 @@ pub(crate) fn index_layer(
             });
         }
         let path = entry.path_bytes().into_owned();
+        let size = entry.size();
+        if shared.bytes.load(Ordering::Relaxed).saturating_add(size) > limits.max_bytes {
+            return Err(Error::LimitExceeded {
+                what: format!("layer {layer}"),
+                reason: format!(
+                    "entry {} of {size} bytes exceeds the {} byte limit",
+                    String::from_utf8_lossy(&path),
+                    limits.max_bytes
+                ),
+            });
+        }
         let h = entry.header();
         let etype = h.entry_type();
         if matches!(
@@ -337,17 +398,6 @@ pub(crate) fn index_layer(
             mtime,
             xattrs,
         };
-        let size = entry.size();
-        if shared.bytes.load(Ordering::Relaxed).saturating_add(size) > limits.max_bytes {
-            return Err(Error::LimitExceeded {
-                what: format!("layer {layer}"),
-                reason: format!(
-                    "entry {} of {size} bytes exceeds the {} byte limit",
-                    String::from_utf8_lossy(&path),
-                    limits.max_bytes
-                ),
-            });
-        }
         let link = |entry: &tar::Entry<'_, _>| -> Result<Vec<u8>> {
             Ok(entry
                 .link_name_bytes()
