@@ -789,6 +789,7 @@ impl ImageStore {
         let shared = Shared::default();
         let budget = Budget::new(&self.tmp_dir());
         let count = r.manifest.layers.len();
+        let level = i32::from(build.zstd_level.clamp(1, 22));
         let results: Vec<Result<LayerIndex>> = std::thread::scope(|s| {
             let handles: Vec<_> = r
                 .manifest
@@ -800,7 +801,7 @@ impl ImageStore {
                     let (shared, budget, limits) = (&shared, &budget, &limits);
                     s.spawn(move || {
                         emit(p, Progress::Unpacking { index, count });
-                        self.index_one(l, input, limits, shared, budget, done)
+                        self.index_one(l, input, limits, shared, budget, done, level)
                     })
                 })
                 .collect();
@@ -833,10 +834,7 @@ impl ImageStore {
         crate::squashfs::write(
             &tree,
             &fs_path,
-            &crate::squashfs::Options {
-                level: i32::from(build.zstd_level.clamp(1, 22)),
-                ..Default::default()
-            },
+            &crate::squashfs::Options { level },
         )?;
         drop(tree);
         let build_ms = t_build.elapsed().as_millis() as u64;
@@ -857,6 +855,7 @@ impl ImageStore {
         shared: &Shared,
         budget: &Budget,
         done: &DoneSignal,
+        level: i32,
     ) -> Result<LayerIndex> {
         let compression = LayerCompression::from_media_type(&l.media_type)?;
         let what = l.digest.to_string();
@@ -868,7 +867,7 @@ impl ImageStore {
                 cut: false,
             };
             let res = crate::merge::decompress(&mut reader, compression, &what)
-                .and_then(|d| index_layer(d, &what, limits, shared, budget));
+                .and_then(|d| index_layer(d, &what, limits, shared, budget, level));
             if !reader.cut {
                 return res;
             }
@@ -883,7 +882,7 @@ impl ImageStore {
             compression,
             &what,
         )?;
-        index_layer(d, &what, limits, shared, budget)
+        index_layer(d, &what, limits, shared, budget, level)
     }
 
     fn set_timings(&self, dir: &Path, merge_ms: u64, build_ms: u64) -> Result<()> {

@@ -444,10 +444,6 @@ impl RegistryClient {
         }
         std::fs::rename(&partial, &dest)
             .ctx(|| format!("rename {} into the blob store", partial.display()))?;
-        if let Some(f) = feed {
-            // The reader saw exactly the bytes that were hashed: they are verified.
-            let _ = f.send(Feed::End).await;
-        }
         emit(
             progress,
             Progress::LayerDone {
@@ -578,9 +574,6 @@ impl RegistryClient {
         file.flush()
             .await
             .ctx(|| format!("write {}", partial.display()))?;
-        file.sync_all()
-            .await
-            .ctx(|| format!("fsync {}", partial.display()))?;
         if done != size {
             return Err(Error::SizeMismatch {
                 what,
@@ -596,6 +589,14 @@ impl RegistryClient {
                 actual: actual.to_string(),
             });
         }
+        if let Some(f) = feed {
+            // The reader saw exactly the bytes that were hashed: they are verified. It need
+            // not wait for them to reach the disk.
+            let _ = f.send(Feed::End).await;
+        }
+        file.sync_all()
+            .await
+            .ctx(|| format!("fsync {}", partial.display()))?;
         Ok(())
     }
 }

@@ -13,10 +13,9 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::error::{Error, IoContext, Result};
-use crate::tree::{Kind, Meta, NodeId, ROOT, Tree};
+use crate::tree::{BLOCK_SIZE, Chunk, Kind, Meta, NodeId, ROOT, Tree};
 
 const MAGIC: u32 = 0x7371_7368;
 const SUPERBLOCK_SIZE: u64 = 96;
@@ -34,21 +33,13 @@ const DIR_RUN: usize = 256;
 /// Options of the writer.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Options {
-    /// Data block size: a power of two from 4 KiB to 1 MiB.
-    pub(crate) block_size: u32,
-    /// zstd level.
+    /// zstd level of the metadata blocks (data blocks were compressed as the layers were read).
     pub(crate) level: i32,
-    /// Compression threads.
-    pub(crate) threads: usize,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self {
-            block_size: 128 * 1024,
-            level: 3,
-            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
-        }
+        Self { level: 3 }
     }
 }
 
@@ -139,108 +130,6 @@ impl MetaWriter {
     }
 }
 
-/// A piece of file content: `len` bytes at `off` of layer `layer`.
-#[derive(Debug, Clone, Copy)]
-struct Piece {
-    layer: usize,
-    off: u64,
-    len: usize,
-}
-
-/// A unit of compression: one data block, or one fragment block made of file tails.
-enum Job {
-    Block(Piece),
-    Fragment(Vec<Piece>),
-}
-
-struct FilePlan {
-    first_job: usize,
-    blocks: usize,
-    fragment: Option<(u32, u32)>,
-}
-
-/// A compressed (or stored) block.
-struct Stored {
-    bytes: Vec<u8>,
-    raw: bool,
-}
-
-fn compress_jobs(tree: &Tree, jobs: &[Job], opts: &Options) -> Result<Vec<Stored>> {
-    let next = AtomicUsize::new(0);
-    let threads = opts.threads.clamp(1, 16).min(jobs.len().max(1));
-    let results: Vec<Result<Vec<(usize, Stored)>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| -> Result<Vec<(usize, Stored)>> {
-                    let mut c = Compressor::new(opts.level)?;
-                    let mut out = Vec::new();
-                    let mut scratch = Vec::new();
-                    let mut frag = Vec::new();
-                    loop {
-                        let start = next.fetch_add(8, Ordering::Relaxed);
-                        if start >= jobs.len() {
-                            return Ok(out);
-                        }
-                        for (i, job) in jobs.iter().enumerate().skip(start).take(8) {
-                            let stored = match job {
-                                Job::Block(p) => {
-                                    let z = tree.layers[p.layer]
-                                        .with(p.off, p.len, &mut scratch, |d| {
-                                            c.compress(d).map(|z| match z {
-                                                Some(bytes) => Stored { bytes, raw: false },
-                                                None => Stored {
-                                                    bytes: d.to_vec(),
-                                                    raw: true,
-                                                },
-                                            })
-                                        })
-                                        .ctx(|| "read file data".to_owned())?;
-                                    z?
-                                }
-                                Job::Fragment(pieces) => {
-                                    frag.clear();
-                                    for p in pieces {
-                                        tree.layers[p.layer]
-                                            .with(p.off, p.len, &mut scratch, |d| {
-                                                frag.extend_from_slice(d);
-                                            })
-                                            .ctx(|| "read file data".to_owned())?;
-                                    }
-                                    match c.compress(&frag)? {
-                                        Some(bytes) => Stored { bytes, raw: false },
-                                        None => Stored {
-                                            bytes: frag.clone(),
-                                            raw: true,
-                                        },
-                                    }
-                                }
-                            };
-                            out.push((i, stored));
-                        }
-                    }
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(build_err("a compression thread panicked")))
-            })
-            .collect()
-    });
-    let mut slots: Vec<Option<Stored>> = (0..jobs.len()).map(|_| None).collect();
-    for r in results {
-        for (i, s) in r? {
-            slots[i] = Some(s);
-        }
-    }
-    slots
-        .into_iter()
-        .map(|s| s.ok_or_else(|| build_err("a block was not compressed")))
-        .collect()
-}
-
 struct Ids {
     map: HashMap<u32, u16>,
     list: Vec<u32>,
@@ -305,6 +194,11 @@ impl Xattrs {
         self.sets.push(set);
         Ok(i)
     }
+}
+
+/// The block-size word of a chunk: its length, bit 24 when stored uncompressed.
+fn word(c: Chunk) -> u32 {
+    c.len | if c.raw { BLOCK_UNCOMPRESSED } else { 0 }
 }
 
 fn basic_type(k: &Kind) -> u16 {
@@ -404,76 +298,54 @@ fn walk(tree: &Tree) -> Result<Walk> {
 /// # Errors
 /// I/O, or limits of the format (names longer than 256 bytes, more than 65535 owners).
 pub(crate) fn write(tree: &Tree, out: &Path, opts: &Options) -> Result<u64> {
-    let bs = opts.block_size;
-    if !bs.is_power_of_two() || !(4096..=1 << 20).contains(&bs) {
-        return Err(build_err(format!("bad block size {bs}")));
-    }
+    let bs = BLOCK_SIZE as u32;
     let w = walk(tree)?;
-
-    // Plan the data: full blocks per file, tails packed into fragments.
-    let mut jobs: Vec<Job> = Vec::new();
-    let mut plans: HashMap<NodeId, FilePlan> = HashMap::new();
-    let mut frag_jobs: Vec<usize> = Vec::new();
-    let mut frag_cur: Vec<Piece> = Vec::new();
-    let mut frag_len = 0usize;
-    for &id in &w.order {
-        let Kind::File { layer, off, size } = tree.nodes[id].kind else {
-            continue;
-        };
-        let full = size / u64::from(bs);
-        let tail = usize::try_from(size % u64::from(bs)).unwrap_or(0);
-        let first_job = jobs.len();
-        for b in 0..full {
-            jobs.push(Job::Block(Piece {
-                layer,
-                off: off + b * u64::from(bs),
-                len: bs as usize,
-            }));
-        }
-        let mut fragment = None;
-        if tail > 0 {
-            if frag_len + tail > bs as usize {
-                frag_jobs.push(jobs.len());
-                jobs.push(Job::Fragment(std::mem::take(&mut frag_cur)));
-                frag_len = 0;
-            }
-            fragment = Some((frag_jobs.len() as u32, frag_len as u32));
-            frag_cur.push(Piece {
-                layer,
-                off: off + full * u64::from(bs),
-                len: tail,
-            });
-            frag_len += tail;
-        }
-        plans.insert(
-            id,
-            FilePlan {
-                first_job,
-                blocks: usize::try_from(full).map_err(|_| build_err("file too large"))?,
-                fragment,
-            },
-        );
-    }
-    if !frag_cur.is_empty() {
-        frag_jobs.push(jobs.len());
-        jobs.push(Job::Fragment(frag_cur));
-    }
-    let stored = compress_jobs(tree, &jobs, opts)?;
 
     let f = File::create(out).ctx(|| format!("create {}", out.display()))?;
     let mut file = BufWriter::with_capacity(1 << 20, f);
     let io = |e: std::io::Error| Error::io(format!("write {}", out.display()), e);
     file.write_all(&[0u8; SUPERBLOCK_SIZE as usize]).map_err(io)?;
     let mut pos = SUPERBLOCK_SIZE;
-    let mut job_pos = Vec::with_capacity(jobs.len());
-    let mut job_word = Vec::with_capacity(jobs.len());
-    for s in &stored {
-        job_pos.push(pos);
-        job_word.push(s.bytes.len() as u32 | if s.raw { BLOCK_UNCOMPRESSED } else { 0 });
-        file.write_all(&s.bytes).map_err(io)?;
-        pos += s.bytes.len() as u64;
+    let mut scratch = Vec::new();
+    let mut copy = |layer: usize, c: Chunk, file: &mut BufWriter<File>| -> Result<()> {
+        tree.layers[layer]
+            .data
+            .with(c.off, c.len as usize, &mut scratch, |d| file.write_all(d))
+            .map_err(io)?
+            .map_err(io)
+    };
+    // Each file's full blocks, contiguous; then every layer's fragment blocks.
+    let mut file_start: HashMap<NodeId, u64> = HashMap::new();
+    for &id in &w.order {
+        let Kind::File {
+            layer,
+            first,
+            blocks,
+            ..
+        } = tree.nodes[id].kind
+        else {
+            continue;
+        };
+        file_start.insert(id, pos);
+        for c in &tree.layers[layer].chunks[first..first + blocks] {
+            copy(layer, *c, &mut file)?;
+            pos += u64::from(c.len);
+        }
     }
-    drop(stored);
+    let mut frag_base = Vec::with_capacity(tree.layers.len());
+    let mut frag_entries = Vec::new();
+    let mut frag_count = 0u32;
+    for (layer, l) in tree.layers.iter().enumerate() {
+        frag_base.push(frag_count);
+        for c in &l.frags {
+            frag_entries.extend_from_slice(&pos.to_le_bytes());
+            frag_entries.extend_from_slice(&word(*c).to_le_bytes());
+            frag_entries.extend_from_slice(&0u32.to_le_bytes());
+            copy(layer, *c, &mut file)?;
+            pos += u64::from(c.len);
+            frag_count += 1;
+        }
+    }
 
     let mut c = Compressor::new(opts.level)?;
     let mut inodes = MetaWriter::new();
@@ -573,16 +445,21 @@ pub(crate) fn write(tree: &Tree, out: &Path, opts: &Options) -> Result<u64> {
                         .u32(xi);
                 }
             }
-            Kind::File { size, .. } => {
-                let plan = plans
-                    .get(&id)
-                    .ok_or_else(|| build_err("file without a data plan"))?;
-                let start = if plan.blocks > 0 {
-                    job_pos[plan.first_job]
+            Kind::File {
+                layer,
+                size,
+                first,
+                blocks,
+                frag,
+            } => {
+                let start = if *blocks > 0 {
+                    file_start.get(&id).copied().unwrap_or(0)
                 } else {
                     0
                 };
-                let (fi, fo) = plan.fragment.unwrap_or((NO_FRAGMENT, 0));
+                let (fi, fo) = frag.map_or((NO_FRAGMENT, 0), |(f, o)| {
+                    (frag_base[*layer] + f as u32, o)
+                });
                 if !ext && nlink == 1 && *size < 1 << 32 && start < 1 << 32 {
                     header(&mut r, 2, &mut ids)?;
                     r.u32(start as u32).u32(fi).u32(fo).u32(*size as u32);
@@ -596,8 +473,8 @@ pub(crate) fn write(tree: &Tree, out: &Path, opts: &Options) -> Result<u64> {
                         .u32(fo)
                         .u32(xi);
                 }
-                for j in plan.first_job..plan.first_job + plan.blocks {
-                    r.u32(job_word[j]);
+                for c in &tree.layers[*layer].chunks[*first..*first + *blocks] {
+                    r.u32(word(*c));
                 }
             }
             Kind::Symlink(t) => {
@@ -657,12 +534,6 @@ pub(crate) fn write(tree: &Tree, out: &Path, opts: &Options) -> Result<u64> {
         }
         Ok(index)
     };
-    let mut frag_entries = Vec::with_capacity(frag_jobs.len() * 16);
-    for &j in &frag_jobs {
-        frag_entries.extend_from_slice(&job_pos[j].to_le_bytes());
-        frag_entries.extend_from_slice(&job_word[j].to_le_bytes());
-        frag_entries.extend_from_slice(&0u32.to_le_bytes());
-    }
     let fragment_table_start = table(&frag_entries, &mut file, &mut pos)?;
     let id_entries: Vec<u8> = ids.list.iter().flat_map(|i| i.to_le_bytes()).collect();
     let id_table_start = table(&id_entries, &mut file, &mut pos)?;
@@ -728,7 +599,7 @@ pub(crate) fn write(tree: &Tree, out: &Path, opts: &Options) -> Result<u64> {
         .u32(count)
         .u32(tree.nodes[ROOT].meta.mtime)
         .u32(bs)
-        .u32(frag_jobs.len() as u32)
+        .u32(frag_count)
         .u16(COMP_ZSTD)
         .u16(bs.trailing_zeros() as u16)
         .u16(if xattrs.sets.is_empty() {
@@ -781,8 +652,15 @@ mod tests {
         let mut t = Tree::new(Limits::default());
         for (i, l) in layers.iter().enumerate() {
             t.apply(
-                index_layer(l.as_slice(), &format!("l{i}"), &Limits::default(), &shared, &budget)
-                    .unwrap(),
+                index_layer(
+                    l.as_slice(),
+                    &format!("l{i}"),
+                    &Limits::default(),
+                    &shared,
+                    &budget,
+                    3,
+                )
+                .unwrap(),
             )
             .unwrap();
         }

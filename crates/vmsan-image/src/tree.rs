@@ -45,8 +45,15 @@ pub(crate) struct Meta {
 pub(crate) enum Kind {
     /// Children by name (sorted bytewise, as squashfs wants them).
     Dir(BTreeMap<Vec<u8>, NodeId>),
-    /// Contents: `size` bytes at `off` in layer `layer`'s data.
-    File { layer: usize, off: u64, size: u64 },
+    /// `size` bytes: full blocks `first..first + blocks` of layer `layer`'s chunks, then the
+    /// tail at an offset in one of that layer's fragments.
+    File {
+        layer: usize,
+        size: u64,
+        first: usize,
+        blocks: usize,
+        frag: Option<(usize, u32)>,
+    },
     Symlink(Vec<u8>),
     Char(u32, u32),
     Block(u32, u32),
@@ -63,7 +70,12 @@ pub(crate) struct Node {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum RawKind {
     Dir,
-    File { off: u64, size: u64 },
+    File {
+        size: u64,
+        first: usize,
+        blocks: usize,
+        frag: Option<(usize, u32)>,
+    },
     Symlink(Vec<u8>),
     Link(Vec<u8>),
     Char(u32, u32),
@@ -159,12 +171,113 @@ impl Budget {
     }
 }
 
-/// One layer, indexed: its entries in archive order and its file contents.
+/// Data block size of the image (squashfs blocks).
+pub(crate) const BLOCK_SIZE: usize = 128 * 1024;
+
+/// A compressed (or, when compression did not shrink it, stored) block in a layer's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Chunk {
+    pub(crate) off: u64,
+    pub(crate) len: u32,
+    pub(crate) raw: bool,
+}
+
+/// A layer's file contents, compressed as they were read: full blocks in `chunks`, tails
+/// packed in archive order into `frags`, their bytes in `data`.
+#[derive(Debug)]
+pub(crate) struct LayerOut {
+    pub(crate) data: LayerData,
+    pub(crate) chunks: Vec<Chunk>,
+    pub(crate) frags: Vec<Chunk>,
+}
+
+/// One layer, indexed: its entries in archive order and its compressed file contents.
 #[derive(Debug)]
 pub(crate) struct LayerIndex {
     name: String,
     entries: Vec<RawEntry>,
-    pub(crate) data: LayerData,
+    out: LayerOut,
+}
+
+/// Compresses a layer's file contents into blocks and fragments as they are read.
+struct Packer {
+    z: zstd::bulk::Compressor<'static>,
+    block: Vec<u8>,
+    frag: Vec<u8>,
+    chunks: Vec<Chunk>,
+    frags: Vec<Chunk>,
+}
+
+impl Packer {
+    fn new(level: i32) -> io::Result<Self> {
+        Ok(Self {
+            z: zstd::bulk::Compressor::new(level)?,
+            block: vec![0u8; BLOCK_SIZE],
+            frag: Vec::with_capacity(BLOCK_SIZE),
+            chunks: Vec::new(),
+            frags: Vec::new(),
+        })
+    }
+
+    fn store(z: &mut zstd::bulk::Compressor<'static>, sink: &mut DataSink<'_>, d: &[u8]) -> io::Result<Chunk> {
+        let off = sink.data.len();
+        let c = z.compress(d)?;
+        if c.len() < d.len() {
+            sink.write(&c)?;
+            Ok(Chunk {
+                off,
+                len: c.len() as u32,
+                raw: false,
+            })
+        } else {
+            sink.write(d)?;
+            Ok(Chunk {
+                off,
+                len: d.len() as u32,
+                raw: true,
+            })
+        }
+    }
+
+    /// Read `size` bytes of one file and compress them; returns (first block, blocks,
+    /// fragment).
+    fn file(
+        &mut self,
+        r: &mut impl Read,
+        size: u64,
+        sink: &mut DataSink<'_>,
+    ) -> io::Result<(usize, usize, Option<(usize, u32)>)> {
+        let first = self.chunks.len();
+        let mut left = size;
+        while left >= BLOCK_SIZE as u64 {
+            r.read_exact(&mut self.block)?;
+            let c = Self::store(&mut self.z, sink, &self.block)?;
+            self.chunks.push(c);
+            left -= BLOCK_SIZE as u64;
+        }
+        let blocks = self.chunks.len() - first;
+        if left == 0 {
+            return Ok((first, blocks, None));
+        }
+        let tail = left as usize;
+        if self.frag.len() + tail > BLOCK_SIZE {
+            self.flush(sink)?;
+        }
+        let at = (self.frags.len(), self.frag.len() as u32);
+        let start = self.frag.len();
+        self.frag.resize(start + tail, 0);
+        r.read_exact(&mut self.frag[start..])?;
+        Ok((first, blocks, Some(at)))
+    }
+
+    fn flush(&mut self, sink: &mut DataSink<'_>) -> io::Result<()> {
+        if !self.frag.is_empty() {
+            let c = Self::store(&mut self.z, sink, &self.frag)?;
+            self.frags.push(c);
+            self.frag.clear();
+        }
+        Ok(())
+    }
 }
 
 /// Bytes out of the decompressor, counted against the limit shared by all layers.
@@ -203,23 +316,6 @@ struct DataSink<'a> {
 }
 
 impl DataSink<'_> {
-    fn append(&mut self, r: &mut impl Read, size: u64, buf: &mut [u8]) -> io::Result<u64> {
-        let off = self.data.len();
-        let mut left = size;
-        while left > 0 {
-            let want = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
-            let n = match r.read(&mut buf[..want]) {
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            self.write(&buf[..n])?;
-            left -= n as u64;
-        }
-        Ok(off)
-    }
-
     fn write(&mut self, b: &[u8]) -> io::Result<()> {
         match &mut self.data {
             LayerData::Mem(v) => {
@@ -290,9 +386,10 @@ pub(crate) fn index_layer(
     limits: &Limits,
     shared: &Shared,
     budget: &Budget,
+    level: i32,
 ) -> Result<LayerIndex> {
     let local = Local::default();
-    let res = index_layer_counted(reader, layer, limits, shared, budget, &local);
+    let res = index_layer_counted(reader, layer, limits, shared, budget, &local, level);
     if res.is_err() {
         shared
             .bytes
@@ -314,7 +411,9 @@ fn index_layer_counted(
     shared: &Shared,
     budget: &Budget,
     local: &Local,
+    level: i32,
 ) -> Result<LayerIndex> {
+    let mut packer = Packer::new(level).ctx(|| "start the zstd compressor".to_owned())?;
     let counting = Counting {
         inner: reader,
         shared,
@@ -412,28 +511,30 @@ fn index_layer_counted(
             tar::EntryType::Block => RawKind::Block(dev.0, dev.1),
             tar::EntryType::Fifo => RawKind::Fifo,
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-                let before = sink.data.len();
-                let off = if etype == tar::EntryType::GNUSparse {
+                let data_err = |e: io::Error| {
+                    if e.get_ref()
+                        .is_some_and(|i| i.is::<crate::merge::BombError>())
+                        || e.kind() != io::ErrorKind::Other
+                    {
+                        read_error(layer, e)
+                    } else {
+                        Error::io(format!("keep data of layer {layer}"), e)
+                    }
+                };
+                let (size, (first, blocks, frag)) = if etype == tar::EntryType::GNUSparse {
                     // The archive reader expands sparse maps: take what it gives.
                     let mut v = Vec::new();
                     entry.read_to_end(&mut v).map_err(|e| read_error(layer, e))?;
-                    sink.write(&v).ctx(|| format!("keep data of layer {layer}"))?;
-                    before
+                    let n = v.len() as u64;
+                    (n, packer.file(&mut v.as_slice(), n, &mut sink).map_err(data_err)?)
                 } else {
-                    sink.append(&mut entry, size, &mut buf).map_err(|e| {
-                        if e.get_ref()
-                            .is_some_and(|i| i.is::<crate::merge::BombError>())
-                            || e.kind() != io::ErrorKind::Other
-                        {
-                            read_error(layer, e)
-                        } else {
-                            Error::io(format!("keep data of layer {layer}"), e)
-                        }
-                    })?
+                    (size, packer.file(&mut entry, size, &mut sink).map_err(data_err)?)
                 };
                 RawKind::File {
-                    off,
-                    size: sink.data.len() - before,
+                    size,
+                    first,
+                    blocks,
+                    frag,
                 }
             }
             other => {
@@ -457,10 +558,17 @@ fn index_layer_counted(
             Err(e) => return Err(read_error(layer, e)),
         }
     }
+    packer
+        .flush(&mut sink)
+        .ctx(|| format!("keep data of layer {layer}"))?;
     Ok(LayerIndex {
         name: layer.to_owned(),
         entries,
-        data: sink.data,
+        out: LayerOut {
+            data: sink.data,
+            chunks: packer.chunks,
+            frags: packer.frags,
+        },
     })
 }
 
@@ -468,7 +576,7 @@ fn index_layer_counted(
 #[derive(Debug)]
 pub(crate) struct Tree {
     pub(crate) nodes: Vec<Node>,
-    pub(crate) layers: Vec<LayerData>,
+    pub(crate) layers: Vec<LayerOut>,
     limits: Limits,
 }
 
@@ -685,12 +793,19 @@ impl Tree {
                         kind: Kind::Dir(BTreeMap::new()),
                     }
                 }
-                RawKind::File { off, size } => Node {
+                RawKind::File {
+                    size,
+                    first,
+                    blocks,
+                    frag,
+                } => Node {
                     meta: e.meta,
                     kind: Kind::File {
                         layer: layer_no,
-                        off,
                         size,
+                        first,
+                        blocks,
+                        frag,
                     },
                 },
                 RawKind::Symlink(t) => {
@@ -767,7 +882,7 @@ impl Tree {
             }
             created.insert(comps);
         }
-        self.layers.push(index.data);
+        self.layers.push(index.out);
         Ok(())
     }
 }
@@ -801,7 +916,14 @@ mod tests {
         let budget = Budget::new(&std::env::temp_dir());
         let mut t = Tree::new(Limits::default());
         for (i, l) in layers.iter().enumerate() {
-            let idx = index_layer(l.as_slice(), &format!("l{i}"), &Limits::default(), &shared, &budget)?;
+            let idx = index_layer(
+                l.as_slice(),
+                &format!("l{i}"),
+                &Limits::default(),
+                &shared,
+                &budget,
+                1,
+            )?;
             t.apply(idx)?;
         }
         Ok(t)
@@ -817,13 +939,36 @@ mod tests {
 
     fn content(t: &Tree, path: &str) -> Vec<u8> {
         let id = lookup(t, path).unwrap();
-        let Kind::File { layer, off, size } = t.nodes[id].kind else {
+        let Kind::File {
+            layer,
+            size,
+            first,
+            blocks,
+            frag,
+        } = t.nodes[id].kind
+        else {
             panic!("{path} is not a file");
         };
-        let mut s = Vec::new();
-        t.layers[layer]
-            .with(off, size as usize, &mut s, <[u8]>::to_vec)
-            .unwrap()
+        let l = &t.layers[layer];
+        let get = |c: Chunk| {
+            let mut s = Vec::new();
+            let b = l.data.with(c.off, c.len as usize, &mut s, <[u8]>::to_vec).unwrap();
+            if c.raw {
+                b
+            } else {
+                zstd::bulk::decompress(&b, BLOCK_SIZE).unwrap()
+            }
+        };
+        let mut out = Vec::new();
+        for c in &l.chunks[first..first + blocks] {
+            out.extend(get(*c));
+        }
+        if let Some((f, o)) = frag {
+            let fr = get(l.frags[f]);
+            let tail = (size - out.len() as u64) as usize;
+            out.extend_from_slice(&fr[o as usize..o as usize + tail]);
+        }
+        out
     }
 
     #[test]
