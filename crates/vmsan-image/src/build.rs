@@ -32,7 +32,7 @@ impl Default for BuildOptions {
     fn default() -> Self {
         Self {
             fs_type: FsType::Squashfs,
-            zstd_level: 3,
+            zstd_level: 1,
             staging: StagingArea::Auto,
         }
     }
