@@ -724,3 +724,88 @@ async fn privileged_interrupted_download_resumes_with_range() {
     assert_eq!(resumed_at, Some((layer.len() / 2) as u64));
     assert_eq!(std::fs::read(store.blob_path(&ld)).unwrap(), layer);
 }
+
+/// `security.capability` (v2: effective, CAP_NET_BIND_SERVICE permitted).
+const CAP_NET_BIND: [u8; 20] = [1, 0, 0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privileged_xattrs_are_kept_in_the_built_image() {
+    if skip() {
+        return;
+    }
+    if !have("getfattr") {
+        eprintln!("skipping: getfattr is not installed (apt-get install attr)");
+        return;
+    }
+    let Some(reg) = Registry::start(false) else {
+        return;
+    };
+    let l1 = Layer::new()
+        .dir("usr", 0o755, 0, 0)
+        .dir("usr/bin", 0o755, 0, 0)
+        .file_with_xattrs(
+            "usr/bin/ping",
+            b"#!/bin/sh\n",
+            0o755,
+            &[("security.capability", &CAP_NET_BIND), ("user.origin", b"layer1")],
+        )
+        .file_with_xattrs("usr/bin/old", b"old", 0o755, &[("user.origin", b"layer1")])
+        .gz();
+    // A later layer replaces `old`: its xattrs go with it.
+    let l2 = Layer::new()
+        .file_with_xattrs("usr/bin/old", b"new", 0o755, &[("user.origin", b"layer2")])
+        .file("usr/bin/plain", b"p", 0o755, 0, 0)
+        .gz();
+    reg.push_image(
+        "test/xattr",
+        "v1",
+        "amd64",
+        serde_json::json!({}),
+        &[(l1, GZ), (l2, GZ)],
+    )
+    .await;
+    let home = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(home.path()).unwrap();
+    let img = store
+        .pull(&format!("{}/test/xattr:v1", reg.addr), &opts())
+        .await
+        .unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let x = t.path().join("x");
+    let out = Command::new("unsquashfs")
+        .arg("-q")
+        .arg("-d")
+        .arg(&x)
+        .arg(&img.rootfs)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let attrs = |p: &str| {
+        let o = Command::new("getfattr")
+            .args(["--absolute-names", "-d", "-m", "-", "-e", "hex"])
+            .arg(x.join(p))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let ping = attrs("usr/bin/ping");
+    assert!(
+        ping.contains(&format!("security.capability=0x{}", hex::encode(CAP_NET_BIND))),
+        "{ping}"
+    );
+    assert!(
+        ping.contains(&format!("user.origin=0x{}", hex::encode(b"layer1"))),
+        "{ping}"
+    );
+    let old = attrs("usr/bin/old");
+    assert!(
+        old.contains(&format!("user.origin=0x{}", hex::encode(b"layer2"))),
+        "{old}"
+    );
+    assert!(!attrs("usr/bin/plain").contains("user."), "no xattrs on plain");
+}
