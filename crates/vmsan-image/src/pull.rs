@@ -233,12 +233,22 @@ impl ImageStore {
                 reference: name.clone(),
             },
         );
-        let creds = opts.credentials.clone().or_else(|| {
-            opts.docker_config
-                .clone()
-                .or_else(default_docker_config)
-                .and_then(|c| docker_credentials(&c, r.domain()))
-        });
+        let creds = match (
+            opts.credentials.clone(),
+            opts.docker_config.clone().or_else(default_docker_config),
+        ) {
+            (Some(c), _) => Some(c),
+            (None, Some(cfg)) => {
+                // A credential helper is a process: keep it off the async workers.
+                let domain = r.domain().to_owned();
+                tokio::task::spawn_blocking(move || docker_credentials(&cfg, &domain))
+                    .await
+                    .map_err(|e| {
+                        Error::io("credential lookup", std::io::Error::other(e.to_string()))
+                    })??
+            }
+            (None, None) => None,
+        };
         let client = RegistryClient::new(r, &opts.plain_http, creds)?;
         let (bytes, ct, mut digest) = client.manifest(&r.reference_part(), &name).await?;
         let mut doc = parse_manifest(&bytes, ct.as_deref(), &format!("manifest of {name}"))?;

@@ -809,3 +809,107 @@ async fn privileged_xattrs_are_kept_in_the_built_image() {
     );
     assert!(!attrs("usr/bin/plain").contains("user."), "no xattrs on plain");
 }
+
+/// Run from the test below in a child process (this test binary again, with the helper on
+/// its PATH): pull with the given Docker config, expecting success or an auth error.
+async fn helper_child(name: &str) {
+    let cfg = std::env::var_os("VMSAN_TEST_DOCKER_CONFIG").unwrap();
+    let expect = std::env::var("VMSAN_TEST_EXPECT").unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(home.path()).unwrap();
+    let o = PullOptions {
+        docker_config: Some(cfg.into()),
+        ..Default::default()
+    };
+    let res = store.pull(name, &o).await;
+    match expect.as_str() {
+        "ok" => {
+            let img = res.unwrap();
+            assert!(unsquashfs_list(&img.rootfs).contains_key("/helped"));
+        }
+        _ => {
+            let e = res.unwrap_err();
+            assert!(matches!(e, Error::Auth { .. }), "{e}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privileged_credential_helpers_from_the_docker_config() {
+    const TEST: &str = "privileged_credential_helpers_from_the_docker_config";
+    if let Ok(name) = std::env::var("VMSAN_TEST_HELPER_CHILD") {
+        helper_child(&name).await;
+        return;
+    }
+    if skip() || !have("htpasswd") {
+        return;
+    }
+    let Some(reg) = Registry::start(true) else {
+        return;
+    };
+    reg.push_image(
+        "test/helper",
+        "v1",
+        "amd64",
+        serde_json::json!({}),
+        &[(Layer::new().file("helped", b"ok", 0o644, 0, 0).gz(), GZ)],
+    )
+    .await;
+    let name = format!("{}/test/helper:v1", reg.addr);
+    let t = tempfile::tempdir().unwrap();
+    let bin = t.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let log = t.path().join("calls.log");
+    let secret = t.path().join("secret");
+    // The helper protocol: `get` as the argument, the server on stdin, JSON on stdout.
+    let script = format!(
+        "#!/bin/sh\nread -r server\necho \"$1 $server\" >> {log}\nif [ \"$1\" = get ] && [ \"$server\" = {addr} ]; then\n  printf '{{\"ServerURL\":\"%s\",\"Username\":\"tester\",\"Secret\":\"%s\"}}\\n' \"$server\" \"$(cat {secret})\"\n  exit 0\nfi\necho 'credentials not found in native keychain'\nexit 1\n",
+        log = log.display(),
+        addr = reg.addr,
+        secret = secret.display()
+    );
+    let helper = bin.join("docker-credential-vmsantest");
+    std::fs::write(&helper, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let cfg = t.path().join("config.json");
+    let run = |config: String, secret_value: &str, expect: &str| {
+        std::fs::write(&cfg, config).unwrap();
+        std::fs::write(&secret, secret_value).unwrap();
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args([TEST, "--exact", "--nocapture", "--test-threads=1"])
+            .env("PATH", &path)
+            .env("VMSAN_TEST_HELPER_CHILD", &name)
+            .env("VMSAN_TEST_DOCKER_CONFIG", &cfg)
+            .env("VMSAN_TEST_EXPECT", expect)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "child pull ({expect}) failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // credHelpers names the helper for this registry.
+    run(
+        format!(r#"{{"credHelpers":{{"{}":"vmsantest"}}}}"#, reg.addr),
+        "s3cret",
+        "ok",
+    );
+    // credsStore is the helper for every registry.
+    run(r#"{"credsStore":"vmsantest"}"#.to_owned(), "s3cret", "ok");
+    // The helper's credentials are refused: an authentication error.
+    run(r#"{"credsStore":"vmsantest"}"#.to_owned(), "wrong", "auth");
+    let calls = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        calls.lines().filter(|l| *l == format!("get {}", reg.addr)).count(),
+        3,
+        "{calls}"
+    );
+}
