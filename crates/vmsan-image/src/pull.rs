@@ -15,14 +15,14 @@ use crate::manifest::{
     Manifest, ManifestDoc, Platform, parse_config, parse_manifest, select_platform,
 };
 use crate::merge::{Limits, Staging};
-use crate::registry::Feed;
-use crate::store::FsType;
-use crate::tree::{Budget, LayerIndex, Shared, Tree, index_layer};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use crate::progress::{Progress, ProgressFn, emit};
 use crate::reference::{ImageSource, LOCAL_DOMAIN, Reference};
+use crate::registry::Feed;
 use crate::registry::{Credentials, RegistryClient, default_docker_config, docker_credentials};
+use crate::store::FsType;
 use crate::store::{Image, ImageRecord, ImageStore, dir_size, now_secs};
+use crate::tree::{Budget, LayerIndex, Shared, Tree, index_layer};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 /// When to contact the registry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +89,19 @@ impl std::fmt::Debug for PullOptions {
             .field("max_parallel", &self.max_parallel)
             .finish_non_exhaustive()
     }
+}
+
+/// What is left to fetch of a resolved registry image: its client, and the manifest
+/// documents and config to store once the layers are in.
+type Fetch = (RegistryClient, Vec<(Digest, Vec<u8>)>);
+
+/// What the unpacking threads of one build share.
+struct Unpack<'a> {
+    limits: &'a Limits,
+    shared: &'a Shared,
+    budget: &'a Budget,
+    done: &'a DoneSignal,
+    level: i32,
 }
 
 /// A manifest ready to build, with all its blobs in the store.
@@ -219,12 +232,11 @@ impl ImageStore {
         }
     }
 
-    #[allow(clippy::type_complexity)]
     async fn resolve_registry(
         &self,
         r: &Reference,
         opts: &PullOptions,
-    ) -> Result<(Resolved, Option<(RegistryClient, Vec<(Digest, Vec<u8>)>)>)> {
+    ) -> Result<(Resolved, Option<Fetch>)> {
         let p = opts.progress.as_ref();
         let name = r.to_string();
         emit(
@@ -327,7 +339,7 @@ impl ImageStore {
     async fn fetch_and_finish(
         &self,
         r: Resolved,
-        fetch: Option<(RegistryClient, Vec<(Digest, Vec<u8>)>)>,
+        fetch: Option<Fetch>,
         opts: &PullOptions,
     ) -> Result<Image> {
         let Some((client, docs)) = fetch else {
@@ -688,8 +700,8 @@ impl ImageStore {
                 .collect();
             store.build_blocking(&r, build, limits, p.as_ref(), inputs, &DoneSignal::done())
         })
-            .await
-            .map_err(|e| Error::io("build task", std::io::Error::other(e.to_string())))??;
+        .await
+        .map_err(|e| Error::io("build task", std::io::Error::other(e.to_string())))??;
         self.set_ref(&name, &digest)?;
         emit(
             opts.progress.as_ref(),
@@ -808,10 +820,16 @@ impl ImageStore {
                 .zip(inputs)
                 .enumerate()
                 .map(|(index, (l, input))| {
-                    let (shared, budget, limits) = (&shared, &budget, &limits);
+                    let ctx = Unpack {
+                        limits: &limits,
+                        shared: &shared,
+                        budget: &budget,
+                        done,
+                        level,
+                    };
                     s.spawn(move || {
                         emit(p, Progress::Unpacking { index, count });
-                        self.index_one(l, input, limits, shared, budget, done, level)
+                        self.index_one(l, input, &ctx)
                     })
                 })
                 .collect();
@@ -841,11 +859,7 @@ impl ImageStore {
         );
         let fs_path = out.path().join(build.fs_type.file_name());
         let t_build = std::time::Instant::now();
-        crate::squashfs::write(
-            &tree,
-            &fs_path,
-            &crate::squashfs::Options { level },
-        )?;
+        crate::squashfs::write(&tree, &fs_path, &crate::squashfs::Options { level })?;
         drop(tree);
         let build_ms = t_build.elapsed().as_millis() as u64;
         tracing::debug!(merge_ms, build_ms, entries, "image built");
@@ -857,16 +871,14 @@ impl ImageStore {
 
     /// Index one layer: from its download stream when there is one and it runs to its
     /// verified end, else from the stored blob (once the downloads are done).
-    fn index_one(
-        &self,
-        l: &Descriptor,
-        input: LayerInput,
-        limits: &Limits,
-        shared: &Shared,
-        budget: &Budget,
-        done: &DoneSignal,
-        level: i32,
-    ) -> Result<LayerIndex> {
+    fn index_one(&self, l: &Descriptor, input: LayerInput, ctx: &Unpack<'_>) -> Result<LayerIndex> {
+        let Unpack {
+            limits,
+            shared,
+            budget,
+            done,
+            level,
+        } = *ctx;
         let compression = LayerCompression::from_media_type(&l.media_type)?;
         let what = l.digest.to_string();
         if let LayerInput::Stream(rx) = input {

@@ -227,8 +227,11 @@ fn run_credential_helper(name: &str, server: &str, registry: &str) -> Result<Opt
         #[serde(rename = "Secret", default)]
         secret: String,
     }
-    let a: Answer = serde_json::from_slice(&out)
-        .map_err(|e| auth_err(format!("{program} answered something that is not its JSON: {e}")))?;
+    let a: Answer = serde_json::from_slice(&out).map_err(|e| {
+        auth_err(format!(
+            "{program} answered something that is not its JSON: {e}"
+        ))
+    })?;
     if a.secret.is_empty() {
         return Ok(None);
     }
@@ -570,7 +573,10 @@ impl RegistryClient {
         }
         let mut attempt = 0;
         loop {
-            match self.try_blob(&partial, d, size, progress, feed.as_ref()).await {
+            match self
+                .try_blob(&partial, d, size, progress, feed.as_ref())
+                .await
+            {
                 Ok(()) => break,
                 Err(e @ (Error::Http { .. } | Error::SizeMismatch { .. })) if attempt < retries => {
                     tracing::warn!(error = %e, digest = %d, "blob download interrupted; resuming");

@@ -164,15 +164,18 @@ fn xattr_prefix(name: &[u8]) -> Option<(u16, &[u8])> {
     None
 }
 
+/// Names and values of one inode's extended attributes, sorted by name.
+type XattrSet = Vec<(Vec<u8>, Vec<u8>)>;
+
 #[derive(Default)]
 struct Xattrs {
-    map: HashMap<Vec<(Vec<u8>, Vec<u8>)>, u32>,
-    sets: Vec<Vec<(Vec<u8>, Vec<u8>)>>,
+    map: HashMap<XattrSet, u32>,
+    sets: Vec<XattrSet>,
 }
 
 impl Xattrs {
     fn index(&mut self, meta: &Meta) -> Result<u32> {
-        let mut set: Vec<(Vec<u8>, Vec<u8>)> = meta
+        let mut set: XattrSet = meta
             .xattrs
             .iter()
             .filter(|(n, v)| xattr_prefix(n).is_some() && u32::try_from(v.len()).is_ok())
@@ -304,7 +307,8 @@ pub(crate) fn write(tree: &Tree, out: &Path, opts: &Options) -> Result<u64> {
     let f = File::create(out).ctx(|| format!("create {}", out.display()))?;
     let mut file = BufWriter::with_capacity(1 << 20, f);
     let io = |e: std::io::Error| Error::io(format!("write {}", out.display()), e);
-    file.write_all(&[0u8; SUPERBLOCK_SIZE as usize]).map_err(io)?;
+    file.write_all(&[0u8; SUPERBLOCK_SIZE as usize])
+        .map_err(io)?;
     let mut pos = SUPERBLOCK_SIZE;
     let mut scratch = Vec::new();
     let mut copy = |layer: usize, c: Chunk, file: &mut BufWriter<File>| -> Result<()> {
@@ -423,7 +427,8 @@ pub(crate) fn write(tree: &Tree, out: &Path, opts: &Options) -> Result<u64> {
                 } else {
                     w.ino[w.parent[id]]
                 };
-                let lblk = u32::try_from(lblk).map_err(|_| build_err("directory table too large"))?;
+                let lblk =
+                    u32::try_from(lblk).map_err(|_| build_err("directory table too large"))?;
                 if !ext && file_size <= 0xFFFF {
                     header(&mut r, 1, &mut ids)?;
                     r.u32(lblk)
@@ -457,9 +462,8 @@ pub(crate) fn write(tree: &Tree, out: &Path, opts: &Options) -> Result<u64> {
                 } else {
                     0
                 };
-                let (fi, fo) = frag.map_or((NO_FRAGMENT, 0), |(f, o)| {
-                    (frag_base[*layer] + f as u32, o)
-                });
+                let (fi, fo) =
+                    frag.map_or((NO_FRAGMENT, 0), |(f, o)| (frag_base[*layer] + f as u32, o));
                 if !ext && nlink == 1 && *size < 1 << 32 && start < 1 << 32 {
                     header(&mut r, 2, &mut ids)?;
                     r.u32(start as u32).u32(fi).u32(fo).u32(*size as u32);
@@ -551,8 +555,8 @@ pub(crate) fn write(tree: &Tree, out: &Path, opts: &Options) -> Result<u64> {
                 let Some((t, suffix)) = xattr_prefix(name) else {
                     continue;
                 };
-                let nlen = u16::try_from(suffix.len())
-                    .map_err(|_| build_err("xattr name too long"))?;
+                let nlen =
+                    u16::try_from(suffix.len()).map_err(|_| build_err("xattr name too long"))?;
                 rec.u16(t)
                     .u16(nlen)
                     .bytes(suffix)
@@ -678,12 +682,24 @@ mod tests {
         let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let mut b = tar::Builder::new(Vec::new());
         use tar::EntryType as E;
-        b.append_data(&mut header(E::Directory, 0o755, 0, 0), "etc", std::io::empty())
-            .unwrap();
-        b.append_data(&mut header(E::Regular, 0o644, 0, 5), "etc/hosts", &b"hosts"[..])
-            .unwrap();
-        b.append_data(&mut header(E::Regular, 0o4755, 7, big.len() as u64), "big", big.as_slice())
-            .unwrap();
+        b.append_data(
+            &mut header(E::Directory, 0o755, 0, 0),
+            "etc",
+            std::io::empty(),
+        )
+        .unwrap();
+        b.append_data(
+            &mut header(E::Regular, 0o644, 0, 5),
+            "etc/hosts",
+            &b"hosts"[..],
+        )
+        .unwrap();
+        b.append_data(
+            &mut header(E::Regular, 0o4755, 7, big.len() as u64),
+            "big",
+            big.as_slice(),
+        )
+        .unwrap();
         b.append_pax_extensions([
             ("SCHILY.xattr.user.note", &b"hello"[..]),
             (
@@ -698,8 +714,12 @@ mod tests {
         b.append_link(&mut h, "big-link", "big").unwrap();
         let mut h = header(E::Symlink, 0o777, 0, 0);
         b.append_link(&mut h, "etc/h", "hosts").unwrap();
-        b.append_data(&mut header(E::Directory, 0o700, 1000, 0), "home", std::io::empty())
-            .unwrap();
+        b.append_data(
+            &mut header(E::Directory, 0o700, 1000, 0),
+            "home",
+            std::io::empty(),
+        )
+        .unwrap();
         for i in 0..600 {
             b.append_data(
                 &mut header(E::Regular, 0o600, 1000, 3),
@@ -713,8 +733,16 @@ mod tests {
         let layer = b.into_inner().unwrap();
         let t = tempfile::tempdir().unwrap();
         let img = image(&[layer], t.path());
-        let out = Command::new("unsquashfs").arg("-lln").arg(&img).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("unsquashfs")
+            .arg("-lln")
+            .arg(&img)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let ls = String::from_utf8_lossy(&out.stdout);
         for want in [
             "squashfs-root/big-link",

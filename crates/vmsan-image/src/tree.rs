@@ -199,6 +199,14 @@ pub(crate) struct LayerIndex {
     out: LayerOut,
 }
 
+/// Where a file's contents went: full blocks `first..first + blocks` of the layer's chunks,
+/// and its tail in fragment `frag.0` at offset `frag.1`.
+struct Placed {
+    first: usize,
+    blocks: usize,
+    frag: Option<(usize, u32)>,
+}
+
 /// Compresses a layer's file contents into blocks and fragments as they are read.
 struct Packer {
     z: zstd::bulk::Compressor<'static>,
@@ -219,7 +227,11 @@ impl Packer {
         })
     }
 
-    fn store(z: &mut zstd::bulk::Compressor<'static>, sink: &mut DataSink<'_>, d: &[u8]) -> io::Result<Chunk> {
+    fn store(
+        z: &mut zstd::bulk::Compressor<'static>,
+        sink: &mut DataSink<'_>,
+        d: &[u8],
+    ) -> io::Result<Chunk> {
         let off = sink.data.len();
         let c = z.compress(d)?;
         if c.len() < d.len() {
@@ -246,7 +258,7 @@ impl Packer {
         r: &mut impl Read,
         size: u64,
         sink: &mut DataSink<'_>,
-    ) -> io::Result<(usize, usize, Option<(usize, u32)>)> {
+    ) -> io::Result<Placed> {
         let first = self.chunks.len();
         let mut left = size;
         while left >= BLOCK_SIZE as u64 {
@@ -257,7 +269,11 @@ impl Packer {
         }
         let blocks = self.chunks.len() - first;
         if left == 0 {
-            return Ok((first, blocks, None));
+            return Ok(Placed {
+                first,
+                blocks,
+                frag: None,
+            });
         }
         let tail = left as usize;
         if self.frag.len() + tail > BLOCK_SIZE {
@@ -267,7 +283,11 @@ impl Packer {
         let start = self.frag.len();
         self.frag.resize(start + tail, 0);
         r.read_exact(&mut self.frag[start..])?;
-        Ok((first, blocks, Some(at)))
+        Ok(Placed {
+            first,
+            blocks,
+            frag: Some(at),
+        })
     }
 
     fn flush(&mut self, sink: &mut DataSink<'_>) -> io::Result<()> {
@@ -391,9 +411,7 @@ pub(crate) fn index_layer(
     let local = Local::default();
     let res = index_layer_counted(reader, layer, limits, shared, budget, &local, level);
     if res.is_err() {
-        shared
-            .bytes
-            .fetch_sub(local.bytes.get(), Ordering::Relaxed);
+        shared.bytes.fetch_sub(local.bytes.get(), Ordering::Relaxed);
         shared
             .entries
             .fetch_sub(local.entries.get(), Ordering::Relaxed);
@@ -521,14 +539,31 @@ fn index_layer_counted(
                         Error::io(format!("keep data of layer {layer}"), e)
                     }
                 };
-                let (size, (first, blocks, frag)) = if etype == tar::EntryType::GNUSparse {
+                let (
+                    size,
+                    Placed {
+                        first,
+                        blocks,
+                        frag,
+                    },
+                ) = if etype == tar::EntryType::GNUSparse {
                     // The archive reader expands sparse maps: take what it gives.
                     let mut v = Vec::new();
-                    entry.read_to_end(&mut v).map_err(|e| read_error(layer, e))?;
+                    entry
+                        .read_to_end(&mut v)
+                        .map_err(|e| read_error(layer, e))?;
                     let n = v.len() as u64;
-                    (n, packer.file(&mut v.as_slice(), n, &mut sink).map_err(data_err)?)
+                    (
+                        n,
+                        packer
+                            .file(&mut v.as_slice(), n, &mut sink)
+                            .map_err(data_err)?,
+                    )
                 } else {
-                    (size, packer.file(&mut entry, size, &mut sink).map_err(data_err)?)
+                    (
+                        size,
+                        packer.file(&mut entry, size, &mut sink).map_err(data_err)?,
+                    )
                 };
                 RawKind::File {
                     size,
@@ -856,8 +891,13 @@ impl Tree {
                     if tcomps == comps {
                         continue;
                     }
-                    let missing =
-                        || unsafe_entry(&layer, &raw, format!("hard link target {shown} does not exist"));
+                    let missing = || {
+                        unsafe_entry(
+                            &layer,
+                            &raw,
+                            format!("hard link target {shown} does not exist"),
+                        )
+                    };
                     let tdir = self
                         .resolve_dir(tparent, false, &layer, &raw)?
                         .ok_or_else(missing)?;
@@ -952,7 +992,10 @@ mod tests {
         let l = &t.layers[layer];
         let get = |c: Chunk| {
             let mut s = Vec::new();
-            let b = l.data.with(c.off, c.len as usize, &mut s, <[u8]>::to_vec).unwrap();
+            let b = l
+                .data
+                .with(c.off, c.len as usize, &mut s, <[u8]>::to_vec)
+                .unwrap();
             if c.raw {
                 b
             } else {
@@ -996,13 +1039,28 @@ mod tests {
             (".wh.h1", F, ""),
         ]);
         let t = merged(&[l1, l2]).unwrap();
-        assert_eq!(content(&t, "usr/bin/a"), b"a", "written through the symlink");
-        assert!(matches!(t.nodes[lookup(&t, "bin").unwrap()].kind, Kind::Dir(_)));
+        assert_eq!(
+            content(&t, "usr/bin/a"),
+            b"a",
+            "written through the symlink"
+        );
+        assert!(matches!(
+            t.nodes[lookup(&t, "bin").unwrap()].kind,
+            Kind::Dir(_)
+        ));
         assert!(lookup(&t, "usr/bin/b").is_none());
         assert!(lookup(&t, "d/low").is_none());
         assert_eq!(content(&t, "d/mine"), b"2");
-        assert_eq!(content(&t, "x"), b"2", "a whiteout never hides its own layer");
-        assert_eq!(content(&t, "h2"), b"hh", "hard link outlives the whiteout of h1");
+        assert_eq!(
+            content(&t, "x"),
+            b"2",
+            "a whiteout never hides its own layer"
+        );
+        assert_eq!(
+            content(&t, "h2"),
+            b"hh",
+            "hard link outlives the whiteout of h1"
+        );
         assert!(lookup(&t, "h1").is_none());
     }
 

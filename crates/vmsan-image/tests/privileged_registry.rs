@@ -747,7 +747,10 @@ async fn privileged_xattrs_are_kept_in_the_built_image() {
             "usr/bin/ping",
             b"#!/bin/sh\n",
             0o755,
-            &[("security.capability", &CAP_NET_BIND), ("user.origin", b"layer1")],
+            &[
+                ("security.capability", &CAP_NET_BIND),
+                ("user.origin", b"layer1"),
+            ],
         )
         .file_with_xattrs("usr/bin/old", b"old", 0o755, &[("user.origin", b"layer1")])
         .gz();
@@ -795,7 +798,10 @@ async fn privileged_xattrs_are_kept_in_the_built_image() {
     };
     let ping = attrs("usr/bin/ping");
     assert!(
-        ping.contains(&format!("security.capability=0x{}", hex::encode(CAP_NET_BIND))),
+        ping.contains(&format!(
+            "security.capability=0x{}",
+            hex::encode(CAP_NET_BIND)
+        )),
         "{ping}"
     );
     assert!(
@@ -807,7 +813,10 @@ async fn privileged_xattrs_are_kept_in_the_built_image() {
         old.contains(&format!("user.origin=0x{}", hex::encode(b"layer2"))),
         "{old}"
     );
-    assert!(!attrs("usr/bin/plain").contains("user."), "no xattrs on plain");
+    assert!(
+        !attrs("usr/bin/plain").contains("user."),
+        "no xattrs on plain"
+    );
 }
 
 /// Run from the test below in a child process (this test binary again, with the helper on
@@ -908,7 +917,10 @@ async fn privileged_credential_helpers_from_the_docker_config() {
     run(r#"{"credsStore":"vmsantest"}"#.to_owned(), "wrong", "auth");
     let calls = std::fs::read_to_string(&log).unwrap();
     assert_eq!(
-        calls.lines().filter(|l| *l == format!("get {}", reg.addr)).count(),
+        calls
+            .lines()
+            .filter(|l| *l == format!("get {}", reg.addr))
+            .count(),
         3,
         "{calls}"
     );

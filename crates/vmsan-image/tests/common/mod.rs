@@ -374,7 +374,11 @@ impl Layer {
             .map(|(k, _)| format!("SCHILY.xattr.{k}"))
             .collect();
         self.b
-            .append_pax_extensions(keys.iter().map(String::as_str).zip(xattrs.iter().map(|(_, v)| *v)))
+            .append_pax_extensions(
+                keys.iter()
+                    .map(String::as_str)
+                    .zip(xattrs.iter().map(|(_, v)| *v)),
+            )
             .unwrap();
         let mut h = header(tar::EntryType::Regular, mode, 0, 0, data.len() as u64);
         self.b.append_data(&mut h, p, data).unwrap();
