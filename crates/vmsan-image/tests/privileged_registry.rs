@@ -925,3 +925,72 @@ async fn privileged_credential_helpers_from_the_docker_config() {
         "{calls}"
     );
 }
+
+/// Unmounts (which also frees the loop device `mount -o loop` set up) when dropped.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privileged_built_squashfs_mounts_in_the_kernel() {
+    if skip() {
+        return;
+    }
+    if !std::path::Path::new("/dev/loop-control").exists()
+        || !std::fs::read_to_string("/proc/filesystems").is_ok_and(|f| f.contains("squashfs"))
+    {
+        eprintln!("skipping: no loop devices or no squashfs in this kernel");
+        return;
+    }
+    let Some(reg) = Registry::start(false) else {
+        return;
+    };
+    reg.push_image("test/mount", "v1", "amd64", config(), &layers())
+        .await;
+    let home = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(home.path()).unwrap();
+    let img = store
+        .pull(&format!("{}/test/mount:v1", reg.addr), &opts())
+        .await
+        .unwrap();
+    let mnt = tempfile::tempdir().unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "squashfs", "-o", "loop,ro"])
+        .arg(&img.rootfs)
+        .arg(mnt.path())
+        .status()
+        .unwrap();
+    assert!(st.success(), "the kernel refused the image");
+    let m = Mounted(mnt.path().to_owned());
+    let root = &m.0;
+    assert_eq!(
+        std::fs::read(root.join("big/blob")).unwrap(),
+        noise(24 << 20, 7)
+    );
+    assert_eq!(std::fs::read(root.join("etc/hostname")).unwrap(), b"vm\n");
+    assert_eq!(std::fs::read(root.join("opaque/new")).unwrap(), b"new");
+    assert!(!root.join("opaque/old1").exists() && !root.join("gone.txt").exists());
+    assert_eq!(
+        std::fs::read_link(root.join("bin")).unwrap(),
+        std::path::Path::new("usr/bin")
+    );
+    use std::os::unix::fs::MetadataExt;
+    let tool = std::fs::metadata(root.join("usr/bin/tool")).unwrap();
+    let link = std::fs::metadata(root.join("usr/bin/tool-link")).unwrap();
+    assert_eq!((tool.ino(), tool.nlink()), (link.ino(), 2));
+    let home_user = std::fs::metadata(root.join("home/user")).unwrap();
+    assert_eq!(
+        (home_user.uid(), home_user.gid(), home_user.mode() & 0o7777),
+        (1000, 1000, 0o700)
+    );
+    let names: Vec<_> = std::fs::read_dir(root.join("data"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("b")]);
+    drop(m);
+}
