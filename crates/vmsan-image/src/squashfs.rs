@@ -728,6 +728,29 @@ mod tests {
             )
             .unwrap();
         }
+        // A directory whose listing needs the extended inode (over 64 KiB), empty files, a
+        // file of exactly one block (no fragment).
+        b.append_data(
+            &mut header(E::Directory, 0o755, 0, 0),
+            "many",
+            std::io::empty(),
+        )
+        .unwrap();
+        for i in 0..4000 {
+            b.append_data(
+                &mut header(E::Regular, 0o644, 0, 0),
+                format!("many/a-rather-long-file-name-{i:05}"),
+                std::io::empty(),
+            )
+            .unwrap();
+        }
+        let block: Vec<u8> = (0..BLOCK_SIZE).map(|i| (i % 13) as u8).collect();
+        b.append_data(
+            &mut header(E::Regular, 0o644, 0, block.len() as u64),
+            "block",
+            block.as_slice(),
+        )
+        .unwrap();
         b.append_data(&mut header(E::Fifo, 0o644, 0, 0), "fifo", std::io::empty())
             .unwrap();
         let layer = b.into_inner().unwrap();
@@ -777,6 +800,13 @@ mod tests {
         assert_eq!(std::fs::read(x.join("big")).unwrap(), big);
         assert_eq!(std::fs::read(x.join("etc/hosts")).unwrap(), b"hosts");
         assert_eq!(std::fs::read(x.join("home/f0123")).unwrap(), b"abc");
+        assert_eq!(std::fs::read(x.join("block")).unwrap(), block);
+        assert_eq!(std::fs::read_dir(x.join("many")).unwrap().count(), 4000);
+        assert!(
+            std::fs::read(x.join("many/a-rather-long-file-name-03999"))
+                .unwrap()
+                .is_empty()
+        );
         use std::os::unix::fs::MetadataExt;
         let a = std::fs::metadata(x.join("big")).unwrap();
         let l = std::fs::metadata(x.join("big-link")).unwrap();
