@@ -336,6 +336,7 @@ impl Staging {
                         .try_clone()
                         .ctx(|| "dup staging root".to_owned())?;
                     self.set_meta(&fd, &entry, layer, &raw)?;
+                    set_xattrs(&fd, &mut entry, layer, &raw)?;
                     self.dir_times
                         .push((Vec::new(), entry.header().mtime().unwrap_or(0) as i64));
                     continue;
@@ -390,6 +391,7 @@ impl Staging {
                     )
                     .ctx(|| format!("open {}", raw.display()))?;
                     self.set_meta(&fd, &entry, layer, &raw)?;
+                    set_xattrs(&fd, &mut entry, layer, &raw)?;
                     self.dir_times
                         .push((comps.clone(), entry.header().mtime().unwrap_or(0) as i64));
                 }
@@ -422,6 +424,7 @@ impl Staging {
                     })?;
                     let fd = OwnedFd::from(file);
                     self.set_meta(&fd, &entry, layer, &raw)?;
+                    set_xattrs(&fd, &mut entry, layer, &raw)?;
                     let mtime = entry.header().mtime().unwrap_or(0) as i64;
                     nix::sys::stat::futimens(
                         &fd,
@@ -770,6 +773,54 @@ impl Staging {
         }
         Ok(self.stats)
     }
+}
+
+/// Set the entry's extended attributes (PAX `SCHILY.xattr.NAME` records) on `fd`, after its
+/// owner (a chown clears `security.capability`). Names the staging filesystem does not
+/// support are skipped.
+fn set_xattrs<T: Read>(
+    fd: &OwnedFd,
+    entry: &mut tar::Entry<'_, T>,
+    layer: &str,
+    raw: &Path,
+) -> Result<()> {
+    let Some(exts) = entry.pax_extensions().map_err(|e| {
+        Error::malformed(
+            format!("layer {layer}"),
+            format!("bad PAX records of {}: {e}", raw.display()),
+        )
+    })?
+    else {
+        return Ok(());
+    };
+    for ext in exts {
+        let ext = ext.map_err(|e| {
+            Error::malformed(
+                format!("layer {layer}"),
+                format!("bad PAX record of {}: {e}", raw.display()),
+            )
+        })?;
+        let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") else {
+            continue;
+        };
+        let Ok(cname) = std::ffi::CString::new(name) else {
+            continue;
+        };
+        use std::os::fd::AsFd;
+        match crate::sys::fsetxattr(fd.as_fd(), &cname, ext.value_bytes()) {
+            Ok(()) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EPERM)) => {
+                tracing::debug!(path = %raw.display(), name = %cname.to_string_lossy(), "xattr not supported by the staging filesystem; skipped");
+            }
+            Err(e) => {
+                return Err(Error::io(
+                    format!("set xattr {} of {}", cname.to_string_lossy(), raw.display()),
+                    e,
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn ids<T: Read>(entry: &tar::Entry<'_, T>, layer: &str, raw: &Path) -> Result<(Uid, Gid)> {

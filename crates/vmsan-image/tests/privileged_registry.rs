@@ -769,10 +769,8 @@ async fn privileged_xattrs_are_kept_in_the_built_image() {
     .await;
     let home = tempfile::tempdir().unwrap();
     let store = ImageStore::open(home.path()).unwrap();
-    let img = store
-        .pull(&format!("{}/test/xattr:v1", reg.addr), &opts())
-        .await
-        .unwrap();
+    let name = format!("{}/test/xattr:v1", reg.addr);
+    let img = store.pull(&name, &opts()).await.unwrap();
     let t = tempfile::tempdir().unwrap();
     let x = t.path().join("x");
     let out = Command::new("unsquashfs")
@@ -817,6 +815,31 @@ async fn privileged_xattrs_are_kept_in_the_built_image() {
         !attrs("usr/bin/plain").contains("user."),
         "no xattrs on plain"
     );
+    // ext4: the on-disk merge sets them on the staging tree, and `mkfs.ext4 -d` copies them.
+    if have("debugfs") {
+        let mut o = opts();
+        o.build.fs_type = FsType::Ext4;
+        let home = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(home.path()).unwrap();
+        let img = store.pull(&name, &o).await.unwrap();
+        let ea = |p: &str| {
+            let out = Command::new("debugfs")
+                .arg("-R")
+                .arg(format!("ea_list {p}"))
+                .arg(&img.rootfs)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let ping = ea("/usr/bin/ping");
+        eprintln!("ext4 xattrs of /usr/bin/ping: {ping}");
+        assert!(
+            ping.contains("security.capability") && ping.contains("user.origin"),
+            "{ping}"
+        );
+        let old = ea("/usr/bin/old");
+        assert!(old.contains("layer2"), "{old}");
+    }
 }
 
 /// Run from the test below in a child process (this test binary again, with the helper on
