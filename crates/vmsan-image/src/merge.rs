@@ -154,12 +154,24 @@ pub(crate) fn threaded_decompress(
     c: LayerCompression,
     what: String,
 ) -> impl Read {
+    threaded_read(
+        move || Ok(io::BufReader::with_capacity(1 << 20, File::open(&path)?)),
+        c,
+        what,
+    )
+}
+
+/// Decompress what `open` gives on a helper thread (see [`threaded_decompress`]).
+pub(crate) fn threaded_read<R, F>(open: F, c: LayerCompression, what: String) -> impl Read
+where
+    R: Read,
+    F: FnOnce() -> io::Result<R> + Send + 'static,
+{
     let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(16);
     std::thread::spawn(move || {
         let run = || -> io::Result<()> {
-            let f = File::open(&path)?;
-            let mut r = decompress(io::BufReader::with_capacity(1 << 20, f), c, &what)
-                .map_err(io::Error::other)?;
+            let src = open()?;
+            let mut r = decompress(src, c, &what).map_err(io::Error::other)?;
             loop {
                 let mut buf = vec![0u8; 256 * 1024];
                 let n = match r.read(&mut buf) {

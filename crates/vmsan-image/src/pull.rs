@@ -22,6 +22,7 @@ use crate::registry::{Credentials, RegistryClient, default_docker_config, docker
 use crate::store::FsType;
 use crate::store::{Image, ImageRecord, ImageStore, dir_size, now_secs};
 use crate::tree::{Budget, LayerIndex, Shared, Tree, index_layer};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 /// When to contact the registry.
@@ -863,6 +864,11 @@ impl ImageStore {
         drop(tree);
         let build_ms = t_build.elapsed().as_millis() as u64;
         tracing::debug!(merge_ms, build_ms, entries, "image built");
+        // Nothing is kept unless every download was verified (a layer reader may finish
+        // before it sees the end of its stream, e.g. at the end of a zstd frame).
+        if !done.wait() {
+            return Err(download_failed("the image"));
+        }
         self.write_record(out.path(), r, build, entries)?;
         self.set_timings(out.path(), merge_ms, build_ms)?;
         let out = out.keep();
@@ -881,29 +887,26 @@ impl ImageStore {
         } = *ctx;
         let compression = LayerCompression::from_media_type(&l.media_type)?;
         let what = l.digest.to_string();
+        // Inflating runs on a helper thread, indexing and compressing on this one.
         if let LayerInput::Stream(rx) = input {
-            let mut reader = FeedReader {
+            let cut = Arc::new(AtomicBool::new(false));
+            let reader = FeedReader {
                 rx,
                 cur: bytes::Bytes::new(),
                 ended: false,
-                cut: false,
+                cut: cut.clone(),
             };
-            let res = crate::merge::decompress(&mut reader, compression, &what)
-                .and_then(|d| index_layer(d, &what, limits, shared, budget, level));
-            if !reader.cut {
+            let d = crate::merge::threaded_read(move || Ok(reader), compression, what.clone());
+            let res = index_layer(d, &what, limits, shared, budget, level);
+            if !cut.load(Ordering::SeqCst) {
                 return res;
             }
             if !done.wait() {
                 return Err(download_failed(&what));
             }
         }
-        let path = self.blob_path(&l.digest);
-        let f = fs::File::open(&path).ctx(|| format!("open layer {what} in the blob cache"))?;
-        let d = crate::merge::decompress(
-            std::io::BufReader::with_capacity(1 << 20, f),
-            compression,
-            &what,
-        )?;
+        let d =
+            crate::merge::threaded_decompress(self.blob_path(&l.digest), compression, what.clone());
         index_layer(d, &what, limits, shared, budget, level)
     }
 
@@ -1119,7 +1122,7 @@ struct FeedReader {
     rx: tokio::sync::mpsc::Receiver<Feed>,
     cur: bytes::Bytes,
     ended: bool,
-    cut: bool,
+    cut: Arc<AtomicBool>,
 }
 
 impl Read for FeedReader {
@@ -1132,7 +1135,7 @@ impl Read for FeedReader {
                 Some(Feed::Data(b)) => self.cur = b,
                 Some(Feed::End) => self.ended = true,
                 Some(Feed::Restart) | None => {
-                    self.cut = true;
+                    self.cut.store(true, Ordering::SeqCst);
                     return Err(std::io::Error::other("the download started over"));
                 }
             }

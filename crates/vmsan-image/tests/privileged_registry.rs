@@ -591,6 +591,38 @@ async fn privileged_rejects_unsafe_layers_and_corrupt_blobs() {
     );
     assert_clean(&store);
 
+    // A corrupt byte after the end of a zstd frame: the layer reader finishes before it, but
+    // nothing is built from a blob whose digest does not match.
+    let mut zst = zstd::bulk::compress(
+        &Layer::new()
+            .file("z", &noise(1 << 20, 9), 0o644, 0, 0)
+            .tar(),
+        1,
+    )
+    .unwrap();
+    zst.extend_from_slice(&[0u8; 64]);
+    let (_, mb) = reg
+        .push_image(
+            "bad/zstd-tail",
+            "v1",
+            "amd64",
+            serde_json::json!({}),
+            &[(zst, "application/vnd.oci.image.layer.v1.tar+zstd")],
+        )
+        .await;
+    let m: serde_json::Value = serde_json::from_slice(&mb).unwrap();
+    let f = reg.blob_file(m["layers"][0]["digest"].as_str().unwrap());
+    let mut bytes = std::fs::read(&f).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&f, &bytes).unwrap();
+    let e = store
+        .pull(&format!("{}/bad/zstd-tail:v1", reg.addr), &opts())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::DigestMismatch { .. }), "{e}");
+    assert_clean(&store);
+
     // Unknown transport, bad grammar, unknown tag.
     for (src, kind) in [
         ("weird:/x", "transport"),
