@@ -3,11 +3,14 @@
 //!
 //! Layout, in file order (the order the kernel's sanity checks expect): superblock, data
 //! blocks and fragment blocks, inode table, directory table, fragment table, id table, xattr
-//! table. Data blocks (128 KiB) and fragment blocks (file tails packed together) are zstd
-//! compressed on every core; a block that does not shrink is stored as is. Metadata blocks
-//! (8 KiB) are compressed likewise. Files with several links, or extended attributes, get the
-//! extended inode types; directory listings are sorted bytewise, in runs of at most 256
-//! entries whose inodes share one metadata block. No NFS export table is written.
+//! table. Data blocks (128 KiB) and fragment blocks (file tails packed together, per layer)
+//! were zstd-compressed while the layers were read ([`crate::tree`]); here they are only
+//! copied, each file's blocks contiguous. Metadata blocks (8 KiB) are compressed as they fill;
+//! a block that does not shrink is stored as is. Files with several links, or extended
+//! attributes, get the extended inode types (xattr prefixes `user.`, `trusted.`,
+//! `security.`); directory listings are sorted bytewise, in runs of at most 256 entries
+//! whose inodes share one metadata block; directories too large for the basic inode get the
+//! extended one, without a lookup index. No NFS export table is written.
 
 use std::collections::HashMap;
 use std::fs::File;
