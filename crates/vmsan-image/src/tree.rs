@@ -952,8 +952,11 @@ mod tests {
     }
 
     fn merged(layers: &[Vec<u8>]) -> Result<Tree> {
+        merged_with(layers, &Budget::new(&std::env::temp_dir()))
+    }
+
+    fn merged_with(layers: &[Vec<u8>], budget: &Budget) -> Result<Tree> {
         let shared = Shared::default();
-        let budget = Budget::new(&std::env::temp_dir());
         let mut t = Tree::new(Limits::default());
         for (i, l) in layers.iter().enumerate() {
             let idx = index_layer(
@@ -961,7 +964,7 @@ mod tests {
                 &format!("l{i}"),
                 &Limits::default(),
                 &shared,
-                &budget,
+                budget,
                 1,
             )?;
             t.apply(idx)?;
@@ -1062,6 +1065,37 @@ mod tests {
             "hard link outlives the whiteout of h1"
         );
         assert!(lookup(&t, "h1").is_none());
+    }
+
+    #[test]
+    fn past_the_memory_budget_layer_data_spills_to_a_file() {
+        use tar::EntryType::Regular as F;
+        let big: String = (0..300_000)
+            .map(|i| char::from(b'a' + (i % 7) as u8))
+            .collect();
+        let l1 = tar_of(&[
+            ("a", F, "small"),
+            ("big", F, big.as_str()),
+            ("b", F, "tail"),
+        ]);
+        let dir = tempfile::tempdir().unwrap();
+        let budget = Budget {
+            memory: 16,
+            spill_dir: dir.path().to_owned(),
+        };
+        let t = merged_with(&[l1], &budget).unwrap();
+        assert!(
+            matches!(t.layers[0].data, LayerData::File { .. }),
+            "spilled"
+        );
+        assert_eq!(content(&t, "a"), b"small");
+        assert_eq!(content(&t, "b"), b"tail");
+        assert_eq!(content(&t, "big"), big.as_bytes());
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "the spill file is unlinked"
+        );
     }
 
     #[test]
