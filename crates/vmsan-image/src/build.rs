@@ -9,7 +9,7 @@ use std::process::Command;
 use crate::error::{Error, IoContext, Result};
 use crate::store::FsType;
 
-/// Where the merged tree is staged before the filesystem is built.
+/// Where the merged tree is staged before an ext4 filesystem is built from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StagingArea {
     /// `/dev/shm` when it is a tmpfs with room to spare, else the store's `tmp/` (default):
@@ -28,7 +28,7 @@ pub struct BuildOptions {
     /// zstd level for squashfs (1..=22). The default, 1, keeps compression off the critical
     /// path of a pull (level 3 costs about half as much time again for 3% smaller images).
     pub zstd_level: u8,
-    /// Staging area of the merged tree.
+    /// Staging area of the merged tree (ext4 builds; squashfs builds merge in memory).
     pub staging: StagingArea,
 }
 
