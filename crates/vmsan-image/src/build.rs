@@ -1,4 +1,7 @@
-//! Building the read-only filesystem from a staging tree, without mounting anything.
+//! Building the read-only filesystem from a directory tree, without mounting anything: ext4
+//! images with `mkfs.ext4 -d` from a staging directory, and squashfs images of imported
+//! directories with `mksquashfs` (extended attributes kept). Squashfs images of layered
+//! images are written by the crate's own squashfs writer from the in-memory merge instead.
 
 use std::path::Path;
 use std::process::Command;
@@ -6,7 +9,7 @@ use std::process::Command;
 use crate::error::{Error, IoContext, Result};
 use crate::store::FsType;
 
-/// Where the merged tree is staged before the filesystem is built.
+/// Where the merged tree is staged before an ext4 filesystem is built from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StagingArea {
     /// `/dev/shm` when it is a tmpfs with room to spare, else the store's `tmp/` (default):
@@ -22,9 +25,10 @@ pub enum StagingArea {
 pub struct BuildOptions {
     /// Filesystem type.
     pub fs_type: FsType,
-    /// zstd level for squashfs (1..=22).
+    /// zstd level for squashfs (1..=22). The default, 1, keeps compression off the critical
+    /// path of a pull (level 3 costs about half as much time again for 3% smaller images).
     pub zstd_level: u8,
-    /// Staging area of the merged tree.
+    /// Staging area of the merged tree (ext4 builds; squashfs builds merge in memory).
     pub staging: StagingArea,
 }
 
@@ -32,7 +36,7 @@ impl Default for BuildOptions {
     fn default() -> Self {
         Self {
             fs_type: FsType::Squashfs,
-            zstd_level: 3,
+            zstd_level: 1,
             staging: StagingArea::Auto,
         }
     }
@@ -99,7 +103,7 @@ pub fn build_filesystem(
                     "-noappend",
                     "-quiet",
                     "-no-progress",
-                    "-no-xattrs",
+                    "-xattrs",
                     "-comp",
                     "zstd",
                     "-Xcompression-level",

@@ -4,11 +4,17 @@
 //!   version range checked, root-owned install directories), or take local files.
 //! * [`reference`](mod@reference): image references with the OCI distribution grammar, and the
 //!   `docker-archive:`, `oci:`, `oci-archive:` transports.
-//! * [`ImageStore::pull`]: the registry v2 protocol (anonymous, bearer token, basic auth from
-//!   the Docker config file), platform selection from an index, a content-addressed blob cache
-//!   with streaming digest verification, resumable and parallel downloads, then a safe layer
-//!   merge ([`merge`]) and a read-only filesystem built without mounting ([`build`]), cached by
-//!   manifest digest with the image config stored beside it.
+//! * [`ImageStore::pull`]: the registry v2 protocol (anonymous, bearer token, credentials from
+//!   the Docker config file: `auths` entries and `credHelpers`/`credsStore` helpers), platform
+//!   selection from an index, a content-addressed blob cache with streaming digest
+//!   verification, resumable and parallel downloads, then a read-only filesystem cached by
+//!   manifest digest with the image config stored beside it. Squashfs images (the default)
+//!   are built while the layers download: each layer is decompressed, indexed and its file
+//!   contents zstd-compressed on its own thread as its bytes arrive, the layers are merged in
+//!   memory with the same rules as the on-disk merge, and the image is written from that
+//!   tree by the crate's own squashfs writer (no staging directory, no `mksquashfs`; layer
+//!   xattrs kept). Ext4 images use a safe on-disk merge ([`merge`]) and `mkfs.ext4 -d`
+//!   ([`build`]).
 //! * [`ImageStore::import`], [`ImageStore::list`], [`ImageStore::remove`], [`ImageStore::prune`].
 //! * [`initrd`]: the agent's initrd (newc cpio written here); [`disk`]: the per-VM overlay disk.
 //! * [`runtimes`]: `base`, `node22`, `node24`, `python3.13` as image references.
@@ -44,8 +50,10 @@ pub mod reference;
 mod registry;
 pub mod runtimes;
 pub mod setup;
+mod squashfs;
 pub mod store;
 mod sys;
+mod tree;
 
 pub use build::{BuildOptions, StagingArea};
 pub use digest::Digest;

@@ -82,7 +82,7 @@ fn unsafe_entry(layer: &str, path: &Path, reason: impl Into<String>) -> Error {
 }
 
 /// Split an archive path into normal components, rejecting absolute paths and `..`.
-fn components(layer: &str, p: &Path, limits: &Limits) -> Result<Vec<OsString>> {
+pub(crate) fn components(layer: &str, p: &Path, limits: &Limits) -> Result<Vec<OsString>> {
     if p.as_os_str().len() > limits.max_path_len {
         return Err(unsafe_entry(
             layer,
@@ -137,7 +137,7 @@ impl<R: Read> Read for Counting<'_, R> {
 }
 
 #[derive(Debug)]
-struct BombError(u64);
+pub(crate) struct BombError(pub(crate) u64);
 
 impl std::fmt::Display for BombError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -154,12 +154,24 @@ pub(crate) fn threaded_decompress(
     c: LayerCompression,
     what: String,
 ) -> impl Read {
+    threaded_read(
+        move || Ok(io::BufReader::with_capacity(1 << 20, File::open(&path)?)),
+        c,
+        what,
+    )
+}
+
+/// Decompress what `open` gives on a helper thread (see [`threaded_decompress`]).
+pub(crate) fn threaded_read<R, F>(open: F, c: LayerCompression, what: String) -> impl Read
+where
+    R: Read,
+    F: FnOnce() -> io::Result<R> + Send + 'static,
+{
     let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(16);
     std::thread::spawn(move || {
         let run = || -> io::Result<()> {
-            let f = File::open(&path)?;
-            let mut r = decompress(io::BufReader::with_capacity(1 << 20, f), c, &what)
-                .map_err(io::Error::other)?;
+            let src = open()?;
+            let mut r = decompress(src, c, &what).map_err(io::Error::other)?;
             loop {
                 let mut buf = vec![0u8; 256 * 1024];
                 let n = match r.read(&mut buf) {
@@ -336,6 +348,7 @@ impl Staging {
                         .try_clone()
                         .ctx(|| "dup staging root".to_owned())?;
                     self.set_meta(&fd, &entry, layer, &raw)?;
+                    set_xattrs(&fd, &mut entry, layer, &raw)?;
                     self.dir_times
                         .push((Vec::new(), entry.header().mtime().unwrap_or(0) as i64));
                     continue;
@@ -390,6 +403,7 @@ impl Staging {
                     )
                     .ctx(|| format!("open {}", raw.display()))?;
                     self.set_meta(&fd, &entry, layer, &raw)?;
+                    set_xattrs(&fd, &mut entry, layer, &raw)?;
                     self.dir_times
                         .push((comps.clone(), entry.header().mtime().unwrap_or(0) as i64));
                 }
@@ -422,6 +436,7 @@ impl Staging {
                     })?;
                     let fd = OwnedFd::from(file);
                     self.set_meta(&fd, &entry, layer, &raw)?;
+                    set_xattrs(&fd, &mut entry, layer, &raw)?;
                     let mtime = entry.header().mtime().unwrap_or(0) as i64;
                     nix::sys::stat::futimens(
                         &fd,
@@ -770,6 +785,54 @@ impl Staging {
         }
         Ok(self.stats)
     }
+}
+
+/// Set the entry's extended attributes (PAX `SCHILY.xattr.NAME` records) on `fd`, after its
+/// owner (a chown clears `security.capability`). Names the staging filesystem does not
+/// support are skipped.
+fn set_xattrs<T: Read>(
+    fd: &OwnedFd,
+    entry: &mut tar::Entry<'_, T>,
+    layer: &str,
+    raw: &Path,
+) -> Result<()> {
+    let Some(exts) = entry.pax_extensions().map_err(|e| {
+        Error::malformed(
+            format!("layer {layer}"),
+            format!("bad PAX records of {}: {e}", raw.display()),
+        )
+    })?
+    else {
+        return Ok(());
+    };
+    for ext in exts {
+        let ext = ext.map_err(|e| {
+            Error::malformed(
+                format!("layer {layer}"),
+                format!("bad PAX record of {}: {e}", raw.display()),
+            )
+        })?;
+        let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") else {
+            continue;
+        };
+        let Ok(cname) = std::ffi::CString::new(name) else {
+            continue;
+        };
+        use std::os::fd::AsFd;
+        match crate::sys::fsetxattr(fd.as_fd(), &cname, ext.value_bytes()) {
+            Ok(()) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EPERM)) => {
+                tracing::debug!(path = %raw.display(), name = %cname.to_string_lossy(), "xattr not supported by the staging filesystem; skipped");
+            }
+            Err(e) => {
+                return Err(Error::io(
+                    format!("set xattr {} of {}", cname.to_string_lossy(), raw.display()),
+                    e,
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn ids<T: Read>(entry: &tar::Entry<'_, T>, layer: &str, raw: &Path) -> Result<(Uid, Gid)> {

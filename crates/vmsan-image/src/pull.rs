@@ -17,8 +17,13 @@ use crate::manifest::{
 use crate::merge::{Limits, Staging};
 use crate::progress::{Progress, ProgressFn, emit};
 use crate::reference::{ImageSource, LOCAL_DOMAIN, Reference};
+use crate::registry::Feed;
 use crate::registry::{Credentials, RegistryClient, default_docker_config, docker_credentials};
+use crate::store::FsType;
 use crate::store::{Image, ImageRecord, ImageStore, dir_size, now_secs};
+use crate::tree::{Budget, LayerIndex, Shared, Tree, index_layer};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 /// When to contact the registry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +92,19 @@ impl std::fmt::Debug for PullOptions {
     }
 }
 
+/// What is left to fetch of a resolved registry image: its client, and the manifest
+/// documents and config to store once the layers are in.
+type Fetch = (RegistryClient, Vec<(Digest, Vec<u8>)>);
+
+/// What the unpacking threads of one build share.
+struct Unpack<'a> {
+    limits: &'a Limits,
+    shared: &'a Shared,
+    budget: &'a Budget,
+    done: &'a DoneSignal,
+    level: i32,
+}
+
 /// A manifest ready to build, with all its blobs in the store.
 struct Resolved {
     name: String,
@@ -136,8 +154,8 @@ impl ImageStore {
                         " locally and the pull policy is never",
                     ));
                 }
-                let resolved = self.resolve_registry(&r, opts).await?;
-                self.finish(resolved, opts).await
+                let (resolved, fetch) = self.resolve_registry(&r, opts).await?;
+                self.fetch_and_finish(resolved, fetch, opts).await
             }
             ImageSource::OciDir(dir, tag) => {
                 let name = format!(
@@ -215,7 +233,11 @@ impl ImageStore {
         }
     }
 
-    async fn resolve_registry(&self, r: &Reference, opts: &PullOptions) -> Result<Resolved> {
+    async fn resolve_registry(
+        &self,
+        r: &Reference,
+        opts: &PullOptions,
+    ) -> Result<(Resolved, Option<Fetch>)> {
         let p = opts.progress.as_ref();
         let name = r.to_string();
         emit(
@@ -224,12 +246,22 @@ impl ImageStore {
                 reference: name.clone(),
             },
         );
-        let creds = opts.credentials.clone().or_else(|| {
-            opts.docker_config
-                .clone()
-                .or_else(default_docker_config)
-                .and_then(|c| docker_credentials(&c, r.domain()))
-        });
+        let creds = match (
+            opts.credentials.clone(),
+            opts.docker_config.clone().or_else(default_docker_config),
+        ) {
+            (Some(c), _) => Some(c),
+            (None, Some(cfg)) => {
+                // A credential helper is a process: keep it off the async workers.
+                let domain = r.domain().to_owned();
+                tokio::task::spawn_blocking(move || docker_credentials(&cfg, &domain))
+                    .await
+                    .map_err(|e| {
+                        Error::io("credential lookup", std::io::Error::other(e.to_string()))
+                    })??
+            }
+            (None, None) => None,
+        };
         let client = RegistryClient::new(r, &opts.plain_http, creds)?;
         let (bytes, ct, mut digest) = client.manifest(&r.reference_part(), &name).await?;
         let mut doc = parse_manifest(&bytes, ct.as_deref(), &format!("manifest of {name}"))?;
@@ -270,13 +302,16 @@ impl ImageStore {
         // Already built under this digest (another tag, or `--pull always` on an unchanged tag).
         if let Some(img) = self.load_built(&name, &digest)? {
             let config = img.config.clone();
-            return Ok(Resolved {
-                name,
-                source: r.to_string(),
-                digest,
-                manifest,
-                config,
-            });
+            return Ok((
+                Resolved {
+                    name,
+                    source: r.to_string(),
+                    digest,
+                    manifest,
+                    config,
+                },
+                None,
+            ));
         }
         let cfg_bytes = client
             .small_blob(
@@ -286,30 +321,128 @@ impl ImageStore {
             )
             .await?;
         let parsed = parse_config(&cfg_bytes)?;
+        docs.push((manifest.config.digest.clone(), cfg_bytes));
+        Ok((
+            Resolved {
+                name,
+                source: r.to_string(),
+                digest,
+                manifest,
+                config: parsed.config,
+            },
+            Some((client, docs)),
+        ))
+    }
+
+    /// Download the layers of a resolved registry image and build it. For squashfs the
+    /// layers are unpacked while they download; the manifest documents and the config are
+    /// stored once every layer is in.
+    async fn fetch_and_finish(
+        &self,
+        r: Resolved,
+        fetch: Option<Fetch>,
+        opts: &PullOptions,
+    ) -> Result<Image> {
+        let Some((client, docs)) = fetch else {
+            return self.finish(r, opts).await;
+        };
+        if let Some(img) = self.load_built(&r.name, &r.digest)? {
+            self.set_ref(&r.name, &r.digest)?;
+            emit(
+                opts.progress.as_ref(),
+                Progress::Done {
+                    digest: r.digest.clone(),
+                    cached: true,
+                },
+            );
+            return Ok(img);
+        }
+        let p = opts.progress.as_ref();
         let parallel = if opts.max_parallel == 0 {
             4
         } else {
             opts.max_parallel
         };
-        let mut results = futures_util::stream::iter(manifest.layers.iter())
-            .map(|l| client.blob_to_store(self, &l.digest, l.size, p, opts.retries))
-            .buffer_unordered(parallel);
-        while let Some(r) = results.next().await {
-            r?;
+        let layers = r.manifest.layers.clone();
+        let stream = opts.build.fs_type == FsType::Squashfs;
+        let mut inputs = Vec::new();
+        let mut feeds = Vec::new();
+        for l in &layers {
+            if stream && !self.blob_path(&l.digest).is_file() {
+                let (tx, rx) = tokio::sync::mpsc::channel(64);
+                inputs.push(LayerInput::Stream(rx));
+                feeds.push(Some(tx));
+            } else {
+                inputs.push(LayerInput::Stored);
+                feeds.push(None);
+            }
         }
-        drop(results);
-        // Keep the manifest documents and the config in the content-addressed store.
-        for (d, b) in docs {
-            self.put_blob(&d, &b)?;
+        let done = Arc::new(DoneSignal::default());
+        let guard = DoneGuard(done.clone());
+        let name = r.name.clone();
+        let digest = r.digest.clone();
+        let (build_task, r) = if stream {
+            let store = self.clone();
+            let build = opts.build;
+            let limits = opts.limits;
+            let progress = opts.progress.clone();
+            let done = done.clone();
+            let task = tokio::task::spawn_blocking(move || {
+                store.build_blocking(&r, build, limits, progress.as_ref(), inputs, &done)
+            });
+            (Some(task), None)
+        } else {
+            (None, Some(r))
+        };
+        let mut failed = None;
+        {
+            let mut results = futures_util::stream::iter(layers.iter().zip(feeds))
+                .map(|(l, feed)| {
+                    client.blob_to_store(self, &l.digest, l.size, p, opts.retries, feed)
+                })
+                .buffer_unordered(parallel);
+            while let Some(res) = results.next().await {
+                if let Err(e) = res {
+                    failed = Some(e);
+                    break;
+                }
+            }
         }
-        self.put_blob(&manifest.config.digest, &cfg_bytes)?;
-        Ok(Resolved {
-            name,
-            source: r.to_string(),
-            digest,
-            manifest,
-            config: parsed.config,
-        })
+        if failed.is_none() {
+            for (d, b) in &docs {
+                if let Err(e) = self.put_blob(d, b) {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        guard.set(failed.is_none());
+        drop(guard);
+        let Some(task) = build_task else {
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            let r = r.ok_or_else(|| Error::malformed("build", "nothing to build"))?;
+            return self.finish(r, opts).await;
+        };
+        // Wait for the build even after a failed download: it removes its staging.
+        let built = task
+            .await
+            .map_err(|e| Error::io("build task", std::io::Error::other(e.to_string())));
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        built??;
+        self.set_ref(&name, &digest)?;
+        emit(
+            opts.progress.as_ref(),
+            Progress::Done {
+                digest: digest.clone(),
+                cached: false,
+            },
+        );
+        self.load_built(&name, &digest)?
+            .ok_or_else(|| Error::NotFound(name, " after building it"))
     }
 
     pub(crate) fn put_blob(&self, d: &Digest, bytes: &[u8]) -> Result<()> {
@@ -559,9 +692,17 @@ impl ImageStore {
         let limits = opts.limits;
         let name = r.name.clone();
         let digest = r.digest.clone();
-        tokio::task::spawn_blocking(move || store.build_blocking(&r, build, limits, p.as_ref()))
-            .await
-            .map_err(|e| Error::io("build task", std::io::Error::other(e.to_string())))??;
+        tokio::task::spawn_blocking(move || {
+            let inputs = r
+                .manifest
+                .layers
+                .iter()
+                .map(|_| LayerInput::Stored)
+                .collect();
+            store.build_blocking(&r, build, limits, p.as_ref(), inputs, &DoneSignal::done())
+        })
+        .await
+        .map_err(|e| Error::io("build task", std::io::Error::other(e.to_string())))??;
         self.set_ref(&name, &digest)?;
         emit(
             opts.progress.as_ref(),
@@ -580,7 +721,16 @@ impl ImageStore {
         build: BuildOptions,
         limits: Limits,
         p: Option<&ProgressFn>,
+        inputs: Vec<LayerInput>,
+        done: &DoneSignal,
     ) -> Result<()> {
+        if build.fs_type == FsType::Squashfs {
+            return self.build_squashfs(r, build, limits, p, inputs, done);
+        }
+        drop(inputs);
+        if !done.wait() {
+            return Err(download_failed("the image"));
+        }
         // Uncompressed size is unknown before the merge: assume a generous 8:1 over the blobs.
         let compressed: u64 = r.manifest.layers.iter().map(|l| l.size).sum();
         let area = match build.staging {
@@ -641,6 +791,123 @@ impl ImageStore {
         self.set_timings(out.path(), merge_ms, build_ms)?;
         let out = out.keep();
         self.commit_built(&out, &r.digest)
+    }
+
+    /// Unpack every layer on its own thread (from its download as it arrives, or from the
+    /// blob store), merge them in memory, and write the squashfs image from the tree.
+    fn build_squashfs(
+        &self,
+        r: &Resolved,
+        build: BuildOptions,
+        limits: Limits,
+        p: Option<&ProgressFn>,
+        inputs: Vec<LayerInput>,
+        done: &DoneSignal,
+    ) -> Result<()> {
+        let t_merge = std::time::Instant::now();
+        let out = tempfile::Builder::new()
+            .prefix("build-")
+            .tempdir_in(self.tmp_dir())
+            .ctx(|| "create build directory".to_owned())?;
+        let shared = Shared::default();
+        let budget = Budget::new(&self.tmp_dir());
+        let count = r.manifest.layers.len();
+        let level = i32::from(build.zstd_level.clamp(1, 22));
+        let results: Vec<Result<LayerIndex>> = std::thread::scope(|s| {
+            let handles: Vec<_> = r
+                .manifest
+                .layers
+                .iter()
+                .zip(inputs)
+                .enumerate()
+                .map(|(index, (l, input))| {
+                    let ctx = Unpack {
+                        limits: &limits,
+                        shared: &shared,
+                        budget: &budget,
+                        done,
+                        level,
+                    };
+                    s.spawn(move || {
+                        emit(p, Progress::Unpacking { index, count });
+                        self.index_one(l, input, &ctx)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(Error::io(
+                            "unpack a layer",
+                            std::io::Error::other("the unpacking thread panicked"),
+                        ))
+                    })
+                })
+                .collect()
+        });
+        let mut tree = Tree::new(limits);
+        for res in results {
+            tree.apply(res?)?;
+        }
+        let entries = shared.entries();
+        let merge_ms = t_merge.elapsed().as_millis() as u64;
+        emit(
+            p,
+            Progress::Building {
+                fs_type: build.fs_type,
+            },
+        );
+        let fs_path = out.path().join(build.fs_type.file_name());
+        let t_build = std::time::Instant::now();
+        crate::squashfs::write(&tree, &fs_path, &crate::squashfs::Options { level })?;
+        drop(tree);
+        let build_ms = t_build.elapsed().as_millis() as u64;
+        tracing::debug!(merge_ms, build_ms, entries, "image built");
+        // Nothing is kept unless every download was verified (a layer reader may finish
+        // before it sees the end of its stream, e.g. at the end of a zstd frame).
+        if !done.wait() {
+            return Err(download_failed("the image"));
+        }
+        self.write_record(out.path(), r, build, entries)?;
+        self.set_timings(out.path(), merge_ms, build_ms)?;
+        let out = out.keep();
+        self.commit_built(&out, &r.digest)
+    }
+
+    /// Index one layer: from its download stream when there is one and it runs to its
+    /// verified end, else from the stored blob (once the downloads are done).
+    fn index_one(&self, l: &Descriptor, input: LayerInput, ctx: &Unpack<'_>) -> Result<LayerIndex> {
+        let Unpack {
+            limits,
+            shared,
+            budget,
+            done,
+            level,
+        } = *ctx;
+        let compression = LayerCompression::from_media_type(&l.media_type)?;
+        let what = l.digest.to_string();
+        // Inflating runs on a helper thread, indexing and compressing on this one.
+        if let LayerInput::Stream(rx) = input {
+            let cut = Arc::new(AtomicBool::new(false));
+            let reader = FeedReader {
+                rx,
+                cur: bytes::Bytes::new(),
+                ended: false,
+                cut: cut.clone(),
+            };
+            let d = crate::merge::threaded_read(move || Ok(reader), compression, what.clone());
+            let res = index_layer(d, &what, limits, shared, budget, level);
+            if !cut.load(Ordering::SeqCst) {
+                return res;
+            }
+            if !done.wait() {
+                return Err(download_failed(&what));
+            }
+        }
+        let d =
+            crate::merge::threaded_decompress(self.blob_path(&l.digest), compression, what.clone());
+        index_layer(d, &what, limits, shared, budget, level)
     }
 
     fn set_timings(&self, dir: &Path, merge_ms: u64, build_ms: u64) -> Result<()> {
@@ -831,6 +1098,101 @@ impl ImageStore {
         );
         self.load_built(&key, &digest)?
             .ok_or_else(|| Error::NotFound(key, " after importing it"))
+    }
+}
+
+fn download_failed(what: &str) -> Error {
+    Error::io(
+        format!("unpack {what}"),
+        std::io::Error::other("its download failed"),
+    )
+}
+
+/// Where the build reads a layer from.
+pub(crate) enum LayerInput {
+    /// The verified blob in the store.
+    Stored,
+    /// The bytes as they are downloaded (see [`Feed`]).
+    Stream(tokio::sync::mpsc::Receiver<Feed>),
+}
+
+/// Reads a download as it arrives. Ends at [`Feed::End`] (all bytes, verified); a restart or
+/// a download that stops without it marks the stream `cut`: the stored blob is read instead.
+struct FeedReader {
+    rx: tokio::sync::mpsc::Receiver<Feed>,
+    cur: bytes::Bytes,
+    ended: bool,
+    cut: Arc<AtomicBool>,
+}
+
+impl Read for FeedReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.cur.is_empty() {
+            if self.ended {
+                return Ok(0);
+            }
+            match self.rx.blocking_recv() {
+                Some(Feed::Data(b)) => self.cur = b,
+                Some(Feed::End) => self.ended = true,
+                Some(Feed::Restart) | None => {
+                    self.cut.store(true, Ordering::SeqCst);
+                    return Err(std::io::Error::other("the download started over"));
+                }
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur.split_to(n));
+        Ok(n)
+    }
+}
+
+/// Whether every download of a pull succeeded, for builds that wait on them.
+#[derive(Debug, Default)]
+pub(crate) struct DoneSignal {
+    state: Mutex<Option<bool>>,
+    cv: Condvar,
+}
+
+impl DoneSignal {
+    fn done() -> Self {
+        Self {
+            state: Mutex::new(Some(true)),
+            cv: Condvar::new(),
+        }
+    }
+
+    fn set(&self, ok: bool) {
+        let mut g = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if g.is_none() {
+            *g = Some(ok);
+        }
+        self.cv.notify_all();
+    }
+
+    /// Block until the downloads are over; whether they all succeeded.
+    fn wait(&self) -> bool {
+        let mut g = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some(ok) = *g {
+                return ok;
+            }
+            g = self.cv.wait(g).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+/// Reports failure if the pull ends (error, cancellation) before saying otherwise.
+struct DoneGuard(Arc<DoneSignal>);
+
+impl DoneGuard {
+    fn set(&self, ok: bool) {
+        self.0.set(ok);
+    }
+}
+
+impl Drop for DoneGuard {
+    fn drop(&mut self) {
+        self.0.set(false);
     }
 }
 

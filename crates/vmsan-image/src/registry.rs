@@ -49,12 +49,25 @@ pub fn default_docker_config() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker").join("config.json"))
 }
 
-/// Look up credentials for `registry` in a Docker config file (`auths` entries with `auth`
-/// or `username`/`password`). Credential helpers are not consulted.
-pub fn docker_credentials(config: &Path, registry: &str) -> Option<Credentials> {
-    let bytes = std::fs::read(config).ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    let auths = v.get("auths")?.as_object()?;
+/// How long a credential helper may take to answer.
+const HELPER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Look up credentials for `registry` in a Docker config file: first its credential helper
+/// (`credHelpers` for this registry, else `credsStore`), run as `docker-credential-NAME get`
+/// with the server on standard input; then `auths` entries (`auth`, or `username` and
+/// `password`). A missing or unreadable config file, or a helper that is not installed or
+/// has no credentials for this registry, gives `Ok(None)`.
+///
+/// # Errors
+/// [`Error::Auth`] when a configured helper fails, answers garbage or does not answer.
+pub fn docker_credentials(config: &Path, registry: &str) -> Result<Option<Credentials>> {
+    let Ok(bytes) = std::fs::read(config) else {
+        return Ok(None);
+    };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        tracing::warn!(config = %config.display(), "Docker config file is not JSON; ignored");
+        return Ok(None);
+    };
     let mut keys = vec![
         registry.to_owned(),
         format!("https://{registry}"),
@@ -70,29 +83,176 @@ pub fn docker_credentials(config: &Path, registry: &str) -> Option<Credentials> 
             .map(str::to_owned),
         );
     }
-    let entry = keys
+    let helper = keys
         .iter()
-        .find_map(|k| auths.get(k).or_else(|| auths.get(&format!("{k}/"))))?;
+        .find_map(|k| v.get("credHelpers")?.get(k)?.as_str())
+        .or_else(|| v.get("credsStore")?.as_str())
+        .filter(|h| !h.is_empty());
+    if let Some(h) = helper {
+        let server = if registry == DOCKER_HUB {
+            "https://index.docker.io/v1/"
+        } else {
+            registry
+        };
+        if let Some(c) = run_credential_helper(h, server, registry)? {
+            return Ok(Some(c));
+        }
+    }
+    let Some(auths) = v.get("auths").and_then(|a| a.as_object()) else {
+        return Ok(None);
+    };
+    let Some(entry) = keys
+        .iter()
+        .find_map(|k| auths.get(k).or_else(|| auths.get(&format!("{k}/"))))
+    else {
+        return Ok(None);
+    };
     if let Some(a) = entry
         .get("auth")
         .and_then(|a| a.as_str())
         .filter(|a| !a.is_empty())
     {
-        let dec = base64::engine::general_purpose::STANDARD.decode(a).ok()?;
-        let s = String::from_utf8(dec).ok()?;
-        let (u, p) = s.split_once(':')?;
-        return Some(Credentials {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(a)
+            .ok()
+            .and_then(|d| String::from_utf8(d).ok());
+        let Some((u, p)) = decoded.as_deref().and_then(|s| s.split_once(':')) else {
+            return Err(Error::Auth {
+                registry: registry.to_owned(),
+                reason: format!(
+                    "the `auth` entry in {} is not base64 of user:password",
+                    config.display()
+                ),
+            });
+        };
+        return Ok(Some(Credentials {
             username: u.to_owned(),
             password: p.to_owned(),
-        });
+        }));
     }
-    let u = entry.get("username")?.as_str()?;
-    let p = entry.get("password")?.as_str()?;
-    Some(Credentials {
+    let u = entry.get("username").and_then(|u| u.as_str());
+    let p = entry.get("password").and_then(|p| p.as_str());
+    Ok(u.zip(p).map(|(u, p)| Credentials {
         username: u.to_owned(),
         password: p.to_owned(),
-    })
+    }))
 }
+
+/// Run `docker-credential-NAME get` (no shell), the server name on its standard input; parse
+/// its `{"Username": …, "Secret": …}` answer.
+fn run_credential_helper(name: &str, server: &str, registry: &str) -> Result<Option<Credentials>> {
+    let auth_err = |reason: String| Error::Auth {
+        registry: registry.to_owned(),
+        reason,
+    };
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return Err(auth_err(format!(
+            "invalid credential helper name {name:?} in the Docker config"
+        )));
+    }
+    let program = format!("docker-credential-{name}");
+    let mut child = match std::process::Command::new(&program)
+        .arg("get")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::warn!(helper = %program, "credential helper named in the Docker config is not installed; pulling without its credentials");
+            return Ok(None);
+        }
+        Err(e) => return Err(Error::io(format!("run {program}"), e)),
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdin = child.stdin.take();
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let input = server.to_owned();
+    std::thread::spawn(move || {
+        use std::io::{Read as _, Write as _};
+        let res = (|| -> std::io::Result<(Vec<u8>, Vec<u8>)> {
+            if let Some(mut i) = stdin {
+                i.write_all(input.as_bytes())?;
+            }
+            let mut out = Vec::new();
+            if let Some(mut o) = stdout {
+                o.read_to_end(&mut out)?;
+            }
+            let mut err = Vec::new();
+            if let Some(mut e) = stderr {
+                e.read_to_end(&mut err)?;
+            }
+            Ok((out, err))
+        })();
+        let _ = tx.send(res);
+    });
+    let (out, err) = match rx.recv_timeout(HELPER_TIMEOUT) {
+        Ok(Ok(x)) => x,
+        Ok(Err(e)) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Error::io(format!("talk to {program}"), e));
+        }
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(auth_err(format!(
+                "{program} did not answer within {} s",
+                HELPER_TIMEOUT.as_secs()
+            )));
+        }
+    };
+    let status = child.wait().ctx(|| format!("wait for {program}"))?;
+    if !status.success() {
+        let msg = String::from_utf8_lossy(if out.is_empty() { &err } else { &out })
+            .trim()
+            .chars()
+            .take(300)
+            .collect::<String>();
+        if msg.contains("credentials not found") {
+            return Ok(None);
+        }
+        return Err(auth_err(format!("{program} get failed ({status}): {msg}")));
+    }
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        #[serde(rename = "Username", default)]
+        username: String,
+        #[serde(rename = "Secret", default)]
+        secret: String,
+    }
+    let a: Answer = serde_json::from_slice(&out).map_err(|e| {
+        auth_err(format!(
+            "{program} answered something that is not its JSON: {e}"
+        ))
+    })?;
+    if a.secret.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Credentials {
+        username: a.username,
+        password: a.secret,
+    }))
+}
+
+/// What a blob download sends to a reader that unpacks the layer while it arrives.
+#[derive(Debug)]
+pub(crate) enum Feed {
+    /// The next bytes of the blob.
+    Data(bytes::Bytes),
+    /// All bytes were sent, and they hash to the blob's digest.
+    End,
+    /// The download starts over: read the stored blob once it is there.
+    Restart,
+}
+
+pub(crate) type FeedSender = tokio::sync::mpsc::Sender<Feed>;
 
 fn is_loopback_host(domain: &str) -> bool {
     let host = if let Some(rest) = domain.strip_prefix('[') {
@@ -369,6 +529,11 @@ impl RegistryClient {
 
     /// Download a blob into the store (resuming a partial download), verified.
     /// Returns whether it was already cached.
+    ///
+    /// With `feed`, the bytes of a fresh (not resumed) download are also sent there as they
+    /// arrive, then [`Feed::End`] once the blob is verified and stored. When they cannot be
+    /// (cached, downloaded by another process, resumed, retried), the feed gets
+    /// [`Feed::Restart`] or is dropped: its reader then uses the stored blob.
     pub(crate) async fn blob_to_store(
         &self,
         store: &ImageStore,
@@ -376,6 +541,7 @@ impl RegistryClient {
         size: u64,
         progress: Option<&ProgressFn>,
         retries: u32,
+        mut feed: Option<FeedSender>,
     ) -> Result<bool> {
         let dest = store.blob_path(d);
         if dest.is_file() {
@@ -401,13 +567,23 @@ impl RegistryClient {
             return Ok(true);
         }
         let partial = store.partial_path(d);
+        if partial.exists() {
+            // Resuming: the reader could not see the first part; it will use the stored blob.
+            feed = None;
+        }
         let mut attempt = 0;
         loop {
-            match self.try_blob(&partial, d, size, progress).await {
+            match self
+                .try_blob(&partial, d, size, progress, feed.as_ref())
+                .await
+            {
                 Ok(()) => break,
                 Err(e @ (Error::Http { .. } | Error::SizeMismatch { .. })) if attempt < retries => {
                     tracing::warn!(error = %e, digest = %d, "blob download interrupted; resuming");
                     attempt += 1;
+                    if let Some(f) = feed.take() {
+                        let _ = f.send(Feed::Restart).await;
+                    }
                 }
                 Err(e) => {
                     // Nothing half-written stays behind after a definitive failure.
@@ -434,6 +610,7 @@ impl RegistryClient {
         d: &Digest,
         size: u64,
         progress: Option<&ProgressFn>,
+        feed: Option<&FeedSender>,
     ) -> Result<()> {
         let what = format!("blob {d}");
         // Re-hash what an earlier attempt left.
@@ -527,6 +704,10 @@ impl RegistryClient {
                 file.write_all(&chunk)
                     .await
                     .ctx(|| format!("write {}", partial.display()))?;
+                if let Some(f) = feed {
+                    // A reader that gave up (its build failed) is not an error of the download.
+                    let _ = f.send(Feed::Data(chunk)).await;
+                }
                 if done - last_report >= (1 << 20) || done == size {
                     last_report = done;
                     emit(
@@ -543,9 +724,6 @@ impl RegistryClient {
         file.flush()
             .await
             .ctx(|| format!("write {}", partial.display()))?;
-        file.sync_all()
-            .await
-            .ctx(|| format!("fsync {}", partial.display()))?;
         if done != size {
             return Err(Error::SizeMismatch {
                 what,
@@ -561,6 +739,14 @@ impl RegistryClient {
                 actual: actual.to_string(),
             });
         }
+        if let Some(f) = feed {
+            // The reader saw exactly the bytes that were hashed: they are verified. It need
+            // not wait for them to reach the disk.
+            let _ = f.send(Feed::End).await;
+        }
+        file.sync_all()
+            .await
+            .ctx(|| format!("fsync {}", partial.display()))?;
         Ok(())
     }
 }
@@ -644,11 +830,23 @@ mod tests {
         let p = t.path().join("config.json");
         let auth = base64::engine::general_purpose::STANDARD.encode("u:p:w");
         std::fs::write(&p, format!(r#"{{"auths":{{"https://index.docker.io/v1/":{{"auth":"{auth}"}},"127.0.0.1:5000":{{"username":"a","password":"b"}}}}}}"#)).unwrap();
-        let c = docker_credentials(&p, "docker.io").unwrap();
+        let c = docker_credentials(&p, "docker.io").unwrap().unwrap();
         assert_eq!((c.username.as_str(), c.password.as_str()), ("u", "p:w"));
-        let c = docker_credentials(&p, "127.0.0.1:5000").unwrap();
+        let c = docker_credentials(&p, "127.0.0.1:5000").unwrap().unwrap();
         assert_eq!(c.username, "a");
-        assert!(docker_credentials(&p, "ghcr.io").is_none());
+        assert!(docker_credentials(&p, "ghcr.io").unwrap().is_none());
+        // A helper that is not installed is skipped; a bad helper name is an error.
+        std::fs::write(
+            &p,
+            r#"{"credsStore":"vmsan-test-absent","auths":{"h:1":{"username":"a","password":"b"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            docker_credentials(&p, "h:1").unwrap().unwrap().username,
+            "a"
+        );
+        std::fs::write(&p, r#"{"credHelpers":{"h:1":"../../bin/sh"}}"#).unwrap();
+        assert!(docker_credentials(&p, "h:1").is_err());
         assert!(
             is_loopback_host("127.0.0.1:5000")
                 && is_loopback_host("localhost")

@@ -42,7 +42,8 @@ pub fn home_from_env() -> PathBuf {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum FsType {
-    /// squashfs (zstd), built by `mksquashfs`: the default (fast to build, small).
+    /// squashfs (zstd), written by vmsan from the merged layers: the default (fast to build,
+    /// small).
     #[default]
     Squashfs,
     /// ext4, built by `mkfs.ext4 -d`.

@@ -591,6 +591,38 @@ async fn privileged_rejects_unsafe_layers_and_corrupt_blobs() {
     );
     assert_clean(&store);
 
+    // A corrupt byte after the end of a zstd frame: the layer reader finishes before it, but
+    // nothing is built from a blob whose digest does not match.
+    let mut zst = zstd::bulk::compress(
+        &Layer::new()
+            .file("z", &noise(1 << 20, 9), 0o644, 0, 0)
+            .tar(),
+        1,
+    )
+    .unwrap();
+    zst.extend_from_slice(&[0u8; 64]);
+    let (_, mb) = reg
+        .push_image(
+            "bad/zstd-tail",
+            "v1",
+            "amd64",
+            serde_json::json!({}),
+            &[(zst, "application/vnd.oci.image.layer.v1.tar+zstd")],
+        )
+        .await;
+    let m: serde_json::Value = serde_json::from_slice(&mb).unwrap();
+    let f = reg.blob_file(m["layers"][0]["digest"].as_str().unwrap());
+    let mut bytes = std::fs::read(&f).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&f, &bytes).unwrap();
+    let e = store
+        .pull(&format!("{}/bad/zstd-tail:v1", reg.addr), &opts())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::DigestMismatch { .. }), "{e}");
+    assert_clean(&store);
+
     // Unknown transport, bad grammar, unknown tag.
     for (src, kind) in [
         ("weird:/x", "transport"),
@@ -723,4 +755,297 @@ async fn privileged_interrupted_download_resumes_with_range() {
     });
     assert_eq!(resumed_at, Some((layer.len() / 2) as u64));
     assert_eq!(std::fs::read(store.blob_path(&ld)).unwrap(), layer);
+}
+
+/// `security.capability` (v2: effective, CAP_NET_BIND_SERVICE permitted).
+const CAP_NET_BIND: [u8; 20] = [1, 0, 0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privileged_xattrs_are_kept_in_the_built_image() {
+    if skip() {
+        return;
+    }
+    if !have("getfattr") {
+        eprintln!("skipping: getfattr is not installed (apt-get install attr)");
+        return;
+    }
+    let Some(reg) = Registry::start(false) else {
+        return;
+    };
+    let l1 = Layer::new()
+        .dir("usr", 0o755, 0, 0)
+        .dir("usr/bin", 0o755, 0, 0)
+        .file_with_xattrs(
+            "usr/bin/ping",
+            b"#!/bin/sh\n",
+            0o755,
+            &[
+                ("security.capability", &CAP_NET_BIND),
+                ("user.origin", b"layer1"),
+            ],
+        )
+        .file_with_xattrs("usr/bin/old", b"old", 0o755, &[("user.origin", b"layer1")])
+        .gz();
+    // A later layer replaces `old`: its xattrs go with it.
+    let l2 = Layer::new()
+        .file_with_xattrs("usr/bin/old", b"new", 0o755, &[("user.origin", b"layer2")])
+        .file("usr/bin/plain", b"p", 0o755, 0, 0)
+        .gz();
+    reg.push_image(
+        "test/xattr",
+        "v1",
+        "amd64",
+        serde_json::json!({}),
+        &[(l1, GZ), (l2, GZ)],
+    )
+    .await;
+    let home = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(home.path()).unwrap();
+    let name = format!("{}/test/xattr:v1", reg.addr);
+    let img = store.pull(&name, &opts()).await.unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let x = t.path().join("x");
+    let out = Command::new("unsquashfs")
+        .arg("-q")
+        .arg("-d")
+        .arg(&x)
+        .arg(&img.rootfs)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let attrs = |p: &str| {
+        let o = Command::new("getfattr")
+            .args(["--absolute-names", "-d", "-m", "-", "-e", "hex"])
+            .arg(x.join(p))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let ping = attrs("usr/bin/ping");
+    assert!(
+        ping.contains(&format!(
+            "security.capability=0x{}",
+            hex::encode(CAP_NET_BIND)
+        )),
+        "{ping}"
+    );
+    assert!(
+        ping.contains(&format!("user.origin=0x{}", hex::encode(b"layer1"))),
+        "{ping}"
+    );
+    let old = attrs("usr/bin/old");
+    assert!(
+        old.contains(&format!("user.origin=0x{}", hex::encode(b"layer2"))),
+        "{old}"
+    );
+    assert!(
+        !attrs("usr/bin/plain").contains("user."),
+        "no xattrs on plain"
+    );
+    // ext4: the on-disk merge sets them on the staging tree, and `mkfs.ext4 -d` copies them.
+    if have("debugfs") {
+        let mut o = opts();
+        o.build.fs_type = FsType::Ext4;
+        let home = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(home.path()).unwrap();
+        let img = store.pull(&name, &o).await.unwrap();
+        let ea = |p: &str| {
+            let out = Command::new("debugfs")
+                .arg("-R")
+                .arg(format!("ea_list {p}"))
+                .arg(&img.rootfs)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let ping = ea("/usr/bin/ping");
+        eprintln!("ext4 xattrs of /usr/bin/ping: {ping}");
+        assert!(
+            ping.contains("security.capability") && ping.contains("user.origin"),
+            "{ping}"
+        );
+        let old = ea("/usr/bin/old");
+        assert!(old.contains("layer2"), "{old}");
+    }
+}
+
+/// Run from the test below in a child process (this test binary again, with the helper on
+/// its PATH): pull with the given Docker config, expecting success or an auth error.
+async fn helper_child(name: &str) {
+    let cfg = std::env::var_os("VMSAN_TEST_DOCKER_CONFIG").unwrap();
+    let expect = std::env::var("VMSAN_TEST_EXPECT").unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(home.path()).unwrap();
+    let o = PullOptions {
+        docker_config: Some(cfg.into()),
+        ..Default::default()
+    };
+    let res = store.pull(name, &o).await;
+    match expect.as_str() {
+        "ok" => {
+            let img = res.unwrap();
+            assert!(unsquashfs_list(&img.rootfs).contains_key("/helped"));
+        }
+        _ => {
+            let e = res.unwrap_err();
+            assert!(matches!(e, Error::Auth { .. }), "{e}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privileged_credential_helpers_from_the_docker_config() {
+    const TEST: &str = "privileged_credential_helpers_from_the_docker_config";
+    if let Ok(name) = std::env::var("VMSAN_TEST_HELPER_CHILD") {
+        helper_child(&name).await;
+        return;
+    }
+    if skip() || !have("htpasswd") {
+        return;
+    }
+    let Some(reg) = Registry::start(true) else {
+        return;
+    };
+    reg.push_image(
+        "test/helper",
+        "v1",
+        "amd64",
+        serde_json::json!({}),
+        &[(Layer::new().file("helped", b"ok", 0o644, 0, 0).gz(), GZ)],
+    )
+    .await;
+    let name = format!("{}/test/helper:v1", reg.addr);
+    let t = tempfile::tempdir().unwrap();
+    let bin = t.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let log = t.path().join("calls.log");
+    let secret = t.path().join("secret");
+    // The helper protocol: `get` as the argument, the server on stdin, JSON on stdout.
+    let script = format!(
+        "#!/bin/sh\nread -r server\necho \"$1 $server\" >> {log}\nif [ \"$1\" = get ] && [ \"$server\" = {addr} ]; then\n  printf '{{\"ServerURL\":\"%s\",\"Username\":\"tester\",\"Secret\":\"%s\"}}\\n' \"$server\" \"$(cat {secret})\"\n  exit 0\nfi\necho 'credentials not found in native keychain'\nexit 1\n",
+        log = log.display(),
+        addr = reg.addr,
+        secret = secret.display()
+    );
+    let helper = bin.join("docker-credential-vmsantest");
+    std::fs::write(&helper, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let cfg = t.path().join("config.json");
+    let run = |config: String, secret_value: &str, expect: &str| {
+        std::fs::write(&cfg, config).unwrap();
+        std::fs::write(&secret, secret_value).unwrap();
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args([TEST, "--exact", "--nocapture", "--test-threads=1"])
+            .env("PATH", &path)
+            .env("VMSAN_TEST_HELPER_CHILD", &name)
+            .env("VMSAN_TEST_DOCKER_CONFIG", &cfg)
+            .env("VMSAN_TEST_EXPECT", expect)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "child pull ({expect}) failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // credHelpers names the helper for this registry.
+    run(
+        format!(r#"{{"credHelpers":{{"{}":"vmsantest"}}}}"#, reg.addr),
+        "s3cret",
+        "ok",
+    );
+    // credsStore is the helper for every registry.
+    run(r#"{"credsStore":"vmsantest"}"#.to_owned(), "s3cret", "ok");
+    // The helper's credentials are refused: an authentication error.
+    run(r#"{"credsStore":"vmsantest"}"#.to_owned(), "wrong", "auth");
+    let calls = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        calls
+            .lines()
+            .filter(|l| *l == format!("get {}", reg.addr))
+            .count(),
+        3,
+        "{calls}"
+    );
+}
+
+/// Unmounts (which also frees the loop device `mount -o loop` set up) when dropped.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privileged_built_squashfs_mounts_in_the_kernel() {
+    if skip() {
+        return;
+    }
+    if !std::path::Path::new("/dev/loop-control").exists()
+        || !std::fs::read_to_string("/proc/filesystems").is_ok_and(|f| f.contains("squashfs"))
+    {
+        eprintln!("skipping: no loop devices or no squashfs in this kernel");
+        return;
+    }
+    let Some(reg) = Registry::start(false) else {
+        return;
+    };
+    reg.push_image("test/mount", "v1", "amd64", config(), &layers())
+        .await;
+    let home = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(home.path()).unwrap();
+    let img = store
+        .pull(&format!("{}/test/mount:v1", reg.addr), &opts())
+        .await
+        .unwrap();
+    let mnt = tempfile::tempdir().unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "squashfs", "-o", "loop,ro"])
+        .arg(&img.rootfs)
+        .arg(mnt.path())
+        .status()
+        .unwrap();
+    assert!(st.success(), "the kernel refused the image");
+    let m = Mounted(mnt.path().to_owned());
+    let root = &m.0;
+    assert_eq!(
+        std::fs::read(root.join("big/blob")).unwrap(),
+        noise(24 << 20, 7)
+    );
+    assert_eq!(std::fs::read(root.join("etc/hostname")).unwrap(), b"vm\n");
+    assert_eq!(std::fs::read(root.join("opaque/new")).unwrap(), b"new");
+    assert!(!root.join("opaque/old1").exists() && !root.join("gone.txt").exists());
+    assert_eq!(
+        std::fs::read_link(root.join("bin")).unwrap(),
+        std::path::Path::new("usr/bin")
+    );
+    use std::os::unix::fs::MetadataExt;
+    let tool = std::fs::metadata(root.join("usr/bin/tool")).unwrap();
+    let link = std::fs::metadata(root.join("usr/bin/tool-link")).unwrap();
+    assert_eq!((tool.ino(), tool.nlink()), (link.ino(), 2));
+    let home_user = std::fs::metadata(root.join("home/user")).unwrap();
+    assert_eq!(
+        (home_user.uid(), home_user.gid(), home_user.mode() & 0o7777),
+        (1000, 1000, 0o700)
+    );
+    let names: Vec<_> = std::fs::read_dir(root.join("data"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("b")]);
+    drop(m);
 }

@@ -361,6 +361,29 @@ impl Layer {
         self.b.append_data(&mut h, p, data).unwrap();
         self
     }
+    /// A regular file with extended attributes (PAX `SCHILY.xattr.NAME` records).
+    pub fn file_with_xattrs(
+        mut self,
+        p: &str,
+        data: &[u8],
+        mode: u32,
+        xattrs: &[(&str, &[u8])],
+    ) -> Self {
+        let keys: Vec<String> = xattrs
+            .iter()
+            .map(|(k, _)| format!("SCHILY.xattr.{k}"))
+            .collect();
+        self.b
+            .append_pax_extensions(
+                keys.iter()
+                    .map(String::as_str)
+                    .zip(xattrs.iter().map(|(_, v)| *v)),
+            )
+            .unwrap();
+        let mut h = header(tar::EntryType::Regular, mode, 0, 0, data.len() as u64);
+        self.b.append_data(&mut h, p, data).unwrap();
+        self
+    }
     pub fn symlink(mut self, p: &str, target: &str) -> Self {
         let mut h = header(tar::EntryType::Symlink, 0o777, 0, 0, 0);
         self.b.append_link(&mut h, p, target).unwrap();
