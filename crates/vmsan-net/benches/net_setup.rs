@@ -126,22 +126,24 @@ fn main() {
         let published: Vec<vmsan_net::PublishedPort> = vec!["8080:80".parse().unwrap()];
         std::fs::write(
             &vm_rules,
-            nft::render_vm_table(&nft::VmRules {
+            nft::vm_table(&nft::VmRules {
                 addrs: &a,
                 policy: &Policy::AllowAll,
                 allow_udp: false,
                 published: &published,
-            }),
+            })
+            .to_nft(),
         )
         .unwrap();
         let hv = format!("veth-h-{}", slot.get());
         std::fs::write(
             &host_rules,
-            nft::render_host_add(&nft::HostRules {
+            nft::host_add(&nft::HostRules {
                 addrs: &a,
                 host_veth: &hv,
                 published: &published,
-            }),
+            })
+            .to_nft(),
         )
         .unwrap();
         let state = nft::HostState {
@@ -154,7 +156,7 @@ fn main() {
         };
         std::fs::write(
             &host_remove,
-            nft::render_host_remove(&state, &hv, a.guest_ip, &[]),
+            nft::host_remove(&state, &hv, a.guest_ip, &[]).to_nft(),
         )
         .unwrap();
         let ns = format!("{}{id}", prefix());
@@ -199,7 +201,7 @@ fn main() {
         };
         std::fs::write(
             &pol_rules,
-            nft::render_policy_change(
+            nft::policy_change(
                 &nft::VmRules {
                     addrs: &vm.net.addrs,
                     policy: &p,
@@ -207,7 +209,8 @@ fn main() {
                     published: &[],
                 },
                 true,
-            ),
+            )
+            .to_nft(),
         )
         .unwrap();
         let t = Instant::now();

@@ -35,6 +35,7 @@ use tokio::sync::oneshot;
 
 use crate::error::{NetError, Result};
 use crate::netns;
+use crate::nfnl::Socket;
 use crate::nft;
 use crate::policy::{DomainPattern, Policy};
 
@@ -182,16 +183,21 @@ pub trait SetUpdater: Send + Sync + std::fmt::Debug + 'static {
     fn add(&self, entries: &[(Ipv4Addr, u32)]) -> Result<()>;
 }
 
-/// The real updater: one `nft` transaction in the VM's namespace per answer.
-#[derive(Debug, Clone)]
+/// The real updater: one nftables transaction over netlink in the VM's namespace per
+/// answer, on a socket opened there once and kept (reopened after an error).
+#[derive(Debug)]
 pub struct NftSetUpdater {
     netns: PathBuf,
+    sock: Mutex<Option<Socket>>,
 }
 
 impl NftSetUpdater {
     /// Updates the set of the VM whose namespace is bound at `netns`.
     pub fn new(netns: PathBuf) -> Self {
-        Self { netns }
+        Self {
+            netns,
+            sock: Mutex::new(None),
+        }
     }
 }
 
@@ -200,7 +206,21 @@ impl SetUpdater for NftSetUpdater {
         if entries.is_empty() {
             return Ok(());
         }
-        nft::apply(Some(&self.netns), &nft::render_dns_update(entries))
+        let mut guard = match self.sock.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let mut sock = match guard.take() {
+            Some(s) => s,
+            None => netns::run_in(&self.netns, Socket::open)?,
+        };
+        let r = nft::dns_update(entries)
+            .apply_on(&mut sock)
+            .map_err(|e| nft::in_ns(e, Some(&self.netns)));
+        if r.is_ok() {
+            *guard = Some(sock);
+        }
+        r
     }
 }
 

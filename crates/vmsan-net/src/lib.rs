@@ -27,11 +27,14 @@
 //!   allow-list into the VM's nftables set;
 //! - [`ratelimit::RateLimiter`] gives Firecracker's rate-limiter values for a bandwidth.
 //!
-//! Netlink (rtnetlink) and ioctls do the work; the only child process is `nft -f -`, run with
-//! argv and the script on stdin, from a thread that has entered the right namespace.
+//! Netlink and ioctls do all the work, no child process is spawned: rtnetlink for links,
+//! addresses and routes, nf_tables over `NETLINK_NETFILTER` for the rulesets (each change one
+//! atomic batch, see [`nft::Ruleset::apply`]), from a thread that has entered the right
+//! namespace.
 
 mod error;
 mod link;
+mod nfnl;
 mod setup;
 mod sys;
 

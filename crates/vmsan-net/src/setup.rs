@@ -11,6 +11,7 @@ use crate::addr::{self, Slot, SlotAddrs, TAP_NAME, VM_VETH_NAME, validate_vm_id}
 use crate::error::{NetError, Result};
 use crate::link;
 use crate::netns;
+use crate::nfnl::Socket;
 use crate::nft;
 use crate::policy::{Policy, Protocol, PublishedPort};
 use crate::ratelimit::{Bandwidth, RateLimiter};
@@ -304,34 +305,24 @@ fn build(host: &HostConfig, spec: &VmNetSpec, net: &VmNet) -> Result<()> {
                 let _ = netns::write_sysctl("net/ipv6/conf/all/disable_ipv6", "1");
                 let _ = netns::write_sysctl("net/ipv6/conf/default/disable_ipv6", "1");
                 netns::write_sysctl("net/ipv4/ip_forward", "1")?;
-                // The ruleset names interfaces, it does not need them: load it (an nft
-                // process, forked from a thread in this namespace) while the links are made.
-                std::thread::scope(|s| {
-                    let fw = s.spawn(|| {
-                        nft::apply(
-                            None,
-                            &nft::render_vm_table(&nft::VmRules {
-                                addrs: &a,
-                                policy: &net.policy,
-                                allow_udp: net.allow_udp,
-                                published: &net.published_ports,
-                            }),
-                        )
-                    });
-                    let links = sys::create_persistent_tap(TAP_NAME, spec.jail_uid, spec.jail_gid)
-                        .and_then(|()| {
-                            link::with_netlink(|h| async move {
-                                let lo = link::require_index(&h, "lo").await?;
-                                link::up(&h, lo, "lo").await?;
-                                let tap = link::require_index(&h, TAP_NAME).await?;
-                                link::add_addr(&h, tap, a.tap_ip, a.prefix, TAP_NAME).await?;
-                                link::up(&h, tap, TAP_NAME).await
-                            })
-                        });
-                    let fw = fw
-                        .join()
-                        .unwrap_or_else(|_| Err(NetError::invalid("setup", "nft worker panicked")));
-                    links.and(fw)
+                // The ruleset names interfaces, it does not need them: load it first, so
+                // the TAP never carries a packet without the policy.
+                let mut sock = Socket::open()?;
+                nft::vm_table(&nft::VmRules {
+                    addrs: &a,
+                    policy: &net.policy,
+                    allow_udp: net.allow_udp,
+                    published: &net.published_ports,
+                })
+                .apply_on(&mut sock)
+                .map_err(|e| nft::in_ns(e, Some(&net.netns_path)))?;
+                sys::create_persistent_tap(TAP_NAME, spec.jail_uid, spec.jail_gid)?;
+                link::with_netlink(|h| async move {
+                    let lo = link::require_index(&h, "lo").await?;
+                    link::up(&h, lo, "lo").await?;
+                    let tap = link::require_index(&h, TAP_NAME).await?;
+                    link::add_addr(&h, tap, a.tap_ip, a.prefix, TAP_NAME).await?;
+                    link::up(&h, tap, TAP_NAME).await
                 })
             })
         });
@@ -352,74 +343,68 @@ fn build(host: &HostConfig, spec: &VmNetSpec, net: &VmNet) -> Result<()> {
     })
 }
 
-/// Host side: port checks and table under the host firewall lock, veth pair (peer created
-/// inside the VM namespace), address, route, sysctls.
+/// Host side: veth pair (peer created inside the VM namespace), address, route, sysctls;
+/// then, under the host firewall lock, the port checks and the host table's elements (and
+/// the table itself for the first VM) in one nftables transaction.
 fn build_host_side(host: &HostConfig, spec: &VmNetSpec, net: &VmNet) -> Result<()> {
     let a = net.addrs;
     let ns_file = File::open(&net.netns_path)
         .map_err(|e| NetError::sys(format!("open {}", net.netns_path.display()), e))?;
     let host_veth = net.host_veth.as_str();
     netns::run_in_opt(host.host_ns(), || {
-        let lock = host.lock()?;
         check_listeners_free(&spec.published_ports)?;
-        // Listing the tables (an nft process) overlaps with the netlink work; a thread
-        // spawned here inherits this thread's (host) namespace.
-        let (tables, links) = std::thread::scope(|s| {
-            let t = s.spawn(|| nft::list_tables(None));
-            let l = link::with_netlink(|h| async move {
-                link::add_veth(&h, host_veth, VM_VETH_NAME, ns_file.as_raw_fd()).await?;
-                let idx = link::require_index(&h, host_veth).await?;
-                link::add_addr(&h, idx, a.host_veth_ip, a.prefix, host_veth).await?;
-                link::up(&h, idx, host_veth).await?;
-                link::add_route(&h, a.guest_net.addr(), a.prefix, a.vm_veth_ip).await
-            });
-            let t = t
-                .join()
-                .unwrap_or_else(|_| Err(NetError::invalid("setup", "nft worker panicked")));
-            (t, l)
-        });
-        links?;
-        let tables = tables?;
-        let exists = tables
-            .iter()
-            .any(|t| *t == format!("ip {}", nft::HOST_TABLE));
+        link::with_netlink(|h| async move {
+            link::add_veth(&h, host_veth, VM_VETH_NAME, ns_file.as_raw_fd()).await?;
+            let idx = link::require_index(&h, host_veth).await?;
+            link::add_addr(&h, idx, a.host_veth_ip, a.prefix, host_veth).await?;
+            link::up(&h, idx, host_veth).await?;
+            link::add_route(&h, a.guest_net.addr(), a.prefix, a.vm_veth_ip).await
+        })?;
         if netns::read_sysctl("net/ipv4/ip_forward")? != "1" {
             netns::write_sysctl("net/ipv4/ip_forward", "1")?;
         }
         netns::write_sysctl(&format!("net/ipv4/conf/{host_veth}/route_localnet"), "1")?;
         let _ = netns::write_sysctl(&format!("net/ipv6/conf/{host_veth}/disable_ipv6"), "1");
-        let mut script = String::new();
-        // The compat rules follow foreign chains that may appear after our table (Docker
-        // started later), so they are checked on every setup.
-        let missing: Vec<_> = nft::compat_chains_in(None, &tables)?
-            .into_iter()
-            .filter(|(_, handles)| handles.is_empty())
-            .map(|(c, _)| c)
-            .collect();
-        if !exists {
-            script.push_str(&nft::render_host_base(&missing));
-        } else if !missing.is_empty() {
-            let base = nft::render_host_base(&missing);
-            for l in base.lines().filter(|l| l.starts_with("insert rule")) {
-                script.push_str(l);
-                script.push('\n');
-            }
-        }
-        script.push_str(&nft::render_host_add(&nft::HostRules {
-            addrs: &a,
-            host_veth,
-            published: &net.published_ports,
-        }));
-        if let Err(e) = nft::apply(None, &script) {
-            // `create element` refused a published port another VM holds: say which.
-            if !spec.published_ports.is_empty() {
-                check_published_free(&nft::HostState::read(None)?, &spec.published_ports)?;
-            }
-            return Err(e);
-        }
+        let lock = host.lock()?;
+        let r = host_table_add(spec, net, host_veth);
         drop(lock);
-        Ok(())
+        r.map_err(|e| nft::in_ns(e, host.host_ns()))
     })
+}
+
+/// Adds the VM to the host table (creating the table and the compat rules as needed), in
+/// the current thread's namespace. Call it under the host lock.
+fn host_table_add(spec: &VmNetSpec, net: &VmNet, host_veth: &str) -> Result<()> {
+    let mut sock = Socket::open()?;
+    let tables = nft::list_tables_on(&mut sock)?;
+    let exists = tables
+        .iter()
+        .any(|t| *t == format!("ip {}", nft::HOST_TABLE));
+    // The compat rules follow foreign chains that may appear after our table (Docker
+    // started later), so they are checked on every setup.
+    let missing: Vec<_> = nft::compat_chains_on(&mut sock, &tables)?
+        .into_iter()
+        .filter(|(_, handles)| handles.is_empty())
+        .map(|(c, _)| c)
+        .collect();
+    let mut rs = if exists {
+        nft::host_compat(&missing)
+    } else {
+        nft::host_base(&missing)
+    };
+    rs.extend(nft::host_add(&nft::HostRules {
+        addrs: &net.addrs,
+        host_veth,
+        published: &net.published_ports,
+    }));
+    if let Err(e) = rs.apply_on(&mut sock) {
+        // `create element` refused a published port another VM holds: say which.
+        if !spec.published_ports.is_empty() {
+            check_published_free(&nft::HostState::read_on(&mut sock)?, &spec.published_ports)?;
+        }
+        return Err(e);
+    }
+    Ok(())
 }
 
 /// Replaces the VM's egress policy in one atomic nftables transaction: new connections see
@@ -429,7 +414,7 @@ fn build_host_side(host: &HostConfig, spec: &VmNetSpec, net: &VmNet) -> Result<(
 pub fn apply_policy(net: &mut VmNet, policy: &Policy) -> Result<()> {
     policy.validate()?;
     let flush_dns = net.policy.allowed_domains() != policy.allowed_domains();
-    let script = nft::render_policy_change(
+    nft::policy_change(
         &nft::VmRules {
             addrs: &net.addrs,
             policy,
@@ -437,8 +422,8 @@ pub fn apply_policy(net: &mut VmNet, policy: &Policy) -> Result<()> {
             published: &net.published_ports,
         },
         flush_dns,
-    );
-    nft::apply(Some(&net.netns_path), &script)?;
+    )
+    .apply(Some(&net.netns_path))?;
     net.policy = policy.clone();
     Ok(())
 }
@@ -457,19 +442,17 @@ pub fn teardown(host: &HostConfig, vm_id: &str, slot: Slot) -> Result<()> {
         let fw = s.spawn(|| {
             netns::run_in_opt(host.host_ns(), || {
                 let _lock = host.lock()?;
-                let state = nft::HostState::read(None)?;
+                let mut sock = Socket::open()?;
+                let state = nft::HostState::read_on(&mut sock)?;
                 let last = state.guests.iter().all(|(d, _)| *d == host_veth);
                 let compat = if state.exists && last {
-                    nft::compat_rule_handles(None)?
+                    nft::compat_rule_handles_on(&mut sock)?
                 } else {
                     Vec::new()
                 };
-                let script = nft::render_host_remove(&state, &host_veth, guest_ip, &compat);
-                if script.is_empty() {
-                    Ok(())
-                } else {
-                    nft::apply(None, &script)
-                }
+                nft::host_remove(&state, &host_veth, guest_ip, &compat)
+                    .apply_on(&mut sock)
+                    .map_err(|e| nft::in_ns(e, host.host_ns()))
             })
         });
         let ln = s.spawn(|| {

@@ -335,7 +335,7 @@ fn privileged_docker_forward_drop_and_clean_teardown() {
     let w = World::new();
     // What Docker (iptables-nft) leaves on a host: FORWARD policy drop.
     let docker = "table ip filter {\n chain FORWARD {\n  type filter hook forward priority 0; policy drop;\n }\n}\n";
-    vmsan_net::nft::apply(Some(&w.host.path), docker).unwrap();
+    nft(&w.host.path, &["-f", "-"], docker).unwrap();
     let hc = w.host_config();
     let s = spec(9, Policy::AllowAll);
     let (id, slot) = (s.vm_id.clone(), s.slot);
@@ -353,8 +353,8 @@ fn privileged_docker_forward_drop_and_clean_teardown() {
             3,
             "a live VM shows its netns, link and host-table element: {leaks:?}"
         );
-        let chain = vmsan_net::nft::run(
-            Some(&w.host.path),
+        let chain = nft(
+            &w.host.path,
             &["list", "chain", "ip", "filter", "FORWARD"],
             "",
         )
@@ -363,8 +363,8 @@ fn privileged_docker_forward_drop_and_clean_teardown() {
     }
     assert_eq!(vmsan_net::leaks(&hc, &id, slot).unwrap(), vec![]);
     assert_eq!(vmsan_net::scan_leaks(&hc, &[]).unwrap(), vec![]);
-    let chain = vmsan_net::nft::run(
-        Some(&w.host.path),
+    let chain = nft(
+        &w.host.path,
         &["list", "chain", "ip", "filter", "FORWARD"],
         "",
     )

@@ -88,6 +88,43 @@ pub fn ip_out(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Runs the `nft` tool in namespace `ns` (tests only: the product talks netlink) with
+/// `stdin`; its stdout, or its stderr as the error.
+pub fn nft(ns: &Path, args: &[&str], stdin: &str) -> Result<String, String> {
+    let bin = ["/usr/sbin/nft", "/sbin/nft"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("nft");
+    netns::run_in(ns, || {
+        let mut child = Command::new(bin)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn nft");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write nft input");
+        Ok(child.wait_with_output().expect("wait for nft"))
+    })
+    .map_err(|e| e.to_string())
+    .and_then(|out| {
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "nft {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    })
+}
+
 /// A named namespace deleted on drop.
 pub struct TestNs {
     pub name: String,
