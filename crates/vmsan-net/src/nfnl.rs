@@ -7,7 +7,9 @@
 //! [`crate::netns::run_in`]); it stays there when used from other threads.
 
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd as _, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt as _;
+use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -433,6 +435,8 @@ pub(crate) struct Batch {
     msgs: Vec<(u32, String)>,
     begin_seq: u32,
     next_set_id: u32,
+    /// Offset of the last message (the only one asking for an ack).
+    last_at: usize,
 }
 
 /// Sequence numbers reserved per batch (a batch never holds more messages).
@@ -456,6 +460,7 @@ impl Batch {
             msgs: Vec::new(),
             begin_seq,
             next_set_id: 1,
+            last_at: 0,
         }
     }
 
@@ -477,13 +482,14 @@ impl Batch {
         let at = put_header(
             &mut self.buf,
             nft_type(ty),
-            NLM_F_REQUEST | NLM_F_ACK | flags,
+            NLM_F_REQUEST | flags,
             seq,
             family as u8,
             0,
         );
         body(&mut self.buf);
         end_msg(&mut self.buf, at);
+        self.last_at = at;
         self.msgs.push((seq, what));
     }
 
@@ -718,7 +724,16 @@ impl Batch {
         );
     }
 
+    /// The batch's bytes, its messages and the BATCH_BEGIN sequence number. Only the last
+    /// message asks for an ack: the kernel reports every refused message anyway, and
+    /// replies in message order once the whole batch is processed, so the last message's
+    /// reply closes the transaction's answer.
     fn finish(mut self) -> (Vec<u8>, Vec<(u32, String)>, u32) {
+        if !self.msgs.is_empty() {
+            let f = self.last_at + 6;
+            let flags = u16::from_ne_bytes([self.buf[f], self.buf[f + 1]]) | NLM_F_ACK;
+            self.buf[f..f + 2].copy_from_slice(&flags.to_ne_bytes());
+        }
         let n = u32::try_from(self.msgs.len()).unwrap_or(u32::MAX);
         let at = put_header(
             &mut self.buf,
@@ -809,10 +824,86 @@ pub(crate) struct RuleInfo {
 }
 
 /// A NETLINK_NETFILTER socket in the namespace of the thread that opened it.
+///
+/// Dropping it hands the descriptor to a closer thread: when a netfilter socket is
+/// released, nf_tables first finishes freeing what earlier transactions replaced, which
+/// waits for an RCU grace period (about 10 ms here). That memory is no longer in use, and the
+/// transaction was in force when its ack arrived, so nobody needs to wait for it.
 #[derive(Debug)]
 pub(crate) struct Socket {
-    fd: OwnedFd,
+    fd: Option<OwnedFd>,
     buf: Vec<u8>,
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        if let Some(fd) = self.fd.take() {
+            close_later(fd);
+        }
+    }
+}
+
+/// The identity (device, inode) of the network namespace at `ns`, or of the calling
+/// thread's.
+fn netns_id(ns: Option<&Path>) -> Result<(u64, u64)> {
+    let p = ns.unwrap_or(Path::new("/proc/thread-self/ns/net"));
+    let md = std::fs::metadata(p).map_err(|e| NetError::sys(format!("stat {}", p.display()), e))?;
+    Ok((md.dev(), md.ino()))
+}
+
+/// Runs `f` with this process's socket in the namespace at `ns` (the calling thread's when
+/// `None`), opened on first use and kept: meant for the host namespace, which outlives every
+/// VM. Keeping it open spares each transaction the grace-period wait that closing a
+/// netfilter socket right after a commit costs every later transaction in that namespace
+/// (see [`Socket`]). One namespace is cached at a time; asking for another replaces it.
+pub(crate) fn with_host_socket<T>(
+    ns: Option<&Path>,
+    f: impl FnOnce(&mut Socket) -> Result<T>,
+) -> Result<T> {
+    static HOST: std::sync::Mutex<Option<((u64, u64), Socket)>> = std::sync::Mutex::new(None);
+    let id = netns_id(ns)?;
+    let mut g = match HOST.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    if g.as_ref().is_none_or(|(k, _)| *k != id) {
+        *g = None;
+        let sock = crate::netns::run_in_opt(ns, Socket::open)?;
+        *g = Some((id, sock));
+    }
+    match g.as_mut() {
+        Some((_, sock)) => f(sock),
+        None => Err(NetError::invalid("netlink", "no host socket")),
+    }
+}
+
+/// Closes `fd` on the closer thread (inline if that thread cannot run).
+fn close_later(fd: OwnedFd) {
+    static CLOSER: std::sync::OnceLock<Option<std::sync::Mutex<std::sync::mpsc::Sender<OwnedFd>>>> =
+        std::sync::OnceLock::new();
+    let tx = CLOSER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<OwnedFd>();
+        std::thread::Builder::new()
+            .name("nfnl-close".into())
+            .spawn(move || {
+                for fd in rx {
+                    drop(fd);
+                }
+            })
+            .ok()
+            .map(|_| std::sync::Mutex::new(tx))
+    });
+    let Some(tx) = tx else {
+        drop(fd);
+        return;
+    };
+    let tx = match tx.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    if let Err(std::sync::mpsc::SendError(fd)) = tx.send(fd) {
+        drop(fd);
+    }
 }
 
 fn nl_err(context: impl Into<String>, e: Errno) -> NetError {
@@ -842,14 +933,18 @@ impl Socket {
         setsockopt(&fd, sockopt::ReceiveTimeout, &tv)
             .map_err(|e| nl_err("set netlink receive timeout", e))?;
         Ok(Self {
-            fd,
+            fd: Some(fd),
             buf: vec![0u8; 1 << 16],
         })
     }
 
+    fn raw_fd(&self) -> i32 {
+        self.fd.as_ref().map_or(-1, AsRawFd::as_raw_fd)
+    }
+
     fn send_all(&self, msg: &[u8], what: &str) -> Result<()> {
         loop {
-            match send(self.fd.as_raw_fd(), msg, MsgFlags::empty()) {
+            match send(self.raw_fd(), msg, MsgFlags::empty()) {
                 Ok(n) if n == msg.len() => return Ok(()),
                 Ok(n) => {
                     return Err(nl_err(
@@ -866,7 +961,7 @@ impl Socket {
     /// Receives one datagram; returns its messages.
     fn recv_msgs(&mut self, what: &str) -> Result<Vec<RawMsg>> {
         let n = loop {
-            match recv(self.fd.as_raw_fd(), &mut self.buf, MsgFlags::empty()) {
+            match recv(self.raw_fd(), &mut self.buf, MsgFlags::empty()) {
                 Ok(n) => break n,
                 Err(Errno::EINTR) => {}
                 Err(Errno::EAGAIN) => {
@@ -903,11 +998,11 @@ impl Socket {
             return Ok(());
         }
         let (buf, msgs, begin) = batch.finish();
+        let last = msgs.last().map_or(begin, |(s, _)| *s);
         let what: HashMap<u32, String> = msgs.into_iter().collect();
         self.send_all(&buf, "send nftables batch")?;
-        let mut pending = what.len();
         let mut first_err: Option<(u32, i32)> = None;
-        while pending > 0 {
+        loop {
             for RawMsg { ty, seq, payload } in self.recv_msgs("nftables batch")? {
                 if ty != NLMSG_ERROR {
                     continue;
@@ -923,18 +1018,19 @@ impl Socket {
                 if !what.contains_key(&seq) {
                     continue; // a stale reply of an earlier, abandoned request
                 }
-                pending = pending.saturating_sub(1);
                 if code != 0 && first_err.is_none_or(|(s, _)| seq < s) {
                     first_err = Some((seq, code));
                 }
+                if seq == last {
+                    return match first_err {
+                        None => Ok(()),
+                        Some((seq, code)) => Err(nl_err(
+                            what.get(&seq).cloned().unwrap_or_default(),
+                            Errno::from_raw(-code),
+                        )),
+                    };
+                }
             }
-        }
-        match first_err {
-            None => Ok(()),
-            Some((seq, code)) => Err(nl_err(
-                what.get(&seq).cloned().unwrap_or_default(),
-                Errno::from_raw(-code),
-            )),
         }
     }
 

@@ -515,18 +515,8 @@ fn set_def(kind: SetKind, name: &str, id: u32) -> SetDef {
     }
 }
 
-/// What encoding needs from the namespace the batch is applied in.
-struct Ctx {
-    lo_index: Option<u32>,
-}
-
-impl Ctx {
-    fn lo(&mut self) -> u32 {
-        *self
-            .lo_index
-            .get_or_insert_with(|| nix::net::if_::if_nametoindex("lo").unwrap_or(1))
-    }
-}
+/// The loopback device's index, the same in every namespace (`LOOPBACK_IFINDEX`).
+const LOOPBACK_IFINDEX: u32 = 1;
 
 fn load_reg(dreg: u32) -> impl Fn(u32) -> Expr {
     move |key| Expr::Meta { key, dreg }
@@ -605,7 +595,7 @@ fn interval_elems(nets: &[Net]) -> Vec<Elem> {
     out
 }
 
-fn encode_rule(b: &mut Batch, ctx: &mut Ctx, f: Family, table: &str, r: &Rule) -> Vec<Expr> {
+fn encode_rule(b: &mut Batch, f: Family, table: &str, r: &Rule) -> Vec<Expr> {
     let mut out = Vec::new();
     let meta = load_reg(nfnl::REG_1);
     let mut nfproto_done = f != Family::Inet;
@@ -634,7 +624,7 @@ fn encode_rule(b: &mut Batch, ctx: &mut Ctx, f: Family, table: &str, r: &Rule) -
             }
             Match::IifLo => {
                 out.push(meta(nfnl::META_IIF));
-                out.push(cmp(nfnl::CMP_EQ, ctx.lo().to_ne_bytes().to_vec()));
+                out.push(cmp(nfnl::CMP_EQ, LOOPBACK_IFINDEX.to_ne_bytes().to_vec()));
             }
             Match::CtState(bits) => out.extend(bits_set(
                 Expr::Ct {
@@ -906,9 +896,8 @@ impl Ruleset {
         out
     }
 
-    /// The netlink batch of these commands; `ctx` resolves interface indexes in the
-    /// namespace the batch will be applied in.
-    fn batch(&self, ctx: &mut Ctx) -> Batch {
+    /// The netlink batch of these commands.
+    fn batch(&self) -> Batch {
         let mut b = Batch::new();
         for c in &self.cmds {
             match c {
@@ -931,7 +920,7 @@ impl Ruleset {
                     }
                     for ch in chains {
                         for r in &ch.rules {
-                            let exprs = encode_rule(&mut b, ctx, *family, name, r);
+                            let exprs = encode_rule(&mut b, *family, name, r);
                             b.add_rule(*family, name, ch.name, &exprs, r.comment, true);
                         }
                     }
@@ -958,7 +947,7 @@ impl Ruleset {
                     chain,
                     rule,
                 } => {
-                    let exprs = encode_rule(&mut b, ctx, *family, table, rule);
+                    let exprs = encode_rule(&mut b, *family, table, rule);
                     b.add_rule(*family, table, chain, &exprs, rule.comment, false);
                 }
                 Cmd::DeleteRule {
@@ -972,13 +961,12 @@ impl Ruleset {
         b
     }
 
-    /// Applies the commands as one transaction on `sock` (whose namespace is the current
-    /// thread's).
+    /// Applies the commands as one transaction on `sock` (in the socket's namespace).
     pub(crate) fn apply_on(&self, sock: &mut Socket) -> Result<()> {
         if self.is_empty() {
             return Ok(());
         }
-        sock.apply(self.batch(&mut Ctx { lo_index: None }))
+        sock.apply(self.batch())
     }
 
     /// Applies the commands as one netlink transaction in `ns` (the current namespace when
@@ -1522,9 +1510,10 @@ impl HostState {
         Ok(st)
     }
 
-    /// Reads the table in `ns` (absent table: empty state).
+    /// Reads the table in `ns` (absent table: empty state), over this process's kept socket
+    /// in that namespace.
     pub fn read(ns: Option<&Path>) -> Result<Self> {
-        netns::run_in_opt(ns, || Self::read_on(&mut Socket::open()?)).map_err(|e| in_ns(e, ns))
+        nfnl::with_host_socket(ns, Self::read_on).map_err(|e| in_ns(e, ns))
     }
 }
 
@@ -1604,7 +1593,7 @@ pub(crate) fn list_tables_on(sock: &mut Socket) -> Result<Vec<String>> {
 
 /// Every table in `ns` as `family name`.
 pub fn list_tables(ns: Option<&Path>) -> Result<Vec<String>> {
-    netns::run_in_opt(ns, || list_tables_on(&mut Socket::open()?)).map_err(|e| in_ns(e, ns))
+    nfnl::with_host_socket(ns, list_tables_on).map_err(|e| in_ns(e, ns))
 }
 
 /// The compat chains present (given the table list), each with the handles of our rules.

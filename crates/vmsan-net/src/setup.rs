@@ -11,7 +11,7 @@ use crate::addr::{self, Slot, SlotAddrs, TAP_NAME, VM_VETH_NAME, validate_vm_id}
 use crate::error::{NetError, Result};
 use crate::link;
 use crate::netns;
-use crate::nfnl::Socket;
+use crate::nfnl::{self, Socket};
 use crate::nft;
 use crate::policy::{Policy, Protocol, PublishedPort};
 use crate::ratelimit::{Bandwidth, RateLimiter};
@@ -375,14 +375,22 @@ fn build_host_side(host: &HostConfig, spec: &VmNetSpec, net: &VmNet) -> Result<(
 /// Adds the VM to the host table (creating the table and the compat rules as needed), in
 /// the current thread's namespace. Call it under the host lock.
 fn host_table_add(spec: &VmNetSpec, net: &VmNet, host_veth: &str) -> Result<()> {
-    let mut sock = Socket::open()?;
-    let tables = nft::list_tables_on(&mut sock)?;
+    nfnl::with_host_socket(None, |sock| host_table_add_on(sock, spec, net, host_veth))
+}
+
+fn host_table_add_on(
+    sock: &mut Socket,
+    spec: &VmNetSpec,
+    net: &VmNet,
+    host_veth: &str,
+) -> Result<()> {
+    let tables = nft::list_tables_on(sock)?;
     let exists = tables
         .iter()
         .any(|t| *t == format!("ip {}", nft::HOST_TABLE));
     // The compat rules follow foreign chains that may appear after our table (Docker
     // started later), so they are checked on every setup.
-    let missing: Vec<_> = nft::compat_chains_on(&mut sock, &tables)?
+    let missing: Vec<_> = nft::compat_chains_on(sock, &tables)?
         .into_iter()
         .filter(|(_, handles)| handles.is_empty())
         .map(|(c, _)| c)
@@ -397,10 +405,10 @@ fn host_table_add(spec: &VmNetSpec, net: &VmNet, host_veth: &str) -> Result<()> 
         host_veth,
         published: &net.published_ports,
     }));
-    if let Err(e) = rs.apply_on(&mut sock) {
+    if let Err(e) = rs.apply_on(sock) {
         // `create element` refused a published port another VM holds: say which.
         if !spec.published_ports.is_empty() {
-            check_published_free(&nft::HostState::read_on(&mut sock)?, &spec.published_ports)?;
+            check_published_free(&nft::HostState::read_on(sock)?, &spec.published_ports)?;
         }
         return Err(e);
     }
@@ -410,22 +418,58 @@ fn host_table_add(spec: &VmNetSpec, net: &VmNet, host_veth: &str) -> Result<()> 
 /// Replaces the VM's egress policy in one atomic nftables transaction: new connections see
 /// the new policy at once, established ones continue. Addresses learnt by the DNS filter
 /// are kept when the allowed domains are unchanged and dropped otherwise (the filter
-/// re-learns them on the guest's next lookup). Updates `net.policy`.
+/// re-learns them on the guest's next lookup). Updates `net.policy`. One-shot; for
+/// repeated changes keep a [`VmFirewall`].
 pub fn apply_policy(net: &mut VmNet, policy: &Policy) -> Result<()> {
-    policy.validate()?;
-    let flush_dns = net.policy.allowed_domains() != policy.allowed_domains();
-    nft::policy_change(
-        &nft::VmRules {
-            addrs: &net.addrs,
-            policy,
-            allow_udp: net.allow_udp,
-            published: &net.published_ports,
-        },
-        flush_dns,
-    )
-    .apply(Some(&net.netns_path))?;
-    net.policy = policy.clone();
-    Ok(())
+    VmFirewall::open(net)?.apply_policy(net, policy)
+}
+
+/// A netlink socket in a VM's namespace for its policy changes. Holding one spares repeated
+/// changes the cost of opening and closing a socket (see the crate's `nfnl` notes); it keeps
+/// the namespace alive, so drop it before [`teardown`].
+#[derive(Debug)]
+pub struct VmFirewall {
+    sock: Socket,
+    netns: PathBuf,
+}
+
+impl VmFirewall {
+    /// Opens the socket in `net`'s namespace.
+    pub fn open(net: &VmNet) -> Result<Self> {
+        Ok(Self {
+            sock: netns::run_in(&net.netns_path, Socket::open)?,
+            netns: net.netns_path.clone(),
+        })
+    }
+
+    /// [`apply_policy`] over this socket (`net` must be the VM it was opened for).
+    pub fn apply_policy(&mut self, net: &mut VmNet, policy: &Policy) -> Result<()> {
+        policy.validate()?;
+        if net.netns_path != self.netns {
+            return Err(NetError::invalid(
+                "policy change",
+                format!(
+                    "firewall handle of {} used for {}",
+                    self.netns.display(),
+                    net.netns_path.display()
+                ),
+            ));
+        }
+        let flush_dns = net.policy.allowed_domains() != policy.allowed_domains();
+        nft::policy_change(
+            &nft::VmRules {
+                addrs: &net.addrs,
+                policy,
+                allow_udp: net.allow_udp,
+                published: &net.published_ports,
+            },
+            flush_dns,
+        )
+        .apply_on(&mut self.sock)
+        .map_err(|e| nft::in_ns(e, Some(&self.netns)))?;
+        net.policy = policy.clone();
+        Ok(())
+    }
 }
 
 /// Removes everything [`setup`] creates for `vm_id`/`slot` (idempotent: absent parts are
@@ -437,28 +481,44 @@ pub fn teardown(host: &HostConfig, vm_id: &str, slot: Slot) -> Result<()> {
     let host_veth = slot.host_veth();
     let guest_ip = slot.addrs().guest_ip;
     let mut errors = Vec::new();
+    // The host veth goes back into the VM namespace (whose last reference then drops, and
+    // the kernel destroys it with all its devices in the background): deleting a link
+    // synchronously waits for RCU grace periods, tens of milliseconds. Without the namespace
+    // (an earlier teardown got half-way), the link is deleted.
+    let ns_file = match File::open(&path) {
+        Ok(f) => Some(f),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            errors.push(format!("open {}: {e}", path.display()));
+            None
+        }
+    };
     // Host table, host link and namespace go in parallel (each waits on the kernel).
     let (fw, ln, ns) = std::thread::scope(|s| {
         let fw = s.spawn(|| {
-            netns::run_in_opt(host.host_ns(), || {
-                let _lock = host.lock()?;
-                let mut sock = Socket::open()?;
-                let state = nft::HostState::read_on(&mut sock)?;
+            let _lock = host.lock()?;
+            nfnl::with_host_socket(host.host_ns(), |sock| {
+                let state = nft::HostState::read_on(sock)?;
                 let last = state.guests.iter().all(|(d, _)| *d == host_veth);
                 let compat = if state.exists && last {
-                    nft::compat_rule_handles_on(&mut sock)?
+                    nft::compat_rule_handles_on(sock)?
                 } else {
                     Vec::new()
                 };
-                nft::host_remove(&state, &host_veth, guest_ip, &compat)
-                    .apply_on(&mut sock)
-                    .map_err(|e| nft::in_ns(e, host.host_ns()))
+                nft::host_remove(&state, &host_veth, guest_ip, &compat).apply_on(sock)
             })
+            .map_err(|e| nft::in_ns(e, host.host_ns()))
         });
         let ln = s.spawn(|| {
             netns::run_in_opt(host.host_ns(), || {
                 let hv = host_veth.as_str();
-                link::with_netlink(|h| async move { link::delete_link(&h, hv).await })
+                let fd = ns_file.as_ref().map(File::as_raw_fd);
+                link::with_netlink(|h| async move {
+                    match fd {
+                        Some(fd) => link::move_to_netns(&h, hv, fd).await,
+                        None => link::delete_link(&h, hv).await,
+                    }
+                })
             })
         });
         let ns = netns::delete(&path);
@@ -469,6 +529,7 @@ pub fn teardown(host: &HostConfig, vm_id: &str, slot: Slot) -> Result<()> {
             ns,
         )
     });
+    drop(ns_file);
     for r in [fw, ln.map(drop), ns] {
         if let Err(e) = r {
             errors.push(e.to_string());
