@@ -398,3 +398,46 @@ fn privileged_custom_policy_port_list() {
         "address outside the allowed CIDRs"
     );
 }
+
+#[test]
+fn privileged_dns_over_tcp_answers_allowed_names_and_fills_the_set() {
+    if !can_run("privileged_dns_over_tcp_answers_allowed_names_and_fills_the_set") {
+        return;
+    }
+    let w = World::new();
+    let policy = Policy::Custom(CustomPolicy {
+        allowed_cidrs: vec![],
+        denied_cidrs: vec![],
+        allowed_domains: vec!["tcp.test".parse().unwrap()],
+        ports: vec![],
+    });
+    let vm = w.vm(spec(14, policy));
+    let g = Guest::attach(&vm.net, "g");
+    let filter = start_filter(&w, &vm.net);
+    let tap = vm.net.addrs.tap_ip;
+
+    assert_eq!(g.tcp(TCP_ONLY_IP, 80), None, "unresolved address reachable");
+    assert_eq!(
+        g.dns_tcp(tap, "other.test"),
+        Some((5, vec![])),
+        "other names must be REFUSED over TCP too"
+    );
+    assert_eq!(
+        g.dns_tcp(INET, "tcp.test"),
+        None,
+        "DNS over TCP to another server must be blocked"
+    );
+    assert_eq!(g.tcp(TCP_ONLY_IP, 80), None);
+    // Answered over TCP (by the upstream over TCP), and the answer is in the set.
+    assert_eq!(g.dns_tcp(tap, "tcp.test"), Some((0, vec![TCP_ONLY_IP])));
+    assert_eq!(
+        g.tcp(TCP_ONLY_IP, 80).as_deref(),
+        Some("inet"),
+        "address learnt over DNS-over-TCP not allowed"
+    );
+    assert_eq!(g.tcp(TCP_ONLY_IP, 5000).as_deref(), Some("inet"));
+    // The allow-list change reaches the TCP side as well.
+    filter.domains.set_policy(&Policy::DenyAll);
+    assert_eq!(g.dns_tcp(tap, "tcp.test").map(|r| r.0), Some(5));
+    drop(filter);
+}
