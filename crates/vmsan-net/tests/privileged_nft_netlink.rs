@@ -240,3 +240,24 @@ fn privileged_netlink_errors_name_the_refused_message_and_apply_nothing() {
     let st = HostState::read(Some(&ns.path)).unwrap();
     assert_eq!(st.guests, vec![("vmsan-h5".to_string(), a.guest_ip)]);
 }
+
+#[test]
+fn privileged_kernel_probe_loads_the_vm_ruleset_in_a_scratch_namespace() {
+    if !can_run("privileged_kernel_probe_loads_the_vm_ruleset_in_a_scratch_namespace") {
+        return;
+    }
+    let before = nft(
+        std::path::Path::new("/proc/self/ns/net"),
+        &["list", "tables"],
+        "",
+    )
+    .unwrap();
+    nft::probe_kernel().unwrap();
+    let after = nft(
+        std::path::Path::new("/proc/self/ns/net"),
+        &["list", "tables"],
+        "",
+    )
+    .unwrap();
+    assert_eq!(before, after, "the probe touched the caller's namespace");
+}
