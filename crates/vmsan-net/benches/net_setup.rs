@@ -1,6 +1,7 @@
 //! Benchmark: VM network setup + teardown and policy change, vmsan-net vs. the reference
 //! tool's way (benches/reference-net.sh: one `ip`/`sysctl`/`nft` process per step), side by
-//! side, p50 and p95. Runs as root in throw-away namespaces (the same test world as the
+//! side, p50 and p95 (and vmsan-net's setup and teardown apart; `VMSAN_NET_BENCH_ONLY_OURS=1`
+//! stops there, for profiling). Runs as root in throw-away namespaces (the same test world as the
 //! privileged tests). `VMSAN_NET_BENCH_ITERS` sets the iteration count (default 40).
 //! Run it with `scripts/bench-net`.
 #![allow(
@@ -81,13 +82,33 @@ fn main() {
 
     // vmsan-net: setup + teardown.
     let mut ours = Vec::new();
+    let mut ours_setup = Vec::new();
+    let mut ours_teardown = Vec::new();
     for i in 0..iters {
         let mut s = spec(100 + i as u32, Policy::AllowAll);
         s.published_ports = vec!["8080:80".parse().unwrap()];
         let t = Instant::now();
         let net = vmsan_net::setup(&hc, &s).expect("setup");
+        let t1 = Instant::now();
         vmsan_net::teardown(&hc, &net.vm_id, net.slot).expect("teardown");
         ours.push(t.elapsed());
+        ours_setup.push(t1 - t);
+        ours_teardown.push(t1.elapsed());
+    }
+    println!(
+        "vmsan-net alone: setup p50 {} p95 {}, teardown p50 {} p95 {}",
+        ms(pct(&mut ours_setup, 0.5)),
+        ms(pct(&mut ours_setup, 0.95)),
+        ms(pct(&mut ours_teardown, 0.5)),
+        ms(pct(&mut ours_teardown, 0.95)),
+    );
+    if std::env::var_os("VMSAN_NET_BENCH_ONLY_OURS").is_some() {
+        println!(
+            "setup + teardown p50 {} p95 {}",
+            ms(pct(&mut ours, 0.5)),
+            ms(pct(&mut ours, 0.95))
+        );
+        return;
     }
 
     // vmsan-net: policy change on a live VM, with a kept socket (a supervisor's way) and

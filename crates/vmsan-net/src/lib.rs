@@ -34,6 +34,7 @@
 
 mod error;
 mod link;
+mod linkwatch;
 mod nfnl;
 mod setup;
 mod sys;

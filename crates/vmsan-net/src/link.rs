@@ -112,40 +112,6 @@ pub(crate) async fn add_route(h: &Handle, dst: Ipv4Addr, prefix: u8, gw: Ipv4Add
         .map_err(|e| NetError::netlink(format!("add route {dst}/{prefix} via {gw}"), e))
 }
 
-/// Deletes interface `name` if present; returns whether it existed.
-pub(crate) async fn delete_link(h: &Handle, name: &str) -> Result<bool> {
-    let Some(idx) = index_of(h, name).await? else {
-        return Ok(false);
-    };
-    match h.link().del(idx).execute().await {
-        Ok(()) => Ok(true),
-        Err(e) if is_errno(&e, libc::ENODEV) => Ok(false),
-        Err(e) => Err(NetError::netlink(format!("delete link {name}"), e)),
-    }
-}
-
-/// Moves interface `name` (if present) into the namespace open at `ns_fd`; returns whether
-/// it existed. Cheaper than deleting it: the kernel's namespace teardown later destroys it
-/// together with the namespace's other devices, off the caller's path.
-pub(crate) async fn move_to_netns(h: &Handle, name: &str, ns_fd: RawFd) -> Result<bool> {
-    let Some(idx) = index_of(h, name).await? else {
-        return Ok(false);
-    };
-    match h
-        .link()
-        .set(LinkUnspec::new_with_index(idx).setns_by_fd(ns_fd).build())
-        .execute()
-        .await
-    {
-        Ok(()) => Ok(true),
-        Err(e) if is_errno(&e, libc::ENODEV) => Ok(false),
-        Err(e) => Err(NetError::netlink(
-            format!("move link {name} into the VM namespace"),
-            e,
-        )),
-    }
-}
-
 /// Names of all interfaces whose name starts with `prefix`.
 pub(crate) async fn links_with_prefix(h: &Handle, prefix: &str) -> Result<Vec<String>> {
     let mut s = h.link().get().execute();

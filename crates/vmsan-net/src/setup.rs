@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::addr::{self, Slot, SlotAddrs, TAP_NAME, VM_VETH_NAME, validate_vm_id};
 use crate::error::{NetError, Result};
 use crate::link;
+use crate::linkwatch::LinkWatch;
 use crate::netns;
 use crate::nfnl::{self, Socket};
 use crate::nft;
@@ -481,18 +482,6 @@ pub fn teardown(host: &HostConfig, vm_id: &str, slot: Slot) -> Result<()> {
     let host_veth = slot.host_veth();
     let guest_ip = slot.addrs().guest_ip;
     let mut errors = Vec::new();
-    // The host veth goes back into the VM namespace (whose last reference then drops, and
-    // the kernel destroys it with all its devices in the background): deleting a link
-    // synchronously waits for RCU grace periods, tens of milliseconds. Without the namespace
-    // (an earlier teardown got half-way), the link is deleted.
-    let ns_file = match File::open(&path) {
-        Ok(f) => Some(f),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => {
-            errors.push(format!("open {}: {e}", path.display()));
-            None
-        }
-    };
     // Host table, host link and namespace go in parallel (each waits on the kernel).
     let (fw, ln, ns) = std::thread::scope(|s| {
         let fw = s.spawn(|| {
@@ -509,28 +498,26 @@ pub fn teardown(host: &HostConfig, vm_id: &str, slot: Slot) -> Result<()> {
             })
             .map_err(|e| nft::in_ns(e, host.host_ns()))
         });
+        // Deleting the host veth deletes its peer too; the call returns once the pair is
+        // unlisted (see `linkwatch`).
         let ln = s.spawn(|| {
             netns::run_in_opt(host.host_ns(), || {
-                let hv = host_veth.as_str();
-                let fd = ns_file.as_ref().map(File::as_raw_fd);
-                link::with_netlink(|h| async move {
-                    match fd {
-                        Some(fd) => link::move_to_netns(&h, hv, fd).await,
-                        None => link::delete_link(&h, hv).await,
-                    }
-                })
+                let mut w = LinkWatch::open()?;
+                match w.index_of(&host_veth)? {
+                    Some(idx) => w.delete(idx, &host_veth),
+                    None => Ok(()),
+                }
             })
         });
         let ns = netns::delete(&path);
         let dead = || Err(NetError::invalid("teardown", "worker panicked"));
         (
             fw.join().unwrap_or_else(|_| dead()),
-            ln.join().unwrap_or_else(|_| dead().map(|()| false)),
+            ln.join().unwrap_or_else(|_| dead()),
             ns,
         )
     });
-    drop(ns_file);
-    for r in [fw, ln.map(drop), ns] {
+    for r in [fw, ln, ns] {
         if let Err(e) = r {
             errors.push(e.to_string());
         }
