@@ -32,6 +32,7 @@
 //! atomic batch, see [`nft::Ruleset::apply`]), from a thread that has entered the right
 //! namespace.
 
+mod dbus;
 mod error;
 mod link;
 mod linkwatch;
@@ -41,6 +42,7 @@ mod sys;
 
 pub mod addr;
 pub mod dns;
+pub mod firewalld;
 pub mod netns;
 pub mod nft;
 pub mod policy;

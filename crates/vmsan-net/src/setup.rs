@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::addr::{self, Slot, SlotAddrs, TAP_NAME, VM_VETH_NAME, validate_vm_id};
 use crate::error::{NetError, Result};
+use crate::firewalld;
 use crate::link;
 use crate::linkwatch::LinkWatch;
 use crate::netns;
@@ -35,6 +36,21 @@ pub struct HostConfig {
     /// concurrent `nft` transactions from invalidating each other's cache.
     #[serde(default = "default_lock_path")]
     pub lock_path: PathBuf,
+    /// The D-Bus socket to reach firewalld through, when its table shows it is active
+    /// (see [`crate::firewalld`]).
+    #[serde(default = "default_firewalld_bus")]
+    pub firewalld_bus: PathBuf,
+    /// The firewalld zone (target `ACCEPT`) the VM interfaces are bound to.
+    #[serde(default = "default_firewalld_zone")]
+    pub firewalld_zone: String,
+}
+
+fn default_firewalld_bus() -> PathBuf {
+    PathBuf::from(crate::dbus::SYSTEM_BUS)
+}
+
+fn default_firewalld_zone() -> String {
+    firewalld::DEFAULT_ZONE.to_string()
 }
 
 fn default_lock_path() -> PathBuf {
@@ -48,6 +64,8 @@ impl Default for HostConfig {
             netns_dir: PathBuf::from(netns::DEFAULT_DIR),
             netns_prefix: "vmsan-".to_string(),
             lock_path: default_lock_path(),
+            firewalld_bus: default_firewalld_bus(),
+            firewalld_zone: default_firewalld_zone(),
         }
     }
 }
@@ -208,6 +226,13 @@ pub enum Leak {
         /// the element as nft prints it
         element: String,
     },
+    /// Our binding of the VM interfaces to a firewalld zone.
+    FirewalldBinding {
+        /// the zone
+        zone: String,
+        /// the interface pattern
+        interfaces: String,
+    },
     /// One of our rules in a foreign chain.
     CompatRule {
         /// `family table chain`
@@ -367,7 +392,7 @@ fn build_host_side(host: &HostConfig, spec: &VmNetSpec, net: &VmNet) -> Result<(
         netns::write_sysctl(&format!("net/ipv4/conf/{host_veth}/route_localnet"), "1")?;
         let _ = netns::write_sysctl(&format!("net/ipv6/conf/{host_veth}/disable_ipv6"), "1");
         let lock = host.lock()?;
-        let r = host_table_add(spec, net, host_veth);
+        let r = host_table_add(host, spec, net, host_veth);
         drop(lock);
         r.map_err(|e| nft::in_ns(e, host.host_ns()))
     })
@@ -375,12 +400,15 @@ fn build_host_side(host: &HostConfig, spec: &VmNetSpec, net: &VmNet) -> Result<(
 
 /// Adds the VM to the host table (creating the table and the compat rules as needed), in
 /// the current thread's namespace. Call it under the host lock.
-fn host_table_add(spec: &VmNetSpec, net: &VmNet, host_veth: &str) -> Result<()> {
-    nfnl::with_host_socket(None, |sock| host_table_add_on(sock, spec, net, host_veth))
+fn host_table_add(host: &HostConfig, spec: &VmNetSpec, net: &VmNet, host_veth: &str) -> Result<()> {
+    nfnl::with_host_socket(None, |sock| {
+        host_table_add_on(sock, host, spec, net, host_veth)
+    })
 }
 
 fn host_table_add_on(
     sock: &mut Socket,
+    host: &HostConfig,
     spec: &VmNetSpec,
     net: &VmNet,
     host_veth: &str,
@@ -412,6 +440,10 @@ fn host_table_add_on(
             check_published_free(&nft::HostState::read_on(sock)?, &spec.published_ports)?;
         }
         return Err(e);
+    }
+    // firewalld rejects forwarded flows it was not told about (see `firewalld`).
+    if firewalld::active(&tables) {
+        firewalld::bind(&host.firewalld_bus, &host.firewalld_zone)?;
     }
     Ok(())
 }
@@ -494,7 +526,11 @@ pub fn teardown(host: &HostConfig, vm_id: &str, slot: Slot) -> Result<()> {
                 } else {
                     Vec::new()
                 };
-                nft::host_remove(&state, &host_veth, guest_ip, &compat).apply_on(sock)
+                nft::host_remove(&state, &host_veth, guest_ip, &compat).apply_on(sock)?;
+                if state.exists && last && firewalld::active(&nft::list_tables_on(sock)?) {
+                    firewalld::unbind(&host.firewalld_bus, &host.firewalld_zone)?;
+                }
+                Ok(())
             })
             .map_err(|e| nft::in_ns(e, host.host_ns()))
         });
@@ -623,6 +659,14 @@ pub fn scan_leaks(host: &HostConfig, known: &[(String, Slot)]) -> Result<Vec<Lea
             if state.exists {
                 out.push(Leak::Table {
                     name: format!("ip {}", nft::HOST_TABLE),
+                });
+            }
+            if firewalld::active(&nft::list_tables(None)?)
+                && firewalld::bound_zone(&host.firewalld_bus)? == host.firewalld_zone
+            {
+                out.push(Leak::FirewalldBinding {
+                    zone: host.firewalld_zone.clone(),
+                    interfaces: firewalld::interfaces(),
                 });
             }
             for ((f, t, c), handle) in nft::compat_rule_handles(None)? {

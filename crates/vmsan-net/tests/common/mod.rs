@@ -331,6 +331,7 @@ impl World {
             netns_dir: PathBuf::from(netns::DEFAULT_DIR),
             netns_prefix: prefix(),
             lock_path: self.lock_path(),
+            ..HostConfig::default()
         }
     }
 
