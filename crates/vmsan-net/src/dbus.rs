@@ -511,4 +511,67 @@ mod tests {
         assert_eq!(calls.lock().expect("calls").len(), 2);
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    /// The real bus daemon, when installed: authentication, `Hello`, a call with a string
+    /// argument and reply, and an error reply, as `dbus-daemon` speaks them.
+    #[test]
+    fn a_real_dbus_daemon_understands_us() {
+        let Ok(found) = std::process::Command::new("dbus-daemon")
+            .arg("--version")
+            .output()
+        else {
+            eprintln!("skipped: no dbus-daemon");
+            return;
+        };
+        assert!(found.status.success());
+        let dir = std::env::temp_dir().join(format!("vmsan-dbusd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let path = dir.join("bus");
+        let conf = dir.join("bus.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "<busconfig><type>session</type><listen>unix:path={}</listen>\
+                 <auth>EXTERNAL</auth><policy context=\"default\">\
+                 <allow send_destination=\"*\" eavesdrop=\"true\"/><allow eavesdrop=\"true\"/>\
+                 <allow own=\"*\"/></policy></busconfig>",
+                path.display()
+            ),
+        )
+        .expect("write bus config");
+        struct Daemon(std::process::Child, PathBuf);
+        impl Drop for Daemon {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+                let _ = std::fs::remove_dir_all(&self.1);
+            }
+        }
+        let mut child = std::process::Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", conf.display()))
+            .args(["--nofork", "--print-address"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start dbus-daemon");
+        // The daemon prints its address once it listens: wait for that line.
+        let out = child.stdout.take().expect("stdout");
+        let _d = Daemon(child, dir.clone());
+        let mut line = String::new();
+        BufReader::new(out).read_line(&mut line).expect("address");
+        assert!(line.contains("unix:path="), "{line}");
+        let mut c = Connection::open(&path).expect("connect to dbus-daemon");
+        let owner = c
+            .call(
+                "org.freedesktop.DBus",
+                "/org/freedesktop/DBus",
+                "org.freedesktop.DBus",
+                "GetNameOwner",
+                &["org.freedesktop.DBus"],
+            )
+            .expect("call");
+        assert_eq!(owner, Ok(vec!["org.freedesktop.DBus".to_string()]));
+        // No firewalld on this bus: the daemon answers for it.
+        let e = crate::firewalld::bound_zone(&path).expect_err("no firewalld");
+        assert!(e.to_string().contains("ServiceUnknown"), "{e}");
+    }
 }

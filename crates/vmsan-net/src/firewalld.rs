@@ -216,4 +216,154 @@ mod tests {
         assert!(e.contains("D-Bus at /nonexistent/vmsan-bus"), "{e}");
         let _ = std::fs::remove_file(&p);
     }
+
+    /// A stand-in host namespace holding a real `inet firewalld` table, and VMs set up and
+    /// torn down in it with the stand-in firewalld on the bus. Everything goes on drop.
+    struct Host {
+        hc: crate::HostConfig,
+        vms: Vec<(String, crate::Slot)>,
+    }
+
+    impl Drop for Host {
+        fn drop(&mut self) {
+            for (id, slot) in std::mem::take(&mut self.vms) {
+                let _ = crate::teardown(&self.hc, &id, slot);
+            }
+            if let Some(ns) = &self.hc.host_netns {
+                let _ = crate::netns::delete(ns);
+            }
+            let _ = std::fs::remove_file(&self.hc.lock_path);
+        }
+    }
+
+    fn host(tag: &str, bus: &Path, with_table: bool) -> Host {
+        let dir = Path::new(crate::netns::DEFAULT_DIR);
+        let name = format!("vmsfw{}{tag}", std::process::id());
+        let ns = crate::netns::create(dir, &format!("{name}_host")).expect("host netns");
+        let h = Host {
+            hc: crate::HostConfig {
+                host_netns: Some(ns.clone()),
+                netns_dir: dir.to_path_buf(),
+                netns_prefix: format!("{name}-"),
+                lock_path: std::path::PathBuf::from(format!("/run/lock/{name}.lock")),
+                firewalld_bus: bus.to_path_buf(),
+                firewalld_zone: DEFAULT_ZONE.to_string(),
+            },
+            vms: Vec::new(),
+        };
+        if with_table {
+            crate::netns::run_in(&ns, || {
+                let mut sock = crate::nfnl::Socket::open()?;
+                let mut b = crate::nfnl::Batch::new();
+                b.add_table(crate::nfnl::Family::Inet, "firewalld");
+                sock.apply(b)
+            })
+            .expect("create a table named like firewalld's");
+        }
+        h
+    }
+
+    fn spec(n: u32) -> crate::VmNetSpec {
+        crate::VmNetSpec {
+            vm_id: format!("vm-{:08x}", (std::process::id() << 8) ^ n),
+            slot: crate::Slot::new(n).expect("slot"),
+            jail_uid: 4242,
+            jail_gid: 4343,
+            policy: crate::Policy::AllowAll,
+            published_ports: vec![],
+            bandwidth: None,
+            dns_upstreams: vec![],
+            allow_udp: false,
+        }
+    }
+
+    fn is_root() -> bool {
+        if nix::unistd::geteuid().is_root() {
+            return true;
+        }
+        eprintln!("skipped: needs root (network namespaces)");
+        false
+    }
+
+    #[test]
+    fn privileged_first_setup_binds_last_teardown_unbinds() {
+        if !is_root() {
+            return;
+        }
+        let p = bus("live");
+        let c = firewalld(&p, None);
+        let mut h = host("a", &p, true);
+        let ns = h.hc.host_netns.clone();
+        assert!(active(
+            &crate::nft::list_tables(ns.as_deref()).expect("tables")
+        ));
+        for n in [11, 12] {
+            let s = spec(n);
+            crate::setup(&h.hc, &s).expect("setup");
+            h.vms.push((s.vm_id.clone(), s.slot));
+            assert_eq!(bound_zone(&p).expect("zone"), "trusted");
+        }
+        let (id, slot) = h.vms.remove(0);
+        crate::teardown(&h.hc, &id, slot).expect("teardown");
+        assert_eq!(bound_zone(&p).expect("zone"), "trusted", "a VM is left");
+        let (id, slot) = h.vms.remove(0);
+        crate::teardown(&h.hc, &id, slot).expect("teardown");
+        assert_eq!(
+            bound_zone(&p).expect("zone"),
+            "",
+            "unbound with the last VM"
+        );
+        assert_eq!(crate::scan_leaks(&h.hc, &[]).expect("scan"), vec![]);
+        let changes: Vec<_> = calls(&c)
+            .into_iter()
+            .filter(|(m, _)| m != "getZoneOfInterface")
+            .collect();
+        assert_eq!(
+            changes,
+            [
+                (
+                    "addInterface".to_string(),
+                    vec!["trusted".into(), "vmsan-h+".into()]
+                ),
+                (
+                    "removeInterface".to_string(),
+                    vec!["trusted".into(), "vmsan-h+".into()]
+                ),
+            ]
+        );
+        let _ = std::fs::remove_file(&p);
+    }
+
+    #[test]
+    fn privileged_without_the_table_firewalld_is_not_asked() {
+        if !is_root() {
+            return;
+        }
+        let p = bus("absent");
+        let c = firewalld(&p, None);
+        let mut h = host("b", &p, false);
+        let s = spec(13);
+        crate::setup(&h.hc, &s).expect("setup");
+        h.vms.push((s.vm_id.clone(), s.slot));
+        let (id, slot) = h.vms.remove(0);
+        crate::teardown(&h.hc, &id, slot).expect("teardown");
+        assert_eq!(calls(&c), vec![]);
+        let _ = std::fs::remove_file(&p);
+    }
+
+    #[test]
+    fn privileged_unreachable_firewalld_fails_setup_and_leaves_nothing() {
+        if !is_root() {
+            return;
+        }
+        let p = Path::new("/nonexistent/vmsan-firewalld-bus");
+        let h = host("c", p, true);
+        let s = spec(14);
+        let e = crate::setup(&h.hc, &s).expect_err("firewalld unreachable");
+        assert!(e.to_string().contains("D-Bus"), "{e}");
+        assert_eq!(
+            crate::leaks(&h.hc, &s.vm_id, s.slot).expect("leaks"),
+            vec![]
+        );
+    }
 }
