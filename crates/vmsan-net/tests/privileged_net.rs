@@ -441,3 +441,56 @@ fn privileged_dns_over_tcp_answers_allowed_names_and_fills_the_set() {
     assert_eq!(g.dns_tcp(tap, "tcp.test").map(|r| r.0), Some(5));
     drop(filter);
 }
+
+/// `teardown` returns once the veth pair is unlisted (it does not wait for the kernel's
+/// final cleanup): checked right after each return, many times over, from both sides. The
+/// test keeps the VM namespace open across the teardown to look inside it afterwards.
+#[test]
+fn privileged_teardown_returns_with_the_veth_pair_and_routes_gone() {
+    if !can_run("privileged_teardown_returns_with_the_veth_pair_and_routes_gone") {
+        return;
+    }
+    let w = World::new();
+    let hc = w.host_config();
+    for i in 0..20 {
+        let vm = w.vm(spec(20 + i, Policy::AllowAll));
+        let held = std::fs::File::open(&vm.net.netns_path).unwrap();
+        let held_path = format!("/proc/{}/fd/{}", std::process::id(), {
+            use std::os::fd::AsRawFd as _;
+            held.as_raw_fd()
+        });
+        let guest_net = vm.net.addrs.guest_net.to_string();
+        let hv = vm.net.host_veth.clone();
+        vmsan_net::teardown(&hc, &vm.net.vm_id, vm.net.slot).unwrap();
+        let host_routes = ip_out(&["-n", &w.host.name, "route", "show", &guest_net]);
+        assert_eq!(
+            host_routes.trim(),
+            "",
+            "route to the guest left: {host_routes}"
+        );
+        let host_links = ip_out(&["-n", &w.host.name, "-o", "link", "show"]);
+        assert!(!host_links.contains(&hv), "{hv} left: {host_links}");
+        let inside = vmsan_net::netns::run_in(std::path::Path::new(&held_path), || {
+            let out = std::process::Command::new("ip")
+                .args(["-o", "link", "show"])
+                .output()
+                .map_err(|e| vmsan_net::NetError::Sys {
+                    context: "run ip".into(),
+                    source: e,
+                })?;
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        })
+        .unwrap();
+        assert!(
+            !inside.contains(vmsan_net::addr::VM_VETH_NAME),
+            "the veth's VM end is left: {inside}"
+        );
+        assert_eq!(
+            vmsan_net::leaks(&hc, &vm.net.vm_id, vm.net.slot).unwrap(),
+            vec![]
+        );
+        drop(held);
+        drop(vm); // a second teardown: idempotent
+    }
+    assert_eq!(vmsan_net::scan_leaks(&hc, &[]).unwrap(), vec![]);
+}
