@@ -27,6 +27,10 @@
 //!   allow-list into the VM's nftables set;
 //! - [`ratelimit::RateLimiter`] gives Firecracker's rate-limiter values for a bandwidth.
 //!
+//! When firewalld is active on the host, the VM interfaces are put into a zone that lets
+//! their (already filtered) traffic be forwarded, over D-Bus, in firewalld's runtime
+//! configuration only (see [`firewalld`]).
+//!
 //! Netlink and ioctls do all the work, no child process is spawned: rtnetlink for links,
 //! addresses and routes, nf_tables over `NETLINK_NETFILTER` for the rulesets (each change one
 //! atomic batch, see [`nft::Ruleset::apply`]), from a thread that has entered the right

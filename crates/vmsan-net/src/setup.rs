@@ -506,7 +506,11 @@ impl VmFirewall {
 }
 
 /// Removes everything [`setup`] creates for `vm_id`/`slot` (idempotent: absent parts are
-/// fine). Stop the VM's DNS filter and Firecracker first: their sockets and TAP fd keep the
+/// fine): the VM's elements in the host table (with the compat rules and the firewalld
+/// binding after the last VM), the veth pair, the namespace's name. When it returns, none
+/// of it can be seen any more; the kernel frees the devices' memory and destroys the
+/// unnamed namespace (its TAP, its table) in the background, as `ip netns del` leaves it.
+/// Stop the VM's DNS filter and Firecracker first: their sockets and TAP fd keep the
 /// namespace alive (unnamed) until they exit. Blocking.
 pub fn teardown(host: &HostConfig, vm_id: &str, slot: Slot) -> Result<()> {
     validate_vm_id(vm_id)?;
