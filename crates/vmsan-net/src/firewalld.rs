@@ -81,8 +81,13 @@ pub fn bind(bus: &Path, zone: &str) -> Result<()> {
     }
     match c.call(DEST, PATH, ZONE_IFACE, "addInterface", &[zone, &iface])? {
         Ok(_) => Ok(()),
-        // Bound concurrently by another vmsan process.
-        Err(e) if e.message.starts_with("ZONE_ALREADY_SET") => Ok(()),
+        // Bound concurrently, by another vmsan process or by the administrator.
+        Err(e)
+            if e.message.starts_with("ZONE_ALREADY_SET")
+                || e.message.starts_with("ZONE_CONFLICT") =>
+        {
+            Ok(())
+        }
         Err(e) => Err(refused(&format!("addInterface({zone}, {iface})"), &e)),
     }
 }
