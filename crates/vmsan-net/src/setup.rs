@@ -295,7 +295,14 @@ pub fn setup(host: &HostConfig, spec: &VmNetSpec) -> Result<VmNet> {
         .and_then(|n| n.to_str())
         .unwrap_or_default()
         .to_string();
-    netns::create(&host.netns_dir, &name)?;
+    // The new namespace's defaults, set before any device is in it, go to every device
+    // created there (TAP and the veth's end): IPv4 forwarding on, IPv6 off. Only the
+    // defaults are written: they take effect without the rtnl lock, whereas the `all`
+    // values must take it (and a sysctl write that finds it taken spins until it is free).
+    netns::create_with(&host.netns_dir, &name, || {
+        netns::write_sysctl("net/ipv4/conf/default/forwarding", "1")?;
+        netns::write_sysctl("net/ipv6/conf/default/disable_ipv6", "1")
+    })?;
     let net = VmNet {
         vm_id: spec.vm_id.clone(),
         slot: spec.slot,
@@ -328,9 +335,6 @@ fn build(host: &HostConfig, spec: &VmNetSpec, net: &VmNet) -> Result<()> {
     std::thread::scope(|s| {
         let vm = s.spawn(|| {
             netns::run_in(&net.netns_path, || {
-                let _ = netns::write_sysctl("net/ipv6/conf/all/disable_ipv6", "1");
-                let _ = netns::write_sysctl("net/ipv6/conf/default/disable_ipv6", "1");
-                netns::write_sysctl("net/ipv4/ip_forward", "1")?;
                 // The ruleset names interfaces, it does not need them: load it first, so
                 // the TAP never carries a packet without the policy.
                 let mut sock = Socket::open()?;

@@ -459,6 +459,23 @@ fn privileged_teardown_returns_with_the_veth_pair_and_routes_gone() {
             use std::os::fd::AsRawFd as _;
             held.as_raw_fd()
         });
+        if i == 0 {
+            // IPv6 off and IPv4 forwarding on for both of the namespace's devices.
+            let conf = vmsan_net::netns::run_in(&vm.net.netns_path, || {
+                let mut v = Vec::new();
+                for dev in ["tap0", vmsan_net::addr::VM_VETH_NAME] {
+                    v.push(vmsan_net::netns::read_sysctl(&format!(
+                        "net/ipv6/conf/{dev}/disable_ipv6"
+                    ))?);
+                    v.push(vmsan_net::netns::read_sysctl(&format!(
+                        "net/ipv4/conf/{dev}/forwarding"
+                    ))?);
+                }
+                Ok(v)
+            })
+            .unwrap();
+            assert_eq!(conf, ["1"; 4]);
+        }
         let guest_net = vm.net.addrs.guest_net.to_string();
         let hv = vm.net.host_veth.clone();
         vmsan_net::teardown(&hc, &vm.net.vm_id, vm.net.slot).unwrap();
