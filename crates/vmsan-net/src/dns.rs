@@ -1,7 +1,7 @@
 //! The per-VM DNS filter.
 //!
-//! It listens (UDP) on the TAP's host address inside the VM's namespace, the only DNS server
-//! the guest can reach. Queries for names outside the allow-list get `REFUSED`; the others are
+//! It listens (UDP, and TCP for DNS-over-TCP) on the TAP's host address inside the VM's
+//! namespace, the only DNS server the guest can reach. Queries for names outside the allow-list get `REFUSED`; the others are
 //! forwarded to the configured upstream resolvers, and every `A` record of the answer is put
 //! into the VM's nftables set (with the record's TTL as timeout) **before** the answer is
 //! passed back, so the guest's connection that follows the lookup is already allowed.
@@ -30,11 +30,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::oneshot;
 
 use crate::error::{NetError, Result};
 use crate::netns;
+use crate::nfnl::Socket;
 use crate::nft;
 use crate::policy::{DomainPattern, Policy};
 
@@ -182,16 +184,21 @@ pub trait SetUpdater: Send + Sync + std::fmt::Debug + 'static {
     fn add(&self, entries: &[(Ipv4Addr, u32)]) -> Result<()>;
 }
 
-/// The real updater: one `nft` transaction in the VM's namespace per answer.
-#[derive(Debug, Clone)]
+/// The real updater: one nftables transaction over netlink in the VM's namespace per
+/// answer, on a socket opened there once and kept (reopened after an error).
+#[derive(Debug)]
 pub struct NftSetUpdater {
     netns: PathBuf,
+    sock: Mutex<Option<Socket>>,
 }
 
 impl NftSetUpdater {
     /// Updates the set of the VM whose namespace is bound at `netns`.
     pub fn new(netns: PathBuf) -> Self {
-        Self { netns }
+        Self {
+            netns,
+            sock: Mutex::new(None),
+        }
     }
 }
 
@@ -200,7 +207,21 @@ impl SetUpdater for NftSetUpdater {
         if entries.is_empty() {
             return Ok(());
         }
-        nft::apply(Some(&self.netns), &nft::render_dns_update(entries))
+        let mut guard = match self.sock.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let mut sock = match guard.take() {
+            Some(s) => s,
+            None => netns::run_in(&self.netns, Socket::open)?,
+        };
+        let r = nft::dns_update(entries)
+            .apply_on(&mut sock)
+            .map_err(|e| nft::in_ns(e, Some(&self.netns)));
+        if r.is_ok() {
+            *guard = Some(sock);
+        }
+        r
     }
 }
 
@@ -265,7 +286,9 @@ type Pending = Arc<Mutex<HashMap<u16, (SocketAddr, oneshot::Sender<Vec<u8>>)>>>;
 #[derive(Debug)]
 pub struct DnsFilter {
     listen: UdpSocket,
+    listen_tcp: TcpListener,
     upstream: UdpSocket,
+    upstream_ns: Option<PathBuf>,
     upstreams: Vec<SocketAddrV4>,
     domains: AllowedDomains,
     updater: Arc<dyn SetUpdater>,
@@ -297,11 +320,21 @@ impl DnsFilter {
             return Err(NetError::invalid("dns upstreams", "none configured"));
         }
         let l = bind_udp(listen_ns, listen)?;
+        let t = netns::run_in_opt(listen_ns, || {
+            let s = std::net::TcpListener::bind(listen)
+                .map_err(|e| NetError::sys(format!("bind DNS TCP socket {listen}"), e))?;
+            s.set_nonblocking(true)
+                .map_err(|e| NetError::sys("nonblocking DNS TCP socket", e))?;
+            Ok(s)
+        })?;
         let u = bind_udp(upstream_ns, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))?;
         let domains = AllowedDomains::default();
         domains.set(allowed);
         Ok(Self {
             listen: UdpSocket::from_std(l).map_err(|e| NetError::sys("register DNS socket", e))?,
+            listen_tcp: TcpListener::from_std(t)
+                .map_err(|e| NetError::sys("register DNS TCP socket", e))?,
+            upstream_ns: upstream_ns.map(Path::to_path_buf),
             upstream: UdpSocket::from_std(u)
                 .map_err(|e| NetError::sys("register upstream socket", e))?,
             upstreams,
@@ -322,6 +355,15 @@ impl DnsFilter {
         let pending: Pending = Arc::default();
         let rx = tokio::spawn(upstream_reader(upstream.clone(), pending.clone()));
         let upstreams = Arc::new(self.upstreams);
+        let tcp = tokio::spawn(serve_tcp(
+            self.listen_tcp,
+            TcpCtx {
+                upstreams: upstreams.clone(),
+                upstream_ns: self.upstream_ns.clone(),
+                domains: self.domains.clone(),
+                updater: self.updater.clone(),
+            },
+        ));
         let mut next_id: u16 = rand_seed();
         let mut buf = vec![0u8; MAX_MSG];
         let r = loop {
@@ -364,6 +406,7 @@ impl DnsFilter {
             ));
         };
         rx.abort();
+        tcp.abort();
         r
     }
 }
@@ -445,6 +488,124 @@ async fn forward(ctx: ForwardCtx, mut msg: Vec<u8>, q: Query, id: u16, peer: Soc
         }
     }
     let _ = ctx.listen.send_to(&resp, peer).await;
+}
+
+/// Most DNS-over-TCP connections served at once (each holds a socket and a task).
+pub const MAX_TCP_CONNECTIONS: usize = 64;
+/// How long a DNS-over-TCP connection may stay idle between queries.
+pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+struct TcpCtx {
+    upstreams: Arc<Vec<SocketAddrV4>>,
+    upstream_ns: Option<PathBuf>,
+    domains: AllowedDomains,
+    updater: Arc<dyn SetUpdater>,
+}
+
+/// Accepts DNS-over-TCP connections (RFC 7766: messages with a 2-byte length prefix, several
+/// per connection) until the listener fails.
+async fn serve_tcp(listener: TcpListener, ctx: TcpCtx) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_TCP_CONNECTIONS));
+    loop {
+        let Ok((conn, _)) = listener.accept().await else {
+            return;
+        };
+        // Over the limit, the connection is closed at once.
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            continue;
+        };
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            serve_tcp_conn(conn, ctx).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn read_framed<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Option<Vec<u8>> {
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).await.ok()?;
+    let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    s.read_exact(&mut msg).await.ok()?;
+    Some(msg)
+}
+
+async fn write_framed<S: tokio::io::AsyncWrite + Unpin>(s: &mut S, msg: &[u8]) -> Option<()> {
+    let len = u16::try_from(msg.len()).ok()?;
+    let mut out = Vec::with_capacity(msg.len() + 2);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(msg);
+    s.write_all(&out).await.ok()
+}
+
+async fn serve_tcp_conn(mut conn: TcpStream, ctx: TcpCtx) {
+    loop {
+        let Ok(Some(msg)) = tokio::time::timeout(TCP_IDLE_TIMEOUT, read_framed(&mut conn)).await
+        else {
+            return;
+        };
+        let Some(q) = parse_query(&msg) else { return };
+        let reply = if ctx.domains.allows(&q.name) {
+            match forward_tcp(&ctx, &msg).await {
+                Some(resp) => {
+                    let records = a_records(&resp);
+                    if records.is_empty() || add_records(&ctx.updater, records).await {
+                        resp
+                    } else {
+                        tracing::warn!(name = %q.name, "could not add DNS answers to the firewall set");
+                        error_response(&msg, &q, 2)
+                    }
+                }
+                None => error_response(&msg, &q, 2),
+            }
+        } else {
+            tracing::debug!(name = %q.name, "DNS query (TCP) refused");
+            error_response(&msg, &q, 5)
+        };
+        if write_framed(&mut conn, &reply).await.is_none() {
+            return;
+        }
+    }
+}
+
+/// Puts `records` into the firewall set; true once they are in force.
+async fn add_records(updater: &Arc<dyn SetUpdater>, records: Vec<(Ipv4Addr, u32)>) -> bool {
+    let up = updater.clone();
+    matches!(
+        tokio::task::spawn_blocking(move || up.add(&records)).await,
+        Ok(Ok(()))
+    )
+}
+
+/// Asks the upstreams in turn over TCP (from the upstream namespace); the first answer
+/// with the query's id wins.
+async fn forward_tcp(ctx: &TcpCtx, msg: &[u8]) -> Option<Vec<u8>> {
+    let id = read_u16(msg, 0)?;
+    for up in ctx.upstreams.iter() {
+        let ns = ctx.upstream_ns.clone();
+        let Ok(Ok(sock)) = tokio::task::spawn_blocking(move || {
+            netns::run_in_opt(ns.as_deref(), || {
+                tokio::net::TcpSocket::new_v4()
+                    .map_err(|e| NetError::sys("upstream DNS TCP socket", e))
+            })
+        })
+        .await
+        else {
+            continue;
+        };
+        let exchange = async {
+            let mut s = sock.connect(SocketAddr::V4(*up)).await.ok()?;
+            write_framed(&mut s, msg).await?;
+            read_framed(&mut s).await
+        };
+        if let Ok(Some(resp)) = tokio::time::timeout(UPSTREAM_TIMEOUT, exchange).await
+            && read_u16(&resp, 0) == Some(id)
+        {
+            return Some(resp);
+        }
+    }
+    None
 }
 
 /// Builds a query for `name`/`qtype` (for tests and health checks).

@@ -50,12 +50,12 @@ pub enum NetError {
         #[source]
         source: rtnetlink::Error,
     },
-    /// `nft` refused a ruleset or could not be run.
-    #[error("nft in {netns}: {detail}")]
+    /// The kernel refused an nftables transaction or listing (nf_tables over netlink).
+    #[error("nftables in {netns}: {detail}")]
     Nft {
-        /// the namespace the script ran in
+        /// the namespace of the transaction
         netns: String,
-        /// nft's stderr or the spawn error
+        /// which message failed and why
         detail: String,
     },
     /// A namespace file could not be used.

@@ -27,16 +27,26 @@
 //!   allow-list into the VM's nftables set;
 //! - [`ratelimit::RateLimiter`] gives Firecracker's rate-limiter values for a bandwidth.
 //!
-//! Netlink (rtnetlink) and ioctls do the work; the only child process is `nft -f -`, run with
-//! argv and the script on stdin, from a thread that has entered the right namespace.
+//! When firewalld is active on the host, the VM interfaces are put into a zone that lets
+//! their (already filtered) traffic be forwarded, over D-Bus, in firewalld's runtime
+//! configuration only (see [`firewalld`]).
+//!
+//! Netlink and ioctls do all the work, no child process is spawned: rtnetlink for links,
+//! addresses and routes, nf_tables over `NETLINK_NETFILTER` for the rulesets (each change one
+//! atomic batch, see [`nft::Ruleset::apply`]), from a thread that has entered the right
+//! namespace.
 
+mod dbus;
 mod error;
 mod link;
+mod linkwatch;
+mod nfnl;
 mod setup;
 mod sys;
 
 pub mod addr;
 pub mod dns;
+pub mod firewalld;
 pub mod netns;
 pub mod nft;
 pub mod policy;
@@ -47,6 +57,7 @@ pub use error::{NetError, Result};
 pub use policy::{Cidr, CustomPolicy, DomainPattern, Policy, Protocol, PublishedPort};
 pub use ratelimit::{Bandwidth, RateLimiter, TokenBucket};
 pub use setup::{
-    HostConfig, Leak, VmNet, VmNetSpec, apply_policy, leaks, scan_leaks, setup, teardown,
+    HostConfig, Leak, VmFirewall, VmNet, VmNetSpec, apply_policy, leaks, scan_leaks, setup,
+    teardown,
 };
 pub use sys::open_tap;

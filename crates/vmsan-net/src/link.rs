@@ -112,18 +112,6 @@ pub(crate) async fn add_route(h: &Handle, dst: Ipv4Addr, prefix: u8, gw: Ipv4Add
         .map_err(|e| NetError::netlink(format!("add route {dst}/{prefix} via {gw}"), e))
 }
 
-/// Deletes interface `name` if present; returns whether it existed.
-pub(crate) async fn delete_link(h: &Handle, name: &str) -> Result<bool> {
-    let Some(idx) = index_of(h, name).await? else {
-        return Ok(false);
-    };
-    match h.link().del(idx).execute().await {
-        Ok(()) => Ok(true),
-        Err(e) if is_errno(&e, libc::ENODEV) => Ok(false),
-        Err(e) => Err(NetError::netlink(format!("delete link {name}"), e)),
-    }
-}
-
 /// Names of all interfaces whose name starts with `prefix`.
 pub(crate) async fn links_with_prefix(h: &Handle, prefix: &str) -> Result<Vec<String>> {
     let mut s = h.link().get().execute();

@@ -88,6 +88,16 @@ fn prepare_dir_once(dir: &Path) -> Result<()> {
 
 /// Creates a new network namespace bound at `dir/name` (fails if it already exists).
 pub fn create(dir: &Path, name: &str) -> Result<PathBuf> {
+    create_with(dir, name, || Ok(()))
+}
+
+/// [`create`], running `init` inside the new namespace (on the thread that created it)
+/// before it is bound under its name: nothing else can be in it yet.
+pub fn create_with(
+    dir: &Path,
+    name: &str,
+    init: impl FnOnce() -> Result<()> + Send,
+) -> Result<PathBuf> {
     crate::addr::validate_netns_name(name)?;
     prepare_dir(dir)?;
     let path = dir.join(name);
@@ -109,6 +119,7 @@ pub fn create(dir: &Path, name: &str) -> Result<PathBuf> {
         s.spawn(|| -> Result<()> {
             unshare(CloneFlags::CLONE_NEWNET)
                 .map_err(|e| ns_err(&path, format!("unshare: {e}")))?;
+            init()?;
             mount(
                 Some("/proc/thread-self/ns/net"),
                 &path,

@@ -9,8 +9,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::addr::{self, Slot, SlotAddrs, TAP_NAME, VM_VETH_NAME, validate_vm_id};
 use crate::error::{NetError, Result};
+use crate::firewalld;
 use crate::link;
+use crate::linkwatch::LinkWatch;
 use crate::netns;
+use crate::nfnl::{self, Socket};
 use crate::nft;
 use crate::policy::{Policy, Protocol, PublishedPort};
 use crate::ratelimit::{Bandwidth, RateLimiter};
@@ -33,6 +36,21 @@ pub struct HostConfig {
     /// concurrent `nft` transactions from invalidating each other's cache.
     #[serde(default = "default_lock_path")]
     pub lock_path: PathBuf,
+    /// The D-Bus socket to reach firewalld through, when its table shows it is active
+    /// (see [`crate::firewalld`]).
+    #[serde(default = "default_firewalld_bus")]
+    pub firewalld_bus: PathBuf,
+    /// The firewalld zone (target `ACCEPT`) the VM interfaces are bound to.
+    #[serde(default = "default_firewalld_zone")]
+    pub firewalld_zone: String,
+}
+
+fn default_firewalld_bus() -> PathBuf {
+    PathBuf::from(crate::dbus::SYSTEM_BUS)
+}
+
+fn default_firewalld_zone() -> String {
+    firewalld::DEFAULT_ZONE.to_string()
 }
 
 fn default_lock_path() -> PathBuf {
@@ -46,6 +64,8 @@ impl Default for HostConfig {
             netns_dir: PathBuf::from(netns::DEFAULT_DIR),
             netns_prefix: "vmsan-".to_string(),
             lock_path: default_lock_path(),
+            firewalld_bus: default_firewalld_bus(),
+            firewalld_zone: default_firewalld_zone(),
         }
     }
 }
@@ -206,6 +226,13 @@ pub enum Leak {
         /// the element as nft prints it
         element: String,
     },
+    /// Our binding of the VM interfaces to a firewalld zone.
+    FirewalldBinding {
+        /// the zone
+        zone: String,
+        /// the interface pattern
+        interfaces: String,
+    },
     /// One of our rules in a foreign chain.
     CompatRule {
         /// `family table chain`
@@ -268,7 +295,14 @@ pub fn setup(host: &HostConfig, spec: &VmNetSpec) -> Result<VmNet> {
         .and_then(|n| n.to_str())
         .unwrap_or_default()
         .to_string();
-    netns::create(&host.netns_dir, &name)?;
+    // The new namespace's defaults, set before any device is in it, go to every device
+    // created there (TAP and the veth's end): IPv4 forwarding on, IPv6 off. Only the
+    // defaults are written: they take effect without the rtnl lock, whereas the `all`
+    // values must take it (and a sysctl write that finds it taken spins until it is free).
+    netns::create_with(&host.netns_dir, &name, || {
+        netns::write_sysctl("net/ipv4/conf/default/forwarding", "1")?;
+        netns::write_sysctl("net/ipv6/conf/default/disable_ipv6", "1")
+    })?;
     let net = VmNet {
         vm_id: spec.vm_id.clone(),
         slot: spec.slot,
@@ -301,37 +335,24 @@ fn build(host: &HostConfig, spec: &VmNetSpec, net: &VmNet) -> Result<()> {
     std::thread::scope(|s| {
         let vm = s.spawn(|| {
             netns::run_in(&net.netns_path, || {
-                let _ = netns::write_sysctl("net/ipv6/conf/all/disable_ipv6", "1");
-                let _ = netns::write_sysctl("net/ipv6/conf/default/disable_ipv6", "1");
-                netns::write_sysctl("net/ipv4/ip_forward", "1")?;
-                // The ruleset names interfaces, it does not need them: load it (an nft
-                // process, forked from a thread in this namespace) while the links are made.
-                std::thread::scope(|s| {
-                    let fw = s.spawn(|| {
-                        nft::apply(
-                            None,
-                            &nft::render_vm_table(&nft::VmRules {
-                                addrs: &a,
-                                policy: &net.policy,
-                                allow_udp: net.allow_udp,
-                                published: &net.published_ports,
-                            }),
-                        )
-                    });
-                    let links = sys::create_persistent_tap(TAP_NAME, spec.jail_uid, spec.jail_gid)
-                        .and_then(|()| {
-                            link::with_netlink(|h| async move {
-                                let lo = link::require_index(&h, "lo").await?;
-                                link::up(&h, lo, "lo").await?;
-                                let tap = link::require_index(&h, TAP_NAME).await?;
-                                link::add_addr(&h, tap, a.tap_ip, a.prefix, TAP_NAME).await?;
-                                link::up(&h, tap, TAP_NAME).await
-                            })
-                        });
-                    let fw = fw
-                        .join()
-                        .unwrap_or_else(|_| Err(NetError::invalid("setup", "nft worker panicked")));
-                    links.and(fw)
+                // The ruleset names interfaces, it does not need them: load it first, so
+                // the TAP never carries a packet without the policy.
+                let mut sock = Socket::open()?;
+                nft::vm_table(&nft::VmRules {
+                    addrs: &a,
+                    policy: &net.policy,
+                    allow_udp: net.allow_udp,
+                    published: &net.published_ports,
+                })
+                .apply_on(&mut sock)
+                .map_err(|e| nft::in_ns(e, Some(&net.netns_path)))?;
+                sys::create_persistent_tap(TAP_NAME, spec.jail_uid, spec.jail_gid)?;
+                link::with_netlink(|h| async move {
+                    let lo = link::require_index(&h, "lo").await?;
+                    link::up(&h, lo, "lo").await?;
+                    let tap = link::require_index(&h, TAP_NAME).await?;
+                    link::add_addr(&h, tap, a.tap_ip, a.prefix, TAP_NAME).await?;
+                    link::up(&h, tap, TAP_NAME).await
                 })
             })
         });
@@ -352,99 +373,148 @@ fn build(host: &HostConfig, spec: &VmNetSpec, net: &VmNet) -> Result<()> {
     })
 }
 
-/// Host side: port checks and table under the host firewall lock, veth pair (peer created
-/// inside the VM namespace), address, route, sysctls.
+/// Host side: veth pair (peer created inside the VM namespace), address, route, sysctls;
+/// then, under the host firewall lock, the port checks and the host table's elements (and
+/// the table itself for the first VM) in one nftables transaction.
 fn build_host_side(host: &HostConfig, spec: &VmNetSpec, net: &VmNet) -> Result<()> {
     let a = net.addrs;
     let ns_file = File::open(&net.netns_path)
         .map_err(|e| NetError::sys(format!("open {}", net.netns_path.display()), e))?;
     let host_veth = net.host_veth.as_str();
     netns::run_in_opt(host.host_ns(), || {
-        let lock = host.lock()?;
         check_listeners_free(&spec.published_ports)?;
-        // Listing the tables (an nft process) overlaps with the netlink work; a thread
-        // spawned here inherits this thread's (host) namespace.
-        let (tables, links) = std::thread::scope(|s| {
-            let t = s.spawn(|| nft::list_tables(None));
-            let l = link::with_netlink(|h| async move {
-                link::add_veth(&h, host_veth, VM_VETH_NAME, ns_file.as_raw_fd()).await?;
-                let idx = link::require_index(&h, host_veth).await?;
-                link::add_addr(&h, idx, a.host_veth_ip, a.prefix, host_veth).await?;
-                link::up(&h, idx, host_veth).await?;
-                link::add_route(&h, a.guest_net.addr(), a.prefix, a.vm_veth_ip).await
-            });
-            let t = t
-                .join()
-                .unwrap_or_else(|_| Err(NetError::invalid("setup", "nft worker panicked")));
-            (t, l)
-        });
-        links?;
-        let tables = tables?;
-        let exists = tables
-            .iter()
-            .any(|t| *t == format!("ip {}", nft::HOST_TABLE));
+        link::with_netlink(|h| async move {
+            link::add_veth(&h, host_veth, VM_VETH_NAME, ns_file.as_raw_fd()).await?;
+            let idx = link::require_index(&h, host_veth).await?;
+            link::add_addr(&h, idx, a.host_veth_ip, a.prefix, host_veth).await?;
+            link::up(&h, idx, host_veth).await?;
+            link::add_route(&h, a.guest_net.addr(), a.prefix, a.vm_veth_ip).await
+        })?;
         if netns::read_sysctl("net/ipv4/ip_forward")? != "1" {
             netns::write_sysctl("net/ipv4/ip_forward", "1")?;
         }
         netns::write_sysctl(&format!("net/ipv4/conf/{host_veth}/route_localnet"), "1")?;
         let _ = netns::write_sysctl(&format!("net/ipv6/conf/{host_veth}/disable_ipv6"), "1");
-        let mut script = String::new();
-        // The compat rules follow foreign chains that may appear after our table (Docker
-        // started later), so they are checked on every setup.
-        let missing: Vec<_> = nft::compat_chains_in(None, &tables)?
-            .into_iter()
-            .filter(|(_, handles)| handles.is_empty())
-            .map(|(c, _)| c)
-            .collect();
-        if !exists {
-            script.push_str(&nft::render_host_base(&missing));
-        } else if !missing.is_empty() {
-            let base = nft::render_host_base(&missing);
-            for l in base.lines().filter(|l| l.starts_with("insert rule")) {
-                script.push_str(l);
-                script.push('\n');
-            }
-        }
-        script.push_str(&nft::render_host_add(&nft::HostRules {
-            addrs: &a,
-            host_veth,
-            published: &net.published_ports,
-        }));
-        if let Err(e) = nft::apply(None, &script) {
-            // `create element` refused a published port another VM holds: say which.
-            if !spec.published_ports.is_empty() {
-                check_published_free(&nft::HostState::read(None)?, &spec.published_ports)?;
-            }
-            return Err(e);
-        }
+        let lock = host.lock()?;
+        let r = host_table_add(host, spec, net, host_veth);
         drop(lock);
-        Ok(())
+        r.map_err(|e| nft::in_ns(e, host.host_ns()))
     })
+}
+
+/// Adds the VM to the host table (creating the table and the compat rules as needed), in
+/// the current thread's namespace. Call it under the host lock.
+fn host_table_add(host: &HostConfig, spec: &VmNetSpec, net: &VmNet, host_veth: &str) -> Result<()> {
+    nfnl::with_host_socket(None, |sock| {
+        host_table_add_on(sock, host, spec, net, host_veth)
+    })
+}
+
+fn host_table_add_on(
+    sock: &mut Socket,
+    host: &HostConfig,
+    spec: &VmNetSpec,
+    net: &VmNet,
+    host_veth: &str,
+) -> Result<()> {
+    let tables = nft::list_tables_on(sock)?;
+    let exists = tables
+        .iter()
+        .any(|t| *t == format!("ip {}", nft::HOST_TABLE));
+    // The compat rules follow foreign chains that may appear after our table (Docker
+    // started later), so they are checked on every setup.
+    let missing: Vec<_> = nft::compat_chains_on(sock, &tables)?
+        .into_iter()
+        .filter(|(_, handles)| handles.is_empty())
+        .map(|(c, _)| c)
+        .collect();
+    let mut rs = if exists {
+        nft::host_compat(&missing)
+    } else {
+        nft::host_base(&missing)
+    };
+    rs.extend(nft::host_add(&nft::HostRules {
+        addrs: &net.addrs,
+        host_veth,
+        published: &net.published_ports,
+    }));
+    if let Err(e) = rs.apply_on(sock) {
+        // `create element` refused a published port another VM holds: say which.
+        if !spec.published_ports.is_empty() {
+            check_published_free(&nft::HostState::read_on(sock)?, &spec.published_ports)?;
+        }
+        return Err(e);
+    }
+    // firewalld rejects forwarded flows it was not told about (see `firewalld`).
+    if firewalld::active(&tables) {
+        firewalld::bind(&host.firewalld_bus, &host.firewalld_zone)?;
+    }
+    Ok(())
 }
 
 /// Replaces the VM's egress policy in one atomic nftables transaction: new connections see
 /// the new policy at once, established ones continue. Addresses learnt by the DNS filter
 /// are kept when the allowed domains are unchanged and dropped otherwise (the filter
-/// re-learns them on the guest's next lookup). Updates `net.policy`.
+/// re-learns them on the guest's next lookup). Updates `net.policy`. One-shot; for
+/// repeated changes keep a [`VmFirewall`].
 pub fn apply_policy(net: &mut VmNet, policy: &Policy) -> Result<()> {
-    policy.validate()?;
-    let flush_dns = net.policy.allowed_domains() != policy.allowed_domains();
-    let script = nft::render_policy_change(
-        &nft::VmRules {
-            addrs: &net.addrs,
-            policy,
-            allow_udp: net.allow_udp,
-            published: &net.published_ports,
-        },
-        flush_dns,
-    );
-    nft::apply(Some(&net.netns_path), &script)?;
-    net.policy = policy.clone();
-    Ok(())
+    VmFirewall::open(net)?.apply_policy(net, policy)
+}
+
+/// A netlink socket in a VM's namespace for its policy changes. Holding one spares repeated
+/// changes the cost of opening and closing a socket (see the crate's `nfnl` notes); it keeps
+/// the namespace alive, so drop it before [`teardown`].
+#[derive(Debug)]
+pub struct VmFirewall {
+    sock: Socket,
+    netns: PathBuf,
+}
+
+impl VmFirewall {
+    /// Opens the socket in `net`'s namespace.
+    pub fn open(net: &VmNet) -> Result<Self> {
+        Ok(Self {
+            sock: netns::run_in(&net.netns_path, Socket::open)?,
+            netns: net.netns_path.clone(),
+        })
+    }
+
+    /// [`apply_policy`] over this socket (`net` must be the VM it was opened for).
+    pub fn apply_policy(&mut self, net: &mut VmNet, policy: &Policy) -> Result<()> {
+        policy.validate()?;
+        if net.netns_path != self.netns {
+            return Err(NetError::invalid(
+                "policy change",
+                format!(
+                    "firewall handle of {} used for {}",
+                    self.netns.display(),
+                    net.netns_path.display()
+                ),
+            ));
+        }
+        let flush_dns = net.policy.allowed_domains() != policy.allowed_domains();
+        nft::policy_change(
+            &nft::VmRules {
+                addrs: &net.addrs,
+                policy,
+                allow_udp: net.allow_udp,
+                published: &net.published_ports,
+            },
+            flush_dns,
+        )
+        .apply_on(&mut self.sock)
+        .map_err(|e| nft::in_ns(e, Some(&self.netns)))?;
+        net.policy = policy.clone();
+        Ok(())
+    }
 }
 
 /// Removes everything [`setup`] creates for `vm_id`/`slot` (idempotent: absent parts are
-/// fine). Stop the VM's DNS filter and Firecracker first: their sockets and TAP fd keep the
+/// fine): the VM's elements in the host table (with the compat rules and the firewalld
+/// binding after the last VM), the veth pair, the namespace's name. When it returns, none
+/// of it can be seen any more; the kernel frees the devices' memory and destroys the
+/// unnamed namespace (its TAP, its table) in the background, as `ip netns del` leaves it.
+/// Stop the VM's DNS filter and Firecracker first: their sockets and TAP fd keep the
 /// namespace alive (unnamed) until they exit. Blocking.
 pub fn teardown(host: &HostConfig, vm_id: &str, slot: Slot) -> Result<()> {
     validate_vm_id(vm_id)?;
@@ -455,38 +525,43 @@ pub fn teardown(host: &HostConfig, vm_id: &str, slot: Slot) -> Result<()> {
     // Host table, host link and namespace go in parallel (each waits on the kernel).
     let (fw, ln, ns) = std::thread::scope(|s| {
         let fw = s.spawn(|| {
-            netns::run_in_opt(host.host_ns(), || {
-                let _lock = host.lock()?;
-                let state = nft::HostState::read(None)?;
+            let _lock = host.lock()?;
+            nfnl::with_host_socket(host.host_ns(), |sock| {
+                let state = nft::HostState::read_on(sock)?;
                 let last = state.guests.iter().all(|(d, _)| *d == host_veth);
                 let compat = if state.exists && last {
-                    nft::compat_rule_handles(None)?
+                    nft::compat_rule_handles_on(sock)?
                 } else {
                     Vec::new()
                 };
-                let script = nft::render_host_remove(&state, &host_veth, guest_ip, &compat);
-                if script.is_empty() {
-                    Ok(())
-                } else {
-                    nft::apply(None, &script)
+                nft::host_remove(&state, &host_veth, guest_ip, &compat).apply_on(sock)?;
+                if state.exists && last && firewalld::active(&nft::list_tables_on(sock)?) {
+                    firewalld::unbind(&host.firewalld_bus, &host.firewalld_zone)?;
                 }
+                Ok(())
             })
+            .map_err(|e| nft::in_ns(e, host.host_ns()))
         });
+        // Deleting the host veth deletes its peer too; the call returns once the pair is
+        // unlisted (see `linkwatch`).
         let ln = s.spawn(|| {
             netns::run_in_opt(host.host_ns(), || {
-                let hv = host_veth.as_str();
-                link::with_netlink(|h| async move { link::delete_link(&h, hv).await })
+                let mut w = LinkWatch::open()?;
+                match w.index_of(&host_veth)? {
+                    Some(idx) => w.delete(idx, &host_veth),
+                    None => Ok(()),
+                }
             })
         });
         let ns = netns::delete(&path);
         let dead = || Err(NetError::invalid("teardown", "worker panicked"));
         (
             fw.join().unwrap_or_else(|_| dead()),
-            ln.join().unwrap_or_else(|_| dead().map(|()| false)),
+            ln.join().unwrap_or_else(|_| dead()),
             ns,
         )
     });
-    for r in [fw, ln.map(drop), ns] {
+    for r in [fw, ln, ns] {
         if let Err(e) = r {
             errors.push(e.to_string());
         }
@@ -592,6 +667,14 @@ pub fn scan_leaks(host: &HostConfig, known: &[(String, Slot)]) -> Result<Vec<Lea
             if state.exists {
                 out.push(Leak::Table {
                     name: format!("ip {}", nft::HOST_TABLE),
+                });
+            }
+            if firewalld::active(&nft::list_tables(None)?)
+                && firewalld::bound_zone(&host.firewalld_bus)? == host.firewalld_zone
+            {
+                out.push(Leak::FirewalldBinding {
+                    zone: host.firewalld_zone.clone(),
+                    interfaces: firewalld::interfaces(),
                 });
             }
             for ((f, t, c), handle) in nft::compat_rule_handles(None)? {

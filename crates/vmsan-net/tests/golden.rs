@@ -48,12 +48,13 @@ fn vm_table_custom_policy() {
     let policy = custom();
     check(
         "vm-custom.nft",
-        &nft::render_vm_table(&VmRules {
+        &nft::vm_table(&VmRules {
             addrs: &a,
             policy: &policy,
             allow_udp: false,
             published: &p,
-        }),
+        })
+        .to_nft(),
     );
 }
 
@@ -62,12 +63,13 @@ fn vm_table_allow_all_with_udp() {
     let a = Slot::new(0).unwrap().addrs();
     check(
         "vm-allow-all-udp.nft",
-        &nft::render_vm_table(&VmRules {
+        &nft::vm_table(&VmRules {
             addrs: &a,
             policy: &Policy::AllowAll,
             allow_udp: true,
             published: &[],
-        }),
+        })
+        .to_nft(),
     );
 }
 
@@ -76,7 +78,7 @@ fn policy_change_to_deny_all() {
     let a = Slot::new(3).unwrap().addrs();
     check(
         "policy-deny-all.nft",
-        &nft::render_policy_change(
+        &nft::policy_change(
             &VmRules {
                 addrs: &a,
                 policy: &Policy::DenyAll,
@@ -84,7 +86,8 @@ fn policy_change_to_deny_all() {
                 published: &[],
             },
             true,
-        ),
+        )
+        .to_nft(),
     );
 }
 
@@ -94,12 +97,13 @@ fn every_guest_packet_meets_the_policy_first() {
     // chain's first verdict for TAP traffic is the jump into guest_egress, and nothing in
     // guest_egress accepts before the blocked destinations and the policy, except replies.
     let a = Slot::new(3).unwrap().addrs();
-    let s = nft::render_vm_table(&VmRules {
+    let s = nft::vm_table(&VmRules {
         addrs: &a,
         policy: &Policy::DenyAll,
         allow_udp: true,
         published: &published(),
-    });
+    })
+    .to_nft();
     let fwd = s.split("chain forward {").nth(1).unwrap();
     let first_verdict = fwd
         .lines()
@@ -123,36 +127,32 @@ fn host_table_and_elements() {
     let p = published();
     check(
         "host-base-docker.nft",
-        &nft::render_host_base(&[("ip", "filter", "FORWARD")]),
+        &nft::host_base(&[("ip", "filter", "FORWARD")]).to_nft(),
     );
     check(
         "host-add.nft",
-        &nft::render_host_add(&HostRules {
+        &nft::host_add(&HostRules {
             addrs: &a,
             host_veth: "vmsan-h3",
             published: &p,
-        }),
+        })
+        .to_nft(),
     );
-    let listing = "table ip vmsan {\n\tset guest_src {\n\t\ttype ifname . ipv4_addr\n\t\telements = { \"vmsan-h3\" . 198.18.0.26,\n\t\t\t     \"vmsan-h4\" . 198.18.0.34 }\n\t}\n\tmap published {\n\t\ttype inet_proto . inet_service : ipv4_addr . inet_service\n\t\telements = { udp . 5353 : 198.18.0.26 . 53,\n\t\t\t     tcp . 8080 : 198.18.0.26 . 80 }\n\t}\n}\n";
-    let st = HostState::parse(listing);
-    assert!(st.exists);
-    assert_eq!(
-        st.guests,
-        vec![
+    // Two VMs in the shared table, the first one with two published ports.
+    let st = HostState {
+        exists: true,
+        guests: vec![
             ("vmsan-h3".to_string(), Ipv4Addr::new(198, 18, 0, 26)),
-            ("vmsan-h4".to_string(), Ipv4Addr::new(198, 18, 0, 34))
-        ]
-    );
-    assert_eq!(
-        st.published,
-        vec![
+            ("vmsan-h4".to_string(), Ipv4Addr::new(198, 18, 0, 34)),
+        ],
+        published: vec![
             (Protocol::Udp, 5353, Ipv4Addr::new(198, 18, 0, 26), 53),
-            (Protocol::Tcp, 8080, Ipv4Addr::new(198, 18, 0, 26), 80)
-        ]
-    );
+            (Protocol::Tcp, 8080, Ipv4Addr::new(198, 18, 0, 26), 80),
+        ],
+    };
     check(
         "host-remove.nft",
-        &nft::render_host_remove(&st, "vmsan-h3", a.guest_ip, &[]),
+        &nft::host_remove(&st, "vmsan-h3", a.guest_ip, &[]).to_nft(),
     );
     let last = HostState {
         guests: vec![("vmsan-h3".into(), a.guest_ip)],
@@ -160,12 +160,13 @@ fn host_table_and_elements() {
     };
     check(
         "host-remove-last.nft",
-        &nft::render_host_remove(
+        &nft::host_remove(
             &last,
             "vmsan-h3",
             a.guest_ip,
             &[(("ip".into(), "filter".into(), "FORWARD".into()), 17)],
-        ),
+        )
+        .to_nft(),
     );
 }
 
@@ -173,10 +174,11 @@ fn host_table_and_elements() {
 fn dns_set_update() {
     check(
         "dns-update.nft",
-        &nft::render_dns_update(&[
+        &nft::dns_update(&[
             (Ipv4Addr::new(93, 184, 216, 34), 300),
             (Ipv4Addr::new(93, 184, 216, 34), 60),
             (Ipv4Addr::new(1, 2, 3, 4), 0),
-        ]),
+        ])
+        .to_nft(),
     );
 }

@@ -335,7 +335,7 @@ fn privileged_docker_forward_drop_and_clean_teardown() {
     let w = World::new();
     // What Docker (iptables-nft) leaves on a host: FORWARD policy drop.
     let docker = "table ip filter {\n chain FORWARD {\n  type filter hook forward priority 0; policy drop;\n }\n}\n";
-    vmsan_net::nft::apply(Some(&w.host.path), docker).unwrap();
+    nft(&w.host.path, &["-f", "-"], docker).unwrap();
     let hc = w.host_config();
     let s = spec(9, Policy::AllowAll);
     let (id, slot) = (s.vm_id.clone(), s.slot);
@@ -353,8 +353,8 @@ fn privileged_docker_forward_drop_and_clean_teardown() {
             3,
             "a live VM shows its netns, link and host-table element: {leaks:?}"
         );
-        let chain = vmsan_net::nft::run(
-            Some(&w.host.path),
+        let chain = nft(
+            &w.host.path,
             &["list", "chain", "ip", "filter", "FORWARD"],
             "",
         )
@@ -363,8 +363,8 @@ fn privileged_docker_forward_drop_and_clean_teardown() {
     }
     assert_eq!(vmsan_net::leaks(&hc, &id, slot).unwrap(), vec![]);
     assert_eq!(vmsan_net::scan_leaks(&hc, &[]).unwrap(), vec![]);
-    let chain = vmsan_net::nft::run(
-        Some(&w.host.path),
+    let chain = nft(
+        &w.host.path,
         &["list", "chain", "ip", "filter", "FORWARD"],
         "",
     )
@@ -397,4 +397,117 @@ fn privileged_custom_policy_port_list() {
         None,
         "address outside the allowed CIDRs"
     );
+}
+
+#[test]
+fn privileged_dns_over_tcp_answers_allowed_names_and_fills_the_set() {
+    if !can_run("privileged_dns_over_tcp_answers_allowed_names_and_fills_the_set") {
+        return;
+    }
+    let w = World::new();
+    let policy = Policy::Custom(CustomPolicy {
+        allowed_cidrs: vec![],
+        denied_cidrs: vec![],
+        allowed_domains: vec!["tcp.test".parse().unwrap()],
+        ports: vec![],
+    });
+    let vm = w.vm(spec(14, policy));
+    let g = Guest::attach(&vm.net, "g");
+    let filter = start_filter(&w, &vm.net);
+    let tap = vm.net.addrs.tap_ip;
+
+    assert_eq!(g.tcp(TCP_ONLY_IP, 80), None, "unresolved address reachable");
+    assert_eq!(
+        g.dns_tcp(tap, "other.test"),
+        Some((5, vec![])),
+        "other names must be REFUSED over TCP too"
+    );
+    assert_eq!(
+        g.dns_tcp(INET, "tcp.test"),
+        None,
+        "DNS over TCP to another server must be blocked"
+    );
+    assert_eq!(g.tcp(TCP_ONLY_IP, 80), None);
+    // Answered over TCP (by the upstream over TCP), and the answer is in the set.
+    assert_eq!(g.dns_tcp(tap, "tcp.test"), Some((0, vec![TCP_ONLY_IP])));
+    assert_eq!(
+        g.tcp(TCP_ONLY_IP, 80).as_deref(),
+        Some("inet"),
+        "address learnt over DNS-over-TCP not allowed"
+    );
+    assert_eq!(g.tcp(TCP_ONLY_IP, 5000).as_deref(), Some("inet"));
+    // The allow-list change reaches the TCP side as well.
+    filter.domains.set_policy(&Policy::DenyAll);
+    assert_eq!(g.dns_tcp(tap, "tcp.test").map(|r| r.0), Some(5));
+    drop(filter);
+}
+
+/// `teardown` returns once the veth pair is unlisted (it does not wait for the kernel's
+/// final cleanup): checked right after each return, many times over, from both sides. The
+/// test keeps the VM namespace open across the teardown to look inside it afterwards.
+#[test]
+fn privileged_teardown_returns_with_the_veth_pair_and_routes_gone() {
+    if !can_run("privileged_teardown_returns_with_the_veth_pair_and_routes_gone") {
+        return;
+    }
+    let w = World::new();
+    let hc = w.host_config();
+    for i in 0..20 {
+        let vm = w.vm(spec(20 + i, Policy::AllowAll));
+        let held = std::fs::File::open(&vm.net.netns_path).unwrap();
+        let held_path = format!("/proc/{}/fd/{}", std::process::id(), {
+            use std::os::fd::AsRawFd as _;
+            held.as_raw_fd()
+        });
+        if i == 0 {
+            // IPv6 off and IPv4 forwarding on for both of the namespace's devices.
+            let conf = vmsan_net::netns::run_in(&vm.net.netns_path, || {
+                let mut v = Vec::new();
+                for dev in ["tap0", vmsan_net::addr::VM_VETH_NAME] {
+                    v.push(vmsan_net::netns::read_sysctl(&format!(
+                        "net/ipv6/conf/{dev}/disable_ipv6"
+                    ))?);
+                    v.push(vmsan_net::netns::read_sysctl(&format!(
+                        "net/ipv4/conf/{dev}/forwarding"
+                    ))?);
+                }
+                Ok(v)
+            })
+            .unwrap();
+            assert_eq!(conf, ["1"; 4]);
+        }
+        let guest_net = vm.net.addrs.guest_net.to_string();
+        let hv = vm.net.host_veth.clone();
+        vmsan_net::teardown(&hc, &vm.net.vm_id, vm.net.slot).unwrap();
+        let host_routes = ip_out(&["-n", &w.host.name, "route", "show", &guest_net]);
+        assert_eq!(
+            host_routes.trim(),
+            "",
+            "route to the guest left: {host_routes}"
+        );
+        let host_links = ip_out(&["-n", &w.host.name, "-o", "link", "show"]);
+        assert!(!host_links.contains(&hv), "{hv} left: {host_links}");
+        let inside = vmsan_net::netns::run_in(std::path::Path::new(&held_path), || {
+            let out = std::process::Command::new("ip")
+                .args(["-o", "link", "show"])
+                .output()
+                .map_err(|e| vmsan_net::NetError::Sys {
+                    context: "run ip".into(),
+                    source: e,
+                })?;
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        })
+        .unwrap();
+        assert!(
+            !inside.contains(vmsan_net::addr::VM_VETH_NAME),
+            "the veth's VM end is left: {inside}"
+        );
+        assert_eq!(
+            vmsan_net::leaks(&hc, &vm.net.vm_id, vm.net.slot).unwrap(),
+            vec![]
+        );
+        drop(held);
+        drop(vm); // a second teardown: idempotent
+    }
+    assert_eq!(vmsan_net::scan_leaks(&hc, &[]).unwrap(), vec![]);
 }

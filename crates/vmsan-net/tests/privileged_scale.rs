@@ -127,6 +127,6 @@ fn privileged_200_concurrent_setups_then_teardowns_leave_no_leaks() {
     assert!(!links.contains("vmsan-h"), "{links}");
     let routes = ip_out(&["-n", &w.host.name, "route", "show"]);
     assert!(!routes.contains("198.1"), "{routes}");
-    let tables = vmsan_net::nft::run(Some(&w.host.path), &["list", "tables"], "").unwrap();
+    let tables = nft(&w.host.path, &["list", "tables"], "").unwrap();
     assert!(!tables.contains("vmsan"), "{tables}");
 }

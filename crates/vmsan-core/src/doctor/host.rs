@@ -1,8 +1,7 @@
 //! Checks of the host: KVM, TUN, cgroups, disk, routing, nftables, firewall, filesystems.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use vmsan_firecracker::{CgroupMode, CgroupMounts};
 
@@ -259,59 +258,28 @@ fn default_interface() -> Check {
 
 fn nftables() -> Check {
     const NAME: &str = "nftables";
-    let Some(nft) = find_tool("nft") else {
-        return Check::fail(
-            SYSTEM,
-            NAME,
-            "nft not found",
-            "Install nftables (`apt-get install nftables`).",
-        );
-    };
     if !nix::unistd::geteuid().is_root() {
         return Check::warn(
             SYSTEM,
             NAME,
-            format!("{} present; the kernel test needs root", nft.display()),
+            "the kernel test needs root",
             "Run `sudo vmsan doctor` to test that the kernel accepts vmsan's tables.",
         );
     }
-    // Load a table of the kind vmsan uses (sets with timeouts, a filter chain) into a scratch
-    // namespace that disappears with the probe: the host's own rules are never touched.
-    let script = "table inet vmsan_doctor {\n  set allowed { type ipv4_addr; flags timeout; }\n  \
-                  chain forward { type filter hook forward priority 0; policy drop;\n    \
-                  ct state established,related accept\n    ip daddr @allowed accept\n  }\n}\n";
-    let mut cmd = Command::new(&nft);
-    cmd.args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    sys::netns::in_scratch_netns(&mut cmd);
-    let result = cmd.spawn().and_then(|mut child| {
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(script.as_bytes())?;
-        }
-        child.wait_with_output()
-    });
-    match result {
-        Ok(out) if out.status.success() => Check::pass(
+    // vmsan's own VM ruleset, loaded over netlink into a scratch namespace that disappears
+    // with the probe: the host's own rules are never touched, no `nft` binary is needed.
+    match vmsan_net::nft::probe_kernel() {
+        Ok(()) => Check::pass(
             SYSTEM,
             NAME,
-            "kernel accepted a test table in a scratch namespace",
-        ),
-        Ok(out) => Check::fail(
-            SYSTEM,
-            NAME,
-            format!(
-                "test table rejected: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-            "Load nf_tables (`modprobe nf_tables`) and use a kernel of 5.10 or newer.",
+            "kernel accepted a VM ruleset in a scratch namespace",
         ),
         Err(e) => Check::fail(
             SYSTEM,
             NAME,
-            format!("could not run nft in a scratch namespace: {e}"),
-            "Check that network namespaces are available (CONFIG_NET_NS).",
+            format!("test ruleset rejected: {e}"),
+            "Load nf_tables (`modprobe nf_tables`), use a kernel of 5.10 or newer and check that \
+             network namespaces are available (CONFIG_NET_NS).",
         ),
     }
 }

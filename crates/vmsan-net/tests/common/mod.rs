@@ -31,6 +31,8 @@ pub const GOOGLE: Ipv4Addr = Ipv4Addr::new(8, 8, 8, 8);
 pub const ALLOWED_IP: Ipv4Addr = Ipv4Addr::new(93, 184, 216, 34);
 /// Never resolved by anyone.
 pub const UNRESOLVED_IP: Ipv4Addr = Ipv4Addr::new(93, 184, 216, 35);
+/// What `tcp.test` resolves to (only ever asked over DNS-over-TCP).
+pub const TCP_ONLY_IP: Ipv4Addr = Ipv4Addr::new(93, 184, 216, 36);
 pub const CIDR_OK_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 pub const CIDR_DENIED_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 200);
 /// Port of a TCP service in the host namespace.
@@ -88,6 +90,43 @@ pub fn ip_out(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Runs the `nft` tool in namespace `ns` (tests only: the product talks netlink) with
+/// `stdin`; its stdout, or its stderr as the error.
+pub fn nft(ns: &Path, args: &[&str], stdin: &str) -> Result<String, String> {
+    let bin = ["/usr/sbin/nft", "/sbin/nft"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("nft");
+    netns::run_in(ns, || {
+        let mut child = Command::new(bin)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn nft");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write nft input");
+        Ok(child.wait_with_output().expect("wait for nft"))
+    })
+    .map_err(|e| e.to_string())
+    .and_then(|out| {
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "nft {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    })
+}
+
 /// A named namespace deleted on drop.
 pub struct TestNs {
     pub name: String,
@@ -138,26 +177,59 @@ fn serve_udp_echo(s: UdpSocket) {
     });
 }
 
+/// The test internet's DNS records.
+fn dns_answer(msg: &[u8]) -> Option<Vec<u8>> {
+    let q = vmsan_net::dns::parse_query(msg)?;
+    let answers: Vec<(Ipv4Addr, u32)> = match (q.name.as_str(), q.qtype) {
+        ("allowed.test" | "www.wild.test", 1) => vec![(ALLOWED_IP, 300)],
+        ("other.test", 1) => vec![(CIDR_OK_IP, 300)],
+        ("tcp.test", 1) => vec![(TCP_ONLY_IP, 300)],
+        _ => vec![],
+    };
+    let rcode = if answers.is_empty() { 3 } else { 0 };
+    Some(vmsan_net::dns::build_a_response(msg, &q, &answers, rcode))
+}
+
 fn serve_dns(s: UdpSocket) {
     std::thread::spawn(move || {
         let mut buf = [0u8; 1500];
         while let Ok((n, from)) = s.recv_from(&mut buf) {
-            let msg = &buf[..n];
-            let Some(q) = vmsan_net::dns::parse_query(msg) else {
-                continue;
-            };
-            let answers: Vec<(Ipv4Addr, u32)> = match (q.name.as_str(), q.qtype) {
-                ("allowed.test" | "www.wild.test", 1) => vec![(ALLOWED_IP, 300)],
-                ("other.test", 1) => vec![(CIDR_OK_IP, 300)],
-                _ => vec![],
-            };
-            let rcode = if answers.is_empty() { 3 } else { 0 };
-            let _ = s.send_to(
-                &vmsan_net::dns::build_a_response(msg, &q, &answers, rcode),
-                from,
-            );
+            if let Some(r) = dns_answer(&buf[..n]) {
+                let _ = s.send_to(&r, from);
+            }
         }
     });
+}
+
+/// DNS over TCP: 2-byte length, message; several per connection.
+fn serve_dns_tcp(l: TcpListener) {
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { return };
+            std::thread::spawn(move || {
+                while let Some(msg) = read_framed(&mut c) {
+                    let Some(r) = dns_answer(&msg) else { return };
+                    if write_framed(&mut c, &r).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+}
+
+fn read_framed(c: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut len = [0u8; 2];
+    c.read_exact(&mut len).ok()?;
+    let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    c.read_exact(&mut msg).ok()?;
+    Some(msg)
+}
+
+fn write_framed(c: &mut TcpStream, msg: &[u8]) -> std::io::Result<()> {
+    let mut out = (msg.len() as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(msg);
+    c.write_all(&out)
 }
 
 impl World {
@@ -202,6 +274,7 @@ impl World {
             GOOGLE,
             ALLOWED_IP,
             UNRESOLVED_IP,
+            TCP_ONLY_IP,
             CIDR_OK_IP,
             CIDR_DENIED_IP,
         ] {
@@ -216,10 +289,16 @@ impl World {
             ]);
         }
         inet.run(|| {
-            for port in [80u16, 443, 853, 5000, 53] {
+            for port in [80u16, 443, 853, 5000] {
                 let l = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).expect("bind tcp");
                 serve_tcp(l, b"inet\n");
             }
+            // Port 53/tcp: a banner on the resolvers' addresses (to see that nothing gets
+            // through), DNS over TCP on INET's (the DNS filter's upstream).
+            for a in [DOH, GOOGLE, ALLOWED_IP, CIDR_OK_IP] {
+                serve_tcp(TcpListener::bind((a, 53)).expect("bind tcp 53"), b"inet\n");
+            }
+            serve_dns_tcp(TcpListener::bind((INET, 53)).expect("bind dns tcp"));
             // One socket per address: replies must come from the address asked.
             for a in [
                 DOH,
@@ -252,6 +331,7 @@ impl World {
             netns_dir: PathBuf::from(netns::DEFAULT_DIR),
             netns_prefix: prefix(),
             lock_path: self.lock_path(),
+            ..HostConfig::default()
         }
     }
 
@@ -417,6 +497,11 @@ impl Guest {
         self.ns.run(|| icmp_probe(ip))
     }
 
+    /// Sends a DNS query to `server` over TCP; `Some((rcode, A records))` when answered.
+    pub fn dns_tcp(&self, server: Ipv4Addr, name: &str) -> Option<(u8, Vec<Ipv4Addr>)> {
+        self.ns.run(|| dns_tcp_probe(server, name))
+    }
+
     /// Sends a DNS query to `server` over UDP; `Some((rcode, A records))` when answered.
     pub fn dns(&self, server: Ipv4Addr, name: &str) -> Option<(u8, Vec<Ipv4Addr>)> {
         self.ns.run(|| dns_probe(server, name))
@@ -469,6 +554,28 @@ pub fn dns_probe(server: Ipv4Addr, name: &str) -> Option<(u8, Vec<Ipv4Addr>)> {
             .map(|(a, _)| a)
             .collect(),
     ))
+}
+
+pub fn dns_tcp_probe(server: Ipv4Addr, name: &str) -> Option<(u8, Vec<Ipv4Addr>)> {
+    let mut s = TcpStream::connect_timeout(&SocketAddr::from((server, 53)), PROBE).ok()?;
+    s.set_read_timeout(Some(Duration::from_millis(3000))).ok()?;
+    // Two queries on one connection, as RFC 7766 clients may send.
+    let mut last = None;
+    for id in [0x4243u16, 0x4244] {
+        write_framed(&mut s, &vmsan_net::dns::build_query(id, name, 1)).ok()?;
+        let r = read_framed(&mut s)?;
+        if r.get(0..2) != Some(&id.to_be_bytes()[..]) {
+            return None;
+        }
+        last = Some((
+            r[3] & 0x0f,
+            vmsan_net::dns::a_records(&r)
+                .into_iter()
+                .map(|(a, _)| a)
+                .collect(),
+        ));
+    }
+    last
 }
 
 fn checksum(b: &[u8]) -> u16 {
