@@ -139,12 +139,30 @@ mod tests {
         })
     }
 
-    fn bus(tag: &str) -> std::path::PathBuf {
+    /// The stand-in bus's socket path, in a directory removed on drop (even on failure).
+    struct Bus(std::path::PathBuf);
+
+    impl std::ops::Deref for Bus {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Bus {
+        fn drop(&mut self) {
+            if let Some(d) = self.0.parent() {
+                let _ = std::fs::remove_dir_all(d);
+            }
+        }
+    }
+
+    fn bus(tag: &str) -> Bus {
         let dir = std::env::temp_dir().join(format!("vmsan-fwd-{}-{tag}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("mkdir");
         let p = dir.join("bus");
         let _ = std::fs::remove_file(&p);
-        p
+        Bus(p)
     }
 
     fn calls(c: &fake::Calls) -> Vec<(String, Vec<String>)> {
@@ -187,7 +205,6 @@ mod tests {
                 "getZoneOfInterface(vmsan-h+)",
             ]
         );
-        let _ = std::fs::remove_file(&p);
     }
 
     #[test]
@@ -198,7 +215,6 @@ mod tests {
         unbind(&p, "trusted").expect("unbind");
         assert_eq!(bound_zone(&p).expect("zone"), "internal");
         assert!(calls(&c).iter().all(|(m, _)| m == "getZoneOfInterface"));
-        let _ = std::fs::remove_file(&p);
     }
 
     #[test]
@@ -219,7 +235,6 @@ mod tests {
             .expect_err("no bus")
             .to_string();
         assert!(e.contains("D-Bus at /nonexistent/vmsan-bus"), "{e}");
-        let _ = std::fs::remove_file(&p);
     }
 
     /// A stand-in host namespace holding a real `inet firewalld` table, and VMs set up and
@@ -336,7 +351,6 @@ mod tests {
                 ),
             ]
         );
-        let _ = std::fs::remove_file(&p);
     }
 
     #[test]
@@ -353,7 +367,6 @@ mod tests {
         let (id, slot) = h.vms.remove(0);
         crate::teardown(&h.hc, &id, slot).expect("teardown");
         assert_eq!(calls(&c), vec![]);
-        let _ = std::fs::remove_file(&p);
     }
 
     #[test]
