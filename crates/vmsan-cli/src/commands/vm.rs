@@ -68,6 +68,7 @@ pub(crate) fn create(ctx: &Ctx, opts: &CreateOptions) -> Result<Outcome, Error> 
             "Cannot use --connect with --count above 1",
         ));
     }
+    let resolving = std::time::Instant::now();
     let rt = super::runtime()?;
     let out = &ctx.out;
     let quiet = out.json || opts.silent;
@@ -84,10 +85,19 @@ pub(crate) fn create(ctx: &Ctx, opts: &CreateOptions) -> Result<Outcome, Error> 
         opts,
         crate::progress::image_progress(quiet),
     ))?;
+    // Once for all the VMs: the first one's breakdown shows it.
+    let mut resolved = Some(vm::Step {
+        name: "kernel, agent and image".into(),
+        ms: resolving.elapsed().as_secs_f64() * 1000.0,
+        parallel: false,
+    });
     let make_disk = vm::media::make_disk(&ctx.paths);
     let mut created = Vec::new();
     for _ in 0..opts.count.max(1) {
-        let c = vm::create(&ctx.paths, &spec, &media, &make_disk, &mut |m| note(m))?;
+        let mut c = vm::create(&ctx.paths, &spec, &media, &make_disk, &mut |m| note(m))?;
+        if let Some(step) = resolved.take() {
+            c.steps.insert(0, step);
+        }
         for s in &c.steps {
             let alongside = if s.parallel { " (in parallel)" } else { "" };
             ctx.out.debug(&format!(
