@@ -63,6 +63,7 @@ pub(crate) fn create(ctx: &Ctx, opts: &CreateOptions) -> Result<Outcome, Error> 
             "Cannot use --connect with --count above 1",
         ));
     }
+    let resolving = std::time::Instant::now();
     let rt = super::runtime()?;
     let out = &ctx.out;
     let quiet = out.json || opts.silent;
@@ -71,8 +72,19 @@ pub(crate) fn create(ctx: &Ctx, opts: &CreateOptions) -> Result<Outcome, Error> 
             out.note(m);
         }
     };
-    let created = if let Some(id) = &opts.snapshot {
-        restore(ctx, opts, id, &note)?
+    let resolved_step = |ms: f64| vm::Step {
+        name: if opts.snapshot.is_some() {
+            "snapshot check, kernel and agent"
+        } else {
+            "kernel, agent and image"
+        }
+        .into(),
+        ms,
+        parallel: false,
+    };
+    let mut resolved_ms = 0.0;
+    let mut created = if let Some(id) = &opts.snapshot {
+        restore(ctx, opts, id, &note, &mut resolved_ms)?
     } else {
         let spec = vm::media::spec_of(opts);
         vm::check_spec(&spec)?;
@@ -82,6 +94,7 @@ pub(crate) fn create(ctx: &Ctx, opts: &CreateOptions) -> Result<Outcome, Error> 
             opts,
             crate::progress::image_progress(quiet),
         ))?;
+        resolved_ms = resolving.elapsed().as_secs_f64() * 1000.0;
         let make_disk = vm::media::make_disk(&ctx.paths);
         let mut created = Vec::new();
         for _ in 0..opts.count.max(1) {
@@ -95,6 +108,10 @@ pub(crate) fn create(ctx: &Ctx, opts: &CreateOptions) -> Result<Outcome, Error> 
         }
         created
     };
+    // Once for all the VMs: the first one's breakdown shows it.
+    if let Some(first) = created.first_mut() {
+        first.steps.insert(0, resolved_step(resolved_ms));
+    }
     for c in &created {
         for s in &c.steps {
             let alongside = if s.parallel { " (in parallel)" } else { "" };
@@ -151,13 +168,16 @@ fn restore(
     opts: &CreateOptions,
     id: &vmsan_core::SnapshotId,
     note: &dyn Fn(&str),
+    resolved_ms: &mut f64,
 ) -> Result<Vec<vm::Created>, Error> {
     note(&format!("Restoring snapshot {id}"));
+    let resolving = std::time::Instant::now();
     let snap = vmsan_core::snapshot::Snapshot::open(&ctx.paths, id)?;
     let count = opts.count.max(1);
     vm::restore::check_host_memory(snap.meta.mem_mib, count)?;
     let (spec, media) = vm::restore::plan(&ctx.paths, &snap, opts, opts.network_given)?;
     vm::check_spec(&spec)?;
+    *resolved_ms = resolving.elapsed().as_secs_f64() * 1000.0;
     if count > 1 && !spec.network.published_ports.is_empty() {
         return Err(Error::new(
             ErrorCode::ValidationFlags,
