@@ -467,23 +467,13 @@ async fn remove_cgroups_when_empty(
     }
 }
 
-/// Which of this process's cgroups [`leave_caller_cgroups`] moves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Hierarchies {
-    /// The cgroup v1 hierarchies. Call this while the process has a single thread: it then
-    /// moves that thread (`tasks`, `0`), which the kernel does without the global lock whose
-    /// first writer waits for an RCU grace period (0.2 ms instead of 8-10 ms here).
-    V1,
-    /// The v2 (unified) hierarchy: the whole process through `cgroup.procs`, which takes that
-    /// lock (any thread may call it).
-    Unified,
-}
-
 /// Move this process out of the caller's cgroups (into `vmsan` cgroups), so that stopping the
 /// service or session that ran `vmsan create` does not take the VM down. Only hierarchies
-/// where this process is in some cgroup other than the root (or `/vmsan`) are touched, and the
-/// root cgroup belongs to no caller. Best effort: a failure is logged, and the VM still runs.
-pub(crate) fn leave_caller_cgroups(which: Hierarchies) {
+/// where this process is in some cgroup other than the root (or `/vmsan`) are touched: each
+/// move is costly (on cgroup v1 the kernel waits for an RCU grace period before the first),
+/// and the root cgroup belongs to no caller. Best effort: a failure is logged, and the VM
+/// still runs.
+pub(crate) fn leave_caller_cgroup() {
     let Ok(mounts) = CgroupMounts::detect() else {
         return;
     };
@@ -494,44 +484,23 @@ pub(crate) fn leave_caller_cgroups(which: Hierarchies) {
             return;
         }
     };
-    let targets: Vec<(&Path, Option<&[String]>)> = match which {
-        Hierarchies::V1 => mounts
-            .v1
-            .iter()
-            .map(|h| (h.mount_point.as_path(), Some(h.controllers.as_slice())))
-            .collect(),
-        Hierarchies::Unified => mounts
-            .unified
-            .as_deref()
-            .map(|u| (u, None))
-            .into_iter()
-            .collect(),
-    };
-    // Moving one thread moves the process only while it has no other thread.
-    let (file, who) = if which == Hierarchies::V1 && single_threaded() {
-        ("tasks", "0".to_owned())
-    } else {
-        ("cgroup.procs", std::process::id().to_string())
-    };
-    for (root, controllers) in targets {
+    let pid = std::process::id().to_string();
+    let hierarchies = mounts
+        .v1
+        .iter()
+        .map(|h| (h.mount_point.as_path(), Some(h.controllers.as_slice())))
+        .chain(mounts.unified.as_deref().map(|u| (u, None)));
+    for (root, controllers) in hierarchies {
         if !in_caller_cgroup(&own, controllers) {
             continue;
         }
         let dir = root.join(CALLER_FREE_CGROUP);
-        let moved =
-            std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(dir.join(file), &who));
+        let moved = std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(dir.join("cgroup.procs"), &pid));
         if let Err(e) = moved {
             eprintln!("supervisor: could not move into {}: {e}", dir.display());
         }
     }
-}
-
-fn single_threaded() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("Threads:"))
-            .is_some_and(|n| n.trim() == "1")
-    })
 }
 
 /// The cgroup (in each hierarchy) that supervisors move into.

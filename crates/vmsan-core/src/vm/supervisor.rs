@@ -123,22 +123,17 @@ pub fn main(paths: &Paths, id: &VmId) -> i32 {
     if let Err(e) = crate::sys::proc::set_child_subreaper() {
         eprintln!("supervisor: cannot become a subreaper: {e}");
     }
-    // Out of the caller's cgroups first: v1 hierarchies while this is the only thread (fast,
-    // see `Hierarchies::V1`); every thread started later is born outside them.
-    let t = std::time::Instant::now();
-    host::leave_caller_cgroups(host::Hierarchies::V1);
-    let v1_ms = t.elapsed().as_secs_f64() * 1000.0;
-    // The unified hierarchy's move can take a while (the kernel waits for an RCU grace
-    // period), and reading the go-ahead waits for the spawning command: both happen on a
-    // thread while the network is set up.
+    // Leaving the caller's cgroups can take a while (on cgroup v1 the kernel waits for an RCU
+    // grace period), and reading the go-ahead waits for the spawning command: both happen on
+    // a thread while the network is set up.
     let (tx, prepared) = tokio::sync::oneshot::channel();
     let helper = std::thread::Builder::new()
         .name("prepare".into())
         .stack_size(64 << 10)
         .spawn(move || {
             let t = std::time::Instant::now();
-            host::leave_caller_cgroups(host::Hierarchies::Unified);
-            let cgroup_ms = v1_ms + t.elapsed().as_secs_f64() * 1000.0;
+            host::leave_caller_cgroup();
+            let cgroup_ms = t.elapsed().as_secs_f64() * 1000.0;
             let mut line = String::new();
             let go = std::io::stdin().read_line(&mut line).is_ok() && line == GO_LINE;
             let _ = tx.send(Prepared { cgroup_ms, go });
