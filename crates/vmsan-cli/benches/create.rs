@@ -59,6 +59,17 @@ fn smaps_kib(pid: u64) -> Option<(u64, u64, u64, u64)> {
     ))
 }
 
+/// The sum of the named steps of a `create --json` breakdown, ms.
+fn guest_ms(doc: &Value, names: &[&str]) -> f64 {
+    doc["timingsMs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| names.iter().any(|n| s["step"] == *n))
+        .filter_map(|s| s["ms"].as_f64())
+        .sum()
+}
+
 fn main() {
     let runs = env_or("VMSAN_BENCH_RUNS", 30);
     let concurrent = env_or("VMSAN_BENCH_CONCURRENT", 100);
@@ -79,13 +90,18 @@ fn main() {
     home.json(&["remove", "--force", &id]);
 
     let mut wall = Vec::new();
+    // The whole command minus what the stand-in does in place of a guest booting (a real
+    // InstanceStart returns at once and the guest kernel boots on its own): vmsan's overhead.
+    let mut host = Vec::new();
     let mut steps: BTreeMap<String, (usize, Vec<f64>)> = BTreeMap::new();
     let mut rss = Vec::new();
     let mut mem = Vec::new();
     for _ in 0..runs {
         let t = Instant::now();
         let doc = home.json(&["create", "--from-image", "busybox"]);
-        wall.push(t.elapsed().as_secs_f64() * 1000.0);
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        wall.push(ms);
+        host.push(ms - guest_ms(&doc, &["InstanceStart", "agent ready"]));
         for (i, s) in doc["timingsMs"].as_array().unwrap().iter().enumerate() {
             let mut name = s["step"].as_str().unwrap().to_owned();
             if s["parallel"] == true {
@@ -154,9 +170,16 @@ fn main() {
             p50(|m| m.3)
         );
     }
+    host.sort_by(f64::total_cmp);
+    println!(
+        "{:<60} {:>8.2} {:>8.2}",
+        "host side (whole command minus the stand-in's guest boot)",
+        pct(&host, 0.5),
+        pct(&host, 0.95)
+    );
     println!(
         "goal: host-side create p50 under 30 ms: {}",
-        if pct(&wall, 0.5) < 30.0 {
+        if pct(&host, 0.5) < 30.0 {
             "met"
         } else {
             "NOT met"

