@@ -206,9 +206,11 @@ fn main() {
         if out.status.success() {
             ok.push(doc["vmId"].as_str().unwrap().to_owned());
         } else {
-            *failures
-                .entry(doc["error"]["code"].as_str().unwrap_or("?").to_owned())
-                .or_default() += 1;
+            let code = doc["error"]["code"].as_str().unwrap_or("?").to_owned();
+            if !failures.contains_key(&code) {
+                println!("first {code}: {}", doc["error"]);
+            }
+            *failures.entry(code).or_default() += 1;
         }
     }
     let took = t.elapsed().as_secs_f64();

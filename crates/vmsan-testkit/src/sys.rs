@@ -9,6 +9,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+/// How many free loop devices a boot asks for before it gives up (see `loop_attach`).
+const LOOP_ATTEMPTS: usize = 4096;
 const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
 /// `LO_FLAGS_READ_ONLY` of `<linux/loop.h>`.
 pub const LO_FLAGS_READ_ONLY: u32 = 1;
@@ -63,7 +65,10 @@ pub fn loop_attach(backing: &File, read_only: bool, label: &str) -> io::Result<L
         .open("/dev/loop-control")
         .map_err(|e| io::Error::new(e.kind(), format!("open /dev/loop-control: {e}")))?;
     let mut last_err = None;
-    for _ in 0..64 {
+    // LOOP_CTL_GET_FREE hands the same free device to every racer and only one configures it
+    // (the others get EBUSY and ask again): with a hundred VMs booting at once a caller can
+    // lose many rounds, so the bound is high; it only stops a kernel that never frees one.
+    for _ in 0..LOOP_ATTEMPTS {
         // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns an index or -1.
         let index = unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE) };
         if index < 0 {
@@ -124,6 +129,8 @@ pub fn loop_attach(backing: &File, read_only: bool, label: &str) -> io::Result<L
             let err = io::Error::last_os_error();
             if err.raw_os_error() == Some(libc::EBUSY) {
                 last_err = Some(err);
+                // Let the racer that got it finish configuring it.
+                std::thread::yield_now();
                 continue;
             }
             return Err(io::Error::new(
@@ -142,7 +149,7 @@ pub fn loop_attach(backing: &File, read_only: bool, label: &str) -> io::Result<L
         });
     }
     Err(io::Error::other(format!(
-        "no free loop device after 64 attempts: {last_err:?}"
+        "no free loop device after {LOOP_ATTEMPTS} attempts: {last_err:?}"
     )))
 }
 
