@@ -13,7 +13,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use vmsan_proto::{GuestNetwork, Reidentify};
 
-use crate::init::{valid_hostname, write_etc};
+use crate::init::{configure_eth0, valid_hostname, write_etc};
 use crate::netlink::{Netlink, parse_cidr, parse_mac};
 use crate::server::{Agent, Body, empty, error, read_json};
 
@@ -103,16 +103,11 @@ fn apply(old: Option<&GuestNetwork>, id: &Reidentify) -> Result<(), String> {
 
 /// Move `eth0` from the old address to the new one (and its MAC and default route).
 fn renumber(old: Option<&GuestNetwork>, net: &GuestNetwork) -> Result<Ipv4Addr, String> {
-    let (addr, prefix) = parse_cidr(&net.address)?;
-    let gw: Ipv4Addr = net
-        .gateway
-        .parse()
-        .map_err(|e| format!("gateway {:?}: {e}", net.gateway))?;
     let mut nl = Netlink::open().map_err(|e| format!("open rtnetlink: {e}"))?;
-    let eth0 = nix::net::if_::if_nametoindex("eth0").map_err(|e| format!("find eth0: {e}"))?;
     if let Some(old) = old
         && old.address != net.address
     {
+        let eth0 = nix::net::if_::if_nametoindex("eth0").map_err(|e| format!("find eth0: {e}"))?;
         let (a, p) = parse_cidr(&old.address)?;
         match nl.del_address(eth0, a, p) {
             // Already gone (someone in the guest removed it) is fine.
@@ -121,17 +116,7 @@ fn renumber(old: Option<&GuestNetwork>, net: &GuestNetwork) -> Result<Ipv4Addr, 
             Err(e) => return Err(format!("remove {} from eth0: {e}", old.address)),
         }
     }
-    if let Some(mac) = &net.mac {
-        nl.set_mac(eth0, parse_mac(mac)?)
-            .map_err(|e| format!("set eth0's MAC to {mac}: {e}"))?;
-    }
-    nl.link_up(eth0, net.mtu)
-        .map_err(|e| format!("bring eth0 up: {e}"))?;
-    nl.add_address(eth0, addr, prefix)
-        .map_err(|e| format!("add {} to eth0: {e}", net.address))?;
-    nl.default_route(eth0, gw)
-        .map_err(|e| format!("default route via {gw}: {e}"))?;
-    Ok(addr)
+    configure_eth0(&mut nl, net, true)
 }
 
 /// Step the clock to the host's when it is off by more than a second (a restored guest

@@ -261,6 +261,32 @@ pub(crate) fn write_etc(path: &str, content: &str) -> Result<(), String> {
     std::fs::write(path, content).map_err(|e| format!("write {path}: {e}"))
 }
 
+/// Bring `eth0` up with the network's address and default route (and its MAC, when the VMM
+/// did not set it: a restored clone's). Returns the address.
+pub(crate) fn configure_eth0(
+    nl: &mut Netlink,
+    net: &vmsan_proto::GuestNetwork,
+    set_mac: bool,
+) -> Result<std::net::Ipv4Addr, String> {
+    let (addr, prefix) = parse_cidr(&net.address)?;
+    let gw: std::net::Ipv4Addr = net
+        .gateway
+        .parse()
+        .map_err(|e| format!("gateway {:?}: {e}", net.gateway))?;
+    let eth0 = nix::net::if_::if_nametoindex("eth0").map_err(|e| format!("find eth0: {e}"))?;
+    if set_mac && let Some(mac) = &net.mac {
+        nl.set_mac(eth0, crate::netlink::parse_mac(mac)?)
+            .map_err(|e| format!("set eth0's MAC to {mac}: {e}"))?;
+    }
+    nl.link_up(eth0, net.mtu)
+        .map_err(|e| format!("bring eth0 up: {e}"))?;
+    nl.add_address(eth0, addr, prefix)
+        .map_err(|e| format!("add {} to eth0: {e}", net.address))?;
+    nl.default_route(eth0, gw)
+        .map_err(|e| format!("default route via {gw}: {e}"))?;
+    Ok(addr)
+}
+
 fn configure(cfg: &GuestConfig) -> Result<(), String> {
     mkdir("/tmp")?;
     mnt(
@@ -283,18 +309,8 @@ fn configure(cfg: &GuestConfig) -> Result<(), String> {
     nl.link_up(lo, None)
         .map_err(|e| format!("bring lo up: {e}"))?;
     if let Some(net) = &cfg.network {
-        let (addr, prefix) = parse_cidr(&net.address)?;
-        let gw: std::net::Ipv4Addr = net
-            .gateway
-            .parse()
-            .map_err(|e| format!("gateway {:?}: {e}", net.gateway))?;
-        let eth0 = nix::net::if_::if_nametoindex("eth0").map_err(|e| format!("find eth0: {e}"))?;
-        nl.link_up(eth0, net.mtu)
-            .map_err(|e| format!("bring eth0 up: {e}"))?;
-        nl.add_address(eth0, addr, prefix)
-            .map_err(|e| format!("add {} to eth0: {e}", net.address))?;
-        nl.default_route(eth0, gw)
-            .map_err(|e| format!("default route via {gw}: {e}"))?;
+        // The VMM gave eth0 its MAC.
+        let addr = configure_eth0(&mut nl, net, false)?;
         hosts.push_str(&format!("{addr}\t{}\n", cfg.hostname));
         let mut resolv = String::new();
         for d in &net.dns {

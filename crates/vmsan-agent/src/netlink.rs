@@ -44,6 +44,22 @@ fn push_attr(buf: &mut Vec<u8>, kind: u16, data: &[u8]) {
     buf.resize(buf.len().div_ceil(4) * 4, 0);
 }
 
+/// An `ifinfomsg` for link `index`: family, type, index, flags and which flags change.
+fn ifinfomsg(index: u32, flags: u32, change: u32) -> io::Result<Vec<u8>> {
+    let mut p = Vec::with_capacity(32);
+    p.push(AF_UNSPEC);
+    p.push(0);
+    p.extend_from_slice(&0u16.to_ne_bytes());
+    p.extend_from_slice(
+        &i32::try_from(index)
+            .map_err(io::Error::other)?
+            .to_ne_bytes(),
+    );
+    p.extend_from_slice(&flags.to_ne_bytes());
+    p.extend_from_slice(&change.to_ne_bytes());
+    Ok(p)
+}
+
 /// Parse `a.b.c.d/n`.
 pub(crate) fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
     let (a, p) = s
@@ -113,17 +129,7 @@ impl Netlink {
 
     /// Bring a link up, optionally setting its MTU.
     pub(crate) fn link_up(&mut self, index: u32, mtu: Option<u32>) -> io::Result<()> {
-        let mut p = Vec::with_capacity(32);
-        p.push(AF_UNSPEC);
-        p.push(0);
-        p.extend_from_slice(&0u16.to_ne_bytes());
-        p.extend_from_slice(
-            &i32::try_from(index)
-                .map_err(io::Error::other)?
-                .to_ne_bytes(),
-        );
-        p.extend_from_slice(&IFF_UP.to_ne_bytes());
-        p.extend_from_slice(&IFF_UP.to_ne_bytes());
+        let mut p = ifinfomsg(index, IFF_UP, IFF_UP)?;
         if let Some(m) = mtu {
             push_attr(&mut p, IFLA_MTU, &m.to_ne_bytes());
         }
@@ -152,17 +158,7 @@ impl Netlink {
 
     /// Set a link's MAC address (virtio-net and TAP devices allow it while up).
     pub(crate) fn set_mac(&mut self, index: u32, mac: [u8; 6]) -> io::Result<()> {
-        let mut p = Vec::with_capacity(32);
-        p.push(AF_UNSPEC);
-        p.push(0);
-        p.extend_from_slice(&0u16.to_ne_bytes());
-        p.extend_from_slice(
-            &i32::try_from(index)
-                .map_err(io::Error::other)?
-                .to_ne_bytes(),
-        );
-        p.extend_from_slice(&0u32.to_ne_bytes());
-        p.extend_from_slice(&0u32.to_ne_bytes());
+        let mut p = ifinfomsg(index, 0, 0)?;
         push_attr(&mut p, IFLA_ADDRESS, &mac);
         self.request(RTM_NEWLINK, 0, &p)
     }

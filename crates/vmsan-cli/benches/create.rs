@@ -20,18 +20,8 @@ use std::process::Stdio;
 use std::time::Instant;
 
 use serde_json::Value;
+use vmsan_testkit::bench::{env_or, pct, steps_ms};
 use vmsan_testkit::e2e::{fixture, parse};
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
 
 fn rss_kib(pid: u64) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -57,17 +47,6 @@ fn smaps_kib(pid: u64) -> Option<(u64, u64, u64, u64)> {
         field("Private_Clean:") + field("Private_Dirty:"),
         field("Anonymous:"),
     ))
-}
-
-/// The sum of the named steps of a `create --json` breakdown, ms.
-fn guest_ms(doc: &Value, names: &[&str]) -> f64 {
-    doc["timingsMs"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|s| names.iter().any(|n| s["step"] == *n))
-        .filter_map(|s| s["ms"].as_f64())
-        .sum()
 }
 
 fn main() {
@@ -101,7 +80,7 @@ fn main() {
         let doc = home.json(&["create", "--from-image", "busybox"]);
         let ms = t.elapsed().as_secs_f64() * 1000.0;
         wall.push(ms);
-        host.push(ms - guest_ms(&doc, &["InstanceStart", "agent ready"]));
+        host.push(ms - steps_ms(&doc, &["InstanceStart", "agent ready"]));
         for (i, s) in doc["timingsMs"].as_array().unwrap().iter().enumerate() {
             let mut name = s["step"].as_str().unwrap().to_owned();
             if s["parallel"] == true {

@@ -20,13 +20,7 @@ use vmsan_core::paths::Paths;
 use vmsan_core::process;
 use vmsan_core::state::{StateStore, VmState, VmStatus};
 use vmsan_core::time::format_rfc3339;
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use vmsan_testkit::bench::env_or;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;

@@ -18,34 +18,13 @@ use std::process::Stdio;
 use std::time::Instant;
 
 use serde_json::Value;
+use vmsan_testkit::bench::{env_or, pct, steps_ms};
 use vmsan_testkit::e2e::{Home, fixture, parse};
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
 
 fn timed(home: &Home, args: &[&str]) -> (f64, Value) {
     let t = Instant::now();
     let doc = home.json(args);
     (t.elapsed().as_secs_f64() * 1000.0, doc)
-}
-
-/// The sum of the named steps of a `create --json` breakdown, ms.
-fn guest_ms(doc: &Value, names: &[&str]) -> f64 {
-    doc["timingsMs"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|s| names.iter().any(|n| s["step"] == *n))
-        .filter_map(|s| s["ms"].as_f64())
-        .sum()
 }
 
 /// Per run, the whole command minus what the stand-in does in place of the guest (booting it,
@@ -54,7 +33,7 @@ fn host_side(docs: &[Value], wall: &[f64], guest: &[&str]) -> Vec<f64> {
     let mut v: Vec<f64> = docs
         .iter()
         .zip(wall)
-        .map(|(d, w)| w - guest_ms(d, guest))
+        .map(|(d, w)| w - steps_ms(d, guest))
         .collect();
     v.sort_by(f64::total_cmp);
     v

@@ -113,7 +113,7 @@ pub fn create_overlay_disk(template: &Path, dest: &Path) -> Result<CloneMethod> 
         if crate::sys::ficlone(out.as_fd(), src.as_fd()).is_ok() {
             return Ok(CloneMethod::Reflink);
         }
-        sparse_copy(&src, &out, len)?;
+        copy_data_extents(&src, &out, len)?;
         out.set_len(len)
             .ctx(|| format!("size {}", dest.display()))?;
         Ok(CloneMethod::SparseCopy)
@@ -124,7 +124,12 @@ pub fn create_overlay_disk(template: &Path, dest: &Path) -> Result<CloneMethod> 
     res
 }
 
-fn sparse_copy(src: &File, out: &File, len: u64) -> Result<()> {
+/// Copy every data extent of `src` (its first `len` bytes) to the same offset in `out`, skipping
+/// holes: a sparse copy into a new file, or a diff laid over an existing one.
+///
+/// # Errors
+/// I/O.
+pub fn copy_data_extents(src: &File, out: &File, len: u64) -> Result<()> {
     let len = i64::try_from(len)
         .map_err(|_| Error::io("template size", std::io::Error::other("too large")))?;
     let mut pos: i64 = 0;
@@ -132,10 +137,10 @@ fn sparse_copy(src: &File, out: &File, len: u64) -> Result<()> {
         let data = match lseek(src.as_fd(), pos, Whence::SeekData) {
             Ok(d) => d,
             Err(nix::errno::Errno::ENXIO) => break,
-            Err(e) => return Err(Error::io("seek data in template", e.into())),
+            Err(e) => return Err(Error::io("seek data", e.into())),
         };
         let hole = lseek(src.as_fd(), data, Whence::SeekHole)
-            .map_err(|e| Error::io("seek hole in template", e.into()))?;
+            .map_err(|e| Error::io("seek hole", e.into()))?;
         let mut off_in = data;
         let mut off_out = data;
         while off_in < hole {
@@ -149,7 +154,7 @@ fn sparse_copy(src: &File, out: &File, len: u64) -> Result<()> {
                 Some(&mut off_out),
                 n,
             )
-            .map_err(|e| Error::io("copy template extent", e.into()))?;
+            .map_err(|e| Error::io("copy an extent", e.into()))?;
             if copied == 0 {
                 break;
             }

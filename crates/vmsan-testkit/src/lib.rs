@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod args;
+pub mod bench;
 pub mod cmdline;
 pub mod cpio;
 pub mod e2e;

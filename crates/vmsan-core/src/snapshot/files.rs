@@ -444,47 +444,16 @@ pub(crate) fn clone_file(src: &Path, dest: &Path) -> Result<()> {
 /// Write every data extent of `diff` (a sparse diff memory file: only the pages dirtied since
 /// the previous snapshot hold data) at the same offset in `base`.
 pub(crate) fn apply_diff(diff: &Path, base: &Path) -> Result<()> {
-    use nix::unistd::{Whence, lseek};
-    use std::os::fd::AsFd;
     let src = File::open(diff).map_err(|e| Error::io(format!("open {}", diff.display()), e))?;
     let out = fs::OpenOptions::new()
         .write(true)
         .open(base)
         .map_err(|e| Error::io(format!("open {}", base.display()), e))?;
-    let len = i64::try_from(
-        src.metadata()
-            .map_err(|e| Error::io("stat the diff", e))?
-            .len(),
-    )
-    .map_err(|_| Error::new(ErrorCode::Internal, "diff too large"))?;
-    let mut pos: i64 = 0;
-    while pos < len {
-        let data = match lseek(src.as_fd(), pos, Whence::SeekData) {
-            Ok(d) => d,
-            Err(nix::errno::Errno::ENXIO) => break,
-            Err(e) => return Err(Error::io("find data in the diff", e.into())),
-        };
-        let hole = lseek(src.as_fd(), data, Whence::SeekHole)
-            .map_err(|e| Error::io("find a hole in the diff", e.into()))?;
-        let (mut off_in, mut off_out) = (data, data);
-        while off_in < hole {
-            let n = usize::try_from(hole - off_in)
-                .unwrap_or(usize::MAX)
-                .min(1 << 30);
-            let copied = nix::fcntl::copy_file_range(
-                src.as_fd(),
-                Some(&mut off_in),
-                out.as_fd(),
-                Some(&mut off_out),
-                n,
-            )
-            .map_err(|e| Error::io("merge the diff", e.into()))?;
-            if copied == 0 {
-                break;
-            }
-        }
-        pos = hole;
-    }
+    let len = src
+        .metadata()
+        .map_err(|e| Error::io("stat the diff", e))?
+        .len();
+    vmsan_image::copy_data_extents(&src, &out, len).map_err(crate::vm::media::image_error)?;
     out.sync_all()
         .map_err(|e| Error::io("fsync the merged memory", e))
 }
