@@ -347,14 +347,7 @@ impl ImageStore {
             return self.finish(r, opts).await;
         };
         if let Some(img) = self.load_built(&r.name, &r.digest)? {
-            self.set_ref(&r.name, &r.digest)?;
-            emit(
-                opts.progress.as_ref(),
-                Progress::Done {
-                    digest: r.digest.clone(),
-                    cached: true,
-                },
-            );
+            self.name_built(&r.name, &r.digest, opts.progress.as_ref(), true)?;
             return Ok(img);
         }
         let p = opts.progress.as_ref();
@@ -433,14 +426,7 @@ impl ImageStore {
             return Err(e);
         }
         built??;
-        self.set_ref(&name, &digest)?;
-        emit(
-            opts.progress.as_ref(),
-            Progress::Done {
-                digest: digest.clone(),
-                cached: false,
-            },
-        );
+        self.name_built(&name, &digest, opts.progress.as_ref(), false)?;
         self.load_built(&name, &digest)?
             .ok_or_else(|| Error::NotFound(name, " after building it"))
     }
@@ -673,18 +659,30 @@ impl ImageStore {
         })
     }
 
+    /// Point `name` at the built image `digest` and report the pull done.
+    fn name_built(
+        &self,
+        name: &str,
+        digest: &Digest,
+        progress: Option<&ProgressFn>,
+        cached: bool,
+    ) -> Result<()> {
+        self.set_ref(name, digest)?;
+        emit(
+            progress,
+            Progress::Done {
+                digest: digest.clone(),
+                cached,
+            },
+        );
+        Ok(())
+    }
+
     /// Merge, build, record, name.
     async fn finish(&self, r: Resolved, opts: &PullOptions) -> Result<Image> {
         let p = opts.progress.clone();
         if let Some(img) = self.load_built(&r.name, &r.digest)? {
-            self.set_ref(&r.name, &r.digest)?;
-            emit(
-                p.as_ref(),
-                Progress::Done {
-                    digest: r.digest.clone(),
-                    cached: true,
-                },
-            );
+            self.name_built(&r.name, &r.digest, p.as_ref(), true)?;
             return Ok(img);
         }
         let store = self.clone();
@@ -703,14 +701,7 @@ impl ImageStore {
         })
         .await
         .map_err(|e| Error::io("build task", std::io::Error::other(e.to_string())))??;
-        self.set_ref(&name, &digest)?;
-        emit(
-            opts.progress.as_ref(),
-            Progress::Done {
-                digest: digest.clone(),
-                cached: false,
-            },
-        );
+        self.name_built(&name, &digest, opts.progress.as_ref(), false)?;
         self.load_built(&name, &digest)?
             .ok_or_else(|| Error::NotFound(name, " after building it"))
     }
