@@ -28,8 +28,9 @@ use crate::state::{Isolation, NetworkState, VmState};
 /// there instead of the root namespace. Unset: the real host.
 pub const HOST_NETNS_ENV: &str = "VMSAN_HOST_NETNS";
 
-/// Firecracker's own memory on top of the guest's, for the cgroup limit.
-const VMM_OVERHEAD_MIB: u64 = 64;
+/// Firecracker's own memory on top of the guest's: in the cgroup limit, and in the host memory
+/// a restore needs per clone.
+pub(crate) const VMM_OVERHEAD_MIB: u64 = 64;
 
 /// The resolved, trusted pieces of one VM run.
 #[derive(Debug, Clone)]

@@ -104,14 +104,11 @@ fn default_dns_servers() -> Vec<String> {
     }
 }
 
-/// Kernel, initrd and image for a new VM (pulling or building the image when needed).
-pub async fn resolve_media(
-    paths: &Paths,
-    opts: &CreateOptions,
-    progress: Option<vmsan_image::ProgressFn>,
-) -> Result<BootMedia> {
-    let kernel = match &opts.kernel {
-        Some(k) => k.clone(),
+/// The guest kernel (`kernel`, or the installed one) and the initrd holding the installed
+/// agent (rebuilt when the agent changed).
+pub(crate) fn boot_files(paths: &Paths, kernel: Option<&Path>) -> Result<(PathBuf, PathBuf)> {
+    let kernel = match kernel {
+        Some(k) => k.to_owned(),
         None => artifacts::find_kernel(paths).ok_or_else(|| {
             Error::new(
                 ErrorCode::SetupNoKernel,
@@ -125,6 +122,17 @@ pub async fn resolve_media(
     })?;
     let store = ImageStore::open(paths.home()).map_err(image_error)?;
     let initrd = store.ensure_initrd(&agent).map_err(image_error)?;
+    Ok((kernel, initrd))
+}
+
+/// Kernel, initrd and image for a new VM (pulling or building the image when needed).
+pub async fn resolve_media(
+    paths: &Paths,
+    opts: &CreateOptions,
+    progress: Option<vmsan_image::ProgressFn>,
+) -> Result<BootMedia> {
+    let (kernel, initrd) = boot_files(paths, opts.kernel.as_deref())?;
+    let store = ImageStore::open(paths.home()).map_err(image_error)?;
 
     let (reference, policy) = match &opts.root {
         Some(RootSource::Rootfs { path }) => {

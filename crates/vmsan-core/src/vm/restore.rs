@@ -24,9 +24,6 @@ use crate::snapshot::{HostFingerprint, Snapshot};
 use crate::state::VmState;
 use crate::validate::options::CreateOptions;
 
-/// Firecracker's own memory per VM on top of the guest's.
-const VMM_OVERHEAD_MIB: u64 = 64;
-
 /// The settings and media of clones of `snap`. The snapshot fixes the machine (vCPUs, memory),
 /// image, disk and guest configuration; the network policy is the snapshot's unless the
 /// command gave one; timeout, project and isolation come from the command.
@@ -60,20 +57,7 @@ pub fn plan(
         n.netns_name = None;
         spec.network = n;
     }
-    let kernel = crate::artifacts::find_kernel(paths).ok_or_else(|| {
-        Error::new(
-            ErrorCode::SetupNoKernel,
-            format!("No guest kernel in {}", paths.kernels_dir().display()),
-        )
-    })?;
-    let agent = crate::artifacts::find_agent(paths).ok_or_else(|| {
-        Error::new(ErrorCode::SetupMissingBinary, "vmsan-agent not found")
-            .fix("Reinstall vmsan with `scripts/install` (it installs the static agent).")
-    })?;
-    let store = vmsan_image::ImageStore::open(paths.home()).map_err(super::media::image_error)?;
-    let initrd = store
-        .ensure_initrd(&agent)
-        .map_err(super::media::image_error)?;
+    let (kernel, initrd) = super::media::boot_files(paths, None)?;
     let media = BootMedia {
         kernel,
         initrd,
@@ -100,7 +84,7 @@ pub fn check_host_memory(mem_mib: u32, count: u32) -> Result<()> {
         return Ok(());
     };
     let available_mib = available_kib >> 10;
-    let needed_mib = (u64::from(mem_mib) + VMM_OVERHEAD_MIB) * u64::from(count);
+    let needed_mib = (u64::from(mem_mib) + super::host::VMM_OVERHEAD_MIB) * u64::from(count);
     if needed_mib > available_mib {
         return Err(Error::new(
             ErrorCode::HostMemoryInsufficient,
