@@ -390,9 +390,9 @@ pub fn import(paths: &Paths, src: &Path) -> Result<SnapshotMeta> {
             format!("it is truncated: {missing} is missing"),
         ));
     }
+    // Checked like any snapshot is on restore, before it is published.
+    staging.check(&meta)?;
     staging.publish(paths, &meta, &manifest.agent_token)?;
-    // The published snapshot must open like any other.
-    Snapshot::open(paths, &id)?;
     Ok(meta)
 }
 

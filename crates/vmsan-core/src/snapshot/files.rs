@@ -288,6 +288,12 @@ impl Staging {
         Ok(files)
     }
 
+    /// Check what was staged against `meta` (sizes, and the small files' digests): for files
+    /// that came from elsewhere (an archive), not ones `file_infos` just described.
+    pub(crate) fn check(&self, meta: &SnapshotMeta) -> Result<()> {
+        check_files(&self.dir, meta)
+    }
+
     /// Write the metadata and the token, fix modes, fsync, and rename into place. Fails with
     /// `ERR_VM_SNAPSHOT_EXISTS` if a snapshot with this id exists.
     pub(crate) fn publish(
@@ -297,7 +303,6 @@ impl Staging {
         token: &str,
     ) -> Result<PathBuf> {
         meta.check(&meta.id)?;
-        check_files(&self.dir, meta)?;
         write_file(&self.path(TOKEN), token.as_bytes(), 0o600)?;
         let doc = serde_json::to_vec_pretty(meta)
             .map_err(|e| Error::new(ErrorCode::Internal, format!("encode metadata: {e}")))?;
