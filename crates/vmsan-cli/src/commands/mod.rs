@@ -11,6 +11,7 @@ mod snapshot;
 pub mod table;
 mod vm;
 
+use serde_json::Value;
 use vmsan_core::error::Error;
 use vmsan_core::paths::Paths;
 
@@ -67,4 +68,45 @@ pub fn dispatch(ctx: &Ctx, action: Action) -> Result<Outcome, Error> {
         Action::SnapshotExport(opts) => snapshot::export(ctx, &opts),
         Action::SnapshotImport(opts) => snapshot::import(ctx, &opts),
     }
+}
+
+/// Run `op` on each id in turn (one failure does not stop the others), printing a line per id;
+/// the document lists them under `keys.0` and every result with its id under `keys.1`, and the
+/// exit code is 1 if any failed.
+pub(crate) fn batch<I: serde::Serialize + std::fmt::Display>(
+    ids: &[I],
+    keys: (&str, &str),
+    verb: &str,
+    op: impl Fn(&I) -> Result<(String, Value), Error>,
+) -> Outcome {
+    use std::fmt::Write as _;
+    let (list_key, id_key) = keys;
+    let mut results = Vec::new();
+    let mut text = String::new();
+    let mut any_failed = false;
+    for id in ids {
+        let mut result = serde_json::json!({ id_key: id, "success": true });
+        match op(id) {
+            Ok((line, extra)) => {
+                let _ = writeln!(text, "{line}");
+                if let (Some(r), Some(e)) = (result.as_object_mut(), extra.as_object()) {
+                    r.extend(e.clone());
+                }
+            }
+            Err(e) => {
+                let _ = writeln!(text, "Failed to {verb} {id}: {}", e.message());
+                result = serde_json::json!({ id_key: id, "success": false, "error": e.to_json() });
+                any_failed = true;
+            }
+        }
+        results.push(result);
+    }
+    let mut o = Outcome::ok(
+        serde_json::json!({ list_key: ids, "results": results }),
+        text,
+    );
+    if any_failed {
+        o.exit_code = 1;
+    }
+    o
 }

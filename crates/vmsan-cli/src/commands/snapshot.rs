@@ -119,27 +119,12 @@ pub(crate) fn list(ctx: &Ctx) -> Result<Outcome, Error> {
 
 /// `vmsan snapshot delete`: every id in turn; exit 1 if any failed.
 pub(crate) fn delete(ctx: &Ctx, opts: &SnapshotDeleteOptions) -> Result<Outcome, Error> {
-    let mut results = Vec::new();
-    let mut text = String::new();
-    let mut failed = false;
-    for id in &opts.ids {
-        match snapshot::delete(&ctx.paths, id) {
-            Ok(()) => {
-                let _ = writeln!(text, "Deleted {id}");
-                results.push(json!({ "snapshotId": id, "success": true }));
-            }
-            Err(e) => {
-                let _ = writeln!(text, "Failed to delete {id}: {}", e.message());
-                results.push(json!({ "snapshotId": id, "success": false, "error": e.to_json() }));
-                failed = true;
-            }
-        }
-    }
-    let mut o = Outcome::ok(json!({ "snapshotIds": opts.ids, "results": results }), text);
-    if failed {
-        o.exit_code = 1;
-    }
-    Ok(o)
+    Ok(super::batch(
+        &opts.ids,
+        ("snapshotIds", "snapshotId"),
+        "delete",
+        |id| snapshot::delete(&ctx.paths, id).map(|()| (format!("Deleted {id}"), json!({}))),
+    ))
 }
 
 /// `vmsan snapshot export`.

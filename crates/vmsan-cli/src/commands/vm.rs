@@ -243,7 +243,7 @@ fn all_exist(ctx: &Ctx, ids: &[VmId]) -> Result<(), Error> {
 /// `vmsan stop`.
 pub(crate) fn stop(ctx: &Ctx, opts: &StopOptions) -> Result<Outcome, Error> {
     all_exist(ctx, &opts.vms)?;
-    Ok(batch(&opts.vms, "stop", |id| {
+    Ok(super::batch(&opts.vms, ("vmIds", "vmId"), "stop", |id| {
         vm::stop(&ctx.paths, id).map(|o| match o {
             StopOutcome::Stopped => (format!("Stopped {id}"), json!({})),
             StopOutcome::AlreadyStopped => (
@@ -275,44 +275,11 @@ pub(crate) fn remove(ctx: &Ctx, opts: &RemoveOptions) -> Result<Outcome, Error> 
             .detail("vmIds", busy));
         }
     }
-    Ok(batch(&opts.vms, "remove", |id| {
+    Ok(super::batch(&opts.vms, ("vmIds", "vmId"), "remove", |id| {
         vm::remove(&ctx.paths, id, opts.force).map(|()| (format!("Removed {id}"), json!({})))
     }))
 }
 
-/// Run `op` on each VM in turn (one failure does not stop the others), printing a line per VM;
-/// the document lists every result, and the exit code is 1 if any failed.
-fn batch(
-    ids: &[VmId],
-    verb: &str,
-    op: impl Fn(&VmId) -> Result<(String, Value), Error>,
-) -> Outcome {
-    let mut results = Vec::new();
-    let mut text = String::new();
-    let mut any_failed = false;
-    for id in ids {
-        let mut result = json!({ "vmId": id, "success": true });
-        match op(id) {
-            Ok((line, extra)) => {
-                let _ = writeln!(text, "{line}");
-                if let (Some(r), Some(e)) = (result.as_object_mut(), extra.as_object()) {
-                    r.extend(e.clone());
-                }
-            }
-            Err(e) => {
-                let _ = writeln!(text, "Failed to {verb} {id}: {}", e.message());
-                result = json!({ "vmId": id, "success": false, "error": e.to_json() });
-                any_failed = true;
-            }
-        }
-        results.push(result);
-    }
-    let mut o = Outcome::ok(json!({ "vmIds": ids, "results": results }), text);
-    if any_failed {
-        o.exit_code = 1;
-    }
-    o
-}
 /// `vmsan network`: change a running VM's egress policy atomically.
 pub(crate) fn network(
     ctx: &Ctx,
