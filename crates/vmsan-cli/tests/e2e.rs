@@ -38,7 +38,7 @@ fn privileged_e2e_vm_lifecycle() {
         .collect();
     for want in [
         "disk",
-        "network and DNS filter",
+        "network",
         "InstanceStart",
         "agent ready",
     ] {
@@ -409,7 +409,62 @@ fn privileged_e2e_vm_outlives_the_callers_session_and_cgroup() {
     assert_eq!(vm["status"], "running", "{vm}");
     let out = home.run(&["exec", &id, "echo", "still here"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "still here\n");
+    assert_vmm_cgroups(&vm, &id);
     home.json(&["remove", "--force", &id]);
+}
+
+/// Firecracker sits in the VM's own cgroups, `firecracker/<id>`, with its CPU and memory
+/// limits (on cgroup v1 it is born there; on v2 the jailer moves it).
+fn assert_vmm_cgroups(vm: &serde_json::Value, id: &str) {
+    let pid = vm["pid"].as_u64().unwrap();
+    let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let path_in = |controller: &str| {
+        own.lines().find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, list, path) = (f.next()?, f.next()?, f.next()?);
+            (list.split(',').any(|c| c == controller)).then(|| path.to_owned())
+        })
+    };
+    let want = format!("/firecracker/{id}");
+    let read = |file: String| std::fs::read_to_string(file).unwrap().trim().to_owned();
+    let memory = (vm["memSizeMib"].as_u64().unwrap() + 64) << 20;
+    let quota = vm["vcpuCount"].as_u64().unwrap() * 100_000;
+    match (path_in("memory"), path_in("cpu")) {
+        (Some(mem), Some(cpu)) => {
+            assert_eq!(mem, want, "{own}");
+            assert_eq!(cpu, want, "{own}");
+            let mem_root = Path::new("/sys/fs/cgroup/memory");
+            let cpu_root = ["/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu,cpuacct"]
+                .into_iter()
+                .map(Path::new)
+                .find(|p| p.join(want.trim_start_matches('/')).exists())
+                .unwrap();
+            let mem_dir = mem_root.join(want.trim_start_matches('/'));
+            let cpu_dir = cpu_root.join(want.trim_start_matches('/'));
+            assert_eq!(
+                read(mem_dir.join("memory.limit_in_bytes").display().to_string()),
+                memory.to_string()
+            );
+            assert_eq!(
+                read(cpu_dir.join("cpu.cfs_quota_us").display().to_string()),
+                quota.to_string()
+            );
+        }
+        _ => {
+            // cgroup v2 only.
+            let unified = own.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+            assert_eq!(unified, want, "{own}");
+            let dir = Path::new("/sys/fs/cgroup").join(want.trim_start_matches('/'));
+            assert_eq!(
+                read(dir.join("memory.max").display().to_string()),
+                memory.to_string()
+            );
+            assert_eq!(
+                read(dir.join("cpu.max").display().to_string()),
+                format!("{quota} 100000")
+            );
+        }
+    }
 }
 
 /// `exec -i` holds `--timeout` off: the VM is not stopped while an interactive session is

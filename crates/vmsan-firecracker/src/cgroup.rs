@@ -1,8 +1,16 @@
-//! cgroup mode detection and removal of the directories the jailer leaves behind.
+//! cgroup mode detection, placing a new process in v1 cgroups without a migration, and
+//! removal of the directories the jailer leaves behind.
 //!
 //! The jailer creates `<hierarchy>/<parent cgroup>/<id>` (v1: in each controller hierarchy a
 //! `--cgroup` names; v2: in the unified hierarchy) and never removes it. Once the VM's
 //! processes are gone, [`remove_jailer_cgroups`] does.
+//!
+//! Moving a process into a cgroup (writing its pid to `tasks` or `cgroup.procs`) makes the
+//! kernel take a global lock whose first writer waits for an RCU grace period: 10 to 20 ms
+//! on a small host, for every VM started. A thread that moves only itself (`0` to `tasks`,
+//! cgroup v1) skips that lock, and whatever it then spawns is born where it sits:
+//! [`spawn_born_in`] starts a process that way, and [`create_v1_cgroups`] makes and limits
+//! the cgroups the jailer would have made for `--cgroup` values.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -217,6 +225,79 @@ pub fn detect_mode() -> io::Result<CgroupMode> {
             "no cgroup hierarchy is mounted (see /proc/self/mountinfo)",
         )
     })
+}
+
+/// Creates the v1 cgroups the jailer would for these `--cgroup` values (`file=value`, the
+/// controller being the file name's first part): `<controller's hierarchy>/<parent>/<id>`,
+/// with each value written in the order given. Returns the directories, one per hierarchy.
+///
+/// # Errors
+/// `InvalidInput` for a bad id, parent or value, `NotFound` when no hierarchy has the
+/// controller, else the I/O error with the file it concerns.
+pub fn create_v1_cgroups(
+    mounts: &CgroupMounts,
+    parent: &str,
+    id: &str,
+    values: &[String],
+) -> io::Result<Vec<PathBuf>> {
+    let invalid = |e: ArgError| io::Error::new(io::ErrorKind::InvalidInput, e);
+    validate_id(id).map_err(invalid)?;
+    validate_rel_path("parent cgroup", parent).map_err(invalid)?;
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for value in values {
+        let (file, setting) = value
+            .split_once('=')
+            .filter(|(f, _)| !f.contains('/') && f.contains('.'))
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("cgroup value {value:?} is not <controller>.<file>=<value>"),
+                )
+            })?;
+        let controller = file.split('.').next().unwrap_or_default();
+        let mount = mounts.v1_controller_mount(controller).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no cgroup v1 hierarchy has the {controller} controller"),
+            )
+        })?;
+        let dir = mount.join(parent).join(id);
+        if !dirs.contains(&dir) {
+            std::fs::create_dir_all(&dir).map_err(|e| at(&dir, "create", e))?;
+            dirs.push(dir.clone());
+        }
+        let path = dir.join(file);
+        std::fs::write(&path, setting).map_err(|e| at(&path, "write", e))?;
+    }
+    Ok(dirs)
+}
+
+/// Runs `spawn` on a short-lived thread that has first moved itself into each of these v1
+/// cgroup directories, so that the process it starts is born in them and nothing is ever
+/// migrated (see the module's note on why). The calling thread stays where it is.
+///
+/// # Errors
+/// The first directory the thread could not join (with its path), or `spawn`'s error.
+pub fn spawn_born_in<T: Send>(
+    dirs: &[PathBuf],
+    spawn: impl FnOnce() -> io::Result<T> + Send,
+) -> io::Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for dir in dirs {
+                // "0" is the writing thread itself.
+                let tasks = dir.join("tasks");
+                std::fs::write(&tasks, "0").map_err(|e| at(&tasks, "write", e))?;
+            }
+            spawn()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("the spawning thread panicked")))
+    })
+}
+
+fn at(path: &Path, op: &str, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{op} {}: {e}", path.display()))
 }
 
 /// A cgroup directory that could not be removed.

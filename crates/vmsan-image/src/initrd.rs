@@ -70,6 +70,20 @@ impl ImageStore {
     /// # Errors
     /// I/O.
     pub fn ensure_initrd(&self, agent: &Path) -> Result<PathBuf> {
+        let dir = self.dir().join("initrd");
+        // Hashing the agent on every create costs milliseconds; the stamp names the initrd
+        // built from the agent file with this exact identity (inode, size, times), which any
+        // change to the file alters.
+        let stamp = dir.join(STAMP);
+        let identity = fs::metadata(agent)
+            .ctx(|| format!("stat agent binary {}", agent.display()))
+            .map(|md| file_identity(&md))?;
+        if let Some(path) = fs::read_to_string(&stamp)
+            .ok()
+            .and_then(|text| cached_initrd(&text, &identity, &dir))
+        {
+            return Ok(path);
+        }
         let bytes = fs::read(agent).ctx(|| format!("read agent binary {}", agent.display()))?;
         if bytes.len() < 4 || &bytes[..4] != b"\x7fELF" {
             return Err(Error::InvalidPath(
@@ -78,25 +92,56 @@ impl ImageStore {
             ));
         }
         let d = Digest::of(&bytes);
-        let dir = self.dir().join("initrd");
         fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
         let path = dir.join(format!("{}.cpio", d.hex()));
-        if path.is_file() {
-            return Ok(path);
-        }
         let _l = self.lock()?;
-        let mut out = Vec::with_capacity(bytes.len() + 4096);
-        write_initrd(&bytes, &mut out).ctx(|| "write initrd".to_owned())?;
-        write_atomic(&path, &out)?;
-        if let Ok(rd) = fs::read_dir(&dir) {
-            for e in rd.flatten() {
-                if e.path() != path && e.path().extension().is_some_and(|x| x == "cpio") {
-                    let _ = fs::remove_file(e.path());
+        if !path.is_file() {
+            let mut out = Vec::with_capacity(bytes.len() + 4096);
+            write_initrd(&bytes, &mut out).ctx(|| "write initrd".to_owned())?;
+            write_atomic(&path, &out)?;
+            if let Ok(rd) = fs::read_dir(&dir) {
+                for e in rd.flatten() {
+                    if e.path() != path && e.path().extension().is_some_and(|x| x == "cpio") {
+                        let _ = fs::remove_file(e.path());
+                    }
                 }
             }
         }
+        // Only if the file did not change while it was read.
+        if fs::metadata(agent).is_ok_and(|md| file_identity(&md) == identity) {
+            write_atomic(&stamp, format!("{identity} {}\n", d.hex()).as_bytes())?;
+        }
         Ok(path)
     }
+}
+
+/// The file recording which agent file the current initrd was built from.
+const STAMP: &str = "agent.stamp";
+
+/// A file's identity: device, inode, size, modification and change times (ns).
+fn file_identity(md: &fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    format!(
+        "{}:{} {} {}.{} {}.{}",
+        md.dev(),
+        md.ino(),
+        md.size(),
+        md.mtime(),
+        md.mtime_nsec(),
+        md.ctime(),
+        md.ctime_nsec()
+    )
+}
+
+/// The initrd a stamp (`<identity> <sha256 hex>`) names, if it is for this identity and
+/// still there.
+fn cached_initrd(stamp: &str, identity: &str, dir: &Path) -> Option<PathBuf> {
+    let (recorded, hex) = stamp.trim_end().rsplit_once(' ')?;
+    if recorded != identity || hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let path = dir.join(format!("{hex}.cpio"));
+    path.is_file().then_some(path)
 }
 
 #[cfg(test)]

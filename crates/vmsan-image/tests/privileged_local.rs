@@ -270,6 +270,17 @@ fn privileged_initrd_overlay_and_config_drive() {
     let i2 = store.ensure_initrd(&agent).unwrap();
     assert_ne!(i1, i2, "new agent bytes, new initrd");
     assert!(!i1.exists(), "the stale initrd is removed");
+    // The agent's file identity stands for its bytes until the file changes; an initrd that
+    // went missing is built again.
+    std::fs::remove_file(&i2).unwrap();
+    assert_eq!(store.ensure_initrd(&agent).unwrap(), i2);
+    assert!(i2.is_file(), "a missing initrd is rebuilt");
+    std::fs::write(i2.with_file_name("agent.stamp"), "garbage").unwrap();
+    assert_eq!(
+        store.ensure_initrd(&agent).unwrap(),
+        i2,
+        "a bad stamp is ignored"
+    );
     std::fs::write(&agent, b"#!/bin/sh").unwrap();
     assert!(store.ensure_initrd(&agent).is_err(), "not an ELF");
 

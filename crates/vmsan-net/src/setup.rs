@@ -285,6 +285,24 @@ fn check_listeners_free(ports: &[PublishedPort]) -> Result<()> {
 /// routes, sysctls, the VM's nftables table and the host-side table. On failure everything
 /// already created is removed again. Blocking.
 pub fn setup(host: &HostConfig, spec: &VmNetSpec) -> Result<VmNet> {
+    begin(host, spec)?.finish()
+}
+
+/// A VM's network whose namespace exists and is empty: a process can join it (the jailer)
+/// while [`NetBuild::finish`] builds the rest on another thread.
+#[derive(Debug)]
+pub struct NetBuild {
+    host: HostConfig,
+    spec: VmNetSpec,
+    net: VmNet,
+}
+
+/// The first step of [`setup`]: the VM's network namespace. Nothing in it can reach anything
+/// until [`NetBuild::finish`] has made the devices (after their firewall rules).
+///
+/// # Errors
+/// An invalid spec, or the namespace could not be made (nothing is left behind then).
+pub fn begin(host: &HostConfig, spec: &VmNetSpec) -> Result<NetBuild> {
     spec.validate()?;
     let netns_path = host.netns_path(&spec.vm_id)?;
     let addrs = spec.slot.addrs();
@@ -316,14 +334,35 @@ pub fn setup(host: &HostConfig, spec: &VmNetSpec) -> Result<VmNet> {
         bandwidth: spec.bandwidth,
         dns_upstreams: spec.dns_upstreams.clone(),
     };
-    let built = build(host, spec, &net);
-    match built {
-        Ok(()) => Ok(net),
-        Err(e) => {
-            if let Err(t) = teardown(host, &spec.vm_id, spec.slot) {
-                tracing::warn!(vm = %spec.vm_id, error = %t, "rollback after failed setup was incomplete");
+    Ok(NetBuild {
+        host: host.clone(),
+        spec: spec.clone(),
+        net,
+    })
+}
+
+impl NetBuild {
+    /// The namespace's file.
+    #[must_use]
+    pub fn netns_path(&self) -> &Path {
+        &self.net.netns_path
+    }
+
+    /// Builds TAP, veth, routes, NAT and nftables tables; on failure undoes everything of
+    /// this VM's network, the namespace included.
+    ///
+    /// # Errors
+    /// What failed (the rest is torn down).
+    pub fn finish(self) -> Result<VmNet> {
+        let Self { host, spec, net } = self;
+        match build(&host, &spec, &net) {
+            Ok(()) => Ok(net),
+            Err(e) => {
+                if let Err(t) = teardown(&host, &spec.vm_id, spec.slot) {
+                    tracing::warn!(vm = %spec.vm_id, error = %t, "rollback after failed setup was incomplete");
+                }
+                Err(e)
             }
-            Err(e)
         }
     }
 }

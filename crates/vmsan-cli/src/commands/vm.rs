@@ -64,7 +64,6 @@ pub(crate) fn create(ctx: &Ctx, opts: &CreateOptions) -> Result<Outcome, Error> 
         ));
     }
     let resolving = std::time::Instant::now();
-    let rt = super::runtime()?;
     let out = &ctx.out;
     let quiet = out.json || opts.silent;
     let note = |m: &str| {
@@ -89,7 +88,7 @@ pub(crate) fn create(ctx: &Ctx, opts: &CreateOptions) -> Result<Outcome, Error> 
         let spec = vm::media::spec_of(opts);
         vm::check_spec(&spec)?;
         note("Resolving kernel, agent and image");
-        let media = rt.block_on(vm::media::resolve_media(
+        let media = super::runtime()?.block_on(vm::media::resolve_media(
             &ctx.paths,
             opts,
             crate::progress::image_progress(quiet),

@@ -3,8 +3,6 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Become a child subreaper: orphaned descendants (Firecracker, once the jailer that started
@@ -16,21 +14,6 @@ pub(crate) fn set_child_subreaper() -> io::Result<()> {
         Err(io::Error::last_os_error())
     } else {
         Ok(())
-    }
-}
-
-/// Start `cmd` in a new session (no controlling terminal, its own process group), so that
-/// closing the caller's terminal or killing its process group does not reach it.
-pub(crate) fn new_session(cmd: &mut Command) -> &mut Command {
-    // SAFETY: runs in the forked child before exec and calls only setsid(2), which is
-    // async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        })
     }
 }
 

@@ -197,18 +197,14 @@ pub(crate) fn vm_net_of(st: &VmState) -> Result<VmNet> {
     })
 }
 
-/// Build the VM's network namespace, TAP, veth, routes, NAT and nftables table.
-pub(crate) async fn setup_network(st: &VmState, uid: u32, gid: u32) -> Result<VmNet> {
+/// Where the VM's network goes and what it is: the input of [`vmsan_net::begin`] (the
+/// namespace) and [`vmsan_net::NetBuild::finish`] (TAP, veth, routes, NAT, nftables).
+pub(crate) fn network_plan(st: &VmState, uid: u32, gid: u32) -> Result<(HostConfig, VmNetSpec)> {
     let slot = st
         .network
         .slot
         .ok_or_else(|| Error::new(ErrorCode::Internal, "VM has no slot"))?;
-    let spec = spec_of(st, slot, uid, gid)?;
-    let host = host_config();
-    tokio::task::spawn_blocking(move || vmsan_net::setup(&host, &spec))
-        .await
-        .map_err(|e| Error::new(ErrorCode::Internal, format!("network setup task: {e}")))?
-        .map_err(|e| super::convert::net(e, "setting up the VM's network"))
+    Ok((host_config(), spec_of(st, slot, uid, gid)?))
 }
 
 /// Start the VM's DNS filter on the TAP's host address; it feeds the policy's domain
@@ -327,7 +323,7 @@ fn append_file(path: &Path) -> Result<std::fs::File> {
 pub(crate) fn spawn_vmm(
     launch: &Launch,
     files: &VmFiles,
-    net: Option<&VmNet>,
+    netns: Option<&Path>,
     uid: u32,
     gid: u32,
     vcpus: u32,
@@ -342,13 +338,17 @@ pub(crate) fn spawn_vmm(
     let bad_args = |e: vmsan_firecracker::ArgError| {
         Error::new(ErrorCode::Internal, format!("VMM arguments: {e}"))
     };
+    // cgroup v1: the VMM is born in cgroups made here (see `cgroup::spawn_born_in`); the
+    // jailer's own `--cgroup` move would cost an RCU grace period per VM.
+    let mut born_in = Vec::new();
     let (program, args, cwd): (PathBuf, Vec<OsString>, Option<PathBuf>) = match &launch.jailer {
         Some(jailer) => {
-            let cgroup_version = CgroupMounts::detect()
-                .ok()
-                .and_then(|m| m.jailer_version())
+            let mounts = CgroupMounts::detect().ok();
+            let cgroup_version = mounts
+                .as_ref()
+                .and_then(CgroupMounts::jailer_version)
                 .unwrap_or(vmsan_firecracker::CgroupVersion::V1);
-            let cgroups = if launch.isolation.cgroup {
+            let mut cgroups = if launch.isolation.cgroup {
                 CgroupLimits {
                     cpu: Some(CpuLimit::cpus(vcpus)),
                     memory_bytes: Some((u64::from(mem_mib) + VMM_OVERHEAD_MIB) << 20),
@@ -356,13 +356,26 @@ pub(crate) fn spawn_vmm(
             } else {
                 CgroupLimits::default()
             };
+            if let (Some(mounts), vmsan_firecracker::CgroupVersion::V1) = (&mounts, cgroup_version)
+                && cgroups != CgroupLimits::default()
+            {
+                let values = cgroups.render(cgroup_version).map_err(bad_args)?;
+                born_in = vmsan_firecracker::cgroup::create_v1_cgroups(
+                    mounts,
+                    launch.layout.exec_name(),
+                    launch.layout.id(),
+                    &values,
+                )
+                .map_err(|e| Error::io("create the VM's cgroups", e))?;
+                cgroups = CgroupLimits::default();
+            }
             let spec = JailerSpec {
                 id: launch.layout.id().to_owned(),
                 exec_file: launch.firecracker.clone(),
                 uid,
                 gid,
                 chroot_base: launch.layout.chroot_base().to_owned(),
-                netns: net.map(|n| n.netns_path.clone()),
+                netns: netns.map(Path::to_path_buf),
                 new_pid_ns: launch.isolation.pid_ns,
                 daemonize: false,
                 cgroup_version,
@@ -390,16 +403,25 @@ pub(crate) fn spawn_vmm(
         .stderr(append_file(&vmm_log)?);
     if let Some(cwd) = cwd {
         cmd.current_dir(cwd);
-        if let Some(n) = net {
-            let ns = std::fs::File::open(&n.netns_path)
-                .map_err(|e| Error::io(format!("open {}", n.netns_path.display()), e))?;
+        if let Some(path) = netns {
+            let ns = std::fs::File::open(path)
+                .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
             crate::sys::netns::enter_on_exec(&mut cmd, ns);
         }
     }
-    let child = tokio::process::Command::from(cmd)
-        .kill_on_drop(false)
-        .spawn()
-        .map_err(|e| Error::io(format!("start {}", program.display()), e))?;
+    let runtime = tokio::runtime::Handle::current();
+    let spawn = move || {
+        let _in_runtime = runtime.enter();
+        tokio::process::Command::from(cmd)
+            .kill_on_drop(false)
+            .spawn()
+    };
+    let child = if born_in.is_empty() {
+        spawn()
+    } else {
+        vmsan_firecracker::cgroup::spawn_born_in(&born_in, spawn)
+    }
+    .map_err(|e| Error::io(format!("start {}", program.display()), e))?;
     Ok((child, vmm_log))
 }
 
@@ -468,12 +490,33 @@ async fn remove_cgroups_when_empty(
     }
 }
 
+/// The v1 cgroups a supervisor is spawned into (see `cgroup::spawn_born_in`): the `vmsan`
+/// cgroup of each v1 hierarchy where this process sits in some cgroup other than the root or
+/// `/vmsan`, created as needed. A hierarchy whose directory cannot be made is left out (the
+/// supervisor then moves itself, see [`leave_caller_cgroup`]).
+pub(crate) fn caller_free_v1_cgroups() -> Vec<PathBuf> {
+    let (Ok(mounts), Ok(own)) = (
+        CgroupMounts::detect(),
+        std::fs::read_to_string("/proc/self/cgroup"),
+    ) else {
+        return Vec::new();
+    };
+    mounts
+        .v1
+        .iter()
+        .filter(|h| in_caller_cgroup(&own, Some(h.controllers.as_slice())))
+        .map(|h| h.mount_point.join(CALLER_FREE_CGROUP))
+        .filter(|dir| std::fs::create_dir_all(dir).is_ok())
+        .collect()
+}
+
 /// Move this process out of the caller's cgroups (into `vmsan` cgroups), so that stopping the
-/// service or session that ran `vmsan create` does not take the VM down. Only hierarchies
+/// service or session that ran `vmsan create` does not take the VM down. On cgroup v1 the
+/// supervisor is normally born there already ([`caller_free_v1_cgroups`]); this handles the
+/// unified hierarchy, and any v1 hierarchy that was not left at birth. Only hierarchies
 /// where this process is in some cgroup other than the root (or `/vmsan`) are touched: each
-/// move is costly (on cgroup v1 the kernel waits for an RCU grace period before the first),
-/// and the root cgroup belongs to no caller. Best effort: a failure is logged, and the VM
-/// still runs.
+/// move is costly (the kernel waits for an RCU grace period before the first), and the root
+/// cgroup belongs to no caller. Best effort: a failure is logged, and the VM still runs.
 pub(crate) fn leave_caller_cgroup() {
     let Ok(mounts) = CgroupMounts::detect() else {
         return;

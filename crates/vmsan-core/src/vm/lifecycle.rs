@@ -453,10 +453,14 @@ impl Spawned {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log);
-        crate::sys::proc::new_session(&mut cmd);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| Error::io("start the VM's supervisor", e))?;
+        // Born outside our cgroups (v1) it need not move itself out, which is slow.
+        let outside = super::host::caller_free_v1_cgroups();
+        let mut child = match vmsan_firecracker::cgroup::spawn_born_in(&outside, || cmd.spawn()) {
+            Ok(child) => Ok(child),
+            // It will leave our cgroups itself.
+            Err(_) => cmd.spawn(),
+        }
+        .map_err(|e| Error::io("start the VM's supervisor", e))?;
         let go = child.stdin.take();
         let report = child.stdout.take();
         Ok(Self {

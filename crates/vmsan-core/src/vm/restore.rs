@@ -109,20 +109,21 @@ pub(super) struct RestoreTarget<'a> {
     pub(super) client: &'a FirecrackerClient,
     /// Its vsock socket (host path).
     pub(super) vsock: &'a std::path::Path,
-    /// Its config drive (host path).
+    /// Its config drive (host path), and the jail's uid and gid that own it.
     pub(super) config_drive: std::path::PathBuf,
+    pub(super) jail_ids: (u32, u32),
     /// Its TAP, if it has a network.
     pub(super) tap: Option<&'a str>,
 }
 
 /// The supervisor's side: load the snapshot into the fresh Firecracker, wait for the restored
-/// agent, and give it this VM's identity. Returns the identity to write to the config drive.
+/// agent, and give it this VM's identity, which its config drive keeps for later cold boots.
 pub(super) async fn load_and_reidentify(
     t: &RestoreTarget<'_>,
     ready: &ReadyListener,
     clock: &mut Stopwatch,
     deadline: Instant,
-) -> Result<GuestConfig> {
+) -> Result<()> {
     let (snap, st, client, vsock, tap) = (t.snap, t.state, t.client, t.vsock, t.tap);
     let version = client
         .version()
@@ -176,6 +177,28 @@ pub(super) async fn load_and_reidentify(
         dns: vec![net.host_ip.clone()],
         mtu: cfg.network.as_ref().and_then(|n| n.mtu),
     });
+    // The drive is written while the agent takes the identity (a restored guest read its
+    // drive long ago; the stand-in, when it booted the restored agent above).
+    let keep = {
+        let (path, cfg, (uid, gid)) = (t.config_drive.clone(), cfg.clone(), t.jail_ids);
+        tokio::task::spawn_blocking(move || super::config_drive::write(&path, &cfg, uid, gid))
+    };
+    let reidentified = reidentify(&restored, &cfg, vsock).await;
+    let kept = keep
+        .await
+        .map_err(|e| Error::new(ErrorCode::Internal, format!("config drive task: {e}")))?;
+    reidentified?;
+    kept?;
+    clock.lap("new identity");
+    Ok(())
+}
+
+/// Give the restored agent the clone's identity, then prove that only the new token works.
+async fn reidentify(
+    restored: &AgentClient,
+    cfg: &GuestConfig,
+    vsock: &std::path::Path,
+) -> Result<()> {
     let entropy: [u8; 32] = rand::random();
     restored
         .reidentify(&Reidentify {
@@ -193,7 +216,6 @@ pub(super) async fn load_and_reidentify(
                 format!("the restored guest did not take its new identity: {e}"),
             )
         })?;
-    // From now on only the new token works: prove it.
     AgentClient::new(Endpoint::hybrid_vsock(vsock), &cfg.token)
         .health()
         .await
@@ -203,8 +225,7 @@ pub(super) async fn load_and_reidentify(
                 format!("the restored guest does not answer to its new token: {e}"),
             )
         })?;
-    clock.lap("new identity");
-    Ok(cfg)
+    Ok(())
 }
 
 /// Wait until the restored agent answers. A guest restored by Firecracker is already running;

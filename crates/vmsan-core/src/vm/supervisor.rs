@@ -98,6 +98,15 @@ impl Stopwatch {
         self.last = std::time::Instant::now();
     }
 
+    /// Record a step that ran alongside others (not part of the sum; the lap clock runs on).
+    pub(crate) fn add_parallel(&mut self, name: &str, ms: f64) {
+        self.steps.push(Step {
+            name: name.into(),
+            ms,
+            parallel: true,
+        });
+    }
+
     /// Mark the last step as one that ran alongside others.
     pub(crate) fn in_parallel(&mut self) {
         if let Some(s) = self.steps.last_mut() {
@@ -119,6 +128,12 @@ enum Ended {
 pub fn main(paths: &Paths, id: &VmId) -> i32 {
     let started_at = time::epoch_ms_precise();
     let clock = Stopwatch::start();
+    // Its own session (no controlling terminal, its own process group), so that closing the
+    // caller's terminal or killing its process group does not reach it. Done here rather
+    // than between fork and exec: without that hook the command is spawned with vfork.
+    if let Err(e) = nix::unistd::setsid() {
+        eprintln!("supervisor: cannot start a session of its own: {e}");
+    }
     crate::sys::mem::single_malloc_arena();
     if let Err(e) = crate::sys::proc::set_child_subreaper() {
         eprintln!("supervisor: cannot become a subreaper: {e}");
@@ -169,6 +184,13 @@ pub fn main(paths: &Paths, id: &VmId) -> i32 {
     }
 }
 
+/// What must be done before the jailer starts: the helper thread's work, and this
+/// supervisor's record.
+struct Preparing {
+    helper: tokio::sync::oneshot::Receiver<Prepared>,
+    recorded: tokio::task::JoinHandle<Result<VmState>>,
+}
+
 /// What the helper thread did before boot may go on.
 #[derive(Debug, Clone, Copy)]
 struct Prepared {
@@ -207,29 +229,50 @@ async fn run(
     let store = StateStore::open(paths)?;
     let me = process::identify(std::process::id())
         .ok_or_else(|| Error::new(ErrorCode::Internal, "cannot read this process's start time"))?;
-    let state = store.update(id, |st| {
-        if st.status != VmStatus::Creating {
-            return Err(Error::new(
+    let creating = |st: &VmState| {
+        if st.status == VmStatus::Creating {
+            Ok(())
+        } else {
+            Err(Error::new(
                 ErrorCode::Internal,
                 format!(
-                    "{id} is {}, not being created or started",
+                    "{} is {}, not being created or started",
+                    st.id,
                     st.status.as_str()
                 ),
-            ));
+            ))
         }
-        st.supervisor = Some(me);
-        Ok(())
-    })?;
+    };
+    let state = store.get_recorded(id)?;
+    creating(&state)?;
+    // Recording this supervisor (a durable write) goes on while the network is begun; the
+    // jailer starts only once it is done.
+    let recorded = {
+        let (store, id) = (store.clone(), id.clone());
+        tokio::task::spawn_blocking(move || {
+            store.update(&id, |st| {
+                creating(st)?;
+                st.supervisor = Some(me);
+                Ok(())
+            })
+        })
+    };
 
     let mut sup = Supervisor::new(paths.clone(), store, state, clock)?;
+    let prepared = Preparing {
+        helper: prepared,
+        recorded,
+    };
+    // Stop and reload requests are caught from before the VM is recorded as running: a
+    // `vmsan stop` right after `create` returns must not meet SIGTERM's default action, which
+    // would end this process and leave Firecracker unsupervised.
+    let term = signal(SignalKind::terminate());
+    let reload = signal(SignalKind::user_defined1()).ok();
     let booted = sup.boot(prepared).await;
     let ended = match &booted {
         Ok(()) => {
-            // From here on the supervisor only watches: what booting needed of its code
-            // need not stay mapped (RSS per VM).
-            let _ = crate::sys::mem::drop_clean_file_pages();
             report(&Ok(sup.clock.steps.clone()), started_at);
-            sup.watch().await
+            sup.watch(term, reload).await
         }
         Err(e) => {
             report(
@@ -365,35 +408,107 @@ impl Supervisor {
     }
 
     /// Network, jail, Firecracker, configuration, InstanceStart, agent announcement.
-    async fn boot(&mut self, prepared: tokio::sync::oneshot::Receiver<Prepared>) -> Result<()> {
+    async fn boot(&mut self, prepared: Preparing) -> Result<()> {
         let slot = self
             .state
             .network
             .slot
             .ok_or_else(|| Error::new(ErrorCode::Internal, "VM has no slot"))?;
         let (uid, gid) = jail_ids(slot);
-        self.clock.lap("supervisor runtime and record");
+        self.clock.lap("supervisor runtime");
 
-        let net = host::setup_network(&self.state, uid, gid).await?;
-        // Torn down by `finish` from here on, whatever happens next.
-        self.net = Some(net);
-        let net = self
-            .net
-            .as_ref()
-            .ok_or_else(|| Error::new(ErrorCode::Internal, "no network"))?;
+        // The network is built on a thread while the jail is laid out and the jailer starts:
+        // the jailer needs only the namespace, Firecracker the TAP only once it is configured
+        // (or loads a snapshot), and the guest runs after that.
+        let (host_cfg, net_spec) = host::network_plan(&self.state, uid, gid)?;
+        let (netns_tx, netns) = tokio::sync::oneshot::channel();
+        let building = tokio::task::spawn_blocking(move || {
+            let t = std::time::Instant::now();
+            let pending = vmsan_net::begin(&host_cfg, &net_spec)?;
+            let _ = netns_tx.send(pending.netns_path().to_owned());
+            let netns_took = t.elapsed();
+            pending.finish().map(|net| (net, netns_took, t.elapsed()))
+        });
+        let started = self.start_vmm(prepared, netns, uid, gid).await;
+        let built = building
+            .await
+            .map_err(|e| Error::new(ErrorCode::Internal, format!("network setup task: {e}")))?
+            .map_err(|e| super::convert::net(e, "setting up the VM's network"));
+        let net = match built {
+            Ok((net, netns_took, took)) => {
+                let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+                self.clock.add_parallel("network namespace", ms(netns_took));
+                self.clock.add_parallel("network", ms(took));
+                // Torn down by `finish` from here on, whatever happens next.
+                self.net.insert(net)
+            }
+            // (Rather than whatever the jailer made of a namespace that never came.)
+            Err(e) => return Err(e),
+        };
+        let (snapshot, ready) = started?;
         self.dns = Some(host::start_dns_filter(net, &self.state)?);
         let net_plan = host::net_plan(net);
-        self.clock.lap("network and DNS filter");
+        self.clock.lap("waiting for the network, DNS filter");
 
-        // The disk and config drive must be ready, and Firecracker must not be born in the
-        // caller's cgroups.
-        let prepared = prepared.await.map_err(|_| {
+        if let Some(snap) = &snapshot {
+            self.restore(snap, &ready, net_plan.as_ref().map(|n| n.tap.as_str()))
+                .await?;
+        } else {
+            self.cold_boot(ready, net_plan).await?;
+        }
+        let vmm_id = self
+            .vmm
+            .as_ref()
+            .and_then(Vmm::pid)
+            .and_then(process::identify);
+        let vsock = self.vsock_path();
+        grant_group_access(&vsock);
+        let restored = snapshot.is_some();
+        self.state = self.store.update(&self.state.id, |st| {
+            st.status = VmStatus::Running;
+            st.error = None;
+            st.vmm = vmm_id;
+            st.pid = vmm_id.map(|p| p.pid);
+            st.vsock_socket = Some(vsock.display().to_string());
+            st.api_socket = Some(self.layout.api_socket().display().to_string());
+            st.chroot_dir = Some(self.layout.root().display().to_string());
+            st.restore_pending = false;
+            if !restored {
+                // A diff snapshot builds on the memory of this run only.
+                st.snapshot_base = None;
+            }
+            if let Some(ms) = st.timeout_ms {
+                st.timeout_at = Some(time::format_rfc3339(time::epoch_ms() + ms));
+            }
+            st.timeout_holders.clear();
+            Ok(())
+        })?;
+        self.clock.lap("recorded as running");
+        Ok(())
+    }
+
+    /// Once the disk and config drive are ready and this supervisor is recorded: the jail,
+    /// then the jailer (or Firecracker), until Firecracker's API socket answers. Returns the
+    /// snapshot to restore, if any, and the listener for the agent's announcement.
+    async fn start_vmm(
+        &mut self,
+        prepared: Preparing,
+        netns: tokio::sync::oneshot::Receiver<PathBuf>,
+        uid: u32,
+        gid: u32,
+    ) -> Result<(Option<crate::snapshot::Snapshot>, ReadyListener)> {
+        let Preparing { helper, recorded } = prepared;
+        let helper = helper.await.map_err(|_| {
             Error::new(
                 ErrorCode::Internal,
                 "the supervisor's helper thread ended early",
             )
-        })?;
-        if !prepared.go {
+        });
+        recorded
+            .await
+            .map_err(|e| Error::new(ErrorCode::Internal, format!("state update task: {e}")))??;
+        let helper = helper?;
+        if !helper.go {
             return Err(Error::new(
                 ErrorCode::VmCreateFailed,
                 "the command creating the VM went away before its disk was ready",
@@ -402,15 +517,14 @@ impl Supervisor {
         self.clock
             .lap("waiting for the disk and for leaving the caller's cgroups");
         self.clock
-            .add("leaving the caller's cgroups", prepared.cgroup_ms);
-        self.clock.in_parallel();
+            .add_parallel("leaving the caller's cgroups", helper.cgroup_ms);
         let snapshot = if self.state.restore_pending {
             let id = self
                 .state
                 .snapshot
                 .clone()
                 .ok_or_else(|| Error::new(ErrorCode::Internal, "restore without a snapshot"))?;
-            Some(crate::snapshot::Snapshot::open(&self.paths, &id)?)
+            Some(crate::snapshot::Snapshot::reopen(&self.paths, &id)?)
         } else {
             None
         };
@@ -434,10 +548,17 @@ impl Supervisor {
             .map_err(super::convert::jail)?;
 
         self.clock.lap("jail");
+        let netns = netns.await.map_err(|_| {
+            Error::new(
+                ErrorCode::VmCreateFailed,
+                "the VM's network namespace could not be made",
+            )
+        })?;
+        self.clock.lap("waiting for the network namespace");
         let (child, vmm_log) = host::spawn_vmm(
             &self.launch,
             &self.files,
-            self.net.as_ref(),
+            Some(&netns),
             uid,
             gid,
             self.state.vcpu_count,
@@ -479,42 +600,8 @@ impl Supervisor {
             .await
             .map_err(|e| Error::new(ErrorCode::Internal, format!("state update task: {e}")))??;
         socket?;
-
         self.clock.lap("API socket");
-        if let Some(snap) = &snapshot {
-            self.restore(snap, &ready, net_plan.as_ref().map(|n| n.tap.as_str()))
-                .await?;
-        } else {
-            self.cold_boot(ready, net_plan).await?;
-        }
-        let vmm_id = self
-            .vmm
-            .as_ref()
-            .and_then(Vmm::pid)
-            .and_then(process::identify);
-        let vsock = self.vsock_path();
-        grant_group_access(&vsock);
-        let restored = snapshot.is_some();
-        self.state = self.store.update(&self.state.id, |st| {
-            st.status = VmStatus::Running;
-            st.error = None;
-            st.vmm = vmm_id;
-            st.pid = vmm_id.map(|p| p.pid);
-            st.vsock_socket = Some(vsock.display().to_string());
-            st.api_socket = Some(self.layout.api_socket().display().to_string());
-            st.chroot_dir = Some(self.layout.root().display().to_string());
-            st.restore_pending = false;
-            if !restored {
-                // A diff snapshot builds on the memory of this run only.
-                st.snapshot_base = None;
-            }
-            if let Some(ms) = st.timeout_ms {
-                st.timeout_at = Some(time::format_rfc3339(time::epoch_ms() + ms));
-            }
-            st.timeout_holders.clear();
-            Ok(())
-        })?;
-        Ok(())
+        Ok((snapshot, ready))
     }
 
     /// Load the snapshot, wait for the restored agent, give it this VM's identity, and keep
@@ -533,6 +620,7 @@ impl Supervisor {
             client: &self.client,
             vsock: &vsock,
             config_drive: self.files.config_drive(),
+            jail_ids: jail_ids(self.state.network.slot.unwrap_or(0)),
             tap,
         };
         let vmm = self
@@ -549,11 +637,7 @@ impl Supervisor {
                 ));
             }
         };
-        let cfg = restored.map_err(|e| with_log_tail(e, &self.files.firecracker_log()))?;
-        let slot = self.state.network.slot.unwrap_or(0);
-        let (uid, gid) = jail_ids(slot);
-        super::config_drive::write(&self.files.config_drive(), &cfg, uid, gid)?;
-        Ok(())
+        restored.map_err(|e| with_log_tail(e, &self.files.firecracker_log()))
     }
 
     /// Configure Firecracker, start the guest, wait for its agent's announcement.
@@ -646,18 +730,22 @@ impl Supervisor {
     }
 
     /// Wait until the VM ends: by itself, by `vmsan stop` (SIGTERM), or by its timeout.
-    async fn watch(&mut self) -> Ended {
-        let mut term = match signal(SignalKind::terminate()) {
+    async fn watch(
+        &mut self,
+        term: std::io::Result<tokio::signal::unix::Signal>,
+        mut reload: Option<tokio::signal::unix::Signal>,
+    ) -> Ended {
+        let mut term = match term {
             Ok(s) => s,
             Err(e) => return Ended::Failed(format!("cannot watch for stop requests: {e}")),
         };
-        let mut reload = signal(SignalKind::user_defined1()).ok();
         let Some(mut vmm) = self.vmm.take() else {
             return Ended::Failed("no VMM to watch".into());
         };
         let mut holders = self.watch_holders();
-        // Again, now that the report is sent and the watch is set up; and whenever serving
-        // DNS or a reload has mapped more code than a watching supervisor needs.
+        // From here on the supervisor only watches: what booting needed of its code need not
+        // stay mapped (RSS per VM). Again whenever serving DNS or a reload has mapped more
+        // code than a watching supervisor needs.
         let _ = crate::sys::mem::drop_clean_file_pages();
         let mut trim = tokio::time::interval(TRIM_EVERY);
         trim.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
