@@ -36,12 +36,7 @@ fn privileged_e2e_vm_lifecycle() {
         .iter()
         .map(|s| s["step"].as_str().unwrap())
         .collect();
-    for want in [
-        "disk",
-        "network",
-        "InstanceStart",
-        "agent ready",
-    ] {
+    for want in ["disk", "network", "InstanceStart", "agent ready"] {
         assert!(
             steps.contains(&want),
             "create's breakdown lacks {want:?}: {steps:?}"
