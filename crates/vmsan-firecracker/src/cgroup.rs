@@ -274,7 +274,8 @@ pub fn create_v1_cgroups(
 
 /// Runs `spawn` on a short-lived thread that has first moved itself into each of these v1
 /// cgroup directories, so that the process it starts is born in them and nothing is ever
-/// migrated (see the module's note on why). The calling thread stays where it is.
+/// migrated (see the module's note on why). The calling thread stays where it is. Without
+/// directories, `spawn` simply runs here.
 ///
 /// # Errors
 /// The first directory the thread could not join (with its path), or `spawn`'s error.
@@ -282,6 +283,9 @@ pub fn spawn_born_in<T: Send>(
     dirs: &[PathBuf],
     spawn: impl FnOnce() -> io::Result<T> + Send,
 ) -> io::Result<T> {
+    if dirs.is_empty() {
+        return spawn();
+    }
     std::thread::scope(|s| {
         s.spawn(|| {
             for dir in dirs {

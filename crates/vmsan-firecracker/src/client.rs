@@ -638,7 +638,8 @@ pub enum WaitError {
     },
 }
 
-/// Waits until the Unix socket at `path` accepts a connection, polling with a short
+/// Waits until the Unix socket at `path` accepts a connection, polling every 200 µs for the
+/// first 10 ms (a VMM binds its socket a millisecond or two after it starts), then with an
 /// exponential backoff (1 ms doubling to 20 ms) until `deadline`.
 ///
 /// # Errors
@@ -690,7 +691,26 @@ pub async fn wait_for_socket_while(
                 last: err,
             });
         }
+        if now.duration_since(started) < FINE_POLLING {
+            fine_sleep(FINE_POLL.min(deadline - now)).await;
+            continue;
+        }
         tokio::time::sleep_until((now + backoff).min(deadline)).await;
         backoff = (backoff * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// How long [`wait_for_socket_while`] polls at [`FINE_POLL`].
+const FINE_POLLING: Duration = Duration::from_millis(10);
+const FINE_POLL: Duration = Duration::from_micros(200);
+
+/// A sleep shorter than the runtime's timer can time (it counts whole milliseconds): on a
+/// blocking-pool thread.
+async fn fine_sleep(d: Duration) {
+    if tokio::task::spawn_blocking(move || std::thread::sleep(d))
+        .await
+        .is_err()
+    {
+        tokio::time::sleep(d).await;
     }
 }

@@ -7,8 +7,8 @@
 //! - [`jailer`]: the jailer's and Firecracker's command lines ([`JailerSpec`]);
 //! - [`layout`]: the jail's layout ([`JailLayout`]), its preparation and the pid file;
 //! - [`process`]: pid + start-time identity of a process;
-//! - [`cgroup`]: cgroup mode detection, OOM-kill counter, removal of the jailer's leftover
-//!   directories;
+//! - [`cgroup`]: cgroup mode detection, v1 cgroups a process is born in (no migration),
+//!   OOM-kill counter, removal of the jailer's leftover directories;
 //! - [`bootargs`]: the guest kernel command line of docs/guest-abi.md.
 //!
 //! # Starting a VM under the jailer (what the supervisor does)

@@ -318,6 +318,60 @@ fn append_file(path: &Path) -> Result<std::fs::File> {
         .map_err(|e| Error::io(format!("open {}", path.display()), e))
 }
 
+/// Where the VMM's cgroup limits go. cgroup v1: cgroups made here, which it is born in (see
+/// `cgroup::spawn_born_in`; the jailer's own `--cgroup` move would cost an RCU grace period
+/// per VM). v2: `--cgroup` values for the jailer.
+#[derive(Debug)]
+pub(crate) struct VmmCgroups {
+    version: vmsan_firecracker::CgroupVersion,
+    born_in: Vec<PathBuf>,
+    for_jailer: CgroupLimits,
+}
+
+/// The VM's cgroups (see [`VmmCgroups`]), made now on cgroup v1. Blocking, and it takes a
+/// while (the kernel sets up each controller's state): it runs while the network is built.
+pub(crate) fn vmm_cgroups(launch: &Launch, vcpus: u32, mem_mib: u32) -> Result<VmmCgroups> {
+    let mounts = CgroupMounts::detect().ok();
+    let version = mounts
+        .as_ref()
+        .and_then(CgroupMounts::jailer_version)
+        .unwrap_or(vmsan_firecracker::CgroupVersion::V1);
+    let limits = if launch.jailer.is_some() && launch.isolation.cgroup {
+        CgroupLimits {
+            cpu: Some(CpuLimit::cpus(vcpus)),
+            memory_bytes: Some((u64::from(mem_mib) + VMM_OVERHEAD_MIB) << 20),
+        }
+    } else {
+        CgroupLimits::default()
+    };
+    match (&mounts, version) {
+        (Some(mounts), vmsan_firecracker::CgroupVersion::V1)
+            if limits != CgroupLimits::default() =>
+        {
+            let values = limits
+                .render(version)
+                .map_err(|e| Error::new(ErrorCode::Internal, format!("cgroup limits: {e}")))?;
+            let born_in = vmsan_firecracker::cgroup::create_v1_cgroups(
+                mounts,
+                launch.layout.exec_name(),
+                launch.layout.id(),
+                &values,
+            )
+            .map_err(|e| Error::io("create the VM's cgroups", e))?;
+            Ok(VmmCgroups {
+                version,
+                born_in,
+                for_jailer: CgroupLimits::default(),
+            })
+        }
+        _ => Ok(VmmCgroups {
+            version,
+            born_in: Vec::new(),
+            for_jailer: limits,
+        }),
+    }
+}
+
 /// Start the jailer (or Firecracker directly with `--no-jailer`), its stdout (the serial
 /// console) going to the VM's serial log. Returns the child and the log of its stderr.
 pub(crate) fn spawn_vmm(
@@ -326,8 +380,7 @@ pub(crate) fn spawn_vmm(
     netns: Option<&Path>,
     uid: u32,
     gid: u32,
-    vcpus: u32,
-    mem_mib: u32,
+    cgroups: VmmCgroups,
 ) -> Result<(tokio::process::Child, PathBuf)> {
     let vmm_log = files.dir().join("vmm.log");
     let mut fc = FirecrackerArgs::new(in_jail::API_SOCKET);
@@ -338,37 +391,13 @@ pub(crate) fn spawn_vmm(
     let bad_args = |e: vmsan_firecracker::ArgError| {
         Error::new(ErrorCode::Internal, format!("VMM arguments: {e}"))
     };
-    // cgroup v1: the VMM is born in cgroups made here (see `cgroup::spawn_born_in`); the
-    // jailer's own `--cgroup` move would cost an RCU grace period per VM.
-    let mut born_in = Vec::new();
+    let VmmCgroups {
+        version: cgroup_version,
+        born_in,
+        for_jailer: cgroups,
+    } = cgroups;
     let (program, args, cwd): (PathBuf, Vec<OsString>, Option<PathBuf>) = match &launch.jailer {
         Some(jailer) => {
-            let mounts = CgroupMounts::detect().ok();
-            let cgroup_version = mounts
-                .as_ref()
-                .and_then(CgroupMounts::jailer_version)
-                .unwrap_or(vmsan_firecracker::CgroupVersion::V1);
-            let mut cgroups = if launch.isolation.cgroup {
-                CgroupLimits {
-                    cpu: Some(CpuLimit::cpus(vcpus)),
-                    memory_bytes: Some((u64::from(mem_mib) + VMM_OVERHEAD_MIB) << 20),
-                }
-            } else {
-                CgroupLimits::default()
-            };
-            if let (Some(mounts), vmsan_firecracker::CgroupVersion::V1) = (&mounts, cgroup_version)
-                && cgroups != CgroupLimits::default()
-            {
-                let values = cgroups.render(cgroup_version).map_err(bad_args)?;
-                born_in = vmsan_firecracker::cgroup::create_v1_cgroups(
-                    mounts,
-                    launch.layout.exec_name(),
-                    launch.layout.id(),
-                    &values,
-                )
-                .map_err(|e| Error::io("create the VM's cgroups", e))?;
-                cgroups = CgroupLimits::default();
-            }
             let spec = JailerSpec {
                 id: launch.layout.id().to_owned(),
                 exec_file: launch.firecracker.clone(),
@@ -416,12 +445,8 @@ pub(crate) fn spawn_vmm(
             .kill_on_drop(false)
             .spawn()
     };
-    let child = if born_in.is_empty() {
-        spawn()
-    } else {
-        vmsan_firecracker::cgroup::spawn_born_in(&born_in, spawn)
-    }
-    .map_err(|e| Error::io(format!("start {}", program.display()), e))?;
+    let child = vmsan_firecracker::cgroup::spawn_born_in(&born_in, spawn)
+        .map_err(|e| Error::io(format!("start {}", program.display()), e))?;
     Ok((child, vmm_log))
 }
 

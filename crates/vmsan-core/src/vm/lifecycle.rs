@@ -166,37 +166,58 @@ fn create_vm(
         }
     };
     clock.lap("supervisor spawn");
+    // The disk and the config drive, each on its own thread: the supervisor waits for both.
     let prepared = (|| -> Result<()> {
         let files = VmFiles::new(paths, &id);
         let slot = st.network.slot.unwrap_or(0);
         let (uid, gid) = jail_ids(slot);
-        progress("Preparing the disk");
-        match origin {
-            Origin::Boot(make_disk) => make_disk(&files.disk(), spec.disk_bytes)?,
-            Origin::Snapshot(snap) => crate::snapshot::files::clone_file(
-                &snap.file(crate::snapshot::files::DISK),
-                &files.disk(),
-            )?,
-        }
-        std::os::unix::fs::chown(files.disk(), Some(uid), Some(gid))
-            .map_err(|e| Error::io("chown the VM's disk", e))?;
-        clock.lap("disk");
-        clock.in_parallel();
-        let config = match origin {
-            Origin::Boot(_) => guest_config(&st, media),
-            // The source's identity, which the snapshot's memory also holds; the supervisor
-            // replaces it with this VM's once the restored agent has taken it.
-            Origin::Snapshot(snap) => GuestConfig::from_drive_bytes(
-                &std::fs::read(snap.file(crate::snapshot::files::CONFIG))
-                    .map_err(|e| Error::io("read the snapshot's config drive", e))?,
-            )
-            .map_err(|e| {
-                crate::snapshot::files::corrupt(&snap.meta.id, format!("config drive: {e}"))
-            })?,
+        let snap = match origin {
+            Origin::Boot(_) => None,
+            Origin::Snapshot(snap) => Some(snap),
         };
-        super::config_drive::write(&files.config_drive(), &config, uid, gid)?;
-        clock.lap("config drive");
-        clock.in_parallel();
+        let write_config = || -> Result<f64> {
+            let t = std::time::Instant::now();
+            let config = match snap {
+                None => guest_config(&st, media),
+                // The source's identity, which the snapshot's memory also holds; the
+                // supervisor replaces it with this VM's once the restored agent has taken it.
+                Some(snap) => GuestConfig::from_drive_bytes(
+                    &std::fs::read(snap.file(crate::snapshot::files::CONFIG))
+                        .map_err(|e| Error::io("read the snapshot's config drive", e))?,
+                )
+                .map_err(|e| {
+                    crate::snapshot::files::corrupt(&snap.meta.id, format!("config drive: {e}"))
+                })?,
+            };
+            super::config_drive::write(&files.config_drive(), &config, uid, gid)?;
+            Ok(t.elapsed().as_secs_f64() * 1000.0)
+        };
+        progress("Preparing the disk");
+        let (disk, config) = std::thread::scope(|s| {
+            let config = s.spawn(write_config);
+            let t = std::time::Instant::now();
+            let disk = match origin {
+                Origin::Boot(make_disk) => make_disk(&files.disk(), spec.disk_bytes),
+                Origin::Snapshot(snap) => crate::snapshot::files::clone_file(
+                    &snap.file(crate::snapshot::files::DISK),
+                    &files.disk(),
+                ),
+            }
+            .and_then(|()| {
+                std::os::unix::fs::chown(files.disk(), Some(uid), Some(gid))
+                    .map_err(|e| Error::io("chown the VM's disk", e))
+            })
+            .map(|()| t.elapsed().as_secs_f64() * 1000.0);
+            let config = config.join().unwrap_or_else(|_| {
+                Err(Error::new(
+                    ErrorCode::Internal,
+                    "the config drive's thread panicked",
+                ))
+            });
+            (disk, config)
+        });
+        clock.add_parallel("disk", disk?);
+        clock.add_parallel("config drive", config?);
         Ok(())
     })();
     let result = match prepared {

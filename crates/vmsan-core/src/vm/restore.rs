@@ -109,8 +109,9 @@ pub(super) struct RestoreTarget<'a> {
     pub(super) client: &'a FirecrackerClient,
     /// Its vsock socket (host path).
     pub(super) vsock: &'a std::path::Path,
-    /// Its config drive (host path), and the jail's uid and gid that own it.
+    /// Its config drive (host path).
     pub(super) config_drive: std::path::PathBuf,
+    /// The jail's uid and gid, which own the config drive.
     pub(super) jail_ids: (u32, u32),
     /// Its TAP, if it has a network.
     pub(super) tap: Option<&'a str>,

@@ -106,13 +106,6 @@ impl Stopwatch {
             parallel: true,
         });
     }
-
-    /// Mark the last step as one that ran alongside others.
-    pub(crate) fn in_parallel(&mut self) {
-        if let Some(s) = self.steps.last_mut() {
-            s.parallel = true;
-        }
-    }
 }
 
 /// Why a VM ended, and so what its final state is.
@@ -184,13 +177,6 @@ pub fn main(paths: &Paths, id: &VmId) -> i32 {
     }
 }
 
-/// What must be done before the jailer starts: the helper thread's work, and this
-/// supervisor's record.
-struct Preparing {
-    helper: tokio::sync::oneshot::Receiver<Prepared>,
-    recorded: tokio::task::JoinHandle<Result<VmState>>,
-}
-
 /// What the helper thread did before boot may go on.
 #[derive(Debug, Clone, Copy)]
 struct Prepared {
@@ -245,8 +231,8 @@ async fn run(
     };
     let state = store.get_recorded(id)?;
     creating(&state)?;
-    // Recording this supervisor (a durable write) goes on while the network is begun; the
-    // jailer starts only once it is done.
+    // Recording this supervisor goes on during the boot: a durable write, whose fsync can
+    // wait for the disk the creating command is writing.
     let recorded = {
         let (store, id) = (store.clone(), id.clone());
         tokio::task::spawn_blocking(move || {
@@ -259,16 +245,12 @@ async fn run(
     };
 
     let mut sup = Supervisor::new(paths.clone(), store, state, clock)?;
-    let prepared = Preparing {
-        helper: prepared,
-        recorded,
-    };
     // Stop and reload requests are caught from before the VM is recorded as running: a
     // `vmsan stop` right after `create` returns must not meet SIGTERM's default action, which
     // would end this process and leave Firecracker unsupervised.
     let term = signal(SignalKind::terminate());
     let reload = signal(SignalKind::user_defined1()).ok();
-    let booted = sup.boot(prepared).await;
+    let booted = sup.boot(prepared, recorded).await;
     let ended = match &booted {
         Ok(()) => {
             report(&Ok(sup.clock.steps.clone()), started_at);
@@ -407,8 +389,54 @@ impl Supervisor {
         self.layout.root().join(in_jail::VSOCK)
     }
 
-    /// Network, jail, Firecracker, configuration, InstanceStart, agent announcement.
-    async fn boot(&mut self, prepared: Preparing) -> Result<()> {
+    /// Boot (or restore) the guest, then record the VM as running.
+    async fn boot(
+        &mut self,
+        prepared: tokio::sync::oneshot::Receiver<Prepared>,
+        recorded: tokio::task::JoinHandle<Result<VmState>>,
+    ) -> Result<()> {
+        let booted = self.start_guest(prepared).await;
+        let recorded = recorded
+            .await
+            .map_err(|e| Error::new(ErrorCode::Internal, format!("state update task: {e}")))?;
+        let restored = booted?;
+        recorded?;
+        let vmm_id = self
+            .vmm
+            .as_ref()
+            .and_then(Vmm::pid)
+            .and_then(process::identify);
+        let vsock = self.vsock_path();
+        grant_group_access(&vsock);
+        self.state = self.store.update(&self.state.id, |st| {
+            st.status = VmStatus::Running;
+            st.error = None;
+            st.vmm = vmm_id;
+            st.pid = vmm_id.map(|p| p.pid);
+            st.vsock_socket = Some(vsock.display().to_string());
+            st.api_socket = Some(self.layout.api_socket().display().to_string());
+            st.chroot_dir = Some(self.layout.root().display().to_string());
+            st.restore_pending = false;
+            if !restored {
+                // A diff snapshot builds on the memory of this run only.
+                st.snapshot_base = None;
+            }
+            if let Some(ms) = st.timeout_ms {
+                st.timeout_at = Some(time::format_rfc3339(time::epoch_ms() + ms));
+            }
+            st.timeout_holders.clear();
+            Ok(())
+        })?;
+        self.clock.lap("recorded as running");
+        Ok(())
+    }
+
+    /// Network, jail, Firecracker, configuration, InstanceStart (or snapshot load), agent
+    /// announcement. Returns whether the guest was restored from a snapshot.
+    async fn start_guest(
+        &mut self,
+        prepared: tokio::sync::oneshot::Receiver<Prepared>,
+    ) -> Result<bool> {
         let slot = self
             .state
             .network
@@ -429,7 +457,16 @@ impl Supervisor {
             let netns_took = t.elapsed();
             pending.finish().map(|net| (net, netns_took, t.elapsed()))
         });
-        let started = self.start_vmm(prepared, netns, uid, gid).await;
+        // The VM's cgroups too (the kernel takes its time to make them).
+        let cgroups = {
+            let (launch, vcpus, mem) = (
+                self.launch.clone(),
+                self.state.vcpu_count,
+                self.state.mem_size_mib,
+            );
+            tokio::task::spawn_blocking(move || host::vmm_cgroups(&launch, vcpus, mem))
+        };
+        let started = self.start_vmm(prepared, netns, cgroups, uid, gid).await;
         let built = building
             .await
             .map_err(|e| Error::new(ErrorCode::Internal, format!("network setup task: {e}")))?
@@ -456,58 +493,33 @@ impl Supervisor {
         } else {
             self.cold_boot(ready, net_plan).await?;
         }
-        let vmm_id = self
-            .vmm
-            .as_ref()
-            .and_then(Vmm::pid)
-            .and_then(process::identify);
-        let vsock = self.vsock_path();
-        grant_group_access(&vsock);
-        let restored = snapshot.is_some();
-        self.state = self.store.update(&self.state.id, |st| {
-            st.status = VmStatus::Running;
-            st.error = None;
-            st.vmm = vmm_id;
-            st.pid = vmm_id.map(|p| p.pid);
-            st.vsock_socket = Some(vsock.display().to_string());
-            st.api_socket = Some(self.layout.api_socket().display().to_string());
-            st.chroot_dir = Some(self.layout.root().display().to_string());
-            st.restore_pending = false;
-            if !restored {
-                // A diff snapshot builds on the memory of this run only.
-                st.snapshot_base = None;
-            }
-            if let Some(ms) = st.timeout_ms {
-                st.timeout_at = Some(time::format_rfc3339(time::epoch_ms() + ms));
-            }
-            st.timeout_holders.clear();
-            Ok(())
-        })?;
-        self.clock.lap("recorded as running");
-        Ok(())
+        Ok(snapshot.is_some())
     }
 
-    /// Once the disk and config drive are ready and this supervisor is recorded: the jail,
+    /// Once the disk and config drive are ready and this process has left our caller's
+    /// cgroups: the jail,
     /// then the jailer (or Firecracker), until Firecracker's API socket answers. Returns the
     /// snapshot to restore, if any, and the listener for the agent's announcement.
     async fn start_vmm(
         &mut self,
-        prepared: Preparing,
+        prepared: tokio::sync::oneshot::Receiver<Prepared>,
         netns: tokio::sync::oneshot::Receiver<PathBuf>,
+        cgroups: tokio::task::JoinHandle<Result<host::VmmCgroups>>,
         uid: u32,
         gid: u32,
     ) -> Result<(Option<crate::snapshot::Snapshot>, ReadyListener)> {
-        let Preparing { helper, recorded } = prepared;
-        let helper = helper.await.map_err(|_| {
+        let helper = prepared.await.map_err(|_| {
             Error::new(
                 ErrorCode::Internal,
                 "the supervisor's helper thread ended early",
             )
         });
-        recorded
+        // Joined whatever happens, so that no cgroup is made after the teardown.
+        let cgroups = cgroups
             .await
-            .map_err(|e| Error::new(ErrorCode::Internal, format!("state update task: {e}")))??;
+            .map_err(|e| Error::new(ErrorCode::Internal, format!("cgroup task: {e}")))?;
         let helper = helper?;
+        let cgroups = cgroups?;
         if !helper.go {
             return Err(Error::new(
                 ErrorCode::VmCreateFailed,
@@ -515,7 +527,7 @@ impl Supervisor {
             ));
         }
         self.clock
-            .lap("waiting for the disk and for leaving the caller's cgroups");
+            .lap("waiting for the disk, the VM's cgroups and leaving the caller's");
         self.clock
             .add_parallel("leaving the caller's cgroups", helper.cgroup_ms);
         let snapshot = if self.state.restore_pending {
@@ -555,15 +567,8 @@ impl Supervisor {
             )
         })?;
         self.clock.lap("waiting for the network namespace");
-        let (child, vmm_log) = host::spawn_vmm(
-            &self.launch,
-            &self.files,
-            Some(&netns),
-            uid,
-            gid,
-            self.state.vcpu_count,
-            self.state.mem_size_mib,
-        )?;
+        let (child, vmm_log) =
+            host::spawn_vmm(&self.launch, &self.files, Some(&netns), uid, gid, cgroups)?;
         self.vmm = Some(
             self.adopt(child)
                 .await
