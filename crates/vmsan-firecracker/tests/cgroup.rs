@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use vmsan_firecracker::CgroupVersion;
-use vmsan_firecracker::cgroup::{CgroupMode, CgroupMounts, detect_mode, remove_jailer_cgroups};
+use vmsan_firecracker::cgroup::{
+    CgroupMode, CgroupMounts, create_v1_cgroups, detect_mode, remove_jailer_cgroups, spawn_born_in,
+};
 
 const HYBRID: &str = "\
 22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/vda rw
@@ -215,6 +217,97 @@ fn privileged_removes_the_jailers_leftover_cgroups() {
             .unwrap()
             .is_empty()
     );
+}
+
+/// The cgroup (path) of `controller` in a `/proc/<pid>/cgroup` or `/proc/<pid>/task/<tid>/cgroup`.
+fn cgroup_of(proc_file: &str, controller: &str) -> String {
+    let text = fs::read_to_string(proc_file).unwrap();
+    text.lines()
+        .find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, list, path) = (f.next()?, f.next()?, f.next()?);
+            list.split(',')
+                .any(|c| c == controller)
+                .then(|| path.to_owned())
+        })
+        .unwrap_or_else(|| panic!("no {controller} line in {proc_file}: {text}"))
+}
+
+/// The v1 cgroups the jailer would make for `--cgroup` values, with the values written, and a
+/// process born in them: it is there from its first instruction, while the thread that
+/// started it stays where it was.
+#[test]
+fn privileged_a_process_is_born_in_v1_cgroups_made_for_it() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to create cgroups");
+        return;
+    }
+    let mounts = CgroupMounts::detect().unwrap();
+    let (Some(cpu), Some(memory)) = (
+        mounts.v1_controller_mount("cpu").map(Path::to_owned),
+        mounts.v1_controller_mount("memory").map(Path::to_owned),
+    ) else {
+        eprintln!("skipped: no cgroup v1 cpu and memory hierarchies (a v2 host): {mounts:?}");
+        return;
+    };
+    let parent = format!("vmsan-borntest-{}", std::process::id());
+    let id = "vm-borntest";
+    let mut guard = CgroupGuard {
+        parents: vec![cpu.join(&parent), memory.join(&parent)],
+        child: None,
+    };
+    let values = [
+        "cpu.cfs_quota_us=50000".to_owned(),
+        "cpu.cfs_period_us=100000".to_owned(),
+        "memory.limit_in_bytes=67108864".to_owned(),
+    ];
+    let dirs = create_v1_cgroups(&mounts, &parent, id, &values).unwrap();
+    assert_eq!(
+        dirs,
+        [cpu.join(&parent).join(id), memory.join(&parent).join(id)]
+    );
+    let read = |p: PathBuf| fs::read_to_string(p).unwrap().trim().to_owned();
+    assert_eq!(read(dirs[0].join("cpu.cfs_quota_us")), "50000");
+    assert_eq!(read(dirs[1].join("memory.limit_in_bytes")), "67108864");
+
+    let before = cgroup_of("/proc/thread-self/cgroup", "memory");
+    let child = spawn_born_in(&dirs, || {
+        Command::new("cat")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+    })
+    .unwrap();
+    let pid = child.id();
+    guard.child = Some(child);
+    let want = format!("/{parent}/{id}");
+    assert_eq!(cgroup_of(&format!("/proc/{pid}/cgroup"), "memory"), want);
+    assert_eq!(cgroup_of(&format!("/proc/{pid}/cgroup"), "cpu"), want);
+    assert_eq!(read(dirs[1].join("cgroup.procs")), pid.to_string());
+    assert_eq!(
+        cgroup_of("/proc/thread-self/cgroup", "memory"),
+        before,
+        "the calling thread moved"
+    );
+
+    // Bad values are refused before anything is written.
+    for bad in [
+        "cpu.cfs_quota_us",
+        "nodot=1",
+        "../memory.limit_in_bytes=1",
+        "nosuch.x=1",
+    ] {
+        assert!(
+            create_v1_cgroups(&mounts, &parent, "vm-bad", &[bad.to_owned()]).is_err(),
+            "{bad}"
+        );
+    }
+    assert!(create_v1_cgroups(&mounts, "../escape", id, &values).is_err());
+    assert!(create_v1_cgroups(&mounts, &parent, "../vm", &values).is_err());
+    drop(guard);
+    for dir in &dirs {
+        assert!(!dir.exists(), "{} still exists", dir.display());
+    }
 }
 
 #[test]
