@@ -368,17 +368,41 @@ fn privileged_e2e_vm_outlives_the_callers_session_and_cgroup() {
         }
     }
     let _cg = Rmdir(cg.clone());
+    // On v1, a cpuset cgroup of the caller's too: a new cpuset cgroup takes no task until it
+    // has CPUs and memory nodes, which vmsan's own must be given.
+    let cpuset = Path::new("/sys/fs/cgroup/cpuset");
+    let cpuset_cg = cpuset.join(format!("test-e2e-caller-{}", std::process::id()));
+    let _cpuset_cg = cpuset.join("cpuset.cpus").exists().then(|| {
+        std::fs::create_dir(&cpuset_cg).unwrap();
+        for f in ["cpuset.cpus", "cpuset.mems"] {
+            std::fs::write(cpuset_cg.join(f), std::fs::read(cpuset.join(f)).unwrap()).unwrap();
+        }
+        Rmdir(cpuset_cg.clone())
+    });
+    let callers: Vec<&Path> = [cg.as_path(), cpuset_cg.as_path()]
+        .into_iter()
+        .filter(|c| c.exists())
+        .collect();
 
-    // The "session": a shell in its own process group that joins the cgroup, then runs create.
+    // The "session": a shell in its own process group that joins the cgroups, then runs
+    // create.
     let mut shell = Command::new("sh");
     shell
         .args([
             "-c",
-            "echo $$ > \"$1/cgroup.procs\" && exec \"$2\" --json create --from-image busybox",
+            "for c in $3; do echo $$ > \"$c/cgroup.procs\" || exit 1; done && \
+             exec \"$2\" --json create --from-image busybox",
             "sh",
         ])
         .arg(&cg)
         .arg(env!("CARGO_BIN_EXE_vmsan"))
+        .arg(
+            callers
+                .iter()
+                .map(|c| c.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
+        )
         .env("VMSAN_HOME", home.dir.path())
         .env("VMSAN_HOST_NETNS", &home.host_netns);
     std::os::unix::process::CommandExt::process_group(&mut shell, 0);
@@ -389,16 +413,19 @@ fn privileged_e2e_vm_outlives_the_callers_session_and_cgroup() {
     assert!(out.status.success(), "{doc}");
     let id = doc["vmId"].as_str().unwrap().to_owned();
 
-    // Kill everything left in the caller's process group and cgroup.
+    // Kill everything left in the caller's process group and cgroups.
     let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
-    let procs = std::fs::read_to_string(cg.join("cgroup.procs")).unwrap();
-    for pid in procs.lines().filter_map(|l| l.trim().parse::<u64>().ok()) {
-        kill9(pid);
+    for caller in &callers {
+        let procs = std::fs::read_to_string(caller.join("cgroup.procs")).unwrap();
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<u64>().ok()) {
+            kill9(pid);
+        }
+        assert!(
+            procs.trim().is_empty(),
+            "processes of the VM stayed in the caller's cgroup {}: {procs}",
+            caller.display()
+        );
     }
-    assert!(
-        procs.trim().is_empty(),
-        "processes of the VM stayed in the caller's cgroup: {procs}"
-    );
 
     let vm = home.json(&["inspect", &id])["vm"].clone();
     assert_eq!(vm["status"], "running", "{vm}");

@@ -530,9 +530,23 @@ pub(crate) fn caller_free_v1_cgroups() -> Vec<PathBuf> {
         .v1
         .iter()
         .filter(|h| in_caller_cgroup(&own, Some(h.controllers.as_slice())))
-        .map(|h| h.mount_point.join(CALLER_FREE_CGROUP))
-        .filter(|dir| std::fs::create_dir_all(dir).is_ok())
+        .filter_map(|h| caller_free_cgroup(&h.mount_point).ok())
         .collect()
+}
+
+/// The `vmsan` cgroup of the hierarchy mounted at `root`, made if needed. A new cpuset
+/// cgroup has no CPUs or memory nodes, and no task can join it until it has: it gets the
+/// root's.
+fn caller_free_cgroup(root: &Path) -> std::io::Result<PathBuf> {
+    let dir = root.join(CALLER_FREE_CGROUP);
+    std::fs::create_dir_all(&dir)?;
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        let mine = dir.join(file);
+        if mine.exists() && std::fs::read_to_string(&mine)?.trim().is_empty() {
+            std::fs::write(&mine, std::fs::read_to_string(root.join(file))?.trim())?;
+        }
+    }
+    Ok(dir)
 }
 
 /// Move this process out of the caller's cgroups (into `vmsan` cgroups), so that stopping the
@@ -564,8 +578,8 @@ pub(crate) fn leave_caller_cgroup() {
             continue;
         }
         let dir = root.join(CALLER_FREE_CGROUP);
-        let moved = std::fs::create_dir_all(&dir)
-            .and_then(|()| std::fs::write(dir.join("cgroup.procs"), &pid));
+        let moved =
+            caller_free_cgroup(root).and_then(|dir| std::fs::write(dir.join("cgroup.procs"), &pid));
         if let Err(e) = moved {
             eprintln!("supervisor: could not move into {}: {e}", dir.display());
         }
