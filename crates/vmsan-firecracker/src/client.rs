@@ -692,7 +692,7 @@ pub async fn wait_for_socket_while(
             });
         }
         if now.duration_since(started) < FINE_POLLING {
-            fine_sleep(FINE_POLL.min(deadline - now)).await;
+            fine_sleep(FINE_POLL.min(deadline.saturating_duration_since(now))).await;
             continue;
         }
         tokio::time::sleep_until((now + backoff).min(deadline)).await;

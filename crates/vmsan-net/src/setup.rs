@@ -289,7 +289,8 @@ pub fn setup(host: &HostConfig, spec: &VmNetSpec) -> Result<VmNet> {
 }
 
 /// A VM's network whose namespace exists and is empty: a process can join it (the jailer)
-/// while [`NetBuild::finish`] builds the rest on another thread.
+/// while [`NetBuild::finish`] builds the rest on another thread. Dropped unfinished, it
+/// leaves the namespace behind for [`teardown`].
 #[derive(Debug)]
 pub struct NetBuild {
     host: HostConfig,

@@ -479,7 +479,7 @@ impl Supervisor {
                 // Torn down by `finish` from here on, whatever happens next.
                 self.net.insert(net)
             }
-            // (Rather than whatever the jailer made of a namespace that never came.)
+            // It explains a failed start better than the jailer's view of it would.
             Err(e) => return Err(e),
         };
         let (snapshot, ready) = started?;
@@ -496,10 +496,10 @@ impl Supervisor {
         Ok(snapshot.is_some())
     }
 
-    /// Once the disk and config drive are ready and this process has left our caller's
-    /// cgroups: the jail,
-    /// then the jailer (or Firecracker), until Firecracker's API socket answers. Returns the
-    /// snapshot to restore, if any, and the listener for the agent's announcement.
+    /// Once the disk and config drive are ready, the VM's cgroups made and the caller's left:
+    /// the jail, then the jailer (or Firecracker) as soon as the network namespace exists,
+    /// until Firecracker's API socket answers. Returns the snapshot to restore, if any, and
+    /// the listener for the agent's announcement.
     async fn start_vmm(
         &mut self,
         prepared: tokio::sync::oneshot::Receiver<Prepared>,
