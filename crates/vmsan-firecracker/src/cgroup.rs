@@ -6,7 +6,7 @@
 //! processes are gone, [`remove_jailer_cgroups`] does.
 //!
 //! Moving a process into a cgroup (writing its pid to `tasks` or `cgroup.procs`) makes the
-//! kernel take a global lock whose first writer waits for an RCU grace period: 12 to 21 ms
+//! kernel take a global lock whose first writer waits for an RCU grace period: 6 to 21 ms
 //! measured on a 2-CPU host, for every VM started. A thread that moves only itself (`0` to
 //! `tasks`, cgroup v1) skips that lock on recent kernels (0.06 ms there), and whatever it then
 //! spawns is born where it sits:
