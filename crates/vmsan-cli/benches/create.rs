@@ -14,14 +14,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Instant;
 
-use serde_json::Value;
-use vmsan_testkit::bench::{env_or, pct, steps_ms};
-use vmsan_testkit::e2e::{fixture, parse};
+use vmsan_testkit::bench::{create_at_once, env_or, pct, steps_ms, steps_table};
+use vmsan_testkit::e2e::fixture;
 
 fn rss_kib(pid: u64) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -72,7 +70,7 @@ fn main() {
     // The whole command minus what the stand-in does in place of a guest booting (a real
     // InstanceStart returns at once and the guest kernel boots on its own): vmsan's overhead.
     let mut host = Vec::new();
-    let mut steps: BTreeMap<String, (usize, Vec<f64>)> = BTreeMap::new();
+    let mut docs = Vec::new();
     let mut rss = Vec::new();
     let mut mem = Vec::new();
     for _ in 0..runs {
@@ -81,14 +79,6 @@ fn main() {
         let ms = t.elapsed().as_secs_f64() * 1000.0;
         wall.push(ms);
         host.push(ms - steps_ms(&doc, &["InstanceStart", "agent ready"]));
-        for (i, s) in doc["timingsMs"].as_array().unwrap().iter().enumerate() {
-            let mut name = s["step"].as_str().unwrap().to_owned();
-            if s["parallel"] == true {
-                name.push_str(" (parallel)");
-            }
-            let e = steps.entry(name).or_insert((i, Vec::new()));
-            e.1.push(s["ms"].as_f64().unwrap());
-        }
         let id = doc["vmId"].as_str().unwrap().to_owned();
         let vm = home.json(&["inspect", &id])["vm"].clone();
         if let Some(pid) = vm["supervisor"]["pid"].as_u64() {
@@ -110,22 +100,15 @@ fn main() {
             }
         }
         home.json(&["remove", "--force", &id]);
+        docs.push(doc);
     }
-    wall.sort_by(f64::total_cmp);
     rss.sort_by(f64::total_cmp);
-    println!("vmsan create until the agent is ready, stand-in VMM, {runs} runs (whole command)");
-    println!("{:<60} {:>8} {:>8}", "step", "p50 ms", "p95 ms");
-    let mut ordered: Vec<_> = steps.into_iter().collect();
-    ordered.sort_by_key(|(_, (i, _))| *i);
-    for (name, (_, mut v)) in ordered {
-        v.sort_by(f64::total_cmp);
-        println!("{name:<60} {:>8.2} {:>8.2}", pct(&v, 0.5), pct(&v, 0.95));
-    }
-    println!(
-        "{:<60} {:>8.2} {:>8.2}",
-        "total (wall, whole command)",
-        pct(&wall, 0.5),
-        pct(&wall, 0.95)
+    steps_table(
+        &format!(
+            "vmsan create until the agent is ready, stand-in VMM, {runs} runs (whole command)"
+        ),
+        &docs,
+        &mut wall,
     );
     if !rss.is_empty() {
         println!(
@@ -151,7 +134,7 @@ fn main() {
     }
     host.sort_by(f64::total_cmp);
     println!(
-        "{:<60} {:>8.2} {:>8.2}",
+        "{:<64} {:>8.2} {:>8.2}",
         "host side (whole command minus the stand-in's guest boot)",
         pct(&host, 0.5),
         pct(&host, 0.95)
@@ -166,43 +149,12 @@ fn main() {
     );
 
     // Many at once.
-    let t = Instant::now();
-    let children: Vec<_> = (0..concurrent)
-        .map(|_| {
-            home.vmsan()
-                .args(["--json", "create", "--from-image", "busybox"])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    let mut ok = Vec::new();
-    let mut failures: BTreeMap<String, usize> = BTreeMap::new();
-    for c in children {
-        let out = c.wait_with_output().unwrap();
-        let doc: Value = parse(&out);
-        if out.status.success() {
-            ok.push(doc["vmId"].as_str().unwrap().to_owned());
-        } else {
-            let code = doc["error"]["code"].as_str().unwrap_or("?").to_owned();
-            if !failures.contains_key(&code) {
-                println!("first {code}: {}", doc["error"]);
-            }
-            *failures.entry(code).or_default() += 1;
-        }
-    }
-    let took = t.elapsed().as_secs_f64();
+    let many = create_at_once(home, &["create", "--from-image", "busybox"], concurrent);
     println!(
-        "{concurrent} concurrent creates: {} succeeded ({:.0}%), wall {took:.2} s{}",
-        ok.len(),
-        100.0 * ok.len() as f64 / concurrent as f64,
-        if failures.is_empty() {
-            String::new()
-        } else {
-            format!(", failures {failures:?}")
-        }
+        "{concurrent} concurrent creates: {}",
+        many.summary(concurrent)
     );
+    let ok = many.ids;
     let t = Instant::now();
     let removers: Vec<_> = ok
         .iter()

@@ -12,14 +12,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Instant;
 
 use serde_json::Value;
-use vmsan_testkit::bench::{env_or, pct, steps_ms};
-use vmsan_testkit::e2e::{Home, fixture, parse};
+use vmsan_testkit::bench::{create_at_once, env_or, pct, steps_ms, steps_table};
+use vmsan_testkit::e2e::{Home, fixture};
 
 fn timed(home: &Home, args: &[&str]) -> (f64, Value) {
     let t = Instant::now();
@@ -37,33 +35,6 @@ fn host_side(docs: &[Value], wall: &[f64], guest: &[&str]) -> Vec<f64> {
         .collect();
     v.sort_by(f64::total_cmp);
     v
-}
-
-fn steps_table(title: &str, docs: &[Value], wall: &mut [f64]) {
-    let mut steps: BTreeMap<String, (usize, Vec<f64>)> = BTreeMap::new();
-    for doc in docs {
-        for (i, s) in doc["timingsMs"].as_array().unwrap().iter().enumerate() {
-            let e = steps
-                .entry(s["step"].as_str().unwrap().to_owned())
-                .or_insert((i, Vec::new()));
-            e.1.push(s["ms"].as_f64().unwrap());
-        }
-    }
-    println!("{title}");
-    println!("{:<32} {:>10} {:>10}", "step", "p50 ms", "p95 ms");
-    let mut ordered: Vec<_> = steps.into_iter().collect();
-    ordered.sort_by_key(|(_, (i, _))| *i);
-    for (name, (_, mut v)) in ordered {
-        v.sort_by(f64::total_cmp);
-        println!("{name:<32} {:>10.2} {:>10.2}", pct(&v, 0.5), pct(&v, 0.95));
-    }
-    wall.sort_by(f64::total_cmp);
-    println!(
-        "{:<32} {:>10.2} {:>10.2}",
-        "total (wall, whole command)",
-        pct(wall, 0.5),
-        pct(wall, 0.95)
-    );
 }
 
 fn main() {
@@ -202,42 +173,13 @@ fn main() {
     );
 
     // Many clones at once: one process each, and one `--count`.
-    let t = Instant::now();
-    let children: Vec<_> = (0..clones)
-        .map(|_| {
-            home.vmsan()
-                .args(["--json", "create", "--snapshot", &snap])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    let mut ok = Vec::new();
-    let mut failures: BTreeMap<String, usize> = BTreeMap::new();
-    for c in children {
-        let out = c.wait_with_output().unwrap();
-        let doc: Value = parse(&out);
-        if out.status.success() {
-            ok.push(doc["vmId"].as_str().unwrap().to_owned());
-        } else {
-            *failures
-                .entry(doc["error"]["code"].as_str().unwrap_or("?").to_owned())
-                .or_default() += 1;
-        }
-    }
+    let many = create_at_once(home, &["create", "--snapshot", &snap], clones);
     println!();
     println!(
-        "{clones} clones at once (one process each): {} succeeded ({:.0}%), wall {:.2} s{}",
-        ok.len(),
-        100.0 * ok.len() as f64 / clones as f64,
-        t.elapsed().as_secs_f64(),
-        if failures.is_empty() {
-            String::new()
-        } else {
-            format!(", failures {failures:?}")
-        }
+        "{clones} clones at once (one process each): {}",
+        many.summary(clones)
     );
+    let ok = many.ids;
     for id in &ok {
         home.json(&["remove", "--force", id]);
     }
