@@ -364,7 +364,7 @@ impl Vm {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn privileged_init_as_pid1_with_loop_drives() {
     if !is_root() {
-        println!("skipped: needs root (namespaces, loop devices, mounts)");
+        vmsan_testkit::skip!("needs root (namespaces, loop devices, mounts)");
         return;
     }
     let mut cfg = guest_config();
@@ -452,7 +452,7 @@ async fn privileged_init_as_pid1_with_loop_drives() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn privileged_init_image_hands_pid1_to_the_images_init() {
     if !is_root() {
-        println!("skipped: needs root (namespaces, loop devices, mounts)");
+        vmsan_testkit::skip!("needs root (namespaces, loop devices, mounts)");
         return;
     }
     let mut cfg = guest_config();
@@ -480,7 +480,7 @@ async fn privileged_init_image_hands_pid1_to_the_images_init() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn privileged_init_refuses_to_guess_a_missing_drive() {
     if !is_root() {
-        println!("skipped: needs root (namespaces)");
+        vmsan_testkit::skip!("needs root (namespaces)");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -510,7 +510,7 @@ async fn privileged_init_refuses_to_guess_a_missing_drive() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn privileged_init_sigterm_to_pid1_shuts_down_cleanly() {
     if !is_root() {
-        println!("skipped: needs root (namespaces, loop devices, mounts)");
+        vmsan_testkit::skip!("needs root (namespaces, loop devices, mounts)");
         return;
     }
     let mut vm = Vm::boot(&guest_config()).await;

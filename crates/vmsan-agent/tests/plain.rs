@@ -919,7 +919,7 @@ async fn hybrid_vsock_handshake_through_a_relay() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_as_another_user_when_root() {
     if !common::is_root() {
-        println!("skipped: needs root to switch users");
+        vmsan_testkit::skip!("needs root to switch users");
         return;
     }
     let agent = AgentProc::start().await;

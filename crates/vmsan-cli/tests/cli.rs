@@ -401,7 +401,7 @@ fn human_errors_go_to_stderr_with_why_and_fix() {
 #[test]
 fn implemented_commands_validate_then_work() {
     if !nix_is_root() {
-        eprintln!("skipped: these commands need root; the root-check tests cover non-root users");
+        vmsan_testkit::skip!("these commands need root; the root-check tests cover non-root users");
         return;
     }
     let full_create = [

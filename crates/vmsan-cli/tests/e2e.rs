@@ -356,7 +356,7 @@ fn privileged_e2e_vm_outlives_the_callers_session_and_cgroup() {
         .map(Path::new)
         .find(|p| p.join("cgroup.procs").exists());
     let Some(root) = root else {
-        eprintln!("skipped: no writable cgroup hierarchy");
+        vmsan_testkit::skip!("no writable cgroup hierarchy");
         return;
     };
     let cg = root.join(format!("test-e2e-caller-{}", std::process::id()));

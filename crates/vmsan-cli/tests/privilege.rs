@@ -65,7 +65,7 @@ fn skip_unless_root() -> bool {
     if is_root() {
         return false;
     }
-    eprintln!("skipped: starting the binary as uid {NOBODY} needs root");
+    vmsan_testkit::skip!("starting the binary as uid {NOBODY} needs root");
     true
 }
 

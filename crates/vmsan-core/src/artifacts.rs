@@ -201,7 +201,7 @@ mod tests {
     #[test]
     fn trusted_files() {
         if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: ownership checks need files owned by root; run as root");
+            vmsan_testkit::skip!("ownership checks need files owned by root; run as root");
             return;
         }
         let d = tempfile::Builder::new().tempdir_in("/var/tmp").unwrap();

@@ -147,7 +147,7 @@ impl Drop for CgroupGuard {
 #[test]
 fn privileged_removes_the_jailers_leftover_cgroups() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root to create cgroups");
+        vmsan_testkit::skip!("needs root to create cgroups");
         return;
     }
     let mounts = CgroupMounts::detect().unwrap();
@@ -168,7 +168,7 @@ fn privileged_removes_the_jailers_leftover_cgroups() {
         hierarchies.extend(mounts.unified.clone());
     }
     if hierarchies.is_empty() {
-        eprintln!("skipped: no cpu or memory hierarchy: {mounts:?}");
+        vmsan_testkit::skip!("no cpu or memory hierarchy: {mounts:?}");
         return;
     }
     for hierarchy in &hierarchies {
@@ -239,7 +239,7 @@ fn cgroup_of(proc_file: &str, controller: &str) -> String {
 #[test]
 fn privileged_a_process_is_born_in_v1_cgroups_made_for_it() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root to create cgroups");
+        vmsan_testkit::skip!("needs root to create cgroups");
         return;
     }
     let mounts = CgroupMounts::detect().unwrap();
@@ -247,7 +247,7 @@ fn privileged_a_process_is_born_in_v1_cgroups_made_for_it() {
         mounts.v1_controller_mount("cpu").map(Path::to_owned),
         mounts.v1_controller_mount("memory").map(Path::to_owned),
     ) else {
-        eprintln!("skipped: no cgroup v1 cpu and memory hierarchies (a v2 host): {mounts:?}");
+        vmsan_testkit::skip!("no cgroup v1 cpu and memory hierarchies (a v2 host): {mounts:?}");
         return;
     };
     let parent = format!("vmsan-borntest-{}", std::process::id());
@@ -332,7 +332,7 @@ fn privileged_counts_oom_kills_in_the_vm_cgroup() {
     use std::os::unix::process::ExitStatusExt;
     use vmsan_firecracker::cgroup::oom_kill_count;
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root to create cgroups");
+        vmsan_testkit::skip!("needs root to create cgroups");
         return;
     }
     let mounts = CgroupMounts::detect().unwrap();
@@ -344,7 +344,7 @@ fn privileged_counts_oom_kills_in_the_vm_cgroup() {
                 vec![("memory.limit_in_bytes", "33554432")],
             ),
             None => {
-                eprintln!("skipped: no v1 memory controller");
+                vmsan_testkit::skip!("no v1 memory controller");
                 return;
             }
         },
@@ -354,7 +354,7 @@ fn privileged_counts_oom_kills_in_the_vm_cgroup() {
             vec![("memory.max", "33554432"), ("memory.swap.max", "0")],
         ),
         None => {
-            eprintln!("skipped: no cgroups");
+            vmsan_testkit::skip!("no cgroups");
             return;
         }
     };
@@ -370,7 +370,7 @@ fn privileged_counts_oom_kills_in_the_vm_cgroup() {
         // The parent must delegate the memory controller.
         let _ = fs::write(dir.join("cgroup.subtree_control"), "+memory");
         if let Err(e) = fs::write(dir.join(&parent).join("cgroup.subtree_control"), "+memory") {
-            eprintln!("skipped: the memory controller cannot be delegated here: {e}");
+            vmsan_testkit::skip!("the memory controller cannot be delegated here: {e}");
             return;
         }
     }

@@ -91,15 +91,15 @@ fn binaries() -> Option<(PathBuf, PathBuf)> {
 #[tokio::test]
 async fn privileged_jailer_round_trip_leaves_nothing_behind() {
     let Some((jailer, firecracker)) = binaries() else {
-        eprintln!(
-            "skipped: set VMSAN_TEST_JAILER and VMSAN_TEST_FIRECRACKER to a jailer and a \
+        vmsan_testkit::skip!(
+            "set VMSAN_TEST_JAILER and VMSAN_TEST_FIRECRACKER to a jailer and a \
              Firecracker binary (real ones, or target/debug/jailer-standin and \
              target/debug/firecracker-standin) to run it"
         );
         return;
     };
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: the jailer needs root");
+        vmsan_testkit::skip!("the jailer needs root");
         return;
     }
     // Firecracker outlives the jailer that cloned it: as subreaper we inherit it and can

@@ -271,7 +271,7 @@ fn pid_file_is_read_only_when_trustworthy() {
 #[test]
 fn privileged_jail_files_belong_to_the_jail_uid() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root to chown to another uid");
+        vmsan_testkit::skip!("needs root to chown to another uid");
         return;
     }
     let f = fixture();
@@ -311,17 +311,17 @@ fn privileged_jail_files_belong_to_the_jail_uid() {
 #[test]
 fn privileged_copies_across_filesystems() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root");
+        vmsan_testkit::skip!("needs root");
         return;
     }
     // /dev/shm is a tmpfs; the jail goes on the temp dir's filesystem.
     let Ok(shm) = tempfile::tempdir_in("/dev/shm") else {
-        eprintln!("skipped: no /dev/shm");
+        vmsan_testkit::skip!("no /dev/shm");
         return;
     };
     let f = fixture();
     if fs::metadata(shm.path()).unwrap().dev() == fs::metadata(f.dir.path()).unwrap().dev() {
-        eprintln!("skipped: /dev/shm and the temp dir are on the same filesystem");
+        vmsan_testkit::skip!("/dev/shm and the temp dir are on the same filesystem");
         return;
     }
     let kernel = shm.path().join("vmlinux");
@@ -356,7 +356,7 @@ fn privileged_copies_across_filesystems() {
 #[tokio::test]
 async fn privileged_waits_for_the_jailers_pid_file() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: the pid file is only trusted when root owns it");
+        vmsan_testkit::skip!("the pid file is only trusted when root owns it");
         return;
     }
     let f = fixture();
@@ -431,7 +431,7 @@ async fn waiting_for_the_pid_file_ends_at_the_deadline() {
 #[test]
 fn privileged_listener_socket_goes_to_the_jail_uid() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root to chown to another uid");
+        vmsan_testkit::skip!("needs root to chown to another uid");
         return;
     }
     let f = fixture();
@@ -522,7 +522,7 @@ impl Drop for NodevMount {
 #[test]
 fn privileged_a_nodev_chroot_base_is_refused() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root to mount");
+        vmsan_testkit::skip!("needs root to mount");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -662,7 +662,7 @@ fn xfs_loop() -> Result<XfsLoop, String> {
 #[test]
 fn privileged_copies_are_reflinks_where_the_filesystem_can() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root for a loop device");
+        vmsan_testkit::skip!("needs root for a loop device");
         return;
     }
     if std::process::Command::new("mkfs.xfs")
@@ -670,7 +670,7 @@ fn privileged_copies_are_reflinks_where_the_filesystem_can() {
         .output()
         .is_err()
     {
-        eprintln!("skipped: mkfs.xfs is not installed (Debian package xfsprogs)");
+        vmsan_testkit::skip!("mkfs.xfs is not installed (Debian package xfsprogs)");
         return;
     }
     let xfs = xfs_loop().unwrap();

@@ -158,7 +158,7 @@ fn credentials_of_a_child() {
 fn privileged_credentials_show_the_dropped_uid() {
     use std::os::unix::process::CommandExt;
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root to start a process as another uid");
+        vmsan_testkit::skip!("needs root to start a process as another uid");
         return;
     }
     let child = Command::new("cat")

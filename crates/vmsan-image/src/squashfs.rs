@@ -679,7 +679,7 @@ mod tests {
     #[test]
     fn written_image_reads_back_with_unsquashfs() {
         if !have("unsquashfs") {
-            eprintln!("skipping: squashfs-tools is not installed");
+            vmsan_testkit::skip!("squashfs-tools is not installed");
             return;
         }
         let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();

@@ -12,11 +12,11 @@ use vmsan_image::{Error, ImageConfig, ImageStore, PullOptions, create_overlay_di
 
 fn skip() -> bool {
     if !is_root() {
-        eprintln!("skipping: needs root (the merge reproduces file ownership)");
+        vmsan_testkit::skip!("needs root (the merge reproduces file ownership)");
         return true;
     }
     if !have("mksquashfs") || !have("unsquashfs") {
-        eprintln!("skipping: squashfs-tools is not installed");
+        vmsan_testkit::skip!("squashfs-tools is not installed");
         return true;
     }
     false
@@ -208,7 +208,7 @@ async fn privileged_local_transports_and_import() {
 #[test]
 fn privileged_initrd_overlay_and_config_drive() {
     if !have("cpio") || !have("mkfs.ext4") || !have("e2fsck") || !have("debugfs") {
-        eprintln!("skipping: needs cpio and e2fsprogs");
+        vmsan_testkit::skip!("needs cpio and e2fsprogs");
         return;
     }
     let home = tempfile::tempdir().unwrap();

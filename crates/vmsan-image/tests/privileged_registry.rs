@@ -18,11 +18,11 @@ fn opts() -> PullOptions {
 
 fn skip() -> bool {
     if !is_root() {
-        eprintln!("skipping: needs root (the merge reproduces file ownership)");
+        vmsan_testkit::skip!("needs root (the merge reproduces file ownership)");
         return true;
     }
     if !have("unsquashfs") || !have("mksquashfs") {
-        eprintln!("skipping: squashfs-tools is not installed");
+        vmsan_testkit::skip!("squashfs-tools is not installed");
         return true;
     }
     false
@@ -766,7 +766,7 @@ async fn privileged_xattrs_are_kept_in_the_built_image() {
         return;
     }
     if !have("getfattr") {
-        eprintln!("skipping: getfattr is not installed (apt-get install attr)");
+        vmsan_testkit::skip!("getfattr is not installed (apt-get install attr)");
         return;
     }
     let Some(reg) = Registry::start(false) else {
@@ -998,7 +998,7 @@ async fn privileged_built_squashfs_mounts_in_the_kernel() {
     if !std::path::Path::new("/dev/loop-control").exists()
         || !std::fs::read_to_string("/proc/filesystems").is_ok_and(|f| f.contains("squashfs"))
     {
-        eprintln!("skipping: no loop devices or no squashfs in this kernel");
+        vmsan_testkit::skip!("no loop devices or no squashfs in this kernel");
         return;
     }
     let Some(reg) = Registry::start(false) else {

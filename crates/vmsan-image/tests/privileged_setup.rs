@@ -108,11 +108,11 @@ fn options(f: &Fixture) -> SetupOptions {
 
 fn skip() -> bool {
     if std::env::consts::ARCH != "x86_64" {
-        eprintln!("skipping: the fake release binaries are x86_64 code");
+        vmsan_testkit::skip!("the fake release binaries are x86_64 code");
         return true;
     }
     if !is_root() {
-        eprintln!("skipping: needs root (installed binaries must be root-owned)");
+        vmsan_testkit::skip!("needs root (installed binaries must be root-owned)");
         return true;
     }
     false
@@ -270,7 +270,15 @@ async fn privileged_setup_offline_says_what_to_do() {
     o.kernel_url = format!("http://127.0.0.1:{port}/k");
     let e = setup(&o).await.unwrap_err();
     assert!(matches!(e, Error::Setup { .. }), "{e}");
-    assert!(e.to_string().contains("--firecracker"), "{e}");
+    // The cause under reqwest's "error sending request", and the ways out besides retrying.
+    assert!(e.to_string().contains("Connection refused"), "{e}");
+    let Error::Setup { hint, .. } = &e else {
+        unreachable!()
+    };
+    assert!(
+        hint.contains("--release-url") && hint.contains("--firecracker"),
+        "{hint}"
+    );
     // A missing release (404) says to check version and architecture.
     let f = fixture(good_tgz(), None, "x86_64");
     let mut o = options(&f);

@@ -520,7 +520,7 @@ mod tests {
             .arg("--version")
             .output()
         else {
-            eprintln!("skipped: no dbus-daemon");
+            vmsan_testkit::skip!("no dbus-daemon");
             return;
         };
         assert!(found.status.success());

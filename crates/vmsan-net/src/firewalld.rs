@@ -301,7 +301,7 @@ mod tests {
         if nix::unistd::geteuid().is_root() {
             return true;
         }
-        eprintln!("skipped: needs root (network namespaces)");
+        vmsan_testkit::skip!("needs root (network namespaces)");
         false
     }
 

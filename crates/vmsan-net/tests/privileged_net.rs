@@ -51,7 +51,7 @@ impl Drop for Filter {
 
 #[test]
 fn privileged_deny_all_and_allow_all_under_real_traffic() {
-    if !can_run("privileged_deny_all_and_allow_all_under_real_traffic") {
+    if !can_run() {
         return;
     }
     let w = World::new();
@@ -163,7 +163,7 @@ fn privileged_deny_all_and_allow_all_under_real_traffic() {
 
 #[test]
 fn privileged_custom_policy_domains_cidrs_and_instant_change() {
-    if !can_run("privileged_custom_policy_domains_cidrs_and_instant_change") {
+    if !can_run() {
         return;
     }
     let w = World::new();
@@ -264,7 +264,7 @@ fn privileged_custom_policy_domains_cidrs_and_instant_change() {
 
 #[test]
 fn privileged_published_ports_from_outside_and_localhost() {
-    if !can_run("privileged_published_ports_from_outside_and_localhost") {
+    if !can_run() {
         return;
     }
     let w = World::new();
@@ -329,7 +329,7 @@ fn privileged_published_ports_from_outside_and_localhost() {
 
 #[test]
 fn privileged_docker_forward_drop_and_clean_teardown() {
-    if !can_run("privileged_docker_forward_drop_and_clean_teardown") {
+    if !can_run() {
         return;
     }
     let w = World::new();
@@ -377,7 +377,7 @@ fn privileged_docker_forward_drop_and_clean_teardown() {
 
 #[test]
 fn privileged_custom_policy_port_list() {
-    if !can_run("privileged_custom_policy_port_list") {
+    if !can_run() {
         return;
     }
     let w = World::new();
@@ -401,7 +401,7 @@ fn privileged_custom_policy_port_list() {
 
 #[test]
 fn privileged_dns_over_tcp_answers_allowed_names_and_fills_the_set() {
-    if !can_run("privileged_dns_over_tcp_answers_allowed_names_and_fills_the_set") {
+    if !can_run() {
         return;
     }
     let w = World::new();
@@ -447,7 +447,7 @@ fn privileged_dns_over_tcp_answers_allowed_names_and_fills_the_set() {
 /// test keeps the VM namespace open across the teardown to look inside it afterwards.
 #[test]
 fn privileged_teardown_returns_with_the_veth_pair_and_routes_gone() {
-    if !can_run("privileged_teardown_returns_with_the_veth_pair_and_routes_gone") {
+    if !can_run() {
         return;
     }
     let w = World::new();

@@ -75,7 +75,7 @@ const DOCKER: &str = "table ip filter {\n chain FORWARD {\n  type filter hook fo
 
 #[test]
 fn privileged_netlink_vm_rulesets_equal_nft() {
-    if !can_run("privileged_netlink_vm_rulesets_equal_nft") {
+    if !can_run() {
         return;
     }
     let a = Slot::new(3).unwrap().addrs();
@@ -124,7 +124,7 @@ fn privileged_netlink_vm_rulesets_equal_nft() {
 
 #[test]
 fn privileged_netlink_host_rulesets_equal_nft() {
-    if !can_run("privileged_netlink_host_rulesets_equal_nft") {
+    if !can_run() {
         return;
     }
     let (a3, a4) = (Slot::new(3).unwrap().addrs(), Slot::new(4).unwrap().addrs());
@@ -210,7 +210,7 @@ fn privileged_netlink_host_rulesets_equal_nft() {
 
 #[test]
 fn privileged_netlink_errors_name_the_refused_message_and_apply_nothing() {
-    if !can_run("privileged_netlink_errors_name_the_refused_message_and_apply_nothing") {
+    if !can_run() {
         return;
     }
     let ns = TestNs::new("nl-err");
@@ -243,7 +243,7 @@ fn privileged_netlink_errors_name_the_refused_message_and_apply_nothing() {
 
 #[test]
 fn privileged_kernel_probe_loads_the_vm_ruleset_in_a_scratch_namespace() {
-    if !can_run("privileged_kernel_probe_loads_the_vm_ruleset_in_a_scratch_namespace") {
+    if !can_run() {
         return;
     }
     let before = nft(

@@ -26,7 +26,7 @@ impl Drop for Cleanup<'_> {
 
 #[test]
 fn privileged_200_concurrent_setups_then_teardowns_leave_no_leaks() {
-    if !can_run("privileged_200_concurrent_setups_then_teardowns_leave_no_leaks") {
+    if !can_run() {
         return;
     }
     // VMSAN_NET_SCALE_VMS overrides the count for quick local runs.

@@ -394,14 +394,14 @@ pub struct Fixture {
 /// The fixture, or `None` (with the reason printed) when this machine cannot run the suite.
 pub fn fixture(vmsan: &Path) -> Option<Fixture> {
     if let Some(why) = skip_reason() {
-        eprintln!("skipped: {why}");
+        crate::skip!("{why}");
         return None;
     }
     let work = tempfile::tempdir().unwrap();
     let (firecracker, jailer, kernel) = match vmm_binaries(work.path()) {
         Ok(b) => b,
         Err(why) => {
-            eprintln!("skipped: {why}");
+            crate::skip!("{why}");
             return None;
         }
     };

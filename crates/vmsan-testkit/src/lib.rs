@@ -15,6 +15,7 @@ pub mod http;
 pub mod jailer;
 pub mod log;
 pub mod relay;
+pub mod skip;
 pub mod standin;
 pub mod sys;
 pub mod vmm;

@@ -808,7 +808,7 @@ fn config_file_errors_exit_like_firecracker() {
 #[test]
 fn privileged_never_writes_into_a_block_device() {
     if !vmsan_testkit::standin::is_root() {
-        eprintln!("privileged_never_writes_into_a_block_device: skipped: mknod needs root");
+        vmsan_testkit::skip!("mknod needs root");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

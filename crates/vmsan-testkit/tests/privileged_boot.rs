@@ -243,7 +243,7 @@ fn check_guest(
 
 #[test]
 fn privileged_busybox_guest_boots_and_powers_off_cleanly() {
-    if skip_unless_root("privileged_busybox_guest_boots_and_powers_off_cleanly") {
+    if skip_unless_root() {
         return;
     }
     let files = Files::new();
@@ -704,7 +704,7 @@ fn assert_jail_gone(jail: &Jail, loops: &[(String, String)]) {
 
 #[test]
 fn privileged_jailed_guest_boots_and_powers_off() {
-    if skip_unless_root("privileged_jailed_guest_boots_and_powers_off") {
+    if skip_unless_root() {
         return;
     }
     let ns = NetNs::new("jail", JAIL_UID);
@@ -753,7 +753,7 @@ fn privileged_jailed_guest_boots_and_powers_off() {
 
 #[test]
 fn privileged_sigkilled_daemonized_vmm_leaves_nothing_after_jail_cleanup() {
-    if skip_unless_root("privileged_sigkilled_daemonized_vmm_leaves_nothing_after_jail_cleanup") {
+    if skip_unless_root() {
         return;
     }
     let ns = NetNs::new("kill", JAIL_UID);
@@ -784,7 +784,7 @@ fn privileged_sigkilled_daemonized_vmm_leaves_nothing_after_jail_cleanup() {
 
 #[test]
 fn privileged_snapshot_load_reboots_with_network_and_vsock_overrides() {
-    if skip_unless_root("privileged_snapshot_load_reboots_with_network_and_vsock_overrides") {
+    if skip_unless_root() {
         return;
     }
     let files = Files::new();
@@ -979,7 +979,7 @@ fn read_from_guest(ns: &NetNs, port: u16) -> (Vec<u8>, f64) {
 
 #[test]
 fn privileged_tx_rate_limiter_paces_guest_frames() {
-    if skip_unless_root("privileged_tx_rate_limiter_paces_guest_frames") {
+    if skip_unless_root() {
         return;
     }
     let files = Files::new();

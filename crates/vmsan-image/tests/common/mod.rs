@@ -54,8 +54,8 @@ impl Drop for Registry {
 impl Registry {
     pub fn start(with_auth: bool) -> Option<Self> {
         if !have("docker-registry") {
-            eprintln!(
-                "skipping: docker-registry is not installed (apt-get install docker-registry)"
+            vmsan_testkit::skip!(
+                "docker-registry is not installed (apt-get install docker-registry)"
             );
             return None;
         }
@@ -110,7 +110,7 @@ impl Registry {
     /// server that the test runs, signed with a throw-away key made by `openssl`.
     pub fn start_with_token_auth(repo: &str) -> Option<Self> {
         if !have("docker-registry") || !have("openssl") {
-            eprintln!("skipping: docker-registry or openssl is not installed");
+            vmsan_testkit::skip!("docker-registry or openssl is not installed");
             return None;
         }
         let dir = tempfile::tempdir().unwrap();

@@ -45,17 +45,17 @@ pub fn is_root() -> bool {
 }
 
 /// Returns false (and says why) when the test cannot run here.
-pub fn can_run(test: &str) -> bool {
+pub fn can_run() -> bool {
     if !is_root() {
-        eprintln!("{test}: skipped: needs root (network namespaces, TAPs, nftables)");
+        vmsan_testkit::skip!("needs root (network namespaces, TAPs, nftables)");
         return false;
     }
     if !Path::new("/usr/sbin/nft").exists() && !Path::new("/sbin/nft").exists() {
-        eprintln!("{test}: skipped: nft not installed (apt-get install nftables)");
+        vmsan_testkit::skip!("nft not installed (apt-get install nftables)");
         return false;
     }
     if !Path::new("/dev/net/tun").exists() {
-        eprintln!("{test}: skipped: /dev/net/tun missing");
+        vmsan_testkit::skip!("/dev/net/tun missing");
         return false;
     }
     true

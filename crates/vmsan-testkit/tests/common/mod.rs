@@ -207,14 +207,14 @@ pub fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     assert!(f(), "{what} did not happen within {timeout:?}");
 }
 
-pub fn skip_unless_root(test: &str) -> bool {
+pub fn skip_unless_root() -> bool {
     if !vmsan_testkit::standin::is_root() {
-        eprintln!("{test}: skipped: needs root (namespaces, loop devices, TAPs)");
+        vmsan_testkit::skip!("needs root (namespaces, loop devices, TAPs)");
         return true;
     }
     if !vmsan_testkit::fixture::BusyboxGuest::available() {
-        eprintln!(
-            "{test}: skipped: {} missing (apt-get install busybox-static)",
+        vmsan_testkit::skip!(
+            "{} missing (apt-get install busybox-static)",
             vmsan_testkit::fixture::BUSYBOX
         );
         return true;
