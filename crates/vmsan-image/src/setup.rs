@@ -29,6 +29,19 @@ pub const DEFAULT_RELEASE_BASE: &str =
 /// Default guest kernel (Firecracker's CI kernel); `{arch}` is replaced.
 pub const DEFAULT_KERNEL_URL: &str =
     "https://s3.amazonaws.com/spec.ccfc.min/firecracker-ci/v1.14/{arch}/vmlinux-6.1.155";
+/// sha256 of the default kernel per architecture. Firecracker's CI bucket publishes no checksum
+/// beside its kernels, so the digests are pinned here (the same values independent projects pin
+/// for these exact files): a kernel served with any other content is refused.
+const DEFAULT_KERNEL_SHA256: [(&str, &str); 2] = [
+    (
+        "x86_64",
+        "e41c7048bd2475e7e788153823fcb9166a7e0b78c4c443bd6446d015fa735f53",
+    ),
+    (
+        "aarch64",
+        "61baeae1ac6197be4fc5c71fa78df266acdc33c54570290d2f611c2b42c105be",
+    ),
+];
 
 /// Options of [`setup`].
 #[derive(Clone)]
@@ -100,9 +113,54 @@ pub struct SetupReport {
     pub kernel: PathBuf,
     /// Firecracker version (`v1.16.1`).
     pub version: String,
-    /// The kernel's sha256 when no published checksum could verify it (the built-in kernel
-    /// location publishes none): the caller shows it so the user can check it.
-    pub kernel_unverified: Option<String>,
+}
+
+/// How the kernel's download is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum KernelCheck {
+    /// A digest given by the caller, or pinned for the default kernel.
+    Known(Digest),
+    /// The checksum file published beside the kernel (`<url>.sha256`).
+    Published,
+}
+
+fn kernel_check(opts: &SetupOptions, arch: &str) -> Result<KernelCheck> {
+    if let Some(h) = &opts.kernel_sha256 {
+        return Digest::from_hex(&h.to_ascii_lowercase())
+            .map(KernelCheck::Known)
+            .map_err(|_| setup_err(format!("{h:?} is not a sha256"), "pass 64 hex digits"));
+    }
+    if opts.kernel_url != DEFAULT_KERNEL_URL {
+        return Ok(KernelCheck::Published);
+    }
+    let pinned = DEFAULT_KERNEL_SHA256
+        .iter()
+        .find(|(a, _)| *a == arch)
+        .ok_or_else(|| {
+            setup_err(
+                format!("no default guest kernel for {arch}"),
+                "pass a kernel with --kernel",
+            )
+        })?;
+    Digest::from_hex(pinned.1)
+        .map(KernelCheck::Known)
+        .map_err(|_| setup_err("the pinned kernel digest is malformed", "report a bug"))
+}
+
+/// An HTTP error with every cause under it (DNS, connection refused, TLS…): reqwest's own
+/// message is only "error sending request".
+fn with_causes(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 fn setup_err(message: impl Into<String>, hint: impl Into<String>) -> Error {
@@ -307,10 +365,12 @@ async fn download(
     what: &str,
     p: Option<&ProgressFn>,
 ) -> Result<Vec<u8>> {
-    let offline_hint = "check the network, set another download location, or pass local files (--firecracker, --jailer, --kernel)";
+    let offline_hint = "fix what the cause names (DNS, proxy, firewall, TLS inspection), or use a \
+         mirror of the release archives with --release-url URL, or on an offline host give local \
+         files: --firecracker PATH --jailer PATH --kernel PATH";
     let mut resp = client.get(url).send().await.map_err(|e| {
         setup_err(
-            format!("cannot download {what} from {url}: {e}"),
+            format!("cannot download {what} from {url}: {}", with_causes(&e)),
             offline_hint,
         )
     })?;
@@ -333,7 +393,10 @@ async fn download(
     let mut out = Vec::new();
     while let Some(c) = resp.chunk().await.map_err(|e| {
         setup_err(
-            format!("download of {what} from {url} was interrupted: {e}"),
+            format!(
+                "download of {what} from {url} was interrupted: {}",
+                with_causes(&e)
+            ),
             offline_hint,
         )
     })? {
@@ -483,7 +546,6 @@ pub async fn setup(opts: &SetupOptions) -> Result<SetupReport> {
     check_elf_arch(&jailer, arch, "the jailer binary")?;
 
     // Kernel.
-    let mut kernel_unverified = None;
     let kernel = match &opts.kernel {
         Some(k) => fs::read(k).map_err(|e| {
             setup_err(
@@ -494,42 +556,26 @@ pub async fn setup(opts: &SetupOptions) -> Result<SetupReport> {
         None => {
             let url = opts.kernel_url.replace("{arch}", arch);
             let name = url.rsplit('/').next().unwrap_or("vmlinux").to_owned();
-            let want: Option<Digest> = match &opts.kernel_sha256 {
-                Some(h) => Some(Digest::from_hex(&h.to_ascii_lowercase()).map_err(|_| {
-                    setup_err(format!("{h:?} is not a sha256"), "pass 64 hex digits")
-                })?),
-                None => {
+            let want = match kernel_check(opts, arch)? {
+                KernelCheck::Known(d) => d,
+                KernelCheck::Published => {
                     let sums = download(
                         &client,
                         &format!("{url}.sha256"),
                         &format!("{name}.sha256"),
                         p,
                     )
-                    .await;
-                    match sums {
-                        Ok(sums) => Some(
-                            checksum_from_file(&String::from_utf8_lossy(&sums), &name).ok_or_else(
-                                || {
-                                    setup_err(
-                                        format!("no checksum for {name} in {url}.sha256"),
-                                        "pass the kernel's sha256 explicitly",
-                                    )
-                                },
-                            )?,
-                        ),
-                        // Firecracker's CI bucket publishes no checksum beside its kernels: for
-                        // that built-in HTTPS location only, the kernel is taken as served and
-                        // its digest reported for the user to check.
-                        Err(_) if opts.kernel_url == DEFAULT_KERNEL_URL => None,
-                        Err(e) => return Err(e),
-                    }
+                    .await?;
+                    checksum_from_file(&String::from_utf8_lossy(&sums), &name).ok_or_else(|| {
+                        setup_err(
+                            format!("no checksum for {name} in {url}.sha256"),
+                            "pass the kernel's sha256 explicitly",
+                        )
+                    })?
                 }
             };
             let k = download(&client, &url, &name, p).await?;
-            match &want {
-                Some(want) => verify(&k, want, &name)?,
-                None => kernel_unverified = Some(Digest::of(&k).to_string()),
-            }
+            verify(&k, &want, &name)?;
             k
         }
     };
@@ -565,7 +611,6 @@ pub async fn setup(opts: &SetupOptions) -> Result<SetupReport> {
         jailer: jailer_path,
         kernel: kernel_path,
         version: format!("v{}.{}.{}", installed.0, installed.1, installed.2),
-        kernel_unverified,
     })
 }
 
@@ -649,5 +694,35 @@ mod tests {
             checksum_from_file(&format!("{}  b.tgz\n", d.hex()), "a.tgz"),
             None
         );
+    }
+
+    #[test]
+    fn the_default_kernel_is_pinned_for_both_architectures() {
+        let opts = SetupOptions::new(Path::new("/nonexistent"));
+        for (arch, hex) in DEFAULT_KERNEL_SHA256 {
+            assert_eq!(
+                kernel_check(&opts, arch).unwrap(),
+                KernelCheck::Known(Digest::from_hex(hex).unwrap())
+            );
+        }
+        // A served kernel with other content is refused by that digest.
+        let KernelCheck::Known(want) = kernel_check(&opts, "x86_64").unwrap() else {
+            unreachable!()
+        };
+        let e = verify(b"not the kernel", &want, "vmlinux-6.1.155").unwrap_err();
+        assert!(e.to_string().contains("checksum mismatch"), "{e}");
+        // Another location uses its published checksum; an explicit digest wins everywhere.
+        let mut other = opts.clone();
+        other.kernel_url = "https://mirror.example/vmlinux".into();
+        assert_eq!(
+            kernel_check(&other, "x86_64").unwrap(),
+            KernelCheck::Published
+        );
+        other.kernel_sha256 = Some("AB".repeat(32));
+        assert_eq!(
+            kernel_check(&other, "x86_64").unwrap(),
+            KernelCheck::Known(Digest::from_hex(&"ab".repeat(32)).unwrap())
+        );
+        assert!(kernel_check(&opts, "riscv64").is_err());
     }
 }

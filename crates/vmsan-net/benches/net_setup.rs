@@ -70,7 +70,7 @@ impl Drop for TmpFiles {
 }
 
 fn main() {
-    if !can_run("net_setup bench") {
+    if !can_run() {
         return;
     }
     let iters: usize = std::env::var("VMSAN_NET_BENCH_ITERS")

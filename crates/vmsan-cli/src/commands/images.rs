@@ -39,12 +39,6 @@ pub(crate) fn setup(ctx: &Ctx, opts: &SetupOptions) -> Result<Outcome, Error> {
         .block_on(vmsan_image::setup(&so))
         .map_err(image_error)?;
     let agent = install_agent(&ctx.paths, opts.agent.as_deref())?;
-    if let Some(d) = &report.kernel_unverified {
-        ctx.out.note(&format!(
-            "WARNING: no checksum is published for the default guest kernel; installed it as \
-             served over HTTPS, sha256 {d}. Compare it with a trusted copy, or pass --kernel."
-        ));
-    }
     let mut text = String::new();
     let _ = writeln!(
         text,
@@ -55,6 +49,23 @@ pub(crate) fn setup(ctx: &Ctx, opts: &SetupOptions) -> Result<Outcome, Error> {
     let _ = writeln!(text, "Jailer: {}", report.jailer.display());
     let _ = writeln!(text, "Kernel: {}", report.kernel.display());
     let _ = writeln!(text, "Guest agent: {}", agent.display());
+    let group = vmsan_core::state::GROUP_NAME;
+    let gid = vmsan_core::state::vmsan_gid();
+    match gid {
+        Some(gid) => {
+            let _ = writeln!(
+                text,
+                "Group: {group} (gid {gid}); its members may list, inspect, exec, connect and \
+                 copy files without sudo: `sudo usermod -aG {group} USER`."
+            );
+        }
+        // Made by scripts/install; setup does not edit the host's user database itself.
+        None => ctx.out.note(&format!(
+            "NOTE: this host has no `{group}` group, so only root can use vmsan. To let users \
+             list, inspect, exec and copy files without sudo: `sudo groupadd --system {group}`, \
+             `sudo usermod -aG {group} USER`, then run `sudo vmsan setup` again."
+        )),
+    }
     let _ = writeln!(
         text,
         "Next: `sudo vmsan doctor`, then `sudo vmsan create --connect`."
@@ -66,7 +77,7 @@ pub(crate) fn setup(ctx: &Ctx, opts: &SetupOptions) -> Result<Outcome, Error> {
             "kernel": report.kernel,
             "agent": agent,
             "version": report.version,
-            "kernelUnverifiedSha256": report.kernel_unverified,
+            "group": gid.map(|gid| json!({ "name": group, "gid": gid })),
         }),
         text,
     ))
