@@ -161,7 +161,7 @@ pub struct CreateArgs {
     /// Writable disk size in GiB, 1-1024 (10, 20g, 50gib) [default: 10].
     #[arg(long, value_name = "SIZE", allow_negative_numbers = true)]
     pub disk: Option<String>,
-    /// Stop the VM after this long (30 = minutes; 90s, 5m, 1h30m, 1d).
+    /// Stop the VM after this long, with a unit: 90s, 30m, 1h30m, 1d.
     #[arg(long, value_name = "DURATION", allow_negative_numbers = true)]
     pub timeout: Option<String>,
     /// Publish ports: PORT, HOST:GUEST, with /tcp or /udp; repeatable or comma-separated.
@@ -249,7 +249,7 @@ pub struct ExecArgs {
     /// Environment variable KEY=VALUE; repeatable.
     #[arg(short, long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
-    /// Kill the command after this long (30 = minutes; 90s, 5m).
+    /// Kill the command after this long, with a unit: 10s, 5m (exit code 124 when it is killed).
     #[arg(long, value_name = "DURATION", allow_negative_numbers = true)]
     pub timeout: Option<String>,
     /// The VM id.

@@ -697,7 +697,7 @@ mod tests {
     #[test]
     fn create_timeout_and_ports() {
         assert_eq!(
-            create(&["--timeout", "30"]).timeout,
+            create(&["--timeout", "30m"]).timeout,
             Some(Duration::from_secs(1800))
         );
         assert_eq!(

@@ -123,6 +123,8 @@ rejected! {
     create_timeout_zero: ["create", "--timeout", "0"] => "ERR_VALIDATION_DURATION";
     create_timeout_word: ["create", "--timeout", "soon"] => "ERR_VALIDATION_DURATION";
     create_timeout_unit: ["create", "--timeout", "5w"] => "ERR_VALIDATION_DURATION";
+    create_timeout_bare_number: ["create", "--timeout", "1"] => "ERR_VALIDATION_DURATION";
+    exec_timeout_bare_number: ["exec", "--timeout", "30", VM, "ls"] => "ERR_VALIDATION_DURATION";
     create_port_zero: ["create", "--publish-port", "0"] => "ERR_VALIDATION_PORT";
     create_port_high: ["create", "--publish-port", "70000"] => "ERR_VALIDATION_PORT";
     create_port_proto: ["create", "--publish-port", "80/sctp"] => "ERR_VALIDATION_PORT";

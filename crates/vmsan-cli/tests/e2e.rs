@@ -89,6 +89,18 @@ fn privileged_e2e_vm_lifecycle() {
         "downloaded bytes differ"
     );
 
+    // A directory of two files: the summary counts what was written, not the arguments.
+    let tree = work.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("a"), b"a").unwrap();
+    std::fs::write(tree.join("b"), b"bb").unwrap();
+    let out = home.run(&["upload", &id, tree.to_str().unwrap(), "--dest", "/root"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("3 entries") && said.contains("3 bytes"),
+        "{said}"
+    );
+
     // A shell on a real PTY.
     let mut cmd = home.vmsan();
     cmd.args(["connect", &id]);

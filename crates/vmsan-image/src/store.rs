@@ -456,8 +456,22 @@ impl ImageStore {
         let _l = self.lock()?;
         let mut refs = self.load_refs()?;
         let mut removed = Vec::new();
-        let digest = if let Some(e) = refs.refs.remove(name) {
-            removed.push(name.to_owned());
+        // The name as `create --from-image` takes it: a local name first, then the registry's.
+        let key = std::iter::once(name.to_owned())
+            .chain(
+                crate::reference::Reference::parse(name)
+                    .ok()
+                    .into_iter()
+                    .flat_map(|r| {
+                        r.as_local()
+                            .map(|l| l.to_string())
+                            .into_iter()
+                            .chain(std::iter::once(r.to_string()))
+                    }),
+            )
+            .find(|k| refs.refs.contains_key(k));
+        let digest = if let Some((key, e)) = key.and_then(|k| refs.refs.remove_entry(&k)) {
+            removed.push(key);
             e.digest
         } else if let Some(d) = self.match_digest(name)? {
             let names: Vec<String> = refs
@@ -629,5 +643,15 @@ mod tests {
         let r = s.remove("docker.io/library/a:1").unwrap();
         assert!(r.contains(&d.to_string()));
         assert_eq!(s.get_ref("docker.io/library/a:1").unwrap(), None);
+        // Short names, as `create --from-image` takes them: local names first.
+        s.set_ref("localhost/busybox:latest", &d).unwrap();
+        s.set_ref("docker.io/library/busybox:latest", &Digest::of(b"hub"))
+            .unwrap();
+        assert_eq!(s.remove("busybox").unwrap()[0], "localhost/busybox:latest");
+        assert_eq!(
+            s.remove("busybox:latest").unwrap()[0],
+            "docker.io/library/busybox:latest"
+        );
+        assert!(s.remove("busybox").is_err());
     }
 }

@@ -93,6 +93,13 @@ pub(crate) fn exec(ctx: &Ctx, opts: &ExecOptions) -> Result<Outcome, Error> {
             return Err(Error::new(
                 ErrorCode::ValidationFlags,
                 "--interactive requires a terminal (TTY)",
+            )
+            .why(
+                "standard input is not a terminal, so there is no terminal to share with the guest",
+            )
+            .fix(
+                "Run it from a terminal, or drop -i to run the command without a PTY (its \
+                 standard input is then passed through: `echo hi | vmsan exec VM cat`).",
             ));
         }
         let (cols, rows) = crossterm::terminal::size().unwrap_or((80, 24));
@@ -261,7 +268,9 @@ pub(crate) fn connect_to(ctx: &Ctx, id: &VmId, session: Option<&str>) -> Result<
         return Err(Error::new(
             ErrorCode::ValidationFlags,
             "connect requires a terminal (TTY)",
-        ));
+        )
+        .why("standard input is not a terminal, so there is no terminal to share with the guest")
+        .fix("Run it from a terminal, or use `vmsan exec VM COMMAND` from scripts."));
     }
     let client = agent_for(ctx, id)?;
     let (cols, rows) = crossterm::terminal::size().unwrap_or((80, 24));
@@ -286,11 +295,17 @@ pub(crate) fn upload(ctx: &Ctx, opts: &UploadOptions) -> Result<Outcome, Error> 
             crate::progress::transfer_progress(ctx.out.json, "upload"),
         ))
         .map_err(|e| agent_error(&opts.vm, e))?;
+    // `entries` counts what was written (files, directories, links), not the arguments.
+    let what = match opts.files.as_slice() {
+        [one] => one.display().to_string(),
+        many => format!("{} paths", many.len()),
+    };
     let text = format!(
-        "Uploaded {} file(s) ({} bytes) to {}\n",
-        opts.files.len(),
-        r.bytes,
-        opts.dest
+        "Uploaded {what} to {}: {} entr{} (files, directories and links), {} bytes\n",
+        opts.dest,
+        r.entries,
+        if r.entries == 1 { "y" } else { "ies" },
+        r.bytes
     );
     Ok(Outcome::ok(
         json!({ "vmId": opts.vm, "files": opts.files, "dest": opts.dest, "entries": r.entries, "bytes": r.bytes }),

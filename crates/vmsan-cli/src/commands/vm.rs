@@ -123,7 +123,14 @@ pub(crate) fn create(ctx: &Ctx, opts: &CreateOptions) -> Result<Outcome, Error> 
     if opts.connect
         && let Some(c) = created.first()
     {
-        return super::guest::connect_to(ctx, &c.state.id, None);
+        let outcome = super::guest::connect_to(ctx, &c.state.id, None);
+        // Leaving the shell does not stop the VM (unlike `docker run --rm -it`): say so.
+        ctx.out.note(&format!(
+            "{id} is still running. Reconnect: `vmsan connect {id}`; stop it: `sudo vmsan stop \
+             {id}`; remove it: `sudo vmsan remove -f {id}`.",
+            id = c.state.id
+        ));
+        return outcome;
     }
     let text: String = if opts.silent {
         String::new()

@@ -8,12 +8,14 @@ use crate::error::{Error, ErrorCode};
 /// The longest duration accepted: 365 days.
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
 
-const RULE: &str = "Use a number of minutes (30) or amounts with units d, h, m, s \
-                    (90s, 5m, 1h30m, \"2h 30m\", 1d), greater than zero and at most 365d.";
+const RULE: &str = "Use amounts with units d, h, m, s (90s, 5m, 1h30m, \"2h 30m\", 1d), \
+                    greater than zero and at most 365d.";
 
-/// Parse a duration. A bare number is minutes (as in the reference tool); otherwise a sequence
-/// of `<n><unit>` tokens with units `d`, `h`, `m`, `s` (case-insensitive, each unit at most
-/// once, optional spaces between tokens), summed. Zero and more than a year are rejected.
+/// Parse a duration: a sequence of `<n><unit>` tokens with units `d`, `h`, `m`, `s`
+/// (case-insensitive, each unit at most once, optional spaces between tokens), summed. Zero and
+/// more than a year are rejected. A bare number is refused rather than guessed: the tool we
+/// re-created read it as minutes, Docker and E2B read seconds, and `--timeout 1` meaning a
+/// minute surprised users who expected a second.
 pub fn parse_duration(flag: &str, raw: &str) -> Result<Duration, Error> {
     let err = || invalid(ErrorCode::ValidationDuration, flag, raw, RULE);
     let s = raw.trim().to_ascii_lowercase();
@@ -21,10 +23,12 @@ pub fn parse_duration(flag: &str, raw: &str) -> Result<Duration, Error> {
         return Err(err());
     }
     let total_secs: u64 = if s.bytes().all(|b| b.is_ascii_digit()) {
-        s.parse::<u64>()
-            .map_err(|_| err())?
-            .checked_mul(60)
-            .ok_or_else(err)?
+        return Err(invalid(
+            ErrorCode::ValidationDuration,
+            flag,
+            raw,
+            &format!("Give a unit: {s}s for seconds, {s}m for minutes ({RULE})"),
+        ));
     } else {
         let mut total: u64 = 0;
         let mut seen = [false; 4];
@@ -73,7 +77,6 @@ mod tests {
 
     #[test]
     fn accepted() {
-        assert_eq!(secs("30"), 1800);
         assert_eq!(secs("90s"), 90);
         assert_eq!(secs("5m"), 300);
         assert_eq!(secs("1h30m"), 5400);
@@ -104,10 +107,15 @@ mod tests {
             "99999999999999999999",
             "5 m x",
             "1w",
+            "30",
+            "1",
         ] {
             let e = parse_duration("--timeout", bad).unwrap_err();
             assert_eq!(e.code(), ErrorCode::ValidationDuration, "{bad:?}");
             assert_eq!(e.details()["flag"], "--timeout");
         }
+        let bare = parse_duration("--timeout", "30").unwrap_err();
+        let text = format!("{} {}", bare.message(), bare.fix_text().unwrap_or_default());
+        assert!(text.contains("30s") && text.contains("30m"), "{text}");
     }
 }

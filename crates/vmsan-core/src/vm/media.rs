@@ -23,7 +23,51 @@ pub fn image_error(e: vmsan_image::Error) -> Error {
         K::Setup => ErrorCode::SetupMissingBinary,
         K::Io => ErrorCode::Io,
     };
-    Error::new(code, e.to_string()).source(e)
+    // The causes too: an HTTP failure's own text is only "request to URL failed", and the
+    // reason (DNS, connection refused, TLS) is further down the chain.
+    let mut message = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        cause = c.source();
+    }
+    Error::new(code, message).source(e)
+}
+
+/// A failed pull of a name that only a registry lookup made remote: say that it was not found
+/// locally first, and which local images there are (a mistyped local name otherwise reads as
+/// a network problem with Docker Hub).
+fn pull_error(store: &ImageStore, reference: &str, e: vmsan_image::Error) -> Error {
+    // Docker's rule: the first component names a registry only when it looks like a host.
+    let names_registry = reference
+        .split_once('/')
+        .is_some_and(|(first, _)| first.contains(['.', ':']) || first == "localhost");
+    let err = image_error(e);
+    if names_registry || err.code() != ErrorCode::ImagePullFailed {
+        return err;
+    }
+    let local: Vec<String> = store
+        .list()
+        .map(|images| images.into_iter().flat_map(|i| i.names).collect())
+        .unwrap_or_default();
+    let why = format!(
+        "{reference:?} is not an image on this host, so it was looked up on Docker Hub, and that failed."
+    );
+    let fix = if local.is_empty() {
+        "Check the name; import a root filesystem with `vmsan image import`, or pull from a \
+         reachable registry (`vmsan image pull REGISTRY/NAME:TAG`)."
+            .to_owned()
+    } else {
+        format!(
+            "Check the name: local images are {}. See `vmsan image ls`.",
+            local.join(", ")
+        )
+    };
+    err.why(why).fix(fix)
 }
 
 /// The settings of a new VM, from its validated options.
@@ -160,7 +204,10 @@ pub async fn resolve_media(
         progress,
         ..PullOptions::default()
     };
-    let image = store.pull(&reference, &pull).await.map_err(image_error)?;
+    let image = store
+        .pull(&reference, &pull)
+        .await
+        .map_err(|e| pull_error(&store, &reference, e))?;
     Ok(BootMedia {
         kernel,
         initrd,
@@ -225,5 +272,40 @@ pub fn make_disk(paths: &Paths) -> impl Fn(&Path, u64) -> Result<()> + '_ {
         let template: PathBuf = store.overlay_template(bytes).map_err(image_error)?;
         vmsan_image::create_overlay_disk(&template, dest).map_err(image_error)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed() -> vmsan_image::Error {
+        vmsan_image::Error::Status {
+            url: "https://registry-1.docker.io/v2/library/busybx/manifests/latest".into(),
+            status: 401,
+            body: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_short_name_that_fails_on_docker_hub_says_it_was_not_local() {
+        let home = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(home.path()).unwrap();
+        let e = pull_error(&store, "busybx", failed());
+        assert_eq!(e.code(), ErrorCode::ImagePullFailed);
+        assert!(
+            e.why_text().unwrap().contains("not an image on this host"),
+            "{e:?}"
+        );
+        assert!(
+            e.fix_text().unwrap().contains("vmsan image import"),
+            "{e:?}"
+        );
+        // A name with its own registry failed there: nothing to add.
+        let e = pull_error(&store, "registry.example:5000/busybx", failed());
+        assert!(
+            e.why_text()
+                .is_none_or(|w| !w.contains("not an image on this host"))
+        );
     }
 }
