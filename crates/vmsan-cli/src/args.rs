@@ -57,11 +57,11 @@ pub enum Command {
     Exec(ExecArgs),
     /// Copy local files into a VM.
     Upload(UploadArgs),
-    /// Copy a file out of a VM.
+    /// Copy a file or a directory out of a VM.
     Download(DownloadArgs),
     /// Change a running VM's network policy (root).
     Network(NetworkArgs),
-    /// Create, list and delete snapshots.
+    /// Snapshot VMs; list, delete, export and import snapshots (restore: `create --snapshot`).
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
     /// Check that this host can run VMs.
@@ -297,7 +297,7 @@ pub struct DownloadArgs {
     /// The VM id.
     #[arg(value_name = "VM")]
     pub vm: String,
-    /// File in the guest (absolute).
+    /// File or directory in the guest (absolute).
     #[arg(value_name = "REMOTE_PATH")]
     pub remote_path: String,
     /// Local file or directory (ending in /) [default: ./<name>].
@@ -458,7 +458,8 @@ pub struct ImagePullArgs {
 /// `image import`.
 #[derive(Debug, Args)]
 pub struct ImageImportArgs {
-    /// Archive or OCI layout directory.
+    /// A root filesystem (a directory, or a tarball: plain, gzip or zstd), a `docker save`
+    /// archive, or an OCI image layout (a directory, or a plain tar of one).
     #[arg(value_name = "PATH")]
     pub path: String,
     /// Reference to store the image under.

@@ -205,6 +205,104 @@ async fn privileged_local_transports_and_import() {
     assert_eq!(store.list().unwrap().len(), 4);
 }
 
+/// `image import` takes what `docker save` and OCI tools write, with the same layer rules as a
+/// pull, and follows a symlink naming the input (it used to build the archive's own files, a
+/// manifest and layer tarballs, as a junk root filesystem; and an empty image for a symlink).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privileged_import_takes_docker_save_and_oci_layouts() {
+    if skip() {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(home.path()).unwrap();
+    let o = PullOptions::default();
+    let work = tempfile::tempdir().unwrap();
+
+    // docker save: manifest.json, a config, layer tarballs (a whiteout in the second).
+    let ds = work.path().join("save");
+    std::fs::create_dir_all(ds.join("aaa")).unwrap();
+    std::fs::create_dir_all(ds.join("bbb")).unwrap();
+    let l1 = Layer::new()
+        .file("from-docker", b"d", 0o644, 0, 0)
+        .file("gone", b"x", 0o644, 0, 0)
+        .tar();
+    std::fs::write(ds.join("aaa/layer.tar"), &l1).unwrap();
+    std::fs::write(
+        ds.join("bbb/layer.tar"),
+        Layer::new().whiteout("", "gone").tar(),
+    )
+    .unwrap();
+    std::fs::write(
+        ds.join("cfg.json"),
+        br#"{"architecture":"amd64","os":"linux","config":{"WorkingDir":"/w","Cmd":["/bin/sh"]}}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        ds.join("manifest.json"),
+        br#"[{"Config":"cfg.json","RepoTags":["x:1"],"Layers":["aaa/layer.tar","bbb/layer.tar"]}]"#,
+    )
+    .unwrap();
+    let save = work.path().join("save.tar");
+    tar_dir(&ds, &save);
+    let img = store
+        .import(&save, "saved", ImageConfig::default(), &o)
+        .await
+        .unwrap();
+    assert_eq!(img.name, "localhost/saved:latest");
+    assert_eq!(img.config.working_dir.as_deref(), Some("/w"));
+    let ls = listing(&img.rootfs);
+    assert!(ls.contains_key("/from-docker"), "{ls:#?}");
+    assert!(
+        !ls.contains_key("/gone") && !ls.contains_key("/manifest.json"),
+        "{ls:#?}"
+    );
+
+    // An OCI layout directory, and the same as a tar.
+    let lay = work.path().join("layout");
+    std::fs::create_dir(&lay).unwrap();
+    let md = oci_layout(
+        &lay,
+        "v1",
+        &[Layer::new().file("from-oci", b"o", 0o644, 0, 0).gz()],
+        None,
+    );
+    let img = store
+        .import(&lay, "laid", ImageConfig::default(), &o)
+        .await
+        .unwrap();
+    assert_eq!(img.record.digest.to_string(), md);
+    assert_eq!(img.config.cmd, vec!["/bin/sh"]);
+    assert!(listing(&img.rootfs).contains_key("/from-oci"));
+    let lay_tar = work.path().join("layout.tar");
+    tar_dir(&lay, &lay_tar);
+    let img = store
+        .import(&lay_tar, "laid-tar", ImageConfig::default(), &o)
+        .await
+        .unwrap();
+    assert_eq!(img.record.digest.to_string(), md);
+
+    // A compressed image archive is refused with what to do, not built as a root filesystem.
+    let gz = work.path().join("save.tar.gz");
+    std::fs::write(&gz, gzip(&std::fs::read(&save).unwrap())).unwrap();
+    let e = store
+        .import(&gz, "gz", ImageConfig::default(), &o)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("decompress it first"), "{e}");
+
+    // A symlink naming a root filesystem directory imports the directory.
+    let root = work.path().join("root");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::write(root.join("bin/hello"), b"hi").unwrap();
+    let link = work.path().join("root-link");
+    std::os::unix::fs::symlink(&root, &link).unwrap();
+    let img = store
+        .import(&link, "linked", ImageConfig::default(), &o)
+        .await
+        .unwrap();
+    assert!(listing(&img.rootfs).contains_key("/bin/hello"));
+}
+
 #[test]
 fn privileged_initrd_overlay_and_config_drive() {
     if !have("cpio") || !have("mkfs.ext4") || !have("e2fsck") || !have("debugfs") {
