@@ -39,6 +39,7 @@ pub(crate) fn setup(ctx: &Ctx, opts: &SetupOptions) -> Result<Outcome, Error> {
         .block_on(vmsan_image::setup(&so))
         .map_err(image_error)?;
     let agent = install_agent(&ctx.paths, opts.agent.as_deref())?;
+    artifacts::store_kernel_args(&ctx.paths, &opts.kernel_args)?;
     if let Some(d) = &report.kernel_unverified {
         ctx.out.note(&format!(
             "WARNING: no checksum is published for the default guest kernel; installed it as \
@@ -54,6 +55,9 @@ pub(crate) fn setup(ctx: &Ctx, opts: &SetupOptions) -> Result<Outcome, Error> {
     );
     let _ = writeln!(text, "Jailer: {}", report.jailer.display());
     let _ = writeln!(text, "Kernel: {}", report.kernel.display());
+    if !opts.kernel_args.is_empty() {
+        let _ = writeln!(text, "Kernel arguments: {}", opts.kernel_args);
+    }
     let _ = writeln!(text, "Guest agent: {}", agent.display());
     let _ = writeln!(
         text,
@@ -64,6 +68,7 @@ pub(crate) fn setup(ctx: &Ctx, opts: &SetupOptions) -> Result<Outcome, Error> {
             "firecracker": report.firecracker,
             "jailer": report.jailer,
             "kernel": report.kernel,
+            "kernelArgs": opts.kernel_args,
             "agent": agent,
             "version": report.version,
             "kernelUnverifiedSha256": report.kernel_unverified,
