@@ -118,7 +118,28 @@ fn mkdir(p: &str) -> Result<(), String> {
     std::fs::create_dir_all(p).map_err(|e| format!("create {p}: {e}"))
 }
 
-fn mount_early() -> Result<(), String> {
+/// Where the guest's `/dev` comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DevSource {
+    /// A real kernel: mount devtmpfs on `/dev` whatever is already there. Every real kernel
+    /// unpacks its built-in initramfs (which holds `/dev/console`) before ours, so `/dev` is never
+    /// empty at this point and its contents say nothing about the drives.
+    Devtmpfs,
+    /// The stand-in: it prepared `/dev` with the VM's own nodes only. Mounting devtmpfs there
+    /// would hand the guest the host's devices (its root disk among them).
+    Prepared,
+}
+
+/// The stand-in announces itself with `VMSAN_STANDIN_VSOCK_DIR`; anything else is a real kernel.
+/// (The host never lets a user's kernel arguments set that variable.)
+pub(crate) fn dev_source(standin_vsock_dir: Option<&std::ffi::OsStr>) -> DevSource {
+    match standin_vsock_dir {
+        Some(_) => DevSource::Prepared,
+        None => DevSource::Devtmpfs,
+    }
+}
+
+fn mount_early(dev: DevSource) -> Result<(), String> {
     for d in ["/proc", "/sys", "/run", "/dev", "/newroot"] {
         mkdir(d)?;
     }
@@ -132,10 +153,7 @@ fn mount_early() -> Result<(), String> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some("mode=0755"),
     )?;
-    let dev_empty = std::fs::read_dir("/dev")
-        .map(|mut d| d.next().is_none())
-        .unwrap_or(true);
-    if dev_empty {
+    if dev == DevSource::Devtmpfs {
         mnt(
             "devtmpfs",
             "/dev",
@@ -341,7 +359,9 @@ fn seed_entropy(cfg: &GuestConfig) {
 }
 
 fn boot() -> Result<Booted, String> {
-    mount_early()?;
+    mount_early(dev_source(
+        std::env::var_os(boot_env::STANDIN_VSOCK_DIR).as_deref(),
+    ))?;
     let drives = Drives::from_env(|k| std::env::var(k).ok())?;
     let (listener, announce_host, vsock_dir) = match std::env::var(boot_env::STANDIN_VSOCK_DIR) {
         Ok(dir) => {
@@ -662,6 +682,21 @@ mod tests {
         let mut bad = ok;
         bad[1].1 = "xfs";
         assert!(Drives::from_env(env(&bad)).is_err());
+    }
+
+    #[test]
+    fn devtmpfs_is_mounted_in_a_real_guest_and_never_under_the_stand_in() {
+        // A real kernel: /dev already holds the built-in initramfs's console; mount anyway.
+        assert_eq!(dev_source(None), DevSource::Devtmpfs);
+        // The stand-in, whatever directory it names (even an empty value).
+        assert_eq!(
+            dev_source(Some(std::ffi::OsStr::new("/.vsock"))),
+            DevSource::Prepared
+        );
+        assert_eq!(
+            dev_source(Some(std::ffi::OsStr::new(""))),
+            DevSource::Prepared
+        );
     }
 
     #[test]

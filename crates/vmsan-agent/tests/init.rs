@@ -393,6 +393,13 @@ async fn privileged_init_as_pid1_with_loop_drives() {
         mounts.lines().any(|l| l.starts_with("overlay / overlay ")),
         "{mounts}"
     );
+    // The prepared /dev stays: devtmpfs (the host's devices, its root disk among them) never.
+    assert!(
+        !mounts
+            .lines()
+            .any(|l| l.split(' ').nth(2) == Some("devtmpfs")),
+        "{mounts}"
+    );
     assert_eq!(sh(c, "cat /proc/1/cmdline").await, "/init\0");
     sh(c, "echo persisted > /root/data.txt").await;
     // Identity and network.

@@ -140,6 +140,19 @@ pub struct CreateArgs {
     /// Guest kernel [default: the installed one].
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<String>,
+    /// Extra kernel arguments, space-separated, after vmsan's own; replaces those stored with
+    /// the installed kernel at setup ("" for none).
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    pub kernel_args: Option<String>,
+    /// Firecracker static CPU template: C3, T2, T2S, T2CL, T2A or None.
+    #[arg(long, value_name = "NAME")]
+    pub cpu_template: Option<String>,
+    /// A custom CPU template (Firecracker's JSON format, PUT /cpu-config).
+    #[arg(long, value_name = "PATH")]
+    pub cpu_template_file: Option<String>,
+    /// How long the guest may take to boot until its agent answers (90s, 5m) [default: 60s].
+    #[arg(long, value_name = "DURATION", allow_negative_numbers = true)]
+    pub boot_timeout: Option<String>,
     /// A local root filesystem image (ext4 or squashfs).
     #[arg(long, value_name = "PATH")]
     pub rootfs: Option<String>,
@@ -402,6 +415,10 @@ pub struct SetupArgs {
     /// Use this local guest kernel.
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<String>,
+    /// Extra arguments the installed kernel always boots with (space-separated, after vmsan's
+    /// own; `create --kernel-args` replaces them).
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    pub kernel_args: Option<String>,
     /// Install this static guest agent (default: the one installed beside vmsan).
     #[arg(long, value_name = "PATH")]
     pub agent: Option<String>,

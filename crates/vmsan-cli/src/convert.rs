@@ -246,6 +246,10 @@ pub fn convert(command: Command, env: &Env) -> Result<Action, Error> {
                 .as_deref()
                 .map(|p| env.host_path("--kernel", p))
                 .transpose()?,
+            kernel_args: validate::parse_kernel_args(
+                "--kernel-args",
+                a.kernel_args.as_deref().unwrap_or(""),
+            )?,
             release_url: a
                 .release_url
                 .as_deref()
@@ -322,6 +326,28 @@ fn create(a: &CreateArgs, env: &Env) -> Result<CreateOptions, Error> {
         .map(|t| validate::parse_duration("--timeout", t))
         .transpose()?;
     let published_ports = validate::parse_publish_ports(&a.publish_port)?;
+    let kernel_args = a
+        .kernel_args
+        .as_deref()
+        .map(|k| validate::parse_kernel_args("--kernel-args", k))
+        .transpose()?;
+    if a.cpu_template.is_some() && a.cpu_template_file.is_some() {
+        return Err(flags_conflict("--cpu-template", "--cpu-template-file")
+            .why("A VM boots with one CPU template: a static one or a custom one."));
+    }
+    let cpu_template = match (&a.cpu_template, &a.cpu_template_file) {
+        (Some(name), _) => Some(validate::parse_cpu_template("--cpu-template", name)?),
+        (None, Some(file)) => Some(validate::read_cpu_template_file(
+            "--cpu-template-file",
+            &env.host_path("--cpu-template-file", file)?,
+        )?),
+        (None, None) => None,
+    };
+    let boot_timeout = a
+        .boot_timeout
+        .as_deref()
+        .map(|t| validate::parse_boot_timeout("--boot-timeout", t))
+        .transpose()?;
     let snapshot = a.snapshot.as_deref().map(SnapshotId::parse).transpose()?;
     let network = validate::resolve_network_policy(&PolicyInput {
         policy: a.network_policy.clone(),
@@ -385,10 +411,13 @@ fn create(a: &CreateArgs, env: &Env) -> Result<CreateOptions, Error> {
             (a.memory.is_some(), "--memory"),
             (a.disk.is_some(), "--disk"),
             (a.init.is_some(), "--init"),
+            (a.kernel_args.is_some(), "--kernel-args"),
+            (a.cpu_template.is_some(), "--cpu-template"),
+            (a.cpu_template_file.is_some(), "--cpu-template-file"),
         ];
         if let Some((_, flag)) = carried.iter().find(|(given, _)| *given) {
             return Err(flags_conflict("--snapshot", flag)
-                .why("A snapshot carries its own machine configuration, kernel, image and disk."));
+                .why("A snapshot carries its own machine configuration, kernel, kernel arguments, CPU template, image and disk."));
         }
     }
     if count > 1 && a.connect {
@@ -433,6 +462,9 @@ fn create(a: &CreateArgs, env: &Env) -> Result<CreateOptions, Error> {
         disk: disk.unwrap_or_default(),
         timeout,
         published_ports,
+        kernel_args,
+        cpu_template,
+        boot_timeout,
         snapshot,
         network_given,
         network,
@@ -1184,6 +1216,7 @@ mod tests {
                 firecracker: None,
                 jailer: None,
                 kernel: None,
+                kernel_args: String::new(),
                 agent: None,
                 release_url: None,
                 force: false
@@ -1198,6 +1231,8 @@ mod tests {
                 "/bin/j",
                 "--kernel",
                 "/k",
+                "--kernel-args",
+                " noxsave  tsc=reliable",
                 "--agent",
                 "agent",
                 "--release-url",
@@ -1208,6 +1243,7 @@ mod tests {
                 firecracker: Some("/cwd/fc".into()),
                 jailer: Some("/bin/j".into()),
                 kernel: Some("/k".into()),
+                kernel_args: "noxsave tsc=reliable".into(),
                 agent: Some("/cwd/agent".into()),
                 release_url: Some("https://mirror.example/fc".into()),
                 force: true
@@ -1218,6 +1254,87 @@ mod tests {
             ErrorCode::ValidationArgs
         );
         assert_eq!(code(&["setup", "--kernel", ""]), ErrorCode::ValidationPath);
+        assert_eq!(
+            code(&["setup", "--kernel-args", "vmsan_config=/dev/vda"]),
+            ErrorCode::ValidationArgs
+        );
+    }
+
+    #[test]
+    fn create_kernel_args_cpu_template_and_boot_timeout() {
+        let o = create(&[]);
+        assert_eq!(
+            (o.kernel_args, o.cpu_template, o.boot_timeout),
+            (None, None, None)
+        );
+        let o = create(&[
+            "--kernel-args",
+            "loglevel=7  noxsave",
+            "--cpu-template",
+            "T2S",
+            "--boot-timeout",
+            "5m",
+        ]);
+        assert_eq!(o.kernel_args.as_deref(), Some("loglevel=7 noxsave"));
+        assert_eq!(
+            o.cpu_template,
+            Some(vmsan_core::state::CpuTemplateSetting::Static { name: "T2S".into() })
+        );
+        assert_eq!(o.boot_timeout, Some(Duration::from_secs(300)));
+        // An empty value boots without the kernel's stored arguments.
+        assert_eq!(
+            create(&["--kernel-args", ""]).kernel_args.as_deref(),
+            Some("")
+        );
+        for (args, want) in [
+            (
+                &["--kernel-args", "rdinit=/bin/sh"][..],
+                ErrorCode::ValidationArgs,
+            ),
+            (
+                &["--kernel-args", "VMSAN_STANDIN_VSOCK_DIR=/x"][..],
+                ErrorCode::ValidationArgs,
+            ),
+            (&["--cpu-template", "V1N1"][..], ErrorCode::ValidationArgs),
+            (&["--boot-timeout", "2s"][..], ErrorCode::ValidationDuration),
+            (
+                &["--cpu-template", "T2", "--cpu-template-file", "/t.json"][..],
+                ErrorCode::ValidationFlags,
+            ),
+            (
+                &[
+                    "--snapshot",
+                    "vm-0123abcd-1767225600000",
+                    "--kernel-args",
+                    "quiet",
+                ][..],
+                ErrorCode::ValidationFlags,
+            ),
+            (
+                &[
+                    "--snapshot",
+                    "vm-0123abcd-1767225600000",
+                    "--cpu-template",
+                    "T2",
+                ][..],
+                ErrorCode::ValidationFlags,
+            ),
+        ] {
+            let mut argv = vec!["create"];
+            argv.extend_from_slice(args);
+            assert_eq!(code(&argv), want, "{args:?}");
+        }
+        // A snapshot's clones may get a longer boot timeout (for their later cold boots).
+        assert_eq!(
+            create(&[
+                "--snapshot",
+                "vm-0123abcd-1767225600000",
+                "--boot-timeout",
+                "10m"
+            ])
+            .boot_timeout,
+            Some(Duration::from_secs(600))
+        );
     }
 
     #[test]

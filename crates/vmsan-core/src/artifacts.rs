@@ -122,6 +122,88 @@ pub fn find_kernel(paths: &Paths) -> Option<PathBuf> {
     found.pop()
 }
 
+/// Name of the file in the kernels directory holding the installed kernel's extra arguments
+/// (`vmsan setup --kernel-args`). Not `vmlinux…`: [`find_kernel`] must never take it for a kernel.
+pub const KERNEL_ARGS_FILE: &str = "kernel-args";
+
+/// The extra kernel arguments stored with `kernel` at `vmsan setup`: only the installed
+/// `kernels/vmlinux` has them. The file must be a root-owned regular file nobody else can
+/// write (it goes onto the guest's command line), and its content is checked again.
+pub fn stored_kernel_args(paths: &Paths, kernel: &Path) -> crate::error::Result<Option<String>> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = paths.kernels_dir();
+    if kernel != dir.join("vmlinux") {
+        return Ok(None);
+    }
+    let file = dir.join(KERNEL_ARGS_FILE);
+    let bad = |why: String| {
+        crate::error::Error::new(
+            crate::error::ErrorCode::ValidationArgs,
+            format!(
+                "The stored kernel arguments in {} are unusable: {why}",
+                file.display()
+            ),
+        )
+        .fix("Run `vmsan setup --force` again, with --kernel-args if the kernel needs any.")
+    };
+    let meta = match std::fs::symlink_metadata(&file) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(bad(e.to_string())),
+    };
+    if !meta.file_type().is_file() || meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+        return Err(bad(
+            "not a regular file owned by root and writable by root alone".into(),
+        ));
+    }
+    if meta.len() > 4096 {
+        return Err(bad(format!("{} bytes", meta.len())));
+    }
+    let text = std::fs::read_to_string(&file).map_err(|e| bad(e.to_string()))?;
+    let args = vmsan_firecracker::KernelArgs::parse(text.trim_end_matches('\n'))
+        .map_err(|e| bad(e.to_string()))?;
+    Ok((!args.is_empty()).then(|| args.to_line()))
+}
+
+/// Store (or, with none, remove) the extra arguments of the kernel `vmsan setup` has just
+/// installed: a new kernel never inherits the arguments of the one it replaced.
+pub fn store_kernel_args(paths: &Paths, args: &str) -> crate::error::Result<()> {
+    let args = vmsan_firecracker::KernelArgs::parse(args).map_err(|e| {
+        crate::error::Error::new(crate::error::ErrorCode::ValidationArgs, e.to_string())
+    })?;
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let dir = paths.kernels_dir();
+    let file = dir.join(KERNEL_ARGS_FILE);
+    if args.is_empty() {
+        return match std::fs::remove_file(&file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(crate::error::Error::io(
+                format!("remove {}", file.display()),
+                e,
+            )),
+            _ => Ok(()),
+        };
+    }
+    let tmp = dir.join(format!(".{KERNEL_ARGS_FILE}.{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        f.write_all(format!("{}\n", args.to_line()).as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &file)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        crate::error::Error::io(format!("write {}", file.display()), e)
+    })
+}
+
 /// Check that a binary vmsan runs as root is a regular, executable file owned by root and
 /// writable by nobody else, and so is every directory above it (sticky directories such as
 /// /tmp excepted). `Err` says why not. (One check, shared with `vmsan setup`.)
@@ -161,6 +243,51 @@ pub fn is_static_elf(path: &Path) -> std::io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_args_are_stored_with_the_installed_kernel_only_and_replaced_with_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let paths = Paths::new(d.path());
+        std::fs::create_dir_all(paths.kernels_dir()).unwrap();
+        let installed = paths.kernels_dir().join("vmlinux");
+        std::fs::write(&installed, b"kernel").unwrap();
+        assert_eq!(stored_kernel_args(&paths, &installed).unwrap(), None);
+
+        store_kernel_args(&paths, "noxsave  tsc=reliable").unwrap();
+        assert_eq!(
+            stored_kernel_args(&paths, &installed).unwrap().as_deref(),
+            Some("noxsave tsc=reliable")
+        );
+        // Not `vmlinux…`: never taken for a kernel.
+        assert_eq!(find_kernel(&paths), Some(installed.clone()));
+        // Another kernel (`create --kernel`) has none.
+        assert_eq!(
+            stored_kernel_args(&paths, &d.path().join("other/vmlinux")).unwrap(),
+            None
+        );
+        // A setup without arguments removes them: a new kernel never inherits old ones.
+        store_kernel_args(&paths, "").unwrap();
+        assert_eq!(stored_kernel_args(&paths, &installed).unwrap(), None);
+        assert!(store_kernel_args(&paths, "vmsan_config=/x").is_err());
+
+        // A file others may write, a symlink, or reserved content is refused.
+        let file = paths.kernels_dir().join(KERNEL_ARGS_FILE);
+        std::fs::write(&file, "quiet\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+        if nix::unistd::geteuid().is_root() {
+            let e = stored_kernel_args(&paths, &installed).unwrap_err();
+            assert_eq!(e.code(), crate::error::ErrorCode::ValidationArgs);
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+            std::fs::write(&file, "rdinit=/bin/sh\n").unwrap();
+            assert!(stored_kernel_args(&paths, &installed).is_err());
+            std::fs::remove_file(&file).unwrap();
+            let target = d.path().join("elsewhere");
+            std::fs::write(&target, "quiet\n").unwrap();
+            std::os::unix::fs::symlink(&target, &file).unwrap();
+            assert!(stored_kernel_args(&paths, &installed).is_err());
+        }
+    }
 
     #[test]
     fn firecracker_versions() {

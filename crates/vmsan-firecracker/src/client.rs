@@ -285,6 +285,18 @@ impl FirecrackerClient {
             .await
     }
 
+    /// `PUT /cpu-config`: a custom CPU template (pre-boot only).
+    ///
+    /// # Errors
+    /// As [`Self::put_drive`].
+    pub async fn put_cpu_config(
+        &self,
+        template: &crate::cpu_template::CustomCpuTemplate,
+    ) -> Result<(), ClientError> {
+        self.send(Method::PUT, "/cpu-config", template, self.timeout)
+            .await
+    }
+
     /// `PUT /network-interfaces/{iface_id}`.
     ///
     /// # Errors

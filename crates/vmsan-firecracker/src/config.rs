@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::client::{ClientError, FirecrackerClient};
+use crate::cpu_template::CustomCpuTemplate;
 use crate::models::{
     BootSource, Drive, EntropyDevice, Logger, MachineConfiguration, Metrics, NetworkInterface,
     SerialDevice, Vsock,
@@ -24,6 +25,8 @@ pub struct VmConfig {
     pub drives: Vec<Drive>,
     /// `PUT /machine-config`.
     pub machine: MachineConfiguration,
+    /// `PUT /cpu-config`: a custom CPU template.
+    pub cpu_config: Option<CustomCpuTemplate>,
     /// `PUT /network-interfaces/{id}`.
     pub network_interfaces: Vec<NetworkInterface>,
     /// `PUT /vsock`.
@@ -94,6 +97,14 @@ impl VmConfig {
             client.put_machine_config(&self.machine),
         )
         .await?;
+        if let Some(template) = &self.cpu_config {
+            timed(
+                &mut t,
+                "PUT /cpu-config".into(),
+                client.put_cpu_config(template),
+            )
+            .await?;
+        }
         for iface in &self.network_interfaces {
             timed(
                 &mut t,

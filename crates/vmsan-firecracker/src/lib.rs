@@ -9,7 +9,9 @@
 //! - [`process`]: pid + start-time identity of a process;
 //! - [`cgroup`]: cgroup mode detection, v1 cgroups a process is born in (no migration),
 //!   OOM-kill counter, removal of the jailer's leftover directories;
-//! - [`bootargs`]: the guest kernel command line of docs/guest-abi.md.
+//! - [`bootargs`]: the guest kernel command line of docs/guest-abi.md, and a user's extra
+//!   kernel parameters ([`KernelArgs`]);
+//! - [`cpu_template`]: static CPU template names and checked custom templates.
 //!
 //! # Starting a VM under the jailer (what the supervisor does)
 //!
@@ -40,19 +42,21 @@ pub mod bootargs;
 pub mod cgroup;
 pub mod client;
 pub mod config;
+pub mod cpu_template;
 pub mod jailer;
 pub mod layout;
 pub mod models;
 pub mod process;
 mod sys;
 
-pub use bootargs::{BootArgs, RootfsFsType};
+pub use bootargs::{BootArgs, KernelArgs, RootfsFsType};
 pub use cgroup::{CgroupMode, CgroupMounts, detect_mode, oom_kill_count, remove_jailer_cgroups};
 pub use client::{
     ApiError, ClientError, FirecrackerClient, WaitError, is_tun_permission_denied, wait_for_socket,
     wait_for_socket_while,
 };
 pub use config::{StepTiming, VmConfig};
+pub use cpu_template::{CustomCpuTemplate, TemplateError};
 pub use jailer::{
     ArgError, CgroupLimits, CgroupVersion, CpuLimit, FirecrackerArgs, JailerSpec, ResourceLimits,
     Seccomp,

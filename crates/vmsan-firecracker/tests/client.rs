@@ -633,6 +633,7 @@ fn sample_config() -> VmConfig {
             Drive::virtio_block("config", "config.json", true),
         ],
         machine: MachineConfiguration::new(1, 128),
+        cpu_config: None,
         network_interfaces: vec![NetworkInterface {
             iface_id: "eth0".into(),
             host_dev_name: "vmsan0".into(),

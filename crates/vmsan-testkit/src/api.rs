@@ -108,6 +108,24 @@ pub enum HugePages {
     Hugetlbfs2M,
 }
 
+/// A static CPU template, as Firecracker v1.16.1 on x86_64 names them (in its order, which its
+/// "unknown variant" message lists; aarch64's `V1N1` is refused there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StaticCpuTemplate {
+    /// Intel C3.
+    C3,
+    /// Intel T2.
+    T2,
+    /// Intel T2S.
+    T2S,
+    /// No template.
+    None,
+    /// Intel T2CL.
+    T2CL,
+    /// AMD T2A.
+    T2A,
+}
+
 /// `MachineConfiguration` (PUT).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -119,9 +137,9 @@ pub struct MachineConfig {
     /// SMT.
     #[serde(default)]
     pub smt: bool,
-    /// CPU template name.
+    /// Static CPU template.
     #[serde(default)]
-    pub cpu_template: Option<String>,
+    pub cpu_template: Option<StaticCpuTemplate>,
     /// Dirty page tracking.
     #[serde(default)]
     pub track_dirty_pages: bool,
@@ -156,9 +174,9 @@ pub struct MachineConfigUpdate {
     /// SMT.
     #[serde(default)]
     pub smt: Option<bool>,
-    /// CPU template name.
+    /// Static CPU template.
     #[serde(default)]
-    pub cpu_template: Option<String>,
+    pub cpu_template: Option<StaticCpuTemplate>,
     /// Dirty page tracking.
     #[serde(default)]
     pub track_dirty_pages: Option<bool>,

@@ -7,6 +7,7 @@ pub mod args;
 pub mod bench;
 pub mod cmdline;
 pub mod cpio;
+pub mod cpu_config;
 pub mod e2e;
 pub mod fc;
 pub mod fixture;

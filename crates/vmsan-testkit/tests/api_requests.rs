@@ -841,3 +841,155 @@ fn privileged_never_writes_into_a_block_device() {
         );
     }
 }
+
+/// `PUT /cpu-config` and the static templates of `PUT /machine-config`: every body below was
+/// sent to the real Firecracker v1.16.1 (x86_64) and the expected answers are its own, word for
+/// word (the 204s included: it accepts bitmaps without `0b`, `+1`, a sequence for the struct,
+/// and ignores unknown fields inside the lists).
+#[test]
+fn cpu_config_and_static_templates_are_answered_as_by_firecracker() {
+    const LEAF7: &str = r#"{"cpuid_modifiers":[{"leaf":"0x7","subleaf":"0x0","flags":0,"modifiers":[{"register":"ebx","bitmap":"BITMAP"}]}]}"#;
+    let bitmap = |b: &str| LEAF7.replace("BITMAP", b);
+    let cases: Vec<(&str, String, u16, String)> = vec![
+        ("/cpu-config", "{}".into(), 204, String::new()),
+        ("/cpu-config", bitmap("0bxxxxxxxxxxxxxxxxxxxxxxx0xxxxxxxx"), 204, String::new()),
+        ("/cpu-config", bitmap("1"), 204, String::new()),
+        ("/cpu-config", bitmap(""), 204, String::new()),
+        ("/cpu-config", bitmap("0b11111111_11111111_11111111_1111111_1"), 204, String::new()),
+        ("/cpu-config", r#"{"kvm_capabilities":["121","!122","+1"]}"#.into(), 204, String::new()),
+        ("/cpu-config", "[]".into(), 204, String::new()),
+        ("/cpu-config", r#"[["1"]]"#.into(), 204, String::new()),
+        (
+            "/cpu-config",
+            r#"{"msr_modifiers":[{"addr":"0x10a","bitmap":"0b1","x":1}]}"#.into(),
+            204,
+            String::new(),
+        ),
+        (
+            "/cpu-config",
+            r#"{"bogus":1}"#.into(),
+            400,
+            "unknown field `bogus`, expected one of `kvm_capabilities`, `cpuid_modifiers`, `msr_modifiers` at line 1 column 8".into(),
+        ),
+        (
+            "/cpu-config",
+            r#"{"reg_modifiers":[{"addr":"0x0","bitmap":"0b0"}]}"#.into(),
+            400,
+            "unknown field `reg_modifiers`, expected one of `kvm_capabilities`, `cpuid_modifiers`, `msr_modifiers` at line 1 column 16".into(),
+        ),
+        (
+            "/cpu-config",
+            r#"{"cpuid_modifiers":[{"leaf":"0x7","subleaf":"0x0","flags":0,"modifiers":[{"register":"exx","bitmap":"0b0"}]}]}"#.into(),
+            400,
+            "Invalid CPUID register. Must be one of [eax, ebx, ecx, edx] at line 1 column 90".into(),
+        ),
+        (
+            "/cpu-config",
+            r#"{"cpuid_modifiers":[{"leaf":"zz","subleaf":"0x0","flags":0,"modifiers":[]}]}"#.into(),
+            400,
+            "No supported number system prefix found in value [zz]. Make sure to prefix the number with '0x' for hexadecimal numbers or '0b' for binary numbers. at line 1 column 32".into(),
+        ),
+        (
+            "/cpu-config",
+            r#"{"cpuid_modifiers":[{"leaf":"0xg","subleaf":"0x0","flags":0,"modifiers":[]}]}"#.into(),
+            400,
+            "Failed to parse string [0xg] as a number for CPU template - ParseIntError { kind: InvalidDigit } at line 1 column 33".into(),
+        ),
+        (
+            "/cpu-config",
+            bitmap("0b2"),
+            400,
+            "Failed to parse string [0b2] as a bitmap - unknown character: 50 at line 1 column 106".into(),
+        ),
+        (
+            "/cpu-config",
+            bitmap("0b111111111111111111111111111111111"),
+            400,
+            "Failed to parse string [0b111111111111111111111111111111111] as a bitmap - string is too long at line 1 column 138".into(),
+        ),
+        (
+            "/cpu-config",
+            r#"{"cpuid_modifiers":[{"leaf":"0x7","subleaf":"0x0","flags":-1,"modifiers":[{"register":"ebx","bitmap":"0bx"}]}]}"#.into(),
+            400,
+            "invalid value: integer `-1`, expected u32 at line 1 column 60".into(),
+        ),
+        (
+            "/cpu-config",
+            r#"{"cpuid_modifiers":[{"leaf":"0x7","subleaf":"0x0","flags":0}]}"#.into(),
+            400,
+            "missing field `modifiers` at line 1 column 60".into(),
+        ),
+        (
+            "/cpu-config",
+            r#"{"kvm_capabilities":["x"]}"#.into(),
+            400,
+            "Failed to parse string [x] as a kvm capability - can not convert to numeric: invalid digit found in string at line 1 column 25".into(),
+        ),
+        (
+            "/cpu-config",
+            r#"{"kvm_capabilities":["4294967296"]}"#.into(),
+            400,
+            "Failed to parse string [4294967296] as a kvm capability - can not convert to numeric: number too large to fit in target type at line 1 column 34".into(),
+        ),
+        (
+            "/cpu-config",
+            r#"{"kvm_capabilities":null}"#.into(),
+            400,
+            "invalid type: null, expected a sequence at line 1 column 24".into(),
+        ),
+        (
+            "/cpu-config",
+            "null".into(),
+            400,
+            "invalid type: null, expected struct CustomCpuTemplate at line 1 column 4".into(),
+        ),
+        (
+            "/cpu-config",
+            "notjson".into(),
+            400,
+            "expected ident at line 1 column 2".into(),
+        ),
+        (
+            "/machine-config",
+            r#"{"vcpu_count":1,"mem_size_mib":128,"cpu_template":"V1N1"}"#.into(),
+            400,
+            "unknown variant `V1N1`, expected one of `C3`, `T2`, `T2S`, `None`, `T2CL`, `T2A` at line 1 column 56".into(),
+        ),
+        (
+            "/machine-config",
+            r#"{"vcpu_count":1,"mem_size_mib":128,"cpu_template":"T2A"}"#.into(),
+            204,
+            String::new(),
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let (_p, sock) = spawn_fc(dir.path(), &[]);
+    let mut failures = Vec::new();
+    for (path, body, status, message) in &cases {
+        let (st, got) = call(&sock, "PUT", path, Some(body)).unwrap();
+        let want = if *status == 204 {
+            String::new()
+        } else {
+            serde_json::json!({ "fault_message": format!("{DESER}{message}.") }).to_string()
+        };
+        if st != *status || got != want {
+            failures.push(format!(
+                "PUT {path} {body}: got {st} {got}, want {status} {want}"
+            ));
+        }
+    }
+    let (st, got) = call(&sock, "PUT", "/cpu-config", None).unwrap();
+    assert_eq!(
+        (st, got.as_str()),
+        (400, r#"{"fault_message":"Empty PUT request."}"#)
+    );
+    let (st, got) = call(&sock, "GET", "/cpu-config", None).unwrap();
+    assert_eq!(
+        (st, got.as_str()),
+        (
+            400,
+            r#"{"fault_message":"Invalid request method and/or path: GET cpu-config."}"#
+        )
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

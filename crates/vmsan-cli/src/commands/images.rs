@@ -39,6 +39,7 @@ pub(crate) fn setup(ctx: &Ctx, opts: &SetupOptions) -> Result<Outcome, Error> {
         .block_on(vmsan_image::setup(&so))
         .map_err(image_error)?;
     let agent = install_agent(&ctx.paths, opts.agent.as_deref())?;
+    artifacts::store_kernel_args(&ctx.paths, &opts.kernel_args)?;
     let mut text = String::new();
     let _ = writeln!(
         text,
@@ -48,6 +49,9 @@ pub(crate) fn setup(ctx: &Ctx, opts: &SetupOptions) -> Result<Outcome, Error> {
     );
     let _ = writeln!(text, "Jailer: {}", report.jailer.display());
     let _ = writeln!(text, "Kernel: {}", report.kernel.display());
+    if !opts.kernel_args.is_empty() {
+        let _ = writeln!(text, "Kernel arguments: {}", opts.kernel_args);
+    }
     let _ = writeln!(text, "Guest agent: {}", agent.display());
     let group = vmsan_core::state::GROUP_NAME;
     let gid = vmsan_core::state::vmsan_gid();
@@ -75,6 +79,7 @@ pub(crate) fn setup(ctx: &Ctx, opts: &SetupOptions) -> Result<Outcome, Error> {
             "firecracker": report.firecracker,
             "jailer": report.jailer,
             "kernel": report.kernel,
+            "kernelArgs": opts.kernel_args,
             "agent": agent,
             "version": report.version,
             "group": gid.map(|gid| json!({ "name": group, "gid": gid })),

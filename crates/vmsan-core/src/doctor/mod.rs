@@ -2,6 +2,7 @@
 //! is not fine, what to do about it.
 
 mod binaries;
+pub mod guest;
 mod host;
 
 use serde::Serialize;
@@ -105,6 +106,7 @@ pub fn summarize(checks: &[Check]) -> Summary {
 /// reports what stopped it.
 pub fn run(paths: &Paths) -> Vec<Check> {
     let mut out = host::checks(paths);
+    out.push(guest::host_check(paths));
     out.extend(binaries::checks(paths));
     out
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorCode, Result};
 use crate::ids::{SnapshotId, VmId};
-use crate::state::{ImageState, Isolation, NetworkState};
+use crate::state::{BootSettings, ImageState, Isolation, NetworkState};
 
 /// The metadata format this build writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -129,6 +129,10 @@ pub struct FileInfo {
     pub sha256: Option<String>,
 }
 
+fn is_default_boot(b: &BootSettings) -> bool {
+    *b == BootSettings::default()
+}
+
 /// `metadata.json` of a snapshot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -174,6 +178,10 @@ pub struct SnapshotMeta {
     /// The isolation it ran with.
     #[serde(default)]
     pub isolation: Isolation,
+    /// Kernel arguments, CPU template and boot timeout: clones boot (cold, on `start`) the way
+    /// the source did.
+    #[serde(default, skip_serializing_if = "is_default_boot")]
+    pub boot: BootSettings,
     /// The stored files by name.
     pub files: BTreeMap<String, FileInfo>,
 }
@@ -330,6 +338,7 @@ mod tests {
             project: String::new(),
             network: NetworkState::default(),
             isolation: Isolation::default(),
+            boot: BootSettings::default(),
             files,
         }
     }

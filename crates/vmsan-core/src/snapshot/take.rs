@@ -224,6 +224,7 @@ pub fn take(
         project: st.project.clone(),
         network: st.network.clone(),
         isolation: st.isolation,
+        boot: st.boot.clone(),
         files: staging.file_infos()?,
     };
     let dir = staging.publish(paths, &meta, &token)?;

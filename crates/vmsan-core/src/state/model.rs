@@ -94,6 +94,43 @@ pub struct NetworkState {
     pub dns_servers: Vec<String>,
 }
 
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+/// The CPU template a VM boots with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum CpuTemplateSetting {
+    /// One of Firecracker's static templates, by name (`T2`, `T2S`, `C3`, `T2CL`, `T2A`, `None`).
+    Static {
+        /// The name, as Firecracker spells it.
+        name: String,
+    },
+    /// A custom template (`PUT /cpu-config`), checked when the VM was created.
+    Custom {
+        /// The template.
+        template: vmsan_firecracker::CustomCpuTemplate,
+    },
+}
+
+/// How a VM's kernel boots, beyond vmsan's own settings: kept so `start` and clones of its
+/// snapshots boot the same way.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct BootSettings {
+    /// Kernel parameters appended to vmsan's own (space-separated; `KernelArgs` rules).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_args: Option<String>,
+    /// The CPU template (none: Firecracker's default, the host's CPU as KVM reports it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_template: Option<CpuTemplateSetting>,
+    /// How long a cold boot may take until the agent announces itself, in milliseconds (none:
+    /// the default, 60 s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot_timeout_ms: Option<u64>,
+}
+
 /// Which isolation features the VM runs with (kept so `start` restores them: reference #24).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -182,6 +219,9 @@ pub struct VmState {
     /// Isolation features.
     #[serde(default)]
     pub isolation: Isolation,
+    /// Kernel arguments, CPU template and boot timeout.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub boot: BootSettings,
     /// Snapshot the VM was restored from.
     #[serde(default)]
     pub snapshot: Option<SnapshotId>,
@@ -255,6 +295,7 @@ impl VmState {
             init: "agent".into(),
             network: NetworkState::default(),
             isolation: Isolation::default(),
+            boot: BootSettings::default(),
             snapshot: None,
             restore_pending: false,
             snapshot_base: None,

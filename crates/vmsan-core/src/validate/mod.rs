@@ -14,6 +14,7 @@ mod cidr;
 mod domain;
 mod duration;
 mod env;
+mod guest;
 mod image;
 mod int;
 mod misc;
@@ -28,6 +29,10 @@ pub use cidr::{Ipv4Cidr, parse_cidr, parse_ipv4};
 pub use domain::{Domain, parse_domain};
 pub use duration::{MAX_DURATION, parse_duration};
 pub use env::{EnvVar, parse_env};
+pub use guest::{
+    BOOT_TIMEOUT_MAX, BOOT_TIMEOUT_MIN, parse_boot_timeout, parse_cpu_template, parse_kernel_args,
+    read_cpu_template_file,
+};
 pub use image::parse_image_ref;
 pub use int::{
     COUNT_MAX, MEMORY_MAX_MIB, MEMORY_MIN_MIB, VCPUS_MAX, parse_count, parse_int_in_range,

@@ -96,6 +96,14 @@ pub struct CreateOptions {
     pub timeout: Option<Duration>,
     /// `--publish-port`.
     pub published_ports: Vec<PortMapping>,
+    /// `--kernel-args` (checked): replaces the arguments stored with the installed kernel;
+    /// `Some("")` boots without any.
+    pub kernel_args: Option<String>,
+    /// `--cpu-template` or `--cpu-template-file` (checked).
+    pub cpu_template: Option<crate::state::CpuTemplateSetting>,
+    /// `--boot-timeout`: how long a cold boot may take (default 60 s).
+    #[serde(serialize_with = "ms", rename = "bootTimeoutMs")]
+    pub boot_timeout: Option<Duration>,
     /// `--snapshot`: restore this snapshot.
     pub snapshot: Option<SnapshotId>,
     /// Whether any network flag was given: clones of a snapshot keep the snapshot's network
@@ -275,6 +283,8 @@ pub struct SetupOptions {
     pub jailer: Option<PathBuf>,
     /// `--kernel`: a local kernel instead of a download.
     pub kernel: Option<PathBuf>,
+    /// `--kernel-args` (checked): extra arguments stored with the installed kernel.
+    pub kernel_args: String,
     /// `--agent`: the static guest agent to install.
     pub agent: Option<PathBuf>,
     /// `--release-url`: where to download releases from.

@@ -1,11 +1,15 @@
 //! The Firecracker configuration of a VM's cold boot (docs/guest-abi.md: an initrd holding
 //! the agent, and the image, disk and config drives in that order).
 
+use vmsan_firecracker::models::CpuTemplate;
 use vmsan_firecracker::models::{
     BootSource, CacheType, Drive, EntropyDevice, LogLevel, Logger, MachineConfiguration, Metrics,
     NetworkInterface, RateLimiter, TokenBucket, Vsock,
 };
-use vmsan_firecracker::{BootArgs, RootfsFsType, VmConfig};
+use vmsan_firecracker::{BootArgs, CustomCpuTemplate, KernelArgs, RootfsFsType, VmConfig};
+
+use crate::error::{Error, ErrorCode, Result};
+use crate::state::{BootSettings, CpuTemplateSetting};
 
 use super::files::in_jail;
 
@@ -36,6 +40,53 @@ pub(super) struct BootPlan {
     pub(super) mem_mib: u32,
     /// The network, if any.
     pub(super) net: Option<NetPlan>,
+    /// Kernel arguments and CPU template.
+    pub(super) guest: GuestBoot,
+}
+
+/// The checked kernel arguments and CPU template of a VM's state.
+#[derive(Debug, Clone, Default)]
+pub(super) struct GuestBoot {
+    /// Appended to vmsan's own kernel arguments.
+    pub(super) kernel_args: KernelArgs,
+    /// Static template (`PUT /machine-config`).
+    pub(super) static_template: Option<CpuTemplate>,
+    /// Custom template (`PUT /cpu-config`).
+    pub(super) custom_template: Option<CustomCpuTemplate>,
+}
+
+impl GuestBoot {
+    /// Check what the state records again: it goes onto the guest's command line and into
+    /// Firecracker.
+    pub(super) fn of(boot: &BootSettings) -> Result<Self> {
+        let corrupt = |why: String| {
+            Error::new(
+                ErrorCode::VmStateCorrupt,
+                format!("the recorded boot settings are invalid: {why}"),
+            )
+        };
+        let kernel_args = KernelArgs::parse(boot.kernel_args.as_deref().unwrap_or(""))
+            .map_err(|e| corrupt(e.to_string()))?;
+        let (static_template, custom_template) = match &boot.cpu_template {
+            None => (None, None),
+            Some(CpuTemplateSetting::Static { name }) => (
+                Some(
+                    vmsan_firecracker::cpu_template::parse_static(name)
+                        .ok_or_else(|| corrupt(format!("CPU template {name:?}")))?,
+                ),
+                None,
+            ),
+            Some(CpuTemplateSetting::Custom { template }) => {
+                template.check().map_err(|e| corrupt(e.to_string()))?;
+                (None, Some(template.clone()))
+            }
+        };
+        Ok(Self {
+            kernel_args,
+            static_template,
+            custom_template,
+        })
+    }
 }
 
 fn limiter(l: &vmsan_net::RateLimiter) -> RateLimiter {
@@ -98,7 +149,11 @@ pub(super) fn vm_config(plan: &BootPlan) -> VmConfig {
         boot_source: BootSource {
             kernel_image_path: in_jail::KERNEL.into(),
             initrd_path: Some(in_jail::INITRD.into()),
-            boot_args: Some(BootArgs::new(plan.rootfs_fs).render()),
+            boot_args: Some(
+                BootArgs::new(plan.rootfs_fs)
+                    .with_user_args(&plan.guest.kernel_args)
+                    .render(),
+            ),
         },
         // The guest sees these as vda, vdb, vdc, in this order.
         drives: vec![
@@ -110,11 +165,12 @@ pub(super) fn vm_config(plan: &BootPlan) -> VmConfig {
             vcpu_count: plan.vcpus,
             mem_size_mib: u64::from(plan.mem_mib),
             smt: Some(false),
-            cpu_template: None,
+            cpu_template: plan.guest.static_template,
             // Needed for diff snapshots later; the cost is small.
             track_dirty_pages: Some(true),
             huge_pages: None,
         },
+        cpu_config: plan.guest.custom_template.clone(),
         network_interfaces: plan
             .net
             .iter()
@@ -133,5 +189,74 @@ pub(super) fn vm_config(plan: &BootPlan) -> VmConfig {
             vsock_id: None,
         }),
         entropy: Some(EntropyDevice { rate_limiter: None }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(boot: &BootSettings) -> BootPlan {
+        BootPlan {
+            rootfs_fs: RootfsFsType::Squashfs,
+            vcpus: 1,
+            mem_mib: 128,
+            net: None,
+            guest: GuestBoot::of(boot).unwrap(),
+        }
+    }
+
+    #[test]
+    fn defaults_are_unchanged_kernel_args_and_templates_reach_firecracker() {
+        let plain = vm_config(&plan(&BootSettings::default()));
+        assert_eq!(
+            plain.boot_source.boot_args.as_deref(),
+            Some(BootArgs::new(RootfsFsType::Squashfs).render().as_str())
+        );
+        assert_eq!(plain.machine.cpu_template, None);
+        assert_eq!(plain.cpu_config, None);
+
+        let template = CustomCpuTemplate::parse(
+            br#"{"cpuid_modifiers":[{"leaf":"0x7","subleaf":"0x0","flags":1,"modifiers":[{"register":"ebx","bitmap":"0bxxxxxxxxxxxxxxxxxxxxxxx0xxxxxxxx"}]}]}"#,
+        )
+        .unwrap();
+        let custom = vm_config(&plan(&BootSettings {
+            kernel_args: Some("noxsave tsc=reliable".into()),
+            cpu_template: Some(CpuTemplateSetting::Custom {
+                template: template.clone(),
+            }),
+            boot_timeout_ms: Some(900_000),
+        }));
+        let args = custom.boot_source.boot_args.unwrap();
+        assert!(
+            args.contains(" noxsave tsc=reliable vmsan_rootfs=/dev/vda "),
+            "{args}"
+        );
+        assert_eq!(custom.cpu_config, Some(template));
+        assert_eq!(custom.machine.cpu_template, None);
+
+        let stat = vm_config(&plan(&BootSettings {
+            cpu_template: Some(CpuTemplateSetting::Static { name: "T2S".into() }),
+            ..BootSettings::default()
+        }));
+        assert_eq!(stat.machine.cpu_template, Some(CpuTemplate::T2S));
+        assert_eq!(stat.cpu_config, None);
+    }
+
+    #[test]
+    fn a_tampered_state_is_refused_before_it_reaches_the_guest() {
+        for boot in [
+            BootSettings {
+                kernel_args: Some("vmsan_config=/dev/vda".into()),
+                ..BootSettings::default()
+            },
+            BootSettings {
+                cpu_template: Some(CpuTemplateSetting::Static { name: "V9".into() }),
+                ..BootSettings::default()
+            },
+        ] {
+            let e = GuestBoot::of(&boot).unwrap_err();
+            assert_eq!(e.code(), ErrorCode::VmStateCorrupt);
+        }
     }
 }

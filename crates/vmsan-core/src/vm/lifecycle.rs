@@ -20,9 +20,10 @@ use crate::paths::Paths;
 use crate::state::{ImageState, StateStore, VmState, VmStatus};
 use crate::{process, time};
 
-/// How long `create`/`start` wait for the supervisor's report (its own steps have shorter
-/// deadlines; this only guards against a supervisor that hangs).
-const REPORT_TIMEOUT: Duration = Duration::from_secs(150);
+/// How long `create`/`start` wait for the supervisor's report beyond the VM's boot timeout
+/// (the supervisor's other steps have their own, shorter deadlines; this only guards against
+/// a supervisor that hangs).
+const REPORT_MARGIN: Duration = Duration::from_secs(90);
 /// How long `stop` gives the supervisor to stop the guest gracefully.
 const STOP_TIMEOUT: Duration = Duration::from_secs(40);
 
@@ -41,6 +42,8 @@ pub struct BootMedia {
     pub image: Option<ImageState>,
     /// The image's config: defaults for exec.
     pub image_config: vmsan_proto::ImageConfig,
+    /// Arguments stored with the kernel at `vmsan setup` (used unless the VM gives its own).
+    pub kernel_args: Option<String>,
 }
 
 /// A new VM's settings (validated by the caller).
@@ -64,6 +67,24 @@ pub struct VmSpec {
     pub isolation: crate::state::Isolation,
     /// `agent` or `image`.
     pub init: String,
+    /// Kernel arguments (`Some("")`: none, whatever the kernel has stored), CPU template,
+    /// boot timeout.
+    pub boot: crate::state::BootSettings,
+}
+
+/// The boot settings a new VM records: its own kernel arguments when it gave any (even none),
+/// else those stored with its kernel.
+fn effective_boot(
+    spec: &crate::state::BootSettings,
+    media: &BootMedia,
+) -> crate::state::BootSettings {
+    let mut boot = spec.clone();
+    boot.kernel_args = spec
+        .kernel_args
+        .clone()
+        .or_else(|| media.kernel_args.clone())
+        .filter(|a| !a.is_empty());
+    boot
 }
 
 /// Prepares the VM's writable disk: an empty ext4 filesystem of the given size.
@@ -142,6 +163,7 @@ fn create_vm(
         st.network = spec.network.clone();
         fill_addresses(&mut st.network, id, slot);
         st.isolation = spec.isolation;
+        st.boot = effective_boot(&spec.boot, media);
         st.timeout_ms = spec
             .timeout
             .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
@@ -158,7 +180,7 @@ fn create_vm(
     // The supervisor starts now and sets up the network (and leaves our cgroups) while we
     // prepare the disk and config drive; it lays out the jail once we say they are ready.
     let spawned_at = time::epoch_ms_precise();
-    let mut sup = match Spawned::start(paths, &id) {
+    let mut sup = match Spawned::start(paths, &id, supervisor::boot_timeout(&st.boot)) {
         Ok(sup) => sup,
         Err(e) => {
             let _ = discard(paths, &id);
@@ -281,9 +303,11 @@ pub fn check_spec(spec: &VmSpec) -> Result<()> {
 pub fn start(paths: &Paths, id: &VmId) -> Result<VmState> {
     let store = StateStore::open(paths)?;
     let me = process::identify(std::process::id());
+    let mut boot = crate::state::BootSettings::default();
     store.update(id, |st| {
         let mut seen = st.clone();
         crate::state::reconcile(&mut seen);
+        boot = st.boot.clone();
         match seen.status {
             VmStatus::Stopped | VmStatus::Error
                 if seen.supervisor.is_none_or(|p| !process::is_alive(&p)) => {}
@@ -310,7 +334,7 @@ pub fn start(paths: &Paths, id: &VmId) -> Result<VmState> {
         st.error = None;
         Ok(())
     })?;
-    match run_supervisor(paths, id) {
+    match run_supervisor(paths, id, &boot) {
         Ok(_) => store.get(id),
         Err(e) => {
             let _ = store.update(id, |st| {
@@ -440,8 +464,8 @@ fn block_on<T>(f: impl std::future::Future<Output = T>) -> Result<T> {
 }
 
 /// Start a VM's supervisor, let it boot the VM at once, and wait for its report.
-fn run_supervisor(paths: &Paths, id: &VmId) -> Result<Booted> {
-    let mut sup = Spawned::start(paths, id)?;
+fn run_supervisor(paths: &Paths, id: &VmId, boot: &crate::state::BootSettings) -> Result<Booted> {
+    let mut sup = Spawned::start(paths, id, supervisor::boot_timeout(boot))?;
     sup.go();
     sup.wait_report()
 }
@@ -456,10 +480,12 @@ struct Spawned {
     child: std::process::Child,
     go: Option<std::process::ChildStdin>,
     report: Option<std::process::ChildStdout>,
+    /// The VM's boot timeout and a margin.
+    report_timeout: Duration,
 }
 
 impl Spawned {
-    fn start(paths: &Paths, id: &VmId) -> Result<Self> {
+    fn start(paths: &Paths, id: &VmId, boot_timeout: Duration) -> Result<Self> {
         let exe = std::env::current_exe().map_err(|e| Error::io("find the vmsan binary", e))?;
         let files = VmFiles::new(paths, id);
         let log = std::fs::OpenOptions::new()
@@ -490,6 +516,7 @@ impl Spawned {
             child,
             go,
             report,
+            report_timeout: boot_timeout.saturating_add(REPORT_MARGIN),
         })
     }
 
@@ -518,7 +545,7 @@ impl Spawned {
             let r = BufReader::new(out).read_line(&mut line).map(|_| line);
             let _ = tx.send(r);
         });
-        let line = match rx.recv_timeout(REPORT_TIMEOUT) {
+        let line = match rx.recv_timeout(self.report_timeout) {
             Ok(Ok(line)) => line,
             Ok(Err(e)) => return Err(Error::io("read the supervisor's report", e)),
             Err(_) => {

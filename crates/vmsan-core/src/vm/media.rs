@@ -118,6 +118,13 @@ pub fn spec_of(opts: &CreateOptions) -> VmSpec {
         timeout: opts.timeout,
         network,
         isolation: opts.isolation,
+        boot: crate::state::BootSettings {
+            kernel_args: opts.kernel_args.clone(),
+            cpu_template: opts.cpu_template.clone(),
+            boot_timeout_ms: opts
+                .boot_timeout
+                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        },
         init: match opts.init {
             InitMode::Agent => "agent".to_owned(),
             InitMode::Image => "image".to_owned(),
@@ -176,6 +183,7 @@ pub async fn resolve_media(
     progress: Option<vmsan_image::ProgressFn>,
 ) -> Result<BootMedia> {
     let (kernel, initrd) = boot_files(paths, opts.kernel.as_deref())?;
+    let kernel_args = artifacts::stored_kernel_args(paths, &kernel)?;
     let store = ImageStore::open(paths.home()).map_err(image_error)?;
 
     let (reference, policy) = match &opts.root {
@@ -187,6 +195,7 @@ pub async fn resolve_media(
                 rootfs_fs: detect_fs(path)?.to_owned(),
                 image: None,
                 image_config: vmsan_proto::ImageConfig::default(),
+                kernel_args,
             });
         }
         Some(RootSource::Image { reference, pull }) => (reference.clone(), *pull),
@@ -224,6 +233,7 @@ pub async fn resolve_media(
             entrypoint: image.config.entrypoint.clone(),
             cmd: image.config.cmd.clone(),
         },
+        kernel_args,
     })
 }
 

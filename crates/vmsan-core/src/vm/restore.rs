@@ -43,6 +43,12 @@ pub fn plan(
         .map_or(0, |f| f.size);
     spec.runtime = meta.runtime.clone();
     spec.init = meta.init.clone();
+    // The clone's later cold boots need the source's kernel arguments and CPU template (its
+    // memory already runs with them); only the boot timeout may be given anew.
+    let boot_timeout_ms = spec.boot.boot_timeout_ms.or(meta.boot.boot_timeout_ms);
+    spec.boot = meta.boot.clone();
+    spec.boot.kernel_args = Some(meta.boot.kernel_args.clone().unwrap_or_default());
+    spec.boot.boot_timeout_ms = boot_timeout_ms;
     if opts.project.is_empty() {
         spec.project = meta.project.clone();
     }
@@ -65,6 +71,7 @@ pub fn plan(
         rootfs_fs: meta.rootfs_fs.clone(),
         image: meta.image.clone(),
         image_config: vmsan_proto::ImageConfig::default(),
+        kernel_args: None,
     };
     Ok((spec, media))
 }

@@ -36,8 +36,15 @@ pub const SUPERVISE_ARG: &str = "__supervise";
 /// and config drive are ready.
 pub(crate) const GO_LINE: &str = "go\n";
 
-/// How long the guest has to boot and announce its agent.
+/// How long the guest has to boot and announce its agent, unless the VM says otherwise
+/// (`--boot-timeout`).
 const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The boot timeout of a VM with these settings.
+pub(crate) fn boot_timeout(boot: &crate::state::BootSettings) -> Duration {
+    boot.boot_timeout_ms
+        .map_or(BOOT_TIMEOUT, Duration::from_millis)
+}
 /// How long Firecracker has to create its API socket.
 const SOCKET_TIMEOUT: Duration = Duration::from_secs(10);
 /// Graceful stop: the agent powers off, then Ctrl-Alt-Del, then SIGKILL.
@@ -618,7 +625,7 @@ impl Supervisor {
         tap: Option<&str>,
     ) -> Result<()> {
         let vsock = self.vsock_path();
-        let deadline = Instant::now() + BOOT_TIMEOUT;
+        let deadline = Instant::now() + boot_timeout(&self.state.boot);
         let target = super::restore::RestoreTarget {
             snap,
             state: &self.state,
@@ -656,7 +663,9 @@ impl Supervisor {
             vcpus: self.state.vcpu_count,
             mem_mib: self.state.mem_size_mib,
             net: net_plan,
+            guest: super::boot::GuestBoot::of(&self.state.boot)?,
         };
+        let timeout = boot_timeout(&self.state.boot);
         let timings = super::boot::vm_config(&plan)
             .boot(&self.client)
             .await
@@ -677,10 +686,11 @@ impl Supervisor {
             .as_mut()
             .ok_or_else(|| Error::new(ErrorCode::Internal, "no VMM"))?;
         tokio::select! {
-            r = ready.wait(BOOT_TIMEOUT) => {
+            r = ready.wait(timeout) => {
                 r.map_err(|e| with_log_tail(
                     Error::new(ErrorCode::TimeoutAgent, format!("the guest agent did not announce itself: {e}"))
-                        .detail("timeoutMs", 60_000),
+                        .fix("A slow host or kernel may need more time: raise it with `vmsan create --boot-timeout`.")
+                        .detail("timeoutMs", u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
                     &self.files.serial_log(),
                 ))?;
             }
