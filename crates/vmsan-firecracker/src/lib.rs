@@ -38,6 +38,7 @@
 
 pub mod bootargs;
 pub mod cgroup;
+pub mod cgroup_parents;
 pub mod client;
 pub mod config;
 pub mod jailer;

@@ -511,3 +511,75 @@ fn privileged_teardown_returns_with_the_veth_pair_and_routes_gone() {
     }
     assert_eq!(vmsan_net::scan_leaks(&hc, &[]).unwrap(), vec![]);
 }
+
+/// `allow-all` means the internet (issue 17, item 21): with real TCP from a guest, the
+/// private and shared ranges and the host's own connected network (192.0.2.0/24 here) are out
+/// of reach while a public address answers; an explicitly allowed CIDR and `--allow-lan`
+/// (at setup or by a policy change) open them; a domain answer pointing into the LAN opens
+/// nothing.
+#[test]
+fn privileged_allow_all_means_the_internet_not_the_lan() {
+    if !can_run("privileged_allow_all_means_the_internet_not_the_lan") {
+        return;
+    }
+    let w = World::new();
+    let mut vm = w.vm(spec(11, Policy::AllowAll));
+    let g = Guest::attach(&vm.net, "g");
+    let blocked = |g: &Guest, why: &str| {
+        for ip in LAN_IPS.into_iter().chain([INET]) {
+            assert_eq!(g.tcp(ip, 80), None, "{why}: the guest reached {ip}");
+        }
+    };
+    let open = |g: &Guest, why: &str| {
+        for ip in LAN_IPS.into_iter().chain([INET]) {
+            assert_eq!(g.tcp(ip, 80).as_deref(), Some("inet"), "{why}: {ip}");
+        }
+    };
+    // The rules know the host's network.
+    assert!(
+        vm.net.host_nets.contains(&"192.0.2.0/24".parse().unwrap()),
+        "{:?}",
+        vm.net.host_nets
+    );
+    assert_eq!(g.tcp(ALLOWED_IP, 80).as_deref(), Some("inet"), "public");
+    blocked(&g, "allow-all");
+
+    // --allow-lan by a policy change, and back.
+    vm.net.allow_lan = true;
+    vmsan_net::apply_policy(&mut vm.net, &Policy::AllowAll).unwrap();
+    open(&g, "allow-all --allow-lan");
+    vm.net.allow_lan = false;
+    vmsan_net::apply_policy(&mut vm.net, &Policy::AllowAll).unwrap();
+    blocked(&g, "allow-all after --allow-lan was dropped");
+
+    // An explicitly allowed CIDR wins over the block; a domain answer does not.
+    let custom = Policy::Custom(CustomPolicy {
+        allowed_cidrs: vec!["172.16.0.0/12".parse().unwrap()],
+        denied_cidrs: vec![],
+        allowed_domains: vec!["lan.test".parse().unwrap()],
+        ports: vec![],
+    });
+    vmsan_net::apply_policy(&mut vm.net, &custom).unwrap();
+    let filter = start_filter(&w, &vm.net);
+    assert_eq!(g.tcp(LAN_IPS[1], 80).as_deref(), Some("inet"));
+    assert_eq!(
+        g.dns(vm.net.addrs.tap_ip, "lan.test"),
+        Some((0, vec![LAN_IPS[0]]))
+    );
+    assert_eq!(
+        g.tcp(LAN_IPS[0], 80),
+        None,
+        "a domain resolving into the LAN opened it"
+    );
+    assert_eq!(g.tcp(LAN_IPS[2], 80), None);
+    drop(filter);
+    drop(g);
+    drop(vm);
+
+    // --allow-lan from the start.
+    let mut s = spec(12, Policy::AllowAll);
+    s.allow_lan = true;
+    let vm = w.vm(s);
+    let g = Guest::attach(&vm.net, "g2");
+    open(&g, "created with --allow-lan");
+}
