@@ -768,7 +768,10 @@ mod tests {
         assert!(create(&["--allow-udp"]).network.allow_udp);
         assert!(!create(&[]).network.allow_udp);
         assert!(create(&["--allow-lan"]).network.allow_lan);
-        assert!(!create(&[]).network.allow_lan, "the LAN is blocked by default");
+        assert!(
+            !create(&[]).network.allow_lan,
+            "the LAN is blocked by default"
+        );
         assert_eq!(
             create(&["--dns", "1.1.1.1,9.9.9.9", "--dns", "1.1.1.1"]).dns_servers,
             [Ipv4Addr::new(1, 1, 1, 1), Ipv4Addr::new(9, 9, 9, 9)]
