@@ -123,6 +123,16 @@ impl ParentRegistry {
     }
 }
 
+/// The parents `<hierarchy>/<name>` (every hierarchy, every name) that exist and hold no
+/// child cgroup, recorded or not: what `doctor` shows once no VM exists.
+#[must_use]
+pub fn empty_parents(mounts: &CgroupMounts, names: &[&str]) -> Vec<PathBuf> {
+    roots(mounts)
+        .flat_map(|root| names.iter().map(move |n| root.join(n)))
+        .filter(|p| single_child_of_a_root(mounts, p) && p.is_dir() && !has_child_cgroup(p))
+        .collect()
+}
+
 fn roots(mounts: &CgroupMounts) -> impl Iterator<Item = &Path> {
     mounts
         .v1

@@ -424,13 +424,30 @@ pub(crate) fn remove_unused_cgroup_parents(last: bool) -> Vec<PathBuf> {
     registry.remove_empty(&mounts, patience)
 }
 
-/// Parent cgroups made for VMs that exist and hold no VM's cgroup (for `doctor`).
+/// Parent cgroups made for VMs that exist and hold no VM's cgroup (for `doctor`): the
+/// recorded ones, and the jailer's (`firecracker`) and supervisors' (`vmsan`) by name (left
+/// by a vmsan that did not record them yet).
 pub(crate) fn cgroup_parent_leftovers() -> Vec<PathBuf> {
-    match (cgroup_registry(), CgroupMounts::detect()) {
-        (Ok(registry), Ok(mounts)) => registry.leftovers(&mounts),
-        _ => Vec::new(),
+    let Ok(mounts) = CgroupMounts::detect() else {
+        return Vec::new();
+    };
+    let mut left = cgroup_registry()
+        .map(|r| r.leftovers(&mounts))
+        .unwrap_or_default();
+    for p in vmsan_firecracker::cgroup_parents::empty_parents(
+        &mounts,
+        &[JAILER_PARENT_CGROUP, CALLER_FREE_CGROUP],
+    ) {
+        if !left.contains(&p) {
+            left.push(p);
+        }
     }
+    left.sort();
+    left
 }
+
+/// The jailer's parent cgroup: its `--parent-cgroup` default, the Firecracker binary's name.
+const JAILER_PARENT_CGROUP: &str = "firecracker";
 
 /// Start the jailer (or Firecracker directly with `--no-jailer`), its stdout (the serial
 /// console) going to the VM's serial log. Returns the child and the log of its stderr.
