@@ -479,6 +479,11 @@ fn privileged_parent_cgroups_go_with_the_last_vm_and_only_ours() {
         root.join(&theirs).exists(),
         "a parent vmsan did not make went"
     );
+    // doctor still names it (by name) as an empty parent.
+    assert_eq!(
+        vmsan_firecracker::cgroup_parents::empty_parents(&mounts, &[&theirs]),
+        vec![root.join(&theirs)]
+    );
 
     // A create that raced with that removal finds its parent gone and makes it again; the
     // parent is still known as ours and goes with the next last VM.
