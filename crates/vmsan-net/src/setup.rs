@@ -510,10 +510,7 @@ fn build_host_side(
         netns::write_sysctl(&format!("net/ipv4/conf/{host_veth}/route_localnet"), "1")?;
         let _ = netns::write_sysctl(&format!("net/ipv6/conf/{host_veth}/disable_ipv6"), "1");
         let lock = host.lock()?;
-        let r = host_table_add(host, spec, net, host_veth);
-        if r.is_ok() {
-            made.elements.store(true, Ordering::SeqCst);
-        }
+        let r = host_table_add(host, spec, net, host_veth, &made.elements);
         drop(lock);
         r.map_err(|e| nft::in_ns(e, host.host_ns()))
     })
@@ -521,9 +518,16 @@ fn build_host_side(
 
 /// Adds the VM to the host table (creating the table and the compat rules as needed), in
 /// the current thread's namespace. Call it under the host lock.
-fn host_table_add(host: &HostConfig, spec: &VmNetSpec, net: &VmNet, host_veth: &str) -> Result<()> {
+/// `added` is set once the VM's elements are in the table (a later step may still fail).
+fn host_table_add(
+    host: &HostConfig,
+    spec: &VmNetSpec,
+    net: &VmNet,
+    host_veth: &str,
+    added: &AtomicBool,
+) -> Result<()> {
     nfnl::with_host_socket(None, |sock| {
-        host_table_add_on(sock, host, spec, net, host_veth)
+        host_table_add_on(sock, host, spec, net, host_veth, added)
     })
 }
 
@@ -533,6 +537,7 @@ fn host_table_add_on(
     spec: &VmNetSpec,
     net: &VmNet,
     host_veth: &str,
+    added: &AtomicBool,
 ) -> Result<()> {
     let tables = nft::list_tables_on(sock)?;
     let exists = tables
@@ -562,6 +567,7 @@ fn host_table_add_on(
         }
         return Err(e);
     }
+    added.store(true, Ordering::SeqCst);
     // firewalld rejects forwarded flows it was not told about (see `firewalld`).
     if firewalld::active(&tables) {
         firewalld::bind(&host.firewalld_bus, &host.firewalld_zone)?;
