@@ -583,3 +583,52 @@ fn privileged_allow_all_means_the_internet_not_the_lan() {
     let g = Guest::attach(&vm.net, "g2");
     open(&g, "created with --allow-lan");
 }
+
+/// A VM never deletes a host link it did not make (issue 17, item 8): when a second VM is
+/// given a slot whose `vmsan-h<N>` another VM holds (two homes before slots were host-wide,
+/// or claims lost), its failed setup and its teardown leave that link, its route and its host
+/// table entries alone, and the first VM keeps its network.
+#[test]
+fn privileged_a_vm_never_deletes_a_host_link_it_did_not_make() {
+    if !can_run("privileged_a_vm_never_deletes_a_host_link_it_did_not_make") {
+        return;
+    }
+    let w = World::new();
+    let hc = w.host_config();
+    let a = w.vm(spec(30, Policy::AllowAll));
+    let ga = Guest::attach(&a.net, "ga");
+    assert_eq!(ga.tcp(ALLOWED_IP, 80).as_deref(), Some("inet"));
+    let host_veth = a.net.host_veth.clone();
+    let link = || ip_out(&["-n", &w.host.name, "-o", "link", "show", "dev", &host_veth]);
+    assert!(
+        link().contains(&format!("alias vmsan {}", a.net.vm_id)),
+        "{}",
+        link()
+    );
+
+    let b = spec(30, Policy::AllowAll);
+    let e = vmsan_net::setup(&hc, &b).expect_err("the slot's host link is taken");
+    assert!(e.to_string().contains("exists"), "{e}");
+    assert!(!link().is_empty(), "B's rollback deleted A's host link");
+    assert_eq!(
+        ga.tcp(ALLOWED_IP, 80).as_deref(),
+        Some("inet"),
+        "A lost its network when B's setup failed"
+    );
+
+    // B's teardown (what `remove` runs) refuses to touch what is A's.
+    let e = vmsan_net::teardown(&hc, &b.vm_id, b.slot).expect_err("not B's link");
+    assert!(e.to_string().contains("is not"), "{e}");
+    assert!(!link().is_empty(), "B's teardown deleted A's host link");
+    assert_eq!(
+        vmsan_net::nft::HostState::read(Some(&w.host.path))
+            .unwrap()
+            .guests
+            .len(),
+        1
+    );
+    assert_eq!(ga.tcp(ALLOWED_IP, 80).as_deref(), Some("inet"));
+    drop(ga);
+    drop(a);
+    assert!(link().is_empty(), "A's own teardown removes its link");
+}
