@@ -113,24 +113,32 @@ impl ParentRegistry {
         removed
     }
 
-    /// The recorded parents that exist and hold no child cgroup: leftovers once no VM runs.
+    /// The recorded parents that exist and hold neither a child cgroup nor a process:
+    /// leftovers.
     #[must_use]
     pub fn leftovers(&self, mounts: &CgroupMounts) -> Vec<PathBuf> {
         self.recorded(mounts)
             .into_iter()
-            .filter(|p| p.is_dir() && !has_child_cgroup(p))
+            .filter(|p| is_empty_cgroup(p))
             .collect()
     }
 }
 
-/// The parents `<hierarchy>/<name>` (every hierarchy, every name) that exist and hold no
-/// child cgroup, recorded or not: what `doctor` shows once no VM exists.
+/// The parents `<hierarchy>/<name>` (every hierarchy, every name) that exist and hold
+/// neither a child cgroup nor a process, recorded or not: what `doctor` shows.
 #[must_use]
 pub fn empty_parents(mounts: &CgroupMounts, names: &[&str]) -> Vec<PathBuf> {
     roots(mounts)
         .flat_map(|root| names.iter().map(move |n| root.join(n)))
-        .filter(|p| single_child_of_a_root(mounts, p) && p.is_dir() && !has_child_cgroup(p))
+        .filter(|p| single_child_of_a_root(mounts, p) && is_empty_cgroup(p))
         .collect()
+}
+
+/// A cgroup directory with no child cgroup and no process (`cgroup.procs` is empty).
+fn is_empty_cgroup(dir: &Path) -> bool {
+    dir.is_dir()
+        && !has_child_cgroup(dir)
+        && std::fs::read_to_string(dir.join("cgroup.procs")).is_ok_and(|t| t.trim().is_empty())
 }
 
 fn roots(mounts: &CgroupMounts) -> impl Iterator<Item = &Path> {

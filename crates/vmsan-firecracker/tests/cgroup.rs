@@ -484,6 +484,24 @@ fn privileged_parent_cgroups_go_with_the_last_vm_and_only_ours() {
         vmsan_firecracker::cgroup_parents::empty_parents(&mounts, &[&theirs]),
         vec![root.join(&theirs)]
     );
+    // ... but not while a process sits in it (a supervisor in `vmsan/`).
+    let mut sleeper = Command::new("cat")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    fs::write(
+        root.join(&theirs).join("cgroup.procs"),
+        sleeper.id().to_string(),
+    )
+    .unwrap();
+    let busy = vmsan_firecracker::cgroup_parents::empty_parents(&mounts, &[&theirs]);
+    drop(sleeper.stdin.take());
+    sleeper.wait().unwrap();
+    assert!(
+        busy.is_empty(),
+        "a cgroup holding a process is not empty: {busy:?}"
+    );
 
     // A create that raced with that removal finds its parent gone and makes it again; the
     // parent is still known as ours and goes with the next last VM.
