@@ -72,7 +72,7 @@ fn measure(runs: usize, mut cmd: impl FnMut() -> Command) -> Stats {
 }
 
 fn populate(home: &Path, n: usize) {
-    let store = StateStore::open(&Paths::new(home)).unwrap();
+    let store = StateStore::open(&Paths::new(home).with_run_dir(home.join("run"))).unwrap();
     let me = process::identify(std::process::id()).expect("identify this process");
     let base_ms: u64 = 1_790_000_000_000;
     for i in 0..n {

@@ -198,6 +198,10 @@ pub struct CreateArgs {
     /// Allow guest UDP (blocked by default; DNS always goes through vmsan's filter).
     #[arg(long)]
     pub allow_udp: bool,
+    /// Let the guest reach the networks around the host: private ranges (10/8, 172.16/12,
+    /// 192.168/16, 100.64/10) and the host's own connected networks, blocked by default.
+    #[arg(long)]
+    pub allow_lan: bool,
     /// Bandwidth limit in Mbit/s each way, 1-1000 (10, 10m, 10mbit).
     #[arg(long, value_name = "MBIT", allow_negative_numbers = true)]
     pub bandwidth: Option<String>,
@@ -339,6 +343,10 @@ pub struct NetworkArgs {
     /// Allow guest UDP.
     #[arg(long)]
     pub allow_udp: bool,
+    /// Let the guest reach private ranges and the host's connected networks (blocked by
+    /// default).
+    #[arg(long)]
+    pub allow_lan: bool,
 }
 
 /// `snapshot …`.

@@ -355,6 +355,7 @@ fn create(a: &CreateArgs, env: &Env) -> Result<CreateOptions, Error> {
         allowed_cidrs: a.allowed_cidr.clone(),
         denied_cidrs: a.denied_cidr.clone(),
         allow_udp: a.allow_udp,
+        allow_lan: a.allow_lan,
     })?;
     let bandwidth_mbit = a
         .bandwidth
@@ -379,6 +380,7 @@ fn create(a: &CreateArgs, env: &Env) -> Result<CreateOptions, Error> {
         || !a.allowed_cidr.is_empty()
         || !a.denied_cidr.is_empty()
         || a.allow_udp
+        || a.allow_lan
         || a.bandwidth.is_some()
         || !a.dns.is_empty()
         || !a.publish_port.is_empty();
@@ -546,6 +548,7 @@ fn network(a: &NetworkArgs) -> Result<NetworkOptions, Error> {
         allowed_cidrs: a.allowed_cidr.clone(),
         denied_cidrs: a.denied_cidr.clone(),
         allow_udp: a.allow_udp,
+        allow_lan: a.allow_lan,
     })?;
     Ok(NetworkOptions { vm, rules })
 }
@@ -796,6 +799,11 @@ mod tests {
         assert_eq!(o.network.denied_cidrs[0].to_string(), "169.254.0.0/16");
         assert!(create(&["--allow-udp"]).network.allow_udp);
         assert!(!create(&[]).network.allow_udp);
+        assert!(create(&["--allow-lan"]).network.allow_lan);
+        assert!(
+            !create(&[]).network.allow_lan,
+            "the LAN is blocked by default"
+        );
         assert_eq!(
             create(&["--dns", "1.1.1.1,9.9.9.9", "--dns", "1.1.1.1"]).dns_servers,
             [Ipv4Addr::new(1, 1, 1, 1), Ipv4Addr::new(9, 9, 9, 9)]
@@ -1177,11 +1185,13 @@ mod tests {
             "--denied-cidr",
             "10.1.0.0/16",
             "--allow-udp",
+            "--allow-lan",
         ]) {
             Action::Network(o) => {
                 assert_eq!(o.rules.allowed_cidrs.len(), 1);
                 assert_eq!(o.rules.denied_cidrs.len(), 1);
                 assert!(o.rules.allow_udp);
+                assert!(o.rules.allow_lan);
             }
             other => panic!("{other:?}"),
         }

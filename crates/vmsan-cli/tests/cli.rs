@@ -226,6 +226,8 @@ rejected! {
     network_bad_denied_cidr: ["network", VM, "--network-policy", "custom", "--denied-cidr", "x"] => "ERR_VALIDATION_CIDR";
     network_conflict: ["network", VM, "--network-policy", "deny-all", "--denied-cidr", "10.0.0.0/8"] => "ERR_VALIDATION_POLICY_CONFLICT";
     network_allow_udp_conflict: ["network", VM, "--network-policy", "deny-all", "--allow-udp"] => "ERR_VALIDATION_POLICY_CONFLICT";
+    network_allow_lan_conflict: ["network", VM, "--network-policy", "deny-all", "--allow-lan"] => "ERR_VALIDATION_POLICY_CONFLICT";
+    create_deny_all_allow_lan: ["create", "--network-policy", "deny-all", "--allow-lan"] => "ERR_VALIDATION_POLICY_CONFLICT";
     network_bad_vm: ["network", "x", "--network-policy", "deny-all"] => "ERR_VALIDATION_ID";
     snapshot_no_sub: ["snapshot"] => ARGS;
     snapshot_bad_sub: ["snapshot", "restore", VM] => ARGS;

@@ -164,7 +164,7 @@ fn privileged_e2e_vm_lifecycle() {
         "--network-policy",
         "custom",
         "--allowed-cidr",
-        "192.0.2.0/24",
+        "203.0.113.0/24",
         "--denied-cidr",
         &format!("{INTERNET_IP}/32"),
     ]);
@@ -609,5 +609,111 @@ fn privileged_e2e_create_failing_at_the_disk_leaves_nothing() {
         left.is_empty(),
         "a failed create left:\n{}",
         left.join("\n")
+    );
+}
+
+/// Two vmsan homes on one host (issue 17, item 8): slots, host links, guest subnets and the
+/// host table are host-wide, so the homes must share one slot allocation and never delete
+/// each other's network. Home A has two VMs when home B creates two: all four work, with
+/// distinct addresses; removing A's VMs leaves B's links and the shared table; B's VMs still
+/// reach the "internet".
+#[test]
+fn privileged_e2e_two_homes_share_the_host_network() {
+    let Some(fx) = fixture() else { return };
+    let (a, net) = (&fx.home, &fx.net);
+    let b = &fx.another_home();
+    let create = |home: &Home| {
+        home.json(&["create", "--from-image", "busybox"])["vmId"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let a_vms = [create(a), create(a)];
+    let b_vms = [create(b), create(b)];
+
+    let guest_ip = |home: &Home, id: &str| {
+        home.json(&["inspect", id])["vm"]["network"]["guestIp"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no guest address for {id}"))
+            .to_owned()
+    };
+    let mut ips: Vec<String> = a_vms
+        .iter()
+        .map(|id| guest_ip(a, id))
+        .chain(b_vms.iter().map(|id| guest_ip(b, id)))
+        .collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 4, "guest addresses must be distinct: {ips:?}");
+
+    let reaches_internet = |home: &Home, id: &str| {
+        let out = home.run(&[
+            "exec",
+            id,
+            "nc",
+            "-w",
+            "5",
+            INTERNET_IP,
+            &SERVER_PORT.to_string(),
+        ]);
+        String::from_utf8_lossy(&out.stdout).trim() == GREETING
+    };
+    for id in &a_vms {
+        assert!(reaches_internet(a, id), "{id} of home A lost its network");
+    }
+    for id in &b_vms {
+        assert!(reaches_internet(b, id), "{id} of home B has no network");
+    }
+
+    let host_links = || {
+        let out = Command::new("ip")
+            .args(["-n", &net.host, "-o", "link", "show"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let host_table = || {
+        Command::new("ip")
+            .args([
+                "netns", "exec", &net.host, "nft", "list", "table", "ip", "vmsan",
+            ])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    for id in &a_vms {
+        a.json(&["remove", "--force", id]);
+    }
+    let links = host_links();
+    for id in &b_vms {
+        assert!(
+            links.contains(&format!("alias vmsan {id}")),
+            "the host link of {id} is gone after home A's VMs were removed:\n{links}"
+        );
+        assert!(
+            reaches_internet(b, id),
+            "{id} of home B lost its network when home A's VMs were removed"
+        );
+    }
+    assert!(
+        host_table(),
+        "home A's last VM removed the table home B uses"
+    );
+
+    for id in &b_vms {
+        b.json(&["remove", "--force", id]);
+    }
+    for (home, id) in a_vms
+        .iter()
+        .map(|id| (a, id))
+        .chain(b_vms.iter().map(|id| (b, id)))
+    {
+        let left = leftovers(home.dir.path(), &net.host, id);
+        assert!(left.is_empty(), "left behind by {id}:\n{}", left.join("\n"));
+    }
+    assert!(
+        !host_table(),
+        "the host table outlived the last VM of all homes"
     );
 }

@@ -22,7 +22,8 @@ struct Home {
 impl Home {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::open(&Paths::new(dir.path())).unwrap();
+        let store =
+            StateStore::open(&Paths::new(dir.path()).with_run_dir(dir.path().join("run"))).unwrap();
         Self { dir, store }
     }
 

@@ -14,10 +14,14 @@ pub const DEFAULT_HOME: &str = "/var/lib/vmsan";
 /// The environment variable that overrides the home directory.
 pub const HOME_ENV: &str = "VMSAN_HOME";
 
+/// Host-wide runtime state shared by every home on the host (network slot claims).
+pub const DEFAULT_RUN_DIR: &str = "/run/vmsan";
+
 /// The host paths vmsan uses, all derived from one home directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Paths {
     home: PathBuf,
+    run_dir: PathBuf,
 }
 
 impl Paths {
@@ -31,7 +35,23 @@ impl Paths {
 
     /// Paths under an explicit home directory.
     pub fn new(home: impl Into<PathBuf>) -> Self {
-        Self { home: home.into() }
+        Self {
+            home: home.into(),
+            run_dir: PathBuf::from(DEFAULT_RUN_DIR),
+        }
+    }
+
+    /// Another host-wide runtime directory: for tests of the state store that must not share
+    /// claims with the host's real VMs. The product always uses [`DEFAULT_RUN_DIR`].
+    #[must_use]
+    pub fn with_run_dir(mut self, run_dir: impl Into<PathBuf>) -> Self {
+        self.run_dir = run_dir.into();
+        self
+    }
+
+    /// The host-wide runtime directory (`/run/vmsan`): shared by every home on the host.
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
     }
 
     /// The home directory.
@@ -59,12 +79,13 @@ impl Paths {
         self.vm_dir(id).join("serial.log")
     }
 
-    /// Slot claims: one file per taken network slot, naming its VM.
+    /// Slot claims: one file per taken network slot, naming its VM and home. Host-wide (under
+    /// [`run_dir`](Self::run_dir)), since slots name host-wide links and subnets.
     pub fn slots_dir(&self) -> PathBuf {
-        self.home.join("slots")
+        self.run_dir.join("slots")
     }
 
-    /// Global locks (slot allocation).
+    /// Home-wide locks.
     pub fn locks_dir(&self) -> PathBuf {
         self.home.join("locks")
     }

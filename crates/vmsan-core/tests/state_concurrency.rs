@@ -19,6 +19,12 @@ const SHARED_UPDATES: u64 = 20;
 const OWN_VMS: usize = 3;
 const DOMAINS: usize = 2000;
 
+/// The store's paths, with slot claims kept inside the test's home: these tests check the
+/// claims of their own VMs, not the host's.
+fn test_paths(home: &Path) -> Paths {
+    Paths::new(home).with_run_dir(home.join("run"))
+}
+
 fn new_state(id: &VmId) -> VmState {
     VmState::new(id.clone(), &vmsan_core::time::now_rfc3339())
 }
@@ -48,7 +54,7 @@ fn state_worker() {
         return;
     };
     let parts: Vec<&str> = spec.split('|').collect();
-    let store = StateStore::open(&Paths::new(parts[1])).unwrap();
+    let store = StateStore::open(&test_paths(Path::new(parts[1]))).unwrap();
     let shared = VmId::parse(parts[2]).unwrap();
     match parts[0] {
         "mixed" => {
@@ -125,7 +131,7 @@ fn vms(store: &StateStore) -> Vec<VmState> {
 #[test]
 fn fifty_processes_create_update_delete_without_lost_updates_or_duplicate_slots() {
     let home = tempfile::tempdir().unwrap();
-    let store = StateStore::open(&Paths::new(home.path())).unwrap();
+    let store = StateStore::open(&test_paths(home.path())).unwrap();
     let shared = store.create(|id, _| new_state(id)).unwrap();
     assert_eq!(shared.generation, 1);
 
@@ -163,16 +169,18 @@ fn fifty_processes_create_update_delete_without_lost_updates_or_duplicate_slots(
     let ids: HashSet<&str> = all.iter().map(|s| s.id.as_str()).collect();
     assert_eq!(ids.len(), all.len(), "duplicate id");
     // One slot claim per live VM, each naming its VM.
-    let claims = std::fs::read_dir(home.path().join("slots"))
-        .unwrap()
-        .count();
+    let slots_dir = test_paths(home.path()).slots_dir();
+    let claims = std::fs::read_dir(&slots_dir).unwrap().count();
     assert_eq!(claims, all.len(), "slot claims");
     for st in &all {
-        let claim = home
-            .path()
-            .join("slots")
-            .join(st.network.slot.unwrap().to_string());
-        assert_eq!(std::fs::read_to_string(claim).unwrap(), st.id.as_str());
+        let claim = slots_dir.join(st.network.slot.unwrap().to_string());
+        assert!(
+            std::fs::read_to_string(claim)
+                .unwrap()
+                .starts_with(&format!("vm {}\n", st.id)),
+            "the claim of {} names it",
+            st.id
+        );
     }
     // Nothing but VM directories and the lock dir remain: no staging, trash or temp files.
     assert_no_debris(&home.path().join("vms"));
@@ -193,7 +201,7 @@ fn assert_no_debris(vms_dir: &Path) {
 #[test]
 fn sigkill_during_writes_leaves_the_old_or_the_new_state() {
     let home = tempfile::tempdir().unwrap();
-    let store = StateStore::open(&Paths::new(home.path())).unwrap();
+    let store = StateStore::open(&test_paths(home.path())).unwrap();
     let st = store
         .create(|id, _| {
             let mut st = new_state(id);

@@ -7,7 +7,8 @@ use vmsan_core::{ErrorCode, Paths, VmId};
 
 fn store() -> (tempfile::TempDir, StateStore) {
     let home = tempfile::tempdir().unwrap();
-    let store = StateStore::open(&Paths::new(home.path())).unwrap();
+    let store =
+        StateStore::open(&Paths::new(home.path()).with_run_dir(home.path().join("run"))).unwrap();
     (home, store)
 }
 
@@ -185,7 +186,46 @@ fn remove_releases_the_slot_claim() {
         .paths()
         .slots_dir()
         .join(a.network.slot.unwrap().to_string());
-    assert_eq!(std::fs::read_to_string(&claim).unwrap(), a.id.as_str());
+    assert!(
+        std::fs::read_to_string(&claim)
+            .unwrap()
+            .starts_with(&format!("vm {}\n", a.id))
+    );
+    assert_eq!(store.host_claims().unwrap()[0].vm, a.id);
     store.remove(&a.id).unwrap();
     assert!(!claim.exists());
+}
+
+/// Two homes on one host share the host-wide slot claims (issue 17, item 8): they never hand
+/// out the same slot, removing one home's VM leaves the other's claim, and the claims of a
+/// home deleted under its VMs are reclaimed.
+#[test]
+fn two_homes_on_one_host_never_share_a_slot() {
+    let host = tempfile::tempdir().unwrap();
+    let run = host.path().join("run");
+    let home = |name: &str| {
+        let dir = host.path().join(name);
+        StateStore::open(&Paths::new(&dir).with_run_dir(&run)).unwrap()
+    };
+    let (a, b) = (home("a"), home("b"));
+    let a1 = create(&a);
+    let b1 = create(&b);
+    let a2 = create(&a);
+    let slots: Vec<u32> = [&a1, &b1, &a2]
+        .iter()
+        .map(|s| s.network.slot.unwrap())
+        .collect();
+    assert_eq!(slots, vec![0, 1, 2], "one host, one slot sequence");
+    a.remove(&a1.id).unwrap();
+    let claims: Vec<VmId> = b.host_claims().unwrap().into_iter().map(|c| c.vm).collect();
+    assert!(
+        claims.contains(&b1.id) && claims.contains(&a2.id),
+        "{claims:?}"
+    );
+    assert!(!claims.contains(&a1.id));
+    // Slot 0 is free again and goes to the next VM of either home.
+    assert_eq!(create(&b).network.slot, Some(0));
+    // Home A deleted under its VM: its claim is debris, reclaimed by the next create.
+    std::fs::remove_dir_all(host.path().join("a")).unwrap();
+    assert_eq!(create(&b).network.slot, Some(2));
 }

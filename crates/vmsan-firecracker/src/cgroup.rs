@@ -264,7 +264,7 @@ pub fn create_v1_cgroups(
         })?;
         let dir = mount.join(parent).join(id);
         if !dirs.contains(&dir) {
-            std::fs::create_dir_all(&dir).map_err(|e| at(&dir, "create", e))?;
+            create_dir_racing(&dir).map_err(|e| at(&dir, "create", e))?;
             dirs.push(dir.clone());
         }
         let path = dir.join(file);
@@ -299,6 +299,19 @@ pub fn spawn_born_in<T: Send>(
         .join()
         .unwrap_or_else(|_| Err(io::Error::other("the spawning thread panicked")))
     })
+}
+
+/// `create_dir_all`, again when a parent it made was removed before the child could be made
+/// in it: an empty parent cgroup is removed with the last VM (see
+/// [`crate::cgroup_parents`]) while another VM's create may be making it.
+fn create_dir_racing(dir: &Path) -> io::Result<()> {
+    let mut tries = 0;
+    loop {
+        match std::fs::create_dir_all(dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && tries < 5 => tries += 1,
+            r => return r,
+        }
+    }
 }
 
 fn at(path: &Path, op: &str, e: io::Error) -> io::Error {

@@ -40,6 +40,7 @@
 
 pub mod bootargs;
 pub mod cgroup;
+pub mod cgroup_parents;
 pub mod client;
 pub mod config;
 pub mod cpu_template;

@@ -414,3 +414,102 @@ fn modes_serialise_in_lowercase() {
     assert_eq!(serde_json::to_string(&CgroupMode::V2).unwrap(), "\"v2\"");
     assert_eq!(serde_json::to_string(&CgroupVersion::V1).unwrap(), "\"v1\"");
 }
+
+/// Parent cgroups made for VMs go with the last VM (issue 17, item 18): only empty ones, only
+/// ones recorded as made for vmsan, and one removed while a create raced with it is made again
+/// by that create and still goes with the next last VM. Real hierarchies, test-named parents.
+#[test]
+fn privileged_parent_cgroups_go_with_the_last_vm_and_only_ours() {
+    use std::time::Duration;
+    use vmsan_firecracker::cgroup_parents::ParentRegistry;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to create cgroups");
+        return;
+    }
+    let mounts = CgroupMounts::detect().unwrap();
+    let ours = format!("vmsan-fcparent-{}", std::process::id());
+    let theirs = format!("vmsan-fcadmin-{}", std::process::id());
+    let roots: Vec<PathBuf> = mounts
+        .v1
+        .iter()
+        .map(|h| h.mount_point.clone())
+        .chain(mounts.unified.clone())
+        .filter(|r| r.join("cgroup.procs").exists())
+        .collect();
+    assert!(!roots.is_empty(), "no cgroup hierarchy: {mounts:?}");
+    let _guard = CgroupGuard {
+        parents: roots
+            .iter()
+            .flat_map(|r| [r.join(&ours), r.join(&theirs)])
+            .collect(),
+        child: None,
+    };
+    let records = tempfile::tempdir().unwrap();
+    let registry = ParentRegistry::new(records.path());
+
+    // An administrator's parent, there before any VM: never ours.
+    let root = &roots[0];
+    fs::create_dir(root.join(&theirs)).unwrap();
+    let absent = ParentRegistry::absent(&mounts, &[&ours, &theirs]);
+    assert!(absent.contains(&root.join(&ours)));
+    assert!(!absent.contains(&root.join(&theirs)));
+
+    // Two VMs' cgroups under our parent (made by their create, in one hierarchy).
+    for vm in ["vm-a", "vm-b"] {
+        fs::create_dir_all(root.join(&ours).join(vm)).unwrap();
+    }
+    registry.record_made(&absent).unwrap();
+    assert_eq!(registry.recorded(&mounts), vec![root.join(&ours)]);
+
+    // The first VM goes: its parent stays for the other.
+    fs::remove_dir(root.join(&ours).join("vm-a")).unwrap();
+    assert!(registry.remove_empty(&mounts, Duration::ZERO).is_empty());
+    assert!(root.join(&ours).exists());
+    assert_eq!(registry.leftovers(&mounts), Vec::<PathBuf>::new());
+
+    // The last VM goes: so does its parent, and only that one.
+    fs::remove_dir(root.join(&ours).join("vm-b")).unwrap();
+    assert_eq!(registry.leftovers(&mounts), vec![root.join(&ours)]);
+    assert_eq!(
+        registry.remove_empty(&mounts, Duration::from_secs(1)),
+        vec![root.join(&ours)]
+    );
+    assert!(!root.join(&ours).exists(), "the empty parent stayed");
+    assert!(
+        root.join(&theirs).exists(),
+        "a parent vmsan did not make went"
+    );
+    // doctor still names it (by name) as an empty parent.
+    assert_eq!(
+        vmsan_firecracker::cgroup_parents::empty_parents(&mounts, &[&theirs]),
+        vec![root.join(&theirs)]
+    );
+    // ... but not while a process sits in it (a supervisor in `vmsan/`).
+    let mut sleeper = Command::new("cat")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    fs::write(
+        root.join(&theirs).join("cgroup.procs"),
+        sleeper.id().to_string(),
+    )
+    .unwrap();
+    let busy = vmsan_firecracker::cgroup_parents::empty_parents(&mounts, &[&theirs]);
+    drop(sleeper.stdin.take());
+    sleeper.wait().unwrap();
+    assert!(
+        busy.is_empty(),
+        "a cgroup holding a process is not empty: {busy:?}"
+    );
+
+    // A create that raced with that removal finds its parent gone and makes it again; the
+    // parent is still known as ours and goes with the next last VM.
+    fs::create_dir_all(root.join(&ours).join("vm-c")).unwrap();
+    fs::remove_dir(root.join(&ours).join("vm-c")).unwrap();
+    assert_eq!(
+        registry.remove_empty(&mounts, Duration::ZERO),
+        vec![root.join(&ours)]
+    );
+    assert!(registry.leftovers(&mounts).is_empty());
+}

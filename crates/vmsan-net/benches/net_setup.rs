@@ -167,6 +167,7 @@ fn main() {
                 policy: &Policy::AllowAll,
                 allow_udp: false,
                 published: &published,
+                lan: &nft::lan_block(false, &[]),
             })
             .to_nft(),
         )
@@ -243,6 +244,7 @@ fn main() {
                     policy: &p,
                     allow_udp: false,
                     published: &[],
+                    lan: &nft::lan_block(false, &[]),
                 },
                 true,
             )

@@ -294,6 +294,7 @@ mod tests {
             bandwidth: None,
             dns_upstreams: vec![],
             allow_udp: false,
+            allow_lan: false,
         }
     }
 

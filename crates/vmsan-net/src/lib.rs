@@ -57,7 +57,7 @@ pub use error::{NetError, Result};
 pub use policy::{Cidr, CustomPolicy, DomainPattern, Policy, Protocol, PublishedPort};
 pub use ratelimit::{Bandwidth, RateLimiter, TokenBucket};
 pub use setup::{
-    HostConfig, Leak, NetBuild, VmFirewall, VmNet, VmNetSpec, apply_policy, begin, leaks,
-    scan_leaks, setup, teardown,
+    HostConfig, Leak, NetBuild, VmFirewall, VmNet, VmNetSpec, apply_policy, begin, host_link_alias,
+    host_networks, leaks, scan_leaks, setup, teardown,
 };
 pub use sys::open_tap;

@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::RawFd;
 
 use futures_util::TryStreamExt as _;
+use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::LinkAttribute;
 use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
@@ -44,6 +45,36 @@ pub(crate) async fn index_of(h: &Handle, name: &str) -> Result<Option<u32>> {
         Err(e) if is_errno(&e, libc::ENODEV) => Ok(None),
         Err(e) => Err(NetError::netlink(format!("get link {name}"), e)),
     }
+}
+
+/// Index and alias (`IFLA_IFALIAS`, empty = none) of interface `name`, `None` if absent.
+pub(crate) async fn index_and_alias(h: &Handle, name: &str) -> Result<Option<(u32, String)>> {
+    let mut s = h.link().get().match_name(name.to_string()).execute();
+    match s.try_next().await {
+        Ok(Some(m)) => {
+            let alias = m
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    LinkAttribute::IfAlias(x) => Some(x.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            Ok(Some((m.header.index, alias)))
+        }
+        Ok(None) => Ok(None),
+        Err(e) if is_errno(&e, libc::ENODEV) => Ok(None),
+        Err(e) => Err(NetError::netlink(format!("get link {name}"), e)),
+    }
+}
+
+/// Sets the alias of `index` (what `ip link` prints as `alias`).
+pub(crate) async fn set_alias(h: &Handle, index: u32, alias: &str, what: &str) -> Result<()> {
+    h.link()
+        .set(LinkUnspec::new_with_index(index).alias(alias).build())
+        .execute()
+        .await
+        .map_err(|e| NetError::netlink(format!("set the alias of {what}"), e))
 }
 
 /// Index of `name`, error if absent.
@@ -110,6 +141,32 @@ pub(crate) async fn add_route(h: &Handle, dst: Ipv4Addr, prefix: u8, gw: Ipv4Add
         .execute()
         .await
         .map_err(|e| NetError::netlink(format!("add route {dst}/{prefix} via {gw}"), e))
+}
+
+/// Every IPv4 address of this namespace with its prefix length (the local address of a
+/// point-to-point link).
+pub(crate) async fn ipv4_addresses(h: &Handle) -> Result<Vec<(Ipv4Addr, u8)>> {
+    let mut s = h.address().get().execute();
+    let mut out = Vec::new();
+    while let Some(m) = s
+        .try_next()
+        .await
+        .map_err(|e| NetError::netlink("dump addresses", e))?
+    {
+        let mut local = None;
+        let mut address = None;
+        for a in &m.attributes {
+            match a {
+                AddressAttribute::Local(IpAddr::V4(ip)) => local = Some(*ip),
+                AddressAttribute::Address(IpAddr::V4(ip)) => address = Some(*ip),
+                _ => {}
+            }
+        }
+        if let Some(ip) = local.or(address) {
+            out.push((ip, m.header.prefix_len));
+        }
+    }
+    Ok(out)
 }
 
 /// Names of all interfaces whose name starts with `prefix`.

@@ -34,7 +34,7 @@ use crate::addr::{HOST_VETH_PREFIX, SlotAddrs, TAP_NAME, VM_VETH_NAME, slot_rang
 use crate::error::{NetError, Result};
 use crate::netns;
 use crate::nfnl::{self, Batch, Elem, Expr, Family, Hook, SetDef, Socket};
-use crate::policy::{Policy, Protocol, PublishedPort};
+use crate::policy::{Cidr, Policy, Protocol, PublishedPort};
 
 /// A chain: (family, table, chain).
 pub type ChainRef = (&'static str, &'static str, &'static str);
@@ -77,6 +77,44 @@ pub const KNOWN_DOH: [&str; 21] = [
 
 /// Destinations a guest can never reach besides the slot range.
 const ALWAYS_BLOCKED: [&str; 4] = ["0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/3"];
+
+/// The networks around a host that `allow-all` does not mean (it means the internet): the
+/// private ranges of RFC 1918 and the shared address space of RFC 6598 (carrier-grade NAT).
+/// The other non-global ranges are blocked for every policy (see [`ALWAYS_BLOCKED`] and the
+/// slot range, which covers 198.18.0.0/15), and the guest has no IPv6 at all (every IPv6
+/// packet is dropped), so fc00::/7, fe80::/10 and the rest cannot be reached either.
+pub const LAN_RANGES: [&str; 4] = [
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+];
+
+/// What a guest may not reach unless the user opts in (`--allow-lan`), an explicitly allowed
+/// CIDR aside: [`LAN_RANGES`] and the host's directly connected networks (`host_nets`, see
+/// [`crate::host_networks`]). Networks inside another one of the list are left out, so the
+/// set's intervals never overlap. Empty when `allow_lan`.
+pub fn lan_block(allow_lan: bool, host_nets: &[Cidr]) -> Vec<Cidr> {
+    if allow_lan {
+        return Vec::new();
+    }
+    let mut all: Vec<Cidr> = LAN_RANGES
+        .iter()
+        .filter_map(|s| s.parse().ok())
+        .chain(host_nets.iter().copied())
+        .collect();
+    all.sort_by_key(|c| c.prefix());
+    let mut out: Vec<Cidr> = Vec::new();
+    for c in all {
+        if !out
+            .iter()
+            .any(|k| k.prefix() <= c.prefix() && k.contains(c.addr()))
+        {
+            out.push(c);
+        }
+    }
+    out
+}
 
 const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_TCP: u8 = 6;
@@ -1008,6 +1046,9 @@ pub struct VmRules<'a> {
     pub allow_udp: bool,
     /// Published ports (inbound).
     pub published: &'a [PublishedPort],
+    /// Destinations `allow-all` and addresses learnt from DNS answers may not reach; an
+    /// explicitly allowed CIDR still may. From [`lan_block`]; empty = `--allow-lan`.
+    pub lan: &'a [Cidr],
 }
 
 fn ifname(dir: Dir, neg: bool, name: &str) -> Match {
@@ -1076,10 +1117,25 @@ fn egress_chain(r: &VmRules<'_>) -> Chain {
     }
 }
 
-fn policy_chain(policy: &Policy) -> Chain {
+fn policy_chain(policy: &Policy, lan: &[Cidr]) -> Chain {
+    let cidr = |c: &Cidr| Net::of(c.addr(), c.prefix(), c.to_string());
+    let lan_drop = || {
+        (!lan.is_empty()).then(|| {
+            rule(
+                vec![Match::AddrIn {
+                    dst: true,
+                    nets: lan.iter().map(cidr).collect(),
+                }],
+                Action::Drop,
+            )
+        })
+    };
     let mut rules = Vec::new();
     match policy {
-        Policy::AllowAll => rules.push(rule(vec![], Action::Accept)),
+        Policy::AllowAll => {
+            rules.extend(lan_drop());
+            rules.push(rule(vec![], Action::Accept));
+        }
         Policy::DenyAll => {}
         Policy::Custom(c) => {
             let ports: Vec<Match> = if c.ports.is_empty() {
@@ -1090,7 +1146,6 @@ fn policy_chain(policy: &Policy) -> Chain {
                 p.dedup();
                 vec![Match::ThDport(p)]
             };
-            let cidr = |c: &crate::policy::Cidr| Net::of(c.addr(), c.prefix(), c.to_string());
             for d in &c.denied_cidrs {
                 rules.push(rule(
                     vec![Match::Addr {
@@ -1111,6 +1166,9 @@ fn policy_chain(policy: &Policy) -> Chain {
                 rules.push(rule(m, Action::Accept));
             }
             if !c.allowed_domains.is_empty() {
+                // A name may resolve to an address next to the host (DNS rebinding): only
+                // an explicitly allowed CIDR or --allow-lan lets the guest there.
+                rules.extend(lan_drop());
                 let mut m = vec![Match::AddrInSet {
                     dst: true,
                     set: DNS_SET,
@@ -1217,7 +1275,7 @@ pub fn vm_table(r: &VmRules<'_>) -> Ruleset {
             forward,
             output,
             egress_chain(r),
-            policy_chain(r.policy),
+            policy_chain(r.policy, r.lan),
         ],
     });
     rs
@@ -1236,7 +1294,7 @@ pub fn policy_change(r: &VmRules<'_>, flush_dns: bool) -> Ruleset {
         family: Family::Inet,
         name: VM_TABLE,
         sets: vec![],
-        chains: vec![egress_chain(r), policy_chain(r.policy)],
+        chains: vec![egress_chain(r), policy_chain(r.policy, r.lan)],
     });
     rs
 }
@@ -1656,6 +1714,7 @@ pub fn probe_kernel() -> Result<()> {
                 policy: &policy,
                 allow_udp: false,
                 published: &[],
+                lan: &lan_block(false, &[]),
             });
             rs.extend(dns_update(&[(Ipv4Addr::new(192, 0, 2, 1), 60)]));
             rs.apply(None)

@@ -51,6 +51,14 @@ impl Cidr {
         Ipv4Addr::from(u32::from(self.addr) & self.mask())
     }
 
+    /// The network `addr/prefix` lies in (host bits cleared).
+    pub(crate) fn masked(&self) -> Self {
+        Self {
+            addr: self.network(),
+            prefix: self.prefix,
+        }
+    }
+
     fn canon(&self) -> String {
         format!("{}/{}", self.network(), self.prefix)
     }

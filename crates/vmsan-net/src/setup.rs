@@ -4,6 +4,7 @@ use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
 use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +16,7 @@ use crate::linkwatch::LinkWatch;
 use crate::netns;
 use crate::nfnl::{self, Socket};
 use crate::nft;
-use crate::policy::{Policy, Protocol, PublishedPort};
+use crate::policy::{Cidr, Policy, Protocol, PublishedPort};
 use crate::ratelimit::{Bandwidth, RateLimiter};
 use crate::sys;
 
@@ -127,6 +128,10 @@ pub struct VmNetSpec {
     /// Let guest UDP through the policy (blocked by default).
     #[serde(default)]
     pub allow_udp: bool,
+    /// Let `allow-all` and domain answers reach the networks around the host (private
+    /// ranges and the host's connected networks; see [`nft::lan_block`]). Off by default.
+    #[serde(default)]
+    pub allow_lan: bool,
 }
 
 impl VmNetSpec {
@@ -174,6 +179,13 @@ pub struct VmNet {
     pub policy: Policy,
     /// Guest UDP allowed.
     pub allow_udp: bool,
+    /// The networks around the host are not blocked (`--allow-lan`).
+    #[serde(default)]
+    pub allow_lan: bool,
+    /// The host namespace's directly connected networks, as read when the rules were last
+    /// written ([`host_networks`]): blocked with the private ranges unless `allow_lan`.
+    #[serde(default)]
+    pub host_nets: Vec<Cidr>,
     /// Published ports.
     pub published_ports: Vec<PublishedPort>,
     /// Bandwidth limit.
@@ -331,6 +343,8 @@ pub fn begin(host: &HostConfig, spec: &VmNetSpec) -> Result<NetBuild> {
         host_veth,
         policy: spec.policy.clone(),
         allow_udp: spec.allow_udp,
+        allow_lan: spec.allow_lan,
+        host_nets: Vec::new(),
         published_ports: spec.published_ports.clone(),
         bandwidth: spec.bandwidth,
         dns_upstreams: spec.dns_upstreams.clone(),
@@ -355,11 +369,26 @@ impl NetBuild {
     /// # Errors
     /// What failed (the rest is torn down).
     pub fn finish(self) -> Result<VmNet> {
-        let Self { host, spec, net } = self;
-        match build(&host, &spec, &net) {
+        let Self {
+            host,
+            spec,
+            mut net,
+        } = self;
+        let made = HostMade::default();
+        let built = host_networks(&host).and_then(|nets| {
+            net.host_nets = nets;
+            build(&host, &spec, &net, &made)
+        });
+        match built {
             Ok(()) => Ok(net),
             Err(e) => {
-                if let Err(t) = teardown(&host, &spec.vm_id, spec.slot) {
+                // Undo only what this build made: a host link or table entries that were
+                // there before (another VM's, or another home's) are not ours to delete.
+                let parts = HostParts {
+                    elements: made.elements.load(Ordering::SeqCst),
+                    link: made.link.load(Ordering::SeqCst),
+                };
+                if let Err(t) = remove_parts(&host, &spec.vm_id, spec.slot, parts) {
                     tracing::warn!(vm = %spec.vm_id, error = %t, "rollback after failed setup was incomplete");
                 }
                 Err(e)
@@ -368,7 +397,42 @@ impl NetBuild {
     }
 }
 
-fn build(host: &HostConfig, spec: &VmNetSpec, net: &VmNet) -> Result<()> {
+/// What a build made in the host namespace, so that a failed build removes that and nothing
+/// else.
+#[derive(Debug, Default)]
+struct HostMade {
+    /// The host end of the veth pair was created by this build.
+    link: AtomicBool,
+    /// The VM's elements went into the host table.
+    elements: AtomicBool,
+}
+
+/// The alias a VM's host link carries (`ip link` shows it): the mark of the VM that made it.
+/// [`teardown`] deletes a host link only when it carries its VM's mark.
+pub fn host_link_alias(vm_id: &str) -> String {
+    format!("vmsan {vm_id}")
+}
+
+/// Who a host link `vmsan-h<N>` belongs to, as its alias says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum LinkOwner {
+    Absent,
+    This,
+    Other(String),
+}
+
+/// The owner of `host_veth` in the current thread's namespace, from the point of view of
+/// `vm_id`.
+fn host_link_owner(host_veth: &str, vm_id: &str) -> Result<LinkOwner> {
+    let found = link::with_netlink(|h| async move { link::index_and_alias(&h, host_veth).await })?;
+    Ok(match found {
+        None => LinkOwner::Absent,
+        Some((_, alias)) if alias == host_link_alias(vm_id) => LinkOwner::This,
+        Some((_, alias)) => LinkOwner::Other(alias),
+    })
+}
+
+fn build(host: &HostConfig, spec: &VmNetSpec, net: &VmNet, made: &HostMade) -> Result<()> {
     let a = net.addrs;
     // The VM side (TAP, sysctls, its table) and the host side (veth pair, route, host
     // table) are independent until the veth exists: build them in parallel.
@@ -383,6 +447,7 @@ fn build(host: &HostConfig, spec: &VmNetSpec, net: &VmNet) -> Result<()> {
                     policy: &net.policy,
                     allow_udp: net.allow_udp,
                     published: &net.published_ports,
+                    lan: &nft::lan_block(net.allow_lan, &net.host_nets),
                 })
                 .apply_on(&mut sock)
                 .map_err(|e| nft::in_ns(e, Some(&net.netns_path)))?;
@@ -396,7 +461,7 @@ fn build(host: &HostConfig, spec: &VmNetSpec, net: &VmNet) -> Result<()> {
                 })
             })
         });
-        let host_side = build_host_side(host, spec, net);
+        let host_side = build_host_side(host, spec, net, made);
         let vm_side = vm
             .join()
             .unwrap_or_else(|_| Err(NetError::invalid("setup", "VM-side worker panicked")));
@@ -416,16 +481,25 @@ fn build(host: &HostConfig, spec: &VmNetSpec, net: &VmNet) -> Result<()> {
 /// Host side: veth pair (peer created inside the VM namespace), address, route, sysctls;
 /// then, under the host firewall lock, the port checks and the host table's elements (and
 /// the table itself for the first VM) in one nftables transaction.
-fn build_host_side(host: &HostConfig, spec: &VmNetSpec, net: &VmNet) -> Result<()> {
+fn build_host_side(
+    host: &HostConfig,
+    spec: &VmNetSpec,
+    net: &VmNet,
+    made: &HostMade,
+) -> Result<()> {
     let a = net.addrs;
     let ns_file = File::open(&net.netns_path)
         .map_err(|e| NetError::sys(format!("open {}", net.netns_path.display()), e))?;
     let host_veth = net.host_veth.as_str();
+    let alias = host_link_alias(&spec.vm_id);
     netns::run_in_opt(host.host_ns(), || {
         check_listeners_free(&spec.published_ports)?;
         link::with_netlink(|h| async move {
+            // An existing link of that name fails here (EEXIST) and stays untouched.
             link::add_veth(&h, host_veth, VM_VETH_NAME, ns_file.as_raw_fd()).await?;
+            made.link.store(true, Ordering::SeqCst);
             let idx = link::require_index(&h, host_veth).await?;
+            link::set_alias(&h, idx, &alias, host_veth).await?;
             link::add_addr(&h, idx, a.host_veth_ip, a.prefix, host_veth).await?;
             link::up(&h, idx, host_veth).await?;
             link::add_route(&h, a.guest_net.addr(), a.prefix, a.vm_veth_ip).await
@@ -436,7 +510,7 @@ fn build_host_side(host: &HostConfig, spec: &VmNetSpec, net: &VmNet) -> Result<(
         netns::write_sysctl(&format!("net/ipv4/conf/{host_veth}/route_localnet"), "1")?;
         let _ = netns::write_sysctl(&format!("net/ipv6/conf/{host_veth}/disable_ipv6"), "1");
         let lock = host.lock()?;
-        let r = host_table_add(host, spec, net, host_veth);
+        let r = host_table_add(host, spec, net, host_veth, &made.elements);
         drop(lock);
         r.map_err(|e| nft::in_ns(e, host.host_ns()))
     })
@@ -444,9 +518,16 @@ fn build_host_side(host: &HostConfig, spec: &VmNetSpec, net: &VmNet) -> Result<(
 
 /// Adds the VM to the host table (creating the table and the compat rules as needed), in
 /// the current thread's namespace. Call it under the host lock.
-fn host_table_add(host: &HostConfig, spec: &VmNetSpec, net: &VmNet, host_veth: &str) -> Result<()> {
+/// `added` is set once the VM's elements are in the table (a later step may still fail).
+fn host_table_add(
+    host: &HostConfig,
+    spec: &VmNetSpec,
+    net: &VmNet,
+    host_veth: &str,
+    added: &AtomicBool,
+) -> Result<()> {
     nfnl::with_host_socket(None, |sock| {
-        host_table_add_on(sock, host, spec, net, host_veth)
+        host_table_add_on(sock, host, spec, net, host_veth, added)
     })
 }
 
@@ -456,6 +537,7 @@ fn host_table_add_on(
     spec: &VmNetSpec,
     net: &VmNet,
     host_veth: &str,
+    added: &AtomicBool,
 ) -> Result<()> {
     let tables = nft::list_tables_on(sock)?;
     let exists = tables
@@ -485,11 +567,32 @@ fn host_table_add_on(
         }
         return Err(e);
     }
+    added.store(true, Ordering::SeqCst);
     // firewalld rejects forwarded flows it was not told about (see `firewalld`).
     if firewalld::active(&tables) {
         firewalld::bind(&host.firewalld_bus, &host.firewalld_zone)?;
     }
     Ok(())
+}
+
+/// The directly connected IPv4 networks of the host namespace (`host.host_netns`, or the
+/// caller's): the network of every address on every interface, except loopback and vmsan's
+/// own slot range (both blocked for every policy anyway). These are the networks around the
+/// host that `allow-all` does not reach without `--allow-lan`.
+pub fn host_networks(host: &HostConfig) -> Result<Vec<Cidr>> {
+    let loopback = Cidr::new_unchecked(Ipv4Addr::new(127, 0, 0, 0), 8);
+    let slots = addr::slot_range();
+    let addrs = netns::run_in_opt(host.host_ns(), || {
+        link::with_netlink(|h| async move { link::ipv4_addresses(&h).await })
+    })?;
+    let mut nets: Vec<Cidr> = addrs
+        .into_iter()
+        .map(|(ip, prefix)| Cidr::new_unchecked(ip, prefix.min(32)).masked())
+        .filter(|c| !loopback.contains(c.addr()) && !slots.contains(c.addr()))
+        .collect();
+    nets.sort_by_key(|c| (u32::from(c.addr()), c.prefix()));
+    nets.dedup();
+    Ok(nets)
 }
 
 /// Replaces the VM's egress policy in one atomic nftables transaction: new connections see
@@ -539,6 +642,7 @@ impl VmFirewall {
                 policy,
                 allow_udp: net.allow_udp,
                 published: &net.published_ports,
+                lan: &nft::lan_block(net.allow_lan, &net.host_nets),
             },
             flush_dns,
         )
@@ -551,13 +655,59 @@ impl VmFirewall {
 
 /// Removes everything [`setup`] creates for `vm_id`/`slot` (idempotent: absent parts are
 /// fine): the VM's elements in the host table (with the compat rules and the firewalld
-/// binding after the last VM), the veth pair, the namespace's name. When it returns, none
-/// of it can be seen any more; the kernel frees the devices' memory and destroys the
-/// unnamed namespace (its TAP, its table) in the background, as `ip netns del` leaves it.
-/// Stop the VM's DNS filter and Firecracker first: their sockets and TAP fd keep the
-/// namespace alive (unnamed) until they exit. Blocking.
+/// binding after the last VM, of any vmsan home), the veth pair, the namespace's name. A host
+/// link `vmsan-h<slot>` that does not carry this VM's mark ([`host_link_alias`]) belongs to
+/// another VM: it and the table elements naming it are left alone, and the error says so.
+/// When it returns, none of it can be seen any more; the kernel frees the devices' memory and
+/// destroys the unnamed namespace (its TAP, its table) in the background, as `ip netns del`
+/// leaves it. Stop the VM's DNS filter and Firecracker first: their sockets and TAP fd keep
+/// the namespace alive (unnamed) until they exit. Blocking.
 pub fn teardown(host: &HostConfig, vm_id: &str, slot: Slot) -> Result<()> {
     validate_vm_id(vm_id)?;
+    let host_veth = slot.host_veth();
+    let owner = netns::run_in_opt(host.host_ns(), || host_link_owner(&host_veth, vm_id))?;
+    let parts = match &owner {
+        LinkOwner::Absent => HostParts {
+            elements: true,
+            link: false,
+        },
+        LinkOwner::This => HostParts {
+            elements: true,
+            link: true,
+        },
+        LinkOwner::Other(_) => HostParts {
+            elements: false,
+            link: false,
+        },
+    };
+    let r = remove_parts(host, vm_id, slot, parts);
+    match owner {
+        LinkOwner::Other(alias) => {
+            let mut errors = match r {
+                Err(NetError::Teardown(e)) => e,
+                Err(e) => vec![e.to_string()],
+                Ok(()) => Vec::new(),
+            };
+            errors.push(format!(
+                "host link {host_veth} is not {vm_id}'s (its alias is {alias:?}): left it and \
+                 its host table entries alone"
+            ));
+            Err(NetError::Teardown(errors))
+        }
+        _ => r,
+    }
+}
+
+/// Which host-namespace parts of a VM's network to remove (its namespace always goes).
+#[derive(Debug, Clone, Copy)]
+struct HostParts {
+    /// Its elements in the shared host table (and the table after the last VM).
+    elements: bool,
+    /// The host link `vmsan-h<slot>`.
+    link: bool,
+}
+
+fn remove_parts(host: &HostConfig, vm_id: &str, slot: Slot, parts: HostParts) -> Result<()> {
     let path = host.netns_path(vm_id)?;
     let host_veth = slot.host_veth();
     let guest_ip = slot.addrs().guest_ip;
@@ -565,9 +715,13 @@ pub fn teardown(host: &HostConfig, vm_id: &str, slot: Slot) -> Result<()> {
     // Host table, host link and namespace go in parallel (each waits on the kernel).
     let (fw, ln, ns) = std::thread::scope(|s| {
         let fw = s.spawn(|| {
+            if !parts.elements {
+                return Ok(());
+            }
             let _lock = host.lock()?;
             nfnl::with_host_socket(host.host_ns(), |sock| {
                 let state = nft::HostState::read_on(sock)?;
+                // The table is shared by every home's VMs: the last VM of all removes it.
                 let last = state.guests.iter().all(|(d, _)| *d == host_veth);
                 let compat = if state.exists && last {
                     nft::compat_rule_handles_on(sock)?
@@ -585,6 +739,9 @@ pub fn teardown(host: &HostConfig, vm_id: &str, slot: Slot) -> Result<()> {
         // Deleting the host veth deletes its peer too; the call returns once the pair is
         // unlisted (see `linkwatch`).
         let ln = s.spawn(|| {
+            if !parts.link {
+                return Ok(());
+            }
             netns::run_in_opt(host.host_ns(), || {
                 let mut w = LinkWatch::open()?;
                 match w.index_of(&host_veth)? {
@@ -650,9 +807,15 @@ pub fn leaks(host: &HostConfig, vm_id: &str, slot: Slot) -> Result<Vec<Leak>> {
     let hv = slot.host_veth();
     let gip = slot.addrs().guest_ip;
     netns::run_in_opt(host.host_ns(), || {
-        let hv2 = hv.as_str();
-        if link::with_netlink(|h| async move { link::index_of(&h, hv2).await })?.is_some() {
-            out.push(Leak::Link { name: hv.clone() });
+        match host_link_owner(&hv, vm_id)? {
+            LinkOwner::Absent => {}
+            // Without a mark it may be ours from a build killed between creating and marking.
+            LinkOwner::This => out.push(Leak::Link { name: hv.clone() }),
+            LinkOwner::Other(alias) if alias.is_empty() => {
+                out.push(Leak::Link { name: hv.clone() });
+            }
+            // Another VM holds the link, and the table entries naming it are its own.
+            LinkOwner::Other(_) => return Ok(()),
         }
         let state = nft::HostState::read(None)?;
         out.extend(element_leaks(

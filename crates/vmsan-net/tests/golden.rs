@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 
 use vmsan_net::nft::{self, HostRules, HostState, VmRules};
-use vmsan_net::{CustomPolicy, Policy, Protocol, PublishedPort, Slot};
+use vmsan_net::{Cidr, CustomPolicy, Policy, Protocol, PublishedPort, Slot};
 
 fn check(name: &str, actual: &str) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -37,6 +37,18 @@ fn custom() -> Policy {
     })
 }
 
+/// The LAN block of a host whose uplink is 192.0.2.0/24 and which also sits in
+/// 192.168.7.0/24 (inside a private range, so left out as covered).
+fn lan() -> Vec<Cidr> {
+    nft::lan_block(
+        false,
+        &[
+            "192.0.2.0/24".parse().unwrap(),
+            "192.168.7.0/24".parse().unwrap(),
+        ],
+    )
+}
+
 fn published() -> Vec<PublishedPort> {
     vec!["8080:80".parse().unwrap(), "5353:53/udp".parse().unwrap()]
 }
@@ -53,6 +65,7 @@ fn vm_table_custom_policy() {
             policy: &policy,
             allow_udp: false,
             published: &p,
+            lan: &lan(),
         })
         .to_nft(),
     );
@@ -68,6 +81,7 @@ fn vm_table_allow_all_with_udp() {
             policy: &Policy::AllowAll,
             allow_udp: true,
             published: &[],
+            lan: &lan(),
         })
         .to_nft(),
     );
@@ -84,6 +98,7 @@ fn policy_change_to_deny_all() {
                 policy: &Policy::DenyAll,
                 allow_udp: false,
                 published: &[],
+                lan: &lan(),
             },
             true,
         )
@@ -102,6 +117,7 @@ fn every_guest_packet_meets_the_policy_first() {
         policy: &Policy::DenyAll,
         allow_udp: true,
         published: &published(),
+        lan: &lan(),
     })
     .to_nft();
     let fwd = s.split("chain forward {").nth(1).unwrap();
@@ -119,6 +135,29 @@ fn every_guest_packet_meets_the_policy_first() {
     assert_eq!(accepts, vec!["\t\tct state established,related accept"]);
     let deny_all = s.split("chain egress_policy {").nth(1).unwrap();
     assert!(!deny_all[..deny_all.find('}').unwrap()].contains("accept"));
+}
+
+#[test]
+fn allow_all_means_the_internet_unless_the_lan_is_allowed() {
+    let a = Slot::new(0).unwrap().addrs();
+    let policy_of = |lan: &[Cidr]| {
+        let s = nft::vm_table(&VmRules {
+            addrs: &a,
+            policy: &Policy::AllowAll,
+            allow_udp: false,
+            published: &[],
+            lan,
+        })
+        .to_nft();
+        let p = s.split("chain egress_policy {").nth(1).unwrap();
+        p[..p.find("\n\t}").unwrap()].trim().to_string()
+    };
+    assert_eq!(
+        policy_of(&lan()),
+        "ip daddr { 10.0.0.0/8, 100.64.0.0/10, 172.16.0.0/12, 192.168.0.0/16, 192.0.2.0/24 } drop\n\t\taccept"
+    );
+    // --allow-lan: nothing but the accept.
+    assert_eq!(policy_of(&nft::lan_block(true, &[])), "accept");
 }
 
 #[test]

@@ -511,3 +511,124 @@ fn privileged_teardown_returns_with_the_veth_pair_and_routes_gone() {
     }
     assert_eq!(vmsan_net::scan_leaks(&hc, &[]).unwrap(), vec![]);
 }
+
+/// `allow-all` means the internet (issue 17, item 21): with real TCP from a guest, the
+/// private and shared ranges and the host's own connected network (192.0.2.0/24 here) are out
+/// of reach while a public address answers; an explicitly allowed CIDR and `--allow-lan`
+/// (at setup or by a policy change) open them; a domain answer pointing into the LAN opens
+/// nothing.
+#[test]
+fn privileged_allow_all_means_the_internet_not_the_lan() {
+    if !can_run("privileged_allow_all_means_the_internet_not_the_lan") {
+        return;
+    }
+    let w = World::new();
+    let mut vm = w.vm(spec(11, Policy::AllowAll));
+    let g = Guest::attach(&vm.net, "g");
+    let blocked = |g: &Guest, why: &str| {
+        for ip in LAN_IPS.into_iter().chain([INET]) {
+            assert_eq!(g.tcp(ip, 80), None, "{why}: the guest reached {ip}");
+        }
+    };
+    let open = |g: &Guest, why: &str| {
+        for ip in LAN_IPS.into_iter().chain([INET]) {
+            assert_eq!(g.tcp(ip, 80).as_deref(), Some("inet"), "{why}: {ip}");
+        }
+    };
+    // The rules know the host's network.
+    assert!(
+        vm.net.host_nets.contains(&"192.0.2.0/24".parse().unwrap()),
+        "{:?}",
+        vm.net.host_nets
+    );
+    assert_eq!(g.tcp(ALLOWED_IP, 80).as_deref(), Some("inet"), "public");
+    blocked(&g, "allow-all");
+
+    // --allow-lan by a policy change, and back.
+    vm.net.allow_lan = true;
+    vmsan_net::apply_policy(&mut vm.net, &Policy::AllowAll).unwrap();
+    open(&g, "allow-all --allow-lan");
+    vm.net.allow_lan = false;
+    vmsan_net::apply_policy(&mut vm.net, &Policy::AllowAll).unwrap();
+    blocked(&g, "allow-all after --allow-lan was dropped");
+
+    // An explicitly allowed CIDR wins over the block; a domain answer does not.
+    let custom = Policy::Custom(CustomPolicy {
+        allowed_cidrs: vec!["172.16.0.0/12".parse().unwrap()],
+        denied_cidrs: vec![],
+        allowed_domains: vec!["lan.test".parse().unwrap()],
+        ports: vec![],
+    });
+    vmsan_net::apply_policy(&mut vm.net, &custom).unwrap();
+    let filter = start_filter(&w, &vm.net);
+    assert_eq!(g.tcp(LAN_IPS[1], 80).as_deref(), Some("inet"));
+    assert_eq!(
+        g.dns(vm.net.addrs.tap_ip, "lan.test"),
+        Some((0, vec![LAN_IPS[0]]))
+    );
+    assert_eq!(
+        g.tcp(LAN_IPS[0], 80),
+        None,
+        "a domain resolving into the LAN opened it"
+    );
+    assert_eq!(g.tcp(LAN_IPS[2], 80), None);
+    drop(filter);
+    drop(g);
+    drop(vm);
+
+    // --allow-lan from the start.
+    let mut s = spec(12, Policy::AllowAll);
+    s.allow_lan = true;
+    let vm = w.vm(s);
+    let g = Guest::attach(&vm.net, "g2");
+    open(&g, "created with --allow-lan");
+}
+
+/// A VM never deletes a host link it did not make (issue 17, item 8): when a second VM is
+/// given a slot whose `vmsan-h<N>` another VM holds (two homes before slots were host-wide,
+/// or claims lost), its failed setup and its teardown leave that link, its route and its host
+/// table entries alone, and the first VM keeps its network.
+#[test]
+fn privileged_a_vm_never_deletes_a_host_link_it_did_not_make() {
+    if !can_run("privileged_a_vm_never_deletes_a_host_link_it_did_not_make") {
+        return;
+    }
+    let w = World::new();
+    let hc = w.host_config();
+    let a = w.vm(spec(30, Policy::AllowAll));
+    let ga = Guest::attach(&a.net, "ga");
+    assert_eq!(ga.tcp(ALLOWED_IP, 80).as_deref(), Some("inet"));
+    let host_veth = a.net.host_veth.clone();
+    let link = || ip_out(&["-n", &w.host.name, "-o", "link", "show", "dev", &host_veth]);
+    assert!(
+        link().contains(&format!("alias vmsan {}", a.net.vm_id)),
+        "{}",
+        link()
+    );
+
+    let b = spec(30, Policy::AllowAll);
+    let e = vmsan_net::setup(&hc, &b).expect_err("the slot's host link is taken");
+    assert!(e.to_string().contains("exists"), "{e}");
+    assert!(!link().is_empty(), "B's rollback deleted A's host link");
+    assert_eq!(
+        ga.tcp(ALLOWED_IP, 80).as_deref(),
+        Some("inet"),
+        "A lost its network when B's setup failed"
+    );
+
+    // B's teardown (what `remove` runs) refuses to touch what is A's.
+    let e = vmsan_net::teardown(&hc, &b.vm_id, b.slot).expect_err("not B's link");
+    assert!(e.to_string().contains("is not"), "{e}");
+    assert!(!link().is_empty(), "B's teardown deleted A's host link");
+    assert_eq!(
+        vmsan_net::nft::HostState::read(Some(&w.host.path))
+            .unwrap()
+            .guests
+            .len(),
+        1
+    );
+    assert_eq!(ga.tcp(ALLOWED_IP, 80).as_deref(), Some("inet"));
+    drop(ga);
+    drop(a);
+    assert!(link().is_empty(), "A's own teardown removes its link");
+}

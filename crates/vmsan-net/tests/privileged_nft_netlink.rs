@@ -81,12 +81,21 @@ fn privileged_netlink_vm_rulesets_equal_nft() {
     let a = Slot::new(3).unwrap().addrs();
     let p = published();
     let policy = custom();
+    // The LAN block with connected networks of a host, one inside a private range.
+    let lan = nft::lan_block(
+        false,
+        &[
+            "192.168.7.0/24".parse().unwrap(),
+            "192.0.2.0/24".parse().unwrap(),
+        ],
+    );
     let vm = |policy: &Policy, allow_udp, published: &[PublishedPort]| {
         nft::vm_table(&VmRules {
             addrs: &a,
             policy,
             allow_udp,
             published,
+            lan: &lan,
         })
     };
     let listing = same("vm-custom", "", &vm(&policy, false, &p));
@@ -104,6 +113,7 @@ fn privileged_netlink_vm_rulesets_equal_nft() {
                 policy,
                 allow_udp: false,
                 published: &[],
+                lan: &lan,
             },
             flush,
         )

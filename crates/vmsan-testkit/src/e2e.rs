@@ -22,8 +22,13 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-pub const INTERNET_IP: &str = "192.0.2.2";
+/// The "internet" server's address: beyond the "host"'s uplink, not on its connected network
+/// (which `allow-all` does not reach, see the README's networking section).
+pub const INTERNET_IP: &str = "203.0.113.10";
+/// The "host"'s uplink address.
 pub const HOST_IP: &str = "192.0.2.1";
+/// The "internet" router's address on the uplink (the "host"'s default gateway).
+pub const INTERNET_GW: &str = "192.0.2.2";
 pub const SERVER_PORT: u16 = 8080;
 pub const GREETING: &str = "hello-from-the-internet";
 
@@ -152,9 +157,18 @@ impl Network {
             &net.internet,
             "addr",
             "add",
-            &format!("{INTERNET_IP}/24"),
+            &format!("{INTERNET_GW}/24"),
             "dev",
             "in0",
+        ]);
+        ip(&[
+            "-n",
+            &net.internet,
+            "addr",
+            "add",
+            &format!("{INTERNET_IP}/32"),
+            "dev",
+            "lo",
         ]);
         for (ns, dev) in [
             (&net.host, "up0"),
@@ -171,7 +185,7 @@ impl Network {
             "add",
             "default",
             "via",
-            INTERNET_IP,
+            INTERNET_GW,
         ]);
         // Replies to the VMs come back to the "host", which NATs them: it needs no more routes.
         net.serve();
@@ -368,12 +382,12 @@ pub fn leftovers(home: &Path, host_ns: &str, id: &str) -> Vec<String> {
             found.push(format!("file {}", p.display()));
         }
     }
-    if std::fs::read_dir(home.join("slots"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-        != 0
-    {
-        found.push("a slot claim".into());
+    // Slot claims are host-wide (every home's), each naming its VM.
+    for claim in std::fs::read_dir("/run/vmsan/slots").into_iter().flatten() {
+        let claim = claim.unwrap().path();
+        if std::fs::read_to_string(&claim).is_ok_and(|c| c.starts_with(&format!("vm {id}\n"))) {
+            found.push(format!("slot claim {}", claim.display()));
+        }
     }
     found
 }
@@ -411,6 +425,27 @@ pub fn fixture(vmsan: &Path) -> Option<Fixture> {
         host_netns: net.host_path(),
         vmsan: vmsan.to_owned(),
     };
+    set_up_home(&home, work.path(), (&firecracker, &jailer, &kernel));
+    Some(Fixture { home, net, work })
+}
+
+impl Fixture {
+    /// Another vmsan home, set up like the first, whose VMs share the first one's "host":
+    /// two homes on one host (a home per CI job, as the README suggests).
+    pub fn another_home(&self) -> Home {
+        let (firecracker, jailer, kernel) = vmm_binaries(self.work.path()).unwrap();
+        let home = Home {
+            dir: tempfile::tempdir().unwrap(),
+            host_netns: self.net.host_path(),
+            vmsan: self.home.vmsan.clone(),
+        };
+        set_up_home(&home, self.work.path(), (&firecracker, &jailer, &kernel));
+        home
+    }
+}
+
+/// `vmsan setup` with these binaries, and the busybox image imported.
+fn set_up_home(home: &Home, work: &Path, (firecracker, jailer, kernel): (&Path, &Path, &Path)) {
     let agent = agent_binary().unwrap();
 
     // Setup: the contract for scripted use (README).
@@ -432,8 +467,10 @@ pub fn fixture(vmsan: &Path) -> Option<Fixture> {
             .ends_with("/bin/firecracker"),
         "{doc}"
     );
-    let rootfs = work.path().join("rootfs");
-    busybox_rootfs(&rootfs);
+    let rootfs = work.join("rootfs");
+    if !rootfs.exists() {
+        busybox_rootfs(&rootfs);
+    }
     home.json(&[
         "image",
         "import",
@@ -441,5 +478,4 @@ pub fn fixture(vmsan: &Path) -> Option<Fixture> {
         "--name",
         "busybox",
     ]);
-    Some(Fixture { home, net, work })
 }

@@ -62,6 +62,14 @@ pub(crate) fn run(ctx: &Ctx, id: &VmId) -> Result<Outcome, Error> {
     row("Host IP", dash(&n.host_ip));
     row("MAC", dash(&n.mac_address));
     row("Policy", dash(&n.network_policy));
+    row(
+        "LAN",
+        if n.allow_lan {
+            "reachable (--allow-lan)".to_owned()
+        } else {
+            "blocked".to_owned()
+        },
+    );
     if !n.allowed_domains.is_empty() {
         row("Domains", n.allowed_domains.join(", "));
     }

@@ -315,6 +315,7 @@ pub(crate) fn network(
             "allowedCidrs": n.allowed_cidrs,
             "deniedCidrs": n.denied_cidrs,
             "allowUdp": n.allow_udp,
+            "allowLan": n.allow_lan,
         }),
         text,
     ))

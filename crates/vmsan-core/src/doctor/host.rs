@@ -28,7 +28,51 @@ pub(super) fn checks(paths: &Paths) -> Vec<Check> {
         mke2fs(),
         mksquashfs(),
         network_leaks(paths),
+        cgroup_leftovers(paths),
     ]
+}
+
+/// Parent cgroups made for VMs (`firecracker`, `vmsan` in each hierarchy) left empty when no
+/// VM of any home exists: they go with the last VM, unless it was removed by other means.
+fn cgroup_leftovers(paths: &Paths) -> Check {
+    const NAME: &str = "cgroup leftovers";
+    if !nix::unistd::geteuid().is_root() {
+        return Check::warn(
+            SYSTEM,
+            NAME,
+            "not checked: needs root",
+            "Run `sudo vmsan doctor`.",
+        );
+    }
+    let vms = crate::state::StateStore::open(paths)
+        .and_then(|s| s.host_claims())
+        .map(|c| c.len())
+        .unwrap_or(0);
+    let left = crate::vm::cgroup_parent_leftovers();
+    if left.is_empty() {
+        return Check::pass(SYSTEM, NAME, "none");
+    }
+    let list: Vec<String> = left.iter().map(|p| p.display().to_string()).collect();
+    if vms > 0 {
+        return Check::pass(
+            SYSTEM,
+            NAME,
+            format!(
+                "{} empty parent cgroups kept for the host's {vms} VMs",
+                list.len()
+            ),
+        );
+    }
+    Check::warn(
+        SYSTEM,
+        NAME,
+        format!(
+            "{} empty, made for VMs that are gone: {}",
+            list.len(),
+            list.join(", ")
+        ),
+        format!("Remove them: `rmdir {}`.", list.join(" ")),
+    )
 }
 
 /// Network objects of VMs that no longer exist (a crashed or killed vmsan leaves them).
@@ -42,8 +86,11 @@ fn network_leaks(paths: &Paths) -> Check {
             "Run `sudo vmsan doctor`.",
         );
     }
-    let known: Vec<(String, vmsan_net::Slot)> = crate::state::StateStore::open(paths)
-        .and_then(|s| s.list())
+    let store = crate::state::StateStore::open(paths);
+    let mut known: Vec<(String, vmsan_net::Slot)> = store
+        .as_ref()
+        .ok()
+        .and_then(|s| s.list().ok())
         .unwrap_or_default()
         .into_iter()
         .filter_map(|e| match e {
@@ -54,6 +101,16 @@ fn network_leaks(paths: &Paths) -> Check {
             crate::state::ListEntry::Corrupt { .. } => None,
         })
         .collect();
+    // The VMs of every other home on this host are not leaks either: their network is
+    // host-wide too, and their slot claims say which VM holds what.
+    let others = store.and_then(|s| s.host_claims()).unwrap_or_default();
+    for c in others {
+        if let Ok(slot) = vmsan_net::Slot::new(c.slot)
+            && !known.iter().any(|(id, _)| *id == c.vm.as_str())
+        {
+            known.push((c.vm.to_string(), slot));
+        }
+    }
     match vmsan_net::scan_leaks(&crate::vm::host_config(), &known) {
         Ok(leaks) if leaks.is_empty() => Check::pass(SYSTEM, NAME, "none"),
         Ok(leaks) => Check::warn(

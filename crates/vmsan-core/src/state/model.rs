@@ -90,6 +90,9 @@ pub struct NetworkState {
     pub bandwidth_mbit: Option<u32>,
     /// Whether guest UDP (other than DNS to the filter) is allowed.
     pub allow_udp: bool,
+    /// Whether the networks around the host (private ranges, the host's connected networks)
+    /// are reachable under `allow-all` and through allowed domains (`--allow-lan`).
+    pub allow_lan: bool,
     /// Upstream resolvers of the DNS filter.
     pub dns_servers: Vec<String>,
 }

@@ -4,9 +4,9 @@
 //!   directory. A reader (which takes no lock) sees the old or the new document, never a mix,
 //!   even if the writer is killed half-way.
 //! - Every read-modify-write holds the VM's lock (`<vm dir>/lock`), so no update is lost.
-//! - Creating a VM (id and slot allocation) holds the global `locks/slots.lock`; slots are
-//!   claimed by files in `slots/`; the VM's
-//!   directory is filled under a temporary name and renamed into place, so a VM directory
+//! - Creating a VM (id and slot allocation) holds the host-wide `/run/vmsan/slots.lock`;
+//!   slots are claimed host-wide by files in `/run/vmsan/slots/` (see [`super::claims`]); the
+//!   VM's directory is filled under a temporary name and renamed into place, so a VM directory
 //!   always has a state file.
 //! - Removing renames the directory out of the way first, so a VM disappears at once.
 //! - Every read reconciles the recorded status with the processes that really exist.
@@ -22,6 +22,7 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::ids::VmId;
 use crate::paths::Paths;
 use crate::process;
+use crate::state::claims::{Claim, HostSlots};
 use crate::state::lock::{self, IfMissing, LockGuard};
 use crate::state::model::{STATE_VERSION, VmState, VmStatus};
 use crate::time::now_rfc3339;
@@ -204,22 +205,24 @@ impl StateStore {
     }
 
     /// Create a VM record: pick a fresh id and the lowest free slot, let `build` fill the
-    /// state, and write it, all under the global slot lock.
+    /// state, and write it, all under the host-wide slot lock (slots and VM ids are unique
+    /// across every home on the host, see [`super::claims`]).
     pub fn create(&self, build: impl FnOnce(&VmId, u32) -> VmState) -> Result<VmState> {
         self.init()?;
-        let _slots = self.slot_lock()?;
+        let host = HostSlots::new(&self.paths);
+        let _slots = host.lock(self.lock_timeout)?;
 
-        let slot = self.claim_slot()?;
+        let live = host.live_pruning()?;
+        let slot = lowest_free_slot(&live)?;
+        // The VM's network namespace is named after its id host-wide: no two homes may
+        // hand out the same id while both VMs exist.
         let id = loop {
             let id = VmId::generate();
-            if !self.paths.vm_dir(&id).exists() {
+            if !self.paths.vm_dir(&id).exists() && !live.iter().any(|c| c.vm == id) {
                 break id;
             }
         };
-        let slot_file = self.paths.slots_dir().join(slot.to_string());
-        if let Err(e) = fs::write(&slot_file, id.as_str()) {
-            return Err(Error::io(format!("write {}", slot_file.display()), e));
-        }
+        let slot_file = host.write(slot, &id)?;
 
         let mut st = build(&id, slot);
         st.id = id.clone();
@@ -257,51 +260,9 @@ impl StateStore {
         Ok(st)
     }
 
-    /// The global lock under which slots are claimed and released.
-    fn slot_lock(&self) -> Result<LockGuard> {
-        lock::lock_exclusive(
-            &self.paths.locks_dir().join("slots.lock"),
-            IfMissing::Create,
-            self.lock_timeout,
-        )?
-        .ok_or_else(|| Error::new(ErrorCode::Internal, "slot lock vanished"))
-    }
-
-    /// The lowest free slot. Each taken slot is a file `slots/<n>` naming its VM, written
-    /// before the VM's directory appears and removed after it is gone, so a slot stays taken
-    /// even when the VM's state file is unreadable. A slot file whose VM directory does not
-    /// exist is debris of an interrupted create or remove (creates hold the slot lock, so none
-    /// is in progress) and is reclaimed. Called with the slot lock held.
-    fn claim_slot(&self) -> Result<u32> {
-        let dir = self.paths.slots_dir();
-        ensure_dir(&dir, super::group::vmsan_gid())?;
-        let rd = fs::read_dir(&dir).map_err(|e| Error::io(format!("read {}", dir.display()), e))?;
-        let mut used = HashSet::new();
-        for entry in rd.flatten() {
-            let Some(slot) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let owner = fs::read_to_string(entry.path()).ok();
-            let owner_exists = owner
-                .as_deref()
-                .and_then(|o| VmId::parse(o.trim()).ok())
-                .is_some_and(|id| self.paths.vm_dir(&id).exists());
-            if owner_exists {
-                used.insert(slot);
-            } else {
-                let _ = fs::remove_file(entry.path());
-            }
-        }
-        (0..MAX_SLOTS).find(|s| !used.contains(s)).ok_or_else(|| {
-            Error::new(
-                ErrorCode::VmNetworkSlotsExhausted,
-                format!("No free network slot (max {MAX_SLOTS} VMs)"),
-            )
-        })
+    /// The live host-wide slot claims (every home's VMs), read without changing anything.
+    pub fn host_claims(&self) -> Result<Vec<Claim>> {
+        HostSlots::new(&self.paths).live()
     }
 
     /// Read-modify-write one VM under its lock. `f` sees the recorded (not reconciled) state;
@@ -364,14 +325,24 @@ impl StateStore {
         // already gone) and given it to a new VM, whose claim must survive. (An unreadable state
         // leaves its claim for the next create to reclaim.)
         if let Some(slot) = slot {
-            let _slots = self.slot_lock()?;
-            let claim = self.paths.slots_dir().join(slot.to_string());
-            if fs::read_to_string(&claim).is_ok_and(|o| o.trim() == lock_id.as_str()) {
-                let _ = fs::remove_file(&claim);
+            let host = HostSlots::new(&self.paths);
+            if let Some(_slots) = host.lock_if_present(self.lock_timeout)? {
+                host.release(slot, &lock_id);
             }
         }
         Ok(true)
     }
+}
+
+/// The lowest slot no live claim holds.
+fn lowest_free_slot(live: &[Claim]) -> Result<u32> {
+    let used: HashSet<u32> = live.iter().map(|c| c.slot).collect();
+    (0..MAX_SLOTS).find(|s| !used.contains(s)).ok_or_else(|| {
+        Error::new(
+            ErrorCode::VmNetworkSlotsExhausted,
+            format!("No free network slot (max {MAX_SLOTS} VMs on this host, all homes together)"),
+        )
+    })
 }
 
 /// Bring a recorded state in line with the processes that really exist: a VM recorded as

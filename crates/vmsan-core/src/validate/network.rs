@@ -65,6 +65,8 @@ pub struct PolicyInput {
     pub denied_cidrs: Vec<String>,
     /// `--allow-udp`.
     pub allow_udp: bool,
+    /// `--allow-lan`.
+    pub allow_lan: bool,
 }
 
 /// A validated, normalised egress policy.
@@ -84,6 +86,8 @@ pub struct NetworkRules {
     pub denied_cidrs: Vec<Ipv4Cidr>,
     /// Whether guest UDP is allowed (DNS always goes to the DNS filter).
     pub allow_udp: bool,
+    /// Whether `allow-all` and allowed domains reach the networks around the host.
+    pub allow_lan: bool,
 }
 
 impl Default for NetworkRules {
@@ -95,6 +99,7 @@ impl Default for NetworkRules {
             allowed_cidrs: Vec::new(),
             denied_cidrs: Vec::new(),
             allow_udp: false,
+            allow_lan: false,
         }
     }
 }
@@ -155,6 +160,7 @@ pub fn resolve_network_policy(input: &PolicyInput) -> Result<NetworkRules, Error
             (!allowed.is_empty(), "--allowed-cidr"),
             (!denied.is_empty(), "--denied-cidr"),
             (input.allow_udp, "--allow-udp"),
+            (input.allow_lan, "--allow-lan"),
         ]
         .into_iter()
         .find_map(|(bad, flag)| bad.then_some(flag));
@@ -182,6 +188,7 @@ pub fn resolve_network_policy(input: &PolicyInput) -> Result<NetworkRules, Error
         allowed_cidrs: dedup(allowed),
         denied_cidrs: dedup(denied),
         allow_udp: input.allow_udp,
+        allow_lan: input.allow_lan,
     })
 }
 
@@ -254,13 +261,15 @@ mod tests {
             (1, "--allowed-cidr"),
             (2, "--denied-cidr"),
             (3, "--allow-udp"),
+            (4, "--allow-lan"),
         ] {
             let mut i = input(Some("deny-all"));
             match field {
                 0 => i.allowed_domains = vec!["a.com".into()],
                 1 => i.allowed_cidrs = vec!["1.0.0.0/8".into()],
                 2 => i.denied_cidrs = vec!["1.0.0.0/8".into()],
-                _ => i.allow_udp = true,
+                3 => i.allow_udp = true,
+                _ => i.allow_lan = true,
             }
             let e = resolve_network_policy(&i).unwrap_err();
             assert_eq!(e.code(), ErrorCode::ValidationPolicyConflict, "{flag}");

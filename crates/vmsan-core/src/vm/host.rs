@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 
+use vmsan_firecracker::cgroup_parents::ParentRegistry;
 use vmsan_firecracker::{
     CgroupLimits, CgroupMounts, CpuLimit, FirecrackerArgs, JailFile, JailLayout, JailerSpec,
     ResourceLimits, RootfsFsType, Seccomp,
@@ -168,6 +169,7 @@ fn spec_of(st: &VmState, slot: u32, uid: u32, gid: u32) -> Result<VmNetSpec> {
         }),
         dns_upstreams: upstreams,
         allow_udp: net.allow_udp,
+        allow_lan: net.allow_lan,
     })
 }
 
@@ -191,6 +193,8 @@ pub(crate) fn vm_net_of(st: &VmState) -> Result<VmNet> {
         host_veth: spec.slot.host_veth(),
         policy: spec.policy,
         allow_udp: spec.allow_udp,
+        allow_lan: spec.allow_lan,
+        host_nets: Vec::new(),
         published_ports: spec.published_ports,
         bandwidth: spec.bandwidth,
         dns_upstreams: spec.dns_upstreams,
@@ -351,6 +355,7 @@ pub(crate) fn vmm_cgroups(launch: &Launch, vcpus: u32, mem_mib: u32) -> Result<V
             let values = limits
                 .render(version)
                 .map_err(|e| Error::new(ErrorCode::Internal, format!("cgroup limits: {e}")))?;
+            let absent = ParentRegistry::absent(mounts, &[launch.layout.exec_name()]);
             let born_in = vmsan_firecracker::cgroup::create_v1_cgroups(
                 mounts,
                 launch.layout.exec_name(),
@@ -358,19 +363,91 @@ pub(crate) fn vmm_cgroups(launch: &Launch, vcpus: u32, mem_mib: u32) -> Result<V
                 &values,
             )
             .map_err(|e| Error::io("create the VM's cgroups", e))?;
+            record_cgroup_parents(|r| r.record_made(&absent));
             Ok(VmmCgroups {
                 version,
                 born_in,
                 for_jailer: CgroupLimits::default(),
             })
         }
-        _ => Ok(VmmCgroups {
-            version,
-            born_in: Vec::new(),
-            for_jailer: limits,
-        }),
+        _ => {
+            // The jailer makes the VM's cgroups (and their parent) itself, later.
+            if let Some(mounts) = &mounts
+                && launch.jailer.is_some()
+                && launch.isolation.cgroup
+            {
+                let absent = ParentRegistry::absent(mounts, &[launch.layout.exec_name()]);
+                record_cgroup_parents(|r| r.record(&absent));
+            }
+            Ok(VmmCgroups {
+                version,
+                born_in: Vec::new(),
+                for_jailer: limits,
+            })
+        }
     }
 }
+
+/// The record of the parent cgroups made for VMs (`/run/vmsan/cgroups`, see
+/// [`ParentRegistry`]), host-wide like the cgroups themselves.
+fn cgroup_registry() -> Result<ParentRegistry> {
+    let run = Path::new(crate::paths::DEFAULT_RUN_DIR);
+    let dir = run.join("cgroups");
+    crate::state::ensure_private_dir(run)?;
+    crate::state::ensure_private_dir(&dir)?;
+    Ok(ParentRegistry::new(dir))
+}
+
+/// Records parent cgroups as made for vmsan. Best effort: without the record, a parent only
+/// stays after the last VM (and `doctor` cannot name it), so the VM goes on.
+fn record_cgroup_parents(f: impl FnOnce(&ParentRegistry) -> std::io::Result<()>) {
+    let r =
+        cgroup_registry().and_then(|r| f(&r).map_err(|e| Error::io("record cgroup parents", e)));
+    if let Err(e) = r {
+        eprintln!("vmsan: {e}");
+    }
+}
+
+/// Removes the parent cgroups made for VMs that no VM uses any more (the kernel refuses to
+/// remove one that holds a VM's cgroup or a process). `last`: no VM of any home is left, so a
+/// parent still busy is one whose last process (a supervisor) is exiting: wait for it a
+/// little. Returns the directories removed.
+pub(crate) fn remove_unused_cgroup_parents(last: bool) -> Vec<PathBuf> {
+    let (Ok(registry), Ok(mounts)) = (cgroup_registry(), CgroupMounts::detect()) else {
+        return Vec::new();
+    };
+    let patience = if last {
+        std::time::Duration::from_secs(2)
+    } else {
+        std::time::Duration::ZERO
+    };
+    registry.remove_empty(&mounts, patience)
+}
+
+/// Parent cgroups made for VMs that exist and hold no VM's cgroup (for `doctor`): the
+/// recorded ones, and the jailer's (`firecracker`) and supervisors' (`vmsan`) by name (left
+/// by a vmsan that did not record them yet).
+pub(crate) fn cgroup_parent_leftovers() -> Vec<PathBuf> {
+    let Ok(mounts) = CgroupMounts::detect() else {
+        return Vec::new();
+    };
+    let mut left = cgroup_registry()
+        .map(|r| r.leftovers(&mounts))
+        .unwrap_or_default();
+    for p in vmsan_firecracker::cgroup_parents::empty_parents(
+        &mounts,
+        &[JAILER_PARENT_CGROUP, CALLER_FREE_CGROUP],
+    ) {
+        if !left.contains(&p) {
+            left.push(p);
+        }
+    }
+    left.sort();
+    left
+}
+
+/// The jailer's parent cgroup: its `--parent-cgroup` default, the Firecracker binary's name.
+const JAILER_PARENT_CGROUP: &str = "firecracker";
 
 /// Start the jailer (or Firecracker directly with `--no-jailer`), its stdout (the serial
 /// console) going to the VM's serial log. Returns the child and the log of its stderr.
@@ -539,7 +616,11 @@ pub(crate) fn caller_free_v1_cgroups() -> Vec<PathBuf> {
 /// root's.
 fn caller_free_cgroup(root: &Path) -> std::io::Result<PathBuf> {
     let dir = root.join(CALLER_FREE_CGROUP);
+    let absent = !dir.exists();
     std::fs::create_dir_all(&dir)?;
+    if absent {
+        record_cgroup_parents(|r| r.record_made(std::slice::from_ref(&dir)));
+    }
     for file in ["cpuset.cpus", "cpuset.mems"] {
         let mine = dir.join(file);
         if mine.exists() && std::fs::read_to_string(&mine)?.trim().is_empty() {

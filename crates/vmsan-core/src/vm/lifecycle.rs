@@ -424,6 +424,9 @@ fn discard(paths: &Paths, id: &VmId) -> Result<()> {
         release_host(paths, &st)?;
     }
     store.remove(id)?;
+    // The parent cgroups go with the last VM (of every home: they are host-wide).
+    let last = store.host_claims().is_ok_and(|c| c.is_empty());
+    super::host::remove_unused_cgroup_parents(last);
     Ok(())
 }
 

@@ -87,6 +87,7 @@ pub fn spec_of(opts: &CreateOptions) -> VmSpec {
             .collect(),
         denied_cidrs: rules.denied_cidrs.iter().map(ToString::to_string).collect(),
         allow_udp: rules.allow_udp,
+        allow_lan: rules.allow_lan,
         published_ports: opts
             .published_ports
             .iter()

@@ -12,6 +12,7 @@ pub mod restore;
 pub mod supervisor;
 pub mod timeout;
 
+pub(crate) use host::cgroup_parent_leftovers;
 pub use host::{HOST_NETNS_ENV, host_config};
 pub use lifecycle::{
     BootMedia, Created, StopOutcome, VmSpec, check_spec, create, is_active, remove, restore, start,

@@ -43,8 +43,18 @@ pub fn set_policy(paths: &Paths, id: &VmId, rules: &NetworkRules) -> Result<Poli
         .collect();
     st.network.denied_cidrs = rules.denied_cidrs.iter().map(ToString::to_string).collect();
     st.network.allow_udp = rules.allow_udp;
+    st.network.allow_lan = rules.allow_lan;
     let policy = super::host::policy_of(&st.network)?;
     net.allow_udp = rules.allow_udp;
+    net.allow_lan = rules.allow_lan;
+    // The networks around the host as they are now (an uplink may have changed since the
+    // VM started).
+    net.host_nets = vmsan_net::host_networks(&super::host::host_config()).map_err(|e| {
+        Error::new(
+            ErrorCode::NftSetupFailed,
+            format!("reading the host's connected networks: {e}"),
+        )
+    })?;
     vmsan_net::apply_policy(&mut net, &policy).map_err(|e| {
         Error::new(
             ErrorCode::NftSetupFailed,

@@ -35,6 +35,14 @@ pub const UNRESOLVED_IP: Ipv4Addr = Ipv4Addr::new(93, 184, 216, 35);
 pub const TCP_ONLY_IP: Ipv4Addr = Ipv4Addr::new(93, 184, 216, 36);
 pub const CIDR_OK_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 pub const CIDR_DENIED_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 200);
+/// Addresses in the private and shared ranges, served by the test internet like any other
+/// (what `lan.test` resolves to is the first one).
+pub const LAN_IPS: [Ipv4Addr; 4] = [
+    Ipv4Addr::new(10, 1, 2, 3),
+    Ipv4Addr::new(172, 16, 5, 6),
+    Ipv4Addr::new(192, 168, 9, 9),
+    Ipv4Addr::new(100, 64, 1, 1),
+];
 /// Port of a TCP service in the host namespace.
 pub const HOST_SVC_PORT: u16 = 7000;
 /// TCP/UDP port of the service in every guest.
@@ -184,6 +192,7 @@ fn dns_answer(msg: &[u8]) -> Option<Vec<u8>> {
         ("allowed.test" | "www.wild.test", 1) => vec![(ALLOWED_IP, 300)],
         ("other.test", 1) => vec![(CIDR_OK_IP, 300)],
         ("tcp.test", 1) => vec![(TCP_ONLY_IP, 300)],
+        ("lan.test", 1) => vec![(LAN_IPS[0], 300)],
         _ => vec![],
     };
     let rcode = if answers.is_empty() { 3 } else { 0 };
@@ -277,7 +286,10 @@ impl World {
             TCP_ONLY_IP,
             CIDR_OK_IP,
             CIDR_DENIED_IP,
-        ] {
+        ]
+        .into_iter()
+        .chain(LAN_IPS)
+        {
             ip(&[
                 "-n",
                 &inet.name,
@@ -364,6 +376,7 @@ pub fn spec(slot: u32, policy: vmsan_net::Policy) -> VmNetSpec {
         bandwidth: None,
         dns_upstreams: vec![SocketAddrV4::new(INET, 53)],
         allow_udp: false,
+        allow_lan: false,
     }
 }
 
