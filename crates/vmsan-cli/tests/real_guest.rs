@@ -54,10 +54,8 @@ struct Tools {
 }
 
 fn missing(why: String) -> Option<Tools> {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("the real-guest group must run in CI, but {why}");
-    }
-    println!("skipped: {why}");
+    // Fails under CI=true: the real-guest group must run there.
+    vmsan_testkit::skip!("{why}");
     None
 }
 

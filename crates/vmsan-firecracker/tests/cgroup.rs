@@ -423,7 +423,7 @@ fn privileged_parent_cgroups_go_with_the_last_vm_and_only_ours() {
     use std::time::Duration;
     use vmsan_firecracker::cgroup_parents::ParentRegistry;
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root to create cgroups");
+        vmsan_testkit::skip!("needs root to create cgroups");
         return;
     }
     let mounts = CgroupMounts::detect().unwrap();
