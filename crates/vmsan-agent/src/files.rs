@@ -1,24 +1,28 @@
 //! Files: tar upload that cannot write outside its destination, streamed download of a file or
 //! a directory (as tar), and list/stat/mkdir/remove/rename.
 
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, openat};
-use nix::sys::stat::{Mode, mkdirat};
+use nix::fcntl::{AtFlags, OFlag, openat, renameat};
+use nix::sys::stat::{Mode, fchmod, fstatat, mkdirat};
+use nix::unistd::{UnlinkatFlags, Whence, lseek, unlinkat};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use vmsan_proto::{
-    FileKind, FileStat, HEADER_DEST, HEADER_KIND, HEADER_MODE, MkdirRequest, PathRequest,
-    RemoveRequest, RenameRequest, TAR_CONTENT_TYPE, UploadResult, routes,
+    FileKind, FileStat, HEADER_DEST, HEADER_KIND, HEADER_LAYOUT, HEADER_MODE, HEADER_SIZE,
+    LAYOUT_EXTENTS, MkdirRequest, PathRequest, RemoveRequest, RenameRequest, TAR_CONTENT_TYPE,
+    UploadResult, routes,
 };
 
 use crate::server::{self, Body, ChannelBody};
@@ -165,8 +169,18 @@ pub(crate) async fn handle_upload(req: Request<Incoming>) -> Response<Body> {
         Ok(d) => d,
         Err(e) => return e.into_response(),
     };
-    let (reader, pump) = body_reader(req.into_body());
-    let res = tokio::task::spawn_blocking(move || extract(&dest, reader)).await;
+    let (mut reader, pump) = body_reader(req.into_body());
+    let res = tokio::task::spawn_blocking(move || {
+        let r = extract(&dest, &mut reader);
+        // Read the body to its end before answering, whether the archive was accepted or
+        // refused: tar stops at the first zero block of its end marker, and whatever follows
+        // (the second block, record padding, or the rest of a refused archive) is still on its
+        // way. Answering and closing first makes the client's next write fail with a broken
+        // pipe, and it would never see this answer.
+        let _ = io::copy(&mut reader, &mut io::sink());
+        r
+    })
+    .await;
     pump.abort();
     match res {
         Ok(Ok(r)) => server::json(StatusCode::OK, &r),
@@ -258,15 +272,144 @@ fn symlink_stays_inside(depth: usize, target: &Path) -> bool {
     true
 }
 
+/// What an upload has done so far, to be made final ([`Staged::commit`]) or undone
+/// ([`Staged::undo`]): files and symlinks wait under temporary names until the whole archive
+/// has been read, directories it made are removed again on failure.
+#[derive(Default)]
+struct Staged {
+    /// `(parent components, temporary name, final name)`, in archive order.
+    renames: Vec<(Vec<OsString>, OsString, OsString)>,
+    /// Directories this upload created (components from the destination), in creation order.
+    created_dirs: Vec<Vec<OsString>>,
+    /// Directory modes to apply at the end (components, mode).
+    dir_modes: Vec<(Vec<OsString>, u32)>,
+}
+
+static STAGE_SEQ: AtomicU64 = AtomicU64::new(0);
+
+fn stage_name() -> OsString {
+    let n = STAGE_SEQ.fetch_add(1, Ordering::Relaxed);
+    OsString::from(format!(".vmsan-upload-{}-{n}", std::process::id()))
+}
+
+/// Walk `comps` below `root` without following symlinks (and without creating anything).
+fn walk_dir(root: &OwnedFd, comps: &[OsString], dest: &Path) -> Result<OwnedFd, FileError> {
+    let mut dir = root
+        .try_clone()
+        .map_err(|e| FileError::io("dup directory", &e))?;
+    let mut shown = dest.to_path_buf();
+    for c in comps {
+        shown.push(c);
+        dir = open_dir_at(&dir, Path::new(c), false, &shown)?;
+    }
+    Ok(dir)
+}
+
+impl Staged {
+    fn commit(&self, root: &OwnedFd, dest: &Path) -> Result<(), FileError> {
+        for (parents, temp, name) in &self.renames {
+            let dir = walk_dir(root, parents, dest)?;
+            renameat(dir.as_fd(), temp.as_os_str(), dir.as_fd(), name.as_os_str()).map_err(
+                |e| {
+                    FileError::io(
+                        &format!("rename onto {}", dest.join(name).display()),
+                        &e.into(),
+                    )
+                },
+            )?;
+        }
+        for (comps, mode) in self.dir_modes.iter().rev() {
+            let dir = walk_dir(root, comps, dest)?;
+            fchmod(dir.as_fd(), Mode::from_bits_truncate(*mode))
+                .map_err(|e| FileError::io(&format!("chmod {}", dest.display()), &e.into()))?;
+        }
+        Ok(())
+    }
+
+    /// Remove every temporary entry and every directory this upload created (best effort:
+    /// a directory someone else filled meanwhile stays).
+    fn undo(&self, root: &OwnedFd, dest: &Path) {
+        for (parents, temp, _) in self.renames.iter().rev() {
+            if let Ok(dir) = walk_dir(root, parents, dest) {
+                let _ = unlinkat(dir.as_fd(), temp.as_os_str(), UnlinkatFlags::NoRemoveDir);
+            }
+        }
+        for comps in self.created_dirs.iter().rev() {
+            let Some((last, parents)) = comps.split_last() else {
+                continue;
+            };
+            if let Ok(dir) = walk_dir(root, parents, dest) {
+                let _ = unlinkat(dir.as_fd(), last.as_os_str(), UnlinkatFlags::RemoveDir);
+            }
+        }
+    }
+}
+
+/// Open (creating when missing) a directory below `parent`, noting in `staged` when this
+/// upload created it.
+fn stage_dir(
+    parent: &OwnedFd,
+    comps: &[OsString],
+    shown: &Path,
+    staged: &mut Staged,
+) -> Result<OwnedFd, FileError> {
+    let name = comps.last().map(OsString::as_os_str).unwrap_or_default();
+    match mkdirat(parent.as_fd(), name, Mode::from_bits_truncate(0o755)) {
+        Ok(()) => staged.created_dirs.push(comps.to_vec()),
+        Err(Errno::EEXIST) => {}
+        Err(e) => {
+            return Err(FileError::io(
+                &format!("create directory {}", shown.display()),
+                &e.into(),
+            ));
+        }
+    }
+    open_dir_at(parent, Path::new(name), false, shown)
+}
+
+/// True when `name` in `dir` exists as a symlink.
+fn is_symlink_at(dir: &OwnedFd, name: &OsStr) -> bool {
+    fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW)
+        .is_ok_and(|st| st.st_mode & libc_s_ifmt() == libc_s_iflnk())
+}
+
+const fn libc_s_ifmt() -> u32 {
+    0o170_000
+}
+
+const fn libc_s_iflnk() -> u32 {
+    0o120_000
+}
+
 /// Unpack a tar stream under `dest` (created when missing). Every path is resolved component by
 /// component with `O_NOFOLLOW` from a descriptor of `dest`, so neither `..`, absolute names,
 /// symlinks in the archive nor symlinks already in the destination can lead outside it.
+///
+/// All or nothing: files and symlinks are written under temporary names and renamed onto
+/// their names only once the whole archive has been read and accepted; on any refusal or
+/// error the temporary entries and the directories this upload created are removed, so a
+/// failed upload changes nothing that was there and leaves nothing behind.
 pub(crate) fn extract<R: Read>(dest: &Path, reader: R) -> Result<UploadResult, FileError> {
     std::fs::create_dir_all(dest)
         .map_err(|e| FileError::io(&format!("create {}", dest.display()), &e))?;
     let root: OwnedFd = File::open(dest)
         .map_err(|e| FileError::io(&format!("open {}", dest.display()), &e))?
         .into();
+    let mut staged = Staged::default();
+    let res = extract_staged(dest, &root, reader, &mut staged)
+        .and_then(|r| staged.commit(&root, dest).map(|()| r));
+    if res.is_err() {
+        staged.undo(&root, dest);
+    }
+    res
+}
+
+fn extract_staged<R: Read>(
+    dest: &Path,
+    root: &OwnedFd,
+    reader: R,
+    staged: &mut Staged,
+) -> Result<UploadResult, FileError> {
     let mut archive = tar::Archive::new(reader);
     let mut result = UploadResult {
         entries: 0,
@@ -282,7 +425,10 @@ pub(crate) fn extract<R: Read>(dest: &Path, reader: R) -> Result<UploadResult, F
             .path()
             .map_err(|e| FileError::io("tar entry path", &e))?
             .into_owned();
-        let comps = clean_components(&path)?;
+        let comps: Vec<OsString> = clean_components(&path)?
+            .into_iter()
+            .map(OsStr::to_os_string)
+            .collect();
         let kind = entry.header().entry_type();
         let mode = entry
             .header()
@@ -290,9 +436,9 @@ pub(crate) fn extract<R: Read>(dest: &Path, reader: R) -> Result<UploadResult, F
             .map_err(|e| FileError::io("tar entry mode", &e))?
             & 0o7777;
         let Some((last, parents)) = comps.split_last() else {
-            // The archive's root (`./`): apply its mode to the destination.
+            // The archive's root (`./`): its mode goes to the destination.
             if kind.is_dir() {
-                let _ = std::fs::set_permissions(dest, std::fs::Permissions::from_mode(mode));
+                staged.dir_modes.push((Vec::new(), mode));
             }
             continue;
         };
@@ -300,38 +446,35 @@ pub(crate) fn extract<R: Read>(dest: &Path, reader: R) -> Result<UploadResult, F
             .try_clone()
             .map_err(|e| FileError::io("dup directory", &e))?;
         let mut shown = dest.to_path_buf();
-        for p in parents {
+        for (i, p) in parents.iter().enumerate() {
             shown.push(p);
-            dir = open_dir_at(&dir, Path::new(p), true, &shown)?;
+            dir = stage_dir(&dir, &comps[..=i], &shown, staged)?;
         }
         shown.push(last);
-        let name = Path::new(last);
         if kind.is_dir() {
-            let d = open_dir_at(&dir, name, true, &shown)?;
-            File::from(d)
-                .set_permissions(std::fs::Permissions::from_mode(mode))
-                .map_err(|e| FileError::io(&format!("chmod {}", shown.display()), &e))?;
+            stage_dir(&dir, &comps, &shown, staged)?;
+            staged.dir_modes.push((comps.clone(), mode));
         } else if kind.is_file() || kind.is_gnu_sparse() {
+            if is_symlink_at(&dir, last) {
+                return Err(FileError::escape(format!(
+                    "{} exists as a symlink in the destination: refusing to write through it",
+                    shown.display()
+                )));
+            }
+            let temp = stage_name();
             let flags = OFlag::O_WRONLY
                 | OFlag::O_CREAT
-                | OFlag::O_TRUNC
+                | OFlag::O_EXCL
                 | OFlag::O_NOFOLLOW
                 | OFlag::O_CLOEXEC;
-            let fd = match openat(dir.as_fd(), name, flags, Mode::from_bits_truncate(0o600)) {
-                Ok(fd) => fd,
-                Err(Errno::ELOOP) => {
-                    return Err(FileError::escape(format!(
-                        "{} exists as a symlink in the destination: refusing to write through it",
-                        shown.display()
-                    )));
-                }
-                Err(e) => {
-                    return Err(FileError::io(
-                        &format!("create {}", shown.display()),
-                        &e.into(),
-                    ));
-                }
-            };
+            let fd = openat(
+                dir.as_fd(),
+                temp.as_os_str(),
+                flags,
+                Mode::from_bits_truncate(0o600),
+            )
+            .map_err(|e| FileError::io(&format!("create {}", shown.display()), &e.into()))?;
+            staged.renames.push((parents.to_vec(), temp, last.clone()));
             let mut f = File::from(fd);
             loop {
                 let n = entry
@@ -344,8 +487,8 @@ pub(crate) fn extract<R: Read>(dest: &Path, reader: R) -> Result<UploadResult, F
                     .map_err(|e| FileError::io(&format!("write {}", shown.display()), &e))?;
                 result.bytes += n as u64;
             }
-            f.set_permissions(std::fs::Permissions::from_mode(mode))
-                .map_err(|e| FileError::io(&format!("chmod {}", shown.display()), &e))?;
+            fchmod(f.as_fd(), Mode::from_bits_truncate(mode))
+                .map_err(|e| FileError::io(&format!("chmod {}", shown.display()), &e.into()))?;
         } else if kind.is_symlink() {
             let target = entry
                 .link_name()
@@ -365,15 +508,10 @@ pub(crate) fn extract<R: Read>(dest: &Path, reader: R) -> Result<UploadResult, F
                     target.display()
                 )));
             }
-            match nix::unistd::symlinkat(&target, dir.as_fd(), name) {
-                Ok(()) => {}
-                Err(e) => {
-                    return Err(FileError::io(
-                        &format!("symlink {}", shown.display()),
-                        &e.into(),
-                    ));
-                }
-            }
+            let temp = stage_name();
+            nix::unistd::symlinkat(&target, dir.as_fd(), temp.as_os_str())
+                .map_err(|e| FileError::io(&format!("symlink {}", shown.display()), &e.into()))?;
+            staged.renames.push((parents.to_vec(), temp, last.clone()));
         } else {
             return Err(FileError::new(
                 StatusCode::BAD_REQUEST,
@@ -390,6 +528,10 @@ pub(crate) fn extract<R: Read>(dest: &Path, reader: R) -> Result<UploadResult, F
 }
 
 pub(crate) async fn handle_download(req: Request<Incoming>) -> Response<Body> {
+    let wants_extents = req
+        .headers()
+        .get(HEADER_LAYOUT)
+        .is_some_and(|v| v.as_bytes() == LAYOUT_EXTENTS.as_bytes());
     let pr: PathRequest = match server::read_json(req.into_body()).await {
         Ok(p) => p,
         Err(resp) => return resp,
@@ -424,6 +566,20 @@ pub(crate) async fn handle_download(req: Request<Incoming>) -> Response<Body> {
             }
         });
         ("dir", TAR_CONTENT_TYPE)
+    } else if meta.is_file() && wants_extents {
+        let f = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                return FileError::io(&format!("open {}", path.display()), &e).into_response();
+            }
+        };
+        let size = meta.len();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = send_extents(&f, size, &tx) {
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        ("file", "application/octet-stream")
     } else if meta.is_file() {
         let mut f = match tokio::fs::File::open(&path).await {
             Ok(f) => f,
@@ -465,9 +621,61 @@ pub(crate) async fn handle_download(req: Request<Incoming>) -> Response<Body> {
     if kind == "file"
         && let Ok(v) = HeaderValue::from_str(&meta.len().to_string())
     {
-        r.headers_mut().insert(http::header::CONTENT_LENGTH, v);
+        if wants_extents {
+            r.headers_mut().insert(HEADER_SIZE, v);
+            r.headers_mut()
+                .insert(HEADER_LAYOUT, HeaderValue::from_static(LAYOUT_EXTENTS));
+        } else {
+            r.headers_mut().insert(http::header::CONTENT_LENGTH, v);
+        }
     }
     r
+}
+
+/// Send the data of the first `size` bytes of `f` as extent records (see
+/// [`vmsan_proto::LAYOUT_EXTENTS`]): holes, found with `SEEK_DATA`/`SEEK_HOLE`, are not sent.
+/// A filesystem without hole support reports the whole file as data.
+fn send_extents(f: &File, size: u64, tx: &mpsc::Sender<io::Result<Bytes>>) -> io::Result<()> {
+    let gone = || io::Error::new(io::ErrorKind::BrokenPipe, "client went away");
+    let mut pos = 0u64;
+    while pos < size {
+        let start = match lseek(f.as_fd(), off(pos)?, Whence::SeekData) {
+            Ok(s) => u64::try_from(s).map_err(io::Error::other)?,
+            // No data after `pos`: the rest is a hole.
+            Err(Errno::ENXIO) => break,
+            Err(e) => return Err(e.into()),
+        };
+        if start >= size {
+            break;
+        }
+        let end = match lseek(f.as_fd(), off(start)?, Whence::SeekHole) {
+            Ok(e) => u64::try_from(e).map_err(io::Error::other)?.min(size),
+            Err(Errno::ENXIO) => size,
+            Err(e) => return Err(e.into()),
+        };
+        if end <= start {
+            break;
+        }
+        tx.blocking_send(Ok(Bytes::copy_from_slice(&vmsan_proto::extent_header(
+            start,
+            end - start,
+        ))))
+        .map_err(|_| gone())?;
+        let mut at = start;
+        while at < end {
+            let want = usize::try_from(end - at).unwrap_or(CHUNK).min(CHUNK);
+            let mut buf = vec![0u8; want];
+            std::os::unix::fs::FileExt::read_exact_at(f, &mut buf, at)?;
+            tx.blocking_send(Ok(Bytes::from(buf))).map_err(|_| gone())?;
+            at += want as u64;
+        }
+        pos = end;
+    }
+    Ok(())
+}
+
+fn off(v: u64) -> io::Result<i64> {
+    i64::try_from(v).map_err(io::Error::other)
 }
 
 fn stat_of(path: &Path) -> Result<FileStat, FileError> {
