@@ -72,17 +72,19 @@ impl Output {
         } else {
             "ERROR"
         };
-        s.push_str(&format!("{label} {}\n", err.message()));
+        // Messages may quote the guest (agent error bodies, file names): escaped.
+        let safe = crate::escape::escape_text;
+        s.push_str(&format!("{label} {}\n", safe(err.message())));
         if let Some(why) = err.why_text() {
-            s.push_str(&format!("  Why: {}\n", indent_rest(why)));
+            s.push_str(&format!("  Why: {}\n", indent_rest(&safe(why))));
         }
         if let Some(fix) = err.fix_text() {
-            s.push_str(&format!("  Fix: {}\n", indent_rest(fix)));
+            s.push_str(&format!("  Fix: {}\n", indent_rest(&safe(fix))));
         }
         if self.verbose {
             let mut src = std::error::Error::source(err);
             while let Some(e) = src {
-                s.push_str(&format!("  Caused by: {e}\n"));
+                s.push_str(&format!("  Caused by: {}\n", safe(&e.to_string())));
                 src = e.source();
             }
         }
