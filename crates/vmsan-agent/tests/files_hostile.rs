@@ -345,6 +345,8 @@ async fn a_silent_agent_times_out_every_call() {
         .await
         .unwrap_err();
     assert!(matches!(&e, ClientError::Timeout { .. }), "{e}");
+    let e = c.pty_attach("0123456789abcdef").await.err().unwrap();
+    assert!(matches!(&e, ClientError::Timeout { .. }), "{e}");
     // An upload larger than the socket buffers: the agent never reads it.
     let big = dir.path().join("big");
     std::fs::write(&big, vec![1u8; 16 << 20]).unwrap();
