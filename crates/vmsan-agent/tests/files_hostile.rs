@@ -356,3 +356,66 @@ async fn a_silent_agent_times_out_every_call() {
     assert!(!local.exists());
     server.abort();
 }
+
+/// A one-shot "agent" on a Unix socket that reads a request head and answers with `answer`,
+/// then closes: a guest that lies or stops half way.
+async fn lying_agent(sock: &Path, answer: Vec<u8>) -> tokio::task::JoinHandle<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::UnixListener::bind(sock).unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut b).await.unwrap();
+            if n == 0 {
+                return;
+            }
+            head.extend_from_slice(&b[..n]);
+        }
+        let _ = s.write_all(&answer).await;
+        let _ = s.shutdown().await;
+    })
+}
+
+/// Item 7: a download cut short (the guest announces 100000 bytes, sends 10 and closes) fails
+/// and leaves nothing under the final name, nor a temporary file; an extents answer whose
+/// records overlap or pass the announced size is refused the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_cut_short_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("cut short", {
+            let mut a = b"HTTP/1.1 200 OK\r\nx-vmsan-kind: file\r\nx-vmsan-mode: 644\r\n\
+                          content-length: 100000\r\n\r\n"
+                .to_vec();
+            a.extend_from_slice(b"0123456789");
+            a
+        }),
+        ("extents past the size", {
+            let mut body = vmsan_proto::extent_header(90, 20).to_vec();
+            body.extend_from_slice(&[1u8; 20]);
+            let mut a = format!(
+                "HTTP/1.1 200 OK\r\nx-vmsan-kind: file\r\nx-vmsan-mode: 644\r\n\
+                 x-vmsan-layout: extents\r\nx-vmsan-size: 100\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            a.extend_from_slice(&body);
+            a
+        }),
+    ];
+    for (i, (what, answer)) in cases.into_iter().enumerate() {
+        let sock = dir.path().join(format!("agent{i}.sock"));
+        let server = lying_agent(&sock, answer).await;
+        let c = AgentClient::new(Endpoint::Unix(sock), "t");
+        let target = out.join("file.bin");
+        let e = c.download("/data/file.bin", &target, None).await;
+        assert!(e.is_err(), "{what}: the download succeeded");
+        let left: Vec<_> = std::fs::read_dir(&out).unwrap().collect();
+        assert!(left.is_empty(), "{what}: left {left:?}");
+        server.await.unwrap();
+    }
+}
