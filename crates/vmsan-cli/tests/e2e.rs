@@ -600,9 +600,8 @@ fn privileged_e2e_create_failing_at_the_disk_leaves_nothing() {
     );
 }
 
-/// Issue 17, items 1, 2 and 6: a hostile guest cannot make `vmsan download` write through a
-/// symlink it planted on the host with an earlier download, nor hand out setuid files; and
-/// its error text reaches the terminal with control characters escaped.
+/// Issue 17, item 1: a hostile guest cannot make `vmsan download` write through a symlink it
+/// planted on the host with an earlier download, nor make the host file setuid.
 ///
 /// The attack: `/work/e/out.txt` is a symlink to a host file; downloading `/work/e` recreates
 /// the symlink on the host (as a symlink, correctly). The guest then replaces `out.txt` with
@@ -660,13 +659,53 @@ fn privileged_e2e_download_never_writes_through_a_planted_symlink() {
     );
     assert_eq!(std::fs::read(dl.join("e/out.txt")).unwrap(), b"pwned\n");
 
-    // A setuid file inside a directory download loses the bits as well.
-    guest("mkdir -p /work/s && echo x > /work/s/suid && chmod 4755 /work/s/suid");
-    home.json(&["download", &id, "/work/s", "--dest", &dl_dir]);
-    assert_eq!(
-        std::fs::metadata(dl.join("s/suid")).unwrap().mode() & 0o7000,
-        0
+    home.json(&["remove", "--force", &id]);
+    let left = leftovers(home.dir.path(), &net.host, &id);
+    assert!(left.is_empty(), "left behind:\n{}", left.join("\n"));
+}
+
+/// Issue 17, item 2: downloads drop setuid, setgid and sticky and apply the caller's umask,
+/// for a single file and inside a directory download.
+#[test]
+fn privileged_e2e_download_drops_special_mode_bits() {
+    use std::os::unix::fs::MetadataExt;
+    let Some(fx) = fixture() else { return };
+    let (home, net, work) = (&fx.home, &fx.net, &fx.work);
+    let id = home.json(&["create", "--from-image", "busybox"])["vmId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = home.run(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "mkdir -p /work/s/sub && echo x > /work/s/sub/suid && chmod 6777 /work/s/sub/suid \
+         && chmod 3777 /work/s/sub && cp /work/s/sub/suid /work/one && chmod 4755 /work/one",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    let dl = work.path().join("dl");
+    let dl_dir = format!("{}/", dl.display());
+    home.json(&["download", &id, "/work/s", "--dest", &dl_dir]);
+    home.json(&["download", &id, "/work/one", "--dest", &dl_dir]);
+    // The test runs with the umask it inherited; vmsan must apply the same.
+    let umask = {
+        let s = std::fs::read_to_string("/proc/self/status").unwrap();
+        let v = s.lines().find_map(|l| l.strip_prefix("Umask:")).unwrap();
+        u32::from_str_radix(v.trim(), 8).unwrap()
+    };
+    let mode = |p: &str| std::fs::metadata(dl.join(p)).unwrap().mode() & 0o7777;
+    assert_eq!(
+        mode("s/sub/suid"),
+        0o777 & !umask,
+        "file in a directory download"
+    );
+    assert_eq!(mode("s/sub"), 0o777 & !umask, "directory");
+    assert_eq!(mode("one"), 0o755 & !umask, "single file");
 
     home.json(&["remove", "--force", &id]);
     let left = leftovers(home.dir.path(), &net.host, &id);
