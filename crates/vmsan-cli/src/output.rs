@@ -66,6 +66,12 @@ impl Output {
             self.json_document(&serde_json::json!({ "error": err.to_json() }));
             return;
         }
+        let s = self.human_error(err);
+        let _ = io::stderr().lock().write_all(s.as_bytes());
+    }
+
+    /// The human form of an error, as [`Output::error`] prints it.
+    fn human_error(&self, err: &Error) -> String {
         let mut s = String::new();
         let label = if self.err_color {
             "\x1b[1;31mERROR\x1b[0m"
@@ -88,7 +94,7 @@ impl Output {
                 src = e.source();
             }
         }
-        let _ = io::stderr().lock().write_all(s.as_bytes());
+        s
     }
 
     /// A warning or progress note for humans: stderr, never in `--json` mode.
@@ -241,6 +247,25 @@ mod tests {
         assert_eq!(relative_time(now, now - 3 * 86_400_000), "3 days ago");
         assert_eq!(relative_time(now, now + 5 * 60_000), "in 5 minutes");
         assert_eq!(relative_time(now, now + 10_000), "in a few seconds");
+    }
+
+    #[test]
+    fn error_text_from_the_guest_is_escaped() {
+        let o = Output {
+            json: false,
+            verbose: false,
+            color: false,
+            err_color: false,
+        };
+        let e = Error::new(
+            vmsan_core::error::ErrorCode::AgentRequest,
+            "vm-1: agent refused stat /x (400, io): \x1b]0;owned\x07\x1b[2J",
+        )
+        .why("line one\nline two");
+        let text = o.human_error(&e);
+        assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
+        assert!(text.contains("\\x1b]0;owned\\x07\\x1b[2J"), "{text:?}");
+        assert!(text.contains("line one\n       line two"), "{text:?}");
     }
 
     #[test]
