@@ -199,20 +199,31 @@ impl<'a> PartFile<'a> {
 
     /// Write `data` at `offset`, leaving zeros unwritten so that whole zero blocks stay holes.
     /// Correct because the file is new and each byte of it is written at most once: what is
-    /// not written reads as zero.
-    pub(crate) fn write_at(&self, mut offset: u64, mut data: &[u8]) -> io::Result<()> {
-        while !data.is_empty() {
-            // Block by block (aligned to the file's offsets), skipping all-zero pieces.
-            let to_boundary = HOLE_BLOCK - offset % HOLE_BLOCK;
-            let n = usize::try_from(to_boundary)
-                .unwrap_or(data.len())
-                .min(data.len());
-            let (block, rest) = data.split_at(n);
-            if !block.iter().all(|b| *b == 0) {
-                self.file.write_all_at(block, offset)?;
+    /// not written reads as zero. Runs of data blocks go out in one write each.
+    pub(crate) fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let mut pos = 0usize;
+        // Start of the pending run of data (not yet written), as an index into `data`.
+        let mut run: Option<usize> = None;
+        while pos < data.len() {
+            // Block by block, aligned to the file's offsets.
+            let at = offset + pos as u64;
+            let to_boundary = usize::try_from(HOLE_BLOCK - at % HOLE_BLOCK).unwrap_or(usize::MAX);
+            let end = pos.saturating_add(to_boundary).min(data.len());
+            let zero = is_zero(&data[pos..end]);
+            match (zero, run) {
+                (true, Some(start)) => {
+                    self.file
+                        .write_all_at(&data[start..pos], offset + start as u64)?;
+                    run = None;
+                }
+                (false, None) => run = Some(pos),
+                _ => {}
             }
-            offset += n as u64;
-            data = rest;
+            pos = end;
+        }
+        if let Some(start) = run {
+            self.file
+                .write_all_at(&data[start..], offset + start as u64)?;
         }
         Ok(())
     }
@@ -254,6 +265,11 @@ impl Drop for PartFile<'_> {
             );
         }
     }
+}
+
+/// True when `b` holds only zeros (stops at the first other byte: data blocks cost little).
+fn is_zero(b: &[u8]) -> bool {
+    b.iter().all(|x| *x == 0)
 }
 
 /// Copy a dense stream of exactly `size` bytes into `part` (holes kept for zero blocks).
