@@ -528,6 +528,26 @@ mod tests {
     }
 
     #[test]
+    fn pieces_of_any_size_read_back_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let (fd, _) = open_dest_dir(dir.path(), false).unwrap();
+        let part = PartFile::create(&fd, dir.path()).unwrap();
+        // Data and zero stretches that do not line up with blocks or with the pieces.
+        let mut want = vec![0u8; 200_000];
+        for (i, b) in want.iter_mut().enumerate() {
+            if (i / 7_000) % 3 != 1 {
+                *b = u8::try_from(i % 251).unwrap() | 1;
+            }
+        }
+        for (n, piece) in want.chunks(999).enumerate() {
+            part.write_at((n * 999) as u64, piece).unwrap();
+        }
+        part.commit(want.len() as u64, 0o600, OsStr::new("f"), dir.path())
+            .unwrap();
+        assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), want);
+    }
+
+    #[test]
     fn an_uncommitted_part_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let (fd, _) = open_dest_dir(dir.path(), false).unwrap();
