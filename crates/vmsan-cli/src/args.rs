@@ -279,6 +279,9 @@ pub struct ConnectArgs {
 
 /// `upload`.
 #[derive(Debug, Args)]
+#[command(after_help = "All or nothing: files appear under their names only once the whole \
+upload has been accepted; a refused upload (a name or symlink leaving the destination, a \
+symlink on the way) leaves the guest as it was.")]
 pub struct UploadArgs {
     /// The VM id.
     #[arg(value_name = "VM")]
@@ -289,7 +292,7 @@ pub struct UploadArgs {
     /// Directory in the guest [default: /root].
     #[arg(short, long, value_name = "DIR")]
     pub dest: Option<String>,
-    /// Fail when the guest takes no data for this long (with a unit: 90s, 5m) [default: 60s].
+    /// Fail when the guest neither takes data nor answers for this long (90s, 5m) [default: 60s].
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
 }
