@@ -279,9 +279,11 @@ pub struct ConnectArgs {
 
 /// `upload`.
 #[derive(Debug, Args)]
-#[command(after_help = "All or nothing: files appear under their names only once the whole \
+#[command(
+    after_help = "All or nothing: files appear under their names only once the whole \
 upload has been accepted; a refused upload (a name or symlink leaving the destination, a \
-symlink on the way) leaves the guest as it was.")]
+symlink on the way) leaves the guest as it was."
+)]
 pub struct UploadArgs {
     /// The VM id.
     #[arg(value_name = "VM")]
