@@ -18,6 +18,11 @@
 //! | SDK file ops | [`AgentClient::stat`], [`AgentClient::list`], [`AgentClient::mkdir`], [`AgentClient::remove`], [`AgentClient::rename`] |
 //! | graceful stop | [`AgentClient::shutdown`] |
 //!
+//! The guest is not trusted: a download never follows a symlink on the host, drops setuid,
+//! setgid and sticky, keeps holes and has a size limit ([`AgentClient::download_limited`]); every
+//! call fails with [`ClientError::Timeout`] when the agent stays silent for the idle timeout
+//! ([`AgentClient::with_idle_timeout`], [`DEFAULT_IDLE_TIMEOUT`]).
+//!
 //! Errors are [`ClientError`]; [`ClientError::agent_code`] gives the agent's stable code
 //! (`unauthorized`, `forbidden`, `not_found`, `spawn_failed`, `path_escape`, `io`, …).
 //!
