@@ -1,7 +1,6 @@
 //! File transfer and file operations.
 
 use std::io::{self, Read, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -9,14 +8,18 @@ use bytes::Bytes;
 use http::Method;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use vmsan_proto::{
-    FileStat, HEADER_DEST, HEADER_KIND, HEADER_MODE, MkdirRequest, PathRequest, RemoveRequest,
-    RenameRequest, UploadResult, routes,
+    FileStat, HEADER_DEST, HEADER_KIND, HEADER_LAYOUT, HEADER_MODE, HEADER_SIZE, LAYOUT_EXTENTS,
+    MkdirRequest, PathRequest, RemoveRequest, RenameRequest, UploadResult, routes,
 };
 
-use crate::{AgentClient, ClientError, ReqBody, Result};
+use crate::idle::Activity;
+use crate::{AgentClient, ClientError, ReqBody, Result, dest};
+
+/// The largest download (logical size: a file's size, a directory's file sizes summed)
+/// accepted unless the caller raises it: 16 GiB.
+pub const DEFAULT_MAX_DOWNLOAD: u64 = 16 << 30;
 
 /// Progress callback: `(bytes done, total bytes if known)`. Called from any thread, often.
 pub type Progress = Arc<dyn Fn(u64, Option<u64>) + Send + Sync>;
@@ -26,8 +29,10 @@ pub type Progress = Arc<dyn Fn(u64, Option<u64>) + Send + Sync>;
 pub struct DownloadResult {
     /// True when the remote path was a directory (unpacked under the local path).
     pub is_dir: bool,
-    /// Bytes received (file content, or the tar stream of a directory).
+    /// Size of the file, or bytes of the tar stream of a directory.
     pub bytes: u64,
+    /// Bytes that travelled from the guest (holes of a sparse file do not).
+    pub transferred: u64,
     /// Local file or directory written.
     pub local: PathBuf,
 }
@@ -101,10 +106,14 @@ impl Read for ChannelReader {
     }
 }
 
-fn channel_body(rx: mpsc::Receiver<io::Result<Bytes>>) -> ReqBody {
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        let item = rx.recv().await?;
-        Some((item.map(Frame::data), rx))
+fn channel_body(rx: mpsc::Receiver<io::Result<Bytes>>, activity: Activity) -> ReqBody {
+    let stream = futures_util::stream::unfold(rx, move |mut rx| {
+        let activity = activity.clone();
+        async move {
+            let item = rx.recv().await?;
+            activity.touch();
+            Some((item.map(Frame::data), rx))
+        }
     });
     StreamBody::new(stream).boxed_unsync()
 }
@@ -199,13 +208,18 @@ impl AgentClient {
             }
             r
         });
-        let sent = self.upload_body(channel_body(rx), dest).await;
+        let activity = Activity::default();
+        let sent = self
+            .upload_body(channel_body(rx, activity.clone()), activity, dest)
+            .await;
         let built = builder
             .await
             .map_err(|e| ClientError::Protocol(format!("upload task: {e}")))?;
         match (sent, built) {
             (Ok(r), Ok(())) => Ok(r),
-            (Err(e @ ClientError::Agent { .. }), _) => Err(e),
+            // The agent's answer, or its silence, explains why the archive could not be sent.
+            (Err(e @ (ClientError::Agent { .. } | ClientError::Timeout { .. })), _) => Err(e),
+            (Err(e), Err(b)) if b.kind() == io::ErrorKind::BrokenPipe => Err(e),
             (_, Err(e)) => Err(ClientError::io("build upload archive", e)),
             (Err(e), Ok(())) => Err(e),
         }
@@ -219,11 +233,19 @@ impl AgentClient {
     where
         R: tokio::io::AsyncRead + Send + Unpin + 'static,
     {
-        self.upload_body(crate::reader_body(tar), dest).await
+        let activity = Activity::default();
+        self.upload_body(crate::reader_body(tar, activity.clone()), activity, dest)
+            .await
     }
 
-    async fn upload_body(&self, body: ReqBody, dest: &str) -> Result<UploadResult> {
+    async fn upload_body(
+        &self,
+        body: ReqBody,
+        activity: Activity,
+        dest: &str,
+    ) -> Result<UploadResult> {
         let mut r = self.request(Method::PUT, routes::UPLOAD, body)?;
+        r.extensions_mut().insert(activity);
         let v = http::HeaderValue::from_bytes(dest.as_bytes())
             .map_err(|e| ClientError::Protocol(format!("destination {dest:?} as header: {e}")))?;
         r.headers_mut().insert(HEADER_DEST, v);
@@ -235,124 +257,179 @@ impl AgentClient {
     }
 
     /// Download a guest file or directory. A file goes to `local` (or into it, when `local` is
-    /// an existing directory) with its mode; a directory is unpacked into `local` (created when
-    /// missing). Streams: memory stays constant whatever the size.
+    /// an existing directory); a directory is unpacked into `local` (created when missing).
+    /// Streams: memory stays constant whatever the size.
+    ///
+    /// What the guest sends is not trusted (see the `dest` module): no symlink on the host is
+    /// followed below `local`'s directory, files appear under their name only once complete,
+    /// modes lose setuid/setgid/sticky and go through the process's umask, holes are kept,
+    /// and more than `max_bytes` (logical size) is refused.
     ///
     /// # Errors
-    /// `not_found` and the like from the agent, or a local write failure.
+    /// `not_found` and the like from the agent, [`ClientError::TooLarge`],
+    /// [`ClientError::Refused`], [`ClientError::Timeout`], or a local write failure.
     pub async fn download(
         &self,
         remote: &str,
         local: &Path,
         progress: Option<Progress>,
     ) -> Result<DownloadResult> {
-        let r = self.json_request(
+        self.download_limited(remote, local, DEFAULT_MAX_DOWNLOAD, progress)
+            .await
+    }
+
+    /// [`AgentClient::download`] with a size limit other than [`DEFAULT_MAX_DOWNLOAD`].
+    ///
+    /// # Errors
+    /// As [`AgentClient::download`].
+    pub async fn download_limited(
+        &self,
+        remote: &str,
+        local: &Path,
+        max_bytes: u64,
+        progress: Option<Progress>,
+    ) -> Result<DownloadResult> {
+        let what = format!("download {remote}");
+        let mut r = self.json_request(
             Method::POST,
             routes::DOWNLOAD,
             &PathRequest {
                 path: remote.into(),
             },
         )?;
-        let resp = self.send(&format!("download {remote}"), r).await?;
-        let is_dir = resp
-            .headers()
-            .get(HEADER_KIND)
-            .is_some_and(|v| v.as_bytes() == b"dir");
-        let mode = resp
-            .headers()
-            .get(HEADER_MODE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| u32::from_str_radix(v, 8).ok());
-        let total = resp
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
+        r.headers_mut().insert(
+            HEADER_LAYOUT,
+            http::HeaderValue::from_static(LAYOUT_EXTENTS),
+        );
+        let resp = self.send(&what, r).await?;
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let is_dir = header(HEADER_KIND).as_deref() == Some("dir");
+        let extents = header(HEADER_LAYOUT).as_deref() == Some(LAYOUT_EXTENTS);
+        let mode = header(HEADER_MODE)
+            .and_then(|v| u32::from_str_radix(&v, 8).ok())
+            .unwrap_or(0o644);
+        let size: Option<u64> = if extents {
+            Some(
+                header(HEADER_SIZE)
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| {
+                        ClientError::Protocol(format!("{what}: extents without a size"))
+                    })?,
+            )
+        } else {
+            header(http::header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse().ok())
+        };
+        if let Some(s) = size
+            && s > max_bytes
+        {
+            return Err(ClientError::TooLarge {
+                size: s,
+                limit: max_bytes,
+            });
+        }
+        let policy = dest::Policy {
+            max_bytes,
+            umask: dest::process_umask(),
+        };
+        // Where it goes: (directory, name inside it). An existing real directory (not a
+        // symlink to one) at `local` receives the file under the remote name.
+        let (dir_path, name) = if is_dir {
+            (local.to_path_buf(), None)
+        } else {
+            match std::fs::symlink_metadata(local) {
+                Ok(m) if m.is_dir() => {
+                    let name = Path::new(remote).file_name().ok_or_else(|| {
+                        ClientError::Protocol(format!("{remote} has no file name"))
+                    })?;
+                    (local.to_path_buf(), Some(name.to_os_string()))
+                }
+                _ => {
+                    let name = local.file_name().ok_or_else(|| {
+                        ClientError::Refused(format!("{} names no file", local.display()))
+                    })?;
+                    let parent = match local.parent() {
+                        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                        _ => PathBuf::from("."),
+                    };
+                    (parent, Some(name.to_os_string()))
+                }
+            }
+        };
+        let target = match &name {
+            Some(n) => dir_path.join(n),
+            None => dir_path.clone(),
+        };
+
+        let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
+        let writer_dir = dir_path.clone();
+        let writer = tokio::task::spawn_blocking(move || -> Result<u64> {
+            let reader = ChannelReader {
+                rx,
+                cur: Bytes::new(),
+            };
+            let Some(name) = name else {
+                let (root, created) = dest::open_dest_dir(&writer_dir, true)?;
+                dest::unpack(reader, &root, &writer_dir, created, &policy)?;
+                return Ok(0);
+            };
+            let (dir, _) = dest::open_dest_dir(&writer_dir, false)?;
+            let shown = writer_dir.join(&name);
+            let part = dest::PartFile::create(&dir, &shown)?;
+            let len = if extents {
+                let size = size.unwrap_or(0);
+                dest::copy_extents(reader, &part, size)?;
+                size
+            } else {
+                let got = dest::copy_dense(reader, &part, size, &policy)?;
+                if let Some(t) = size
+                    && t != got
+                {
+                    return Err(ClientError::Protocol(format!(
+                        "download cut short: got {got} of {t} bytes"
+                    )));
+                }
+                got
+            };
+            part.commit(len, dest::host_mode(mode, policy.umask), &name, &shown)?;
+            Ok(len)
+        });
         let mut body = resp.into_body();
         let mut received = 0u64;
-        if is_dir {
-            let dest = local.to_path_buf();
-            tokio::fs::create_dir_all(&dest)
-                .await
-                .map_err(|e| ClientError::io(format!("create {}", dest.display()), e))?;
-            let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
-            let unpack_dest = dest.clone();
-            let unpack = tokio::task::spawn_blocking(move || {
-                let mut a = tar::Archive::new(ChannelReader {
-                    rx,
-                    cur: Bytes::new(),
-                });
-                a.set_preserve_permissions(true);
-                a.set_overwrite(true);
-                a.unpack(&unpack_dest)
-            });
-            while let Some(frame) = body.frame().await {
-                let frame = frame?;
+        let pumped: Result<()> = async {
+            while let Some(frame) = self.next_frame(&mut body, &what).await? {
                 let Ok(data) = frame.into_data() else {
                     continue;
                 };
                 received += data.len() as u64;
                 if let Some(p) = &progress {
-                    p(received, None);
+                    p(received, if is_dir { None } else { size });
                 }
                 if tx.send(Ok(data)).await.is_err() {
+                    // The writer stopped (an error of its own, reported below).
                     break;
                 }
             }
-            drop(tx);
-            unpack
-                .await
-                .map_err(|e| ClientError::Protocol(format!("unpack task: {e}")))?
-                .map_err(|e| ClientError::io(format!("unpack into {}", dest.display()), e))?;
-            return Ok(DownloadResult {
-                is_dir: true,
-                bytes: received,
-                local: dest,
-            });
+            Ok(())
         }
-        let target = match tokio::fs::metadata(local).await {
-            Ok(m) if m.is_dir() => {
-                let name = Path::new(remote)
-                    .file_name()
-                    .ok_or_else(|| ClientError::Protocol(format!("{remote} has no file name")))?;
-                local.join(name)
-            }
-            _ => local.to_path_buf(),
-        };
-        let mut f = tokio::fs::File::create(&target)
+        .await;
+        if let Err(e) = pumped {
+            // The writer sees the network side's error instead of a clean end of stream, and
+            // drops its partial file.
+            let _ = tx.send(Err(io::Error::other(e))).await;
+        }
+        drop(tx);
+        let len = writer
             .await
-            .map_err(|e| ClientError::io(format!("create {}", target.display()), e))?;
-        while let Some(frame) = body.frame().await {
-            let frame = frame?;
-            let Ok(data) = frame.into_data() else {
-                continue;
-            };
-            f.write_all(&data)
-                .await
-                .map_err(|e| ClientError::io(format!("write {}", target.display()), e))?;
-            received += data.len() as u64;
-            if let Some(p) = &progress {
-                p(received, total);
-            }
-        }
-        f.flush()
-            .await
-            .map_err(|e| ClientError::io(format!("write {}", target.display()), e))?;
-        if let Some(m) = mode {
-            f.set_permissions(std::fs::Permissions::from_mode(m))
-                .await
-                .map_err(|e| ClientError::io(format!("chmod {}", target.display()), e))?;
-        }
-        if let Some(t) = total
-            && t != received
-        {
-            return Err(ClientError::Protocol(format!(
-                "download {remote}: got {received} of {t} bytes"
-            )));
-        }
+            .map_err(|e| ClientError::Protocol(format!("download writer task: {e}")))??;
         Ok(DownloadResult {
-            is_dir: false,
-            bytes: received,
+            is_dir,
+            bytes: if is_dir { received } else { len },
+            transferred: received,
             local: target,
         })
     }

@@ -18,6 +18,11 @@
 //! | SDK file ops | [`AgentClient::stat`], [`AgentClient::list`], [`AgentClient::mkdir`], [`AgentClient::remove`], [`AgentClient::rename`] |
 //! | graceful stop | [`AgentClient::shutdown`] |
 //!
+//! The guest is not trusted: a download never follows a symlink on the host, drops setuid,
+//! setgid and sticky, keeps holes and has a size limit ([`AgentClient::download_limited`]); every
+//! call fails with [`ClientError::Timeout`] when the agent stays silent for the idle timeout
+//! ([`AgentClient::with_idle_timeout`], [`DEFAULT_IDLE_TIMEOUT`]).
+//!
 //! Errors are [`ClientError`]; [`ClientError::agent_code`] gives the agent's stable code
 //! (`unauthorized`, `forbidden`, `not_found`, `spawn_failed`, `path_escape`, `io`, …).
 //!
@@ -33,7 +38,9 @@
 //! # Ok(()) }
 //! ```
 
+mod dest;
 mod files;
+mod idle;
 mod pty;
 mod ready;
 pub mod terminal;
@@ -57,7 +64,9 @@ use vmsan_proto::{
     HEADER_EXEC, Health, KillRequest, routes,
 };
 
-pub use files::{DownloadResult, Progress};
+pub use files::{DEFAULT_MAX_DOWNLOAD, DownloadResult, Progress};
+pub use idle::DEFAULT_IDLE_TIMEOUT;
+use idle::{Activity, idle_bounded};
 pub use pty::{PtyEvent, PtySession};
 pub use ready::{ReadyListener, ready_socket_path};
 
@@ -113,6 +122,26 @@ pub enum ClientError {
         #[source]
         source: io::Error,
     },
+    /// The agent sent nothing (and read nothing) for the client's idle timeout.
+    #[error("the agent sent nothing for {secs} s during {what}")]
+    Timeout {
+        /// The operation that stalled.
+        what: String,
+        /// The idle timeout, in seconds.
+        secs: u64,
+    },
+    /// A download is larger than the caller allows.
+    #[error("the download is at least {size} bytes, over the limit of {limit} bytes")]
+    TooLarge {
+        /// Size seen so far (or announced).
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A download asked for something that would be unsafe to write on the host (a path that
+    /// leaves the destination, a symlink on the way, a device node).
+    #[error("refused to write the download: {0}")]
+    Refused(String),
     /// WebSocket failure on a PTY session.
     #[error("PTY WebSocket: {0}")]
     WebSocket(#[from] Box<tokio_tungstenite::tungstenite::Error>),
@@ -267,10 +296,34 @@ fn is_stale(e: &hyper::Error) -> bool {
 pub struct AgentClient {
     endpoint: Endpoint,
     auth: String,
-    pool: Mutex<Vec<SendRequest<ReqBody>>>,
+    pool: Mutex<Vec<Conn>>,
+    /// How long a call may go without a byte from the agent (or, while a request body is
+    /// being sent, without the agent taking a byte) before it fails with
+    /// [`ClientError::Timeout`].
+    idle: Duration,
 }
 
 const POOL_MAX: usize = 16;
+
+/// One HTTP connection: the sender and the task driving it.
+#[derive(Debug)]
+struct Conn {
+    sender: SendRequest<ReqBody>,
+    task: tokio::task::AbortHandle,
+}
+
+/// Aborts a connection's task when dropped armed: a request abandoned mid-way (its idle
+/// timeout fired) must not leave the task holding its body, and whoever feeds that body,
+/// blocked forever.
+struct AbortOnDrop(Option<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.take() {
+            t.abort();
+        }
+    }
+}
 
 fn empty_body() -> ReqBody {
     Empty::new().map_err(|never| match never {}).boxed_unsync()
@@ -282,15 +335,25 @@ fn full_body(b: impl Into<Bytes>) -> ReqBody {
         .boxed_unsync()
 }
 
-/// A request body read from an [`AsyncRead`] in chunks (back-pressured by hyper).
-pub(crate) fn reader_body<R: AsyncRead + Send + Unpin + 'static>(reader: R) -> ReqBody {
-    let stream = futures_util::stream::unfold(Some(reader), |state| async move {
-        let mut r = state?;
-        let mut buf = BytesMut::with_capacity(128 * 1024);
-        match r.read_buf(&mut buf).await {
-            Ok(0) => None,
-            Ok(_) => Some((Ok(Frame::data(buf.freeze())), Some(r))),
-            Err(e) => Some((Err(e), None)),
+/// A request body read from an [`AsyncRead`] in chunks (back-pressured by hyper); each chunk
+/// hyper takes counts as progress on `activity`.
+pub(crate) fn reader_body<R: AsyncRead + Send + Unpin + 'static>(
+    reader: R,
+    activity: Activity,
+) -> ReqBody {
+    let stream = futures_util::stream::unfold(Some(reader), move |state| {
+        let activity = activity.clone();
+        async move {
+            let mut r = state?;
+            let mut buf = BytesMut::with_capacity(128 * 1024);
+            match r.read_buf(&mut buf).await {
+                Ok(0) => None,
+                Ok(_) => {
+                    activity.touch();
+                    Some((Ok(Frame::data(buf.freeze())), Some(r)))
+                }
+                Err(e) => Some((Err(e), None)),
+            }
         }
     });
     StreamBody::new(stream).boxed_unsync()
@@ -303,7 +366,42 @@ impl AgentClient {
             endpoint,
             auth: format!("Bearer {}", token.as_ref()),
             pool: Mutex::new(Vec::new()),
+            idle: DEFAULT_IDLE_TIMEOUT,
         }
+    }
+
+    /// The same client with another idle timeout: a call fails with [`ClientError::Timeout`]
+    /// once the agent has sent nothing (nor taken any of a request body) for `idle`. A running
+    /// command's silence (`exec` after it started, an attached PTY) is not idleness: those are
+    /// bounded by the command's own timeout.
+    #[must_use]
+    pub fn with_idle_timeout(mut self, idle: Duration) -> Self {
+        self.idle = idle;
+        self
+    }
+
+    /// The idle timeout of this client.
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle
+    }
+
+    /// Next frame of a response body, failing after the idle timeout without one.
+    async fn next_frame(&self, body: &mut Incoming, what: &str) -> Result<Option<Frame<Bytes>>> {
+        match idle_bounded(body.frame(), None, self.idle, what).await? {
+            Some(f) => Ok(Some(f?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A whole (small) response body, each frame within the idle timeout.
+    async fn collect_body(&self, mut body: Incoming, what: &str) -> Result<Bytes> {
+        let mut out = BytesMut::new();
+        while let Some(frame) = self.next_frame(&mut body, what).await? {
+            if let Ok(d) = frame.into_data() {
+                out.extend_from_slice(&d);
+            }
+        }
+        Ok(out.freeze())
     }
 
     /// The endpoint this client talks to.
@@ -311,14 +409,14 @@ impl AgentClient {
         &self.endpoint
     }
 
-    fn checkout(&self) -> Option<SendRequest<ReqBody>> {
+    fn checkout(&self) -> Option<Conn> {
         let mut pool = self.pool.lock().ok()?;
-        pool.retain(|s| !s.is_closed());
-        let idx = pool.iter().position(SendRequest::is_ready)?;
+        pool.retain(|c| !c.sender.is_closed());
+        let idx = pool.iter().position(|c| c.sender.is_ready())?;
         Some(pool.swap_remove(idx))
     }
 
-    fn checkin(&self, s: SendRequest<ReqBody>) {
+    fn checkin(&self, s: Conn) {
         if let Ok(mut pool) = self.pool.lock()
             && pool.len() < POOL_MAX
         {
@@ -326,19 +424,43 @@ impl AgentClient {
         }
     }
 
-    async fn new_conn(&self) -> Result<SendRequest<ReqBody>> {
+    async fn new_conn(&self) -> Result<Conn> {
         let stream = connect(&self.endpoint).await?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             // Ends when the agent closes the connection or the sender is dropped.
             let _ = conn.await;
-        });
-        Ok(sender)
+        })
+        .abort_handle();
+        Ok(Conn { sender, task })
+    }
+
+    /// Send `req` on `conn`; if this future is dropped before the answer's head arrived, the
+    /// connection is torn down.
+    async fn send_on(
+        conn: &mut Conn,
+        req: Request<ReqBody>,
+    ) -> std::result::Result<http::Response<Incoming>, hyper::Error> {
+        let mut guard = AbortOnDrop(Some(conn.task.clone()));
+        let r = conn.sender.send_request(req).await;
+        guard.0 = None;
+        r
     }
 
     /// Send one request (reusing an idle connection when there is one) and return the response
     /// when its status is a success; otherwise the agent's error.
     async fn send(&self, what: &str, req: Request<ReqBody>) -> Result<http::Response<Incoming>> {
+        // A streamed request body counts its progress here: the head of the answer may only
+        // come once the agent has read the whole body.
+        let activity = req.extensions().get::<Activity>().cloned();
+        let resp = idle_bounded(self.send_inner(req), activity.as_ref(), self.idle, what).await??;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        Err(idle_bounded(error_from(what, resp), None, self.idle, what).await?)
+    }
+
+    async fn send_inner(&self, req: Request<ReqBody>) -> Result<http::Response<Incoming>> {
         let resp = match self.checkout() {
             Some(mut pooled) => {
                 // A reused connection may have been closed by the agent (restart, drain) just
@@ -352,7 +474,7 @@ impl AgentClient {
                         r.0.clone(),
                     )
                 });
-                match pooled.send_request(req).await {
+                match Self::send_on(&mut pooled, req).await {
                     Ok(resp) => {
                         self.checkin(pooled);
                         resp
@@ -367,7 +489,7 @@ impl AgentClient {
                         *again.headers_mut() = headers;
                         again.extensions_mut().insert(Replay(body));
                         let mut fresh = self.new_conn().await?;
-                        let resp = fresh.send_request(again).await?;
+                        let resp = Self::send_on(&mut fresh, again).await?;
                         self.checkin(fresh);
                         resp
                     }
@@ -376,15 +498,12 @@ impl AgentClient {
             }
             None => {
                 let mut fresh = self.new_conn().await?;
-                let resp = fresh.send_request(req).await?;
+                let resp = Self::send_on(&mut fresh, req).await?;
                 self.checkin(fresh);
                 resp
             }
         };
-        if resp.status().is_success() {
-            return Ok(resp);
-        }
-        Err(error_from(what, resp).await)
+        Ok(resp)
     }
 
     /// A request without a body (replayable).
@@ -429,14 +548,14 @@ impl AgentClient {
         req: Request<ReqBody>,
     ) -> Result<T> {
         let resp = self.send(what, req).await?;
-        let bytes = resp.into_body().collect().await?.to_bytes();
+        let bytes = self.collect_body(resp.into_body(), what).await?;
         serde_json::from_slice(&bytes)
             .map_err(|e| ClientError::Protocol(format!("{what}: invalid JSON answer: {e}")))
     }
 
     async fn call_empty(&self, what: &str, req: Request<ReqBody>) -> Result<()> {
         let resp = self.send(what, req).await?;
-        resp.into_body().collect().await?;
+        self.collect_body(resp.into_body(), what).await?;
         Ok(())
     }
 
@@ -480,8 +599,14 @@ impl AgentClient {
                     .map_err(|e| ClientError::Protocol(format!("encode exec request: {e}")))?;
                 let value = http::HeaderValue::from_bytes(&header)
                     .map_err(|e| ClientError::Protocol(format!("exec request as header: {e}")))?;
-                let mut r = self.request(Method::POST, routes::EXEC, reader_body(input))?;
+                let activity = Activity::default();
+                let mut r = self.request(
+                    Method::POST,
+                    routes::EXEC,
+                    reader_body(input, activity.clone()),
+                )?;
                 r.headers_mut().insert(HEADER_EXEC, value);
+                r.extensions_mut().insert(activity);
                 r
             }
             None => self.json_request(Method::POST, routes::EXEC, &req)?,
@@ -495,8 +620,15 @@ impl AgentClient {
         let mut dec = FrameDecoder::new();
         let mut started: Option<ExecStarted> = None;
         let proto = |m: String| ClientError::Protocol(m);
-        while let Some(frame) = body.frame().await {
-            let frame = frame?;
+        loop {
+            // Until the command has started, silence means a stalled agent; afterwards it is
+            // the command's own (bounded by its --timeout).
+            let frame = if started.is_none() {
+                self.next_frame(&mut body, &what).await?
+            } else {
+                body.frame().await.transpose()?
+            };
+            let Some(frame) = frame else { break };
             let Ok(data) = frame.into_data() else {
                 continue;
             };
@@ -605,7 +737,7 @@ impl AgentClient {
     pub async fn exec_output(&self, id: &str) -> Result<ExecOutput> {
         let r = self.empty_request(Method::GET, &format!("{}{id}/output", routes::EXEC_PREFIX))?;
         let resp = self.send("exec output", r).await?;
-        let bytes = resp.into_body().collect().await?.to_bytes();
+        let bytes = self.collect_body(resp.into_body(), "exec output").await?;
         let mut dec = FrameDecoder::new();
         dec.push(&bytes);
         let mut out = ExecOutput {

@@ -141,7 +141,11 @@ impl AgentClient {
         let auth = http::HeaderValue::from_str(&self.auth)
             .map_err(|e| ClientError::Protocol(format!("token as header: {e}")))?;
         req.headers_mut().insert(http::header::AUTHORIZATION, auth);
-        match tokio_tungstenite::client_async(req, stream).await {
+        // The upgrade must be answered within the idle timeout; once attached, a quiet
+        // session is normal.
+        let what = format!("attach PTY {id}");
+        let handshake = tokio_tungstenite::client_async(req, stream);
+        match crate::idle_bounded(handshake, None, self.idle, &what).await? {
             Ok((ws, _)) => Ok(PtySession {
                 id: id.to_owned(),
                 ws,

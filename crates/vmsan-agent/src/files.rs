@@ -1,27 +1,31 @@
-//! Files: tar upload that cannot write outside its destination, streamed download of a file or
-//! a directory (as tar), and list/stat/mkdir/remove/rename.
+//! Files: tar upload that cannot write outside its destination ([`extract`]), streamed
+//! download of a file (dense, or as data extents) or a directory (as tar), and
+//! list/stat/mkdir/remove/rename.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, openat};
-use nix::sys::stat::{Mode, mkdirat};
+use nix::unistd::{Whence, lseek};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use vmsan_proto::{
-    FileKind, FileStat, HEADER_DEST, HEADER_KIND, HEADER_MODE, MkdirRequest, PathRequest,
-    RemoveRequest, RenameRequest, TAR_CONTENT_TYPE, UploadResult, routes,
+    FileKind, FileStat, HEADER_DEST, HEADER_KIND, HEADER_LAYOUT, HEADER_MODE, HEADER_SIZE,
+    LAYOUT_EXTENTS, MkdirRequest, PathRequest, RemoveRequest, RenameRequest, TAR_CONTENT_TYPE,
+    routes,
 };
 
 use crate::server::{self, Body, ChannelBody};
+
+mod extract;
+pub(crate) use extract::extract;
 
 const CHUNK: usize = 256 * 1024;
 
@@ -165,8 +169,18 @@ pub(crate) async fn handle_upload(req: Request<Incoming>) -> Response<Body> {
         Ok(d) => d,
         Err(e) => return e.into_response(),
     };
-    let (reader, pump) = body_reader(req.into_body());
-    let res = tokio::task::spawn_blocking(move || extract(&dest, reader)).await;
+    let (mut reader, pump) = body_reader(req.into_body());
+    let res = tokio::task::spawn_blocking(move || {
+        let r = extract(&dest, &mut reader);
+        // Read the body to its end before answering, whether the archive was accepted or
+        // refused: tar stops at the first zero block of its end marker, and whatever follows
+        // (the second block, record padding, or the rest of a refused archive) is still on its
+        // way. Answering and closing first makes the client's next write fail with a broken
+        // pipe, and it would never see this answer.
+        let _ = io::copy(&mut reader, &mut io::sink());
+        r
+    })
+    .await;
     pump.abort();
     match res {
         Ok(Ok(r)) => server::json(StatusCode::OK, &r),
@@ -179,217 +193,11 @@ pub(crate) async fn handle_upload(req: Request<Incoming>) -> Response<Body> {
     }
 }
 
-/// Open (creating when missing) a directory below `parent`, never following a symlink.
-fn open_dir_at(
-    parent: &OwnedFd,
-    name: &Path,
-    create: bool,
-    shown: &Path,
-) -> Result<OwnedFd, FileError> {
-    let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDONLY;
-    match openat(parent.as_fd(), name, flags, Mode::empty()) {
-        Ok(fd) => Ok(fd),
-        Err(Errno::ENOENT) if create => {
-            match mkdirat(parent.as_fd(), name, Mode::from_bits_truncate(0o755)) {
-                Ok(()) | Err(Errno::EEXIST) => {}
-                Err(e) => {
-                    return Err(FileError::io(
-                        &format!("create directory {}", shown.display()),
-                        &e.into(),
-                    ));
-                }
-            }
-            openat(parent.as_fd(), name, flags, Mode::empty()).map_err(|e| {
-                FileError::io(&format!("open directory {}", shown.display()), &e.into())
-            })
-        }
-        Err(Errno::ELOOP | Errno::ENOTDIR) => Err(FileError::escape(format!(
-            "{} in the destination is a symlink or not a directory: refusing to write through it",
-            shown.display()
-        ))),
-        Err(e) => Err(FileError::io(
-            &format!("open directory {}", shown.display()),
-            &e.into(),
-        )),
-    }
-}
-
-/// The normal components of an archive path, or an error for `..`, absolute paths and the like.
-fn clean_components(p: &Path) -> Result<Vec<&std::ffi::OsStr>, FileError> {
-    let mut out = Vec::new();
-    for c in p.components() {
-        match c {
-            Component::Normal(n) => out.push(n),
-            Component::CurDir => {}
-            Component::ParentDir => {
-                return Err(FileError::escape(format!(
-                    "archive path {} contains `..`",
-                    p.display()
-                )));
-            }
-            Component::RootDir | Component::Prefix(_) => {
-                return Err(FileError::escape(format!(
-                    "archive path {} is absolute",
-                    p.display()
-                )));
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// True when a symlink at depth `depth` (number of directories between the destination root
-/// and the link) with `target` resolves, lexically, inside the destination.
-fn symlink_stays_inside(depth: usize, target: &Path) -> bool {
-    let mut level = i64::try_from(depth).unwrap_or(i64::MAX);
-    for c in target.components() {
-        match c {
-            Component::Normal(_) => level += 1,
-            Component::CurDir => {}
-            Component::ParentDir => {
-                level -= 1;
-                if level < 0 {
-                    return false;
-                }
-            }
-            Component::RootDir | Component::Prefix(_) => return false,
-        }
-    }
-    true
-}
-
-/// Unpack a tar stream under `dest` (created when missing). Every path is resolved component by
-/// component with `O_NOFOLLOW` from a descriptor of `dest`, so neither `..`, absolute names,
-/// symlinks in the archive nor symlinks already in the destination can lead outside it.
-pub(crate) fn extract<R: Read>(dest: &Path, reader: R) -> Result<UploadResult, FileError> {
-    std::fs::create_dir_all(dest)
-        .map_err(|e| FileError::io(&format!("create {}", dest.display()), &e))?;
-    let root: OwnedFd = File::open(dest)
-        .map_err(|e| FileError::io(&format!("open {}", dest.display()), &e))?
-        .into();
-    let mut archive = tar::Archive::new(reader);
-    let mut result = UploadResult {
-        entries: 0,
-        bytes: 0,
-    };
-    let entries = archive
-        .entries()
-        .map_err(|e| FileError::io("read tar stream", &e))?;
-    let mut buf = vec![0u8; CHUNK];
-    for entry in entries {
-        let mut entry = entry.map_err(|e| FileError::io("read tar entry", &e))?;
-        let path = entry
-            .path()
-            .map_err(|e| FileError::io("tar entry path", &e))?
-            .into_owned();
-        let comps = clean_components(&path)?;
-        let kind = entry.header().entry_type();
-        let mode = entry
-            .header()
-            .mode()
-            .map_err(|e| FileError::io("tar entry mode", &e))?
-            & 0o7777;
-        let Some((last, parents)) = comps.split_last() else {
-            // The archive's root (`./`): apply its mode to the destination.
-            if kind.is_dir() {
-                let _ = std::fs::set_permissions(dest, std::fs::Permissions::from_mode(mode));
-            }
-            continue;
-        };
-        let mut dir = root
-            .try_clone()
-            .map_err(|e| FileError::io("dup directory", &e))?;
-        let mut shown = dest.to_path_buf();
-        for p in parents {
-            shown.push(p);
-            dir = open_dir_at(&dir, Path::new(p), true, &shown)?;
-        }
-        shown.push(last);
-        let name = Path::new(last);
-        if kind.is_dir() {
-            let d = open_dir_at(&dir, name, true, &shown)?;
-            File::from(d)
-                .set_permissions(std::fs::Permissions::from_mode(mode))
-                .map_err(|e| FileError::io(&format!("chmod {}", shown.display()), &e))?;
-        } else if kind.is_file() || kind.is_gnu_sparse() {
-            let flags = OFlag::O_WRONLY
-                | OFlag::O_CREAT
-                | OFlag::O_TRUNC
-                | OFlag::O_NOFOLLOW
-                | OFlag::O_CLOEXEC;
-            let fd = match openat(dir.as_fd(), name, flags, Mode::from_bits_truncate(0o600)) {
-                Ok(fd) => fd,
-                Err(Errno::ELOOP) => {
-                    return Err(FileError::escape(format!(
-                        "{} exists as a symlink in the destination: refusing to write through it",
-                        shown.display()
-                    )));
-                }
-                Err(e) => {
-                    return Err(FileError::io(
-                        &format!("create {}", shown.display()),
-                        &e.into(),
-                    ));
-                }
-            };
-            let mut f = File::from(fd);
-            loop {
-                let n = entry
-                    .read(&mut buf)
-                    .map_err(|e| FileError::io("read tar entry data", &e))?;
-                if n == 0 {
-                    break;
-                }
-                f.write_all(&buf[..n])
-                    .map_err(|e| FileError::io(&format!("write {}", shown.display()), &e))?;
-                result.bytes += n as u64;
-            }
-            f.set_permissions(std::fs::Permissions::from_mode(mode))
-                .map_err(|e| FileError::io(&format!("chmod {}", shown.display()), &e))?;
-        } else if kind.is_symlink() {
-            let target = entry
-                .link_name()
-                .map_err(|e| FileError::io("tar link name", &e))?
-                .ok_or_else(|| {
-                    FileError::new(
-                        StatusCode::BAD_REQUEST,
-                        "bad_request",
-                        "symlink without a target",
-                    )
-                })?
-                .into_owned();
-            if !symlink_stays_inside(parents.len(), &target) {
-                return Err(FileError::escape(format!(
-                    "symlink {} -> {} points outside the destination",
-                    shown.display(),
-                    target.display()
-                )));
-            }
-            match nix::unistd::symlinkat(&target, dir.as_fd(), name) {
-                Ok(()) => {}
-                Err(e) => {
-                    return Err(FileError::io(
-                        &format!("symlink {}", shown.display()),
-                        &e.into(),
-                    ));
-                }
-            }
-        } else {
-            return Err(FileError::new(
-                StatusCode::BAD_REQUEST,
-                "unsupported",
-                format!(
-                    "{}: only files, directories and symlinks can be uploaded",
-                    shown.display()
-                ),
-            ));
-        }
-        result.entries += 1;
-    }
-    Ok(result)
-}
-
 pub(crate) async fn handle_download(req: Request<Incoming>) -> Response<Body> {
+    let wants_extents = req
+        .headers()
+        .get(HEADER_LAYOUT)
+        .is_some_and(|v| v.as_bytes() == LAYOUT_EXTENTS.as_bytes());
     let pr: PathRequest = match server::read_json(req.into_body()).await {
         Ok(p) => p,
         Err(resp) => return resp,
@@ -424,6 +232,20 @@ pub(crate) async fn handle_download(req: Request<Incoming>) -> Response<Body> {
             }
         });
         ("dir", TAR_CONTENT_TYPE)
+    } else if meta.is_file() && wants_extents {
+        let f = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                return FileError::io(&format!("open {}", path.display()), &e).into_response();
+            }
+        };
+        let size = meta.len();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = send_extents(&f, size, &tx) {
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        ("file", "application/octet-stream")
     } else if meta.is_file() {
         let mut f = match tokio::fs::File::open(&path).await {
             Ok(f) => f,
@@ -465,9 +287,61 @@ pub(crate) async fn handle_download(req: Request<Incoming>) -> Response<Body> {
     if kind == "file"
         && let Ok(v) = HeaderValue::from_str(&meta.len().to_string())
     {
-        r.headers_mut().insert(http::header::CONTENT_LENGTH, v);
+        if wants_extents {
+            r.headers_mut().insert(HEADER_SIZE, v);
+            r.headers_mut()
+                .insert(HEADER_LAYOUT, HeaderValue::from_static(LAYOUT_EXTENTS));
+        } else {
+            r.headers_mut().insert(http::header::CONTENT_LENGTH, v);
+        }
     }
     r
+}
+
+/// Send the data of the first `size` bytes of `f` as extent records (see
+/// [`vmsan_proto::LAYOUT_EXTENTS`]): holes, found with `SEEK_DATA`/`SEEK_HOLE`, are not sent.
+/// A filesystem without hole support reports the whole file as data.
+fn send_extents(f: &File, size: u64, tx: &mpsc::Sender<io::Result<Bytes>>) -> io::Result<()> {
+    let gone = || io::Error::new(io::ErrorKind::BrokenPipe, "client went away");
+    let mut pos = 0u64;
+    while pos < size {
+        let start = match lseek(f.as_fd(), off(pos)?, Whence::SeekData) {
+            Ok(s) => u64::try_from(s).map_err(io::Error::other)?,
+            // No data after `pos`: the rest is a hole.
+            Err(Errno::ENXIO) => break,
+            Err(e) => return Err(e.into()),
+        };
+        if start >= size {
+            break;
+        }
+        let end = match lseek(f.as_fd(), off(start)?, Whence::SeekHole) {
+            Ok(e) => u64::try_from(e).map_err(io::Error::other)?.min(size),
+            Err(Errno::ENXIO) => size,
+            Err(e) => return Err(e.into()),
+        };
+        if end <= start {
+            break;
+        }
+        tx.blocking_send(Ok(Bytes::copy_from_slice(&vmsan_proto::extent_header(
+            start,
+            end - start,
+        ))))
+        .map_err(|_| gone())?;
+        let mut at = start;
+        while at < end {
+            let want = usize::try_from(end - at).unwrap_or(CHUNK).min(CHUNK);
+            let mut buf = vec![0u8; want];
+            std::os::unix::fs::FileExt::read_exact_at(f, &mut buf, at)?;
+            tx.blocking_send(Ok(Bytes::from(buf))).map_err(|_| gone())?;
+            at += want as u64;
+        }
+        pos = end;
+    }
+    Ok(())
+}
+
+fn off(v: u64) -> io::Result<i64> {
+    i64::try_from(v).map_err(io::Error::other)
 }
 
 fn stat_of(path: &Path) -> Result<FileStat, FileError> {
@@ -605,26 +479,5 @@ pub(crate) async fn handle_op(route: &str, req: Request<Incoming>) -> Response<B
             "internal",
             &format!("file task: {e}"),
         ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn symlink_targets_are_checked_lexically() {
-        assert!(symlink_stays_inside(0, Path::new("a/b")));
-        assert!(symlink_stays_inside(1, Path::new("../x")));
-        assert!(!symlink_stays_inside(0, Path::new("../x")));
-        assert!(!symlink_stays_inside(1, Path::new("a/../../../x")));
-        assert!(!symlink_stays_inside(3, Path::new("/etc/passwd")));
-    }
-
-    #[test]
-    fn clean_components_rejects_escapes() {
-        assert!(clean_components(Path::new("a/../b")).is_err());
-        assert!(clean_components(Path::new("/etc/x")).is_err());
-        assert_eq!(clean_components(Path::new("./a/b")).unwrap().len(), 2);
     }
 }

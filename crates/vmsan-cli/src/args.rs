@@ -296,6 +296,11 @@ pub struct ConnectArgs {
 
 /// `upload`.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "All or nothing: files appear under their names only once the whole \
+upload has been accepted; a refused upload (a name or symlink leaving the destination, a \
+symlink on the way) leaves the guest as it was."
+)]
 pub struct UploadArgs {
     /// The VM id.
     #[arg(value_name = "VM")]
@@ -306,10 +311,19 @@ pub struct UploadArgs {
     /// Directory in the guest [default: /root].
     #[arg(short, long, value_name = "DIR")]
     pub dest: Option<String>,
+    /// Fail when the guest neither takes data nor answers for this long (90s, 5m) [default: 60s].
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
 }
 
 /// `download`.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "What the guest sends is not trusted: files get the guest's rwx bits \
+without setuid, setgid or sticky, through your umask (as cp and tar do for a non-root user); \
+a file appears under its name only once complete; no symlink on the host is followed below \
+the destination (a symlink where a file goes is replaced); holes of sparse files are kept."
+)]
 pub struct DownloadArgs {
     /// The VM id.
     #[arg(value_name = "VM")]
@@ -320,6 +334,12 @@ pub struct DownloadArgs {
     /// Local file or directory (ending in /) [default: ./<name>].
     #[arg(short, long, value_name = "PATH")]
     pub dest: Option<String>,
+    /// Refuse a download larger than this (k, m, g, t: 500m, 64g) [default: 16g].
+    #[arg(long, value_name = "SIZE")]
+    pub max_size: Option<String>,
+    /// Fail when the guest sends nothing for this long (with a unit: 90s, 5m) [default: 60s].
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
 }
 
 /// `network`.

@@ -184,7 +184,13 @@ pub fn convert(command: Command, env: &Env) -> Result<Action, Error> {
                 .map(|f| env.host_path("FILE", f))
                 .collect::<Result<Vec<_>, _>>()?;
             let dest = validate::parse_guest_path("--dest", a.dest.as_deref().unwrap_or("/root"))?;
-            Action::Upload(UploadOptions { vm, files, dest })
+            let timeout = a.timeout.as_deref().map(transfer_timeout).transpose()?;
+            Action::Upload(UploadOptions {
+                vm,
+                files,
+                dest,
+                timeout,
+            })
         }
         Command::Download(a) => Action::Download(DownloadOptions {
             vm: vm_id(&a.vm)?,
@@ -195,6 +201,13 @@ pub fn convert(command: Command, env: &Env) -> Result<Action, Error> {
                 .map(|d| env.host_path("--dest", d))
                 .transpose()?,
             dest_is_dir: a.dest.as_deref().is_some_and(|d| d.ends_with('/')),
+            max_size: a
+                .max_size
+                .as_deref()
+                .map(max_size)
+                .transpose()?
+                .unwrap_or(vmsan_agent_client::DEFAULT_MAX_DOWNLOAD),
+            timeout: a.timeout.as_deref().map(transfer_timeout).transpose()?,
         }),
         Command::Network(a) => Action::Network(network(&a)?),
         Command::Snapshot(SnapshotCommand::Create(a)) => {
@@ -574,6 +587,50 @@ fn logs(a: &LogsArgs, env: &Env) -> Result<LogsOptions, Error> {
 
 fn validate_shown(s: &str) -> String {
     s.chars().take(80).collect()
+}
+
+/// `--timeout` of `upload` and `download`: a duration with its unit (a bare number would
+/// read as minutes elsewhere in vmsan, which is not what a transfer's idle time means).
+fn transfer_timeout(raw: &str) -> Result<std::time::Duration, Error> {
+    if raw.trim().bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Error::new(
+            ErrorCode::ValidationDuration,
+            format!("Invalid --timeout: {raw:?}. Give a unit: 90s, 5m, 1h."),
+        )
+        .detail("flag", "--timeout")
+        .detail("value", raw));
+    }
+    validate::parse_duration("--timeout", raw)
+}
+
+/// `--max-size`: a number with a binary unit k, m, g or t (optionally followed by `b` or
+/// `ib`), at least 1 KiB.
+fn max_size(raw: &str) -> Result<u64, Error> {
+    let err = || {
+        Error::new(
+            ErrorCode::ValidationInteger,
+            format!(
+                "Invalid --max-size: {raw:?}. Use a whole number with a unit k, m, g or t \
+                 (500m, 64g, 2t)."
+            ),
+        )
+        .detail("flag", "--max-size")
+        .detail("value", raw)
+    };
+    let lower = raw.trim().to_ascii_lowercase();
+    let digits = lower.bytes().take_while(u8::is_ascii_digit).count();
+    let (num, unit) = lower.split_at(digits);
+    let shift = match unit.trim_end_matches("ib").trim_end_matches('b') {
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        _ => return Err(err()),
+    };
+    let n: u64 = num.parse().map_err(|_| err())?;
+    n.checked_mul(1u64 << shift)
+        .filter(|b| *b >= 1024)
+        .ok_or_else(err)
 }
 
 #[cfg(test)]
@@ -1115,7 +1172,8 @@ mod tests {
             Action::Upload(UploadOptions {
                 vm: vm(VM),
                 files: vec!["/cwd/a.txt".into(), "/etc/hosts".into()],
-                dest: "/root".into()
+                dest: "/root".into(),
+                timeout: None
             })
         );
         for d in ["-d", "--dest"] {
@@ -1136,9 +1194,41 @@ mod tests {
                 vm: vm(VM),
                 remote_path: "/var/log/syslog".into(),
                 dest: None,
-                dest_is_dir: false
+                dest_is_dir: false,
+                max_size: 16 << 30,
+                timeout: None
             })
         );
+        match ok(&[
+            "download",
+            VM,
+            "/f",
+            "--max-size",
+            "64G",
+            "--timeout",
+            "90s",
+        ]) {
+            Action::Download(o) => {
+                assert_eq!(o.max_size, 64 << 30);
+                assert_eq!(o.timeout, Some(std::time::Duration::from_secs(90)));
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in ["64", "0k", "1x", "g", "99999999999t"] {
+            assert_eq!(
+                code(&["download", VM, "/f", "--max-size", bad]),
+                ErrorCode::ValidationInteger,
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            code(&["download", VM, "/f", "--timeout", "5"]),
+            ErrorCode::ValidationDuration
+        );
+        match ok(&["upload", VM, "a", "--timeout", "2m"]) {
+            Action::Upload(o) => assert_eq!(o.timeout, Some(std::time::Duration::from_secs(120))),
+            other => panic!("{other:?}"),
+        }
         match ok(&["download", VM, "/f", "-d", "out/"]) {
             Action::Download(o) => {
                 assert_eq!(o.dest.as_deref(), Some(Path::new("/cwd/out")));

@@ -7,6 +7,7 @@
 pub mod args;
 pub mod commands;
 pub mod convert;
+pub mod escape;
 pub mod output;
 pub mod privilege;
 pub mod progress;

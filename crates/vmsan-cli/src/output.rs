@@ -66,27 +66,35 @@ impl Output {
             self.json_document(&serde_json::json!({ "error": err.to_json() }));
             return;
         }
+        let s = self.human_error(err);
+        let _ = io::stderr().lock().write_all(s.as_bytes());
+    }
+
+    /// The human form of an error, as [`Output::error`] prints it.
+    fn human_error(&self, err: &Error) -> String {
         let mut s = String::new();
         let label = if self.err_color {
             "\x1b[1;31mERROR\x1b[0m"
         } else {
             "ERROR"
         };
-        s.push_str(&format!("{label} {}\n", err.message()));
+        // Messages may quote the guest (agent error bodies, file names): escaped.
+        let safe = crate::escape::escape_text;
+        s.push_str(&format!("{label} {}\n", safe(err.message())));
         if let Some(why) = err.why_text() {
-            s.push_str(&format!("  Why: {}\n", indent_rest(why)));
+            s.push_str(&format!("  Why: {}\n", indent_rest(&safe(why))));
         }
         if let Some(fix) = err.fix_text() {
-            s.push_str(&format!("  Fix: {}\n", indent_rest(fix)));
+            s.push_str(&format!("  Fix: {}\n", indent_rest(&safe(fix))));
         }
         if self.verbose {
             let mut src = std::error::Error::source(err);
             while let Some(e) = src {
-                s.push_str(&format!("  Caused by: {e}\n"));
+                s.push_str(&format!("  Caused by: {}\n", safe(&e.to_string())));
                 src = e.source();
             }
         }
-        let _ = io::stderr().lock().write_all(s.as_bytes());
+        s
     }
 
     /// A warning or progress note for humans: stderr, never in `--json` mode.
@@ -239,6 +247,25 @@ mod tests {
         assert_eq!(relative_time(now, now - 3 * 86_400_000), "3 days ago");
         assert_eq!(relative_time(now, now + 5 * 60_000), "in 5 minutes");
         assert_eq!(relative_time(now, now + 10_000), "in a few seconds");
+    }
+
+    #[test]
+    fn error_text_from_the_guest_is_escaped() {
+        let o = Output {
+            json: false,
+            verbose: false,
+            color: false,
+            err_color: false,
+        };
+        let e = Error::new(
+            vmsan_core::error::ErrorCode::AgentRequest,
+            "vm-1: agent refused stat /x (400, io): \x1b]0;owned\x07\x1b[2J",
+        )
+        .why("line one\nline two");
+        let text = o.human_error(&e);
+        assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
+        assert!(text.contains("\\x1b]0;owned\\x07\\x1b[2J"), "{text:?}");
+        assert!(text.contains("line one\n       line two"), "{text:?}");
     }
 
     #[test]

@@ -717,3 +717,115 @@ fn privileged_e2e_two_homes_share_the_host_network() {
         "the host table outlived the last VM of all homes"
     );
 }
+
+/// Issue 17, item 1: a hostile guest cannot make `vmsan download` write through a symlink it
+/// planted on the host with an earlier download, nor make the host file setuid.
+///
+/// The attack: `/work/e/out.txt` is a symlink to a host file; downloading `/work/e` recreates
+/// the symlink on the host (as a symlink, correctly). The guest then replaces `out.txt` with
+/// a regular file of mode 6777; downloading it into the host's copy of `e` used to open the
+/// symlink, write through it into the host file and chmod that file 6777.
+#[test]
+fn privileged_e2e_download_never_writes_through_a_planted_symlink() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Some(fx) = fixture() else { return };
+    let (home, net, work) = (&fx.home, &fx.net, &fx.work);
+    let id = home.json(&["create", "--from-image", "busybox"])["vmId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let victim = work.path().join("victim.txt");
+    std::fs::write(&victim, b"precious\n").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let guest = |script: &str| {
+        let out = home.run(&["exec", &id, "sh", "-c", script]);
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    guest(&format!(
+        "mkdir -p /work/e && ln -s {} /work/e/out.txt",
+        victim.display()
+    ));
+    let dl = work.path().join("dl");
+    let dl_dir = format!("{}/", dl.display());
+    home.json(&["download", &id, "/work/e", "--dest", &dl_dir]);
+    assert_eq!(std::fs::read_link(dl.join("e/out.txt")).unwrap(), victim);
+
+    guest("rm /work/e/out.txt && echo pwned > /work/e/out.txt && chmod 6777 /work/e/out.txt");
+    let e_dir = format!("{}/", dl.join("e").display());
+    home.json(&["download", &id, "/work/e/out.txt", "--dest", &e_dir]);
+    assert_eq!(
+        std::fs::read(&victim).unwrap(),
+        b"precious\n",
+        "host file overwritten"
+    );
+    assert_eq!(
+        std::fs::metadata(&victim).unwrap().mode() & 0o7777,
+        0o644,
+        "host file chmod'ed"
+    );
+    let got = std::fs::symlink_metadata(dl.join("e/out.txt")).unwrap();
+    assert!(got.file_type().is_file(), "the symlink was not replaced");
+    assert_eq!(
+        got.mode() & 0o7000,
+        0,
+        "setuid/setgid kept: {:o}",
+        got.mode()
+    );
+    assert_eq!(std::fs::read(dl.join("e/out.txt")).unwrap(), b"pwned\n");
+
+    home.json(&["remove", "--force", &id]);
+    let left = leftovers(home.dir.path(), &net.host, &id);
+    assert!(left.is_empty(), "left behind:\n{}", left.join("\n"));
+}
+
+/// Issue 17, item 2: downloads drop setuid, setgid and sticky and apply the caller's umask,
+/// for a single file and inside a directory download.
+#[test]
+fn privileged_e2e_download_drops_special_mode_bits() {
+    use std::os::unix::fs::MetadataExt;
+    let Some(fx) = fixture() else { return };
+    let (home, net, work) = (&fx.home, &fx.net, &fx.work);
+    let id = home.json(&["create", "--from-image", "busybox"])["vmId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = home.run(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "mkdir -p /work/s/sub && echo x > /work/s/sub/suid && chmod 6777 /work/s/sub/suid \
+         && chmod 3777 /work/s/sub && cp /work/s/sub/suid /work/one && chmod 4755 /work/one",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dl = work.path().join("dl");
+    let dl_dir = format!("{}/", dl.display());
+    home.json(&["download", &id, "/work/s", "--dest", &dl_dir]);
+    home.json(&["download", &id, "/work/one", "--dest", &dl_dir]);
+    // The test runs with the umask it inherited; vmsan must apply the same.
+    let umask = {
+        let s = std::fs::read_to_string("/proc/self/status").unwrap();
+        let v = s.lines().find_map(|l| l.strip_prefix("Umask:")).unwrap();
+        u32::from_str_radix(v.trim(), 8).unwrap()
+    };
+    let mode = |p: &str| std::fs::metadata(dl.join(p)).unwrap().mode() & 0o7777;
+    assert_eq!(
+        mode("s/sub/suid"),
+        0o777 & !umask,
+        "file in a directory download"
+    );
+    assert_eq!(mode("s/sub"), 0o777 & !umask, "directory");
+    assert_eq!(mode("one"), 0o755 & !umask, "single file");
+
+    home.json(&["remove", "--force", &id]);
+    let left = leftovers(home.dir.path(), &net.host, &id);
+    assert!(left.is_empty(), "left behind:\n{}", left.join("\n"));
+}

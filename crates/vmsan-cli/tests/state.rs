@@ -329,3 +329,50 @@ fn colours_only_on_a_terminal_without_no_color() {
         "{json:?}"
     );
 }
+
+/// Issue 17 item 6: text a guest (or an imported snapshot) controls reaches a terminal with
+/// its control characters escaped: the image reference in `list` and `inspect`, the serial
+/// log in `logs`. `--json` keeps the exact text (JSON escapes it), and `logs` into a pipe
+/// keeps the guest's exact bytes.
+#[test]
+fn guest_text_is_escaped_on_a_terminal() {
+    let home = Home::new();
+    let evil = "img\x1b]0;pwned\x07\x1b[2J";
+    let id = home.add("2026-01-01T00:00:00.000Z", |s| {
+        s.status = VmStatus::Stopped;
+        s.runtime = evil.into();
+    });
+    let log = b"boot ok\r\n\x1b[2J\x1b]0;owned\x07hidden\rshown\n";
+    std::fs::write(home.paths().serial_log(&id), log).unwrap();
+
+    let out = home.vmsan().arg("list").output().unwrap();
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        !table.contains('\x1b') && !table.contains('\x07'),
+        "{table:?}"
+    );
+    assert!(table.contains("img\\x1b]0;pwned\\x07\\x1b[2J"), "{table:?}");
+    let out = home
+        .vmsan()
+        .args(["inspect", id.as_str()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        !text.contains('\x1b') && text.contains("img\\x1b]0;"),
+        "{text:?}"
+    );
+    let (_, doc) = home.json(&["list"]);
+    assert_eq!(doc["vms"][0]["runtime"], evil);
+
+    let Some(tty) = run_on_pty(&home, &["logs", id.as_str()], true) else {
+        return;
+    };
+    assert!(!tty.contains('\x1b'), "{tty:?}");
+    assert!(
+        tty.contains("\\x1b[2J\\x1b]0;owned\\x07hidden\\rshown"),
+        "{tty:?}"
+    );
+    let out = home.vmsan().args(["logs", id.as_str()]).output().unwrap();
+    assert_eq!(out.stdout, log, "logs into a pipe are the exact bytes");
+}

@@ -83,6 +83,7 @@ pub enum ErrorCode {
     AgentRequest,
     AgentUnauthorized,
     AgentFileNotFound,
+    AgentFileTooLarge,
 
     // Images.
     ImageNotFound,
@@ -155,6 +156,7 @@ impl ErrorCode {
         Self::AgentRequest,
         Self::AgentUnauthorized,
         Self::AgentFileNotFound,
+        Self::AgentFileTooLarge,
         Self::ImageNotFound,
         Self::ImagePullFailed,
         Self::ImageInvalid,
@@ -224,6 +226,7 @@ impl ErrorCode {
             AgentRequest => "ERR_AGENT_REQUEST",
             AgentUnauthorized => "ERR_AGENT_UNAUTHORIZED",
             AgentFileNotFound => "ERR_AGENT_FILE_NOT_FOUND",
+            AgentFileTooLarge => "ERR_AGENT_FILE_TOO_LARGE",
             ImageNotFound => "ERR_IMAGE_NOT_FOUND",
             ImagePullFailed => "ERR_IMAGE_PULL_FAILED",
             ImageInvalid => "ERR_IMAGE_INVALID",
@@ -337,6 +340,9 @@ impl ErrorCode {
                 "Check that the VM is running with `vmsan inspect <id>`."
             }
             AgentFileNotFound => "Check the path with `vmsan exec <id> ls -la <dir>`.",
+            AgentFileTooLarge => {
+                "If you expect a file this large, raise the limit with `--max-size` (e.g. 64G)."
+            }
             ImageNotFound => "Check the reference, or list local images with `vmsan image ls`.",
             ImagePullFailed => {
                 "Check the registry address and your credentials (~/.docker/config.json)."

@@ -36,6 +36,37 @@ pub const HEADER_MODE: &str = "x-vmsan-mode";
 /// Request header of `PUT /v1/files/upload`: absolute destination directory in the guest.
 pub const HEADER_DEST: &str = "x-vmsan-dest";
 
+/// Header of `POST /v1/files/download`. In the request, [`LAYOUT_EXTENTS`] says the client
+/// reads the extents layout; an agent that uses it answers with the same header (and
+/// [`HEADER_SIZE`]). Without it in the answer the body is the file's bytes, dense: an agent
+/// older than this header ignores it, so old agents keep working.
+pub const HEADER_LAYOUT: &str = "x-vmsan-layout";
+/// The extents layout of a file download: records of an [`EXTENT_HEADER_LEN`]-byte header
+/// (big-endian `u64` offset, big-endian `u64` length) followed by that many bytes of data, in
+/// increasing, non-overlapping order. What no record covers is a hole (zeros).
+pub const LAYOUT_EXTENTS: &str = "extents";
+/// Response header of an extents download: the file's size in bytes, decimal.
+pub const HEADER_SIZE: &str = "x-vmsan-size";
+/// Length of an extent record's header.
+pub const EXTENT_HEADER_LEN: usize = 16;
+
+/// The header of an extent record: `offset` then `len`, big-endian.
+pub fn extent_header(offset: u64, len: u64) -> [u8; EXTENT_HEADER_LEN] {
+    let mut h = [0u8; EXTENT_HEADER_LEN];
+    h[..8].copy_from_slice(&offset.to_be_bytes());
+    h[8..].copy_from_slice(&len.to_be_bytes());
+    h
+}
+
+/// `(offset, len)` of an extent record's header.
+pub fn parse_extent_header(h: [u8; EXTENT_HEADER_LEN]) -> (u64, u64) {
+    let mut o = [0u8; 8];
+    let mut l = [0u8; 8];
+    o.copy_from_slice(&h[..8]);
+    l.copy_from_slice(&h[8..]);
+    (u64::from_be_bytes(o), u64::from_be_bytes(l))
+}
+
 /// Request header of `POST /v1/exec` when the body is stdin: the [`ExecRequest`] as JSON.
 pub const HEADER_EXEC: &str = "x-vmsan-exec";
 
@@ -700,6 +731,13 @@ pub mod boot_env {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extent_headers_round_trip() {
+        let h = extent_header(1 << 40, 4096);
+        assert_eq!(&h[..8], &(1u64 << 40).to_be_bytes());
+        assert_eq!(parse_extent_header(h), (1 << 40, 4096));
+    }
 
     #[test]
     fn frames_round_trip_in_pieces() {

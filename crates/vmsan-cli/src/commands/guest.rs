@@ -61,6 +61,37 @@ fn agent_for(ctx: &Ctx, id: &VmId) -> Result<AgentClient, Error> {
 
 /// An agent failure, with a stable code.
 fn agent_error(id: &VmId, e: ClientError) -> Error {
+    match &e {
+        ClientError::Timeout { secs, .. } => {
+            let why = format!(
+                "The guest agent of {id} accepted the request and then sent nothing for {secs} s."
+            );
+            return Error::new(ErrorCode::TimeoutAgent, format!("{id}: {e}"))
+                .why(why)
+                .fix(
+                    "Check the guest with `vmsan logs <id>` and `vmsan exec <id> uptime`; for \
+                     a transfer that may stall longer, pass a longer --timeout (e.g. 5m).",
+                )
+                .detail("vmId", id.as_str());
+        }
+        ClientError::TooLarge { limit, .. } => {
+            return Error::new(ErrorCode::AgentFileTooLarge, format!("{id}: {e}"))
+                .why(format!(
+                    "Downloads are limited to {limit} bytes so that a guest cannot fill the host's disk."
+                ))
+                .detail("vmId", id.as_str());
+        }
+        ClientError::Refused(_) => {
+            return Error::new(ErrorCode::ValidationPath, format!("{id}: {e}"))
+                .why(
+                    "vmsan never writes a download through a symlink on the host, nor outside \
+                     the destination: the guest chooses names and links.",
+                )
+                .fix("Download into a new or empty directory.")
+                .detail("vmId", id.as_str());
+        }
+        _ => {}
+    }
     let code = if vmsan_agent_client::is_auth_error(&e) {
         ErrorCode::AgentUnauthorized
     } else if e.agent_code() == Some("not_found") {
@@ -287,7 +318,10 @@ pub(crate) fn connect_to(ctx: &Ctx, id: &VmId, session: Option<&str>) -> Result<
 
 /// `vmsan upload`.
 pub(crate) fn upload(ctx: &Ctx, opts: &UploadOptions) -> Result<Outcome, Error> {
-    let client = agent_for(ctx, &opts.vm)?;
+    let mut client = agent_for(ctx, &opts.vm)?;
+    if let Some(t) = opts.timeout {
+        client = client.with_idle_timeout(t);
+    }
     let r = runtime()?
         .block_on(client.upload(
             &opts.files,
@@ -315,7 +349,10 @@ pub(crate) fn upload(ctx: &Ctx, opts: &UploadOptions) -> Result<Outcome, Error> 
 
 /// `vmsan download`.
 pub(crate) fn download(ctx: &Ctx, opts: &DownloadOptions) -> Result<Outcome, Error> {
-    let client = agent_for(ctx, &opts.vm)?;
+    let mut client = agent_for(ctx, &opts.vm)?;
+    if let Some(t) = opts.timeout {
+        client = client.with_idle_timeout(t);
+    }
     let base = std::path::Path::new(&opts.remote_path)
         .file_name()
         .map(PathBuf::from)
@@ -337,9 +374,10 @@ pub(crate) fn download(ctx: &Ctx, opts: &DownloadOptions) -> Result<Outcome, Err
         Some(d) => d.clone(),
     };
     let r = runtime()?
-        .block_on(client.download(
+        .block_on(client.download_limited(
             &opts.remote_path,
             &local,
+            opts.max_size,
             crate::progress::transfer_progress(ctx.out.json, "download"),
         ))
         .map_err(|e| agent_error(&opts.vm, e))?;
@@ -348,4 +386,39 @@ pub(crate) fn download(ctx: &Ctx, opts: &DownloadOptions) -> Result<Outcome, Err
         json!({ "vmId": opts.vm, "remotePath": opts.remote_path, "localPath": r.local, "bytes": r.bytes, "isDir": r.is_dir }),
         text,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transfer_failures_get_their_own_codes() {
+        let vm = VmId::parse("vm-0123abcd").unwrap();
+        let e = agent_error(
+            &vm,
+            ClientError::Timeout {
+                what: "download /var/log/big".into(),
+                secs: 60,
+            },
+        );
+        assert_eq!(e.code(), ErrorCode::TimeoutAgent);
+        assert!(
+            e.message().contains("vm-0123abcd") && e.message().contains("download /var/log/big"),
+            "{}",
+            e.message()
+        );
+        assert!(e.fix_text().is_some_and(|f| f.contains("--timeout")));
+        let e = agent_error(
+            &vm,
+            ClientError::TooLarge {
+                size: 20 << 30,
+                limit: 16 << 30,
+            },
+        );
+        assert_eq!(e.code(), ErrorCode::AgentFileTooLarge);
+        assert!(e.fix_text().is_some_and(|f| f.contains("--max-size")));
+        let e = agent_error(&vm, ClientError::Refused("x is a symlink".into()));
+        assert_eq!(e.code(), ErrorCode::ValidationPath);
+    }
 }

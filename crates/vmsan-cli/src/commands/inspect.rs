@@ -32,6 +32,8 @@ pub(crate) fn run(ctx: &Ctx, id: &VmId) -> Result<Outcome, Error> {
         }
     };
     let mut row = |k: &str, v: String| {
+        // Values may come from an imported snapshot (the image reference): escaped.
+        let v = crate::escape::escape_text(&v);
         let _ = writeln!(s, "  {}{v}", out.paint(Style::Dim, &format!("{k:<16}")));
     };
     let header = format!("VM {}", vm.id);

@@ -1,7 +1,7 @@
 //! `vmsan logs <vm> [-f] [--tail N]`: the VM's serial console log.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, IsTerminal, Read, Seek, SeekFrom, Write};
 use std::os::fd::AsFd;
 use std::path::Path;
 
@@ -108,7 +108,7 @@ pub(crate) fn run(ctx: &Ctx, opts: &LogsOptions) -> Result<Outcome, Error> {
             "path": path.display().to_string(),
             "lines": lines,
         });
-        return Ok(Outcome::ok(doc, content));
+        return Ok(Outcome::ok(doc, for_stdout(content)));
     };
 
     // --follow (human mode only: --json conflicts with it).
@@ -149,13 +149,26 @@ pub(crate) fn run(ctx: &Ctx, opts: &LogsOptions) -> Result<Outcome, Error> {
     })
 }
 
-/// Write to stdout; false when the reader went away.
+/// The log as it goes to stdout. On a terminal, the guest's control characters are escaped
+/// (its escape sequences would otherwise drive the user's terminal). Into a pipe or a file
+/// the bytes stay exact, as `cat` and `docker logs` keep them: whoever saves or greps a log
+/// wants what the guest wrote, and a pager such as `less` escapes on its own.
+fn for_stdout(data: Vec<u8>) -> Vec<u8> {
+    if io::stdout().is_terminal() {
+        crate::escape::escape_bytes(&data)
+    } else {
+        data
+    }
+}
+
+/// Write to stdout (through [`for_stdout`]); false when the reader went away.
 fn write_all(data: &[u8]) -> bool {
     if data.is_empty() {
         return true;
     }
+    let data = for_stdout(data.to_vec());
     let mut out = io::stdout().lock();
-    out.write_all(data).and_then(|()| out.flush()).is_ok()
+    out.write_all(&data).and_then(|()| out.flush()).is_ok()
 }
 
 fn watch_dir(dir: &Path) -> Result<Inotify, Error> {

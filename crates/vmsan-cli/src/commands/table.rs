@@ -24,8 +24,10 @@ pub fn new_table(out: &Output, header: &[&str]) -> Table {
     t
 }
 
-/// A cell, coloured when colours are on.
+/// A cell, coloured when colours are on. Its text may come from outside (an imported
+/// snapshot's image reference): control characters are escaped.
 pub fn cell(text: impl ToString, color: Option<Color>) -> Cell {
+    let text = crate::escape::escape_text(&text.to_string());
     match color {
         Some(c) => Cell::new(text).fg(c),
         None => Cell::new(text),

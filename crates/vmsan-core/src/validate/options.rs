@@ -209,6 +209,10 @@ pub struct UploadOptions {
     pub files: Vec<PathBuf>,
     /// Guest directory (absolute).
     pub dest: String,
+    /// `--timeout`: how long the agent may stay silent before the upload fails (`None`: the
+    /// client's default).
+    #[serde(serialize_with = "ms", rename = "timeoutMs")]
+    pub timeout: Option<Duration>,
 }
 
 /// `vmsan download`.
@@ -223,6 +227,13 @@ pub struct DownloadOptions {
     pub dest: Option<PathBuf>,
     /// Whether `dest` was written with a trailing `/`.
     pub dest_is_dir: bool,
+    /// `--max-size`: the largest download accepted, bytes (a file's size, or a directory's
+    /// file sizes summed).
+    pub max_size: u64,
+    /// `--timeout`: how long the agent may stay silent before the download fails (`None`: the
+    /// client's default).
+    #[serde(serialize_with = "ms", rename = "timeoutMs")]
+    pub timeout: Option<Duration>,
 }
 
 /// `vmsan network`.
