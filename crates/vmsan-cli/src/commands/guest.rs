@@ -99,7 +99,27 @@ fn agent_error(id: &VmId, e: ClientError) -> Error {
     } else {
         ErrorCode::AgentRequest
     };
-    Error::new(code, format!("{id}: {e}")).detail("vmId", id.as_str())
+    let err = Error::new(code, format!("{id}: {e}")).detail("vmId", id.as_str());
+    // The agent answered, so the VM runs: the code's default "check that the VM is running"
+    // would send the user the wrong way. Say what the refusal means instead.
+    match e.agent_code() {
+        Some("path_escape") => err
+            .why("The guest agent refused a path that leaves the destination directory (`..`, an absolute path, or a link pointing out of it).")
+            .fix("Upload names and links that stay inside the destination; nothing of the refused upload was kept."),
+        Some("spawn_failed") => err
+            .why("The guest agent could not start the command.")
+            .fix("Check that the program exists in the image and is executable: `vmsan exec <id> ls -l /bin /usr/bin`."),
+        Some("forbidden") => err
+            .why("The guest agent refused the request for this user or path.")
+            .fix("Run it as another user (`--user`, `--sudo`) or choose another path."),
+        Some("bad_request") => err
+            .why("The guest agent refused the request as malformed.")
+            .fix("Check the arguments; if they are right, the agent and vmsan may be of different versions: recreate the VM."),
+        Some(_) if code == ErrorCode::AgentRequest => err
+            .why("The guest agent answered with an error.")
+            .fix("The message above says what it refused."),
+        _ => err,
+    }
 }
 
 fn user_of(u: &ExecUser) -> Option<String> {
@@ -391,6 +411,39 @@ pub(crate) fn download(ctx: &Ctx, opts: &DownloadOptions) -> Result<Outcome, Err
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_agent_refusal_does_not_say_the_vm_is_down() {
+        let vm = VmId::parse("vm-0123abcd").unwrap();
+        let refused = |code: &str| {
+            agent_error(
+                &vm,
+                ClientError::Agent {
+                    what: "upload".into(),
+                    status: 400,
+                    code: code.into(),
+                    message: "refused".into(),
+                },
+            )
+        };
+        for code in [
+            "path_escape",
+            "spawn_failed",
+            "forbidden",
+            "bad_request",
+            "other",
+        ] {
+            let e = refused(code);
+            let fix = e.fix_text().unwrap_or_default();
+            assert!(!fix.contains("running"), "{code}: {fix}");
+        }
+        assert!(
+            refused("path_escape")
+                .why_text()
+                .unwrap()
+                .contains("leaves the destination")
+        );
+    }
 
     #[test]
     fn transfer_failures_get_their_own_codes() {
