@@ -14,6 +14,7 @@ pub mod helper;
 pub mod http;
 pub mod jailer;
 pub mod log;
+pub mod realfc;
 pub mod relay;
 pub mod standin;
 pub mod sys;
