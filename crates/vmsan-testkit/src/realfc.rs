@@ -59,17 +59,22 @@ pub fn find() -> Result<RealBinaries, String> {
             }
         }
     };
-    for bin in [&found.firecracker, &found.jailer] {
-        if !bin.is_file() {
-            return Err(format!(
+    // Canonical paths: the jailer (and vmsan's argv checks) refuse `..` in `--exec-file`.
+    let canonical =
+        |bin: &Path| {
+            std::fs::canonicalize(bin).ok().filter(|p| p.is_file()).ok_or_else(|| {
+            format!(
                 "{} is missing (real Firecracker v1.16.1: lay the shared tools at {} or set \
                  {FIRECRACKER_ENV} and {JAILER_ENV})",
                 bin.display(),
                 SHARED_TOOLS_DIR
-            ));
-        }
-    }
-    Ok(found)
+            )
+        })
+        };
+    Ok(RealBinaries {
+        firecracker: canonical(&found.firecracker)?,
+        jailer: canonical(&found.jailer)?,
+    })
 }
 
 /// Whether this run is CI, where a test that cannot run must fail instead of skipping.
