@@ -405,6 +405,17 @@ pub fn fixture(vmsan: &Path) -> Option<Fixture> {
             return None;
         }
     };
+    Some(fixture_with(vmsan, work, &firecracker, &jailer, &kernel))
+}
+
+/// The fixture with these binaries and kernel (the caller has checked [`skip_reason`]).
+pub fn fixture_with(
+    vmsan: &Path,
+    work: tempfile::TempDir,
+    firecracker: &Path,
+    jailer: &Path,
+    kernel: &Path,
+) -> Fixture {
     let net = Network::new();
     let home = Home {
         dir: tempfile::tempdir().unwrap(),
@@ -441,5 +452,5 @@ pub fn fixture(vmsan: &Path) -> Option<Fixture> {
         "--name",
         "busybox",
     ]);
-    Some(Fixture { home, net, work })
+    Fixture { home, net, work }
 }

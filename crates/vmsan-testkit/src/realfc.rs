@@ -125,11 +125,26 @@ pub const HALT_CODE: [u8; 3] = [0xf4, 0xeb, 0xfd];
 const EHDR_SIZE: u16 = 64;
 const PHDR_SIZE: u16 = 56;
 
+/// `int3; hlt; jmp -3`: a breakpoint with no interrupt table, which this project's nested
+/// hypervisor cannot emulate: Firecracker logs `Received KVM_EXIT_INTERNAL_ERROR signal` and
+/// exits with status 1, as with an ordinary Linux guest here.
+pub const CRASH_CODE: [u8; 4] = [0xcc, 0xf4, 0xeb, 0xfd];
+
 /// The halting guest: a 64-bit little-endian x86-64 ELF executable with one `PT_LOAD`
 /// segment, the code right after the headers, loaded at [`HALT_LOAD_ADDR`] and entered there.
 pub fn halting_guest_elf() -> Vec<u8> {
+    guest_elf(&HALT_CODE)
+}
+
+/// A guest that crashes its VM at once (see [`CRASH_CODE`]).
+pub fn crashing_guest_elf() -> Vec<u8> {
+    guest_elf(&CRASH_CODE)
+}
+
+/// A guest "kernel" running `code` from [`HALT_LOAD_ADDR`] in 64-bit mode.
+pub fn guest_elf(code: &[u8]) -> Vec<u8> {
     let code_offset = u64::from(EHDR_SIZE + PHDR_SIZE);
-    let mut elf = Vec::with_capacity(usize::from(EHDR_SIZE + PHDR_SIZE) + HALT_CODE.len());
+    let mut elf = Vec::with_capacity(usize::from(EHDR_SIZE + PHDR_SIZE) + code.len());
     // e_ident: magic, ELFCLASS64, ELFDATA2LSB, EV_CURRENT, System V ABI, padding.
     elf.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0]);
     elf.extend_from_slice(&[0; 8]);
@@ -152,18 +167,23 @@ pub fn halting_guest_elf() -> Vec<u8> {
     elf.extend_from_slice(&code_offset.to_le_bytes()); // p_offset
     elf.extend_from_slice(&HALT_LOAD_ADDR.to_le_bytes()); // p_vaddr
     elf.extend_from_slice(&HALT_LOAD_ADDR.to_le_bytes()); // p_paddr
-    let len = HALT_CODE.len() as u64;
+    let len = code.len() as u64;
     elf.extend_from_slice(&len.to_le_bytes()); // p_filesz
     elf.extend_from_slice(&len.to_le_bytes()); // p_memsz
     elf.extend_from_slice(&1u64.to_le_bytes()); // p_align: none needed
-    elf.extend_from_slice(&HALT_CODE);
+    elf.extend_from_slice(code);
     elf
 }
 
 /// Writes the halting guest to `path` (readable by everyone: a jail's uid must read it).
 pub fn write_halting_guest(path: &Path) -> std::io::Result<()> {
+    write_guest(path, &halting_guest_elf())
+}
+
+/// Writes a guest ELF to `path`, mode 0644.
+pub fn write_guest(path: &Path, elf: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, halting_guest_elf())?;
+    std::fs::write(path, elf)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
 }
 
