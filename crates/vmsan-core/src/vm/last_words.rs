@@ -33,40 +33,59 @@ fn cut(line: &str) -> String {
     }
 }
 
-/// Firecracker's log line without its timestamp: `[id:thread] message` → (thread, message).
-fn split_fc_line(line: &str) -> Option<(&str, &str)> {
-    let rest = &line[line.find('[')? + 1..];
-    let (tag, message) = rest.split_once("] ")?;
-    let thread = tag.split_once(':').map_or(tag, |(_, t)| t);
-    Some((thread, message))
+/// One line of Firecracker's log: `<timestamp> [id:thread(:LEVEL)] message`.
+struct FcLine<'a> {
+    thread: &'a str,
+    /// With `show_level` (vmsan's logger setting): `ERROR`, `WARN`, `INFO`, …
+    level: Option<&'a str>,
+    message: &'a str,
 }
 
-/// Whether a Firecracker log message reports a failure. Its own noise on this kind of host is
-/// left out (`KVM_KVMCLOCK_CTRL` fails on every pause under a nested hypervisor).
-fn is_failure(message: &str) -> bool {
-    let lower = message.to_ascii_lowercase();
+fn split_fc_line(line: &str) -> Option<FcLine<'_>> {
+    let rest = &line[line.find('[')? + 1..];
+    let (tag, message) = rest.split_once("] ")?;
+    let mut parts = tag.splitn(3, ':');
+    let _id = parts.next()?;
+    let thread = parts.next()?;
+    Some(FcLine {
+        thread,
+        level: parts.next(),
+        message,
+    })
+}
+
+/// Whether a log line reports a failure: its level says so when the log has levels; else
+/// the words do. Requests echoed by the API server are never one (a body may say `panic=1`),
+/// nor is Firecracker's own noise on this kind of host (`KVM_KVMCLOCK_CTRL` fails on every
+/// pause under a nested hypervisor).
+fn is_failure(line: &FcLine<'_>) -> bool {
+    if let Some(level) = line.level {
+        return level == "ERROR";
+    }
+    let lower = line.message.to_ascii_lowercase();
     ["error", "fail", "panic", "unexpected", "kvm_exit"]
         .iter()
         .any(|w| lower.contains(w))
-        && !message.contains("KVM_KVMCLOCK_CTRL")
-        && !message.starts_with("Received Error. Status code")
+        && !line.message.contains("KVM_KVMCLOCK_CTRL")
+        && !line.message.starts_with("The API server received")
+        && !line.message.starts_with("Received Error. Status code")
 }
 
 /// Firecracker's line that says why it stopped: the last failure a vCPU thread reported (the
 /// guest's exit, e.g. `Received KVM_EXIT_INTERNAL_ERROR signal`), else the last failure of
 /// any thread (the wrap-up lines such as `Firecracker exiting with error` say less).
 pub(crate) fn firecracker_line(log: &str) -> Option<String> {
-    let failures: Vec<(&str, &str)> = log
+    let failures: Vec<FcLine<'_>> = log
         .lines()
         .filter_map(split_fc_line)
-        .filter(|(_, m)| is_failure(m))
+        .filter(is_failure)
         .collect();
     failures
         .iter()
         .rev()
-        .find(|(thread, _)| thread.starts_with("fc_vcpu"))
+        .find(|l| l.thread.starts_with("fc_vcpu"))
         .or_else(|| failures.last())
-        .map(|(_, m)| cut(m))
+        .map(|l| cut(l.message))
 }
 
 /// The guest agent's last line on the serial console, if it printed one.
@@ -82,7 +101,7 @@ fn firecracker_last_line(log: &str) -> Option<String> {
     log.lines()
         .rev()
         .find_map(split_fc_line)
-        .map(|(_, m)| cut(m))
+        .map(|l| cut(l.message))
 }
 
 /// Both, as the `why` of an error: `Firecracker logged: …` and `The guest agent said: …`.
@@ -143,6 +162,33 @@ mod tests {
             firecracker_line(panic).as_deref(),
             Some("Firecracker panicked at src/vmm/src/lib.rs:1:1: boom")
         );
+    }
+
+    /// The same with `show_level` (as vmsan configures the logger), and the API echoing a
+    /// boot-source body that says `panic=1`.
+    const LEVELED: &str = "\
+2026-12-06T01:47:30.456912543 [c:fc_api:INFO] The API server received a Put request on \"/boot-source\" with body \"{\\\"boot_args\\\":\\\"reboot=k panic=1\\\"}\".
+2026-12-06T01:47:30.466141214 [c:fc_vcpu 0:WARN] Received a VcpuEvent::Resume message with immediate_exit enabled. immediate_exit was disabled before proceeding
+2026-12-06T01:47:30.672837183 [c:fc_vcpu 0:ERROR] Unexpected exit reason on vcpu run: Shutdown
+2026-12-06T01:47:30.672870622 [c:main:INFO] Vmm is stopping.
+2026-12-06T01:47:30.686054066 [c:main:ERROR] RunWithApiError error: MicroVM stopped with an error: GenericError
+2026-12-06T01:47:30.686096762 [c:main:ERROR] Firecracker exiting with error. exit_code=1
+";
+
+    #[test]
+    fn levels_decide_when_the_log_has_them() {
+        assert_eq!(
+            firecracker_line(LEVELED).as_deref(),
+            Some("Unexpected exit reason on vcpu run: Shutdown")
+        );
+        let only_echo = LEVELED.lines().next().unwrap_or_default();
+        assert_eq!(
+            firecracker_line(only_echo),
+            None,
+            "a request body is no failure"
+        );
+        let unleveled_echo = "2026-12-06T01:00:00.1 [x:fc_api] The API server received a Put request on \"/boot-source\" with body \"panic=1\".";
+        assert_eq!(firecracker_line(unleveled_echo), None);
     }
 
     #[test]
