@@ -9,8 +9,10 @@
 //!   `why` carries Firecracker's `Received KVM_EXIT_INTERNAL_ERROR signal`.
 //! - With the test announcing itself on the agent's ready socket in the agent's place (the only
 //!   thing the engine needs of a guest to call a VM running): a running VM on the real VMM,
-//!   `snapshot create` of it, `stop` through Ctrl-Alt-Del (ignored) and SIGKILL, `kill -9` of
-//!   Firecracker noticed and recorded, `vmsan logs` showing why, `remove` leaving nothing.
+//!   `snapshot create` of it, a clone whose snapshot the real VMM loads (the engine then waits
+//!   for the restored agent until its boot timeout: `vm/restore.rs`, `wait_for_agent`),
+//!   `stop` through Ctrl-Alt-Del (ignored) and SIGKILL, `kill -9` of Firecracker noticed and
+//!   recorded, `vmsan logs` showing why, `remove` leaving nothing.
 //!
 //! Needs root, `/dev/kvm`, the real binaries, and what the e2e suite needs (busybox, nft, the
 //! static agent for `vmsan setup`); skips with a reason elsewhere, fails under `CI=true`.
@@ -220,6 +222,35 @@ fn privileged_realfc_engine_announced_vm_snapshot_stop_kill_remove() {
     let vm = home.json(&["inspect", &id])["vm"].clone();
     assert_eq!(vm["status"], "running", "resumed: {vm}");
 
+    // A clone restored from it, in the background: Firecracker loads the snapshot into a
+    // fresh jailed process, then the engine waits for the restored agent (which the halting
+    // guest has not) until the boot timeout. Checked at the end.
+    let snap_id = snap["snapshotId"].as_str().unwrap().to_owned();
+    let clone = home
+        .vmsan()
+        .args(["--json", "create", "--snapshot", &snap_id])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let clone_started = Instant::now();
+    let clone_id = loop {
+        let doc = home.json(&["list"]);
+        let new = doc["vms"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v["id"].as_str())
+            .find(|v| !known.contains(*v))
+            .map(str::to_owned);
+        if let Some(c) = new {
+            break c;
+        }
+        assert!(clone_started.elapsed() < Duration::from_secs(30), "{doc}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    known.insert(clone_id.clone());
+
     // Stop: no agent to power off, Ctrl-Alt-Del ignored by the halting guest, then SIGKILL.
     let stopped = home.json(&["stop", &id]);
     eprintln!("stop: {stopped}");
@@ -261,10 +292,22 @@ fn privileged_realfc_engine_announced_vm_snapshot_stop_kill_remove() {
         "{logs}"
     );
 
+    let (ok, doc) = finish(clone);
+    let took = clone_started.elapsed();
+    eprintln!("clone after {took:?}: {doc}");
+    assert!(!ok, "{doc}");
+    assert_eq!(doc["error"]["code"], "ERR_TIMEOUT_AGENT", "{doc}");
+    assert!(took < Duration::from_secs(90), "{took:?}");
+    let why = doc["error"]["why"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("'load snapshot' API request took") && why.contains("Status code: 204"),
+        "the real VMM loaded the snapshot: {doc}"
+    );
+
     for vm in [&id, &id2] {
         home.json(&["remove", vm]);
     }
-    for vm in [&id, &id2] {
+    for vm in [&id, &id2, &clone_id] {
         assert_clean(&fx, vm);
     }
 }
