@@ -137,8 +137,8 @@ pub struct MachineConfig {
     /// SMT.
     #[serde(default)]
     pub smt: bool,
-    /// Static CPU template.
-    #[serde(default)]
+    /// Static CPU template (left out of answers when unset, as Firecracker does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_template: Option<StaticCpuTemplate>,
     /// Dirty page tracking.
     #[serde(default)]
@@ -238,8 +238,8 @@ pub struct Vsock {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Entropy {
-    /// Rate limiter.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Rate limiter (`null` in answers when unset, as Firecracker shows it).
+    #[serde(default)]
     pub rate_limiter: Option<RateLimiter>,
 }
 
@@ -278,12 +278,9 @@ impl Level {
 impl<'de> Deserialize<'de> for Level {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        Level::parse(&s).ok_or_else(|| {
-            serde::de::Error::unknown_variant(
-                &s,
-                &["Error", "Warning", "Info", "Debug", "Trace", "Off"],
-            )
-        })
+        // Firecracker parses it as a `log::LevelFilter`, whose error names neither the value
+        // nor the choices.
+        Level::parse(&s).ok_or_else(|| serde::de::Error::custom("Invalid LevelFilter"))
     }
 }
 

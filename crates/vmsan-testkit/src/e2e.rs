@@ -419,14 +419,25 @@ pub fn fixture(vmsan: &Path) -> Option<Fixture> {
             return None;
         }
     };
+    Some(fixture_with(vmsan, work, &firecracker, &jailer, &kernel))
+}
+
+/// The fixture with these binaries and kernel (the caller has checked [`skip_reason`]).
+pub fn fixture_with(
+    vmsan: &Path,
+    work: tempfile::TempDir,
+    firecracker: &Path,
+    jailer: &Path,
+    kernel: &Path,
+) -> Fixture {
     let net = Network::new();
     let home = Home {
         dir: tempfile::tempdir().unwrap(),
         host_netns: net.host_path(),
         vmsan: vmsan.to_owned(),
     };
-    set_up_home(&home, work.path(), (&firecracker, &jailer, &kernel));
-    Some(Fixture { home, net, work })
+    set_up_home(&home, work.path(), (firecracker, jailer, kernel));
+    Fixture { home, net, work }
 }
 
 impl Fixture {

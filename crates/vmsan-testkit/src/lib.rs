@@ -15,6 +15,7 @@ pub mod helper;
 pub mod http;
 pub mod jailer;
 pub mod log;
+pub mod realfc;
 pub mod relay;
 pub mod skip;
 pub mod standin;

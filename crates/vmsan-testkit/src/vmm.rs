@@ -147,6 +147,8 @@ fn parse<T: for<'de> serde::Deserialize<'de>>(body: &[u8]) -> Result<T, Response
 }
 
 const POST_BOOT: &str = "The requested operation is not supported after starting the microVM.";
+/// How Firecracker prefixes every problem with a snapshot's state file.
+const STATE_FILE: &str = "Failed to get snapshot state from file: ";
 const PRE_BOOT: &str = "The requested operation is not supported before starting the microVM.";
 
 impl Vmm {
@@ -278,9 +280,10 @@ impl Vmm {
             ("PUT", "snapshot", Some(b)) => match second {
                 Some("create") => self.snapshot_create(parse(b)?),
                 Some("load") => self.snapshot_load(parse(b)?),
+                // Unlike other unknown paths, Firecracker keeps the leading slash here.
                 _ => Err(bad(format!(
                     "Invalid request method and/or path: PUT {}.",
-                    req.path.trim_start_matches('/')
+                    req.path
                 ))),
             },
             ("PUT", "vsock", Some(b)) => self.put_vsock(parse(b)?),
@@ -345,11 +348,16 @@ impl Vmm {
         json!({
             "balloon": null,
             "drives": self.drives.iter().map(|(d, _)| d).collect::<Vec<_>>(),
-            "boot-source": self.boot_source.as_ref().map(|(b, _)| b),
+            // Unconfigured, Firecracker shows an empty kernel path rather than null.
+            "boot-source": self.boot_source.as_ref().map_or_else(
+                || json!({ "kernel_image_path": "", "initrd_path": null, "boot_args": null }),
+                |(b, _)| json!(b),
+            ),
             "cpu-config": null,
-            "logger": self.logger_cfg,
+            // Firecracker v1.16.1 never echoes the logger or metrics configuration.
+            "logger": null,
             "machine-config": self.machine,
-            "metrics": self.metrics.as_ref().map(|(m, _)| m),
+            "metrics": null,
             "mmds-config": null,
             "network-interfaces": self.nets.iter().map(|n| &n.cfg).collect::<Vec<_>>(),
             "vsock": self.vsock.as_ref().map(|v| &v.cfg),
@@ -597,12 +605,8 @@ impl Vmm {
 
     fn put_vsock(&mut self, v: Vsock) -> R {
         self.pre_boot()?;
-        if v.guest_cid < 3 {
-            return Err(bad(format!(
-                "Vsock config error: Cannot create backend for vsock device: Invalid guest CID {} (must be at least 3)",
-                v.guest_cid
-            )));
-        }
+        // Firecracker v1.16.1 takes any CID here, even the reserved 0, 1 and 2 (the guest
+        // kernel is the one to refuse them).
         if let Some(old) = self.vsock.take() {
             drop(old.listener);
             let _ = std::fs::remove_file(&old.cfg.uds_path);
@@ -648,7 +652,7 @@ impl Vmm {
         self.pre_boot()?;
         if self.metrics.is_some() {
             return Err(bad(
-                "Metrics error: Reinitialization of metrics not allowed.",
+                "Metrics error: Cannot initialize the metrics system due to bad user input: Reinitialization of metrics not allowed.",
             ));
         }
         crate::log::refuse_block_device(&m.metrics_path)
@@ -896,16 +900,13 @@ impl Vmm {
             State::NotStarted => return Err(bad(PRE_BOOT)),
             State::Running => {
                 return Err(bad(
-                    "Create snapshot error: Cannot create a snapshot of a running microVM: pause it first.",
+                    "Create snapshot error: Cannot save the microVM state: Operation not allowed: save/restore unavailable while running",
                 ));
             }
             State::Paused => {}
         }
-        if s.snapshot_type == SnapshotType::Diff && !self.machine.track_dirty_pages {
-            return Err(bad(
-                "Create snapshot error: Diff snapshots are not allowed on uVMs with dirty page tracking disabled.",
-            ));
-        }
+        // Firecracker v1.16.1 makes diff snapshots without dirty-page tracking too (it then
+        // asks the kernel which pages are resident), so the stand-in refuses none.
         let state = json!({
             "firecracker_standin_snapshot": 1,
             "note": MEMORY_NOTE,
@@ -976,10 +977,13 @@ impl Vmm {
             ))
         };
         let state: Value = std::fs::read(&l.snapshot_path)
-            .map_err(|e| fail(format!("Failed to open snapshot file: {e}")))
+            .map_err(|e| fail(format!("{STATE_FILE}Failed to open snapshot file: {e}")))
             .and_then(|b| {
-                serde_json::from_slice(&b)
-                    .map_err(|e| fail(format!("Failed to load snapshot state from file: {e}")))
+                serde_json::from_slice(&b).map_err(|e| {
+                    fail(format!(
+                        "{STATE_FILE}Failed to load snapshot state from file: {e}"
+                    ))
+                })
             })?;
         if state["firecracker_standin_snapshot"] != json!(1) {
             return Err(fail("not a firecracker-standin snapshot".into()));
@@ -1010,10 +1014,8 @@ impl Vmm {
                 .map_err(|e| fail(e.to_string()))?;
             for o in &l.network_overrides {
                 if !nets.iter().any(|n| n.iface_id == o.iface_id) {
-                    return Err(fail(format!(
-                        "Invalid network override: no interface {}",
-                        o.iface_id
-                    )));
+                    // Firecracker's words (it checks while reading the state file).
+                    return Err(fail(format!("{STATE_FILE}Unknown Network Device.")));
                 }
             }
             for mut n in nets {

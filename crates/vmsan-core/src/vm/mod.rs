@@ -5,6 +5,7 @@ mod config_drive;
 mod convert;
 pub mod files;
 mod host;
+mod last_words;
 pub mod lifecycle;
 pub mod media;
 pub mod network;

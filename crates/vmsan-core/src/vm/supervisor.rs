@@ -264,10 +264,12 @@ async fn run(
             sup.watch(term, reload).await
         }
         Err(e) => {
-            report(
-                &Err(Error::new(e.code(), e.message().to_owned())),
-                started_at,
-            );
+            // The why goes along: it holds what Firecracker and the guest said last.
+            let mut reported = Error::new(e.code(), e.message().to_owned());
+            if let Some(why) = e.why_text() {
+                reported = reported.why(why);
+            }
+            report(&Err(reported), started_at);
             Ended::Failed(e.message().to_owned())
         }
     };
@@ -687,18 +689,18 @@ impl Supervisor {
             .ok_or_else(|| Error::new(ErrorCode::Internal, "no VMM"))?;
         tokio::select! {
             r = ready.wait(timeout) => {
-                r.map_err(|e| with_log_tail(
+                r.map_err(|e| with_last_words(
                     Error::new(ErrorCode::TimeoutAgent, format!("the guest agent did not announce itself: {e}"))
                         .fix("A slow host or kernel may need more time: raise it with `vmsan create --boot-timeout`.")
                         .detail("timeoutMs", u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
-                    &self.files.serial_log(),
+                    &self.files,
                 ))?;
             }
             why = vmm.wait() => {
                 self.vmm = None;
-                return Err(with_log_tail(
+                return Err(with_last_words(
                     Error::new(ErrorCode::FirecrackerExited, format!("Firecracker exited during boot: {why}")),
-                    &self.files.serial_log(),
+                    &self.files,
                 ));
             }
         }
@@ -927,7 +929,16 @@ impl Supervisor {
         let mut problems = host::teardown(&self.paths, &self.state).await;
         let (status, reason) = match ended {
             Ended::Stopped(r) => (VmStatus::Stopped, r),
-            Ended::Failed(r) => (VmStatus::Error, r),
+            Ended::Failed(r) => {
+                // What Firecracker and the agent said last goes into the recorded reason
+                // (`list`, `inspect`) and, after the console's own lines, into `vmsan logs`.
+                let r = match super::last_words::why(&self.files, false) {
+                    Some(words) => format!("{r}\n{words}"),
+                    None => r,
+                };
+                append_to_serial_log(&self.files, &format!("[vmsan] the VM failed: {r}"));
+                (VmStatus::Error, r)
+            }
         };
         let result = self.store.update(&self.state.id, |st| {
             st.status = status;
@@ -962,6 +973,34 @@ fn grant_group_access(vsock: &std::path::Path) {
             "supervisor: cannot open {} to the vmsan group: {e}",
             vsock.display()
         );
+    }
+}
+
+/// [`with_log_tail`] of the serial console, led by the lines that say why: Firecracker's
+/// error line and the agent's last words (see `last_words`).
+fn with_last_words(e: Error, files: &VmFiles) -> Error {
+    let e = with_log_tail(e, &files.serial_log());
+    match super::last_words::why(files, true) {
+        Some(words) => {
+            let why = match e.why_text() {
+                Some(tail) => format!("{words}\n{tail}"),
+                None => words,
+            };
+            e.why(why)
+        }
+        None => e,
+    }
+}
+
+/// A line of vmsan's own at the end of the serial log (Firecracker, its writer, is gone).
+fn append_to_serial_log(files: &VmFiles, line: &str) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = std::fs::OpenOptions::new()
+        .append(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(files.serial_log());
+    if let Ok(mut f) = opened {
+        let _ = writeln!(f, "{line}");
     }
 }
 

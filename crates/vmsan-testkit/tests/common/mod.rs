@@ -7,6 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
+pub mod cases;
+
 pub use vmsan_testkit::http::call;
 
 pub fn fc_bin() -> PathBuf {
