@@ -479,3 +479,93 @@ fn privileged_e2e_snapshot_faults() {
     let left = leftovers(home.dir.path(), &net.host, &src);
     assert!(left.is_empty(), "{left:#?}");
 }
+
+/// Poll `what` until it holds (a condition another process brings about), for at most 60 s.
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        std::thread::yield_now();
+    }
+}
+
+/// Issue 17 item 9: a `snapshot create` killed (SIGKILL or SIGTERM) while it holds the VM
+/// paused. The VM's disk is replaced by a FIFO nobody writes, so the command blocks for ever
+/// in the disk copy, after Firecracker paused the VM and wrote its snapshot: the moment of
+/// the kill is certain, not a race. The VM must be resumed by its supervisor, shown as
+/// `paused` meanwhile, and nothing of the run left.
+#[test]
+fn privileged_e2e_killed_snapshot_resumes_the_vm() {
+    let Some(fx) = fixture() else { return };
+    let (home, work) = (&fx.home, &fx.work);
+    let src = home.json(&["create", "--from-image", "busybox"]);
+    let src = src["vmId"].as_str().unwrap().to_owned();
+    let disk = home.dir.path().join("vms").join(&src).join("disk.ext4");
+    let aside = work.path().join("disk-aside");
+    let jail = std::path::PathBuf::from(state(home, &src)["chrootDir"].as_str().unwrap());
+    let snapshots = home.dir.path().join("snapshots");
+
+    for signal in ["KILL", "TERM"] {
+        std::fs::rename(&disk, &aside).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(&disk)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let calls_before = api_calls(home, &src).len();
+        let mut cli = home
+            .vmsan()
+            .args(["--json", "snapshot", "create", &src])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Paused, and Firecracker's snapshot written: the command is now stuck on the FIFO.
+        wait_until("the VM paused and its snapshot written", || {
+            assert!(cli.try_wait().unwrap().is_none(), "snapshot create ended");
+            let calls = api_calls(home, &src);
+            calls[calls_before..]
+                .iter()
+                .any(|c| c.contains("/snapshot/create"))
+        });
+        let listed = home.json(&["list"]);
+        assert_eq!(listed["vms"][0]["status"], "paused", "{listed}");
+        assert_eq!(home.json(&["inspect", &src])["vm"]["status"], "paused");
+
+        let killed = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &cli.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let status = cli.wait().unwrap();
+        assert!(!status.success(), "SIG{signal}: {status:?}");
+
+        wait_until("the supervisor resumed the VM", || {
+            let st = state(home, &src);
+            st["status"] == "running" && st.get("snapshotRun").is_none()
+        });
+        let calls = api_calls(home, &src);
+        let tail = &calls[calls_before..];
+        let paused = position(tail, &["\"/vm\"", "Paused"]);
+        let resumed = position(tail, &["\"/vm\"", "Resumed"]);
+        assert!(paused < resumed, "SIG{signal}: {tail:#?}");
+        assert_eq!(sh(home, &src, "echo resumed"), "resumed");
+        let debris: Vec<_> = std::fs::read_dir(&snapshots)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(debris.is_empty(), "SIG{signal}: left {debris:?}");
+        assert!(!jail.join("snapshot-out").exists(), "SIG{signal}");
+
+        std::fs::remove_file(&disk).unwrap();
+        std::fs::rename(&aside, &disk).unwrap();
+    }
+    // And the next snapshot is taken as usual.
+    let snap = home.json(&["snapshot", "create", &src]);
+    assert_eq!(home.json(&["list"])["vms"][0]["status"], "running");
+    home.json(&["snapshot", "delete", snap["snapshotId"].as_str().unwrap()]);
+}

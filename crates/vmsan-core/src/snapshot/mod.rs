@@ -5,6 +5,7 @@
 mod archive;
 pub mod files;
 mod meta;
+pub(crate) mod run;
 mod take;
 
 pub use archive::{export, import};

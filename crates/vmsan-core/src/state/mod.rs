@@ -7,6 +7,7 @@ mod store;
 
 pub use group::{GROUP_NAME, vmsan_gid};
 pub use model::{
-    ImageState, Isolation, NetworkState, ProcessId, PublishedPort, STATE_VERSION, VmState, VmStatus,
+    ImageState, Isolation, NetworkState, ProcessId, PublishedPort, STATE_VERSION, SnapshotRun,
+    VmState, VmStatus,
 };
 pub use store::{ListEntry, MAX_SLOTS, StateStore, VmLock, reconcile};

@@ -379,7 +379,7 @@ impl StateStore {
 /// `error`, with the reason.
 pub fn reconcile(st: &mut VmState) {
     match st.status {
-        VmStatus::Running => {
+        VmStatus::Running | VmStatus::Paused => {
             if let Some(p) = st.vmm.as_ref().filter(|p| !process::is_alive(p)) {
                 st.status = VmStatus::Error;
                 st.error = Some(format!(

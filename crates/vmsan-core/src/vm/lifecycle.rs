@@ -384,7 +384,7 @@ pub fn remove(paths: &Paths, id: &VmId, force: bool) -> Result<()> {
 /// nothing left running can be removed without `--force`, like a stopped one.
 pub fn is_active(st: &VmState) -> bool {
     match st.status {
-        VmStatus::Running | VmStatus::Creating => true,
+        VmStatus::Running | VmStatus::Paused | VmStatus::Creating => true,
         VmStatus::Stopped => false,
         VmStatus::Error => [st.vmm, st.supervisor]
             .iter()
