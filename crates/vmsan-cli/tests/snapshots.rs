@@ -492,6 +492,17 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Kills and reaps the child when dropped: a failed assertion must not leave a `snapshot
+/// create` blocked on the FIFO for ever (it would keep the host-wide test lock it inherited).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Issue 17 item 9: a `snapshot create` killed (SIGKILL or SIGTERM) while it holds the VM
 /// paused. The VM's disk is replaced by a FIFO nobody writes, so the command blocks for ever
 /// in the disk copy, after Firecracker paused the VM and wrote its snapshot: the moment of
@@ -516,16 +527,17 @@ fn privileged_e2e_killed_snapshot_resumes_the_vm() {
             .unwrap();
         assert!(made.success());
         let calls_before = api_calls(home, &src).len();
-        let mut cli = home
-            .vmsan()
-            .args(["--json", "snapshot", "create", &src])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut cli = KillOnDrop(
+            home.vmsan()
+                .args(["--json", "snapshot", "create", &src])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
         // Paused, and Firecracker's snapshot written: the command is now stuck on the FIFO.
         wait_until("the VM paused and its snapshot written", || {
-            assert!(cli.try_wait().unwrap().is_none(), "snapshot create ended");
+            assert!(cli.0.try_wait().unwrap().is_none(), "snapshot create ended");
             let calls = api_calls(home, &src);
             calls[calls_before..]
                 .iter()
@@ -536,11 +548,11 @@ fn privileged_e2e_killed_snapshot_resumes_the_vm() {
         assert_eq!(home.json(&["inspect", &src])["vm"]["status"], "paused");
 
         let killed = std::process::Command::new("kill")
-            .args([&format!("-{signal}"), &cli.id().to_string()])
+            .args([&format!("-{signal}"), &cli.0.id().to_string()])
             .status()
             .unwrap();
         assert!(killed.success());
-        let status = cli.wait().unwrap();
+        let status = cli.0.wait().unwrap();
         assert!(!status.success(), "SIG{signal}: {status:?}");
 
         wait_until("the supervisor resumed the VM", || {
