@@ -393,6 +393,11 @@ pub struct Fixture {
 
 /// The fixture, or `None` (with the reason printed) when this machine cannot run the suite.
 pub fn fixture(vmsan: &Path) -> Option<Fixture> {
+    fixture_in(vmsan, || tempfile::tempdir().unwrap())
+}
+
+/// [`fixture`] with a home of the caller's making (e.g. one with a long path).
+pub fn fixture_in(vmsan: &Path, home: impl FnOnce() -> tempfile::TempDir) -> Option<Fixture> {
     if let Some(why) = skip_reason() {
         eprintln!("skipped: {why}");
         return None;
@@ -407,7 +412,7 @@ pub fn fixture(vmsan: &Path) -> Option<Fixture> {
     };
     let net = Network::new();
     let home = Home {
-        dir: tempfile::tempdir().unwrap(),
+        dir: home(),
         host_netns: net.host_path(),
         vmsan: vmsan.to_owned(),
     };

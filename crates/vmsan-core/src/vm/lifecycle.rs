@@ -118,6 +118,7 @@ fn create_vm(
     progress: &mut dyn FnMut(&str),
 ) -> Result<Created> {
     check_spec(spec)?;
+    super::socket_room::check_home(paths)?;
     let mut clock = supervisor::Stopwatch::start();
     let store = StateStore::open(paths)?;
     let me = process::identify(std::process::id());

@@ -9,6 +9,7 @@ pub mod lifecycle;
 pub mod media;
 pub mod network;
 pub mod restore;
+pub mod socket_room;
 pub mod supervisor;
 pub mod timeout;
 

@@ -696,7 +696,38 @@ impl Supervisor {
         }
 
         self.clock.lap("agent ready");
+        self.confirm_host_to_agent(BOOT_TIMEOUT).await?;
+        self.clock.lap("agent answers the host");
         Ok(())
+    }
+
+    /// The announcement came from the guest; every command after it (exec, files, stop) is a
+    /// connection from the host, through another path (Firecracker's vsock socket, or the
+    /// stand-in's relay). Check that direction too before the VM is called running, so that a
+    /// VM nobody can reach fails its create with a reason instead of failing every exec.
+    async fn confirm_host_to_agent(&self, within: Duration) -> Result<()> {
+        let Some(token) = &self.state.agent_token else {
+            return Ok(());
+        };
+        let agent = AgentClient::new(Endpoint::hybrid_vsock(self.vsock_path()), token);
+        let failed = |why: String| {
+            with_log_tail(
+                Error::new(
+                    ErrorCode::VmCreateFailed,
+                    format!(
+                        "the guest agent announced itself but does not answer requests from \
+                         the host: {why}"
+                    ),
+                )
+                .detail("vsockSocket", self.vsock_path().display().to_string()),
+                &self.files.firecracker_log(),
+            )
+        };
+        match tokio::time::timeout(within, agent.health()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(failed(e.to_string())),
+            Err(_) => Err(failed(format!("no answer in {} s", within.as_secs()))),
+        }
     }
 
     /// Turn the spawned jailer (or Firecracker) into the VMM handle: with a new PID namespace
