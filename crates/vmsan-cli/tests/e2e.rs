@@ -829,3 +829,117 @@ fn privileged_e2e_download_drops_special_mode_bits() {
     let left = leftovers(home.dir.path(), &net.host, &id);
     assert!(left.is_empty(), "left behind:\n{}", left.join("\n"));
 }
+
+/// Issue 17 item 12: a home as long as vmsan allows (its longest socket path exactly 107
+/// bytes) runs VMs (the stand-in relays host-initiated vsock connections through a directory
+/// descriptor, not a path under the home), and one byte more is refused by `setup`, `create`
+/// and `doctor` with the limit in the message.
+#[test]
+fn privileged_e2e_longest_home_works_and_a_longer_one_is_refused() {
+    let longest =
+        vmsan_core::vm::socket_room::longest_socket_path(&vmsan_core::paths::Paths::new("/h"))
+            .unwrap();
+    let room = 107 - (longest.as_os_str().len() - "/h".len());
+    // `/tmp/` + prefix + 6 random characters.
+    let prefix = format!("vmsan-long-home-{}", "x".repeat(room - 5 - 6 - 16));
+    let make_home = || {
+        tempfile::Builder::new()
+            .prefix(&prefix)
+            .rand_bytes(6)
+            .tempdir_in("/tmp")
+            .unwrap()
+    };
+    let Some(fx) =
+        vmsan_testkit::e2e::fixture_in(Path::new(env!("CARGO_BIN_EXE_vmsan")), make_home)
+    else {
+        return;
+    };
+    let home = &fx.home;
+    assert_eq!(home.dir.path().as_os_str().len(), room);
+    // Issue 17 item 11: after `setup` and `image import`, no directory on the way to an image
+    // (or to the kernel and Firecracker) lets anyone but root and the home's group in.
+    let built = home.dir.path().join("images/built");
+    let image_dir = std::fs::read_dir(&built)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    for d in [
+        home.dir.path().to_owned(),
+        home.dir.path().join("images"),
+        built,
+        image_dir,
+        home.dir.path().join("bin"),
+        home.dir.path().join("kernels"),
+    ] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::symlink_metadata(&d).unwrap().permissions().mode();
+        assert_eq!(mode & 0o007, 0, "{} is {mode:o}", d.display());
+    }
+
+    let doc = home.json(&["create", "--from-image", "busybox"]);
+    let id = doc["vmId"].as_str().unwrap().to_owned();
+    let out = home.run(&["exec", &id, "echo", "reached"]);
+    assert!(
+        out.status.success(),
+        "exec in a VM under a {room}-byte home: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "reached");
+    // (Other checks may fail on this machine, e.g. KVM under the stand-in.)
+    let doctor = parse(&home.run(&["--json", "doctor"]));
+    let check = doctor["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "Socket paths")
+        .unwrap()
+        .clone();
+    assert_eq!(check["status"], "pass", "{check}");
+    home.json(&["remove", "--force", &id]);
+
+    // One byte more: refused up front, nothing made.
+    let longer = format!("{}y", home.dir.path().display());
+    let with_longer = |args: &[&str]| {
+        let mut c = home.vmsan();
+        c.env("VMSAN_HOME", &longer).arg("--json").args(args);
+        c.output().unwrap()
+    };
+    for args in [&["setup"][..], &["create", "--from-image", "busybox"][..]] {
+        let out = with_longer(args);
+        assert!(!out.status.success(), "{args:?}");
+        let err = &parse(&out)["error"];
+        assert_eq!(
+            err["code"], "ERR_SETUP_HOME_PATH_TOO_LONG",
+            "{args:?}: {err}"
+        );
+        let msg = err["message"].as_str().unwrap();
+        assert!(msg.contains("at most 107"), "{msg}");
+        assert!(
+            err["fix"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("at most {room} bytes")),
+            "{err}"
+        );
+        assert!(!Path::new(&longer).exists(), "{args:?} made {longer}");
+    }
+    let out = with_longer(&["doctor"]);
+    let doc = parse(&out);
+    let check = doc["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "Socket paths")
+        .unwrap()
+        .clone();
+    assert_eq!(check["status"], "fail", "{check}");
+    assert!(
+        check["detail"]
+            .as_str()
+            .unwrap()
+            .contains("ERR_SETUP_HOME_PATH_TOO_LONG"),
+        "{check}"
+    );
+}

@@ -29,11 +29,10 @@ use serde_json::Value;
 use vmsan_testkit::e2e::{self, Fixture, Home, leftovers, parse};
 use vmsan_testkit::realfc;
 
-fn fixture(test: &str, guest: &[u8]) -> Option<Fixture> {
-    let bins = realfc::require(test)?;
+fn fixture(guest: &[u8]) -> Option<Fixture> {
+    let bins = realfc::require()?;
     if let Some(why) = e2e::skip_reason() {
-        assert!(!realfc::in_ci(), "{test}: cannot run in CI: {why}");
-        eprintln!("{test}: skipped: {why}");
+        vmsan_testkit::skip!("{why}");
         return None;
     }
     let work = tempfile::tempdir().unwrap();
@@ -41,6 +40,7 @@ fn fixture(test: &str, guest: &[u8]) -> Option<Fixture> {
     realfc::write_guest(&kernel, guest).unwrap();
     Some(e2e::fixture_with(
         Path::new(env!("CARGO_BIN_EXE_vmsan")),
+        tempfile::tempdir().unwrap(),
         work,
         &bins.firecracker,
         &bins.jailer,
@@ -127,8 +127,7 @@ fn assert_clean(fx: &Fixture, id: &str) {
 
 #[test]
 fn privileged_realfc_engine_crashing_guest_error_names_the_kvm_exit() {
-    let test = "privileged_realfc_engine_crashing_guest_error_names_the_kvm_exit";
-    let Some(fx) = fixture(test, &realfc::crashing_guest_elf()) else {
+    let Some(fx) = fixture(&realfc::crashing_guest_elf()) else {
         return;
     };
     let (ok, doc) = finish(spawn_create(&fx.home));
@@ -152,8 +151,7 @@ fn privileged_realfc_engine_crashing_guest_error_names_the_kvm_exit() {
 
 #[test]
 fn privileged_realfc_engine_silent_guest_times_out_and_leaves_nothing() {
-    let test = "privileged_realfc_engine_silent_guest_times_out_and_leaves_nothing";
-    let Some(fx) = fixture(test, &realfc::halting_guest_elf()) else {
+    let Some(fx) = fixture(&realfc::halting_guest_elf()) else {
         return;
     };
     let started = Instant::now();
@@ -180,8 +178,7 @@ fn privileged_realfc_engine_silent_guest_times_out_and_leaves_nothing() {
 
 #[test]
 fn privileged_realfc_engine_announced_vm_snapshot_stop_kill_remove() {
-    let test = "privileged_realfc_engine_announced_vm_snapshot_stop_kill_remove";
-    let Some(fx) = fixture(test, &realfc::halting_guest_elf()) else {
+    let Some(fx) = fixture(&realfc::halting_guest_elf()) else {
         return;
     };
     let home = &fx.home;

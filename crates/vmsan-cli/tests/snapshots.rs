@@ -479,3 +479,266 @@ fn privileged_e2e_snapshot_faults() {
     let left = leftovers(home.dir.path(), &net.host, &src);
     assert!(left.is_empty(), "{left:#?}");
 }
+
+/// Poll `what` until it holds (a condition another process brings about), for at most 60 s.
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        std::thread::yield_now();
+    }
+}
+
+/// Kills and reaps the child when dropped: a failed assertion must not leave a `snapshot
+/// create` blocked on the FIFO for ever (it would keep the host-wide test lock it inherited).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Issue 17 item 9: a `snapshot create` killed (SIGKILL or SIGTERM) while it holds the VM
+/// paused. The VM's disk is replaced by a FIFO nobody writes, so the command blocks for ever
+/// in the disk copy, after Firecracker paused the VM and wrote its snapshot: the moment of
+/// the kill is certain, not a race. The VM must be resumed by its supervisor, shown as
+/// `paused` meanwhile, and nothing of the run left.
+#[test]
+fn privileged_e2e_killed_snapshot_resumes_the_vm() {
+    let Some(fx) = fixture() else { return };
+    let (home, work) = (&fx.home, &fx.work);
+    let src = home.json(&["create", "--from-image", "busybox"]);
+    let src = src["vmId"].as_str().unwrap().to_owned();
+    let disk = home.dir.path().join("vms").join(&src).join("disk.ext4");
+    let aside = work.path().join("disk-aside");
+    let jail = std::path::PathBuf::from(state(home, &src)["chrootDir"].as_str().unwrap());
+    let snapshots = home.dir.path().join("snapshots");
+
+    for signal in ["KILL", "TERM"] {
+        std::fs::rename(&disk, &aside).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(&disk)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let calls_before = api_calls(home, &src).len();
+        let mut cli = KillOnDrop(
+            home.vmsan()
+                .args(["--json", "snapshot", "create", &src])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        // Paused, and Firecracker's snapshot written: the command is now stuck on the FIFO.
+        wait_until("the VM paused and its snapshot written", || {
+            assert!(cli.0.try_wait().unwrap().is_none(), "snapshot create ended");
+            let calls = api_calls(home, &src);
+            calls[calls_before..]
+                .iter()
+                .any(|c| c.contains("/snapshot/create"))
+        });
+        let listed = home.json(&["list"]);
+        assert_eq!(listed["vms"][0]["status"], "paused", "{listed}");
+        assert_eq!(home.json(&["inspect", &src])["vm"]["status"], "paused");
+
+        let killed = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &cli.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let status = cli.0.wait().unwrap();
+        assert!(!status.success(), "SIG{signal}: {status:?}");
+
+        wait_until("the supervisor resumed the VM", || {
+            let st = state(home, &src);
+            st["status"] == "running" && st.get("snapshotRun").is_none()
+        });
+        let calls = api_calls(home, &src);
+        let tail = &calls[calls_before..];
+        let paused = position(tail, &["\"/vm\"", "Paused"]);
+        let resumed = position(tail, &["\"/vm\"", "Resumed"]);
+        assert!(paused < resumed, "SIG{signal}: {tail:#?}");
+        assert_eq!(sh(home, &src, "echo resumed"), "resumed");
+        let debris: Vec<_> = std::fs::read_dir(&snapshots)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(debris.is_empty(), "SIG{signal}: left {debris:?}");
+        assert!(!jail.join("snapshot-out").exists(), "SIG{signal}");
+
+        std::fs::remove_file(&disk).unwrap();
+        std::fs::rename(&aside, &disk).unwrap();
+    }
+    // And the next snapshot is taken as usual.
+    let snap = home.json(&["snapshot", "create", &src]);
+    assert_eq!(home.json(&["list"])["vms"][0]["status"], "running");
+    home.json(&["snapshot", "delete", snap["snapshotId"].as_str().unwrap()]);
+}
+
+/// Rewrite the manifest (the archive's first entry, which carries the metadata) of a snapshot
+/// archive: parsed, changed by `f`, written back compact and padded with spaces to its old
+/// length, so the tar headers stay valid. What an attacker crafting an archive can do.
+fn craft(archive: &[u8], f: impl Fn(&mut Value)) -> Vec<u8> {
+    let size_field = std::str::from_utf8(&archive[124..136]).unwrap();
+    let size =
+        usize::from_str_radix(size_field.trim_matches(|c: char| c == '\0' || c == ' '), 8).unwrap();
+    let mut doc: Value = serde_json::from_slice(&archive[512..512 + size]).unwrap();
+    f(&mut doc);
+    let mut text = serde_json::to_vec(&doc).unwrap();
+    assert!(text.len() <= size, "the crafted manifest does not fit");
+    text.resize(size, b' ');
+    let mut out = archive.to_vec();
+    out[512..512 + size].copy_from_slice(&text);
+    out
+}
+
+/// Issue 17 item 10: an imported snapshot's metadata does not decide what the host exposes
+/// (published ports, resolvers, TAP and namespace names), and every value a `create` flag
+/// could set passes that flag's validator.
+#[test]
+fn privileged_e2e_imported_snapshot_metadata_is_not_trusted() {
+    let Some(fx) = fixture() else { return };
+    let (home, work) = (&fx.home, &fx.work);
+    let src = home.json(&["create", "--from-image", "busybox"]);
+    let src = src["vmId"].as_str().unwrap().to_owned();
+    let snap = home.json(&["snapshot", "create", &src]);
+    let snap_id = snap["snapshotId"].as_str().unwrap().to_owned();
+    let archive = work.path().join("a.tar");
+    home.json(&["snapshot", "export", &snap_id, archive.to_str().unwrap()]);
+    home.json(&["snapshot", "delete", &snap_id]);
+    home.json(&["remove", "--force", &src]);
+    let bytes = std::fs::read(&archive).unwrap();
+    let import = |b: &[u8]| {
+        let p = work.path().join("crafted.tar");
+        std::fs::write(&p, b).unwrap();
+        home.run(&["--json", "snapshot", "import", p.to_str().unwrap()])
+    };
+    let nothing_imported = |what: &str| {
+        assert_eq!(home.json(&["snapshot", "list"])["count"], 0, "{what}");
+        let left = std::fs::read_dir(home.dir.path().join("snapshots"))
+            .unwrap()
+            .count();
+        assert_eq!(left, 0, "{what}: debris");
+    };
+
+    // Values `create` would refuse: refused at import, nothing imported.
+    let set_size = |m: &mut Value, file: &str, size: u64| {
+        m["metadata"]["files"][file]["size"] = size.into();
+        for f in m["files"].as_array_mut().unwrap() {
+            if f["name"] == file {
+                f["size"] = size.into();
+            }
+        }
+    };
+    type Edit<'a> = Box<dyn Fn(&mut Value) + 'a>;
+    let cases: Vec<(&str, Edit<'_>, &str)> = vec![
+        (
+            "a 4 TiB disk",
+            Box::new(|m| set_size(m, "disk.ext4", 4 << 40)),
+            "ERR_VALIDATION_DISK_SIZE",
+        ),
+        (
+            "64 GiB of memory",
+            Box::new(|m| {
+                m["metadata"]["memMib"] = 65536.into();
+                set_size(m, "memory", 65536 << 20);
+            }),
+            "ERR_VALIDATION_INTEGER",
+        ),
+        (
+            "host port 0",
+            Box::new(|m| {
+                m["metadata"]["network"]["publishedPorts"] =
+                    serde_json::json!([{"hostPort": 0, "guestPort": 22, "protocol": "tcp"}]);
+            }),
+            "ERR_VALIDATION_PORT",
+        ),
+        (
+            "an unknown policy",
+            Box::new(|m| m["metadata"]["network"]["networkPolicy"] = "allow-everything".into()),
+            "ERR_VALIDATION_NETWORK_POLICY",
+        ),
+    ];
+    for (what, f, code) in &cases {
+        let out = import(&craft(&bytes, f));
+        assert_eq!(error_code(&out), *code, "{what}: {}", parse(&out));
+        nothing_imported(what);
+    }
+
+    // Host-side settings are dropped at import: no published port (host port 2222 on every
+    // interface), no resolver of the archive's choosing, no TAP or namespace names.
+    let crafted = craft(&bytes, |m| {
+        let net = &mut m["metadata"]["network"];
+        net["publishedPorts"] =
+            serde_json::json!([{"hostPort": 2222, "guestPort": 22, "protocol": "tcp"}]);
+        net["dnsServers"] = serde_json::json!(["203.0.113.53"]);
+        net["tapDevice"] = "evil0".into();
+        net["netnsName"] = "evil-ns".into();
+    });
+    let out = import(&crafted);
+    assert!(out.status.success(), "{}", parse(&out));
+    let meta: Value = serde_json::from_slice(
+        &std::fs::read(
+            home.dir
+                .path()
+                .join("snapshots")
+                .join(&snap_id)
+                .join("metadata.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        meta["network"]["publishedPorts"],
+        serde_json::json!([]),
+        "{meta}"
+    );
+    assert_eq!(
+        meta["network"]["dnsServers"],
+        serde_json::json!([]),
+        "{meta}"
+    );
+    assert_eq!(meta["network"]["tapDevice"], "", "{meta}");
+    assert!(meta["network"]["netnsName"].is_null(), "{meta}");
+
+    let clone = vm_ids(&home.json(&["create", "--snapshot", &snap_id]))[0].clone();
+    let st = state(home, &clone);
+    assert_eq!(
+        st["network"]["publishedPorts"],
+        serde_json::json!([]),
+        "{st}"
+    );
+    let dns = st["network"]["dnsServers"].as_array().unwrap();
+    assert!(
+        !dns.is_empty() && !dns.contains(&"203.0.113.53".into()),
+        "{st}"
+    );
+    assert_ne!(st["network"]["tapDevice"], "evil0");
+    assert_ne!(st["network"]["netnsName"], "evil-ns");
+    assert_eq!(sh(home, &clone, "echo restored"), "restored");
+    home.json(&["remove", "--force", &clone]);
+
+    // Asked for on the command line, a port is published.
+    let clone = vm_ids(&home.json(&[
+        "create",
+        "--snapshot",
+        &snap_id,
+        "--publish-port",
+        "18081:80",
+    ]))[0]
+        .clone();
+    let st = state(home, &clone);
+    assert_eq!(
+        st["network"]["publishedPorts"][0]["hostPort"], 18081,
+        "{st}"
+    );
+    home.json(&["remove", "--force", &clone]);
+    home.json(&["snapshot", "delete", &snap_id]);
+}

@@ -78,6 +78,8 @@ pub enum ErrorCode {
     SetupChecksum,
     SetupUnsupportedVersion,
     SetupUnsafeBinary,
+    /// The home is so long that VM socket paths would not fit in `sun_path`.
+    SetupHomePathTooLong,
 
     // Guest agent.
     AgentRequest,
@@ -153,6 +155,7 @@ impl ErrorCode {
         Self::SetupChecksum,
         Self::SetupUnsupportedVersion,
         Self::SetupUnsafeBinary,
+        Self::SetupHomePathTooLong,
         Self::AgentRequest,
         Self::AgentUnauthorized,
         Self::AgentFileNotFound,
@@ -223,6 +226,7 @@ impl ErrorCode {
             SetupChecksum => "ERR_SETUP_CHECKSUM",
             SetupUnsupportedVersion => "ERR_SETUP_UNSUPPORTED_VERSION",
             SetupUnsafeBinary => "ERR_SETUP_UNSAFE_BINARY",
+            SetupHomePathTooLong => "ERR_SETUP_HOME_PATH_TOO_LONG",
             AgentRequest => "ERR_AGENT_REQUEST",
             AgentUnauthorized => "ERR_AGENT_UNAUTHORIZED",
             AgentFileNotFound => "ERR_AGENT_FILE_NOT_FOUND",
@@ -331,6 +335,9 @@ impl ErrorCode {
             }
             SetupUnsafeBinary => {
                 "Make the file owned by root and not group- or world-writable (chown root:root; chmod 755)."
+            }
+            SetupHomePathTooLong => {
+                "Set VMSAN_HOME to a shorter path (the default is /var/lib/vmsan)."
             }
             SetupKvmUnavailable => {
                 "Enable virtualisation in the BIOS, load the module (`modprobe kvm_intel` or \

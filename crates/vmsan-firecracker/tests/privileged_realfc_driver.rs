@@ -327,8 +327,7 @@ fn exits_within(pid: i32, within: Duration) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn privileged_realfc_driver_boot_snapshot_clone_and_teardown() {
-    let Some(bins) = realfc::require("privileged_realfc_driver_boot_snapshot_clone_and_teardown")
-    else {
+    let Some(bins) = realfc::require() else {
         return;
     };
     nix::sys::prctl::set_child_subreaper(true).unwrap();

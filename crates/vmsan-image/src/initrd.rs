@@ -92,7 +92,7 @@ impl ImageStore {
             ));
         }
         let d = Digest::of(&bytes);
-        fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
+        crate::modes::private_dir(&dir)?;
         let path = dir.join(format!("{}.cpio", d.hex()));
         let _l = self.lock()?;
         if !path.is_file() {

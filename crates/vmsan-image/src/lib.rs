@@ -44,6 +44,7 @@ pub mod error;
 pub mod initrd;
 pub mod manifest;
 pub mod merge;
+pub mod modes;
 pub mod progress;
 pub mod pull;
 pub mod reference;

@@ -347,17 +347,10 @@ fn install_bytes(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<Path
     Ok(dest)
 }
 
+/// A root-owned directory of the home: private to root and the home's group (see `modes`).
 fn root_dir(p: &Path) -> Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(p)
-        .ctx(|| format!("create {}", p.display()))?;
-    fs::set_permissions(p, fs::Permissions::from_mode(0o755))
-        .ctx(|| format!("chmod {}", p.display()))
+    crate::modes::private_dir(p)
 }
-
-use std::os::unix::fs::DirBuilderExt;
 
 async fn download(
     client: &reqwest::Client,
@@ -583,7 +576,8 @@ pub async fn setup(opts: &SetupOptions) -> Result<SetupReport> {
         check_elf_arch(&kernel, arch, "the kernel")?;
     }
 
-    // Install: root-owned directories, binaries 0755, kernel 0644.
+    // Install: root-owned private directories, binaries 0755, kernel 0644 (Firecracker reads
+    // it in the jail under its own uid; the directories keep everyone else out).
     let bin = opts.home.join("bin");
     let kdir = opts.home.join("kernels");
     root_dir(&opts.home)?;

@@ -218,9 +218,18 @@ impl ImageStore {
             ));
         }
         let dir = home.join("images");
-        mkdir(&dir.join("blobs").join("sha256"), 0o755)?;
+        // Readable by the home's group and nobody else (see `modes`); homes made by an
+        // older vmsan, with 0755 directories, are narrowed here.
+        for d in [
+            home.to_owned(),
+            dir.clone(),
+            dir.join("blobs"),
+            dir.join("blobs").join("sha256"),
+            dir.join("built"),
+        ] {
+            crate::modes::private_dir(&d)?;
+        }
         mkdir(&dir.join("tmp"), 0o700)?;
-        mkdir(&dir.join("built"), 0o755)?;
         Ok(Self {
             home: home.to_owned(),
             dir,
@@ -372,6 +381,8 @@ impl ImageStore {
             return Ok(None);
         }
         touch(&dir.join("last-used"));
+        // (An image built by an older vmsan has a 0755 directory.)
+        crate::modes::narrow(&dir)?;
         Ok(Some(Image {
             name: name.to_owned(),
             record,
@@ -398,7 +409,8 @@ impl ImageStore {
             }
         }
         touch(&dest.join("last-used"));
-        Ok(())
+        // Its files stay world-readable (VMs' jails link them); the directory keeps others out.
+        crate::modes::narrow(&dest)
     }
 
     /// Every built image with its names, size and last use.
@@ -631,6 +643,52 @@ pub(crate) fn dir_size(p: &Path) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn mode(p: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    /// Issue 17 item 11: the store's directories are readable by the home's group and nobody
+    /// else, also in a home an older vmsan made world-readable; a symlink is not followed.
+    #[test]
+    fn the_store_is_private_also_in_an_old_world_readable_home() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let fresh = t.path().join("fresh");
+        ImageStore::open(&fresh).unwrap();
+        for d in [
+            "",
+            "images",
+            "images/blobs",
+            "images/blobs/sha256",
+            "images/built",
+        ] {
+            assert_eq!(mode(&fresh.join(d)) & 0o777, 0o750, "{d:?}");
+        }
+
+        // An old home: every directory 0755, and `built` a symlink to a directory elsewhere.
+        let old = t.path().join("old");
+        let elsewhere = t.path().join("elsewhere");
+        for d in [old.join("images/blobs/sha256"), elsewhere.clone()] {
+            fs::create_dir_all(&d).unwrap();
+        }
+        for d in [
+            old.clone(),
+            old.join("images"),
+            old.join("images/blobs"),
+            old.join("images/blobs/sha256"),
+            elsewhere.clone(),
+        ] {
+            fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        std::os::unix::fs::symlink(&elsewhere, old.join("images/built")).unwrap();
+        ImageStore::open(&old).unwrap();
+        for d in ["", "images", "images/blobs", "images/blobs/sha256"] {
+            assert_eq!(mode(&old.join(d)), 0o750, "{d:?}");
+        }
+        assert_eq!(mode(&elsewhere), 0o755, "followed the symlink");
+    }
 
     #[test]
     fn refs_roundtrip_and_remove() {

@@ -143,8 +143,12 @@ async fn privileged_setup_good_install() {
         assert_eq!((m.uid(), m.mode() & 0o7777), (0, 0o755));
         check_trusted_binary(p).unwrap();
     }
-    let m = std::fs::metadata(home.join("bin")).unwrap();
-    assert_eq!((m.uid(), m.mode() & 0o777), (0, 0o755));
+    // The home and its directories are private to root and the home's group (issue 17 item
+    // 11); the files Firecracker reads in a jail stay world-readable.
+    for d in [home.clone(), home.join("bin"), home.join("kernels")] {
+        let m = std::fs::metadata(&d).unwrap();
+        assert_eq!((m.uid(), m.mode() & 0o777), (0, 0o750), "{}", d.display());
+    }
     assert_eq!(std::fs::metadata(&r.kernel).unwrap().mode() & 0o777, 0o644);
     let out = std::process::Command::new(&r.firecracker)
         .arg("--version")

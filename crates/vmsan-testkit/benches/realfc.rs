@@ -213,7 +213,7 @@ fn measure(bin: &Path, base: &Path, initrd: &[u8], runs: usize) -> Vec<Vec<f64>>
 }
 
 fn main() {
-    let Some(real) = realfc::require("bench realfc") else {
+    let Some(real) = realfc::require() else {
         return;
     };
     let runs = env_or("REALFC_RUNS", 10);

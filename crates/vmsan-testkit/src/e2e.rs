@@ -407,6 +407,11 @@ pub struct Fixture {
 
 /// The fixture, or `None` (with the reason printed) when this machine cannot run the suite.
 pub fn fixture(vmsan: &Path) -> Option<Fixture> {
+    fixture_in(vmsan, || tempfile::tempdir().unwrap())
+}
+
+/// [`fixture`] with a home of the caller's making (e.g. one with a long path).
+pub fn fixture_in(vmsan: &Path, home: impl FnOnce() -> tempfile::TempDir) -> Option<Fixture> {
     if let Some(why) = skip_reason() {
         crate::skip!("{why}");
         return None;
@@ -419,12 +424,21 @@ pub fn fixture(vmsan: &Path) -> Option<Fixture> {
             return None;
         }
     };
-    Some(fixture_with(vmsan, work, &firecracker, &jailer, &kernel))
+    Some(fixture_with(
+        vmsan,
+        home(),
+        work,
+        &firecracker,
+        &jailer,
+        &kernel,
+    ))
 }
 
-/// The fixture with these binaries and kernel (the caller has checked [`skip_reason`]).
+/// The fixture in `home` with these binaries and kernel (the caller has checked
+/// [`skip_reason`]).
 pub fn fixture_with(
     vmsan: &Path,
+    home: tempfile::TempDir,
     work: tempfile::TempDir,
     firecracker: &Path,
     jailer: &Path,
@@ -432,7 +446,7 @@ pub fn fixture_with(
 ) -> Fixture {
     let net = Network::new();
     let home = Home {
-        dir: tempfile::tempdir().unwrap(),
+        dir: home,
         host_netns: net.host_path(),
         vmsan: vmsan.to_owned(),
     };

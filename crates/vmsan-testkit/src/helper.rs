@@ -179,6 +179,33 @@ struct Guest {
     loops: Vec<sys::LoopDevice>,
     events: OwnedFd,
     runtime: PathBuf,
+    /// The runtime's `vsock` directory (O_PATH). Guest sockets are reached through it as
+    /// `/proc/self/fd/N/guest-P.sock`: their full host path runs through the jail under the
+    /// vmsan home and can be longer than the 107 bytes a socket path may have.
+    vsock_dir: OwnedFd,
+}
+
+impl Guest {
+    /// Connect to the guest's listener for vsock `port`.
+    fn connect(&self, port: u32) -> io::Result<std::os::unix::net::UnixStream> {
+        std::os::unix::net::UnixStream::connect(format!(
+            "/proc/self/fd/{}/guest-{port}.sock",
+            self.vsock_dir.as_raw_fd()
+        ))
+    }
+}
+
+/// Open the runtime's `vsock` directory without following a symlink in its place.
+fn open_vsock_dir(runtime: &Path) -> io::Result<OwnedFd> {
+    use nix::fcntl::{OFlag, open};
+    use nix::sys::stat::Mode;
+    let dir = runtime.join("vsock");
+    open(
+        &dir,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| io::Error::other(format!("open {}: {e}", dir.display())))
 }
 
 /// Runs the helper loop on `sock` until the VMM closes it. `jail_root` is where the VMM's
@@ -280,26 +307,22 @@ fn serve(sock: &OwnedFd, jail_root: &Path, guest: &mut Option<Guest>) -> io::Res
                 },
             },
             HelperRequest::ConnectGuest { port } => match guest.as_ref() {
-                Some(g) => {
-                    match std::os::unix::net::UnixStream::connect(
-                        g.runtime.join("vsock").join(format!("guest-{port}.sock")),
-                    ) {
-                        Ok(s) => {
-                            send(
-                                sock.as_raw_fd(),
-                                &HelperMessage::Ok {
-                                    guest_pid: None,
-                                    loops: vec![],
-                                },
-                                &[s.as_raw_fd()],
-                            )?;
-                            continue;
-                        }
-                        Err(e) => HelperMessage::Err {
-                            error: e.to_string(),
-                        },
+                Some(g) => match g.connect(port) {
+                    Ok(s) => {
+                        send(
+                            sock.as_raw_fd(),
+                            &HelperMessage::Ok {
+                                guest_pid: None,
+                                loops: vec![],
+                            },
+                            &[s.as_raw_fd()],
+                        )?;
+                        continue;
                     }
-                }
+                    Err(e) => HelperMessage::Err {
+                        error: e.to_string(),
+                    },
+                },
                 None => HelperMessage::Err {
                     error: "no guest".into(),
                 },
@@ -507,6 +530,8 @@ fn boot(plan: &BootPlan, fds: Vec<OwnedFd>, jail_root: &Path) -> io::Result<(Gue
         }
         sys::Forked::Parent(child) => {
             drop(theirs);
+            // (Opened after the fork: the guest's launcher has no use for it.)
+            let vsock_dir = open_vsock_dir(&runtime)?;
             let reply = recv::<HelperMessage>(ours.as_raw_fd())?;
             match reply {
                 Some((HelperMessage::Ok { guest_pid, .. }, taps)) => {
@@ -518,6 +543,7 @@ fn boot(plan: &BootPlan, fds: Vec<OwnedFd>, jail_root: &Path) -> io::Result<(Gue
                             loops,
                             events: ours,
                             runtime,
+                            vsock_dir,
                         },
                         taps,
                     ))

@@ -77,11 +77,6 @@ pub fn find() -> Result<RealBinaries, String> {
     })
 }
 
-/// Whether this run is CI, where a test that cannot run must fail instead of skipping.
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
 /// Why the real-VMM tests cannot run here, if they cannot.
 pub fn unavailable() -> Option<String> {
     if let Err(why) = find() {
@@ -101,17 +96,16 @@ pub fn unavailable() -> Option<String> {
     None
 }
 
-/// The real pair for test `test`, or `None` after printing why it is skipped. Under `CI=true`
-/// a test that cannot run fails instead.
+/// The real pair, or `None` after saying why the calling test is skipped ([`crate::skip!`]:
+/// under `CI=true` a test that cannot run fails instead).
 ///
 /// # Panics
 /// In CI, when the real binaries, root or `/dev/kvm` are missing.
-pub fn require(test: &str) -> Option<RealBinaries> {
+pub fn require() -> Option<RealBinaries> {
     match unavailable() {
         None => find().ok(),
-        Some(why) if in_ci() => panic!("{test}: cannot run against real Firecracker in CI: {why}"),
         Some(why) => {
-            eprintln!("{test}: skipped: {why}");
+            crate::skip!("cannot run against real Firecracker: {why}");
             None
         }
     }

@@ -248,9 +248,15 @@ pub fn serve_host_vsock(
                         log("vsock: data before OK; closing");
                         return;
                     }
-                    let Ok(guest) = connect(port) else {
-                        // No listener in the guest: Firecracker closes without a reply.
-                        return;
+                    let guest = match connect(port) {
+                        Ok(g) => g,
+                        Err(e) => {
+                            // Firecracker closes without a reply; the log says why.
+                            log(&format!(
+                                "vsock: cannot reach guest port {port}: {e}; closing"
+                            ));
+                            return;
+                        }
                     };
                     let local = next.fetch_add(1, Ordering::Relaxed);
                     let mut c = conn;

@@ -27,6 +27,11 @@ fn progress(ctx: &Ctx) -> Option<vmsan_image::ProgressFn> {
 
 /// `vmsan setup`.
 pub(crate) fn setup(ctx: &Ctx, opts: &SetupOptions) -> Result<Outcome, Error> {
+    // Nothing is installed into a home no VM could run from.
+    vmsan_core::vm::socket_room::check_home(&ctx.paths)?;
+    // The home first, as the state store makes it: 0750, in the `vmsan` group when the host
+    // has one (what setup installs inside takes that group).
+    vmsan_core::state::StateStore::open(&ctx.paths)?.init()?;
     let mut so = vmsan_image::SetupOptions::new(ctx.paths.home());
     so.firecracker = opts.firecracker.clone();
     so.jailer = opts.jailer.clone();

@@ -14,6 +14,7 @@ use crate::output::{Outcome, relative_time};
 pub(crate) fn status_color(s: VmStatus) -> Color {
     match s {
         VmStatus::Running => Color::Cyan,
+        VmStatus::Paused => Color::Yellow,
         VmStatus::Creating => Color::Magenta,
         VmStatus::Stopped => Color::DarkGrey,
         VmStatus::Error => Color::Red,

@@ -118,7 +118,7 @@ pub(crate) fn run(ctx: &Ctx, opts: &LogsOptions) -> Result<Outcome, Error> {
     loop {
         let vm_done = !matches!(
             store.get(&opts.vm).map(|v| v.status),
-            Ok(VmStatus::Running | VmStatus::Creating)
+            Ok(VmStatus::Running | VmStatus::Paused | VmStatus::Creating)
         );
         match File::open(&path) {
             Ok(mut f) => {

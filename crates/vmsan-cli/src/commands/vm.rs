@@ -63,6 +63,8 @@ pub(crate) fn create(ctx: &Ctx, opts: &CreateOptions) -> Result<Outcome, Error> 
             "Cannot use --connect with --count above 1",
         ));
     }
+    // Before anything is resolved or pulled for a VM that could not run.
+    vm::socket_room::check_home(&ctx.paths)?;
     let resolving = std::time::Instant::now();
     let out = &ctx.out;
     let quiet = out.json || opts.silent;

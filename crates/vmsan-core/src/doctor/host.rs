@@ -24,7 +24,7 @@ pub(super) fn checks(paths: &Paths) -> Vec<Check> {
         nftables(),
         host_firewall(),
         jail_filesystem(&paths.jail_dir()),
-        socket_path_length(&paths.jail_dir()),
+        socket_path_length(paths),
         mke2fs(),
         mksquashfs(),
         network_leaks(paths),
@@ -418,24 +418,28 @@ fn jail_filesystem(jail: &Path) -> Check {
     }
 }
 
-fn socket_path_length(jail: &Path) -> Check {
+/// Whether the sockets vmsan makes under the home (the longest: a VM's Firecracker API socket
+/// in its jail) fit in a Unix socket path; the same check `setup` and `create` make.
+fn socket_path_length(paths: &Paths) -> Check {
     const NAME: &str = "Socket paths";
-    // The longest socket the host opens: the vsock announcement socket in a jail.
-    let longest = jail.join("firecracker/vm-00000000/root/v.sock_1025");
-    let len = longest.as_os_str().len();
-    if len <= SUN_PATH_MAX {
-        Check::pass(
+    match crate::vm::socket_room::check_home(paths) {
+        Ok(()) => Check::pass(
             SYSTEM,
             NAME,
-            format!("longest socket path {len} of {SUN_PATH_MAX} bytes"),
-        )
-    } else {
-        Check::fail(
+            match crate::vm::socket_room::longest_socket_path(paths) {
+                Some(p) => format!(
+                    "longest socket path {} of {SUN_PATH_MAX} bytes",
+                    p.as_os_str().len()
+                ),
+                None => "the home is not an absolute path".into(),
+            },
+        ),
+        Err(e) => Check::fail(
             SYSTEM,
             NAME,
-            format!("socket paths in the jail need {len} bytes; Unix sockets allow {SUN_PATH_MAX}"),
-            "Set VMSAN_HOME to a shorter path, e.g. /var/lib/vmsan.",
-        )
+            format!("{} ({})", e.message(), e.code().as_str()),
+            e.fix_text().unwrap_or_default(),
+        ),
     }
 }
 
@@ -574,10 +578,21 @@ mod tests {
 
     #[test]
     fn long_homes_fail_the_socket_check() {
-        let long = PathBuf::from(format!("/{}", "x".repeat(90)));
-        assert_eq!(socket_path_length(&long).status, super::super::Status::Fail);
+        // 51 bytes: the API socket under it would have 108 (the old check, which measured
+        // the shorter vsock socket, passed it).
+        let long = Paths::new(format!("/{}", "x".repeat(50)));
+        let c = socket_path_length(&long);
+        assert_eq!(c.status, super::super::Status::Fail, "{}", c.detail);
+        assert!(
+            c.detail.contains("ERR_SETUP_HOME_PATH_TOO_LONG"),
+            "{}",
+            c.detail
+        );
+        assert!(c.detail.contains("at most 107"), "{}", c.detail);
+        let c = socket_path_length(&Paths::new(format!("/{}", "x".repeat(49))));
+        assert_eq!(c.status, super::super::Status::Pass, "{}", c.detail);
         assert_eq!(
-            socket_path_length(Path::new("/var/lib/vmsan/jail")).status,
+            socket_path_length(&Paths::new("/var/lib/vmsan")).status,
             super::super::Status::Pass
         );
     }

@@ -313,9 +313,11 @@ pub fn import(paths: &Paths, src: &Path) -> Result<SnapshotMeta> {
             ),
         ));
     }
-    let meta = manifest.metadata;
+    let mut meta = manifest.metadata;
     let id = meta.id.clone();
     meta.check(&id)?;
+    // What this host exposes (published ports, resolvers) is not the archive's to decide.
+    super::trust::strip_host_side(&mut meta);
     let installed = crate::artifacts::installed_firecracker_version(paths)?;
     meta.check_compatible(&installed.to_string(), &HostFingerprint::current())?;
     if paths.snapshot_dir(&id).exists() {

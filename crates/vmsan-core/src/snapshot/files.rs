@@ -283,6 +283,14 @@ impl Staging {
         self.dir.join(name)
     }
 
+    /// The directory's name (under the snapshots directory).
+    pub(crate) fn name(&self) -> String {
+        self.dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
     /// Record sizes (and digests of the small files) of everything staged.
     pub(crate) fn file_infos(&self) -> Result<std::collections::BTreeMap<String, FileInfo>> {
         let mut files = std::collections::BTreeMap::new();
@@ -431,6 +439,16 @@ fn ensure_snapshots_dir(root: &Path) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(Error::io(format!("create {}", root.display()), e)),
     }
+}
+
+/// Remove the staging directory `name` of a `snapshot create` that died (its name as
+/// recorded in the VM's state; anything that is not a staging directory's name is left
+/// alone). A symlink in its place is removed, never followed.
+pub(crate) fn remove_staging(paths: &Paths, name: &str) {
+    if !name.starts_with(STAGING_PREFIX) || name.contains('/') {
+        return;
+    }
+    let _ = fs::remove_dir_all(paths.snapshots_dir().join(name));
 }
 
 /// Remove staging directories whose process is gone (a killed `snapshot create`/`import`).

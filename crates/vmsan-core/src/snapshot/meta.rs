@@ -241,7 +241,8 @@ impl SnapshotMeta {
                 "the memory file's size is not the guest's memory".into(),
             ));
         }
-        Ok(())
+        // Everything a `create` flag could have set, as strictly as that flag.
+        super::trust::check_values(self)
     }
 
     /// Whether Firecracker `installed` on this host (CPU `host`) can load it.
@@ -319,6 +320,13 @@ mod tests {
                 sha256: None,
             },
         );
+        files.insert(
+            "disk.ext4".into(),
+            FileInfo {
+                size: 10 << 30,
+                sha256: None,
+            },
+        );
         SnapshotMeta {
             schema_version: SCHEMA_VERSION,
             vm_id: VmId::parse("vm-0123abcd").unwrap(),
@@ -336,11 +344,107 @@ mod tests {
             init: "agent".into(),
             runtime: "base".into(),
             project: String::new(),
-            network: NetworkState::default(),
+            network: NetworkState {
+                network_policy: "allow-all".into(),
+                ..NetworkState::default()
+            },
             isolation: Isolation::default(),
             boot: BootSettings::default(),
             files,
         }
+    }
+
+    /// Issue 17 item 10: what a `create` flag could set passes that flag's validator.
+    #[test]
+    fn metadata_values_pass_create_validators() {
+        let id = meta().id.clone();
+        let code = |f: &dyn Fn(&mut SnapshotMeta)| {
+            let mut m = meta();
+            f(&mut m);
+            m.check(&id).err().map(|e| e.code())
+        };
+        let disk = |m: &mut SnapshotMeta, size: u64| {
+            if let Some(f) = m.files.get_mut("disk.ext4") {
+                f.size = size;
+            }
+        };
+        assert_eq!(code(&|m| disk(m, 1 << 40)), None, "1 TiB, --disk's cap");
+        assert_eq!(
+            code(&|m| disk(m, 4 << 40)),
+            Some(ErrorCode::ValidationDiskSize)
+        );
+        assert_eq!(
+            code(&|m| disk(m, (1 << 30) + 1)),
+            Some(ErrorCode::ValidationDiskSize)
+        );
+        assert_eq!(
+            code(&|m| {
+                m.mem_mib = 65536;
+                if let Some(f) = m.files.get_mut("memory") {
+                    f.size = 65536 << 20;
+                }
+            }),
+            Some(ErrorCode::ValidationInteger)
+        );
+        assert_eq!(
+            code(&|m| m.network.network_policy = "open".into()),
+            Some(ErrorCode::ValidationNetworkPolicy)
+        );
+        assert_eq!(
+            code(&|m| m.network.allowed_cidrs = vec!["10.0.0.0/33".into()]),
+            Some(ErrorCode::ValidationCidr)
+        );
+        assert_eq!(
+            code(&|m| m.network.dns_servers = vec!["resolver.example".into()]),
+            Some(ErrorCode::ValidationCidr)
+        );
+        assert_eq!(
+            code(
+                &|m| m.network.published_ports = vec![crate::state::PublishedPort {
+                    host_port: 0,
+                    guest_port: 22,
+                    protocol: "tcp".into(),
+                }]
+            ),
+            Some(ErrorCode::ValidationPort)
+        );
+        assert_eq!(
+            code(&|m| m.network.bandwidth_mbit = Some(5000)),
+            Some(ErrorCode::ValidationInteger)
+        );
+        assert_eq!(
+            code(&|m| m.runtime = "node99".into()),
+            Some(ErrorCode::ValidationRuntime)
+        );
+        assert_eq!(
+            code(&|m| m.project = "a\u{1b}[2Jb".into()),
+            Some(ErrorCode::ValidationArgs)
+        );
+    }
+
+    #[test]
+    fn an_import_drops_host_side_network_settings() {
+        let mut m = meta();
+        m.network.published_ports = vec![crate::state::PublishedPort {
+            host_port: 2222,
+            guest_port: 22,
+            protocol: "tcp".into(),
+        }];
+        m.network.dns_servers = vec!["203.0.113.53".into()];
+        m.network.tap_device = "evil0".into();
+        m.network.netns_name = Some("evil".into());
+        m.network.allowed_domains = vec!["example.com".into()];
+        m.network.allow_lan = true;
+        super::super::trust::strip_host_side(&mut m);
+        assert!(
+            !m.network.allow_lan,
+            "an archive cannot open this host's LAN"
+        );
+        assert!(m.network.published_ports.is_empty());
+        assert!(m.network.dns_servers.is_empty());
+        assert!(m.network.tap_device.is_empty() && m.network.netns_name.is_none());
+        // The guest's own egress policy is the snapshot's.
+        assert_eq!(m.network.allowed_domains, ["example.com"]);
     }
 
     #[test]

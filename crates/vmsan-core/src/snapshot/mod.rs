@@ -5,7 +5,9 @@
 mod archive;
 pub mod files;
 mod meta;
+pub(crate) mod run;
 mod take;
+mod trust;
 
 pub use archive::{export, import};
 pub use files::{Listed, Listing, Snapshot, delete, list};

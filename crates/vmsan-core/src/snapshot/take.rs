@@ -1,5 +1,6 @@
 //! `vmsan snapshot create`: pause, let Firecracker write memory and VM state, copy the disk,
-//! resume, and publish it all as one snapshot. Any failure resumes the VM and leaves nothing.
+//! resume, and publish it all as one snapshot. Any failure resumes the VM and leaves nothing;
+//! so does this process's death, through the VM's supervisor (see `run`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,6 +11,7 @@ use vmsan_firecracker::models::{SnapshotCreateParams, SnapshotType};
 
 use super::files::{self, Snapshot, Staging};
 use super::meta::{HostFingerprint, SCHEMA_VERSION, SnapshotKind, SnapshotMeta};
+use super::run::{JAIL_OUT_DIR, RunRecord};
 use crate::error::{Error, ErrorCode, Result};
 use crate::ids::{SnapshotId, VmId};
 use crate::paths::Paths;
@@ -18,8 +20,6 @@ use crate::vm::Step;
 use crate::vm::files::{VmFiles, jail_ids};
 use crate::{state, time};
 
-/// Where Firecracker writes inside the jail (a directory only its uid may write).
-const JAIL_OUT_DIR: &str = "snapshot-out";
 /// How long the guest gets to flush its disks before the pause.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -72,6 +72,7 @@ pub fn take(
     )?;
     let st = store.get(vm)?;
     if st.status != VmStatus::Running {
+        // (`paused`: a snapshot holds it, or `--no-resume` left it so.)
         return Err(Error::new(
             ErrorCode::VmNotRunning,
             format!(
@@ -114,6 +115,9 @@ pub fn take(
     let mut clock = crate::vm::supervisor::Stopwatch::start();
     let id = next_id(paths, vm);
     let staging = Staging::new(paths, &id)?;
+    // From here on the supervisor watches this process: if it dies, the VM is resumed and
+    // the staging directory removed.
+    let run = RunRecord::begin(&store, vm, staging.name())?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -139,8 +143,11 @@ pub fn take(
     let out_dir = root.join(JAIL_OUT_DIR);
     prepare_out_dir(&out_dir, uid, gid)?;
     progress("Pausing VM");
-    rt.block_on(fc.pause())
-        .map_err(|e| failed(vm, format!("pause: {e}")))?;
+    run.pausing()?;
+    if let Err(e) = rt.block_on(fc.pause()) {
+        run.released_pause(true)?;
+        return Err(failed(vm, format!("pause: {e}")));
+    }
     let paused_at = std::time::Instant::now();
     clock.lap("pause");
     let captured = (|| -> Result<()> {
@@ -171,7 +178,10 @@ pub fn take(
             let _ = std::fs::remove_dir_all(&out_dir);
             return Err(failed(vm, format!("resume: {e}")));
         }
+        run.released_pause(true)?;
         progress("VM resumed");
+    } else {
+        run.released_pause(false)?;
     }
     let assembled = captured.and_then(|()| {
         for name in [files::VMSTATE, files::MEMORY] {

@@ -11,6 +11,6 @@ pub(crate) use claims::ensure_private_dir;
 pub use group::{GROUP_NAME, vmsan_gid};
 pub use model::{
     BootSettings, CpuTemplateSetting, ImageState, Isolation, NetworkState, ProcessId,
-    PublishedPort, STATE_VERSION, VmState, VmStatus,
+    PublishedPort, STATE_VERSION, SnapshotRun, VmState, VmStatus,
 };
 pub use store::{ListEntry, MAX_SLOTS, StateStore, VmLock, reconcile};

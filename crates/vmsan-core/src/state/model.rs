@@ -18,6 +18,9 @@ pub enum VmStatus {
     Creating,
     /// Firecracker is running the guest.
     Running,
+    /// Firecracker holds the guest paused: while `vmsan snapshot create` captures it, or
+    /// after `snapshot create --no-resume`. Its processes live as for `running`.
+    Paused,
     /// Stopped cleanly; can be started again.
     Stopped,
     /// Failed, crashed or was killed; `error` says why.
@@ -30,6 +33,7 @@ impl VmStatus {
         match self {
             VmStatus::Creating => "creating",
             VmStatus::Running => "running",
+            VmStatus::Paused => "paused",
             VmStatus::Stopped => "stopped",
             VmStatus::Error => "error",
         }
@@ -44,6 +48,21 @@ pub struct ProcessId {
     pub pid: u32,
     /// Field 22 of `/proc/<pid>/stat` (clock ticks since boot).
     pub start_time: u64,
+}
+
+/// A `vmsan snapshot create` in progress: who runs it, where it stages the snapshot, and
+/// whether it holds the VM paused right now. The supervisor watches `by` with a pidfd: if that
+/// process dies (even by SIGKILL) while this is recorded, the supervisor resumes the VM (when
+/// `holds_pause`) and removes the staging directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotRun {
+    /// The `vmsan snapshot create` process.
+    pub by: ProcessId,
+    /// The name of its staging directory under the snapshots directory (`.tmp-…`).
+    pub staging: String,
+    /// Whether it paused the VM and has not resumed it yet.
+    pub holds_pause: bool,
 }
 
 /// A published port, `host:guest/proto`.
@@ -236,6 +255,9 @@ pub struct VmState {
     /// one it was restored from. A cold boot clears it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_base: Option<SnapshotId>,
+    /// A `vmsan snapshot create` in progress (see [`SnapshotRun`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_run: Option<SnapshotRun>,
     /// `--timeout` in milliseconds.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
@@ -302,6 +324,7 @@ impl VmState {
             snapshot: None,
             restore_pending: false,
             snapshot_base: None,
+            snapshot_run: None,
             timeout_ms: None,
             timeout_at: None,
             timeout_holders: Vec::new(),

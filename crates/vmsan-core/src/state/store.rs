@@ -350,7 +350,7 @@ fn lowest_free_slot(live: &[Claim]) -> Result<u32> {
 /// `error`, with the reason.
 pub fn reconcile(st: &mut VmState) {
     match st.status {
-        VmStatus::Running => {
+        VmStatus::Running | VmStatus::Paused => {
             if let Some(p) = st.vmm.as_ref().filter(|p| !process::is_alive(p)) {
                 st.status = VmStatus::Error;
                 st.error = Some(format!(

@@ -139,6 +139,7 @@ fn create_vm(
     progress: &mut dyn FnMut(&str),
 ) -> Result<Created> {
     check_spec(spec)?;
+    super::socket_room::check_home(paths)?;
     let mut clock = supervisor::Stopwatch::start();
     let store = StateStore::open(paths)?;
     let me = process::identify(std::process::id());
@@ -408,7 +409,7 @@ pub fn remove(paths: &Paths, id: &VmId, force: bool) -> Result<()> {
 /// nothing left running can be removed without `--force`, like a stopped one.
 pub fn is_active(st: &VmState) -> bool {
     match st.status {
-        VmStatus::Running | VmStatus::Creating => true,
+        VmStatus::Running | VmStatus::Paused | VmStatus::Creating => true,
         VmStatus::Stopped => false,
         VmStatus::Error => [st.vmm, st.supervisor]
             .iter()

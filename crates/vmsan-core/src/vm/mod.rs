@@ -10,6 +10,7 @@ pub mod lifecycle;
 pub mod media;
 pub mod network;
 pub mod restore;
+pub mod socket_room;
 pub mod supervisor;
 pub mod timeout;
 

@@ -21,7 +21,8 @@ pub fn set_policy(paths: &Paths, id: &VmId, rules: &NetworkRules) -> Result<Poli
     let store = StateStore::open(paths)?;
     let lock = store.lock_vm(id)?;
     let mut st = store.get(id)?;
-    if st.status != VmStatus::Running {
+    // Host-side rules: a VM a snapshot holds paused gets them as well.
+    if !matches!(st.status, VmStatus::Running | VmStatus::Paused) {
         return Err(Error::new(
             ErrorCode::VmNotRunning,
             format!("VM {id} is {}", st.status.as_str()),

@@ -61,6 +61,11 @@ pub fn plan(
         n.guest_ip = String::new();
         n.mac_address = String::new();
         n.netns_name = None;
+        // An imported snapshot has no resolvers of its own (see `snapshot::trust`): the
+        // host's, as for a new VM.
+        if n.dns_servers.is_empty() {
+            n.dns_servers = spec.network.dns_servers.clone();
+        }
         spec.network = n;
     }
     let (kernel, initrd) = super::media::boot_files(paths, None)?;

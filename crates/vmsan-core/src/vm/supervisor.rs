@@ -26,7 +26,7 @@ use super::host::{self, Launch};
 use crate::error::{Error, ErrorCode, Result};
 use crate::ids::VmId;
 use crate::paths::Paths;
-use crate::state::{ProcessId, StateStore, VmState, VmStatus};
+use crate::state::{ProcessId, SnapshotRun, StateStore, VmState, VmStatus};
 use crate::sys::proc::PidFd;
 use crate::{process, time};
 
@@ -426,6 +426,8 @@ impl Supervisor {
             st.api_socket = Some(self.layout.api_socket().display().to_string());
             st.chroot_dir = Some(self.layout.root().display().to_string());
             st.restore_pending = false;
+            // A snapshot of an earlier run is no concern of this one.
+            st.snapshot_run = None;
             if !restored {
                 // A diff snapshot builds on the memory of this run only.
                 st.snapshot_base = None;
@@ -706,7 +708,38 @@ impl Supervisor {
         }
 
         self.clock.lap("agent ready");
+        self.confirm_host_to_agent(BOOT_TIMEOUT).await?;
+        self.clock.lap("agent answers the host");
         Ok(())
+    }
+
+    /// The announcement came from the guest; every command after it (exec, files, stop) is a
+    /// connection from the host, through another path (Firecracker's vsock socket, or the
+    /// stand-in's relay). Check that direction too before the VM is called running, so that a
+    /// VM nobody can reach fails its create with a reason instead of failing every exec.
+    async fn confirm_host_to_agent(&self, within: Duration) -> Result<()> {
+        let Some(token) = &self.state.agent_token else {
+            return Ok(());
+        };
+        let agent = AgentClient::new(Endpoint::hybrid_vsock(self.vsock_path()), token);
+        let failed = |why: String| {
+            with_log_tail(
+                Error::new(
+                    ErrorCode::VmCreateFailed,
+                    format!(
+                        "the guest agent announced itself but does not answer requests from \
+                         the host: {why}"
+                    ),
+                )
+                .detail("vsockSocket", self.vsock_path().display().to_string()),
+                &self.files.firecracker_log(),
+            )
+        };
+        match tokio::time::timeout(within, agent.health()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(failed(e.to_string())),
+            Err(_) => Err(failed(format!("no answer in {} s", within.as_secs()))),
+        }
     }
 
     /// Turn the spawned jailer (or Firecracker) into the VMM handle: with a new PID namespace
@@ -760,6 +793,7 @@ impl Supervisor {
             return Ended::Failed("no VMM to watch".into());
         };
         let mut holders = self.watch_holders();
+        let mut snapshot_run = self.watch_snapshot_run();
         // From here on the supervisor only watches: what booting needed of its code need not
         // stay mapped (RSS per VM). Again whenever serving DNS or a reload has mapped more
         // code than a watching supervisor needs.
@@ -768,6 +802,10 @@ impl Supervisor {
         trim.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         trim.reset();
         let ended = loop {
+            // A `snapshot create` began or ended since the last look at the record.
+            if snapshot_run.as_ref().map(|(r, _)| r) != self.state.snapshot_run.as_ref() {
+                snapshot_run = self.watch_snapshot_run();
+            }
             // While an interactive session holds the timeout off, it cannot fire.
             let deadline = if holders.is_empty() {
                 self.timeout_deadline()
@@ -795,6 +833,17 @@ impl Supervisor {
                 }
                 std::task::Poll::Pending
             });
+            let snapshot_run_gone = async {
+                match &snapshot_run {
+                    Some((_, Some(fd))) => {
+                        if let Ok(mut ready) = fd.readable().await {
+                            ready.retain_ready();
+                        }
+                    }
+                    Some((_, None)) => {}
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 why = vmm.wait() => {
                     break if why == "the guest shut down" { Ended::Stopped(why) } else { Ended::Failed(why) };
@@ -824,6 +873,20 @@ impl Supervisor {
                     }
                     self.reload();
                     holders = self.watch_holders();
+                }
+                () = snapshot_run_gone => {
+                    // A `snapshot create` died (perhaps holding the VM paused): undo it.
+                    if let Some((run, _)) = snapshot_run.take() {
+                        let problems = crate::snapshot::run::recover(
+                            &self.paths, &self.store, &self.state.id, &run, &self.client,
+                            &self.layout.root(),
+                        ).await;
+                        for p in problems {
+                            eprintln!("supervisor: after a killed `snapshot create`: {p}");
+                        }
+                    }
+                    self.reload();
+                    snapshot_run = self.watch_snapshot_run();
                 }
                 _ = trim.tick() => {
                     if crate::sys::mem::resident_bytes().is_ok_and(|b| b > TRIM_ABOVE) {
@@ -875,6 +938,18 @@ impl Supervisor {
             }
         }
         out
+    }
+
+    /// The `snapshot create` recorded as in progress, with a pidfd of its process (`None`
+    /// when that process is already gone: it is then handled at once).
+    fn watch_snapshot_run(&self) -> Option<(SnapshotRun, Option<AsyncFd<PidFd>>)> {
+        let run = self.state.snapshot_run.clone()?;
+        // The pidfd first, then the identity: a pid reused since is not mistaken for it.
+        let fd = PidFd::open(run.by.pid)
+            .and_then(PidFd::into_async)
+            .ok()
+            .filter(|_| process::is_alive(&run.by));
+        Some((run, fd))
     }
 
     fn timeout_deadline(&self) -> Option<Instant> {

@@ -118,7 +118,7 @@ pub(crate) fn end_holds(
 }
 
 /// Ask a VM's supervisor to re-read the VM's state (SIGUSR1).
-fn notify_supervisor(st: &VmState) {
+pub(crate) fn notify_supervisor(st: &VmState) {
     if let Some(sup) = st.supervisor
         && process::is_alive(&sup)
         && let Ok(pid) = i32::try_from(sup.pid)

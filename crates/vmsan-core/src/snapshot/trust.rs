@@ -1,0 +1,115 @@
+//! How far a snapshot's metadata is trusted.
+//!
+//! An imported archive may come from anyone, and its metadata decides what a restore sets up
+//! on this host. So every value in it that a `create` flag could have set passes the same
+//! validator that flag does (a 4 TiB disk is refused as `--disk 4096` would be), and the
+//! host-side network settings of an imported snapshot are dropped at import: published ports
+//! (a DNAT of a host port, on every interface, into the clone), the DNS filter's upstream
+//! resolvers, and the per-VM slot, TAP, addresses, MAC and namespace names. A restore of it
+//! gets the host's defaults for those, and publishes ports only when its command line says so
+//! (`create --snapshot ID --publish-port …`).
+
+use super::files::DISK;
+use super::meta::SnapshotMeta;
+use crate::error::{Error, Result};
+use crate::validate;
+
+/// Check every value of `meta` that a `create` flag could have set with that flag's own
+/// validator.
+///
+/// # Errors
+/// The validator's error (its `ERR_VALIDATION_*` code), naming the snapshot and the field.
+pub(crate) fn check_values(meta: &SnapshotMeta) -> Result<()> {
+    let refused = |field: &str, e: Error| {
+        Error::new(
+            e.code(),
+            format!(
+                "Snapshot {} has metadata that `vmsan create` would refuse ({field}): {}",
+                meta.id,
+                e.message()
+            ),
+        )
+        .detail("snapshotId", meta.id.as_str())
+        .detail("field", field)
+        .why("A snapshot's metadata is checked like create's flags: an archive may come from anyone.")
+        .fix("Import snapshots only from hosts you trust; this one cannot be restored.")
+    };
+    let check = |field: &str, r: std::result::Result<(), Error>| r.map_err(|e| refused(field, e));
+
+    check(
+        "vcpus",
+        validate::parse_vcpus(&meta.vcpus.to_string()).map(drop),
+    )?;
+    check(
+        "memMib",
+        validate::parse_memory_mib(&meta.mem_mib.to_string()).map(drop),
+    )?;
+    // The disk's size, as `--disk` takes it: whole GiB (a size that is not one is refused as
+    // the same value in bytes would be).
+    let disk = meta.files.get(DISK).map_or(0, |f| f.size);
+    let disk_arg = if disk.is_multiple_of(1 << 30) {
+        (disk >> 30).to_string()
+    } else {
+        format!("{disk}b")
+    };
+    check("disk size", validate::parse_disk_size(&disk_arg).map(drop))?;
+    check("project", validate::parse_project(&meta.project).map(drop))?;
+    // `image` and `rootfs` name where the root came from; anything else is a `--runtime`.
+    if !matches!(meta.runtime.as_str(), "image" | "rootfs") {
+        check("runtime", validate::Runtime::parse(&meta.runtime).map(drop))?;
+    }
+    if let Some(image) = &meta.image {
+        check(
+            "image",
+            validate::parse_image_ref("--from-image", &image.reference).map(drop),
+        )?;
+    }
+    let net = &meta.network;
+    let policy = validate::PolicyInput {
+        policy: Some(net.network_policy.clone()),
+        allowed_domains: net.allowed_domains.clone(),
+        allowed_cidrs: net.allowed_cidrs.clone(),
+        denied_cidrs: net.denied_cidrs.clone(),
+        allow_udp: net.allow_udp,
+        allow_lan: net.allow_lan,
+    };
+    check(
+        "network policy",
+        validate::resolve_network_policy(&policy).map(drop),
+    )?;
+    if let Some(mbit) = net.bandwidth_mbit {
+        check(
+            "bandwidth",
+            validate::parse_bandwidth(&mbit.to_string()).map(drop),
+        )?;
+    }
+    for dns in &net.dns_servers {
+        check("dns", validate::parse_ipv4("--dns", dns).map(drop))?;
+    }
+    let ports: Vec<String> = net
+        .published_ports
+        .iter()
+        .map(|p| format!("{}:{}/{}", p.host_port, p.guest_port, p.protocol))
+        .collect();
+    check(
+        "published ports",
+        validate::parse_publish_ports(&ports).map(drop),
+    )?;
+    Ok(())
+}
+
+/// Drop what an imported snapshot must not decide on this host (see the module's text).
+pub(crate) fn strip_host_side(meta: &mut SnapshotMeta) {
+    let net = &mut meta.network;
+    net.published_ports.clear();
+    net.dns_servers.clear();
+    // Reaching this host's LAN is for this host's user to grant (`--allow-lan` on restore).
+    net.allow_lan = false;
+    net.slot = None;
+    net.tap_device.clear();
+    net.host_ip.clear();
+    net.guest_ip.clear();
+    net.mac_address.clear();
+    net.subnet_mask.clear();
+    net.netns_name = None;
+}
