@@ -943,3 +943,108 @@ fn privileged_e2e_longest_home_works_and_a_longer_one_is_refused() {
         "{check}"
     );
 }
+
+/// Issue 17 item 5: thin disks that promise more than the host filesystem has are reported at
+/// `create` and by `doctor`, and once that filesystem is full the supervisor says so in the
+/// VM's record and serial log (and takes it back when there is room again). The home sits on
+/// an ext4 filesystem of its own (root-reserved blocks, as on a real host: the VMM writes as
+/// an unprivileged uid and is the first to hit the wall).
+#[test]
+fn privileged_e2e_host_disk_overcommit_and_full_disk_are_reported() {
+    if !vmsan_testkit::e2e::is_root() {
+        vmsan_testkit::skip!("needs root (a loop-mounted filesystem)");
+        return;
+    }
+    struct Mounted(tempfile::TempDir);
+    impl Drop for Mounted {
+        fn drop(&mut self) {
+            let mnt = self.0.path().join("mnt");
+            let _ = Command::new("umount").arg(&mnt).status();
+        }
+    }
+    let scratch = Mounted(
+        tempfile::Builder::new()
+            .prefix("vd")
+            .tempdir_in("/tmp")
+            .unwrap(),
+    );
+    let image = scratch.0.path().join("fs.ext4");
+    let mnt = scratch.0.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(256 << 20)
+        .unwrap();
+    let ok = |c: &mut Command| assert!(c.status().unwrap().success(), "{c:?}");
+    ok(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image));
+    ok(Command::new("mount")
+        .args(["-o", "loop"])
+        .arg(&image)
+        .arg(&mnt));
+    let mnt_for_home = mnt.clone();
+    let Some(fx) =
+        vmsan_testkit::e2e::fixture_in(Path::new(env!("CARGO_BIN_EXE_vmsan")), move || {
+            tempfile::tempdir_in(&mnt_for_home).unwrap()
+        })
+    else {
+        return;
+    };
+    let home = &fx.home;
+
+    // A 10 GiB thin disk on a 256 MiB filesystem: created, with a warning.
+    let doc = home.json(&["create", "--from-image", "busybox", "--disk", "10"]);
+    let id = doc["vmId"].as_str().unwrap().to_owned();
+    let warned = doc["warnings"].to_string();
+    assert!(
+        warned.contains("overcommit") && warned.contains("ERR_HOST_DISK_FULL"),
+        "{doc}"
+    );
+    let checks = home.json(&["doctor"]);
+    let overcommit = checks["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "Disk overcommit")
+        .unwrap_or_else(|| panic!("no overcommit check: {checks}"))
+        .clone();
+    assert_eq!(overcommit["status"], "warn", "{overcommit}");
+
+    // The host filesystem fills up (to its root-reserved blocks): the supervisor notices.
+    let fill = mnt.join("fill");
+    let free = {
+        let s = nix::sys::statvfs::statvfs(&mnt).unwrap();
+        s.blocks_available() * s.fragment_size()
+    };
+    ok(Command::new("fallocate")
+        .args(["-l", &free.to_string()])
+        .arg(&fill));
+    let inspect_error = || home.json(&["inspect", &id])["vm"]["error"].clone();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !inspect_error().to_string().contains("ERR_HOST_DISK_FULL") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not reported: {}",
+            inspect_error()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(home.json(&["inspect", &id])["vm"]["status"], "running");
+    let logs = home.json(&["logs", &id]).to_string();
+    assert!(logs.contains("ERR_HOST_DISK_FULL"), "{logs}");
+
+    // Room again: the report is taken back.
+    std::fs::remove_file(&fill).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !inspect_error().is_null() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still reported: {}",
+            inspect_error()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    home.json(&["remove", "--force", &id]);
+    let left = leftovers(home.dir.path(), &fx.net.host, &id);
+    assert!(left.is_empty(), "left behind:\n{}", left.join("\n"));
+    drop(fx);
+}

@@ -105,19 +105,20 @@ fn finish(child: std::process::Child) -> (bool, Value) {
     (out.status.success(), parse(&out))
 }
 
-fn wait_status(home: &Home, id: &str, status: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let doc = home.json(&["inspect", id]);
-        if doc["vm"]["status"] == status && doc["vm"]["supervisor"].is_null() {
-            return doc["vm"].clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{id} never became {status}: {doc}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// The pid of the Firecracker jailed for VM `id` (its root is the VM's jail), if it runs.
+fn firecracker_pid_of(home: &Home, id: &str) -> Option<i32> {
+    let jail = home
+        .dir
+        .path()
+        .join("jail/firecracker")
+        .join(id)
+        .join("root");
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let root = std::fs::read_link(e.path().join("root")).ok()?;
+        let exe = std::fs::read_link(e.path().join("exe")).ok()?;
+        (root == jail && exe == Path::new("/firecracker")).then_some(pid)
+    })
 }
 
 fn assert_clean(fx: &Fixture, id: &str) {
@@ -155,15 +156,30 @@ fn privileged_realfc_engine_silent_guest_times_out_and_leaves_nothing() {
         return;
     };
     let started = Instant::now();
-    let (ok, doc) = finish(spawn_create(&fx.home));
+    let child = fx
+        .home
+        .vmsan()
+        .args([
+            "--json",
+            "create",
+            "--from-image",
+            "busybox",
+            "--boot-timeout",
+            "10s",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (ok, doc) = finish(child);
     let took = started.elapsed();
     eprintln!("create after {took:?}: {doc}");
     assert!(!ok, "{doc}");
     let err = &doc["error"];
     assert_eq!(err["code"], "ERR_TIMEOUT_AGENT", "{doc}");
-    // Bounded: the boot timeout (60 s) plus setup and teardown.
+    // Bounded: the boot timeout (10 s) plus setup and teardown.
     assert!(
-        took >= Duration::from_secs(60) && took < Duration::from_secs(90),
+        took >= Duration::from_secs(10) && took < Duration::from_secs(40),
         "{took:?}"
     );
     let why = err["why"].as_str().unwrap_or_default();
@@ -176,135 +192,72 @@ fn privileged_realfc_engine_silent_guest_times_out_and_leaves_nothing() {
     assert_clean(&fx, err["vmId"].as_str().unwrap());
 }
 
+/// The engine insists on an agent that answers the host before it calls a VM running
+/// (`vm/supervisor.rs`: the ready announcement, then one host-initiated request): a guest
+/// that announces itself but cannot be reached fails the create, against the real VMM, and
+/// leaves nothing. Then `kill -9` of the real Firecracker while it boots is noticed at once
+/// and named. (Snapshot, restore, stop and remove of running VMs on the real VMM are in the
+/// real-guest group, which has a real agent.)
 #[test]
-fn privileged_realfc_engine_announced_vm_snapshot_stop_kill_remove() {
+fn privileged_realfc_engine_deaf_agent_and_kill_9_are_reported() {
     let Some(fx) = fixture(&realfc::halting_guest_elf()) else {
         return;
     };
     let home = &fx.home;
     let mut known = HashSet::new();
 
-    // A running VM on the real VMM.
     let child = spawn_create(home);
     let id = announce_in_place_of_the_agent(home, &known);
     known.insert(id.clone());
     let (ok, doc) = finish(child);
-    assert!(ok, "{doc}");
-    assert_eq!(doc["vmId"], id.as_str());
-    let vm = home.json(&["inspect", &id])["vm"].clone();
-    assert_eq!(vm["status"], "running", "{vm}");
-    let pid = vm["vmm"]["pid"].as_u64().unwrap();
-    // The jailed copy of the real binary (seen from its chroot as `/firecracker`).
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
-    assert_eq!(exe, Path::new("/firecracker"));
-    let copy = home
-        .dir
-        .path()
-        .join(format!("jail/firecracker/{id}/root/firecracker"));
-    let real = realfc::find().unwrap().firecracker;
-    assert_eq!(
-        std::fs::metadata(&copy).unwrap().len(),
-        std::fs::metadata(&real).unwrap().len(),
-        "the real Firecracker runs"
-    );
-
-    // A snapshot of it: the guest cannot flush its disks (a warning), Firecracker pauses,
-    // writes the snapshot, resumes.
-    let snap = home.json(&["snapshot", "create", &id]);
-    eprintln!("snapshot: {snap}");
+    eprintln!("create: {doc}");
+    assert!(!ok, "{doc}");
+    assert_eq!(doc["error"]["code"], "ERR_VM_CREATE_FAILED", "{doc}");
     assert!(
-        snap.to_string().contains("flush"),
-        "the missing agent is a warning: {snap}"
+        doc["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("does not answer requests from the host"),
+        "{doc}"
     );
-    let vm = home.json(&["inspect", &id])["vm"].clone();
-    assert_eq!(vm["status"], "running", "resumed: {vm}");
+    assert_clean(&fx, &id);
 
-    // A clone restored from it, in the background: Firecracker loads the snapshot into a
-    // fresh jailed process, then the engine waits for the restored agent (which the halting
-    // guest has not) until the boot timeout. Checked at the end.
-    let snap_id = snap["snapshotId"].as_str().unwrap().to_owned();
-    let clone = home
-        .vmsan()
-        .args(["--json", "create", "--snapshot", &snap_id])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let clone_started = Instant::now();
-    let clone_id = loop {
+    // kill -9 of the real Firecracker during boot.
+    let started = Instant::now();
+    let child = spawn_create(home);
+    // Firecracker is found by its jail (the VM's record names it only once it runs).
+    let pid = loop {
         let doc = home.json(&["list"]);
-        let new = doc["vms"]
+        let pid = doc["vms"]
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(|v| v["id"].as_str())
-            .find(|v| !known.contains(*v))
-            .map(str::to_owned);
-        if let Some(c) = new {
-            break c;
+            .filter(|id| !known.contains(*id))
+            .find_map(|id| firecracker_pid_of(home, id));
+        if let Some(pid) = pid {
+            break pid;
         }
-        assert!(clone_started.elapsed() < Duration::from_secs(30), "{doc}");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no Firecracker: {doc}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
-    known.insert(clone_id.clone());
-
-    // Stop: no agent to power off, Ctrl-Alt-Del ignored by the halting guest, then SIGKILL.
-    let stopped = home.json(&["stop", &id]);
-    eprintln!("stop: {stopped}");
-    let vm = wait_status(home, &id, "stopped");
-    assert!(vm["vmm"].is_null(), "{vm}");
-    assert!(
-        !Path::new(&format!("/proc/{pid}")).exists(),
-        "Firecracker {pid} still runs"
-    );
-
-    // kill -9 of a running real Firecracker is noticed, recorded, and shown by `logs`.
-    let child = spawn_create(home);
-    let id2 = announce_in_place_of_the_agent(home, &known);
-    let (ok, doc) = finish(child);
-    assert!(ok, "{doc}");
-    let vm = home.json(&["inspect", &id2])["vm"].clone();
-    let pid = i32::try_from(vm["vmm"]["pid"].as_u64().unwrap()).unwrap();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    let vm = wait_status(home, &id2, "error");
-    assert!(vm["error"].as_str().unwrap().contains("signal 9"), "{vm}");
-    let listed = home.json(&["list"]);
-    let entry = listed["vms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["id"] == id2.as_str())
-        .unwrap();
-    assert_eq!(entry["status"], "error", "{listed}");
-    let logs = home.json(&["logs", &id2]);
-    assert!(
-        logs["lines"].as_array().unwrap().iter().any(|l| l
-            .as_str()
-            .unwrap_or("")
-            .contains("[vmsan] the VM failed: Firecracker was killed by signal 9")),
-        "{logs}"
-    );
-
-    let (ok, doc) = finish(clone);
-    let took = clone_started.elapsed();
-    eprintln!("clone after {took:?}: {doc}");
+    let (ok, doc) = finish(child);
+    let took = started.elapsed();
+    eprintln!("create after kill -9, {took:?}: {doc}");
     assert!(!ok, "{doc}");
-    assert_eq!(doc["error"]["code"], "ERR_TIMEOUT_AGENT", "{doc}");
-    assert!(took < Duration::from_secs(90), "{took:?}");
-    let why = doc["error"]["why"].as_str().unwrap_or_default();
+    assert_eq!(doc["error"]["code"], "ERR_FIRECRACKER_EXITED", "{doc}");
+    assert!(doc.to_string().contains("signal 9"), "{doc}");
     assert!(
-        why.contains("'load snapshot' API request took") && why.contains("Status code: 204"),
-        "the real VMM loaded the snapshot: {doc}"
+        took < Duration::from_secs(30),
+        "noticed at once, not at the timeout: {took:?}"
     );
-
-    for vm in [&id, &id2] {
-        home.json(&["remove", vm]);
-    }
-    for vm in [&id, &id2, &clone_id] {
-        assert_clean(&fx, vm);
-    }
+    assert_clean(&fx, doc["error"]["vmId"].as_str().unwrap());
 }

@@ -49,6 +49,7 @@ pub enum ErrorCode {
     VmSnapshotIncompatible,
     VmSnapshotExists,
     HostMemoryInsufficient,
+    HostDiskFull,
     VmCreateFailed,
 
     // Firecracker.
@@ -134,6 +135,7 @@ impl ErrorCode {
         Self::VmSnapshotIncompatible,
         Self::VmSnapshotExists,
         Self::HostMemoryInsufficient,
+        Self::HostDiskFull,
         Self::VmCreateFailed,
         Self::FirecrackerApi,
         Self::FirecrackerExited,
@@ -205,6 +207,7 @@ impl ErrorCode {
             VmSnapshotIncompatible => "ERR_VM_SNAPSHOT_INCOMPATIBLE",
             VmSnapshotExists => "ERR_VM_SNAPSHOT_EXISTS",
             HostMemoryInsufficient => "ERR_HOST_MEMORY_INSUFFICIENT",
+            HostDiskFull => "ERR_HOST_DISK_FULL",
             VmCreateFailed => "ERR_VM_CREATE_FAILED",
             FirecrackerApi => "ERR_FIRECRACKER_API",
             FirecrackerExited => "ERR_FIRECRACKER_EXITED",
@@ -308,6 +311,10 @@ impl ErrorCode {
             }
             VmSnapshotExists => {
                 "Delete the existing one with `vmsan snapshot delete <id>`, or keep it."
+            }
+            HostDiskFull => {
+                "Free space on the filesystem holding VMSAN_HOME, or move VMSAN_HOME to a larger one; \
+                 give VMs smaller --disk sizes. The guest saw write errors while it was full."
             }
             HostMemoryInsufficient => {
                 "Stop or remove VMs you no longer need, or restore fewer clones (--count)."

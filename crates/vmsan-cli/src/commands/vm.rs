@@ -134,6 +134,16 @@ pub(crate) fn create(ctx: &Ctx, opts: &CreateOptions) -> Result<Outcome, Error> 
         ));
         return outcome;
     }
+    // Thin disks may promise more than the host has: say so (a guest filling its disk would
+    // fill the host's filesystem), without refusing what overcommit is for.
+    let warnings: Vec<String> = vm::disk_room::measure(&ctx.paths)
+        .ok()
+        .and_then(|room| room.create_warning(0))
+        .into_iter()
+        .collect();
+    for w in &warnings {
+        note(&format!("WARNING: {w}"));
+    }
     let text: String = if opts.silent {
         String::new()
     } else {
@@ -158,11 +168,14 @@ pub(crate) fn create(ctx: &Ctx, opts: &CreateOptions) -> Result<Outcome, Error> 
             .collect();
         doc
     };
-    let doc = if created.len() == 1 {
+    let mut doc = if created.len() == 1 {
         with_timings(&created[0])
     } else {
         json!({ "vms": created.iter().map(with_timings).collect::<Vec<_>>() })
     };
+    if !warnings.is_empty() {
+        doc["warnings"] = json!(warnings);
+    }
     Ok(Outcome::ok(doc, text))
 }
 

@@ -20,6 +20,7 @@ pub(super) fn checks(paths: &Paths) -> Vec<Check> {
         tun(),
         cgroups(&CgroupMounts::detect().unwrap_or_default()),
         disk_space(paths.home()),
+        disk_overcommit(paths),
         default_interface(),
         nftables(),
         host_firewall(),
@@ -287,6 +288,44 @@ fn disk_space(home: &Path) -> Check {
             "Disk space",
             format!("statvfs {}: {e}", at.display()),
             "Check that the vmsan home directory is on a mounted filesystem.",
+        ),
+    }
+}
+
+/// Whether the home's thin disks may grow past the free space (see `vm::disk_room`).
+fn disk_overcommit(paths: &Paths) -> Check {
+    use crate::vm::disk_room::{gib, measure};
+    const NAME: &str = "Disk overcommit";
+    if !paths.vms_dir().is_dir() {
+        return Check::pass(SYSTEM, NAME, "no VMs yet");
+    }
+    match measure(paths) {
+        Ok(room) => {
+            let detail = format!(
+                "VM disks may grow by {}; {} free",
+                gib(room.promised),
+                gib(room.free)
+            );
+            match room.overcommit_with(0) {
+                None => Check::pass(SYSTEM, NAME, detail),
+                Some(over) => Check::warn(
+                    SYSTEM,
+                    NAME,
+                    format!(
+                        "{detail}: {} short if every guest fills its disk",
+                        gib(over)
+                    ),
+                    "Free space under VMSAN_HOME, move it to a larger filesystem, or give VMs \
+                     smaller --disk sizes: a guest that fills its disk then fills the host's \
+                     filesystem and its writes fail (ERR_HOST_DISK_FULL).",
+                ),
+            }
+        }
+        Err(e) => Check::warn(
+            SYSTEM,
+            NAME,
+            format!("could not measure: {e}"),
+            "Check that the vmsan home is readable (run as root).",
         ),
     }
 }

@@ -3,6 +3,7 @@
 mod boot;
 mod config_drive;
 mod convert;
+pub mod disk_room;
 pub mod files;
 mod host;
 mod last_words;

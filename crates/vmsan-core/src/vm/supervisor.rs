@@ -892,6 +892,7 @@ impl Supervisor {
                     if crate::sys::mem::resident_bytes().is_ok_and(|b| b > TRIM_ABOVE) {
                         let _ = crate::sys::mem::drop_clean_file_pages();
                     }
+                    self.watch_host_disk();
                 }
                 _ = reloaded => {
                     // An `exec -i` session began or ended, or `vmsan network` changed the policy.
@@ -905,6 +906,41 @@ impl Supervisor {
         };
         self.vmm = Some(vmm);
         ended
+    }
+
+    /// While the filesystem under the VM's thin disk is full, the guest's writes fail: say so
+    /// in the VM's record (`error`, shown by `list` and `inspect`) and its serial log (`vmsan
+    /// logs`), and take it back once there is room again.
+    fn watch_host_disk(&mut self) {
+        let full = super::disk_room::full_reason(&self.files.disk());
+        let recorded = self
+            .state
+            .error
+            .as_deref()
+            .filter(|e| e.starts_with(ErrorCode::HostDiskFull.as_str()));
+        if full.is_some() == recorded.is_some() {
+            return;
+        }
+        let line = match &full {
+            Some(reason) => format!("[vmsan] {reason}"),
+            None => "[vmsan] the host filesystem has room for this VM's disk again".to_owned(),
+        };
+        append_to_serial_log(&self.files, &line);
+        let r = self.store.update(&self.state.id, |st| {
+            // Another error (a failure) is not ours to replace or clear.
+            let ours = st
+                .error
+                .as_deref()
+                .is_none_or(|e| e.starts_with(ErrorCode::HostDiskFull.as_str()));
+            if ours {
+                st.error = full.clone();
+            }
+            Ok(())
+        });
+        match r {
+            Ok(st) => self.state = st,
+            Err(e) => eprintln!("supervisor: recording the host disk's state: {e}"),
+        }
     }
 
     /// Re-read the VM's record (a failed read keeps the one we have).
