@@ -661,6 +661,11 @@ fn privileged_e2e_imported_snapshot_metadata_is_not_trusted() {
             "ERR_VALIDATION_PORT",
         ),
         (
+            "an 8 EiB state file",
+            Box::new(|m| set_size(m, "vmstate", 8 << 60)),
+            "ERR_VM_SNAPSHOT_CORRUPT",
+        ),
+        (
             "an unknown policy",
             Box::new(|m| m["metadata"]["network"]["networkPolicy"] = "allow-everything".into()),
             "ERR_VALIDATION_NETWORK_POLICY",

@@ -28,6 +28,9 @@ const BLOCK: usize = 64 << 10;
 const MAX_MANIFEST: u64 = 16 << 20;
 /// At most this many extents per file (a pathological file is refused, not exported).
 const MAX_EXTENTS: usize = 1 << 20;
+/// No file of a snapshot is larger: a disk is at most 1 TiB (`--disk`), and so is any memory
+/// size vmsan accepts. A larger size is a crafted archive, not an I/O problem.
+const MAX_FILE_SIZE: u64 = 1 << 40;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -55,8 +58,14 @@ impl ArchivedFile {
         self.extents.iter().map(|e| e[1]).sum()
     }
 
-    /// Sorted, non-overlapping, inside the file.
+    /// Of a possible size; extents sorted, non-overlapping, inside the file.
     fn check(&self) -> std::result::Result<(), String> {
+        if self.size > MAX_FILE_SIZE {
+            return Err(format!(
+                "{} claims {} bytes, more than any snapshot file can hold",
+                self.name, self.size
+            ));
+        }
         if self.extents.len() > MAX_EXTENTS {
             return Err(format!("{} has too many extents", self.name));
         }
