@@ -105,19 +105,14 @@ fn finish(child: std::process::Child) -> (bool, Value) {
     (out.status.success(), parse(&out))
 }
 
-/// The pid of the Firecracker jailed for VM `id` (its root is the VM's jail), if it runs.
-fn firecracker_pid_of(home: &Home, id: &str) -> Option<i32> {
-    let jail = home
-        .dir
-        .path()
-        .join("jail/firecracker")
-        .join(id)
-        .join("root");
+/// The pid of the Firecracker jailed for VM `id` (the jailer starts it as `/firecracker --id
+/// ID …`), if it runs.
+fn firecracker_pid_of(id: &str) -> Option<i32> {
+    let wanted = format!("/firecracker\0--id\0{id}\0");
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-        let root = std::fs::read_link(e.path().join("root")).ok()?;
-        let exe = std::fs::read_link(e.path().join("exe")).ok()?;
-        (root == jail && exe == Path::new("/firecracker")).then_some(pid)
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        cmdline.starts_with(wanted.as_bytes()).then_some(pid)
     })
 }
 
@@ -234,7 +229,7 @@ fn privileged_realfc_engine_deaf_agent_and_kill_9_are_reported() {
             .flatten()
             .filter_map(|v| v["id"].as_str())
             .filter(|id| !known.contains(*id))
-            .find_map(|id| firecracker_pid_of(home, id));
+            .find_map(firecracker_pid_of);
         if let Some(pid) = pid {
             break pid;
         }
