@@ -33,17 +33,24 @@ pub(super) fn checks(paths: &Paths) -> Vec<Check> {
     ]
 }
 
+/// The check `name`, not made: it needs root (it reads other users' kernel state).
+fn needs_root(name: &'static str) -> Option<Check> {
+    (!nix::unistd::geteuid().is_root()).then(|| {
+        Check::warn(
+            SYSTEM,
+            name,
+            "not checked: needs root",
+            "Run `sudo vmsan doctor`.",
+        )
+    })
+}
+
 /// Parent cgroups made for VMs (`firecracker`, `vmsan` in each hierarchy) left empty when no
 /// VM of any home exists: they go with the last VM, unless it was removed by other means.
 fn cgroup_leftovers(paths: &Paths) -> Check {
     const NAME: &str = "cgroup leftovers";
-    if !nix::unistd::geteuid().is_root() {
-        return Check::warn(
-            SYSTEM,
-            NAME,
-            "not checked: needs root",
-            "Run `sudo vmsan doctor`.",
-        );
+    if let Some(c) = needs_root(NAME) {
+        return c;
     }
     let vms = crate::state::StateStore::open(paths)
         .and_then(|s| s.host_claims())
@@ -79,13 +86,8 @@ fn cgroup_leftovers(paths: &Paths) -> Check {
 /// Network objects of VMs that no longer exist (a crashed or killed vmsan leaves them).
 fn network_leaks(paths: &Paths) -> Check {
     const NAME: &str = "Network leaks";
-    if !nix::unistd::geteuid().is_root() {
-        return Check::warn(
-            SYSTEM,
-            NAME,
-            "not checked: needs root",
-            "Run `sudo vmsan doctor`.",
-        );
+    if let Some(c) = needs_root(NAME) {
+        return c;
     }
     let store = crate::state::StateStore::open(paths);
     let mut known: Vec<(String, vmsan_net::Slot)> = store
