@@ -220,3 +220,20 @@ impl<T> IoContext<T> for nix::Result<T> {
         self.map_err(|e| Error::io(f(), std::io::Error::from(e)))
     }
 }
+
+/// An error's text followed by each cause under it that adds something (`a: b: c`). HTTP
+/// errors need it: reqwest's own text is only "error sending request", and what went wrong
+/// (DNS, connection refused, TLS) is further down the chain.
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}

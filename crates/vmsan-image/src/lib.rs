@@ -59,7 +59,7 @@ mod tree;
 pub use build::{BuildOptions, StagingArea};
 pub use digest::Digest;
 pub use disk::{CloneMethod, copy_data_extents, create_overlay_disk};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Result, with_causes};
 pub use manifest::{ImageConfig, Platform};
 pub use merge::Limits;
 pub use progress::{Progress, ProgressFn};

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::digest::{Digest, Hasher};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, IoContext, Result, with_causes};
 use crate::progress::{Progress, ProgressFn, emit};
 
 /// Firecracker version installed by default.
@@ -145,22 +145,6 @@ fn kernel_check(opts: &SetupOptions, arch: &str) -> Result<KernelCheck> {
     Digest::from_hex(pinned.1)
         .map(KernelCheck::Known)
         .map_err(|_| setup_err("the pinned kernel digest is malformed", "report a bug"))
-}
-
-/// An HTTP error with every cause under it (DNS, connection refused, TLS…): reqwest's own
-/// message is only "error sending request".
-fn with_causes(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        let more = c.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        cause = c.source();
-    }
-    text
 }
 
 fn setup_err(message: impl Into<String>, hint: impl Into<String>) -> Error {

@@ -23,19 +23,8 @@ pub fn image_error(e: vmsan_image::Error) -> Error {
         K::Setup => ErrorCode::SetupMissingBinary,
         K::Io => ErrorCode::Io,
     };
-    // The causes too: an HTTP failure's own text is only "request to URL failed", and the
-    // reason (DNS, connection refused, TLS) is further down the chain.
-    let mut message = e.to_string();
-    let mut cause = std::error::Error::source(&e);
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        cause = c.source();
-    }
-    Error::new(code, message).source(e)
+    // The causes too: an HTTP failure's own text is only "request to URL failed".
+    Error::new(code, vmsan_image::with_causes(&e)).source(e)
 }
 
 /// A failed pull of a name that only a registry lookup made remote: say that it was not found
