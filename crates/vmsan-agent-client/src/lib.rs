@@ -798,6 +798,24 @@ impl AgentClient {
         self.call_empty("sync", r).await
     }
 
+    /// Step the guest's clock to `host_unix_ms` (ms since the epoch) when it is more than a
+    /// second off; returns the guest's reading from just before. Only a real guest steps (the
+    /// stand-in and plain-mode agents share the host's clock and only answer).
+    ///
+    /// # Errors
+    /// Connection or authentication failure, or the agent's failure to set the clock.
+    pub async fn set_clock(&self, host_unix_ms: u64) -> Result<u64> {
+        let r = self.json_request(
+            Method::POST,
+            routes::CLOCK,
+            &vmsan_proto::ClockSet {
+                clock_unix_ms: host_unix_ms,
+            },
+        )?;
+        let before: vmsan_proto::ClockSet = self.call_json("clock", r).await?;
+        Ok(before.clock_unix_ms)
+    }
+
     /// Give a restored clone its own identity: hostname, address, token, clock and entropy.
     /// Afterwards only `id.token` is accepted: build a new client with it.
     ///

@@ -17,9 +17,6 @@ use crate::init::{configure_eth0, valid_hostname, write_etc};
 use crate::netlink::{Netlink, parse_cidr, parse_mac};
 use crate::server::{Agent, Body, empty, error, read_json};
 
-/// A clock further off than this is stepped.
-const CLOCK_SLACK_MS: u64 = 1000;
-
 pub(crate) async fn handle(agent: Arc<Agent>, req: Request<Incoming>) -> Response<Body> {
     let id: Reidentify = match read_json(req.into_body()).await {
         Ok(v) => v,
@@ -96,7 +93,7 @@ fn apply(old: Option<&GuestNetwork>, id: &Reidentify) -> Result<(), String> {
         hosts.push_str(&format!("127.0.1.1\t{}\n", id.hostname));
     }
     write_etc("/etc/hosts", &hosts)?;
-    correct_clock(id.clock_unix_ms)?;
+    crate::clock::step_to(id.clock_unix_ms, true)?;
     mix_entropy(&id.entropy_hex);
     Ok(())
 }
@@ -117,25 +114,6 @@ fn renumber(old: Option<&GuestNetwork>, net: &GuestNetwork) -> Result<Ipv4Addr, 
         }
     }
     configure_eth0(&mut nl, net, true)
-}
-
-/// Step the clock to the host's when it is off by more than a second (a restored guest
-/// wakes up with the time of its snapshot).
-fn correct_clock(host_ms: u64) -> Result<(), String> {
-    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME)
-        .map_err(|e| format!("read the clock: {e}"))?;
-    let now_ms = u64::try_from(now.tv_sec()).unwrap_or(0) * 1000
-        + u64::try_from(now.tv_nsec()).unwrap_or(0) / 1_000_000;
-    if now_ms.abs_diff(host_ms) <= CLOCK_SLACK_MS {
-        return Ok(());
-    }
-    let secs = i64::try_from(host_ms / 1000).map_err(|e| format!("clock: {e}"))?;
-    let nanos = i64::try_from((host_ms % 1000) * 1_000_000).map_err(|e| format!("clock: {e}"))?;
-    nix::time::clock_settime(
-        nix::time::ClockId::CLOCK_REALTIME,
-        nix::sys::time::TimeSpec::new(secs, nanos),
-    )
-    .map_err(|e| format!("set the clock: {e}"))
 }
 
 /// Mix the host's random bytes into the pool (not credited: VMGENID and the kernel's own

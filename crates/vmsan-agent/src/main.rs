@@ -12,6 +12,7 @@
 // Handlers return an early `Response` as their error: it is what they send either way.
 #![allow(clippy::result_large_err)]
 
+mod clock;
 mod exec;
 mod files;
 mod identity;

@@ -269,6 +269,7 @@ async fn route(agent: Arc<Agent>, req: Request<Incoming>) -> Response<Body> {
             routes::STAT | routes::LIST | routes::MKDIR | routes::REMOVE | routes::RENAME,
         ) => files::handle_op(&path, req).await,
         (&Method::POST, routes::IDENTITY) => crate::identity::handle(agent, req).await,
+        (&Method::POST, routes::CLOCK) => crate::clock::handle(agent, req).await,
         (&Method::POST, routes::SYNC) => {
             match tokio::task::spawn_blocking(nix::unistd::sync).await {
                 Ok(()) => empty(StatusCode::NO_CONTENT),

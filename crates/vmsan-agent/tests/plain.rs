@@ -838,6 +838,37 @@ async fn one_gib_upload_and_download_in_constant_memory() {
     assert!(me_peak < 64 * 1024, "client peak RSS {me_peak} KiB");
 }
 
+/// `POST /v1/clock` answers with the agent's clock; an agent on the host (plain mode, like the
+/// stand-in's) never steps the host's clock, however far off the request is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clock_request_answers_and_never_steps_the_hosts_clock() {
+    let agent = AgentProc::start().await;
+    let now = || {
+        u64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+        )
+        .unwrap()
+    };
+    let an_hour_ago = now() - 3_600_000;
+    let before = now();
+    let guest = agent.client().set_clock(an_hour_ago).await.unwrap();
+    let after = now();
+    assert!(
+        (before..=after).contains(&guest),
+        "{guest} not in {before}..={after}"
+    );
+    assert!(now() > an_hour_ago + 3_500_000, "the host's clock moved");
+    let e = agent
+        .client_with_token("not-the-token")
+        .set_clock(now())
+        .await
+        .unwrap_err();
+    assert!(is_auth_error(&e), "{e}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_or_missing_token_is_refused() {
     let agent = AgentProc::start().await;

@@ -34,8 +34,10 @@ const PVM_ARGS: &str = "clearcpuid=cx16,popcnt,rdrand,rdseed,fsgsbase,smap noxsa
     mitigations=off initcall_blacklist=jent_mod_init,ptp_kvm_init cryptomgr.notests selinux=0 \
     audit=0 tsc=reliable no_timer_check";
 const BOOT_TIMEOUT: &str = "15m";
-/// Set to run the whole flow past the first boot's checks (not yet seen passing here).
-const FULL_FLOW: &str = "VMSAN_REAL_GUEST_FULL";
+/// `nc`'s timeout (connect and idle) in the egress probes. Starting a process takes seconds in
+/// this emulated guest: with 5 s, `nc` ran out of time before its SYN left the guest under
+/// load, while the capture on the TAP showed the handshake itself taking 60 ms.
+const PROBE_TIMEOUT: &str = "30";
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -161,6 +163,16 @@ fn step_ms(doc: &Value, name: &str) -> f64 {
         .filter(|s| s["step"].as_str().is_some_and(|n| n.contains(name)))
         .map(|s| s["ms"].as_f64().unwrap_or(0.0))
         .sum()
+}
+
+fn unix_now() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap()
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -340,45 +352,21 @@ fn privileged_real_guest_boot_once_then_clones() {
             .unwrap()
             .to_owned();
         assert!(sh(&home, id, "ip -4 addr show eth0").contains(&format!("inet {ip}/")));
+        // The clock: a guest reads it from the VMM early in boot, minutes before the agent
+        // runs here; the host sets it when it first calls the agent (76–112 s behind before).
+        let host_before = unix_now();
         let guest: i64 = sh(&home, id, "date +%s").parse().unwrap();
-        let host = i64::try_from(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs(),
-        )
-        .unwrap();
-        // OPEN DEFECT (not fixed yet): after a cold boot here the guest's clock lagged the
-        // host's by 76 s (a 318 s boot). Printed, not asserted, until the agent or the host
-        // sets the clock after a cold boot (a restored clone is stepped by the identity call).
-        println!(
-            "guest clock after the cold boot: {} s off the host's",
-            guest - host
+        let host_after = unix_now();
+        println!("guest clock after the cold boot: {guest}, host {host_before}..{host_after}");
+        assert!(
+            (host_before - 2..=host_after + 2).contains(&guest),
+            "the guest's clock ({guest}) is not the host's ({host_before}..{host_after})"
         );
         // Entropy: the kernel's pool is ready (virtio-rng), reads do not block.
         assert_eq!(sh(&home, id, "head -c 16 /dev/random | wc -c"), "16");
     }
     let (p50, worst) = exec_round_trips(&home, &a, 3);
     println!("exec true round trip (real guest): median {p50:.0} ms, worst {worst:.0} ms of 3");
-    if std::env::var_os(FULL_FLOW).is_none() {
-        // What follows has not yet passed end to end on a real guest (issue 16 stays open
-        // for it), so CI stops here: one real boot, the agent's init duties, exec; then the
-        // VM is removed and nothing may be left.
-        println!(
-            "the rest of the flow (exec I/O, files, egress, snapshot, clones, stop/start) runs \
-             with {FULL_FLOW}=1"
-        );
-        home.json(&["remove", "--force", &a]);
-        assert_eq!(
-            leftovers(home.dir.path(), &net.host, &a),
-            Vec::<String>::new()
-        );
-        println!(
-            "real-guest group: {:.1} s in all",
-            total.elapsed().as_secs_f64()
-        );
-        return;
-    }
     // Exec: exit code, stdin, binary output.
     let out = home.run(&["exec", &a, "sh", "-c", "exit 7"]);
     assert_eq!(out.status.code(), Some(7));
@@ -423,7 +411,7 @@ fn privileged_real_guest_boot_once_then_clones() {
             id,
             "nc",
             "-w",
-            "5",
+            PROBE_TIMEOUT,
             INTERNET_IP,
             &SERVER_PORT.to_string(),
         ]);

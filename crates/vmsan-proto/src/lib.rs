@@ -110,6 +110,9 @@ pub mod routes {
     /// `POST` [`super::Reidentify`]: take on a new identity after a snapshot restore → `204`.
     /// Later requests must use the new token.
     pub const IDENTITY: &str = "/v1/identity";
+    /// `POST` [`super::ClockSet`]: step the guest's clock to the host's → `200`
+    /// [`super::ClockSet`] with the guest's clock as it was.
+    pub const CLOCK: &str = "/v1/clock";
 }
 
 /// `GET /v1/health`.
@@ -629,6 +632,16 @@ pub struct Reidentify {
     /// Fresh random bytes (hex) mixed into the guest's entropy pool, so clones diverge even
     /// before VMGENID's reseed reaches user space.
     pub entropy_hex: String,
+}
+
+/// A wall clock reading, ms since the epoch (`POST /v1/clock`). The host sends its own after a
+/// cold boot (a guest's clock comes from the VMM at early boot, and a slow boot leaves it
+/// behind); the agent answers with the guest's reading from just before it stepped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClockSet {
+    /// Milliseconds since the epoch.
+    pub clock_unix_ms: u64,
 }
 
 /// The image's OCI config, applied as exec defaults.

@@ -502,10 +502,13 @@ pub(crate) fn spawn_vmm(
             (launch.firecracker.clone(), args, Some(launch.layout.root()))
         }
     };
+    let mut serial = append_file(&files.serial_log())?;
+    super::last_words::mark_boot(&mut serial)
+        .map_err(|e| Error::io(format!("write {}", files.serial_log().display()), e))?;
     let mut cmd = std::process::Command::new(&program);
     cmd.args(&args)
         .stdin(Stdio::null())
-        .stdout(append_file(&files.serial_log())?)
+        .stdout(serial)
         .stderr(append_file(&vmm_log)?);
     if let Some(cwd) = cwd {
         cmd.current_dir(cwd);

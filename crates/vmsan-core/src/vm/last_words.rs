@@ -7,6 +7,25 @@ use std::path::Path;
 
 use super::files::VmFiles;
 
+/// The line vmsan writes into the serial log before each Firecracker starts: the log spans all
+/// of a VM's boots, and only the current one's lines may explain its failure (a stopped VM's
+/// last boot ended with the agent's "shutting down").
+const BOOT_MARK: &str = "[vmsan] Firecracker starts";
+
+/// Mark the start of a boot in the serial log, just before Firecracker gets it as its stdout.
+pub(crate) fn mark_boot(serial: &mut std::fs::File) -> std::io::Result<()> {
+    use std::io::Write as _;
+    writeln!(serial, "{BOOT_MARK} at {}", crate::time::now_rfc3339())
+}
+
+/// The part of a serial log written since the last boot started.
+pub(crate) fn this_boot(serial: &str) -> &str {
+    match serial.rfind(BOOT_MARK) {
+        Some(at) => &serial[at..],
+        None => serial,
+    }
+}
+
 /// How many bytes of a log's end are read (the lines that matter are the last ones; a guest
 /// can write a serial log of any size).
 const TAIL_BYTES: u64 = 64 << 10;
@@ -119,6 +138,7 @@ pub(crate) fn why(files: &VmFiles, quiet_too: bool) -> Option<String> {
         });
     let agent = tail(&files.serial_log())
         .as_deref()
+        .map(this_boot)
         .and_then(agent_line)
         .map(|l| format!("The guest agent said: {l}"));
     let parts: Vec<String> = [fc, agent].into_iter().flatten().collect();
@@ -128,6 +148,30 @@ pub(crate) fn why(files: &VmFiles, quiet_too: bool) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write as _;
+
+    #[test]
+    fn only_the_current_boots_serial_lines_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serial.log");
+        let mut f = std::fs::File::create(&path).unwrap();
+        mark_boot(&mut f).unwrap();
+        writeln!(f, "vmsan-agent: shutting down").unwrap();
+        mark_boot(&mut f).unwrap();
+        writeln!(
+            f,
+            "[   33.9] PCI: Fatal: No config space access function found"
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(agent_line(this_boot(&text)), None, "{text}");
+        assert_eq!(
+            agent_line(&text).as_deref(),
+            Some("vmsan-agent: shutting down")
+        );
+        assert!(this_boot(&text).starts_with(BOOT_MARK));
+        assert_eq!(this_boot("no mark\n"), "no mark\n");
+    }
 
     /// Firecracker v1.16.1's log when the guest dies on an instruction the host's hypervisor
     /// cannot emulate (recorded with the `int3` guest on this project's machines).

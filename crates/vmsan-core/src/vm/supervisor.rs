@@ -709,7 +709,7 @@ impl Supervisor {
 
         self.clock.lap("agent ready");
         self.confirm_host_to_agent(BOOT_TIMEOUT).await?;
-        self.clock.lap("agent answers the host");
+        self.clock.lap("agent answers the host, clock set");
         Ok(())
     }
 
@@ -717,6 +717,10 @@ impl Supervisor {
     /// connection from the host, through another path (Firecracker's vsock socket, or the
     /// stand-in's relay). Check that direction too before the VM is called running, so that a
     /// VM nobody can reach fails its create with a reason instead of failing every exec.
+    ///
+    /// The request that checks it sets the guest's clock: a guest reads the wall clock from the
+    /// VMM early in boot, and where booting is slow (minutes on an emulating hypervisor) it is
+    /// that far behind when the agent starts.
     async fn confirm_host_to_agent(&self, within: Duration) -> Result<()> {
         let Some(token) = &self.state.agent_token else {
             return Ok(());
@@ -735,8 +739,31 @@ impl Supervisor {
                 &self.files.firecracker_log(),
             )
         };
-        match tokio::time::timeout(within, agent.health()).await {
-            Ok(Ok(_)) => Ok(()),
+        let host_ms = crate::time::epoch_ms();
+        let answered = async {
+            match agent.set_clock(host_ms).await {
+                Ok(guest_ms) => {
+                    let behind_ms = i128::from(host_ms) - i128::from(guest_ms);
+                    tracing::info!(
+                        behind_ms,
+                        "the guest's clock after boot, now set to the host's"
+                    );
+                    Ok(())
+                }
+                // An agent older than this host (installed by an earlier `vmsan setup`) has
+                // no clock route: the VM works, its clock stays as booted.
+                Err(e) if e.agent_code() == Some("not_found") => {
+                    tracing::warn!(
+                        "the guest agent cannot set the guest's clock (it is older than this \
+                         vmsan: run `vmsan setup` to update it)"
+                    );
+                    agent.health().await.map(drop)
+                }
+                Err(e) => Err(e),
+            }
+        };
+        match tokio::time::timeout(within, answered).await {
+            Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(failed(e.to_string())),
             Err(_) => Err(failed(format!("no answer in {} s", within.as_secs()))),
         }
@@ -1120,7 +1147,11 @@ fn with_log_tail(e: Error, log: &std::path::Path) -> Error {
     let Ok(text) = std::fs::read_to_string(log) else {
         return e;
     };
-    let lines: Vec<&str> = text.lines().rev().take(8).collect();
+    let lines: Vec<&str> = super::last_words::this_boot(&text)
+        .lines()
+        .rev()
+        .take(8)
+        .collect();
     if lines.is_empty() {
         return e;
     }
