@@ -8,8 +8,7 @@ use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 
 use crate::build::{BuildOptions, build_filesystem};
-use crate::compression::Codec;
-use crate::compression::Compression;
+use crate::compression::{Codec, Compression};
 use crate::digest::{Digest, HashingWriter};
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::{

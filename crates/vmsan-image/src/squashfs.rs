@@ -6,12 +6,12 @@
 //! table, fragment table, id table, xattr table. Data blocks (128 KiB) and fragment blocks
 //! (file tails packed together, per layer) were compressed while the layers were read
 //! ([`crate::tree`]), with the image's [`Compression`](crate::Compression); here they are
-//! only copied, each file's blocks contiguous. Metadata blocks (8 KiB) are compressed as they fill, with the same
-//! compression; a block that does not shrink is stored as is. Files with several links, or
-//! extended attributes, get the extended inode types (xattr prefixes `user.`, `trusted.`,
-//! `security.`); directory listings are sorted bytewise, in runs of at most 256 entries
-//! whose inodes share one metadata block; directories too large for the basic inode get the
-//! extended one, without a lookup index. No NFS export table is written.
+//! only copied, each file's blocks contiguous. Metadata blocks (8 KiB) are compressed as
+//! they fill, with the same compression; a block that does not shrink is stored as is. Files
+//! with several links, or extended attributes, get the extended inode types (xattr prefixes
+//! `user.`, `trusted.`, `security.`); directory listings are sorted bytewise, in runs of at
+//! most 256 entries whose inodes share one metadata block; directories too large for the
+//! basic inode get the extended one, without a lookup index. No NFS export table is written.
 
 use std::collections::HashMap;
 use std::fs::File;

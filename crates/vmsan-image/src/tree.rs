@@ -3,13 +3,13 @@
 //! Each layer is decompressed and indexed on its own thread ([`index_layer`]): entry headers
 //! go into a list, file contents into one buffer per layer (in memory, or spilled to an
 //! unlinked temporary file past a memory budget), already compressed into squashfs blocks
-//! with the image's compression (each layer's data says which). The layers are then applied in order
-//! ([`Tree::apply`]) with the same rules as the on-disk merge of [`crate::merge`]: whiteouts
-//! and opaque markers hide lower layers only, parent components resolve through symlinks but
-//! never outside the root (absolute symlinks and `..` past the root are rejected), hard links
-//! share one node, and no entry may name the root as anything but a directory. Nothing is
-//! written to disk for the merge; the filesystem image is written straight from the tree
-//! ([`crate::squashfs`]).
+//! with the image's compression (each layer's data says which). The layers are then applied
+//! in order ([`Tree::apply`]) with the same rules as the on-disk merge of [`crate::merge`]:
+//! whiteouts and opaque markers hide lower layers only, parent components resolve through
+//! symlinks but never outside the root (absolute symlinks and `..` past the root are
+//! rejected), hard links share one node, and no entry may name the root as anything but a
+//! directory. Nothing is written to disk for the merge; the filesystem image is written
+//! straight from the tree ([`crate::squashfs`]).
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::ffi::OsStr;

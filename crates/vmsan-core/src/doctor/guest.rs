@@ -88,6 +88,13 @@ pub fn check(hv: Hypervisor, stored_args: Option<&str>, images: Compression) -> 
         ),
         Hypervisor::PvmNative => {
             let missing = missing_args(stored_args);
+            let decoder = match images {
+                Compression::Zstd => {
+                    ", whose kernel decoder needs BMI2, which the emulator lacks (a CPU \
+                     template hiding BMI2 did not hide it here)"
+                }
+                Compression::Lz4 => ", which the kernel decodes in plain C",
+            };
             let detail = format!(
                 "/dev/kvm is a nested PVM hypervisor (kvm_pvm, pvm_native=Y): it emulates the \
                  guest kernel's privileged code, about 100 times slower than native (boots take \
@@ -101,12 +108,7 @@ pub fn check(hv: Hypervisor, stored_args: Option<&str>, images: Compression) -> 
                         missing.join(" ")
                     )
                 },
-                match images {
-                    Compression::Zstd =>
-                        ", whose kernel decoder needs BMI2, which the emulator \
-                                          lacks (a CPU template hiding BMI2 did not hide it here)",
-                    Compression::Lz4 => ", which the kernel decodes in plain C",
-                }
+                decoder
             );
             let root = match images {
                 Compression::Zstd => {
