@@ -138,20 +138,26 @@ impl BlockCompressor {
     /// # Errors
     /// The compressor failed.
     pub(crate) fn compress(&mut self, src: &[u8]) -> io::Result<Option<&[u8]>> {
-        self.buf.clear();
         let n = match &mut self.kind {
             Kind::Zstd(z) => {
+                // zstd writes into the spare capacity and sets the length.
+                self.buf.clear();
                 self.buf.reserve(zstd::zstd_safe::compress_bound(src.len()));
                 z.compress_to_buffer(src, &mut self.buf)?
             }
             Kind::Lz4 => {
-                self.buf
-                    .resize(lz4_flex::block::get_maximum_output_size(src.len()), 0);
+                // lz4_flex writes into initialised bytes: zero them once, not per block.
+                let need = lz4_flex::block::get_maximum_output_size(src.len());
+                if self.buf.len() < need {
+                    self.buf.resize(need, 0);
+                }
                 lz4_flex::block::compress_into(src, &mut self.buf).map_err(io::Error::other)?
             }
         };
-        self.buf.truncate(n);
-        Ok((n < src.len()).then_some(self.buf.as_slice()))
+        let out = self.buf.get(..n).ok_or_else(|| {
+            io::Error::other(format!("the compressor reported {n} bytes, wrote fewer"))
+        })?;
+        Ok((n < src.len()).then_some(out))
     }
 }
 
