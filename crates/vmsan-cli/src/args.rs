@@ -119,6 +119,15 @@ pub enum PullArg {
     Never,
 }
 
+/// Compression of squashfs images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompressionArg {
+    /// zstd: smaller images (the kernel needs SQUASHFS_ZSTD).
+    Zstd,
+    /// LZ4: larger images, read by the kernel's plain-C decoder (SQUASHFS_LZ4).
+    Lz4,
+}
+
 /// Who is PID 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum InitArg {
@@ -447,6 +456,11 @@ pub struct SetupArgs {
     /// own; `create --kernel-args` replaces them).
     #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
     pub kernel_args: Option<String>,
+    /// Compression of the squashfs images every later pull, import and create builds: lz4
+    /// for guest kernels that cannot read zstd (no SQUASHFS_ZSTD, or a host that cannot run
+    /// its decoder) [default: zstd].
+    #[arg(long, value_enum, value_name = "ALGO")]
+    pub image_compression: Option<CompressionArg>,
     /// Install this static guest agent (default: the one installed beside vmsan).
     #[arg(long, value_name = "PATH")]
     pub agent: Option<String>,

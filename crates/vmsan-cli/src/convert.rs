@@ -18,8 +18,8 @@ use vmsan_core::validate::{self, MEMORY_MIN_MIB, PolicyInput, Runtime, parse_ipv
 use vmsan_core::{SnapshotId, VmId};
 
 use crate::args::{
-    Command, CreateArgs, ExecArgs, ImageCommand, InitArg, LogsArgs, NetworkArgs, PullArg,
-    SnapshotCommand,
+    Command, CompressionArg, CreateArgs, ExecArgs, ImageCommand, InitArg, LogsArgs, NetworkArgs,
+    PullArg, SnapshotCommand,
 };
 
 /// A fully validated command, ready to run.
@@ -263,6 +263,10 @@ pub fn convert(command: Command, env: &Env) -> Result<Action, Error> {
                 "--kernel-args",
                 a.kernel_args.as_deref().unwrap_or(""),
             )?,
+            image_compression: match a.image_compression {
+                None | Some(CompressionArg::Zstd) => vmsan_image::Compression::Zstd,
+                Some(CompressionArg::Lz4) => vmsan_image::Compression::Lz4,
+            },
             release_url: a
                 .release_url
                 .as_deref()
@@ -1317,6 +1321,7 @@ mod tests {
                 jailer: None,
                 kernel: None,
                 kernel_args: String::new(),
+                image_compression: vmsan_image::Compression::Zstd,
                 agent: None,
                 release_url: None,
                 force: false
@@ -1333,6 +1338,8 @@ mod tests {
                 "/k",
                 "--kernel-args",
                 " noxsave  tsc=reliable",
+                "--image-compression",
+                "lz4",
                 "--agent",
                 "agent",
                 "--release-url",
@@ -1344,6 +1351,7 @@ mod tests {
                 jailer: Some("/bin/j".into()),
                 kernel: Some("/k".into()),
                 kernel_args: "noxsave tsc=reliable".into(),
+                image_compression: vmsan_image::Compression::Lz4,
                 agent: Some("/cwd/agent".into()),
                 release_url: Some("https://mirror.example/fc".into()),
                 force: true

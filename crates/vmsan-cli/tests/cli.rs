@@ -244,6 +244,8 @@ rejected! {
     setup_empty_kernel: ["setup", "--kernel", ""] => "ERR_VALIDATION_PATH";
     setup_empty_agent: ["setup", "--agent", ""] => "ERR_VALIDATION_PATH";
     setup_force_value: ["setup", "--force=1"] => ARGS;
+    setup_bad_image_compression: ["setup", "--image-compression", "gzip"] => ARGS;
+    setup_no_image_compression: ["setup", "--image-compression"] => ARGS;
     image_no_sub: ["image"] => ARGS;
     image_ls_extra: ["image", "ls", "x"] => ARGS;
     image_pull_empty: ["image", "pull", ""] => "ERR_VALIDATION_IMAGE_REF";

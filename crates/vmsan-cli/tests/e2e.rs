@@ -1049,3 +1049,173 @@ fn privileged_e2e_host_disk_overcommit_and_full_disk_are_reported() {
     assert!(left.is_empty(), "left behind:\n{}", left.join("\n"));
     drop(fx);
 }
+
+/// `vmsan setup --image-compression lz4` (issue 16: guest kernels that cannot read zstd): the
+/// setting is stored beside the kernel arguments, shown by setup and doctor, and every later
+/// build uses it. An image built with zstd is never handed out for it: an image with its
+/// layers in the store is built again with LZ4 (which the stand-in's guest, its agent
+/// mounting the root through the host kernel, boots from and reads byte for byte), a
+/// directory import is refused with the reason; switching back finds the zstd build again.
+#[test]
+fn privileged_e2e_image_compression_is_a_setting_of_the_image_store() {
+    let Some(fx) = fixture() else { return };
+    let (home, work) = (&fx.home, &fx.work);
+    let record = home.dir.path().join("kernels/image-compression");
+    let superblock = |p: &str| {
+        let b = std::fs::read(p).unwrap();
+        u16::from_le_bytes([b[20], b[21]])
+    };
+    // The fixture's setup stored the default; its busybox import (a directory) is zstd.
+    assert_eq!(std::fs::read_to_string(&record).unwrap(), "zstd\n");
+    let ls = home.json(&["image", "ls"]);
+    assert_eq!(ls["images"][0]["compression"], "zstd", "{ls}");
+    // The same tree as a tarball: its layer stays in the store.
+    let tarball = work.path().join("busybox.tar");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(work.path().join("rootfs"))
+        .arg("-cf")
+        .arg(&tarball)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let zstd = home.json(&[
+        "image",
+        "import",
+        tarball.to_str().unwrap(),
+        "--name",
+        "bbtar",
+    ]);
+    assert_eq!(zstd["compression"], "zstd", "{zstd}");
+    let zstd_rootfs = zstd["rootfs"].as_str().unwrap().to_owned();
+    assert_eq!(superblock(&zstd_rootfs), 6);
+
+    // Setup again, with LZ4.
+    let (firecracker, jailer, kernel) = vmsan_testkit::e2e::vmm_binaries(work.path()).unwrap();
+    let agent = vmsan_testkit::e2e::agent_binary().unwrap();
+    let setup = |extra: &[&str]| {
+        let mut args = vec![
+            "setup",
+            "--firecracker",
+            firecracker.to_str().unwrap(),
+            "--jailer",
+            jailer.to_str().unwrap(),
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--agent",
+            agent.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>()
+    };
+    let args = setup(&["--image-compression", "lz4"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = home.run(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Image compression: lz4"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let mut json_args = vec!["--json"];
+    json_args.extend_from_slice(&args);
+    let doc = parse(&home.run(&json_args));
+    assert_eq!(doc["imageCompression"], "lz4", "{doc}");
+    assert_eq!(std::fs::read_to_string(&record).unwrap(), "lz4\n");
+
+    // doctor's hint on a PVM host in native mode follows the setting.
+    let pvm = vmsan_core::doctor::guest::detect(Path::new("/sys"))
+        == vmsan_core::doctor::guest::Hypervisor::PvmNative;
+    if pvm {
+        let checks = parse(&home.run(&["--json", "doctor"]));
+        let guest = checks["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "Guest CPU")
+            .unwrap_or_else(|| panic!("no Guest CPU check: {checks}"))
+            .clone();
+        assert!(
+            guest["detail"].as_str().unwrap().contains("built with lz4"),
+            "{guest}"
+        );
+        assert!(
+            !guest["fix"]
+                .as_str()
+                .unwrap()
+                .contains("--image-compression"),
+            "{guest}"
+        );
+    }
+
+    // The directory import cannot be built again: refused, not booted from its zstd image.
+    let out = home.run(&["--json", "create", "--from-image", "busybox"]);
+    assert!(!out.status.success());
+    let err = &parse(&out)["error"];
+    assert_eq!(err["code"], "ERR_IMAGE_NOT_FOUND", "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("built with another one"),
+        "{err}"
+    );
+    assert!(home.json(&["list"])["vms"].as_array().unwrap().is_empty());
+
+    // The tarball import is built again with LZ4 from its stored layer, and a VM boots it.
+    if let Err(why) = vmsan_testkit::kernel::reads_squashfs("LZ4") {
+        vmsan_testkit::skip!("{why}: the stand-in's guest could not mount an LZ4 image");
+        return;
+    }
+    let vm = home.json(&["create", "--from-image", "bbtar"]);
+    let id = vm["vmId"].as_str().unwrap().to_owned();
+    let inspected = home.json(&["inspect", &id]);
+    let rootfs = inspected["vm"]["rootfs"].as_str().unwrap().to_owned();
+    assert_ne!(rootfs, zstd_rootfs, "{inspected}");
+    assert!(rootfs.ends_with("-lz4/rootfs.sqfs"), "{rootfs}");
+    assert_eq!(superblock(&rootfs), 5);
+    let out = home.run(&["exec", &id, "sha256sum", "/bin/busybox"]);
+    let host = Command::new("sha256sum")
+        .arg("/bin/busybox")
+        .output()
+        .unwrap();
+    let first = |o: &[u8]| {
+        String::from_utf8_lossy(o)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(
+        first(&out.stdout),
+        first(&host.stdout),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    home.json(&["remove", "--force", &id]);
+    let ls = home.json(&["image", "ls"]);
+    let builds: Vec<&str> = ls["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["names"].to_string().contains("bbtar"))
+        .map(|i| i["compression"].as_str().unwrap())
+        .collect();
+    assert_eq!(builds.len(), 2, "{ls}");
+    assert!(builds.contains(&"lz4") && builds.contains(&"zstd"), "{ls}");
+
+    // A setup without the flag goes back to zstd, and the zstd build is found again.
+    let args = setup(&[]);
+    let mut json_args = vec!["--json"];
+    json_args.extend(args.iter().map(String::as_str));
+    let doc = parse(&home.run(&json_args));
+    assert_eq!(doc["imageCompression"], "zstd", "{doc}");
+    let again = home.json(&["image", "pull", "bbtar"]);
+    assert_eq!(again["rootfs"], zstd_rootfs.as_str(), "{again}");
+    assert_eq!(again["compression"], "zstd");
+}

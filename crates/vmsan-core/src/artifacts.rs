@@ -126,26 +126,21 @@ pub fn find_kernel(paths: &Paths) -> Option<PathBuf> {
 /// (`vmsan setup --kernel-args`). Not `vmlinux…`: [`find_kernel`] must never take it for a kernel.
 pub const KERNEL_ARGS_FILE: &str = "kernel-args";
 
-/// The extra kernel arguments stored with `kernel` at `vmsan setup`: only the installed
-/// `kernels/vmlinux` has them. The file must be a root-owned regular file nobody else can
-/// write (it goes onto the guest's command line), and its content is checked again.
-pub fn stored_kernel_args(paths: &Paths, kernel: &Path) -> crate::error::Result<Option<String>> {
+/// Name of the file in the kernels directory holding the compression of the image store's
+/// squashfs images (`vmsan setup --image-compression`): a property of what the guest kernel can
+/// read, kept beside its arguments. Absent in homes set up before it existed: zstd.
+pub const IMAGE_COMPRESSION_FILE: &str = "image-compression";
+
+/// A setup record in the kernels directory (`name`): `None` when absent. It must be a
+/// root-owned regular file nobody else can write (what it says reaches the guest), and small;
+/// `bad` makes the error that says it is unusable.
+fn read_setup_record(
+    paths: &Paths,
+    name: &str,
+    bad: impl Fn(String) -> crate::error::Error,
+) -> crate::error::Result<Option<String>> {
     use std::os::unix::fs::MetadataExt;
-    let dir = paths.kernels_dir();
-    if kernel != dir.join("vmlinux") {
-        return Ok(None);
-    }
-    let file = dir.join(KERNEL_ARGS_FILE);
-    let bad = |why: String| {
-        crate::error::Error::new(
-            crate::error::ErrorCode::ValidationArgs,
-            format!(
-                "The stored kernel arguments in {} are unusable: {why}",
-                file.display()
-            ),
-        )
-        .fix("Run `vmsan setup --force` again, with --kernel-args if the kernel needs any.")
-    };
+    let file = paths.kernels_dir().join(name);
     let meta = match std::fs::symlink_metadata(&file) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -160,22 +155,17 @@ pub fn stored_kernel_args(paths: &Paths, kernel: &Path) -> crate::error::Result<
         return Err(bad(format!("{} bytes", meta.len())));
     }
     let text = std::fs::read_to_string(&file).map_err(|e| bad(e.to_string()))?;
-    let args = vmsan_firecracker::KernelArgs::parse(text.trim_end_matches('\n'))
-        .map_err(|e| bad(e.to_string()))?;
-    Ok((!args.is_empty()).then(|| args.to_line()))
+    Ok(Some(text.trim_end_matches('\n').to_owned()))
 }
 
-/// Store (or, with none, remove) the extra arguments of the kernel `vmsan setup` has just
-/// installed: a new kernel never inherits the arguments of the one it replaced.
-pub fn store_kernel_args(paths: &Paths, args: &str) -> crate::error::Result<()> {
-    let args = vmsan_firecracker::KernelArgs::parse(args).map_err(|e| {
-        crate::error::Error::new(crate::error::ErrorCode::ValidationArgs, e.to_string())
-    })?;
+/// Write (or, with `None`, remove) the setup record `name` in the kernels directory,
+/// atomically, 0644, never through a symlink.
+fn write_setup_record(paths: &Paths, name: &str, line: Option<&str>) -> crate::error::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let dir = paths.kernels_dir();
-    let file = dir.join(KERNEL_ARGS_FILE);
-    if args.is_empty() {
+    let file = dir.join(name);
+    let Some(line) = line else {
         return match std::fs::remove_file(&file) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(crate::error::Error::io(
                 format!("remove {}", file.display()),
@@ -183,8 +173,8 @@ pub fn store_kernel_args(paths: &Paths, args: &str) -> crate::error::Result<()> 
             )),
             _ => Ok(()),
         };
-    }
-    let tmp = dir.join(format!(".{KERNEL_ARGS_FILE}.{}", std::process::id()));
+    };
+    let tmp = dir.join(format!(".{name}.{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::OpenOptions::new()
@@ -194,7 +184,7 @@ pub fn store_kernel_args(paths: &Paths, args: &str) -> crate::error::Result<()> 
             .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)?;
         f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
-        f.write_all(format!("{}\n", args.to_line()).as_bytes())?;
+        f.write_all(format!("{line}\n").as_bytes())?;
         f.sync_all()?;
         std::fs::rename(&tmp, &file)
     };
@@ -202,6 +192,75 @@ pub fn store_kernel_args(paths: &Paths, args: &str) -> crate::error::Result<()> 
         let _ = std::fs::remove_file(&tmp);
         crate::error::Error::io(format!("write {}", file.display()), e)
     })
+}
+
+/// The extra kernel arguments stored with `kernel` at `vmsan setup`: only the installed
+/// `kernels/vmlinux` has them. The file must be a root-owned regular file nobody else can
+/// write (it goes onto the guest's command line), and its content is checked again.
+pub fn stored_kernel_args(paths: &Paths, kernel: &Path) -> crate::error::Result<Option<String>> {
+    if kernel != paths.kernels_dir().join("vmlinux") {
+        return Ok(None);
+    }
+    let file = paths.kernels_dir().join(KERNEL_ARGS_FILE);
+    let bad = |why: String| {
+        crate::error::Error::new(
+            crate::error::ErrorCode::ValidationArgs,
+            format!(
+                "The stored kernel arguments in {} are unusable: {why}",
+                file.display()
+            ),
+        )
+        .fix("Run `vmsan setup --force` again, with --kernel-args if the kernel needs any.")
+    };
+    let Some(text) = read_setup_record(paths, KERNEL_ARGS_FILE, bad)? else {
+        return Ok(None);
+    };
+    let args = vmsan_firecracker::KernelArgs::parse(&text).map_err(|e| bad(e.to_string()))?;
+    Ok((!args.is_empty()).then(|| args.to_line()))
+}
+
+/// Store (or, with none, remove) the extra arguments of the kernel `vmsan setup` has just
+/// installed: a new kernel never inherits the arguments of the one it replaced.
+pub fn store_kernel_args(paths: &Paths, args: &str) -> crate::error::Result<()> {
+    let args = vmsan_firecracker::KernelArgs::parse(args).map_err(|e| {
+        crate::error::Error::new(crate::error::ErrorCode::ValidationArgs, e.to_string())
+    })?;
+    write_setup_record(
+        paths,
+        KERNEL_ARGS_FILE,
+        (!args.is_empty()).then(|| args.to_line()).as_deref(),
+    )
+}
+
+/// The compression every image build of this home uses (`vmsan setup --image-compression`);
+/// zstd when setup never stored one.
+pub fn stored_image_compression(paths: &Paths) -> crate::error::Result<vmsan_image::Compression> {
+    let file = paths.kernels_dir().join(IMAGE_COMPRESSION_FILE);
+    let bad = |why: String| {
+        crate::error::Error::new(
+            crate::error::ErrorCode::ValidationArgs,
+            format!(
+                "The stored image compression in {} is unusable: {why}",
+                file.display()
+            ),
+        )
+        .fix("Run `vmsan setup --force` again, with --image-compression zstd or lz4.")
+    };
+    match read_setup_record(paths, IMAGE_COMPRESSION_FILE, bad)? {
+        None => Ok(vmsan_image::Compression::default()),
+        Some(text) => text
+            .parse()
+            .map_err(|_| bad(format!("{text:?} is not zstd or lz4"))),
+    }
+}
+
+/// Store the compression of the images `vmsan setup` prepares this home for. Like the kernel
+/// arguments, it goes with the kernel setup installs: a setup without it sets the default.
+pub fn store_image_compression(
+    paths: &Paths,
+    compression: vmsan_image::Compression,
+) -> crate::error::Result<()> {
+    write_setup_record(paths, IMAGE_COMPRESSION_FILE, Some(compression.as_str()))
 }
 
 /// Check that a binary vmsan runs as root is a regular, executable file owned by root and
@@ -286,6 +345,41 @@ mod tests {
             std::fs::write(&target, "quiet\n").unwrap();
             std::os::unix::fs::symlink(&target, &file).unwrap();
             assert!(stored_kernel_args(&paths, &installed).is_err());
+        }
+    }
+
+    #[test]
+    fn the_image_compression_is_stored_beside_the_kernel_arguments() {
+        use std::os::unix::fs::PermissionsExt;
+        use vmsan_image::Compression;
+        let d = tempfile::tempdir().unwrap();
+        let paths = Paths::new(d.path());
+        std::fs::create_dir_all(paths.kernels_dir()).unwrap();
+        // A home set up before the setting existed builds zstd images.
+        assert_eq!(stored_image_compression(&paths).unwrap(), Compression::Zstd);
+        store_image_compression(&paths, Compression::Lz4).unwrap();
+        assert_eq!(stored_image_compression(&paths).unwrap(), Compression::Lz4);
+        let file = paths.kernels_dir().join(IMAGE_COMPRESSION_FILE);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "lz4\n");
+        // Not `vmlinux…`: never taken for a kernel; and the kernel arguments are untouched.
+        assert_eq!(find_kernel(&paths), None);
+        store_kernel_args(&paths, "quiet").unwrap();
+        store_image_compression(&paths, Compression::Zstd).unwrap();
+        assert_eq!(stored_image_compression(&paths).unwrap(), Compression::Zstd);
+        let kernel = paths.kernels_dir().join("vmlinux");
+        assert_eq!(
+            stored_kernel_args(&paths, &kernel).unwrap().as_deref(),
+            Some("quiet")
+        );
+        // Anything else in it is refused, not taken for the default.
+        std::fs::write(&file, "gzip\n").unwrap();
+        let e = stored_image_compression(&paths).unwrap_err();
+        assert_eq!(e.code(), crate::error::ErrorCode::ValidationArgs);
+        assert!(e.to_string().contains("gzip"), "{e}");
+        if nix::unistd::geteuid().is_root() {
+            std::fs::write(&file, "lz4\n").unwrap();
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+            assert!(stored_image_compression(&paths).is_err());
         }
     }
 

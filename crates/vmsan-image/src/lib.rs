@@ -8,9 +8,10 @@
 //!   the Docker config file: `auths` entries and `credHelpers`/`credsStore` helpers), platform
 //!   selection from an index, a content-addressed blob cache with streaming digest
 //!   verification, resumable and parallel downloads, then a read-only filesystem cached by
-//!   manifest digest with the image config stored beside it. Squashfs images (the default)
-//!   are built while the layers download: each layer is decompressed, indexed and its file
-//!   contents zstd-compressed on its own thread as its bytes arrive, the layers are merged in
+//!   manifest digest and compression with the image config stored beside it. Squashfs images
+//!   (the default) are built while the layers download: each layer is decompressed, indexed
+//!   and its file contents compressed (zstd, or LZ4 for kernels that cannot read zstd: see
+//!   [`Compression`]) on its own thread as its bytes arrive, the layers are merged in
 //!   memory with the same rules as the on-disk merge, and the image is written from that
 //!   tree by the crate's own squashfs writer (no staging directory, no `mksquashfs`; layer
 //!   xattrs kept). Ext4 images use a safe on-disk merge ([`merge`]) and `mkfs.ext4 -d`
@@ -38,6 +39,7 @@
 //! `<home>/kernels/vmlinux`; [`check_trusted_binary`] must pass before either binary is run.
 
 pub mod build;
+mod compression;
 pub mod digest;
 pub mod disk;
 pub mod error;
@@ -57,6 +59,7 @@ mod sys;
 mod tree;
 
 pub use build::{BuildOptions, StagingArea};
+pub use compression::Compression;
 pub use digest::Digest;
 pub use disk::{CloneMethod, copy_data_extents, create_overlay_disk};
 pub use error::{Error, ErrorKind, Result, with_causes};

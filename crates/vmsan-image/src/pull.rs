@@ -8,6 +8,7 @@ use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 
 use crate::build::{BuildOptions, build_filesystem};
+use crate::compression::{Codec, Compression};
 use crate::digest::{Digest, HashingWriter};
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::{
@@ -102,7 +103,7 @@ struct Unpack<'a> {
     shared: &'a Shared,
     budget: &'a Budget,
     done: &'a DoneSignal,
-    level: i32,
+    codec: Codec,
 }
 
 /// A manifest ready to build, with all its blobs in the store.
@@ -122,31 +123,22 @@ impl ImageStore {
     /// See [`Error`]; on failure nothing half-written is left in the store.
     pub async fn pull(&self, source: &str, opts: &PullOptions) -> Result<Image> {
         let src = ImageSource::parse(source)?;
-        let p = opts.progress.as_ref();
         match src {
             ImageSource::Registry(r) => {
-                if let Some(img) = self.resolve_local_ref(&r)? {
-                    emit(
-                        p,
-                        Progress::Done {
-                            digest: img.record.digest.clone(),
-                            cached: true,
-                        },
-                    );
+                if let Some((key, d)) = self.local_ref(&r)?
+                    && let Some(img) = self.built_or_rebuilt(&key, &d, opts).await?
+                {
                     return Ok(img);
                 }
                 let name = r.to_string();
-                if (opts.policy != PullPolicy::Always || r.is_pinned())
-                    && let Some(img) = self.cached(&name, r.digest())?
-                {
-                    emit(
-                        p,
-                        Progress::Done {
-                            digest: img.record.digest.clone(),
-                            cached: true,
-                        },
-                    );
-                    return Ok(img);
+                if opts.policy != PullPolicy::Always || r.is_pinned() {
+                    // A digest reference may name an index: the ref map knows what it
+                    // resolved to.
+                    for d in r.digest().cloned().into_iter().chain(self.get_ref(&name)?) {
+                        if let Some(img) = self.built_or_rebuilt(&name, &d, opts).await? {
+                            return Ok(img);
+                        }
+                    }
                 }
                 if opts.policy == PullPolicy::Never {
                     return Err(Error::NotFound(
@@ -193,20 +185,29 @@ impl ImageStore {
         }
     }
 
-    /// Resolve a name to a built image without any network access.
+    /// Resolve a name to the image built with `compression` (`None`: ext4) without any
+    /// network access and without building.
     ///
     /// # Errors
     /// [`Error::NotFound`], or a bad reference.
-    pub fn resolve(&self, name: &str) -> Result<Image> {
+    pub fn resolve(&self, name: &str, compression: Option<Compression>) -> Result<Image> {
         let r = Reference::parse(name)?;
-        if let Some(img) = self.resolve_local_ref(&r)? {
-            return Ok(img);
+        let name = r.to_string();
+        let known = self
+            .local_ref(&r)?
+            .into_iter()
+            .chain(r.digest().map(|d| (name.clone(), d.clone())))
+            .chain(self.get_ref(&name)?.map(|d| (name.clone(), d)));
+        for (key, d) in known {
+            if let Some(img) = self.load_built(&key, &d, compression)? {
+                return Ok(img);
+            }
         }
-        self.cached(&r.to_string(), r.digest())?
-            .ok_or_else(|| Error::NotFound(r.to_string(), " locally (pull it first)"))
+        Err(Error::NotFound(name, " locally (pull it first)"))
     }
 
-    fn resolve_local_ref(&self, r: &Reference) -> Result<Option<Image>> {
+    /// The local (imported) name `r` stands for, and the manifest it points at.
+    fn local_ref(&self, r: &Reference) -> Result<Option<(String, Digest)>> {
         let local = if r.domain() == LOCAL_DOMAIN {
             Some(r.clone())
         } else {
@@ -214,23 +215,87 @@ impl ImageStore {
         };
         let Some(local) = local else { return Ok(None) };
         let key = local.to_string();
-        match self.get_ref(&key)? {
-            Some(d) => self.load_built(&key, &d),
-            None => Ok(None),
-        }
+        Ok(self.get_ref(&key)?.map(|d| (key, d)))
     }
 
-    fn cached(&self, name: &str, pinned: Option<&Digest>) -> Result<Option<Image>> {
-        if let Some(d) = pinned {
-            // A digest reference may name an index: the ref map knows what it resolved to.
-            if let Some(img) = self.load_built(name, d)? {
-                return Ok(Some(img));
-            }
+    /// The image built from manifest `d` with this pull's compression; else, when `d` was
+    /// built with another compression (the setting changed since), a new build from the
+    /// blobs in the store, without the network. `None` when `d` was never built.
+    ///
+    /// # Errors
+    /// A build of `d` with another compression exists but its layers are gone from the store
+    /// (a directory import has none): it is never handed out for this compression.
+    async fn built_or_rebuilt(
+        &self,
+        name: &str,
+        d: &Digest,
+        opts: &PullOptions,
+    ) -> Result<Option<Image>> {
+        if let Some(img) = self.load_built(name, d, opts.build.squashfs_compression())? {
+            emit(
+                opts.progress.as_ref(),
+                Progress::Done {
+                    digest: img.record.digest.clone(),
+                    cached: true,
+                },
+            );
+            return Ok(Some(img));
         }
-        match self.get_ref(name)? {
-            Some(d) => self.load_built(name, &d),
-            None => Ok(None),
+        let Some(other) = self.builds_of(d).into_iter().next() else {
+            return Ok(None);
+        };
+        let Some(resolved) = self.stored_build_inputs(name, d, &other)? else {
+            return Err(Error::NotFound(
+                name.to_owned(),
+                " with this host's image compression: it was built with another one and its \
+                 layers are not in the store to build it again; pull or import it again, or \
+                 go back with `vmsan setup --image-compression`",
+            ));
+        };
+        self.finish(resolved, opts).await.map(Some)
+    }
+
+    /// What it takes to build manifest `d` again, from the store alone: its manifest and
+    /// layers among the blobs, its source and config from its other build in `other`.
+    /// `None` when any of it is missing.
+    fn stored_build_inputs(
+        &self,
+        name: &str,
+        d: &Digest,
+        other: &Path,
+    ) -> Result<Option<Resolved>> {
+        let bytes = match fs::read(self.blob_path(d)) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(format!("read manifest {d}"), e)),
+        };
+        d.verify("manifest", &bytes)?;
+        let ManifestDoc::Manifest(manifest) = parse_manifest(&bytes, None, "manifest")? else {
+            return Ok(None);
+        };
+        if manifest.layers.is_empty()
+            || manifest
+                .layers
+                .iter()
+                .any(|l| !self.blob_path(&l.digest).is_file())
+        {
+            return Ok(None);
         }
+        let read = |file: &str| -> Result<Vec<u8>> {
+            let p = other.join(file);
+            fs::read(&p).ctx(|| format!("read {}", p.display()))
+        };
+        let record: ImageRecord = serde_json::from_slice(&read("image.json")?)
+            .map_err(|e| Error::malformed("image.json", e.to_string()))?;
+        let config: ImageConfig = serde_json::from_slice(&read("config.json")?)
+            .map_err(|e| Error::malformed("config.json", e.to_string()))?;
+        Ok(Some(Resolved {
+            name: name.to_owned(),
+            source: record.source,
+            digest: d.clone(),
+            manifest,
+            config,
+        }))
     }
 
     async fn resolve_registry(
@@ -300,7 +365,7 @@ impl ImageStore {
             },
         );
         // Already built under this digest (another tag, or `--pull always` on an unchanged tag).
-        if let Some(img) = self.load_built(&name, &digest)? {
+        if let Some(img) = self.load_built(&name, &digest, opts.build.squashfs_compression())? {
             let config = img.config.clone();
             return Ok((
                 Resolved {
@@ -346,7 +411,7 @@ impl ImageStore {
         let Some((client, docs)) = fetch else {
             return self.finish(r, opts).await;
         };
-        if let Some(img) = self.load_built(&r.name, &r.digest)? {
+        if let Some(img) = self.load_built(&r.name, &r.digest, opts.build.squashfs_compression())? {
             self.name_built(&r.name, &r.digest, opts.progress.as_ref(), true)?;
             return Ok(img);
         }
@@ -427,7 +492,7 @@ impl ImageStore {
         }
         built??;
         self.name_built(&name, &digest, opts.progress.as_ref(), false)?;
-        self.load_built(&name, &digest)?
+        self.load_built(&name, &digest, opts.build.squashfs_compression())?
             .ok_or_else(|| Error::NotFound(name, " after building it"))
     }
 
@@ -681,7 +746,7 @@ impl ImageStore {
     /// Merge, build, record, name.
     async fn finish(&self, r: Resolved, opts: &PullOptions) -> Result<Image> {
         let p = opts.progress.clone();
-        if let Some(img) = self.load_built(&r.name, &r.digest)? {
+        if let Some(img) = self.load_built(&r.name, &r.digest, opts.build.squashfs_compression())? {
             self.name_built(&r.name, &r.digest, p.as_ref(), true)?;
             return Ok(img);
         }
@@ -702,7 +767,7 @@ impl ImageStore {
         .await
         .map_err(|e| Error::io("build task", std::io::Error::other(e.to_string())))??;
         self.name_built(&name, &digest, opts.progress.as_ref(), false)?;
-        self.load_built(&name, &digest)?
+        self.load_built(&name, &digest, opts.build.squashfs_compression())?
             .ok_or_else(|| Error::NotFound(name, " after building it"))
     }
 
@@ -781,7 +846,7 @@ impl ImageStore {
         self.write_record(out.path(), r, build, stats.entries)?;
         self.set_timings(out.path(), merge_ms, build_ms)?;
         let out = out.keep();
-        self.commit_built(&out, &r.digest)
+        self.commit_built(&out, &r.digest, build.squashfs_compression())
     }
 
     /// Unpack every layer on its own thread (from its download as it arrives, or from the
@@ -803,7 +868,7 @@ impl ImageStore {
         let shared = Shared::default();
         let budget = Budget::new(&self.tmp_dir());
         let count = r.manifest.layers.len();
-        let level = i32::from(build.zstd_level.clamp(1, 22));
+        let codec = build.codec();
         let results: Vec<Result<LayerIndex>> = std::thread::scope(|s| {
             let handles: Vec<_> = r
                 .manifest
@@ -817,7 +882,7 @@ impl ImageStore {
                         shared: &shared,
                         budget: &budget,
                         done,
-                        level,
+                        codec,
                     };
                     s.spawn(move || {
                         emit(p, Progress::Unpacking { index, count });
@@ -851,7 +916,7 @@ impl ImageStore {
         );
         let fs_path = out.path().join(build.fs_type.file_name());
         let t_build = std::time::Instant::now();
-        crate::squashfs::write(&tree, &fs_path, &crate::squashfs::Options { level })?;
+        crate::squashfs::write(&tree, &fs_path, codec)?;
         drop(tree);
         let build_ms = t_build.elapsed().as_millis() as u64;
         tracing::debug!(merge_ms, build_ms, entries, "image built");
@@ -863,7 +928,7 @@ impl ImageStore {
         self.write_record(out.path(), r, build, entries)?;
         self.set_timings(out.path(), merge_ms, build_ms)?;
         let out = out.keep();
-        self.commit_built(&out, &r.digest)
+        self.commit_built(&out, &r.digest, build.squashfs_compression())
     }
 
     /// Index one layer: from its download stream when there is one and it runs to its
@@ -874,7 +939,7 @@ impl ImageStore {
             shared,
             budget,
             done,
-            level,
+            codec,
         } = *ctx;
         let compression = LayerCompression::from_media_type(&l.media_type)?;
         let what = l.digest.to_string();
@@ -888,7 +953,7 @@ impl ImageStore {
                 cut: cut.clone(),
             };
             let d = crate::merge::threaded_read(move || Ok(reader), compression, what.clone());
-            let res = index_layer(d, &what, limits, shared, budget, level);
+            let res = index_layer(d, &what, limits, shared, budget, codec);
             if !cut.load(Ordering::SeqCst) {
                 return res;
             }
@@ -898,7 +963,7 @@ impl ImageStore {
         }
         let d =
             crate::merge::threaded_decompress(self.blob_path(&l.digest), compression, what.clone());
-        index_layer(d, &what, limits, shared, budget, level)
+        index_layer(d, &what, limits, shared, budget, codec)
     }
 
     fn set_timings(&self, dir: &Path, merge_ms: u64, build_ms: u64) -> Result<()> {
@@ -928,6 +993,7 @@ impl ImageStore {
             digest: r.digest.clone(),
             source: r.source.clone(),
             fs_type: build.fs_type,
+            compression: build.squashfs_compression(),
             layers: r.manifest.layers.iter().map(|l| l.digest.clone()).collect(),
             config_digest: Some(r.manifest.config.digest.clone())
                 .filter(|_| !r.manifest.layers.is_empty() || r.manifest.config.size > 0),
@@ -1109,7 +1175,8 @@ impl ImageStore {
             config,
         };
         self.write_record(&out, &r, opts.build, count_entries(path))?;
-        self.commit_built(&out, &digest)?;
+        let compression = opts.build.squashfs_compression();
+        self.commit_built(&out, &digest, compression)?;
         self.set_ref(&key, &digest)?;
         emit(
             opts.progress.as_ref(),
@@ -1118,7 +1185,7 @@ impl ImageStore {
                 cached: false,
             },
         );
-        self.load_built(&key, &digest)?
+        self.load_built(&key, &digest, compression)?
             .ok_or_else(|| Error::NotFound(key, " after importing it"))
     }
 }

@@ -1,50 +1,40 @@
 //! A squashfs 4.0 writer: the read-only root filesystem written straight from the merged tree
 //! ([`crate::tree::Tree`]), with no staging directory and no external tool.
 //!
-//! Layout, in file order (the order the kernel's sanity checks expect): superblock, data
-//! blocks and fragment blocks, inode table, directory table, fragment table, id table, xattr
-//! table. Data blocks (128 KiB) and fragment blocks (file tails packed together, per layer)
-//! were zstd-compressed while the layers were read ([`crate::tree`]); here they are only
-//! copied, each file's blocks contiguous. Metadata blocks (8 KiB) are compressed as they fill;
-//! a block that does not shrink is stored as is. Files with several links, or extended
-//! attributes, get the extended inode types (xattr prefixes `user.`, `trusted.`,
-//! `security.`); directory listings are sorted bytewise, in runs of at most 256 entries
-//! whose inodes share one metadata block; directories too large for the basic inode get the
-//! extended one, without a lookup index. No NFS export table is written.
+//! Layout, in file order (the order the kernel's sanity checks expect): superblock, the
+//! compression options (LZ4 only), data blocks and fragment blocks, inode table, directory
+//! table, fragment table, id table, xattr table. Data blocks (128 KiB) and fragment blocks
+//! (file tails packed together, per layer) were compressed while the layers were read
+//! ([`crate::tree`]), with the image's [`Compression`](crate::Compression); here they are
+//! only copied, each file's blocks contiguous. Metadata blocks (8 KiB) are compressed as
+//! they fill, with the same compression; a block that does not shrink is stored as is. Files
+//! with several links, or extended attributes, get the extended inode types (xattr prefixes
+//! `user.`, `trusted.`, `security.`); directory listings are sorted bytewise, in runs of at
+//! most 256 entries whose inodes share one metadata block; directories too large for the
+//! basic inode get the extended one, without a lookup index. No NFS export table is written.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::Path;
 
+use crate::compression::{BlockCompressor, Codec};
 use crate::error::{Error, IoContext, Result};
 use crate::tree::{BLOCK_SIZE, Chunk, Kind, Meta, NodeId, ROOT, Tree};
 
 const MAGIC: u32 = 0x7371_7368;
 const SUPERBLOCK_SIZE: u64 = 96;
 const METADATA_SIZE: usize = 8192;
-const COMP_ZSTD: u16 = 6;
 const BLOCK_UNCOMPRESSED: u32 = 1 << 24;
 const META_UNCOMPRESSED: u16 = 0x8000;
 const NO_FRAGMENT: u32 = 0xFFFF_FFFF;
 const NO_XATTR: u32 = 0xFFFF_FFFF;
 const INVALID_TABLE: u64 = u64::MAX;
 const FLAG_NO_XATTRS: u16 = 0x0200;
+/// The superblock flag saying a compression-options block follows it.
+const FLAG_COMP_OPT: u16 = 0x0400;
 const MAX_NAME: usize = 256;
 const DIR_RUN: usize = 256;
-
-/// Options of the writer.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Options {
-    /// zstd level of the metadata blocks (data blocks were compressed as the layers were read).
-    pub(crate) level: i32,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self { level: 3 }
-    }
-}
 
 fn build_err(detail: impl Into<String>) -> Error {
     Error::Command {
@@ -53,25 +43,21 @@ fn build_err(detail: impl Into<String>) -> Error {
     }
 }
 
-struct Compressor {
-    z: zstd::bulk::Compressor<'static>,
-}
+/// The metadata blocks' compressor.
+struct Compressor(BlockCompressor);
 
 impl Compressor {
-    fn new(level: i32) -> Result<Self> {
-        Ok(Self {
-            z: zstd::bulk::Compressor::new(level)
-                .map_err(|e| build_err(format!("zstd init: {e}")))?,
-        })
+    fn new(codec: Codec) -> Result<Self> {
+        BlockCompressor::new(codec)
+            .map(Self)
+            .map_err(|e| build_err(format!("{} init: {e}", codec.compression)))
     }
 
     /// The compressed bytes when smaller than `src`, else `None` (store as is).
-    fn compress(&mut self, src: &[u8]) -> Result<Option<Vec<u8>>> {
-        let z = self
-            .z
+    fn compress(&mut self, src: &[u8]) -> Result<Option<&[u8]>> {
+        self.0
             .compress(src)
-            .map_err(|e| build_err(format!("zstd: {e}")))?;
-        Ok((z.len() < src.len()).then_some(z))
+            .map_err(|e| build_err(format!("compress a metadata block: {e}")))
     }
 }
 
@@ -113,7 +99,7 @@ impl MetaWriter {
         match c.compress(block)? {
             Some(z) => {
                 self.out.extend_from_slice(&(z.len() as u16).to_le_bytes());
-                self.out.extend_from_slice(&z);
+                self.out.extend_from_slice(z);
             }
             None => {
                 self.out
@@ -299,12 +285,23 @@ fn walk(tree: &Tree) -> Result<Walk> {
     Ok(w)
 }
 
-/// Write `tree` as a squashfs image at `out`; returns the image size.
+/// Write `tree` as a squashfs image at `out`, its metadata compressed with `codec` (which must
+/// be what the layers' data blocks were compressed with); returns the image size.
 ///
 /// # Errors
-/// I/O, or limits of the format (names longer than 256 bytes, more than 65535 owners).
-pub(crate) fn write(tree: &Tree, out: &Path, opts: &Options) -> Result<u64> {
+/// I/O, a layer compressed with another compression, or limits of the format (names longer
+/// than 256 bytes, more than 65535 owners).
+pub(crate) fn write(tree: &Tree, out: &Path, codec: Codec) -> Result<u64> {
     let bs = BLOCK_SIZE as u32;
+    let compression = codec.compression;
+    // One superblock id covers every block: a layer packed for another compression would
+    // make an image the kernel cannot read.
+    if let Some(l) = tree.layers.iter().find(|l| l.compression != compression) {
+        return Err(build_err(format!(
+            "a layer's data was compressed with {}, the image is {compression}",
+            l.compression
+        )));
+    }
     let w = walk(tree)?;
 
     let f = File::create(out).ctx(|| format!("create {}", out.display()))?;
@@ -313,6 +310,14 @@ pub(crate) fn write(tree: &Tree, out: &Path, opts: &Options) -> Result<u64> {
     file.write_all(&[0u8; SUPERBLOCK_SIZE as usize])
         .map_err(io)?;
     let mut pos = SUPERBLOCK_SIZE;
+    // The compression options: one metadata block, stored uncompressed (as mksquashfs does).
+    let comp_opts = compression.squashfs_options();
+    if let Some(o) = comp_opts {
+        file.write_all(&(o.len() as u16 | META_UNCOMPRESSED).to_le_bytes())
+            .map_err(io)?;
+        file.write_all(&o).map_err(io)?;
+        pos += 2 + o.len() as u64;
+    }
     let mut scratch = Vec::new();
     let mut copy = |layer: usize, c: Chunk, file: &mut BufWriter<File>| -> Result<()> {
         tree.layers[layer]
@@ -354,7 +359,7 @@ pub(crate) fn write(tree: &Tree, out: &Path, opts: &Options) -> Result<u64> {
         }
     }
 
-    let mut c = Compressor::new(opts.level)?;
+    let mut c = Compressor::new(codec)?;
     let mut inodes = MetaWriter::new();
     let mut dirs = MetaWriter::new();
     let mut ids = Ids {
@@ -607,13 +612,19 @@ pub(crate) fn write(tree: &Tree, out: &Path, opts: &Options) -> Result<u64> {
         .u32(tree.nodes[ROOT].meta.mtime)
         .u32(bs)
         .u32(frag_count)
-        .u16(COMP_ZSTD)
+        .u16(compression.squashfs_id())
         .u16(bs.trailing_zeros() as u16)
-        .u16(if xattrs.sets.is_empty() {
-            FLAG_NO_XATTRS
-        } else {
-            0
-        })
+        .u16(
+            if xattrs.sets.is_empty() {
+                FLAG_NO_XATTRS
+            } else {
+                0
+            } | if comp_opts.is_some() {
+                FLAG_COMP_OPT
+            } else {
+                0
+            },
+        )
         .u16(ids.list.len() as u16)
         .u16(4)
         .u16(0)
@@ -634,6 +645,7 @@ pub(crate) fn write(tree: &Tree, out: &Path, opts: &Options) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compression::Compression;
     use crate::merge::Limits;
     use crate::tree::{Budget, Shared, index_layer};
     use std::process::Command;
@@ -653,7 +665,14 @@ mod tests {
         h
     }
 
-    fn image(layers: &[Vec<u8>], dir: &Path) -> std::path::PathBuf {
+    fn codec(compression: Compression) -> Codec {
+        Codec {
+            compression,
+            level: 3,
+        }
+    }
+
+    fn tree(layers: &[Vec<u8>], dir: &Path, compression: Compression) -> Tree {
         let shared = Shared::default();
         let budget = Budget::new(dir);
         let mut t = Tree::new(Limits::default());
@@ -665,14 +684,19 @@ mod tests {
                     &Limits::default(),
                     &shared,
                     &budget,
-                    3,
+                    codec(compression),
                 )
                 .unwrap(),
             )
             .unwrap();
         }
-        let out = dir.join("img.sqfs");
-        write(&t, &out, &Options::default()).unwrap();
+        t
+    }
+
+    fn image(layers: &[Vec<u8>], dir: &Path, compression: Compression) -> std::path::PathBuf {
+        let t = tree(layers, dir, compression);
+        let out = dir.join(format!("img-{compression}.sqfs"));
+        write(&t, &out, codec(compression)).unwrap();
         out
     }
 
@@ -682,6 +706,14 @@ mod tests {
             vmsan_testkit::skip!("squashfs-tools is not installed");
             return;
         }
+        for compression in Compression::ALL {
+            reads_back(compression);
+        }
+    }
+
+    /// The superblock and options block say `compression`, and unsquashfs (its own zstd and
+    /// liblz4 decoders) reads every file and attribute back.
+    fn reads_back(compression: Compression) {
         let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let mut b = tar::Builder::new(Vec::new());
         use tar::EntryType as E;
@@ -758,7 +790,26 @@ mod tests {
             .unwrap();
         let layer = b.into_inner().unwrap();
         let t = tempfile::tempdir().unwrap();
-        let img = image(&[layer], t.path());
+        let img = image(&[layer], t.path(), compression);
+        let raw = std::fs::read(&img).unwrap();
+        let u16_at = |o: usize| u16::from_le_bytes([raw[o], raw[o + 1]]);
+        assert_eq!(u16_at(20), compression.squashfs_id(), "{compression}");
+        match compression {
+            Compression::Zstd => assert_eq!(u16_at(24) & FLAG_COMP_OPT, 0),
+            Compression::Lz4 => {
+                assert_eq!(u16_at(24) & FLAG_COMP_OPT, FLAG_COMP_OPT);
+                // An uncompressed 8-byte metadata block: version 1 (legacy), flags 0.
+                assert_eq!(&raw[96..106], &[8, 0x80, 1, 0, 0, 0, 0, 0, 0, 0]);
+            }
+        }
+        let out = Command::new("unsquashfs")
+            .arg("-s")
+            .arg(&img)
+            .output()
+            .unwrap();
+        let s = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{s}");
+        assert!(s.contains(&format!("Compression {compression}\n")), "{s}");
         let out = Command::new("unsquashfs")
             .arg("-lln")
             .arg(&img)
@@ -787,7 +838,7 @@ mod tests {
         };
         assert_eq!(line("squashfs-root/big"), "-rwsr-xr-x 7/8 300000");
         assert!(line("squashfs-root/home").starts_with("drwx------ 1000/1001 "));
-        let x = t.path().join("x");
+        let x = t.path().join(format!("x-{compression}"));
         let out = Command::new("unsquashfs")
             .arg("-d")
             .arg(&x)
@@ -825,5 +876,21 @@ mod tests {
                 assert!(s.contains("security.capability="), "{s}");
             }
         }
+    }
+
+    #[test]
+    fn a_layer_packed_for_another_compression_is_refused() {
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_data(
+            &mut header(tar::EntryType::Regular, 0o644, 0, 5),
+            "f",
+            &b"hello"[..],
+        )
+        .unwrap();
+        let layer = b.into_inner().unwrap();
+        let t = tempfile::tempdir().unwrap();
+        let tr = tree(&[layer], t.path(), Compression::Zstd);
+        let e = write(&tr, &t.path().join("x.sqfs"), codec(Compression::Lz4)).unwrap_err();
+        assert!(e.to_string().contains("compressed with zstd"), "{e}");
     }
 }

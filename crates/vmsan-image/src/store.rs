@@ -8,9 +8,16 @@
 //!   built/<manifest hex>/config.json   the image config (Env, WorkingDir, User, Entrypoint, Cmd)
 //!   built/<manifest hex>/image.json    the record: source, layers, filesystem type, size
 //!   built/<manifest hex>/last-used     its mtime is the last use
+//!   built/<manifest hex>-lz4/…         the same manifest built as squashfs with LZ4 blocks
 //!   refs.json                          name -> manifest digest, written atomically
 //!   lock                               held (flock) while refs or built images change
 //! ```
+//!
+//! A built image's identity is its manifest digest and its [`Compression`]: the zstd build
+//! keeps the plain directory name (as before compressions could be chosen), every other one
+//! a suffix, so switching `vmsan setup --image-compression` never reuses an image built with
+//! the other compression, and switching back finds the first build again. Names point at a
+//! manifest digest; each build of it goes when the last name does.
 //!
 //! Everything is created root-only (directories 0700 or 0755, files 0644) and every name that
 //! becomes a path is a validated digest or a fixed word.
@@ -24,6 +31,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use crate::compression::Compression;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::ImageConfig;
@@ -42,8 +50,8 @@ pub fn home_from_env() -> PathBuf {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum FsType {
-    /// squashfs (zstd), written by vmsan from the merged layers: the default (fast to build,
-    /// small).
+    /// squashfs (zstd or LZ4), written by vmsan from the merged layers: the default (fast to
+    /// build, small).
     #[default]
     Squashfs,
     /// ext4, built by `mkfs.ext4 -d`.
@@ -78,6 +86,10 @@ pub struct ImageRecord {
     pub source: String,
     /// Filesystem type.
     pub fs_type: FsType,
+    /// Compression of a squashfs image (absent in records of older vmsan, whose squashfs
+    /// images are all zstd; absent for ext4). See [`ImageRecord::squashfs_compression`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<Compression>,
     /// Layer digests, base first.
     #[serde(default)]
     pub layers: Vec<Digest>,
@@ -97,6 +109,13 @@ pub struct ImageRecord {
     /// Time spent building the filesystem, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build_ms: Option<u64>,
+}
+
+impl ImageRecord {
+    /// The squashfs image's compression, `None` for ext4.
+    pub fn squashfs_compression(&self) -> Option<Compression> {
+        (self.fs_type == FsType::Squashfs).then(|| self.compression.unwrap_or_default())
+    }
 }
 
 /// A usable image.
@@ -123,6 +142,8 @@ pub struct ImageSummary {
     pub digest: Digest,
     /// Filesystem type.
     pub fs_type: FsType,
+    /// Compression of a squashfs image.
+    pub compression: Option<Compression>,
     /// Filesystem size in bytes.
     pub size: u64,
     /// Last use (seconds since the epoch).
@@ -285,9 +306,31 @@ impl ImageStore {
         self.dir.join("tmp")
     }
 
-    /// Directory of a built image.
-    pub fn built_dir(&self, d: &Digest) -> PathBuf {
-        self.dir.join("built").join(d.hex())
+    /// Directory of the image built from manifest `d` with `compression` (`None`: ext4, which
+    /// shares the zstd build's directory as it always has).
+    pub fn built_dir(&self, d: &Digest, compression: Option<Compression>) -> PathBuf {
+        let suffix = match compression {
+            None | Some(Compression::Zstd) => "",
+            Some(Compression::Lz4) => "-lz4",
+        };
+        self.dir.join("built").join(format!("{}{suffix}", d.hex()))
+    }
+
+    /// The manifest digest a directory under `built/` holds a build of.
+    fn built_digest(name: &str) -> Option<Digest> {
+        let hex = name.strip_suffix("-lz4").unwrap_or(name);
+        Digest::from_hex(hex).ok()
+    }
+
+    /// Every build of manifest `d` there is (directories under `built/`).
+    pub(crate) fn builds_of(&self, d: &Digest) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = Compression::ALL
+            .into_iter()
+            .map(|c| self.built_dir(d, Some(c)))
+            .filter(|p| p.is_dir())
+            .collect();
+        dirs.dedup();
+        dirs
     }
 
     fn refs_path(&self) -> PathBuf {
@@ -346,12 +389,18 @@ impl ImageStore {
         Ok(self.load_refs()?.refs.get(name).map(|e| e.digest.clone()))
     }
 
-    /// Load a built image by manifest digest, if complete, and mark it used.
+    /// Load the image built from manifest `d` with `compression`, if complete, and mark it
+    /// used.
     ///
     /// # Errors
     /// A corrupt record.
-    pub fn load_built(&self, name: &str, d: &Digest) -> Result<Option<Image>> {
-        let dir = self.built_dir(d);
+    pub fn load_built(
+        &self,
+        name: &str,
+        d: &Digest,
+        compression: Option<Compression>,
+    ) -> Result<Option<Image>> {
+        let dir = self.built_dir(d, compression);
         let rec = match fs::read(dir.join("image.json")) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -365,6 +414,21 @@ impl ImageStore {
         let record: ImageRecord = serde_json::from_slice(&rec).map_err(|e| {
             Error::malformed(dir.join("image.json").display().to_string(), e.to_string())
         })?;
+        // The directory's name says the compression; a record saying otherwise would hand a
+        // guest an image it may not read.
+        if compression.is_some()
+            && record.squashfs_compression().is_some()
+            && record.squashfs_compression() != compression
+        {
+            return Err(Error::malformed(
+                dir.join("image.json").display().to_string(),
+                format!(
+                    "the image is {}, its directory is for {}",
+                    record.squashfs_compression().unwrap_or_default(),
+                    compression.unwrap_or_default()
+                ),
+            ));
+        }
         let config: ImageConfig = match fs::read(dir.join("config.json")) {
             Ok(b) => serde_json::from_slice(&b).map_err(|e| {
                 Error::malformed(dir.join("config.json").display().to_string(), e.to_string())
@@ -392,9 +456,14 @@ impl ImageStore {
     }
 
     /// Install a finished build directory (`staged`, holding the filesystem, `config.json` and
-    /// `image.json`) as the built image for `d`, atomically.
-    pub(crate) fn commit_built(&self, staged: &Path, d: &Digest) -> Result<()> {
-        let dest = self.built_dir(d);
+    /// `image.json`) as the image built from `d` with `compression`, atomically.
+    pub(crate) fn commit_built(
+        &self,
+        staged: &Path,
+        d: &Digest,
+        compression: Option<Compression>,
+    ) -> Result<()> {
+        let dest = self.built_dir(d, compression);
         match fs::rename(staged, &dest) {
             Ok(()) => {}
             // Another process finished the same image first: keep theirs.
@@ -426,7 +495,7 @@ impl ImageStore {
             let Some(name) = e.file_name().to_str().map(str::to_owned) else {
                 continue;
             };
-            let Ok(d) = Digest::from_hex(&name) else {
+            let Some(d) = Self::built_digest(&name) else {
                 continue;
             };
             let Ok(b) = fs::read(e.path().join("image.json")) else {
@@ -450,6 +519,7 @@ impl ImageStore {
                 names,
                 digest: d,
                 fs_type: rec.fs_type,
+                compression: rec.squashfs_compression(),
                 size: rec.size,
                 last_used,
                 built_at: rec.built_at,
@@ -502,8 +572,8 @@ impl ImageStore {
         };
         self.save_refs(&refs)?;
         if !refs.refs.values().any(|v| v.digest == digest) {
-            let dir = self.built_dir(&digest);
-            if dir.exists() {
+            // Every build of it, whatever its compression.
+            for dir in self.builds_of(&digest) {
                 fs::remove_dir_all(&dir).ctx(|| format!("remove {}", dir.display()))?;
             }
             removed.push(digest.to_string());
@@ -521,20 +591,23 @@ impl ImageStore {
             return Ok(None);
         }
         let built = self.dir.join("built");
-        let mut found = None;
+        let mut found: Option<Digest> = None;
         for e in fs::read_dir(&built).ctx(|| format!("list {}", built.display()))? {
             let e = e.ctx(|| format!("list {}", built.display()))?;
-            if let Some(n) = e.file_name().to_str()
-                && n.starts_with(hex)
-            {
-                if found.is_some() {
-                    return Err(Error::InvalidReference {
-                        input: s.to_owned(),
-                        reason: "ambiguous digest prefix".into(),
-                    });
-                }
-                found = Digest::from_hex(n).ok();
+            let Some(d) = e.file_name().to_str().and_then(Self::built_digest) else {
+                continue;
+            };
+            if !d.hex().starts_with(hex) {
+                continue;
             }
+            // Two builds of one manifest (zstd and LZ4) are one match.
+            if found.as_ref().is_some_and(|f| *f != d) {
+                return Err(Error::InvalidReference {
+                    input: s.to_owned(),
+                    reason: "ambiguous digest prefix".into(),
+                });
+            }
+            found = Some(d);
         }
         Ok(found)
     }
@@ -552,11 +625,7 @@ impl ImageStore {
         let built = self.dir.join("built");
         for e in fs::read_dir(&built).ctx(|| format!("list {}", built.display()))? {
             let e = e.ctx(|| format!("list {}", built.display()))?;
-            let Some(d) = e
-                .file_name()
-                .to_str()
-                .and_then(|n| Digest::from_hex(n).ok())
-            else {
+            let Some(d) = e.file_name().to_str().and_then(Self::built_digest) else {
                 continue;
             };
             if refs.refs.values().any(|v| v.digest == d) {

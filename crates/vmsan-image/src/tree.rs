@@ -2,13 +2,14 @@
 //!
 //! Each layer is decompressed and indexed on its own thread ([`index_layer`]): entry headers
 //! go into a list, file contents into one buffer per layer (in memory, or spilled to an
-//! unlinked temporary file past a memory budget). The layers are then applied in order
-//! ([`Tree::apply`]) with the same rules as the on-disk merge of [`crate::merge`]: whiteouts
-//! and opaque markers hide lower layers only, parent components resolve through symlinks but
-//! never outside the root (absolute symlinks and `..` past the root are rejected), hard links
-//! share one node, and no entry may name the root as anything but a directory. Nothing is
-//! written to disk for the merge; the filesystem image is written straight from the tree
-//! ([`crate::squashfs`]).
+//! unlinked temporary file past a memory budget), already compressed into squashfs blocks
+//! with the image's compression (each layer's data says which). The layers are then applied
+//! in order ([`Tree::apply`]) with the same rules as the on-disk merge of [`crate::merge`]:
+//! whiteouts and opaque markers hide lower layers only, parent components resolve through
+//! symlinks but never outside the root (absolute symlinks and `..` past the root are
+//! rejected), hard links share one node, and no entry may name the root as anything but a
+//! directory. Nothing is written to disk for the merge; the filesystem image is written
+//! straight from the tree ([`crate::squashfs`]).
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::ffi::OsStr;
@@ -19,6 +20,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::compression::{BlockCompressor, Codec, Compression};
 use crate::error::{Error, IoContext, Result};
 use crate::merge::{Limits, components};
 
@@ -183,9 +185,11 @@ pub(crate) struct Chunk {
 }
 
 /// A layer's file contents, compressed as they were read: full blocks in `chunks`, tails
-/// packed in archive order into `frags`, their bytes in `data`.
+/// packed in archive order into `frags`, their bytes in `data`, every block compressed with
+/// `compression` (or stored).
 #[derive(Debug)]
 pub(crate) struct LayerOut {
+    pub(crate) compression: Compression,
     pub(crate) data: LayerData,
     pub(crate) chunks: Vec<Chunk>,
     pub(crate) frags: Vec<Chunk>,
@@ -209,7 +213,7 @@ struct Placed {
 
 /// Compresses a layer's file contents into blocks and fragments as they are read.
 struct Packer {
-    z: zstd::bulk::Compressor<'static>,
+    z: BlockCompressor,
     block: Vec<u8>,
     frag: Vec<u8>,
     chunks: Vec<Chunk>,
@@ -217,9 +221,9 @@ struct Packer {
 }
 
 impl Packer {
-    fn new(level: i32) -> io::Result<Self> {
+    fn new(codec: Codec) -> io::Result<Self> {
         Ok(Self {
-            z: zstd::bulk::Compressor::new(level)?,
+            z: BlockCompressor::new(codec)?,
             block: vec![0u8; BLOCK_SIZE],
             frag: Vec::with_capacity(BLOCK_SIZE),
             chunks: Vec::new(),
@@ -227,15 +231,10 @@ impl Packer {
         })
     }
 
-    fn store(
-        z: &mut zstd::bulk::Compressor<'static>,
-        sink: &mut DataSink<'_>,
-        d: &[u8],
-    ) -> io::Result<Chunk> {
+    fn store(z: &mut BlockCompressor, sink: &mut DataSink<'_>, d: &[u8]) -> io::Result<Chunk> {
         let off = sink.data.len();
-        let c = z.compress(d)?;
-        if c.len() < d.len() {
-            sink.write(&c)?;
+        if let Some(c) = z.compress(d)? {
+            sink.write(c)?;
             Ok(Chunk {
                 off,
                 len: c.len() as u32,
@@ -406,10 +405,10 @@ pub(crate) fn index_layer(
     limits: &Limits,
     shared: &Shared,
     budget: &Budget,
-    level: i32,
+    codec: Codec,
 ) -> Result<LayerIndex> {
     let local = Local::default();
-    let res = index_layer_counted(reader, layer, limits, shared, budget, &local, level);
+    let res = index_layer_counted(reader, layer, limits, shared, budget, &local, codec);
     if res.is_err() {
         shared.bytes.fetch_sub(local.bytes.get(), Ordering::Relaxed);
         shared
@@ -429,9 +428,10 @@ fn index_layer_counted(
     shared: &Shared,
     budget: &Budget,
     local: &Local,
-    level: i32,
+    codec: Codec,
 ) -> Result<LayerIndex> {
-    let mut packer = Packer::new(level).ctx(|| "start the zstd compressor".to_owned())?;
+    let mut packer =
+        Packer::new(codec).ctx(|| format!("start the {} compressor", codec.compression))?;
     let counting = Counting {
         inner: reader,
         shared,
@@ -600,6 +600,7 @@ fn index_layer_counted(
         name: layer.to_owned(),
         entries,
         out: LayerOut {
+            compression: codec.compression,
             data: sink.data,
             chunks: packer.chunks,
             frags: packer.frags,
@@ -952,10 +953,14 @@ mod tests {
     }
 
     fn merged(layers: &[Vec<u8>]) -> Result<Tree> {
-        merged_with(layers, &Budget::new(&std::env::temp_dir()))
+        merged_with(
+            layers,
+            &Budget::new(&std::env::temp_dir()),
+            Compression::Zstd,
+        )
     }
 
-    fn merged_with(layers: &[Vec<u8>], budget: &Budget) -> Result<Tree> {
+    fn merged_with(layers: &[Vec<u8>], budget: &Budget, compression: Compression) -> Result<Tree> {
         let shared = Shared::default();
         let mut t = Tree::new(Limits::default());
         for (i, l) in layers.iter().enumerate() {
@@ -965,7 +970,10 @@ mod tests {
                 &Limits::default(),
                 &shared,
                 budget,
-                1,
+                Codec {
+                    compression,
+                    level: 1,
+                },
             )?;
             t.apply(idx)?;
         }
@@ -1002,7 +1010,7 @@ mod tests {
             if c.raw {
                 b
             } else {
-                zstd::bulk::decompress(&b, BLOCK_SIZE).unwrap()
+                crate::compression::decompress(l.compression, &b, BLOCK_SIZE).unwrap()
             }
         };
         let mut out = Vec::new();
@@ -1078,24 +1086,32 @@ mod tests {
             ("big", F, big.as_str()),
             ("b", F, "tail"),
         ]);
-        let dir = tempfile::tempdir().unwrap();
-        let budget = Budget {
-            memory: 16,
-            spill_dir: dir.path().to_owned(),
-        };
-        let t = merged_with(&[l1], &budget).unwrap();
-        assert!(
-            matches!(t.layers[0].data, LayerData::File { .. }),
-            "spilled"
-        );
-        assert_eq!(content(&t, "a"), b"small");
-        assert_eq!(content(&t, "b"), b"tail");
-        assert_eq!(content(&t, "big"), big.as_bytes());
-        assert_eq!(
-            std::fs::read_dir(dir.path()).unwrap().count(),
-            0,
-            "the spill file is unlinked"
-        );
+        // With either compression: the layer's data says which it is.
+        for compression in Compression::ALL {
+            let dir = tempfile::tempdir().unwrap();
+            let budget = Budget {
+                memory: 16,
+                spill_dir: dir.path().to_owned(),
+            };
+            let t = merged_with(std::slice::from_ref(&l1), &budget, compression).unwrap();
+            assert!(
+                matches!(t.layers[0].data, LayerData::File { .. }),
+                "spilled"
+            );
+            assert_eq!(t.layers[0].compression, compression);
+            assert!(
+                !t.layers[0].chunks[0].raw,
+                "{compression} compressed a block"
+            );
+            assert_eq!(content(&t, "a"), b"small");
+            assert_eq!(content(&t, "b"), b"tail");
+            assert_eq!(content(&t, "big"), big.as_bytes());
+            assert_eq!(
+                std::fs::read_dir(dir.path()).unwrap().count(),
+                0,
+                "the spill file is unlinked"
+            );
+        }
     }
 
     #[test]

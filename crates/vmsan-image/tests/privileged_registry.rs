@@ -7,7 +7,9 @@ mod common;
 use std::process::Command;
 
 use common::*;
-use vmsan_image::{Error, FsType, ImageStore, Limits, Platform, PullOptions, PullPolicy};
+use vmsan_image::{
+    Compression, Error, FsType, ImageStore, Limits, Platform, PullOptions, PullPolicy,
+};
 
 fn opts() -> PullOptions {
     PullOptions {
@@ -218,6 +220,61 @@ async fn privileged_pull_merges_layers_exactly() {
             .count(),
         0
     );
+}
+
+/// An LZ4 pull is built while the layers stream in (the same merge, LZ4 blocks; the 24 MiB
+/// noise file goes in stored blocks); with the registry gone, the zstd build of the same
+/// manifest is made from the cached layers, and each compression keeps its own build.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privileged_pull_lz4_streams_and_the_zstd_build_comes_from_the_cache() {
+    if skip() {
+        return;
+    }
+    let Some(reg) = Registry::start(false) else {
+        return;
+    };
+    let (digest, _) = reg
+        .push_image("test/lz4", "v1", "amd64", config(), &layers())
+        .await;
+    let home = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(home.path()).unwrap();
+    let with = |c: Compression, policy: PullPolicy| {
+        let mut o = opts();
+        o.build.compression = c;
+        o.policy = policy;
+        o
+    };
+    let sb = |p: &std::path::Path| {
+        let b = std::fs::read(p).unwrap();
+        u16::from_le_bytes([b[20], b[21]])
+    };
+    let name = format!("{}/test/lz4:v1", reg.addr);
+    let lz4 = store
+        .pull(&name, &with(Compression::Lz4, PullPolicy::Missing))
+        .await
+        .unwrap();
+    assert_eq!(lz4.record.digest.to_string(), digest);
+    assert_eq!(lz4.record.compression, Some(Compression::Lz4));
+    assert_eq!(sb(&lz4.rootfs), 5);
+    check_tree(&lz4.rootfs);
+    drop(reg);
+    let zstd = store
+        .pull(&name, &with(Compression::Zstd, PullPolicy::Never))
+        .await
+        .unwrap();
+    assert_eq!(zstd.record.digest, lz4.record.digest);
+    assert_ne!(zstd.rootfs, lz4.rootfs);
+    assert_eq!(sb(&zstd.rootfs), 6);
+    check_tree(&zstd.rootfs);
+    eprintln!(
+        "registry test image: zstd {} bytes, lz4 {} bytes",
+        zstd.record.size, lz4.record.size
+    );
+    let again = store
+        .pull(&name, &with(Compression::Lz4, PullPolicy::Never))
+        .await
+        .unwrap();
+    assert_eq!(again.rootfs, lz4.rootfs);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,6 +14,7 @@ pub mod fixture;
 pub mod helper;
 pub mod http;
 pub mod jailer;
+pub mod kernel;
 pub mod log;
 pub mod realfc;
 pub mod relay;

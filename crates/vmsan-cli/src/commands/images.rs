@@ -9,7 +9,7 @@ use vmsan_core::error::{Error, ErrorCode};
 use vmsan_core::validate::options::{
     ImageImportOptions, ImagePruneOptions, ImagePullOptions, ImageRemoveOptions, SetupOptions,
 };
-use vmsan_core::vm::media::image_error;
+use vmsan_core::vm::media::{build_options, image_error};
 use vmsan_image::{ImageStore, PullOptions};
 
 use super::Ctx;
@@ -45,6 +45,7 @@ pub(crate) fn setup(ctx: &Ctx, opts: &SetupOptions) -> Result<Outcome, Error> {
         .map_err(image_error)?;
     let agent = install_agent(&ctx.paths, opts.agent.as_deref())?;
     artifacts::store_kernel_args(&ctx.paths, &opts.kernel_args)?;
+    artifacts::store_image_compression(&ctx.paths, opts.image_compression)?;
     let mut text = String::new();
     let _ = writeln!(
         text,
@@ -57,6 +58,11 @@ pub(crate) fn setup(ctx: &Ctx, opts: &SetupOptions) -> Result<Outcome, Error> {
     if !opts.kernel_args.is_empty() {
         let _ = writeln!(text, "Kernel arguments: {}", opts.kernel_args);
     }
+    let _ = writeln!(
+        text,
+        "Image compression: {} (squashfs images are built with it from now on)",
+        opts.image_compression
+    );
     let _ = writeln!(text, "Guest agent: {}", agent.display());
     let group = vmsan_core::state::GROUP_NAME;
     let gid = vmsan_core::state::vmsan_gid();
@@ -85,6 +91,7 @@ pub(crate) fn setup(ctx: &Ctx, opts: &SetupOptions) -> Result<Outcome, Error> {
             "jailer": report.jailer,
             "kernel": report.kernel,
             "kernelArgs": opts.kernel_args,
+            "imageCompression": opts.image_compression.as_str(),
             "agent": agent,
             "version": report.version,
             "group": gid.map(|gid| json!({ "name": group, "gid": gid })),
@@ -145,6 +152,7 @@ fn image_doc(img: &vmsan_image::Image) -> serde_json::Value {
         "name": img.name,
         "digest": img.record.digest.to_string(),
         "fsType": img.record.fs_type.as_str(),
+        "compression": img.record.squashfs_compression().map(|c| c.as_str()),
         "size": img.record.size,
         "rootfs": img.rootfs,
     })
@@ -156,6 +164,7 @@ pub(crate) fn pull(ctx: &Ctx, opts: &ImagePullOptions) -> Result<Outcome, Error>
     let mut po = PullOptions {
         policy: vmsan_image::PullPolicy::Always,
         progress: progress(ctx),
+        build: build_options(&ctx.paths)?,
         ..PullOptions::default()
     };
     if let Some(p) = &opts.platform {
@@ -176,6 +185,7 @@ pub(crate) fn import(ctx: &Ctx, opts: &ImageImportOptions) -> Result<Outcome, Er
     let store = store(ctx)?;
     let po = PullOptions {
         progress: progress(ctx),
+        build: build_options(&ctx.paths)?,
         ..PullOptions::default()
     };
     let img = runtime()?
@@ -204,19 +214,23 @@ pub(crate) fn list(ctx: &Ctx) -> Result<Outcome, Error> {
     } else {
         let _ = writeln!(
             text,
-            "{:<40} {:<20} {:>10} {:<9}",
+            "{:<40} {:<20} {:>10} {:<13}",
             "NAME", "DIGEST", "SIZE", "FS"
         );
         for i in &images {
             let digest = i.digest.to_string();
             let short = digest.get(..19).unwrap_or(&digest);
+            let fs = match i.compression {
+                Some(c) => format!("{} ({c})", i.fs_type.as_str()),
+                None => i.fs_type.as_str().to_owned(),
+            };
             let _ = writeln!(
                 text,
-                "{:<40} {:<20} {:>10} {:<9}",
+                "{:<40} {:<20} {:>10} {:<13}",
                 i.names.join(","),
                 short,
                 format!("{:.1} MB", i.size as f64 / 1e6),
-                i.fs_type.as_str()
+                fs
             );
         }
     }
@@ -226,6 +240,7 @@ pub(crate) fn list(ctx: &Ctx) -> Result<Outcome, Error> {
             "names": i.names,
             "digest": i.digest.to_string(),
             "fsType": i.fs_type.as_str(),
+            "compression": i.compression.map(|c| c.as_str()),
             "size": i.size,
             "lastUsed": vmsan_core::time::format_rfc3339(i.last_used.saturating_mul(1000)),
             "builtAt": vmsan_core::time::format_rfc3339(i.built_at.saturating_mul(1000)),

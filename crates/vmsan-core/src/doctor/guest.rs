@@ -4,12 +4,16 @@
 //! mode it runs an unmodified guest kernel by emulating the kernel's privileged code: about 100
 //! times slower than native, and the VM dies (`KVM_EXIT_INTERNAL_ERROR`) on any instruction the
 //! emulator lacks. A guest boots there only with a kernel that avoids those instructions, the
-//! boot arguments below, and a boot timeout of minutes. A squashfs image does not boot yet: the
-//! kernel's zstd takes its BMI2 path (`shlx`, which the emulator cannot run), and a custom CPU
-//! template clearing BMI2 (CPUID 0x7.0 EBX bit 8) did not stop it on these hosts (the failing
-//! RIP stayed in `FSE_readNCount_body_bmi2`); an ext4 root filesystem boots.
+//! boot arguments below, and a boot timeout of minutes. A zstd squashfs image does not boot:
+//! the kernel's zstd takes its BMI2 path (`shlx`, which the emulator cannot run), and a custom
+//! CPU template clearing BMI2 (CPUID 0x7.0 EBX bit 8) did not stop it on these hosts (the
+//! failing RIP stayed in `FSE_readNCount_body_bmi2`). Images built with LZ4 (`vmsan setup
+//! --image-compression lz4`; the kernel's LZ4 decoder is plain C) or an ext4 root filesystem
+//! avoid it.
 
 use std::path::Path;
+
+use vmsan_image::Compression;
 
 use super::Check;
 use crate::paths::Paths;
@@ -65,8 +69,9 @@ fn missing_args(stored: Option<&str>) -> Vec<&'static str> {
         .collect()
 }
 
-/// The check for `hv`, given the installed kernel's stored arguments.
-pub fn check(hv: Hypervisor, stored_args: Option<&str>) -> Check {
+/// The check for `hv`, given the installed kernel's stored arguments and the home's image
+/// compression.
+pub fn check(hv: Hypervisor, stored_args: Option<&str>, images: Compression) -> Check {
     match hv {
         Hypervisor::Kvm => Check::pass(
             SYSTEM,
@@ -83,10 +88,18 @@ pub fn check(hv: Hypervisor, stored_args: Option<&str>) -> Check {
         ),
         Hypervisor::PvmNative => {
             let missing = missing_args(stored_args);
+            let decoder = match images {
+                Compression::Zstd => {
+                    ", whose kernel decoder needs BMI2, which the emulator lacks (a CPU \
+                     template hiding BMI2 did not hide it here)"
+                }
+                Compression::Lz4 => ", which the kernel decodes in plain C",
+            };
             let detail = format!(
                 "/dev/kvm is a nested PVM hypervisor (kvm_pvm, pvm_native=Y): it emulates the \
                  guest kernel's privileged code, about 100 times slower than native (boots take \
-                 minutes), and stops the VM at instructions its emulator lacks; {}",
+                 minutes), and stops the VM at instructions its emulator lacks; {}; images are \
+                 built with {images}{}",
                 if missing.is_empty() {
                     "the installed kernel's stored arguments avoid them".to_owned()
                 } else {
@@ -94,8 +107,16 @@ pub fn check(hv: Hypervisor, stored_args: Option<&str>) -> Check {
                         "the installed kernel's stored arguments lack {}",
                         missing.join(" ")
                     )
-                }
+                },
+                decoder
             );
+            let root = match images {
+                Compression::Zstd => {
+                    "squashfs images built with LZ4 (add `--image-compression lz4` to that \
+                     setup) or an ext4 root filesystem (`create --rootfs`)"
+                }
+                Compression::Lz4 => "the LZ4 squashfs images this home builds",
+            };
             Check::warn(
                 SYSTEM,
                 NAME,
@@ -103,9 +124,7 @@ pub fn check(hv: Hypervisor, stored_args: Option<&str>) -> Check {
                 format!(
                     "Use a guest kernel that runs under PVM's native mode (no INT3 self-test or \
                      INT3 text patching, no fwait, its syscall-entry workaround) installed with \
-                     `vmsan setup --kernel PATH --kernel-args \"{}\"`, an ext4 root filesystem \
-                     (`create --rootfs`: a squashfs image's zstd needs BMI2, which the emulator \
-                     lacks and a CPU template hiding BMI2 did not hide here), and \
+                     `vmsan setup --kernel PATH --kernel-args \"{}\"`, {root}, and \
                      `--boot-timeout 15m`.",
                     PVM_NATIVE_KERNEL_ARGS.join(" ")
                 ),
@@ -119,7 +138,9 @@ pub(super) fn host_check(paths: &Paths) -> Check {
     let stored = crate::artifacts::stored_kernel_args(paths, &paths.kernels_dir().join("vmlinux"))
         .ok()
         .flatten();
-    check(detect(Path::new("/sys")), stored.as_deref())
+    // An unusable record is `create`'s error to report; here it reads as the default.
+    let images = crate::artifacts::stored_image_compression(paths).unwrap_or_default();
+    check(detect(Path::new("/sys")), stored.as_deref(), images)
 }
 
 #[cfg(test)]
@@ -145,11 +166,17 @@ mod tests {
 
     #[test]
     fn under_pvm_native_the_check_names_the_missing_arguments_and_what_boots() {
-        let c = check(Hypervisor::PvmNative, Some("quiet noxsave"));
+        let c = check(
+            Hypervisor::PvmNative,
+            Some("quiet noxsave"),
+            Compression::Zstd,
+        );
         assert_eq!(c.status, super::super::Status::Warn);
         assert!(c.detail.contains("lack clearcpuid="), "{}", c.detail);
         assert!(!c.detail.contains(" noxsave"), "{}", c.detail);
+        assert!(c.detail.contains("built with zstd"), "{}", c.detail);
         let fix = c.fix.unwrap();
+        assert!(fix.contains("--image-compression lz4"), "{fix}");
         assert!(fix.contains("--rootfs"), "{fix}");
         assert!(fix.contains("--boot-timeout"), "{fix}");
         // The arguments it asks for are ones vmsan accepts.
@@ -158,27 +185,46 @@ mod tests {
             crate::validate::parse_kernel_args("--kernel-args", &all).unwrap(),
             all
         );
-        let done = check(Hypervisor::PvmNative, Some(&all));
+        // With LZ4 images it no longer asks for them.
+        let done = check(Hypervisor::PvmNative, Some(&all), Compression::Lz4);
         assert!(done.detail.contains("avoid them"), "{}", done.detail);
+        assert!(done.detail.contains("built with lz4"), "{}", done.detail);
+        let fix = done.fix.unwrap();
+        assert!(!fix.contains("--image-compression"), "{fix}");
+        assert!(fix.contains("LZ4 squashfs images"), "{fix}");
 
-        assert_eq!(
-            check(Hypervisor::Kvm, None).status,
-            super::super::Status::Pass
-        );
-        assert_eq!(
-            check(Hypervisor::PvmParavirtual, None).status,
-            super::super::Status::Warn
-        );
+        for images in Compression::ALL {
+            assert_eq!(
+                check(Hypervisor::Kvm, None, images).status,
+                super::super::Status::Pass
+            );
+            assert_eq!(
+                check(Hypervisor::PvmParavirtual, None, images).status,
+                super::super::Status::Warn
+            );
+        }
     }
 
     #[test]
     fn this_host() {
         // Whatever the machine, the check has a detail; on a PVM-native host it says so.
         let home = tempfile::tempdir().unwrap();
-        let c = host_check(&Paths::new(home.path()));
+        let paths = Paths::new(home.path());
+        let c = host_check(&paths);
         assert!(!c.detail.is_empty());
         if detect(Path::new("/sys")) == Hypervisor::PvmNative {
             assert!(c.detail.contains("pvm_native=Y"), "{}", c.detail);
+            // The home's stored setting is what the hint follows (a record not owned by root
+            // is refused, so only root can store one here).
+            assert!(c.fix.unwrap().contains("--image-compression lz4"));
+            if !nix::unistd::geteuid().is_root() {
+                return;
+            }
+            std::fs::create_dir_all(paths.kernels_dir()).unwrap();
+            crate::artifacts::store_image_compression(&paths, Compression::Lz4).unwrap();
+            let c = host_check(&paths);
+            assert!(c.detail.contains("built with lz4"), "{}", c.detail);
+            assert!(!c.fix.unwrap().contains("--image-compression"));
         }
     }
 }

@@ -296,6 +296,8 @@ pub struct SetupOptions {
     pub kernel: Option<PathBuf>,
     /// `--kernel-args` (checked): extra arguments stored with the installed kernel.
     pub kernel_args: String,
+    /// `--image-compression`: how every squashfs image of this home is compressed.
+    pub image_compression: vmsan_image::Compression,
     /// `--agent`: the static guest agent to install.
     pub agent: Option<PathBuf>,
     /// `--release-url`: where to download releases from.

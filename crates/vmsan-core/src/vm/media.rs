@@ -59,6 +59,16 @@ fn pull_error(store: &ImageStore, reference: &str, e: vmsan_image::Error) -> Err
     err.why(why).fix(fix)
 }
 
+/// How this home builds images: the compression `vmsan setup --image-compression` stored, for
+/// every build (`create`, `image pull`, `image import`), so that one setting holds for the
+/// whole image store.
+pub fn build_options(paths: &Paths) -> Result<vmsan_image::BuildOptions> {
+    Ok(vmsan_image::BuildOptions {
+        compression: artifacts::stored_image_compression(paths)?,
+        ..vmsan_image::BuildOptions::default()
+    })
+}
+
 /// The settings of a new VM, from its validated options.
 pub fn spec_of(opts: &CreateOptions) -> VmSpec {
     let rules = &opts.network;
@@ -201,6 +211,7 @@ pub async fn resolve_media(
             PullPolicy::Never => vmsan_image::PullPolicy::Never,
         },
         progress,
+        build: build_options(paths)?,
         ..PullOptions::default()
     };
     let image = store
