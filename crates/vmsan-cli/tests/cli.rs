@@ -314,6 +314,11 @@ fn every_json_invocation_prints_one_document() {
         let out = vmsan().arg("--json").args(&args).output().unwrap();
         one_json_document(&out);
     }
+    // Reading commands never create the home (as root, `image ls` once made the whole tree).
+    assert!(
+        !std::path::Path::new("/nonexistent/vmsan-cli-tests").exists(),
+        "a reading command created the vmsan home"
+    );
 }
 
 #[test]

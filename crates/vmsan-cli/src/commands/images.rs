@@ -207,7 +207,12 @@ pub(crate) fn import(ctx: &Ctx, opts: &ImageImportOptions) -> Result<Outcome, Er
 
 /// `vmsan image ls`.
 pub(crate) fn list(ctx: &Ctx) -> Result<Outcome, Error> {
-    let images = store(ctx)?.list().map_err(image_error)?;
+    // Listing reads: a home without an image store has no images, and is not created.
+    let images = if ctx.paths.home().join("images").is_dir() {
+        store(ctx)?.list().map_err(image_error)?
+    } else {
+        Vec::new()
+    };
     let mut text = String::new();
     if images.is_empty() {
         text.push_str("No images.\n");
