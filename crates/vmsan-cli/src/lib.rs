@@ -1,6 +1,7 @@
 //! The `vmsan` command line: arguments ([`args`]), validation into typed options
 //! ([`convert`]), the root check ([`privilege`]), one dispatch function per command
-//! ([`commands`]) and the output layer ([`output`]).
+//! ([`commands`]), the output layer ([`output`]) and the diagnostics' subscriber
+//! ([`logging`]).
 //!
 //! The binary is a thin `main` around [`run`].
 
@@ -8,6 +9,7 @@ pub mod args;
 pub mod commands;
 pub mod convert;
 pub mod escape;
+pub mod logging;
 pub mod output;
 pub mod privilege;
 pub mod progress;
@@ -103,6 +105,7 @@ pub fn run(argv: Vec<OsString>) -> i32 {
         Err(e) => return clap_error(&e, json_requested(&argv)),
     };
     let out = Output::new(cli.json, cli.verbose);
+    logging::init(&out);
     let ctx = Ctx {
         out,
         paths: Paths::from_env(),

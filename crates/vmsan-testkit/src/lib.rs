@@ -11,6 +11,7 @@ pub mod cpu_config;
 pub mod e2e;
 pub mod fc;
 pub mod fixture;
+pub mod golden;
 pub mod helper;
 pub mod http;
 pub mod jailer;

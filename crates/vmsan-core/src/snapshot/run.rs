@@ -105,10 +105,7 @@ impl Drop for RunRecord {
             Ok(())
         });
         if let Err(e) = r {
-            eprintln!(
-                "vmsan: could not record the end of the snapshot of {}: {e}",
-                self.vm
-            );
+            tracing::warn!(vm = %self.vm, "could not record the end of the snapshot: {e}");
         }
     }
 }

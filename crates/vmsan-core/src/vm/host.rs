@@ -231,7 +231,7 @@ pub(crate) fn start_dns_filter(
     let domains = filter.domains();
     let task = tokio::spawn(async move {
         if let Err(e) = filter.run().await {
-            eprintln!("supervisor: DNS filter stopped: {e}");
+            tracing::warn!("DNS filter stopped: {e}");
         }
     });
     Ok((task, domains))
@@ -241,7 +241,7 @@ pub(crate) fn start_dns_filter(
 pub(crate) fn refresh_dns_policy(domains: &AllowedDomains, st: &VmState) {
     match policy_of(&st.network) {
         Ok(p) => domains.set_policy(&p),
-        Err(e) => eprintln!("supervisor: keeping the old DNS policy: {e}"),
+        Err(e) => tracing::warn!("keeping the old DNS policy: {e}"),
     }
 }
 
@@ -404,7 +404,7 @@ fn record_cgroup_parents(f: impl FnOnce(&ParentRegistry) -> std::io::Result<()>)
     let r =
         cgroup_registry().and_then(|r| f(&r).map_err(|e| Error::io("record cgroup parents", e)));
     if let Err(e) = r {
-        eprintln!("vmsan: {e}");
+        tracing::warn!("{e}");
     }
 }
 
@@ -462,7 +462,7 @@ pub(crate) fn spawn_vmm(
     let vmm_log = files.dir().join("vmm.log");
     let mut fc = FirecrackerArgs::new(in_jail::API_SOCKET);
     if !launch.isolation.seccomp {
-        eprintln!("supervisor: WARNING: seccomp is off for this VM (--no-seccomp)");
+        tracing::warn!("seccomp is off for this VM (--no-seccomp)");
         fc.seccomp = Seccomp::Disabled;
     }
     let bad_args = |e: vmsan_firecracker::ArgError| {
@@ -493,9 +493,7 @@ pub(crate) fn spawn_vmm(
             (jailer.clone(), spec.args().map_err(bad_args)?, None)
         }
         None => {
-            eprintln!(
-                "supervisor: WARNING: running Firecracker without the jailer (--no-jailer), as root"
-            );
+            tracing::warn!("running Firecracker without the jailer (--no-jailer), as root");
             // Paths Firecracker is given are relative to the jail root: run it there.
             fc.api_sock = "run/firecracker.socket".into();
             let args = fc.direct_args(launch.layout.id()).map_err(bad_args)?;
@@ -647,7 +645,7 @@ pub(crate) fn leave_caller_cgroup() {
     let own = match std::fs::read_to_string("/proc/self/cgroup") {
         Ok(text) => text,
         Err(e) => {
-            eprintln!("supervisor: cannot read /proc/self/cgroup: {e}");
+            tracing::warn!("cannot read /proc/self/cgroup: {e}");
             return;
         }
     };
@@ -665,7 +663,7 @@ pub(crate) fn leave_caller_cgroup() {
         let moved =
             caller_free_cgroup(root).and_then(|dir| std::fs::write(dir.join("cgroup.procs"), &pid));
         if let Err(e) = moved {
-            eprintln!("supervisor: could not move into {}: {e}", dir.display());
+            tracing::warn!("could not move into {}: {e}", dir.display());
         }
     }
 }

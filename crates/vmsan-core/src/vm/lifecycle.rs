@@ -454,7 +454,7 @@ fn release_host(paths: &Paths, st: &VmState) -> Result<()> {
         }
     }
     for problem in block_on(super::host::teardown(paths, st))? {
-        eprintln!("vmsan: cleanup of {}: {problem}", st.id);
+        tracing::warn!(vm = %st.id, "cleanup incomplete: {problem}");
     }
     Ok(())
 }
@@ -486,6 +486,9 @@ struct Spawned {
     report: Option<std::process::ChildStdout>,
     /// The VM's boot timeout and a margin.
     report_timeout: Duration,
+    /// Where the supervisor's log stood when it was started: what it logs from there on is
+    /// relayed once it has reported.
+    log_from: u64,
 }
 
 impl Spawned {
@@ -497,6 +500,7 @@ impl Spawned {
             .append(true)
             .open(files.supervisor_log())
             .map_err(|e| Error::io("open the supervisor log", e))?;
+        let log_from = super::supervisor_log::position(&log);
         let mut cmd = Command::new(exe);
         cmd.arg(SUPERVISE_ARG)
             .arg(id.as_str())
@@ -521,6 +525,7 @@ impl Spawned {
             go,
             report,
             report_timeout: boot_timeout.saturating_add(REPORT_MARGIN),
+            log_from,
         })
     }
 
@@ -535,6 +540,14 @@ impl Spawned {
     /// Wait for the report (after closing the go-ahead pipe, which cancels the boot unless
     /// [`Spawned::go`] was called).
     fn wait_report(&mut self) -> Result<Booted> {
+        let report = self.read_report();
+        // What it logged while booting (a failed boot's rollback, say) is this command's to
+        // show: the supervisor's own log is not the user's terminal.
+        super::supervisor_log::relay_since(&self.files.supervisor_log(), self.log_from, &self.id);
+        report
+    }
+
+    fn read_report(&mut self) -> Result<Booted> {
         self.go.take();
         let Some(out) = self.report.take() else {
             return Err(Error::new(

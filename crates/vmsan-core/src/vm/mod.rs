@@ -13,6 +13,7 @@ pub mod network;
 pub mod restore;
 pub mod socket_room;
 pub mod supervisor;
+mod supervisor_log;
 pub mod timeout;
 
 pub(crate) use host::cgroup_parent_leftovers;

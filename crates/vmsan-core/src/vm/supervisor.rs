@@ -8,6 +8,8 @@
 //!
 //! Its standard output is a pipe to the `vmsan create`/`start` that spawned it: exactly one
 //! line, `ready` or `error <json>`, then it lets go of that pipe.
+//! Its standard error is the VM's `supervisor.log`, where its `tracing` events go (see
+//! `supervisor_log`).
 
 use std::io::Write;
 use std::os::fd::AsFd;
@@ -127,16 +129,17 @@ enum Ended {
 /// Run the supervisor of `id` (the body of `vmsan __supervise`). Returns the process exit code.
 pub fn main(paths: &Paths, id: &VmId) -> i32 {
     let started_at = time::epoch_ms_precise();
+    super::supervisor_log::install();
     let clock = Stopwatch::start();
     // Its own session (no controlling terminal, its own process group), so that closing the
     // caller's terminal or killing its process group does not reach it. Done here rather
     // than between fork and exec: without that hook the command is spawned with vfork.
     if let Err(e) = nix::unistd::setsid() {
-        eprintln!("supervisor: cannot start a session of its own: {e}");
+        tracing::warn!("cannot start a session of its own: {e}");
     }
     crate::sys::mem::single_malloc_arena();
     if let Err(e) = crate::sys::proc::set_child_subreaper() {
-        eprintln!("supervisor: cannot become a subreaper: {e}");
+        tracing::warn!("cannot become a subreaper: {e}");
     }
     // Leaving the caller's cgroups can take a while (on cgroup v1 the kernel waits for an RCU
     // grace period), and reading the go-ahead waits for the spawning command: both happen on
@@ -176,9 +179,10 @@ pub fn main(paths: &Paths, id: &VmId) -> i32 {
         }
     };
     match rt.block_on(run(paths, id, clock, started_at, prepared)) {
-        Ok(()) => 0,
+        Ok(code) => code,
+        // Not reported to the caller (that says "exited without reporting" and points here).
         Err(e) => {
-            eprintln!("supervisor: {e}");
+            tracing::error!(vm = %id, "{e}");
             1
         }
     }
@@ -218,7 +222,7 @@ async fn run(
     clock: Stopwatch,
     started_at: f64,
     prepared: tokio::sync::oneshot::Receiver<Prepared>,
-) -> Result<()> {
+) -> Result<i32> {
     let store = StateStore::open(paths)?;
     let me = process::identify(std::process::id())
         .ok_or_else(|| Error::new(ErrorCode::Internal, "cannot read this process's start time"))?;
@@ -274,7 +278,8 @@ async fn run(
         }
     };
     sup.finish(ended).await;
-    booted
+    // A failed boot was reported, and logged as the VM's end.
+    Ok(i32::from(booted.is_err()))
 }
 
 /// How we wait for Firecracker: as our own child (no PID namespace), or as a process the
@@ -896,7 +901,7 @@ impl Supervisor {
                         Ok(())
                     });
                     if let Err(e) = r {
-                        eprintln!("supervisor: recording the end of a session's hold: {e}");
+                        tracing::warn!("recording the end of a session's hold: {e}");
                     }
                     self.reload();
                     holders = self.watch_holders();
@@ -909,7 +914,7 @@ impl Supervisor {
                             &self.layout.root(),
                         ).await;
                         for p in problems {
-                            eprintln!("supervisor: after a killed `snapshot create`: {p}");
+                            tracing::warn!("after a killed `snapshot create`: {p}");
                         }
                     }
                     self.reload();
@@ -966,7 +971,7 @@ impl Supervisor {
         });
         match r {
             Ok(st) => self.state = st,
-            Err(e) => eprintln!("supervisor: recording the host disk's state: {e}"),
+            Err(e) => tracing::warn!("recording the host disk's state: {e}"),
         }
     }
 
@@ -974,7 +979,7 @@ impl Supervisor {
     fn reload(&mut self) {
         match self.store.get_recorded(&self.state.id) {
             Ok(st) => self.state = st,
-            Err(e) => eprintln!("supervisor: re-reading the VM's record: {e}"),
+            Err(e) => tracing::warn!("re-reading the VM's record: {e}"),
         }
     }
 
@@ -997,7 +1002,7 @@ impl Supervisor {
             });
             match r {
                 Ok(st) => self.state = st,
-                Err(e) => eprintln!("supervisor: recording the end of a session's hold: {e}"),
+                Err(e) => tracing::warn!("recording the end of a session's hold: {e}"),
             }
         }
         out
@@ -1091,8 +1096,12 @@ impl Supervisor {
         if let Err(e) = result {
             problems.push(format!("recording the final state: {e}"));
         }
+        match status {
+            VmStatus::Error => tracing::error!(vm = %self.state.id, "the VM failed: {reason}"),
+            _ => tracing::info!(vm = %self.state.id, "the VM stopped: {reason}"),
+        }
         for p in problems {
-            eprintln!("supervisor: teardown: {p}");
+            tracing::warn!(vm = %self.state.id, "teardown incomplete: {p}");
         }
     }
 }
@@ -1107,10 +1116,7 @@ fn grant_group_access(vsock: &std::path::Path) {
     let r = std::os::unix::fs::chown(vsock, None, Some(gid))
         .and_then(|()| std::fs::set_permissions(vsock, std::fs::Permissions::from_mode(0o660)));
     if let Err(e) = r {
-        eprintln!(
-            "supervisor: cannot open {} to the vmsan group: {e}",
-            vsock.display()
-        );
+        tracing::warn!("cannot open {} to the vmsan group: {e}", vsock.display());
     }
 }
 

@@ -83,10 +83,7 @@ impl TimeoutHold {
 impl Drop for TimeoutHold {
     fn drop(&mut self) {
         if let Err(e) = self.release_inner() {
-            eprintln!(
-                "vmsan: could not end the hold on {}'s timeout: {e}",
-                self.id
-            );
+            tracing::warn!(vm = %self.id, "could not end the hold on the VM's timeout: {e}");
         }
     }
 }
