@@ -1,5 +1,5 @@
 //! Benchmark: `vmsan list` with 1,000 VMs in the store, p50 and p95, side by side with the
-//! reference tool's way of listing (a `node` script reading the same files), when `node` is
+//! Node.js vmsan's way of listing (a `node` script reading the same files), when `node` is
 //! installed. Not a test: run it with
 //!
 //! ```text
@@ -154,8 +154,8 @@ fn main() {
         let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(doc["count"], n, "the node script sees every VM");
         for (label, json) in [
-            ("node reference list", false),
-            ("node reference list --json", true),
+            ("Node.js vmsan list (node)", false),
+            ("Node.js vmsan list --json (node)", true),
         ] {
             let r = measure(runs, || {
                 let mut c = Command::new("node");
@@ -169,7 +169,7 @@ fn main() {
         }
     } else {
         println!(
-            "node is not installed: the reference comparison is skipped (apt-get install nodejs)"
+            "node is not installed: the Node.js comparison is skipped (apt-get install nodejs)"
         );
     }
 

@@ -1,4 +1,4 @@
-// The reference tool's `vmsan list`, reduced to what it does on every run: read every VM
+// The Node.js vmsan's `vmsan list`, reduced to what it does on every run: read every VM
 // state file, parse it, sort newest first and print a table. Used by `benches/list.rs` to
 // compare against the Rust `vmsan list` on the same files.
 //

@@ -3,7 +3,9 @@
 //! This layer is syntactic only: values are kept as typed text and checked by
 //! [`crate::convert`], which turns them into the typed options of
 //! [`vmsan_core::validate::options`] with the exact `ERR_VALIDATION_*` codes. Flags are never
-//! negations of other flags: each `--no-*` flag is its own boolean (reference defect 14).
+//! negations of other flags: each `--no-*` flag is its own boolean (the Node.js vmsan this one
+//! re-creates parsed `--no-X` as "X = false", leaving its `no-X` setting unset, so its
+//! `--no-seccomp`, `--no-pid-ns` and `--no-cgroup` were silently ignored).
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use clap_complete::Shell;
@@ -226,9 +228,6 @@ pub struct CreateArgs {
     /// Do not apply cgroup CPU and memory limits.
     #[arg(long)]
     pub no_cgroup: bool,
-    /// Do not give the VM its own network namespace.
-    #[arg(long)]
-    pub no_netns: bool,
     /// Run Firecracker without the jailer.
     #[arg(long)]
     pub no_jailer: bool,

@@ -493,7 +493,8 @@ fn create(a: &CreateArgs, env: &Env) -> Result<CreateOptions, Error> {
             seccomp: !a.no_seccomp,
             pid_ns: !a.no_pid_ns,
             cgroup: !a.no_cgroup,
-            netns: !a.no_netns,
+            // No flag: a VM's egress policy lives in its own namespace (see `Isolation`).
+            netns: true,
             jailer: !a.no_jailer,
         },
         count,
@@ -891,27 +892,17 @@ mod tests {
             Isolation { cgroup: false, ..d }
         );
         assert_eq!(
-            create(&["--no-netns"]).isolation,
-            Isolation { netns: false, ..d }
-        );
-        assert_eq!(
             create(&["--no-jailer"]).isolation,
             Isolation { jailer: false, ..d }
         );
-        let all = create(&[
-            "--no-seccomp",
-            "--no-pid-ns",
-            "--no-cgroup",
-            "--no-netns",
-            "--no-jailer",
-        ]);
+        let all = create(&["--no-seccomp", "--no-pid-ns", "--no-cgroup", "--no-jailer"]);
         assert_eq!(
             all.isolation,
             Isolation {
                 seccomp: false,
                 pid_ns: false,
                 cgroup: false,
-                netns: false,
+                netns: true,
                 jailer: false
             }
         );

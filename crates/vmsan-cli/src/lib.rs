@@ -1,9 +1,19 @@
-//! The `vmsan` command line: arguments ([`args`]), validation into typed options
-//! ([`convert`]), the root check ([`privilege`]), one dispatch function per command
-//! ([`commands`]), the output layer ([`output`]) and the diagnostics' subscriber
-//! ([`logging`]).
+//! The `vmsan` command line. The binary is a thin `main` around [`run`], which takes a line
+//! through four steps:
 //!
-//! The binary is a thin `main` around [`run`].
+//! 1. **parse** ([`args`], clap): syntax only. Unknown flags, missing values and missing
+//!    arguments become `ERR_VALIDATION_ARGS`, in `--json` mode too.
+//! 2. **validate** ([`convert`], calling `vmsan_core::validate`): every value and every rule
+//!    between flags, into the typed options of `vmsan_core::validate::options`; each failure
+//!    has its own `ERR_VALIDATION_*` code and a `flag` detail.
+//! 3. **root check** ([`privilege`]), on the parsed command, after validation: a typo is
+//!    reported before the user is asked for sudo.
+//! 4. **run** ([`commands`]): one dispatch arm per command, printing through [`output`]: in
+//!    `--json` mode exactly one document on stdout, whatever happens.
+//!
+//! Diagnostics of the libraries go to stderr through [`logging`]. The tests of the accepted
+//! forms of every flag are in [`convert`]; the rejected forms, through the real binary, in
+//! `tests/cli.rs`.
 
 pub mod args;
 pub mod commands;

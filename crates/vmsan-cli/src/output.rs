@@ -14,7 +14,7 @@ pub const JSON_SCHEMA_VERSION: u32 = 1;
 pub mod exit {
     /// Success.
     pub const OK: i32 = 0;
-    /// Any error (validation, not found, runtime, not implemented) and failed doctor checks.
+    /// Any error (validation, not found, runtime) and failed doctor checks.
     pub const ERROR: i32 = 1;
     /// A guest command (`exec`) ran into its `--timeout`.
     pub const TIMEOUT: i32 = 124;

@@ -1,5 +1,6 @@
 //! The root check. It looks at the parsed command, so it applies wherever the command sits on
-//! the line (`vmsan --json create` included; the reference only looked at `argv[2]`).
+//! the line (`vmsan --json create` included: a check of the first argument alone, as the
+//! Node.js vmsan made, lets a global flag in front of the command skip it).
 
 use std::ffi::OsString;
 

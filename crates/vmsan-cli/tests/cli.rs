@@ -448,8 +448,9 @@ fn implemented_commands_validate_then_work() {
         "--allow-udp",
     ];
     rejects(&full_create, "ERR_SETUP_NO_KERNEL");
-    // A VM without its own network namespace cannot have egress rules that hold.
-    rejects(&["create", "--no-netns"], "ERR_VALIDATION_FLAGS");
+    // There is no --no-netns: a VM without its own network namespace could not have egress
+    // rules that hold (they would have to live in the host's namespace).
+    rejects(&["create", "--no-netns"], "ERR_VALIDATION_ARGS");
     for args in [
         vec!["start", VM],
         vec!["stop", VM],

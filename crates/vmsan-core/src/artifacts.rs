@@ -2,7 +2,8 @@
 //!
 //! Anything vmsan runs as root must be owned by root and writable by nobody else, and so must
 //! every directory above it: otherwise any local user could swap it and gain root on the next
-//! `sudo vmsan` (reference defect 13.1.5).
+//! `sudo vmsan` (as with the Node.js vmsan, which kept Firecracker, the jailer and the kernel
+//! in the invoking user's `~/.vmsan` and ran them through sudo).
 
 use std::fmt;
 use std::io::Read;

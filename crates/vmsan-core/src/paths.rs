@@ -2,7 +2,8 @@
 //!
 //! Everything lives under one root-owned home directory, `/var/lib/vmsan` unless `VMSAN_HOME`
 //! says otherwise. Nothing a non-root user can write is ever executed as root, so binaries and
-//! kernels live here too, not in a user's home (reference defect 13.1.5).
+//! kernels live here too, not in a user's home (where any process of that user could replace
+//! them before the next `sudo vmsan` ran them as root).
 
 use std::path::{Path, PathBuf};
 

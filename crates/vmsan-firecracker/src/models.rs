@@ -1,6 +1,7 @@
 //! Hand-written serde models of the Firecracker v1.16.1 API bodies vmsan uses.
 //!
-//! Every struct and field follows `reference/firecracker-api-v1.16.1.yaml` (Swagger 2.0):
+//! Every struct and field follows Firecracker v1.16.1's published API description
+//! (`src/firecracker/swagger/firecracker.yaml` in its repository, Swagger 2.0):
 //! names are the yaml's, optional fields are `Option` and are left out of the JSON when `None`,
 //! enums carry exactly the yaml's values. Request bodies reject unknown fields when they are
 //! parsed back, so a round-trip test notices any drift from the contract. Bodies Firecracker

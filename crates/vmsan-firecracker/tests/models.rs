@@ -1,5 +1,6 @@
-//! The models serialise to exactly the bodies a real Firecracker v1.16.1 accepted
-//! (`reference/firecracker-verified.md`), and parse them back without loss.
+//! The models serialise to exactly the bodies a real Firecracker v1.16.1 accepted (sent to
+//! the binary and recorded when these models were written), and parse them back without
+//! loss.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 

@@ -1,5 +1,5 @@
-//! Benchmark: VM network setup + teardown and policy change, vmsan-net vs. the reference
-//! tool's way (benches/reference-net.sh: one `ip`/`sysctl`/`nft` process per step), side by
+//! Benchmark: VM network setup + teardown and policy change, vmsan-net vs. the Node.js
+//! vmsan's way (benches/reference-net.sh: one `ip`/`sysctl`/`nft` process per step), side by
 //! side, p50 and p95 (and vmsan-net's setup and teardown apart; `VMSAN_NET_BENCH_ONLY_OURS=1`
 //! stops there, for profiling). Runs as root in throw-away namespaces (the same test world as the
 //! privileged tests). `VMSAN_NET_BENCH_ITERS` sets the iteration count (default 40).

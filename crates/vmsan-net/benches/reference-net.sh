@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Test equipment for benches/net_setup.rs: the reference tool's way of building a VM network
-# (vmsan-behaviour.md 4.3/4.5): one `ip`, `sysctl` or `nft` process per step. It does the same
+# Test equipment for benches/net_setup.rs: the Node.js vmsan's way of building a VM network
+# (as that tool did it): one `ip`, `sysctl` or `nft` process per step. It does the same
 # steps as vmsan_net::setup/teardown/apply_policy, with the same nft rulesets, inside the
 # benchmark's stand-in host namespace (host-side commands run through `nsenter --net`, as if
-# run on the host itself; VM-namespace commands through `ip netns exec`, as the reference did).
+# run on the host itself; VM-namespace commands through `ip netns exec`, as that tool did).
 #
 # usage: reference-net.sh setup    HOSTNS VMNS SLOT TAP_IP GUEST_NET VETH_H_IP VETH_G_IP VM_RULES HOST_RULES
 #        reference-net.sh teardown HOSTNS VMNS SLOT GUEST_NET HOST_REMOVE_RULES

@@ -8,7 +8,8 @@
 //!
 //! Base chains hook at `filter - 10`. The forward chain sends **every** packet that enters
 //! from the TAP to `guest_egress` before anything can accept it, so no guest packet skips the
-//! policy (the reference tool's `tap -> veth accept` bypass). `guest_egress`, in order:
+//! policy (the Node.js vmsan accepted TAP-to-veth traffic before its policy rules, so a
+//! guest's TCP went out whatever the policy said). `guest_egress`, in order:
 //! anti-spoofing (must leave through the veth, must carry the guest's source address),
 //! replies of established flows, the always-blocked destinations (the whole slot range
 //! 198.18.0.0/15 — every VM, every TAP and transit address, the host's veth ends — plus

@@ -284,7 +284,8 @@ impl Protocol {
 
 /// Guest ports that may never be published: the agent's vsock ports (`vmsan-proto`'s
 /// `AGENT_PORT` 1024 and `READY_PORT` 1025; the agent is not on the guest network, this only
-/// stops a guest service from posing as it) and the reference tool's agent port 9119.
+/// stops a guest service from posing as it) and 9119, where the Node.js vmsan's agent
+/// listened.
 pub const RESERVED_GUEST_PORTS: [u16; 3] = [1024, 1025, 9119];
 
 /// `--publish-port host:guest[/tcp|udp]`; plain `P` means `P:P/tcp`.

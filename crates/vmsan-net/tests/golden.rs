@@ -108,7 +108,7 @@ fn policy_change_to_deny_all() {
 
 #[test]
 fn every_guest_packet_meets_the_policy_first() {
-    // The reference's bypass: a `tap -> veth accept` before the policy. Here the forward
+    // The Node.js vmsan's bypass: a `tap -> veth accept` before the policy. Here the forward
     // chain's first verdict for TAP traffic is the jump into guest_egress, and nothing in
     // guest_egress accepts before the blocked destinations and the policy, except replies.
     let a = Slot::new(3).unwrap().addrs();

@@ -59,7 +59,7 @@ fn privileged_200_concurrent_setups_then_teardowns_leave_no_leaks() {
                     if i >= vms {
                         return;
                     }
-                    // Slots spread over the whole range, past the reference's 255.
+                    // Slots spread over the whole range, past 255 (the Node.js vmsan's most).
                     let mut sp = spec(
                         i * 81,
                         if i.is_multiple_of(2) {

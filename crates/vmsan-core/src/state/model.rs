@@ -1,13 +1,13 @@
 //! The persisted shape of a VM: `state.json`, version [`STATE_VERSION`].
 //!
-//! Field names follow the reference tool's state (section 2.2 of its study) where they still
-//! apply, so scripts that read them keep working; what is new is grouped in objects.
+//! Field names follow the `state.json` of the Node.js vmsan this one re-creates where they
+//! still apply, so scripts that read them keep working; what is new is grouped in objects.
 
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{SnapshotId, VmId};
 
-/// The version written by this build. The reference tool wrote 2; 3 is the first Rust format.
+/// The version written by this build. The Node.js vmsan wrote 2; 3 is the first Rust format.
 pub const STATE_VERSION: u32 = 3;
 
 /// Lifecycle status.
@@ -153,7 +153,8 @@ pub struct BootSettings {
     pub boot_timeout_ms: Option<u64>,
 }
 
-/// Which isolation features the VM runs with (kept so `start` restores them: reference #24).
+/// Which isolation features the VM runs with, kept so that `start` restores them (a restart
+/// that forgot them would run the VM with less isolation than it was created with).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Isolation {
@@ -163,7 +164,10 @@ pub struct Isolation {
     pub pid_ns: bool,
     /// cgroup CPU and memory limits (`--no-cgroup`).
     pub cgroup: bool,
-    /// A network namespace of its own (`--no-netns`).
+    /// A network namespace of its own: always, as the VM's egress policy lives there (in the
+    /// host's namespace its rules would apply to everything else). There is no flag to turn it
+    /// off; the field stays because state files and snapshot metadata carry it, and an engine
+    /// request with it off is refused.
     pub netns: bool,
     /// Run Firecracker under the jailer (`--no-jailer`).
     pub jailer: bool,
@@ -276,7 +280,7 @@ pub struct VmState {
     /// Why the VM is in `error` (or why it stopped).
     #[serde(default)]
     pub error: Option<String>,
-    /// Firecracker's pid (host namespace), for compatibility with the reference's `pid`.
+    /// Firecracker's pid (host namespace): the Node.js vmsan's `pid`, which scripts read.
     #[serde(default)]
     pub pid: Option<u32>,
     /// Firecracker's process identity.

@@ -120,8 +120,8 @@ fn dedup<T: PartialEq>(items: Vec<T>) -> Vec<T> {
 ///   conflict (`ERR_VALIDATION_POLICY_CONFLICT`): nothing could ever apply;
 /// - `allow-all` (explicit or the default) with an allowed domain or allowed CIDR is promoted
 ///   to `custom` (`promoted = true`): an allow-list only means something if the rest is
-///   denied. This applies to `create` and to `network` alike (the reference only promoted at
-///   create, so a VM's state could say `allow-all` while its rules were custom);
+///   denied. This applies to `create` and to `network` alike (promoting at `create` only
+///   would let a VM's state say `allow-all` while its rules were custom);
 /// - `allow-all` with only denied CIDRs stays `allow-all`: everything but those networks;
 /// - `custom` keeps its lists as given (empty lists deny everything).
 pub fn resolve_network_policy(input: &PolicyInput) -> Result<NetworkRules, Error> {

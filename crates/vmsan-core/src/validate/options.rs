@@ -69,8 +69,9 @@ pub enum RootSource {
     },
 }
 
-/// Jailer isolation features; each `--no-*` flag turns one off. The same type is persisted in
-/// a VM's state, so `start` restores exactly what `create` was given.
+/// Isolation features; `--no-seccomp`, `--no-pid-ns`, `--no-cgroup` and `--no-jailer` each turn
+/// one off (the network namespace is always on). The same type is persisted in a VM's state,
+/// so `start` restores exactly what `create` was given.
 pub use crate::state::Isolation;
 
 /// `vmsan create`.

@@ -8,9 +8,10 @@ use serde::Serialize;
 use super::{invalid, split_list};
 use crate::error::{Error, ErrorCode};
 
-/// The guest agent's TCP port in the reference tool. vmsan's agent listens on vsock only, but
-/// the port stays reserved on both sides so that no published port can ever reach an agent
-/// listening on TCP (reference defect 13.1.8), and old scripts fail loudly.
+/// The TCP port the Node.js vmsan's guest agent listened on, over plain HTTP on every
+/// address, where `--publish-port 9119` could expose it. vmsan's agent listens on vsock only,
+/// but the port stays reserved on both sides so that no published port can ever reach an
+/// agent listening on TCP, and old scripts fail loudly.
 pub const AGENT_PORT: u16 = 9119;
 
 /// Transport protocol of a published port.

@@ -34,7 +34,7 @@ impl Default for DiskSize {
 }
 
 /// Parse `--disk`: whole GiB, 1..=1024, written as a bare number or with a `g`, `gb` or `gib`
-/// suffix (case-insensitive; `gb` means GiB here, as in the reference tool).
+/// suffix (case-insensitive; `gb` means GiB here, as the Node.js vmsan read it).
 ///
 /// MiB units (`512m`) are rejected on purpose: the disk is an ext4 upper layer whose size is
 /// recorded in whole GiB, and a sub-GiB disk leaves no room for an image's writes.

@@ -284,18 +284,20 @@ fn create_vm(
     }
 }
 
-/// Reject settings no VM can run with, before anything is prepared.
-pub fn check_spec(spec: &VmSpec) -> Result<()> {
+/// Reject settings no VM can run with, before anything is prepared. (The CLI cannot ask for
+/// them; another front end's request could.)
+fn check_spec(spec: &VmSpec) -> Result<()> {
     if !spec.isolation.netns {
-        return Err(
-            Error::new(ErrorCode::ValidationFlags, "--no-netns is not supported")
-                .why(
-                    "Each VM's own network namespace is what makes its egress policy hold; without \
-                 it the rules would have to live in the host's namespace, where they would \
-                 affect everything else.",
-                )
-                .fix("Leave out --no-netns."),
-        );
+        return Err(Error::new(
+            ErrorCode::ValidationFlags,
+            "A VM without a network namespace of its own is not supported",
+        )
+        .why(
+            "Each VM's own network namespace is what makes its egress policy hold; without it \
+             the rules would have to live in the host's namespace, where they would affect \
+             everything else.",
+        )
+        .fix("Leave the VM's network namespace on (isolation.netns: true)."));
     }
     Ok(())
 }
@@ -670,5 +672,51 @@ fn guest_config(st: &VmState, media: &BootMedia) -> GuestConfig {
             vmsan_proto::InitMode::Agent
         },
         image: media.image_config.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// The CLI has no flag for it, but the engine's `create` is the guard: a request for a VM
+    /// without its own network namespace is refused before anything is recorded.
+    #[test]
+    fn a_vm_without_its_own_network_namespace_is_refused_before_anything_is_made() {
+        let home = tempfile::tempdir().unwrap();
+        let paths = Paths::new(home.path());
+        let spec = VmSpec {
+            vcpus: 1,
+            memory_mib: 128,
+            disk_bytes: 1 << 30,
+            project: String::new(),
+            runtime: "image".into(),
+            timeout: None,
+            network: crate::state::NetworkState::default(),
+            isolation: crate::state::Isolation {
+                netns: false,
+                ..Default::default()
+            },
+            init: "agent".into(),
+            boot: crate::state::BootSettings::default(),
+        };
+        let media = BootMedia {
+            kernel: "/nonexistent/vmlinux".into(),
+            initrd: "/nonexistent/initrd".into(),
+            rootfs: "/nonexistent/rootfs".into(),
+            rootfs_fs: "squashfs".into(),
+            image: None,
+            image_config: vmsan_proto::ImageConfig::default(),
+            kernel_args: None,
+        };
+        let e = create(&paths, &spec, &media, &|_, _| Ok(()), &mut |_| {}).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::ValidationFlags, "{e}");
+        assert!(e.message().contains("network namespace"), "{e}");
+        assert!(
+            !paths.vms_dir().exists(),
+            "a refused create recorded something"
+        );
     }
 }

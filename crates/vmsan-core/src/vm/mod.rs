@@ -19,7 +19,6 @@ pub mod timeout;
 pub(crate) use host::cgroup_parent_leftovers;
 pub use host::{HOST_NETNS_ENV, host_config};
 pub use lifecycle::{
-    BootMedia, Created, StopOutcome, VmSpec, check_spec, create, is_active, remove, restore, start,
-    stop,
+    BootMedia, Created, StopOutcome, VmSpec, create, is_active, remove, restore, start, stop,
 };
 pub use supervisor::Step;
