@@ -79,7 +79,8 @@ pub(crate) fn position(log: &std::fs::File) -> u64 {
 }
 
 /// Emit, as events of this process (target `vmsan::supervisor`), the lines the supervisor
-/// of `vm` logged at `log` from byte `from` on, each at its own level. A line that is not
+/// of `vm` logged at `log` from byte `from` on, each at its own level (errors at DEBUG: the
+/// report carries them). A line that is not
 /// the start of an event (the rest of a multi-line message, a panic) goes at the level of
 /// the event before it, or WARN when there is none.
 pub(crate) fn relay_since(log: &Path, from: u64, vm: &VmId) {
@@ -126,7 +127,9 @@ fn parse_line(line: &str) -> Option<(Level, &str)> {
 fn emit(level: Level, vm: &VmId, line: &str) {
     const T: &str = "vmsan::supervisor";
     match level {
-        Level::ERROR => tracing::error!(target: T, "supervisor of {vm}: {line}"),
+        // The supervisor's errors reach the caller in its report, which the front end shows
+        // as the command's error: relayed at ERROR they would be shown twice.
+        Level::ERROR => tracing::debug!(target: T, "supervisor of {vm}: {line}"),
         Level::WARN => tracing::warn!(target: T, "supervisor of {vm}: {line}"),
         Level::INFO => tracing::info!(target: T, "supervisor of {vm}: {line}"),
         Level::DEBUG => tracing::debug!(target: T, "supervisor of {vm}: {line}"),
