@@ -165,7 +165,7 @@ pub(crate) fn exec(ctx: &Ctx, opts: &ExecOptions) -> Result<Outcome, Error> {
         drop(rt);
         // The VM is not stopped for its --timeout while this session is attached.
         let hold = if opts.extend_timeout {
-            vmsan_core::vm::timeout::TimeoutHold::acquire(&ctx.paths, &opts.vm)
+            vmsan_core::vm::TimeoutHold::acquire(&ctx.paths, &opts.vm)
                 .map_err(|e| {
                     ctx.out.note(&format!(
                         "The VM's --timeout is not extended for this session: {}",

@@ -9,7 +9,7 @@ use vmsan_core::error::{Error, ErrorCode};
 use vmsan_core::validate::options::{
     ImageImportOptions, ImagePruneOptions, ImagePullOptions, ImageRemoveOptions, SetupOptions,
 };
-use vmsan_core::vm::media::{build_options, image_error};
+use vmsan_core::vm::{build_options, image_error};
 use vmsan_image::{ImageStore, PullOptions};
 
 use super::Ctx;
@@ -28,7 +28,7 @@ fn progress(ctx: &Ctx) -> Option<vmsan_image::ProgressFn> {
 /// `vmsan setup`.
 pub(crate) fn setup(ctx: &Ctx, opts: &SetupOptions) -> Result<Outcome, Error> {
     // Nothing is installed into a home no VM could run from.
-    vmsan_core::vm::socket_room::check_home(&ctx.paths)?;
+    vmsan_core::vm::check_home(&ctx.paths)?;
     // The home first, as the state store makes it: 0750, in the `vmsan` group when the host
     // has one (what setup installs inside takes that group).
     vmsan_core::state::StateStore::open(&ctx.paths)?.init()?;

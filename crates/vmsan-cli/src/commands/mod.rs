@@ -14,6 +14,7 @@ mod vm;
 use serde_json::Value;
 use vmsan_core::error::Error;
 use vmsan_core::paths::Paths;
+use vmsan_core::vm::SupervisorCommand;
 
 use crate::convert::Action;
 use crate::output::{Outcome, Output};
@@ -27,6 +28,8 @@ pub struct Ctx {
     pub out: Output,
     /// Where vmsan's files are.
     pub paths: Paths,
+    /// How the engine starts a VM's supervisor: this binary, routed by [`crate::SUPERVISE_ARG`].
+    pub supervisor: SupervisorCommand,
 }
 
 /// A tokio runtime for one command's async work.

@@ -64,7 +64,7 @@ pub(crate) fn create(ctx: &Ctx, opts: &CreateOptions) -> Result<Outcome, Error> 
         ));
     }
     // Before anything is resolved or pulled for a VM that could not run.
-    vm::socket_room::check_home(&ctx.paths)?;
+    vm::check_home(&ctx.paths)?;
     let resolving = std::time::Instant::now();
     let out = &ctx.out;
     let quiet = out.json || opts.silent;
@@ -87,19 +87,20 @@ pub(crate) fn create(ctx: &Ctx, opts: &CreateOptions) -> Result<Outcome, Error> 
     let mut created = if let Some(id) = &opts.snapshot {
         restore(ctx, opts, id, &note, &mut resolved_ms)?
     } else {
-        let spec = vm::media::spec_of(opts);
+        let spec = vm::spec_of(opts);
         vm::check_spec(&spec)?;
         note("Resolving kernel, agent and image");
-        let media = super::runtime()?.block_on(vm::media::resolve_media(
+        let media = super::runtime()?.block_on(vm::resolve_media(
             &ctx.paths,
             opts,
             crate::progress::image_progress(quiet),
         ))?;
         resolved_ms = resolving.elapsed().as_secs_f64() * 1000.0;
-        let make_disk = vm::media::make_disk(&ctx.paths);
+        let make_disk = vm::make_disk(&ctx.paths);
         let mut created = Vec::new();
         for _ in 0..opts.count.max(1) {
             created.push(vm::create(
+                &ctx.supervisor,
                 &ctx.paths,
                 &spec,
                 &media,
@@ -136,7 +137,7 @@ pub(crate) fn create(ctx: &Ctx, opts: &CreateOptions) -> Result<Outcome, Error> 
     }
     // Thin disks may promise more than the host has: say so (a guest filling its disk would
     // fill the host's filesystem), without refusing what overcommit is for.
-    let warnings: Vec<String> = vm::disk_room::measure(&ctx.paths)
+    let warnings: Vec<String> = vm::measure_disk_room(&ctx.paths)
         .ok()
         .and_then(|room| room.create_warning(0))
         .into_iter()
@@ -195,8 +196,8 @@ fn restore(
     let resolving = std::time::Instant::now();
     let snap = vmsan_core::snapshot::Snapshot::open(&ctx.paths, id)?;
     let count = opts.count.max(1);
-    vm::restore::check_host_memory(snap.meta.mem_mib, count)?;
-    let (spec, media) = vm::restore::plan(&ctx.paths, &snap, opts, opts.network_given)?;
+    vm::check_host_memory(snap.meta.mem_mib, count)?;
+    let (spec, media) = vm::plan_restore(&ctx.paths, &snap, opts, opts.network_given)?;
     vm::check_spec(&spec)?;
     *resolved_ms = resolving.elapsed().as_secs_f64() * 1000.0;
     if count > 1 && !spec.network.published_ports.is_empty() {
@@ -212,7 +213,14 @@ fn restore(
         for _ in 0..PARALLEL_RESTORES.min(count as usize) {
             s.spawn(|| {
                 while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < count {
-                    let r = vm::restore(&ctx.paths, &snap, &spec, &media, &mut |_| {});
+                    let r = vm::restore(
+                        &ctx.supervisor,
+                        &ctx.paths,
+                        &snap,
+                        &spec,
+                        &media,
+                        &mut |_| {},
+                    );
                     if let Ok(mut v) = results.lock() {
                         v.push(r);
                     }
@@ -234,7 +242,7 @@ fn restore(
 
 /// `vmsan start`.
 pub(crate) fn start(ctx: &Ctx, id: &VmId) -> Result<Outcome, Error> {
-    let st = vm::start(&ctx.paths, id)?;
+    let st = vm::start(&ctx.supervisor, &ctx.paths, id)?;
     let text = summary_text(ctx, &st);
     Ok(Outcome::ok(
         json!({ "vmId": st.id, "pid": st.pid, "guestIp": st.network.guest_ip, "networking": st.network.network_policy }),
@@ -306,7 +314,7 @@ pub(crate) fn network(
     ctx: &Ctx,
     opts: &vmsan_core::validate::options::NetworkOptions,
 ) -> Result<Outcome, Error> {
-    let change = vm::network::set_policy(&ctx.paths, &opts.vm, &opts.rules)?;
+    let change = vm::set_policy(&ctx.paths, &opts.vm, &opts.rules)?;
     let n = &change.network;
     let mut text = format!(
         "Network policy updated for {}: {} → {}\n",
