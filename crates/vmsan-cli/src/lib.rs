@@ -122,6 +122,7 @@ pub fn run(argv: Vec<OsString>, supervisor: SupervisorCommand) -> i32 {
         out,
         paths: Paths::from_env(),
         supervisor,
+        runtime: std::sync::OnceLock::new(),
     };
     // Validation first (it is pure and cheap, and tells a user about a typo before asking
     // for sudo), then the root check, then the command.
@@ -139,6 +140,7 @@ pub fn run(argv: Vec<OsString>, supervisor: SupervisorCommand) -> i32 {
         ));
         commands::dispatch(&ctx, action)
     });
+    ctx.finish();
     match result {
         Ok(outcome) => outcome.emit(&out),
         Err(e) => {

@@ -15,8 +15,6 @@ use vmsan_image::{ImageStore, PullOptions};
 use super::Ctx;
 use crate::output::Outcome;
 
-use super::runtime;
-
 fn store(ctx: &Ctx) -> Result<ImageStore, Error> {
     ImageStore::open(ctx.paths.home()).map_err(image_error)
 }
@@ -40,7 +38,8 @@ pub(crate) fn setup(ctx: &Ctx, opts: &SetupOptions) -> Result<Outcome, Error> {
         so.release_base_url = url.clone();
     }
     so.progress = progress(ctx);
-    let report = runtime()?
+    let report = ctx
+        .runtime()?
         .block_on(vmsan_image::setup(&so))
         .map_err(image_error)?;
     let agent = install_agent(&ctx.paths, opts.agent.as_deref())?;
@@ -170,7 +169,8 @@ pub(crate) fn pull(ctx: &Ctx, opts: &ImagePullOptions) -> Result<Outcome, Error>
     if let Some(p) = &opts.platform {
         po.platform = Some(platform(p)?);
     }
-    let img = runtime()?
+    let img = ctx
+        .runtime()?
         .block_on(store.pull(&opts.reference, &po))
         .map_err(image_error)?;
     let text = format!(
@@ -188,7 +188,8 @@ pub(crate) fn import(ctx: &Ctx, opts: &ImageImportOptions) -> Result<Outcome, Er
         build: build_options(&ctx.paths)?,
         ..PullOptions::default()
     };
-    let img = runtime()?
+    let img = ctx
+        .runtime()?
         .block_on(store.import(
             &opts.path,
             &opts.name,

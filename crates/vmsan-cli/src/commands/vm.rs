@@ -90,7 +90,7 @@ pub(crate) fn create(ctx: &Ctx, opts: &CreateOptions) -> Result<Outcome, Error> 
         let spec = vm::spec_of(opts);
         vm::check_spec(&spec)?;
         note("Resolving kernel, agent and image");
-        let media = super::runtime()?.block_on(vm::resolve_media(
+        let media = ctx.runtime()?.block_on(vm::resolve_media(
             &ctx.paths,
             opts,
             crate::progress::image_progress(quiet),
@@ -101,6 +101,7 @@ pub(crate) fn create(ctx: &Ctx, opts: &CreateOptions) -> Result<Outcome, Error> 
         for _ in 0..opts.count.max(1) {
             created.push(vm::create(
                 &ctx.supervisor,
+                ctx.runtime()?.handle(),
                 &ctx.paths,
                 &spec,
                 &media,
@@ -207,6 +208,7 @@ fn restore(
         )
         .fix("Restore one clone at a time, or give the clones other ports with --publish-port (one clone)."));
     }
+    let rt = ctx.runtime()?.handle();
     let results = std::sync::Mutex::new(Vec::new());
     let next = std::sync::atomic::AtomicU32::new(0);
     std::thread::scope(|s| {
@@ -215,6 +217,7 @@ fn restore(
                 while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < count {
                     let r = vm::restore(
                         &ctx.supervisor,
+                        rt,
                         &ctx.paths,
                         &snap,
                         &spec,
@@ -233,7 +236,7 @@ fn restore(
     let created: Vec<vm::Created> = ok.into_iter().filter_map(Result::ok).collect();
     if let Some(Err(first)) = failed.into_iter().next() {
         for c in &created {
-            let _ = vm::remove(&ctx.paths, &c.state.id, true);
+            let _ = vm::remove(rt, &ctx.paths, &c.state.id, true);
         }
         return Err(first);
     }
@@ -273,7 +276,7 @@ fn all_exist(ctx: &Ctx, ids: &[VmId]) -> Result<(), Error> {
 pub(crate) fn stop(ctx: &Ctx, opts: &StopOptions) -> Result<Outcome, Error> {
     all_exist(ctx, &opts.vms)?;
     Ok(super::batch(&opts.vms, ("vmIds", "vmId"), "stop", |id| {
-        vm::stop(&ctx.paths, id).map(|o| match o {
+        vm::stop(ctx.runtime()?.handle(), &ctx.paths, id).map(|o| match o {
             StopOutcome::Stopped => (format!("Stopped {id}"), json!({})),
             StopOutcome::AlreadyStopped => (
                 format!("{id} is already stopped"),
@@ -305,7 +308,8 @@ pub(crate) fn remove(ctx: &Ctx, opts: &RemoveOptions) -> Result<Outcome, Error> 
         }
     }
     Ok(super::batch(&opts.vms, ("vmIds", "vmId"), "remove", |id| {
-        vm::remove(&ctx.paths, id, opts.force).map(|()| (format!("Removed {id}"), json!({})))
+        vm::remove(ctx.runtime()?.handle(), &ctx.paths, id, opts.force)
+            .map(|()| (format!("Removed {id}"), json!({})))
     }))
 }
 

@@ -57,7 +57,10 @@ fn failed(vm: &VmId, why: impl std::fmt::Display) -> Error {
 }
 
 /// Take a snapshot of running VM `vm`.
+///
+/// `rt` is the caller's runtime, on which Firecracker's API and the agent are called.
 pub fn take(
+    rt: &tokio::runtime::Handle,
     paths: &Paths,
     vm: &VmId,
     opts: TakeOptions,
@@ -119,10 +122,6 @@ pub fn take(
     // From here on the supervisor watches this process: if it dies, the VM is resumed and
     // the staging directory removed.
     let run = RunRecord::begin(&store, vm, staging.name())?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io("start a runtime", e))?;
     let fc = FirecrackerClient::new(&api);
     let agent = AgentClient::new(Endpoint::hybrid_vsock(&vsock), &token);
     let mut warnings = Vec::new();

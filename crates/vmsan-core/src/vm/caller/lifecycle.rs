@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use tokio::runtime::Handle;
 use vmsan_proto::{GuestConfig, GuestNetwork};
 
 use super::spawn::{Spawned, run_supervisor};
@@ -61,6 +62,7 @@ enum Origin<'a> {
 /// Create and boot a VM; returns its state once the agent has announced itself.
 pub fn create(
     command: &SupervisorCommand,
+    rt: &Handle,
     paths: &Paths,
     spec: &VmSpec,
     media: &BootMedia,
@@ -69,6 +71,7 @@ pub fn create(
 ) -> Result<Created> {
     create_vm(
         command,
+        rt,
         paths,
         spec,
         media,
@@ -81,6 +84,7 @@ pub fn create(
 /// the restored agent answers to the VM's own token.
 pub fn restore(
     command: &SupervisorCommand,
+    rt: &Handle,
     paths: &Paths,
     snap: &crate::snapshot::Snapshot,
     spec: &VmSpec,
@@ -89,6 +93,7 @@ pub fn restore(
 ) -> Result<Created> {
     create_vm(
         command,
+        rt,
         paths,
         spec,
         media,
@@ -99,6 +104,7 @@ pub fn restore(
 
 fn create_vm(
     command: &SupervisorCommand,
+    rt: &Handle,
     paths: &Paths,
     spec: &VmSpec,
     media: &BootMedia,
@@ -151,7 +157,7 @@ fn create_vm(
     let mut sup = match Spawned::start(command, paths, &id, boot_timeout(&st.boot)) {
         Ok(sup) => sup,
         Err(e) => {
-            let _ = discard(paths, &id);
+            let _ = discard(rt, paths, &id);
             return Err(e.detail("vmId", id.as_str()));
         }
     };
@@ -240,7 +246,7 @@ fn create_vm(
             // Nothing of a failed create stays: the supervisor tore down what it set up.
             // (`VMSAN_KEEP_FAILED=1` keeps the VM's directory and logs for a post-mortem.)
             if std::env::var_os("VMSAN_KEEP_FAILED").is_none_or(|v| v != "1") {
-                let _ = discard(paths, &id);
+                let _ = discard(rt, paths, &id);
             }
             Err(e.detail("vmId", id.as_str()))
         }
@@ -323,7 +329,8 @@ pub enum StopOutcome {
 
 /// Stop a VM gracefully (its supervisor asks the agent to power off, then Ctrl-Alt-Del, then
 /// kills), or clean up after a VM whose supervisor is gone.
-pub fn stop(paths: &Paths, id: &VmId) -> Result<StopOutcome> {
+/// `rt` is the caller's runtime: the host's network is torn down on it if the supervisor is gone.
+pub fn stop(rt: &Handle, paths: &Paths, id: &VmId) -> Result<StopOutcome> {
     let store = StateStore::open(paths)?;
     let st = store.get_recorded(id)?;
     if st.status == VmStatus::Stopped {
@@ -341,6 +348,7 @@ pub fn stop(paths: &Paths, id: &VmId) -> Result<StopOutcome> {
     }
     // The supervisor is gone (killed, crashed, or stuck): do its cleanup here.
     cleanup_unsupervised(
+        rt,
         paths,
         &store,
         id,
@@ -351,7 +359,8 @@ pub fn stop(paths: &Paths, id: &VmId) -> Result<StopOutcome> {
 
 /// Remove a VM and everything it has on the host. A VM that is not stopped is refused unless
 /// `force`, which stops it first.
-pub fn remove(paths: &Paths, id: &VmId, force: bool) -> Result<()> {
+/// `rt` is the caller's runtime (see [`stop`]).
+pub fn remove(rt: &Handle, paths: &Paths, id: &VmId, force: bool) -> Result<()> {
     let store = StateStore::open(paths)?;
     let st = store.get(id)?;
     if is_active(&st) {
@@ -362,9 +371,9 @@ pub fn remove(paths: &Paths, id: &VmId, force: bool) -> Result<()> {
             )
             .detail("vmId", id.as_str()));
         }
-        stop(paths, id)?;
+        stop(rt, paths, id)?;
     }
-    discard(paths, id)
+    discard(rt, paths, id)
 }
 
 /// Whether anything of the VM still runs: it is running or being created, or a process of it
@@ -382,10 +391,10 @@ pub fn is_active(st: &VmState) -> bool {
 }
 
 /// Tear down whatever a VM may still hold on the host and delete its record and files.
-fn discard(paths: &Paths, id: &VmId) -> Result<()> {
+fn discard(rt: &Handle, paths: &Paths, id: &VmId) -> Result<()> {
     let store = StateStore::open(paths)?;
     if let Ok(st) = store.get_recorded(id) {
-        release_host(paths, &st)?;
+        release_host(rt, paths, &st)?;
     }
     store.remove(id)?;
     // The parent cgroups go with the last VM (of every home: they are host-wide).
@@ -394,8 +403,14 @@ fn discard(paths: &Paths, id: &VmId) -> Result<()> {
     Ok(())
 }
 
-fn cleanup_unsupervised(paths: &Paths, store: &StateStore, id: &VmId, reason: &str) -> Result<()> {
-    release_host(paths, &store.get_recorded(id)?)?;
+fn cleanup_unsupervised(
+    rt: &Handle,
+    paths: &Paths,
+    store: &StateStore,
+    id: &VmId,
+    reason: &str,
+) -> Result<()> {
+    release_host(rt, paths, &store.get_recorded(id)?)?;
     store.update(id, |st| {
         st.status = VmStatus::Stopped;
         st.pid = None;
@@ -410,24 +425,16 @@ fn cleanup_unsupervised(paths: &Paths, store: &StateStore, id: &VmId, reason: &s
 
 /// End whatever still runs for a VM (its supervisor, then Firecracker), then tear down what it
 /// holds on the host, so teardown finds nothing in use.
-fn release_host(paths: &Paths, st: &VmState) -> Result<()> {
+fn release_host(rt: &Handle, paths: &Paths, st: &VmState) -> Result<()> {
     for p in [st.supervisor, st.vmm].into_iter().flatten() {
         if p.pid != std::process::id() {
             protocol::kill_and_wait(&p, Duration::from_secs(10));
         }
     }
-    for problem in block_on(crate::vm::host::teardown(paths, st))? {
+    for problem in rt.block_on(crate::vm::host::teardown(paths, st)) {
         tracing::warn!(vm = %st.id, "cleanup incomplete: {problem}");
     }
     Ok(())
-}
-
-fn block_on<T>(f: impl std::future::Future<Output = T>) -> Result<T> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io("start a runtime", e))?;
-    Ok(rt.block_on(f))
 }
 
 fn random_token() -> String {
