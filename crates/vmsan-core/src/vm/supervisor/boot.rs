@@ -7,11 +7,11 @@ use tokio::time::Instant;
 
 use vmsan_agent_client::{AgentClient, Endpoint, ReadyListener};
 
+use super::launch;
 use super::{Prepared, Supervisor, vmm::Vmm, with_last_words, with_log_tail};
 use crate::error::{Error, ErrorCode, Result};
 use crate::state::{VmState, VmStatus};
 use crate::vm::files::jail_ids;
-use crate::vm::host;
 use crate::vm::protocol::{BOOT_TIMEOUT, boot_timeout};
 use crate::vm::stopwatch::StepName;
 use crate::{process, time};
@@ -78,7 +78,7 @@ impl Supervisor {
         // The network is built on a thread while the jail is laid out and the jailer starts:
         // the jailer needs only the namespace, Firecracker the TAP only once it is configured
         // (or loads a snapshot), and the guest runs after that.
-        let (host_cfg, net_spec) = host::network_plan(&self.state, uid, gid)?;
+        let (host_cfg, net_spec) = launch::network_plan(&self.state, uid, gid)?;
         let (netns_tx, netns) = tokio::sync::oneshot::channel();
         let building = tokio::task::spawn_blocking(move || {
             let t = std::time::Instant::now();
@@ -94,7 +94,7 @@ impl Supervisor {
                 self.state.vcpu_count,
                 self.state.mem_size_mib,
             );
-            tokio::task::spawn_blocking(move || host::vmm_cgroups(&launch, vcpus, mem))
+            tokio::task::spawn_blocking(move || launch::vmm_cgroups(&launch, vcpus, mem))
         };
         let started = self.start_vmm(prepared, netns, cgroups, uid, gid).await;
         let built = building
@@ -114,8 +114,8 @@ impl Supervisor {
             Err(e) => return Err(e),
         };
         let (snapshot, ready) = started?;
-        self.dns = Some(host::start_dns_filter(net, &self.state)?);
-        let net_plan = host::net_plan(net);
+        self.dns = Some(launch::start_dns_filter(net, &self.state)?);
+        let net_plan = launch::net_plan(net);
         self.clock.lap(StepName::WaitNetworkDnsFilter);
 
         if let Some(snap) = &snapshot {

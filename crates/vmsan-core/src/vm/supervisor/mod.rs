@@ -31,6 +31,7 @@ use crate::vm::stopwatch::Stopwatch;
 use crate::{process, time};
 
 mod boot;
+mod launch;
 mod restore;
 mod vmm;
 mod watch;

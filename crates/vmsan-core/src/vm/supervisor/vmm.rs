@@ -10,12 +10,12 @@ use tokio::time::Instant;
 use vmsan_agent_client::ReadyListener;
 
 use super::SOCKET_TIMEOUT;
+use super::launch;
 use super::{Prepared, Supervisor, with_log_tail};
 use crate::error::{Error, ErrorCode, Result};
 use crate::process;
 use crate::sys::proc::PidFd;
 use crate::vm::files::in_jail;
-use crate::vm::host;
 use crate::vm::stopwatch::StepName;
 
 /// How we wait for Firecracker: as our own child (no PID namespace), or as a process the
@@ -108,7 +108,7 @@ impl Supervisor {
         &mut self,
         prepared: tokio::sync::oneshot::Receiver<Prepared>,
         netns: tokio::sync::oneshot::Receiver<PathBuf>,
-        cgroups: tokio::task::JoinHandle<Result<host::VmmCgroups>>,
+        cgroups: tokio::task::JoinHandle<Result<launch::VmmCgroups>>,
         uid: u32,
         gid: u32,
     ) -> Result<(Option<crate::snapshot::Snapshot>, ReadyListener)> {
@@ -143,7 +143,7 @@ impl Supervisor {
         } else {
             None
         };
-        host::prepare_jail(
+        launch::prepare_jail(
             &self.state,
             &self.launch,
             &self.files,
@@ -171,7 +171,7 @@ impl Supervisor {
         })?;
         self.clock.lap(StepName::WaitNetworkNamespace);
         let (child, vmm_log) =
-            host::spawn_vmm(&self.launch, &self.files, Some(&netns), uid, gid, cgroups)?;
+            launch::spawn_vmm(&self.launch, &self.files, Some(&netns), uid, gid, cgroups)?;
         self.vmm = Some(
             self.adopt(child)
                 .await

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use vmsan_agent_client::{AgentClient, Endpoint};
 
+use super::launch;
 use super::{AGENT_STOP_GRACE, CAD_STOP_GRACE, KILL_GRACE, TRIM_ABOVE, TRIM_EVERY};
 use super::{Ended, Supervisor, vmm::Vmm};
 use crate::error::ErrorCode;
@@ -139,7 +140,7 @@ impl Supervisor {
                     self.reload();
                     holders = self.watch_holders();
                     if let Some((_, domains)) = &self.dns {
-                        host::refresh_dns_policy(domains, &self.state);
+                        launch::refresh_dns_policy(domains, &self.state);
                     }
                 }
             }
