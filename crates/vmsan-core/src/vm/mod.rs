@@ -1,12 +1,11 @@
 //! Running VMs, as two processes: the caller ([`caller`]: `create`, `start`, `stop`, `remove`,
 //! policy changes) and, for each VM, a detached supervisor ([`supervisor`]) that owns the VM's
 //! Firecracker from boot to teardown. What crosses between them is in [`protocol`]; the
-//! modules at this level (VM files, host resources, boot plan, config drive…) serve both.
+//! modules at this level (VM files, host resources, config drive, logs…) serve both.
 //!
 //! The public items re-exported here are the engine's VM API; the submodules are private so a
 //! front end cannot reach past it (see `tests/architecture.rs`).
 
-mod boot;
 mod caller;
 mod config_drive;
 mod convert;

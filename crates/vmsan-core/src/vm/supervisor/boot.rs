@@ -167,17 +167,17 @@ impl Supervisor {
     pub(super) async fn cold_boot(
         &mut self,
         ready: ReadyListener,
-        net_plan: Option<crate::vm::boot::NetPlan>,
+        net_plan: Option<super::plan::NetPlan>,
     ) -> Result<()> {
-        let plan = crate::vm::boot::BootPlan {
+        let plan = super::plan::BootPlan {
             rootfs_fs: self.launch.rootfs_fs,
             vcpus: self.state.vcpu_count,
             mem_mib: self.state.mem_size_mib,
             net: net_plan,
-            guest: crate::vm::boot::GuestBoot::of(&self.state.boot)?,
+            guest: super::plan::GuestBoot::of(&self.state.boot)?,
         };
         let timeout = boot_timeout(&self.state.boot);
-        let timings = crate::vm::boot::vm_config(&plan)
+        let timings = super::plan::vm_config(&plan)
             .boot(&self.client)
             .await
             .map_err(crate::vm::convert::firecracker)?;

@@ -17,9 +17,9 @@ use vmsan_firecracker::{
 use vmsan_net::dns::{AllowedDomains, DnsFilter, NftSetUpdater};
 use vmsan_net::{HostConfig, VmNet, VmNetSpec};
 
+use super::plan::NetPlan;
 use crate::error::{Error, ErrorCode, Result};
 use crate::state::VmState;
-use crate::vm::boot::NetPlan;
 use crate::vm::files::{VmFiles, in_jail};
 use crate::vm::host::{
     Launch, VMM_OVERHEAD_MIB, host_config, policy_of, record_cgroup_parents, spec_of,

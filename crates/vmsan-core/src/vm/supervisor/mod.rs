@@ -32,6 +32,7 @@ use crate::{process, time};
 
 mod boot;
 mod launch;
+mod plan;
 mod restore;
 mod vmm;
 mod watch;

@@ -66,7 +66,7 @@ pub(super) async fn load_and_reidentify(
     if cfg!(target_arch = "x86_64") {
         load.clock_realtime = Some(true);
     }
-    crate::vm::boot::observability(client)
+    super::plan::observability(client)
         .await
         .map_err(crate::vm::convert::firecracker)?;
     client
