@@ -31,6 +31,7 @@ use clap::error::ErrorKind;
 use serde_json::json;
 use vmsan_core::error::{Error, ErrorCode};
 use vmsan_core::paths::Paths;
+use vmsan_core::vm::SupervisorCommand;
 
 use crate::args::Cli;
 use crate::commands::Ctx;
@@ -100,14 +101,25 @@ fn clap_error(e: &clap::Error, json: bool) -> i32 {
     err.exit_code()
 }
 
+/// The hidden subcommand that runs a VM's supervisor: `vmsan __supervise <vm-id>`. It is
+/// internal, so it is not part of the parsed command surface.
+pub const SUPERVISE_ARG: &str = "__supervise";
+
+/// How the engine starts a supervisor from this binary: itself, with [`SUPERVISE_ARG`].
+pub fn supervisor_command() -> SupervisorCommand {
+    SupervisorCommand {
+        // The kernel's link to this process's executable is what `current_exe` reads; if
+        // reading it fails here, exec'ing it still runs the same binary.
+        program: std::env::current_exe().unwrap_or_else(|_| "/proc/self/exe".into()),
+        args: vec![SUPERVISE_ARG.into()],
+    }
+}
+
 /// Run `vmsan` with these arguments (the first is the program name) and return the exit code.
-pub fn run(argv: Vec<OsString>) -> i32 {
-    // `vmsan __supervise <vm>`: the per-VM supervisor that `create` and `start` spawn. It is
-    // internal, so it is not part of the parsed command surface.
-    if argv
-        .get(1)
-        .is_some_and(|a| a == vmsan_core::vm::supervisor::SUPERVISE_ARG)
-    {
+/// `supervisor` is how VMs' supervisors are started (see [`supervisor_command`]).
+pub fn run(argv: Vec<OsString>, supervisor: SupervisorCommand) -> i32 {
+    // `vmsan __supervise <vm>`: the per-VM supervisor that `create` and `start` spawn.
+    if argv.get(1).is_some_and(|a| a == SUPERVISE_ARG) {
         return supervise(&argv);
     }
     let cli = match Cli::try_parse_from(&argv) {
@@ -119,6 +131,8 @@ pub fn run(argv: Vec<OsString>) -> i32 {
     let ctx = Ctx {
         out,
         paths: Paths::from_env(),
+        supervisor,
+        runtime: std::sync::OnceLock::new(),
     };
     // Validation first (it is pure and cheap, and tells a user about a typo before asking
     // for sudo), then the root check, then the command.
@@ -136,6 +150,7 @@ pub fn run(argv: Vec<OsString>) -> i32 {
         ));
         commands::dispatch(&ctx, action)
     });
+    ctx.finish();
     match result {
         Ok(outcome) => outcome.emit(&out),
         Err(e) => {
@@ -151,7 +166,7 @@ fn supervise(argv: &[OsString]) -> i32 {
         .and_then(|a| a.to_str())
         .map(vmsan_core::VmId::parse);
     match id {
-        Some(Ok(id)) => vmsan_core::vm::supervisor::main(&Paths::from_env(), &id),
+        Some(Ok(id)) => vmsan_core::vm::supervise(&Paths::from_env(), &id),
         _ => {
             eprintln!("usage: vmsan __supervise <vm-id> (internal)");
             2

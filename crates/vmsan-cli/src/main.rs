@@ -1,5 +1,6 @@
 //! The `vmsan` command.
 
 fn main() {
-    std::process::exit(vmsan_cli::run(std::env::args_os().collect()));
+    let argv = std::env::args_os().collect();
+    std::process::exit(vmsan_cli::run(argv, vmsan_cli::supervisor_command()));
 }

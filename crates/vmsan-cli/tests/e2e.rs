@@ -837,8 +837,7 @@ fn privileged_e2e_download_drops_special_mode_bits() {
 #[test]
 fn privileged_e2e_longest_home_works_and_a_longer_one_is_refused() {
     let longest =
-        vmsan_core::vm::socket_room::longest_socket_path(&vmsan_core::paths::Paths::new("/h"))
-            .unwrap();
+        vmsan_core::vm::longest_socket_path(&vmsan_core::paths::Paths::new("/h")).unwrap();
     let room = 107 - (longest.as_os_str().len() - "/h".len());
     // `/tmp/` + prefix + 6 random characters.
     let prefix = format!("vmsan-long-home-{}", "x".repeat(room - 5 - 6 - 16));

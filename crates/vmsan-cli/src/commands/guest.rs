@@ -21,15 +21,10 @@ const EXIT_TIMEOUT: i32 = 124;
 /// The exit code after Ctrl-C.
 const EXIT_INTERRUPTED: i32 = 130;
 
-use super::runtime;
-
-/// Run `fut` to completion, then drop the runtime without waiting for its blocking threads:
-/// tokio reads stdin on one, which may sit in `read` forever once the session is over.
-fn block_on<F: std::future::Future>(fut: F) -> Result<F::Output, Error> {
-    let rt = runtime()?;
-    let out = rt.block_on(fut);
-    rt.shutdown_background();
-    Ok(out)
+/// Run `fut` to completion on the command's runtime (which [`Ctx::finish`] ends without
+/// waiting for the thread that reads stdin).
+fn block_on<F: std::future::Future>(ctx: &Ctx, fut: F) -> Result<F::Output, Error> {
+    Ok(ctx.runtime()?.block_on(fut))
 }
 
 /// A client for a running VM's agent.
@@ -133,7 +128,7 @@ fn user_of(u: &ExecUser) -> Option<String> {
 /// `vmsan exec`.
 pub(crate) fn exec(ctx: &Ctx, opts: &ExecOptions) -> Result<Outcome, Error> {
     let client = agent_for(ctx, &opts.vm)?;
-    let rt = runtime()?;
+    let rt = ctx.runtime()?;
     let env = opts
         .env
         .iter()
@@ -162,10 +157,9 @@ pub(crate) fn exec(ctx: &Ctx, opts: &ExecOptions) -> Result<Outcome, Error> {
             cols,
             rows,
         };
-        drop(rt);
         // The VM is not stopped for its --timeout while this session is attached.
         let hold = if opts.extend_timeout {
-            vmsan_core::vm::timeout::TimeoutHold::acquire(&ctx.paths, &opts.vm)
+            vmsan_core::vm::TimeoutHold::acquire(&ctx.paths, &opts.vm)
                 .map_err(|e| {
                     ctx.out.note(&format!(
                         "The VM's --timeout is not extended for this session: {}",
@@ -177,7 +171,7 @@ pub(crate) fn exec(ctx: &Ctx, opts: &ExecOptions) -> Result<Outcome, Error> {
         } else {
             None
         };
-        let outcome = block_on(interactive(&client, &opts.vm, req, None))?;
+        let outcome = block_on(ctx, interactive(&client, &opts.vm, req, None))?;
         if let Some(hold) = hold
             && let Err(e) = hold.release()
         {
@@ -242,8 +236,7 @@ pub(crate) fn exec(ctx: &Ctx, opts: &ExecOptions) -> Result<Outcome, Error> {
     }
     // Human mode: stream to our own stdout and stderr; pipe our stdin through when it is not
     // a terminal (`echo hi | vmsan exec vm cat`).
-    drop(rt);
-    let result = block_on(async {
+    let result = block_on(ctx, async {
         let mut stdout = tokio::io::stdout();
         let mut stderr = tokio::io::stderr();
         let stdin = (!std::io::stdin().is_terminal()).then(tokio::io::stdin);
@@ -333,7 +326,7 @@ pub(crate) fn connect_to(ctx: &Ctx, id: &VmId, session: Option<&str>) -> Result<
         cols,
         rows,
     };
-    block_on(interactive(&client, id, req, session))?
+    block_on(ctx, interactive(&client, id, req, session))?
 }
 
 /// `vmsan upload`.
@@ -342,7 +335,8 @@ pub(crate) fn upload(ctx: &Ctx, opts: &UploadOptions) -> Result<Outcome, Error> 
     if let Some(t) = opts.timeout {
         client = client.with_idle_timeout(t);
     }
-    let r = runtime()?
+    let r = ctx
+        .runtime()?
         .block_on(client.upload(
             &opts.files,
             &opts.dest,
@@ -393,7 +387,8 @@ pub(crate) fn download(ctx: &Ctx, opts: &DownloadOptions) -> Result<Outcome, Err
         }
         Some(d) => d.clone(),
     };
-    let r = runtime()?
+    let r = ctx
+        .runtime()?
         .block_on(client.download_limited(
             &opts.remote_path,
             &local,

@@ -9,13 +9,11 @@ use vmsan_core::error::{Error, ErrorCode};
 use vmsan_core::validate::options::{
     ImageImportOptions, ImagePruneOptions, ImagePullOptions, ImageRemoveOptions, SetupOptions,
 };
-use vmsan_core::vm::media::{build_options, image_error};
+use vmsan_core::vm::{build_options, image_error};
 use vmsan_image::{ImageStore, PullOptions};
 
 use super::Ctx;
 use crate::output::Outcome;
-
-use super::runtime;
 
 fn store(ctx: &Ctx) -> Result<ImageStore, Error> {
     ImageStore::open(ctx.paths.home()).map_err(image_error)
@@ -28,7 +26,7 @@ fn progress(ctx: &Ctx) -> Option<vmsan_image::ProgressFn> {
 /// `vmsan setup`.
 pub(crate) fn setup(ctx: &Ctx, opts: &SetupOptions) -> Result<Outcome, Error> {
     // Nothing is installed into a home no VM could run from.
-    vmsan_core::vm::socket_room::check_home(&ctx.paths)?;
+    vmsan_core::vm::check_home(&ctx.paths)?;
     // The home first, as the state store makes it: 0750, in the `vmsan` group when the host
     // has one (what setup installs inside takes that group).
     vmsan_core::state::StateStore::open(&ctx.paths)?.init()?;
@@ -40,7 +38,8 @@ pub(crate) fn setup(ctx: &Ctx, opts: &SetupOptions) -> Result<Outcome, Error> {
         so.release_base_url = url.clone();
     }
     so.progress = progress(ctx);
-    let report = runtime()?
+    let report = ctx
+        .runtime()?
         .block_on(vmsan_image::setup(&so))
         .map_err(image_error)?;
     let agent = install_agent(&ctx.paths, opts.agent.as_deref())?;
@@ -170,7 +169,8 @@ pub(crate) fn pull(ctx: &Ctx, opts: &ImagePullOptions) -> Result<Outcome, Error>
     if let Some(p) = &opts.platform {
         po.platform = Some(platform(p)?);
     }
-    let img = runtime()?
+    let img = ctx
+        .runtime()?
         .block_on(store.pull(&opts.reference, &po))
         .map_err(image_error)?;
     let text = format!(
@@ -188,7 +188,8 @@ pub(crate) fn import(ctx: &Ctx, opts: &ImageImportOptions) -> Result<Outcome, Er
         build: build_options(&ctx.paths)?,
         ..PullOptions::default()
     };
-    let img = runtime()?
+    let img = ctx
+        .runtime()?
         .block_on(store.import(
             &opts.path,
             &opts.name,

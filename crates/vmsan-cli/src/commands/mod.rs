@@ -14,6 +14,7 @@ mod vm;
 use serde_json::Value;
 use vmsan_core::error::Error;
 use vmsan_core::paths::Paths;
+use vmsan_core::vm::SupervisorCommand;
 
 use crate::convert::Action;
 use crate::output::{Outcome, Output};
@@ -27,15 +28,34 @@ pub struct Ctx {
     pub out: Output,
     /// Where vmsan's files are.
     pub paths: Paths,
+    /// How the engine starts a VM's supervisor: this binary, routed by [`crate::SUPERVISE_ARG`].
+    pub supervisor: SupervisorCommand,
+    /// The command's one tokio runtime, built the first time async work needs it (most
+    /// commands have none, and `list` should not pay for threads).
+    pub runtime: std::sync::OnceLock<tokio::runtime::Runtime>,
 }
 
-/// A tokio runtime for one command's async work.
-pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Error> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io("start a runtime", e))
+impl Ctx {
+    /// The command's runtime (built on first use).
+    pub(crate) fn runtime(&self) -> Result<&tokio::runtime::Runtime, Error> {
+        if let Some(rt) = self.runtime.get() {
+            return Ok(rt);
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("start a runtime", e))?;
+        Ok(self.runtime.get_or_init(|| rt))
+    }
+
+    /// End the runtime without waiting for its blocking threads: tokio reads stdin on one
+    /// (`exec`, `connect`), which may sit in `read` forever once the session is over.
+    pub fn finish(self) {
+        if let Some(rt) = self.runtime.into_inner() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// Run one validated action.

@@ -17,6 +17,7 @@ use crate::output::{Outcome, relative_time};
 pub(crate) fn create(ctx: &Ctx, opts: &SnapshotCreateOptions) -> Result<Outcome, Error> {
     let quiet = ctx.out.json;
     let taken = snapshot::take(
+        ctx.runtime()?.handle(),
         &ctx.paths,
         &opts.vm,
         TakeOptions {

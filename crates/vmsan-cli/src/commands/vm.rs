@@ -58,7 +58,7 @@ fn summary_text(ctx: &Ctx, st: &VmState) -> String {
 /// `vmsan create`.
 pub(crate) fn create(ctx: &Ctx, opts: &CreateOptions) -> Result<Outcome, Error> {
     // Before anything is resolved or pulled for a VM that could not run.
-    vm::socket_room::check_home(&ctx.paths)?;
+    vm::check_home(&ctx.paths)?;
     let resolving = std::time::Instant::now();
     let out = &ctx.out;
     let quiet = out.json || opts.silent;
@@ -81,18 +81,20 @@ pub(crate) fn create(ctx: &Ctx, opts: &CreateOptions) -> Result<Outcome, Error> 
     let mut created = if let Some(id) = &opts.snapshot {
         restore(ctx, opts, id, &note, &mut resolved_ms)?
     } else {
-        let spec = vm::media::spec_of(opts);
+        let spec = vm::spec_of(opts);
         note("Resolving kernel, agent and image");
-        let media = super::runtime()?.block_on(vm::media::resolve_media(
+        let media = ctx.runtime()?.block_on(vm::resolve_media(
             &ctx.paths,
             opts,
             crate::progress::image_progress(quiet),
         ))?;
         resolved_ms = resolving.elapsed().as_secs_f64() * 1000.0;
-        let make_disk = vm::media::make_disk(&ctx.paths);
+        let make_disk = vm::make_disk(&ctx.paths);
         let mut created = Vec::new();
         for _ in 0..opts.count.max(1) {
             created.push(vm::create(
+                &ctx.supervisor,
+                ctx.runtime()?.handle(),
                 &ctx.paths,
                 &spec,
                 &media,
@@ -129,7 +131,7 @@ pub(crate) fn create(ctx: &Ctx, opts: &CreateOptions) -> Result<Outcome, Error> 
     }
     // Thin disks may promise more than the host has: say so (a guest filling its disk would
     // fill the host's filesystem), without refusing what overcommit is for.
-    let warnings: Vec<String> = vm::disk_room::measure(&ctx.paths)
+    let warnings: Vec<String> = vm::measure_disk_room(&ctx.paths)
         .ok()
         .and_then(|room| room.create_warning(0))
         .into_iter()
@@ -188,8 +190,8 @@ fn restore(
     let resolving = std::time::Instant::now();
     let snap = vmsan_core::snapshot::Snapshot::open(&ctx.paths, id)?;
     let count = opts.count.max(1);
-    vm::restore::check_host_memory(snap.meta.mem_mib, count)?;
-    let (spec, media) = vm::restore::plan(&ctx.paths, &snap, opts, opts.network_given)?;
+    vm::check_host_memory(snap.meta.mem_mib, count)?;
+    let (spec, media) = vm::plan_restore(&ctx.paths, &snap, opts, opts.network_given)?;
     *resolved_ms = resolving.elapsed().as_secs_f64() * 1000.0;
     if count > 1 && !spec.network.published_ports.is_empty() {
         return Err(Error::new(
@@ -198,13 +200,22 @@ fn restore(
         )
         .fix("Restore one clone at a time, or give the clones other ports with --publish-port (one clone)."));
     }
+    let rt = ctx.runtime()?.handle();
     let results = std::sync::Mutex::new(Vec::new());
     let next = std::sync::atomic::AtomicU32::new(0);
     std::thread::scope(|s| {
         for _ in 0..PARALLEL_RESTORES.min(count as usize) {
             s.spawn(|| {
                 while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < count {
-                    let r = vm::restore(&ctx.paths, &snap, &spec, &media, &mut |_| {});
+                    let r = vm::restore(
+                        &ctx.supervisor,
+                        rt,
+                        &ctx.paths,
+                        &snap,
+                        &spec,
+                        &media,
+                        &mut |_| {},
+                    );
                     if let Ok(mut v) = results.lock() {
                         v.push(r);
                     }
@@ -217,7 +228,7 @@ fn restore(
     let created: Vec<vm::Created> = ok.into_iter().filter_map(Result::ok).collect();
     if let Some(Err(first)) = failed.into_iter().next() {
         for c in &created {
-            let _ = vm::remove(&ctx.paths, &c.state.id, true);
+            let _ = vm::remove(rt, &ctx.paths, &c.state.id, true);
         }
         return Err(first);
     }
@@ -226,7 +237,7 @@ fn restore(
 
 /// `vmsan start`.
 pub(crate) fn start(ctx: &Ctx, id: &VmId) -> Result<Outcome, Error> {
-    let st = vm::start(&ctx.paths, id)?;
+    let st = vm::start(&ctx.supervisor, &ctx.paths, id)?;
     let text = summary_text(ctx, &st);
     Ok(Outcome::ok(
         json!({ "vmId": st.id, "pid": st.pid, "guestIp": st.network.guest_ip, "networking": st.network.network_policy }),
@@ -257,7 +268,7 @@ fn all_exist(ctx: &Ctx, ids: &[VmId]) -> Result<(), Error> {
 pub(crate) fn stop(ctx: &Ctx, opts: &StopOptions) -> Result<Outcome, Error> {
     all_exist(ctx, &opts.vms)?;
     Ok(super::batch(&opts.vms, ("vmIds", "vmId"), "stop", |id| {
-        vm::stop(&ctx.paths, id).map(|o| match o {
+        vm::stop(ctx.runtime()?.handle(), &ctx.paths, id).map(|o| match o {
             StopOutcome::Stopped => (format!("Stopped {id}"), json!({})),
             StopOutcome::AlreadyStopped => (
                 format!("{id} is already stopped"),
@@ -289,7 +300,8 @@ pub(crate) fn remove(ctx: &Ctx, opts: &RemoveOptions) -> Result<Outcome, Error> 
         }
     }
     Ok(super::batch(&opts.vms, ("vmIds", "vmId"), "remove", |id| {
-        vm::remove(&ctx.paths, id, opts.force).map(|()| (format!("Removed {id}"), json!({})))
+        vm::remove(ctx.runtime()?.handle(), &ctx.paths, id, opts.force)
+            .map(|()| (format!("Removed {id}"), json!({})))
     }))
 }
 
@@ -298,7 +310,7 @@ pub(crate) fn network(
     ctx: &Ctx,
     opts: &vmsan_core::validate::options::NetworkOptions,
 ) -> Result<Outcome, Error> {
-    let change = vm::network::set_policy(&ctx.paths, &opts.vm, &opts.rules)?;
+    let change = vm::set_policy(&ctx.paths, &opts.vm, &opts.rules)?;
     let n = &change.network;
     let mut text = format!(
         "Network policy updated for {}: {} → {}\n",

@@ -18,6 +18,7 @@ use crate::paths::Paths;
 use crate::state::{StateStore, VmStatus};
 use crate::vm::Step;
 use crate::vm::files::{VmFiles, jail_ids};
+use crate::vm::stopwatch::StepName;
 use crate::{state, time};
 
 /// How long the guest gets to flush its disks before the pause.
@@ -56,7 +57,10 @@ fn failed(vm: &VmId, why: impl std::fmt::Display) -> Error {
 }
 
 /// Take a snapshot of running VM `vm`.
+///
+/// `rt` is the caller's runtime, on which Firecracker's API and the agent are called.
 pub fn take(
+    rt: &tokio::runtime::Handle,
     paths: &Paths,
     vm: &VmId,
     opts: TakeOptions,
@@ -112,16 +116,12 @@ pub fn take(
         None
     };
 
-    let mut clock = crate::vm::supervisor::Stopwatch::start();
+    let mut clock = crate::vm::stopwatch::Stopwatch::start();
     let id = next_id(paths, vm);
     let staging = Staging::new(paths, &id)?;
     // From here on the supervisor watches this process: if it dies, the VM is resumed and
     // the staging directory removed.
     let run = RunRecord::begin(&store, vm, staging.name())?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io("start a runtime", e))?;
     let fc = FirecrackerClient::new(&api);
     let agent = AgentClient::new(Endpoint::hybrid_vsock(&vsock), &token);
     let mut warnings = Vec::new();
@@ -136,7 +136,7 @@ pub fn take(
         Ok(Err(e)) => warnings.push(format!("the guest could not flush its disks: {e}")),
         Err(_) => warnings.push("the guest did not flush its disks in time".into()),
     }
-    clock.lap("guest sync");
+    clock.lap(StepName::GuestSync);
 
     let root = PathBuf::from(root);
     let (uid, gid) = jail_ids(slot);
@@ -149,7 +149,7 @@ pub fn take(
         return Err(failed(vm, format!("pause: {e}")));
     }
     let paused_at = std::time::Instant::now();
-    clock.lap("pause");
+    clock.lap(StepName::Pause);
     let captured = (|| -> Result<()> {
         progress("Creating snapshot");
         let params = SnapshotCreateParams {
@@ -163,17 +163,17 @@ pub fn take(
         };
         rt.block_on(fc.create_snapshot(&params))
             .map_err(|e| failed(vm, format!("Firecracker: {e}")))?;
-        clock.lap("Firecracker snapshot");
+        clock.lap(StepName::FirecrackerSnapshot);
         progress("Copying the disk");
         files::clone_file(&VmFiles::new(paths, vm).disk(), &staging.path(files::DISK))?;
-        clock.lap("disk copy");
+        clock.lap(StepName::DiskCopy);
         Ok(())
     })();
     // Resume whatever happened: a failure must never leave the VM paused.
     let paused_ms = paused_at.elapsed().as_secs_f64() * 1000.0;
     if opts.resume || captured.is_err() {
         let resumed = rt.block_on(fc.resume());
-        clock.lap("resume");
+        clock.lap(StepName::Resume);
         if let Err(e) = resumed {
             let _ = std::fs::remove_dir_all(&out_dir);
             return Err(failed(vm, format!("resume: {e}")));
@@ -194,7 +194,7 @@ pub fn take(
             files::apply_diff(&staging.path(files::MEMORY), &merged)?;
             std::fs::rename(&merged, staging.path(files::MEMORY))
                 .map_err(|e| Error::io("replace the diff with the merged memory", e))?;
-            clock.lap("diff merge");
+            clock.lap(StepName::DiffMerge);
         }
         let vm_files = VmFiles::new(paths, vm);
         std::fs::copy(vm_files.config_drive(), staging.path(files::CONFIG))
@@ -238,7 +238,7 @@ pub fn take(
         files: staging.file_infos()?,
     };
     let dir = staging.publish(paths, &meta, &token)?;
-    clock.lap("publish");
+    clock.lap(StepName::Publish);
     store.update(vm, |s| {
         s.snapshot_base = Some(id.clone());
         Ok(())

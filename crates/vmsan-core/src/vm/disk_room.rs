@@ -16,7 +16,7 @@ use crate::vm::files::in_jail;
 
 /// Below this much room for unprivileged writers, a disk file cannot be relied on to grow
 /// (Firecracker writes as the jail's uid, so the root-reserved blocks do not count).
-pub const FULL_BELOW_BYTES: u64 = 1 << 20;
+pub(crate) const FULL_BELOW_BYTES: u64 = 1 << 20;
 
 /// What the home's thin disks may still take, against what their filesystem has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +54,7 @@ impl DiskRoom {
 }
 
 /// Bytes as GiB with one decimal.
-pub fn gib(bytes: u64) -> String {
+pub(crate) fn gib(bytes: u64) -> String {
     format!("{:.1} GiB", bytes as f64 / f64::from(1u32 << 30))
 }
 
@@ -62,7 +62,7 @@ pub fn gib(bytes: u64) -> String {
 ///
 /// # Errors
 /// `ERR_IO` when the filesystem cannot be queried.
-pub fn free_bytes(path: &Path) -> Result<u64> {
+pub(crate) fn free_bytes(path: &Path) -> Result<u64> {
     let s = nix::sys::statvfs::statvfs(path)
         .map_err(|e| Error::io(format!("statvfs {}", path.display()), e.into()))?;
     Ok(s.blocks_available().saturating_mul(s.fragment_size()))
@@ -96,7 +96,7 @@ pub fn measure(paths: &Paths) -> Result<DiskRoom> {
 
 /// The supervisor's reading of a VM's disk: `Some(reason)` while the filesystem under it is
 /// too full for the disk to grow and the disk still has room to grow into.
-pub fn full_reason(disk: &Path) -> Option<String> {
+pub(crate) fn full_reason(disk: &Path) -> Option<String> {
     let dir = disk.parent()?;
     let free = free_bytes(dir).ok()?;
     let left = growth_left(disk);

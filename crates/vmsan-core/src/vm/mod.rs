@@ -1,24 +1,38 @@
-//! Running VMs: the lifecycle commands and the per-VM supervisor that owns each Firecracker.
+//! Running VMs, as two processes: the caller ([`caller`]: `create`, `start`, `stop`, `remove`,
+//! policy changes) and, for each VM, a detached supervisor ([`supervisor`]) that owns the VM's
+//! Firecracker from boot to teardown. What crosses between them is in [`protocol`]; the
+//! modules at this level (VM files, host resources, config drive, logs…) serve both.
+//!
+//! The public items re-exported here are the engine's VM API; the submodules are private so a
+//! front end cannot reach past it (see `tests/architecture.rs`).
 
-mod boot;
+mod caller;
 mod config_drive;
 mod convert;
-pub mod disk_room;
-pub mod files;
+pub(crate) mod disk_room;
+pub(crate) mod files;
 mod host;
 mod last_words;
-pub mod lifecycle;
-pub mod media;
-pub mod network;
-pub mod restore;
-pub mod socket_room;
-pub mod supervisor;
+mod protocol;
+pub(crate) mod socket_room;
+mod spec;
+pub(crate) mod stopwatch;
+mod supervisor;
 mod supervisor_log;
-pub mod timeout;
+pub(crate) mod timeout;
 
+pub use caller::lifecycle::{
+    Created, DiskMaker, StopOutcome, create, is_active, remove, restore, start, stop,
+};
+pub use caller::media::{build_options, image_error, make_disk, resolve_media, spec_of};
+pub use caller::network::{PolicyChange, set_policy};
+pub use caller::restore::{check_host_memory, plan as plan_restore};
+pub use disk_room::{DiskRoom, measure as measure_disk_room};
 pub(crate) use host::cgroup_parent_leftovers;
 pub use host::{HOST_NETNS_ENV, host_config};
-pub use lifecycle::{
-    BootMedia, Created, StopOutcome, VmSpec, create, is_active, remove, restore, start, stop,
-};
-pub use supervisor::Step;
+pub use protocol::SupervisorCommand;
+pub use socket_room::{check_home, longest_socket_path};
+pub use spec::{BootMedia, VmSpec};
+pub use stopwatch::{Step, StepName};
+pub use supervisor::main as supervise;
+pub use timeout::TimeoutHold;

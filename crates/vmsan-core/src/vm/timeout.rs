@@ -116,14 +116,8 @@ pub(crate) fn end_holds(
 
 /// Ask a VM's supervisor to re-read the VM's state (SIGUSR1).
 pub(crate) fn notify_supervisor(st: &VmState) {
-    if let Some(sup) = st.supervisor
-        && process::is_alive(&sup)
-        && let Ok(pid) = i32::try_from(sup.pid)
-    {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGUSR1,
-        );
+    if let Some(sup) = st.supervisor {
+        crate::vm::protocol::request_reload(&sup);
     }
 }
 

@@ -4,73 +4,24 @@
 //! a detached supervisor, then wait for its one-line report. Any failure undoes what was done:
 //! a VM that failed to create leaves nothing behind.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
+use tokio::runtime::Handle;
 use vmsan_proto::{GuestConfig, GuestNetwork};
 
-use super::files::{VmFiles, jail_ids};
-use super::supervisor::{self, GO_LINE, SUPERVISE_ARG, Step};
+use super::spawn::{Spawned, run_supervisor};
 use crate::error::{Error, ErrorCode, Result};
 use crate::ids::VmId;
 use crate::paths::Paths;
-use crate::state::{ImageState, StateStore, VmState, VmStatus};
+use crate::state::{StateStore, VmState, VmStatus};
+use crate::vm::files::{VmFiles, jail_ids};
+use crate::vm::protocol::{self, SupervisorCommand, boot_timeout};
+use crate::vm::spec::{BootMedia, VmSpec};
+use crate::vm::stopwatch::{Step, StepName, Stopwatch};
 use crate::{process, time};
 
-/// How long `create`/`start` wait for the supervisor's report beyond the VM's boot timeout
-/// (the supervisor's other steps have their own, shorter deadlines; this only guards against
-/// a supervisor that hangs).
-const REPORT_MARGIN: Duration = Duration::from_secs(90);
 /// How long `stop` gives the supervisor to stop the guest gracefully.
 const STOP_TIMEOUT: Duration = Duration::from_secs(40);
-
-/// What a new VM boots.
-#[derive(Debug, Clone)]
-pub struct BootMedia {
-    /// Guest kernel.
-    pub kernel: PathBuf,
-    /// The initrd holding the agent.
-    pub initrd: PathBuf,
-    /// The image's filesystem (read-only).
-    pub rootfs: PathBuf,
-    /// `squashfs` or `ext4`.
-    pub rootfs_fs: String,
-    /// The image it came from.
-    pub image: Option<ImageState>,
-    /// The image's config: defaults for exec.
-    pub image_config: vmsan_proto::ImageConfig,
-    /// Arguments stored with the kernel at `vmsan setup` (used unless the VM gives its own).
-    pub kernel_args: Option<String>,
-}
-
-/// A new VM's settings (validated by the caller).
-#[derive(Debug, Clone)]
-pub struct VmSpec {
-    /// vCPUs.
-    pub vcpus: u32,
-    /// Memory in MiB.
-    pub memory_mib: u32,
-    /// Writable disk size in bytes.
-    pub disk_bytes: u64,
-    /// Free-form label.
-    pub project: String,
-    /// Runtime name.
-    pub runtime: String,
-    /// `--timeout`.
-    pub timeout: Option<Duration>,
-    /// Network identity and policy (slot and addresses are filled in by `create`).
-    pub network: crate::state::NetworkState,
-    /// Isolation features.
-    pub isolation: crate::state::Isolation,
-    /// `agent` or `image`.
-    pub init: String,
-    /// Kernel arguments (`Some("")`: none, whatever the kernel has stored), CPU template,
-    /// boot timeout.
-    pub boot: crate::state::BootSettings,
-}
 
 /// The boot settings a new VM records: its own kernel arguments when it gave any (even none),
 /// else those stored with its kernel.
@@ -110,28 +61,50 @@ enum Origin<'a> {
 
 /// Create and boot a VM; returns its state once the agent has announced itself.
 pub fn create(
+    command: &SupervisorCommand,
+    rt: &Handle,
     paths: &Paths,
     spec: &VmSpec,
     media: &BootMedia,
     make_disk: DiskMaker<'_>,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Created> {
-    create_vm(paths, spec, media, Origin::Boot(make_disk), progress)
+    create_vm(
+        command,
+        rt,
+        paths,
+        spec,
+        media,
+        Origin::Boot(make_disk),
+        progress,
+    )
 }
 
 /// Create a VM from a snapshot (plan it with [`super::restore::plan`]); returns its state once
 /// the restored agent answers to the VM's own token.
 pub fn restore(
+    command: &SupervisorCommand,
+    rt: &Handle,
     paths: &Paths,
     snap: &crate::snapshot::Snapshot,
     spec: &VmSpec,
     media: &BootMedia,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Created> {
-    create_vm(paths, spec, media, Origin::Snapshot(snap), progress)
+    create_vm(
+        command,
+        rt,
+        paths,
+        spec,
+        media,
+        Origin::Snapshot(snap),
+        progress,
+    )
 }
 
 fn create_vm(
+    command: &SupervisorCommand,
+    rt: &Handle,
     paths: &Paths,
     spec: &VmSpec,
     media: &BootMedia,
@@ -139,8 +112,8 @@ fn create_vm(
     progress: &mut dyn FnMut(&str),
 ) -> Result<Created> {
     check_spec(spec)?;
-    super::socket_room::check_home(paths)?;
-    let mut clock = supervisor::Stopwatch::start();
+    crate::vm::socket_room::check_home(paths)?;
+    let mut clock = Stopwatch::start();
     let store = StateStore::open(paths)?;
     let me = process::identify(std::process::id());
     let token = random_token();
@@ -177,18 +150,18 @@ fn create_vm(
         st
     })?;
     let id = st.id.clone();
-    clock.lap("record (id, slot, state)");
+    clock.lap(StepName::Record);
     // The supervisor starts now and sets up the network (and leaves our cgroups) while we
     // prepare the disk and config drive; it lays out the jail once we say they are ready.
     let spawned_at = time::epoch_ms_precise();
-    let mut sup = match Spawned::start(paths, &id, supervisor::boot_timeout(&st.boot)) {
+    let mut sup = match Spawned::start(command, paths, &id, boot_timeout(&st.boot)) {
         Ok(sup) => sup,
         Err(e) => {
-            let _ = discard(paths, &id);
+            let _ = discard(rt, paths, &id);
             return Err(e.detail("vmId", id.as_str()));
         }
     };
-    clock.lap("supervisor spawn");
+    clock.lap(StepName::SupervisorSpawn);
     // The disk and the config drive, each on its own thread: the supervisor waits for both.
     let prepared = (|| -> Result<()> {
         let files = VmFiles::new(paths, &id);
@@ -212,7 +185,7 @@ fn create_vm(
                     crate::snapshot::files::corrupt(&snap.meta.id, format!("config drive: {e}"))
                 })?,
             };
-            super::config_drive::write(&files.config_drive(), &config, uid, gid)?;
+            crate::vm::config_drive::write(&files.config_drive(), &config, uid, gid)?;
             Ok(t.elapsed().as_secs_f64() * 1000.0)
         };
         progress("Preparing the disk");
@@ -239,8 +212,8 @@ fn create_vm(
             });
             (disk, config)
         });
-        clock.add_parallel("disk", disk?);
-        clock.add_parallel("config drive", config?);
+        clock.add_parallel(StepName::Disk, disk?);
+        clock.add_parallel(StepName::ConfigDrive, config?);
         Ok(())
     })();
     let result = match prepared {
@@ -249,13 +222,9 @@ fn create_vm(
             sup.go();
             sup.wait_report().map(|booted| {
                 // From our spawn call returning to the supervisor's `main`: loading it.
-                let spawn_ms = clock
-                    .steps
-                    .iter()
-                    .find(|s| s.name == "supervisor spawn")
-                    .map_or(0.0, |s| s.ms);
+                let spawn_ms = clock.took(StepName::SupervisorSpawn).unwrap_or(0.0);
                 clock.add(
-                    "supervisor process start",
+                    StepName::SupervisorProcessStart,
                     (booted.started_at - spawned_at - spawn_ms).max(0.0),
                 );
                 clock.steps.extend(booted.steps);
@@ -277,7 +246,7 @@ fn create_vm(
             // Nothing of a failed create stays: the supervisor tore down what it set up.
             // (`VMSAN_KEEP_FAILED=1` keeps the VM's directory and logs for a post-mortem.)
             if std::env::var_os("VMSAN_KEEP_FAILED").is_none_or(|v| v != "1") {
-                let _ = discard(paths, &id);
+                let _ = discard(rt, paths, &id);
             }
             Err(e.detail("vmId", id.as_str()))
         }
@@ -303,7 +272,7 @@ fn check_spec(spec: &VmSpec) -> Result<()> {
 }
 
 /// Start a stopped VM again: same disk, same identity.
-pub fn start(paths: &Paths, id: &VmId) -> Result<VmState> {
+pub fn start(command: &SupervisorCommand, paths: &Paths, id: &VmId) -> Result<VmState> {
     let store = StateStore::open(paths)?;
     let me = process::identify(std::process::id());
     let mut boot = crate::state::BootSettings::default();
@@ -337,7 +306,7 @@ pub fn start(paths: &Paths, id: &VmId) -> Result<VmState> {
         st.error = None;
         Ok(())
     })?;
-    match run_supervisor(paths, id, &boot) {
+    match run_supervisor(command, paths, id, &boot) {
         Ok(_) => store.get(id),
         Err(e) => {
             let _ = store.update(id, |st| {
@@ -362,24 +331,26 @@ pub enum StopOutcome {
 
 /// Stop a VM gracefully (its supervisor asks the agent to power off, then Ctrl-Alt-Del, then
 /// kills), or clean up after a VM whose supervisor is gone.
-pub fn stop(paths: &Paths, id: &VmId) -> Result<StopOutcome> {
+/// `rt` is the caller's runtime: the host's network is torn down on it if the supervisor is gone.
+pub fn stop(rt: &Handle, paths: &Paths, id: &VmId) -> Result<StopOutcome> {
     let store = StateStore::open(paths)?;
     let st = store.get_recorded(id)?;
     if st.status == VmStatus::Stopped {
         return Ok(StopOutcome::AlreadyStopped);
     }
     if let Some(sup) = st.supervisor {
-        if supervisor::request_stop(&sup, STOP_TIMEOUT) {
+        if protocol::request_stop(&sup, STOP_TIMEOUT) {
             let after = store.get_recorded(id)?;
             if after.status == VmStatus::Stopped {
                 return Ok(StopOutcome::Stopped);
             }
         } else {
-            supervisor::kill_and_wait(&sup, Duration::from_secs(5));
+            protocol::kill_and_wait(&sup, Duration::from_secs(5));
         }
     }
     // The supervisor is gone (killed, crashed, or stuck): do its cleanup here.
     cleanup_unsupervised(
+        rt,
         paths,
         &store,
         id,
@@ -390,7 +361,8 @@ pub fn stop(paths: &Paths, id: &VmId) -> Result<StopOutcome> {
 
 /// Remove a VM and everything it has on the host. A VM that is not stopped is refused unless
 /// `force`, which stops it first.
-pub fn remove(paths: &Paths, id: &VmId, force: bool) -> Result<()> {
+/// `rt` is the caller's runtime (see [`stop`]).
+pub fn remove(rt: &Handle, paths: &Paths, id: &VmId, force: bool) -> Result<()> {
     let store = StateStore::open(paths)?;
     let st = store.get(id)?;
     if is_active(&st) {
@@ -401,9 +373,9 @@ pub fn remove(paths: &Paths, id: &VmId, force: bool) -> Result<()> {
             )
             .detail("vmId", id.as_str()));
         }
-        stop(paths, id)?;
+        stop(rt, paths, id)?;
     }
-    discard(paths, id)
+    discard(rt, paths, id)
 }
 
 /// Whether anything of the VM still runs: it is running or being created, or a process of it
@@ -421,20 +393,26 @@ pub fn is_active(st: &VmState) -> bool {
 }
 
 /// Tear down whatever a VM may still hold on the host and delete its record and files.
-fn discard(paths: &Paths, id: &VmId) -> Result<()> {
+fn discard(rt: &Handle, paths: &Paths, id: &VmId) -> Result<()> {
     let store = StateStore::open(paths)?;
     if let Ok(st) = store.get_recorded(id) {
-        release_host(paths, &st)?;
+        release_host(rt, paths, &st)?;
     }
     store.remove(id)?;
     // The parent cgroups go with the last VM (of every home: they are host-wide).
     let last = store.host_claims().is_ok_and(|c| c.is_empty());
-    super::host::remove_unused_cgroup_parents(last);
+    crate::vm::host::remove_unused_cgroup_parents(last);
     Ok(())
 }
 
-fn cleanup_unsupervised(paths: &Paths, store: &StateStore, id: &VmId, reason: &str) -> Result<()> {
-    release_host(paths, &store.get_recorded(id)?)?;
+fn cleanup_unsupervised(
+    rt: &Handle,
+    paths: &Paths,
+    store: &StateStore,
+    id: &VmId,
+    reason: &str,
+) -> Result<()> {
+    release_host(rt, paths, &store.get_recorded(id)?)?;
     store.update(id, |st| {
         st.status = VmStatus::Stopped;
         st.pid = None;
@@ -449,186 +427,16 @@ fn cleanup_unsupervised(paths: &Paths, store: &StateStore, id: &VmId, reason: &s
 
 /// End whatever still runs for a VM (its supervisor, then Firecracker), then tear down what it
 /// holds on the host, so teardown finds nothing in use.
-fn release_host(paths: &Paths, st: &VmState) -> Result<()> {
+fn release_host(rt: &Handle, paths: &Paths, st: &VmState) -> Result<()> {
     for p in [st.supervisor, st.vmm].into_iter().flatten() {
         if p.pid != std::process::id() {
-            supervisor::kill_and_wait(&p, Duration::from_secs(10));
+            protocol::kill_and_wait(&p, Duration::from_secs(10));
         }
     }
-    for problem in block_on(super::host::teardown(paths, st))? {
+    for problem in rt.block_on(crate::vm::host::teardown(paths, st)) {
         tracing::warn!(vm = %st.id, "cleanup incomplete: {problem}");
     }
     Ok(())
-}
-
-fn block_on<T>(f: impl std::future::Future<Output = T>) -> Result<T> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io("start a runtime", e))?;
-    Ok(rt.block_on(f))
-}
-
-/// Start a VM's supervisor, let it boot the VM at once, and wait for its report.
-fn run_supervisor(paths: &Paths, id: &VmId, boot: &crate::state::BootSettings) -> Result<Booted> {
-    let mut sup = Spawned::start(paths, id, supervisor::boot_timeout(boot))?;
-    sup.go();
-    sup.wait_report()
-}
-
-/// A supervisor (`vmsan __supervise <id>`, in its own session) that has been started: it
-/// prepares what it can, and boots the VM once [`Spawned::go`] says the VM's files are ready.
-/// Its standard input is that go-ahead (`go` and a newline; anything else, or end of input,
-/// makes it undo what it did and report an error); its standard output the one-line report.
-struct Spawned {
-    id: VmId,
-    files: VmFiles,
-    child: std::process::Child,
-    go: Option<std::process::ChildStdin>,
-    report: Option<std::process::ChildStdout>,
-    /// The VM's boot timeout and a margin.
-    report_timeout: Duration,
-    /// Where the supervisor's log stood when it was started: what it logs from there on is
-    /// relayed once it has reported.
-    log_from: u64,
-}
-
-impl Spawned {
-    fn start(paths: &Paths, id: &VmId, boot_timeout: Duration) -> Result<Self> {
-        let exe = std::env::current_exe().map_err(|e| Error::io("find the vmsan binary", e))?;
-        let files = VmFiles::new(paths, id);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(files.supervisor_log())
-            .map_err(|e| Error::io("open the supervisor log", e))?;
-        let log_from = super::supervisor_log::position(&log);
-        let mut cmd = Command::new(exe);
-        cmd.arg(SUPERVISE_ARG)
-            .arg(id.as_str())
-            .env(crate::paths::HOME_ENV, paths.home())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(log);
-        // Born outside our cgroups (v1) it need not move itself out, which is slow.
-        let outside = super::host::caller_free_v1_cgroups();
-        let mut child = match vmsan_firecracker::cgroup::spawn_born_in(&outside, || cmd.spawn()) {
-            Ok(child) => Ok(child),
-            // It will leave our cgroups itself.
-            Err(_) => cmd.spawn(),
-        }
-        .map_err(|e| Error::io("start the VM's supervisor", e))?;
-        let go = child.stdin.take();
-        let report = child.stdout.take();
-        Ok(Self {
-            id: id.clone(),
-            files,
-            child,
-            go,
-            report,
-            report_timeout: boot_timeout.saturating_add(REPORT_MARGIN),
-            log_from,
-        })
-    }
-
-    /// The VM's disk and config drive are ready: boot it.
-    fn go(&mut self) {
-        if let Some(mut pipe) = self.go.take() {
-            // A supervisor that is already gone reports (or fails to report) that itself.
-            let _ = pipe.write_all(GO_LINE.as_bytes());
-        }
-    }
-
-    /// Wait for the report (after closing the go-ahead pipe, which cancels the boot unless
-    /// [`Spawned::go`] was called).
-    fn wait_report(&mut self) -> Result<Booted> {
-        let report = self.read_report();
-        // What it logged while booting (a failed boot's rollback, say) is this command's to
-        // show: the supervisor's own log is not the user's terminal.
-        super::supervisor_log::relay_since(&self.files.supervisor_log(), self.log_from, &self.id);
-        report
-    }
-
-    fn read_report(&mut self) -> Result<Booted> {
-        self.go.take();
-        let Some(out) = self.report.take() else {
-            return Err(Error::new(
-                ErrorCode::Internal,
-                "supervisor has no report pipe",
-            ));
-        };
-        // Read the report on a thread so a hung supervisor cannot hang us.
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let r = BufReader::new(out).read_line(&mut line).map(|_| line);
-            let _ = tx.send(r);
-        });
-        let line = match rx.recv_timeout(self.report_timeout) {
-            Ok(Ok(line)) => line,
-            Ok(Err(e)) => return Err(Error::io("read the supervisor's report", e)),
-            Err(_) => {
-                let _ = self.child.kill();
-                return Err(Error::new(
-                    ErrorCode::TimeoutAgent,
-                    format!("VM {} did not come up", self.id),
-                ));
-            }
-        };
-        let report = parse_report(&line, &self.files);
-        if report.is_err() {
-            // A supervisor that failed tears down what it set up, then exits: let it finish
-            // before the caller cleans up the rest.
-            if let Ok(fd) = crate::sys::proc::PidFd::open(self.child.id()) {
-                let _ = fd.wait_exit(Duration::from_secs(20));
-            }
-            let _ = self.child.try_wait();
-        }
-        // A running supervisor is left to itself; init reaps it once we are gone.
-        report
-    }
-}
-
-/// A supervisor's report of a boot.
-#[derive(Debug, Clone)]
-struct Booted {
-    /// Its steps.
-    steps: Vec<Step>,
-    /// When its `main` began (ms since the epoch).
-    started_at: f64,
-}
-
-fn parse_report(line: &str, files: &VmFiles) -> Result<Booted> {
-    let line = line.trim_end();
-    if let Some(json) = line.strip_prefix("ready") {
-        // `ready {"steps":[…],"startedAtMs":…}`; the timings are informative, so a bad
-        // document is not fatal.
-        let doc = serde_json::from_str::<serde_json::Value>(json.trim()).unwrap_or_default();
-        let steps = serde_json::from_value(doc["steps"].clone()).unwrap_or_default();
-        let started_at = doc["startedAtMs"].as_f64().unwrap_or(0.0);
-        return Ok(Booted { steps, started_at });
-    }
-    if let Some(json) = line.strip_prefix("error ")
-        && let Ok(v) = serde_json::from_str::<serde_json::Value>(json)
-    {
-        let code = v["code"]
-            .as_str()
-            .and_then(ErrorCode::parse)
-            .unwrap_or(ErrorCode::VmCreateFailed);
-        let mut e = Error::new(
-            code,
-            v["message"].as_str().unwrap_or("the VM failed to start"),
-        );
-        if let Some(why) = v["why"].as_str() {
-            e = e.why(why);
-        }
-        return Err(e);
-    }
-    Err(Error::new(
-        ErrorCode::VmCreateFailed,
-        "the VM's supervisor exited without reporting",
-    )
-    .why(format!("See {}.", files.supervisor_log().display())))
 }
 
 fn random_token() -> String {
@@ -711,7 +519,24 @@ mod tests {
             image_config: vmsan_proto::ImageConfig::default(),
             kernel_args: None,
         };
-        let e = create(&paths, &spec, &media, &|_, _| Ok(()), &mut |_| {}).unwrap_err();
+        // Refused before any supervisor could start: the command is never run.
+        let never = crate::vm::SupervisorCommand {
+            program: "/nonexistent/vmsan".into(),
+            args: Vec::new(),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let e = create(
+            &never,
+            rt.handle(),
+            &paths,
+            &spec,
+            &media,
+            &|_, _| Ok(()),
+            &mut |_| {},
+        )
+        .unwrap_err();
         assert_eq!(e.code(), ErrorCode::ValidationFlags, "{e}");
         assert!(e.message().contains("network namespace"), "{e}");
         assert!(

@@ -30,7 +30,7 @@ pub fn set_policy(paths: &Paths, id: &VmId, rules: &NetworkRules) -> Result<Poli
         .detail("vmId", id.as_str()));
     }
     let previous = st.network.network_policy.clone();
-    let mut net = super::host::vm_net_of(&st)?;
+    let mut net = crate::vm::host::vm_net_of(&st)?;
     st.network.network_policy = rules.policy.as_str().to_owned();
     st.network.allowed_domains = rules
         .allowed_domains
@@ -45,12 +45,12 @@ pub fn set_policy(paths: &Paths, id: &VmId, rules: &NetworkRules) -> Result<Poli
     st.network.denied_cidrs = rules.denied_cidrs.iter().map(ToString::to_string).collect();
     st.network.allow_udp = rules.allow_udp;
     st.network.allow_lan = rules.allow_lan;
-    let policy = super::host::policy_of(&st.network)?;
+    let policy = crate::vm::host::policy_of(&st.network)?;
     net.allow_udp = rules.allow_udp;
     net.allow_lan = rules.allow_lan;
     // The networks around the host as they are now (an uplink may have changed since the
     // VM started).
-    net.host_nets = vmsan_net::host_networks(&super::host::host_config()).map_err(|e| {
+    net.host_nets = vmsan_net::host_networks(&crate::vm::host::host_config()).map_err(|e| {
         Error::new(
             ErrorCode::NftSetupFailed,
             format!("reading the host's connected networks: {e}"),
@@ -67,14 +67,8 @@ pub fn set_policy(paths: &Paths, id: &VmId, rules: &NetworkRules) -> Result<Poli
         rec.network = network.clone();
         Ok(())
     })?;
-    if let Some(sup) = updated.supervisor
-        && crate::process::is_alive(&sup)
-        && let Ok(pid) = i32::try_from(sup.pid)
-    {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGUSR1,
-        );
+    if let Some(sup) = updated.supervisor {
+        crate::vm::protocol::request_reload(&sup);
     }
     Ok(PolicyChange { previous, network })
 }

@@ -4,12 +4,12 @@ use std::path::{Path, PathBuf};
 
 use vmsan_image::{ImageStore, PullOptions};
 
-use super::lifecycle::{BootMedia, VmSpec};
 use crate::artifacts;
 use crate::error::{Error, ErrorCode, Result};
 use crate::paths::Paths;
 use crate::state::{ImageState, NetworkState, PublishedPort};
 use crate::validate::options::{CreateOptions, InitMode, PullPolicy, RootSource};
+use crate::vm::spec::{BootMedia, VmSpec};
 
 /// Map an image-crate error to a stable code.
 pub fn image_error(e: vmsan_image::Error) -> Error {

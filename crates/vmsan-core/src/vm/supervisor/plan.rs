@@ -11,7 +11,7 @@ use vmsan_firecracker::{BootArgs, CustomCpuTemplate, KernelArgs, RootfsFsType, V
 use crate::error::{Error, ErrorCode, Result};
 use crate::state::{BootSettings, CpuTemplateSetting};
 
-use super::files::in_jail;
+use crate::vm::files::in_jail;
 
 /// The guest CID every VM gets (each VM has its own vsock device, so they never clash).
 pub(super) const GUEST_CID: u32 = 3;
