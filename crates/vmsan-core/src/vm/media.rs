@@ -77,7 +77,7 @@ pub fn spec_of(opts: &CreateOptions) -> VmSpec {
         allowed_domains: rules
             .allowed_domains
             .iter()
-            .map(|d| d.as_str().to_owned())
+            .map(ToString::to_string)
             .collect(),
         allowed_cidrs: rules
             .allowed_cidrs
