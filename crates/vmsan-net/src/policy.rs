@@ -295,7 +295,7 @@ impl Policy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
-    /// TCP
+    /// TCP (the default).
     Tcp,
     /// UDP
     Udp,
@@ -308,6 +308,12 @@ impl Protocol {
             Self::Tcp => "tcp",
             Self::Udp => "udp",
         }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
