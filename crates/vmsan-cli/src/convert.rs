@@ -854,7 +854,7 @@ mod tests {
             (o.network.policy, o.network.promoted),
             (NetworkPolicy::Custom, true)
         );
-        assert_eq!(o.network.allowed_domains[0].as_str(), "github.com");
+        assert_eq!(o.network.allowed_domains[0].to_string(), "github.com");
         assert!(o.network.allowed_domains[1].is_wildcard());
         let o = create(&["--denied-cidr", "169.254.0.0/16"]);
         assert_eq!(o.network.policy, NetworkPolicy::AllowAll);

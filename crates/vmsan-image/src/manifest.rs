@@ -270,26 +270,9 @@ impl LayerCompression {
     }
 }
 
-/// The parts of an OCI image config the VM needs (Env, WorkingDir, User, Entrypoint, Cmd).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ImageConfig {
-    /// `KEY=value` strings.
-    #[serde(default)]
-    pub env: Vec<String>,
-    /// Working directory.
-    #[serde(default)]
-    pub working_dir: Option<String>,
-    /// `user`, `uid`, `user:group` or `uid:gid`.
-    #[serde(default)]
-    pub user: Option<String>,
-    /// Entrypoint.
-    #[serde(default)]
-    pub entrypoint: Vec<String>,
-    /// Cmd.
-    #[serde(default)]
-    pub cmd: Vec<String>,
-}
+/// The parts of an OCI image config the VM needs (Env, WorkingDir, User, Entrypoint, Cmd):
+/// the guest protocol's type, which the image record stores and the guest receives as is.
+pub use vmsan_proto::ImageConfig;
 
 #[derive(Deserialize)]
 struct RawConfigFile {

@@ -1,4 +1,5 @@
-//! Applying image layers onto a staging directory, safely.
+//! Applying image layers onto a staging directory, safely (the rules themselves are in the
+//! crate-private `layer` module; this carries them out on disk).
 //!
 //! Every path operation is relative to a directory file descriptor of the staging root:
 //! parents are opened with `openat2(RESOLVE_BENEATH)`, so neither `..` nor a symlink (absolute
@@ -16,7 +17,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat, openat2};
@@ -27,28 +28,14 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fchownat, linkat, symlinkat, unlinkat};
 
 use crate::error::{Error, IoContext, Result};
+use crate::layer::{
+    Action, BombError, Scope, check_symlink_target, components, entry_too_big, is_extension_header,
+    link_missing, link_target, link_to_dir, read_error, too_many_entries, unsafe_entry,
+    unsupported_type,
+};
 use crate::manifest::LayerCompression;
 
-/// Limits against decompression bombs and absurd images.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Total uncompressed tar bytes over all layers.
-    pub max_bytes: u64,
-    /// Total entries over all layers.
-    pub max_entries: u64,
-    /// Longest entry path, in bytes.
-    pub max_path_len: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_bytes: 32 << 30,
-            max_entries: 2_000_000,
-            max_path_len: 4096,
-        }
-    }
-}
+pub use crate::layer::Limits;
 
 /// Statistics of a merge.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -68,40 +55,6 @@ pub struct Staging {
     chown: bool,
     dir_times: Vec<(Vec<OsString>, i64)>,
     parent_cache: Option<(Vec<OsString>, OwnedFd)>,
-}
-
-const WH_PREFIX: &str = ".wh.";
-const WH_OPAQUE: &str = ".wh..wh..opq";
-
-fn unsafe_entry(layer: &str, path: &Path, reason: impl Into<String>) -> Error {
-    Error::UnsafeEntry {
-        layer: layer.to_owned(),
-        path: path.display().to_string(),
-        reason: reason.into(),
-    }
-}
-
-/// Split an archive path into normal components, rejecting absolute paths and `..`.
-pub(crate) fn components(layer: &str, p: &Path, limits: &Limits) -> Result<Vec<OsString>> {
-    if p.as_os_str().len() > limits.max_path_len {
-        return Err(unsafe_entry(
-            layer,
-            p,
-            format!("path longer than {} bytes", limits.max_path_len),
-        ));
-    }
-    let mut out = Vec::new();
-    for c in p.components() {
-        match c {
-            Component::Normal(n) => out.push(n.to_os_string()),
-            Component::CurDir => {}
-            Component::RootDir | Component::Prefix(_) => {
-                return Err(unsafe_entry(layer, p, "absolute path"));
-            }
-            Component::ParentDir => return Err(unsafe_entry(layer, p, "`..` component")),
-        }
-    }
-    Ok(out)
 }
 
 fn join(c: &[OsString]) -> PathBuf {
@@ -135,17 +88,6 @@ impl<R: Read> Read for Counting<'_, R> {
         Ok(n)
     }
 }
-
-#[derive(Debug)]
-pub(crate) struct BombError(pub(crate) u64);
-
-impl std::fmt::Display for BombError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "uncompressed content exceeds {} bytes", self.0)
-    }
-}
-
-impl std::error::Error for BombError {}
 
 /// Decompress `path` on a helper thread, handing chunks over a bounded channel, so that
 /// inflating and applying entries overlap. Errors of the helper surface as read errors.
@@ -303,46 +245,27 @@ impl Staging {
     }
 
     fn apply_archive<R: Read>(&mut self, archive: &mut tar::Archive<R>, layer: &str) -> Result<()> {
-        let mut created: HashSet<Vec<OsString>> = HashSet::new();
-        let entries = archive.entries().map_err(|e| self.read_error(layer, e))?;
+        let mut scope = Scope::default();
+        let entries = archive.entries().map_err(|e| read_error(layer, e))?;
         for entry in entries {
-            let mut entry = entry.map_err(|e| self.read_error(layer, e))?;
+            let mut entry = entry.map_err(|e| read_error(layer, e))?;
             self.stats.entries += 1;
             if self.stats.entries > self.limits.max_entries {
-                return Err(Error::LimitExceeded {
-                    what: format!("layer {layer}"),
-                    reason: format!("more than {} entries", self.limits.max_entries),
-                });
+                return Err(too_many_entries(layer, &self.limits));
             }
-            let raw = entry
-                .path()
-                .map_err(|e| self.read_error(layer, e))?
-                .into_owned();
+            let raw = entry.path().map_err(|e| read_error(layer, e))?.into_owned();
             let comps = components(layer, &raw, &self.limits)?;
             let size = entry
                 .header()
                 .entry_size()
-                .map_err(|e| self.read_error(layer, e))?;
-            if self.stats.bytes.saturating_add(size) > self.limits.max_bytes {
-                return Err(Error::LimitExceeded {
-                    what: format!("layer {layer}"),
-                    reason: format!(
-                        "entry {} of {size} bytes exceeds the {} byte limit",
-                        raw.display(),
-                        self.limits.max_bytes
-                    ),
-                });
-            }
+                .map_err(|e| read_error(layer, e))?;
+            entry_too_big(layer, &raw, self.stats.bytes, size, &self.limits)?;
             let etype = entry.header().entry_type();
-            if matches!(
-                etype,
-                tar::EntryType::XGlobalHeader | tar::EntryType::XHeader
-            ) {
+            if is_extension_header(etype) {
                 continue;
             }
-            let Some(name) = comps.last().cloned() else {
-                // The root itself: only its metadata.
-                if etype.is_dir() {
+            let (parent_comps, name) = match scope.classify(layer, &raw, &comps, etype.is_dir())? {
+                Action::Root => {
                     let fd = self
                         .root
                         .try_clone()
@@ -353,34 +276,24 @@ impl Staging {
                         .push((Vec::new(), entry.header().mtime().unwrap_or(0) as i64));
                     continue;
                 }
-                return Err(unsafe_entry(
-                    layer,
-                    &raw,
-                    "non-directory entry for the root",
-                ));
-            };
-            let parent_comps = &comps[..comps.len() - 1];
-            let name_str = name.to_string_lossy();
-            if name_str == WH_OPAQUE {
-                if let Some(dir) = self.open_existing_dir(parent_comps, layer, &raw)? {
-                    self.make_opaque(&dir, parent_comps, &created)?;
-                }
-                continue;
-            }
-            if let Some(target) = name_str.strip_prefix(WH_PREFIX) {
-                if target.is_empty() || target == "." || target == ".." || target.contains('/') {
-                    return Err(unsafe_entry(layer, &raw, "malformed whiteout"));
-                }
-                let mut victim = parent_comps.to_vec();
-                victim.push(OsString::from(target));
-                if created.contains(&victim) {
+                Action::Opaque { dir: parent_comps } => {
+                    if let Some(dir) = self.open_existing_dir(parent_comps, layer, &raw)? {
+                        self.make_opaque(&dir, parent_comps, &scope)?;
+                    }
                     continue;
                 }
-                if let Some(dir) = self.open_existing_dir(parent_comps, layer, &raw)? {
-                    self.remove_at(&dir, OsStr::new(target))?;
+                Action::Whiteout {
+                    dir: parent_comps,
+                    name,
+                } => {
+                    if let Some(dir) = self.open_existing_dir(parent_comps, layer, &raw)? {
+                        self.remove_at(&dir, name)?;
+                    }
+                    continue;
                 }
-                continue;
-            }
+                Action::Skip => continue,
+                Action::Put { dir, name } => (dir, name.to_os_string()),
+            };
             let parent = self.ensure_dir(parent_comps, layer, &raw)?;
             match etype {
                 tar::EntryType::Directory => {
@@ -448,18 +361,10 @@ impl Staging {
                 tar::EntryType::Symlink => {
                     let target = entry
                         .link_name()
-                        .map_err(|e| self.read_error(layer, e))?
+                        .map_err(|e| read_error(layer, e))?
                         .ok_or_else(|| unsafe_entry(layer, &raw, "symlink without target"))?
                         .into_owned();
-                    if target.as_os_str().is_empty()
-                        || target.as_os_str().len() > self.limits.max_path_len
-                    {
-                        return Err(unsafe_entry(
-                            layer,
-                            &raw,
-                            "symlink target empty or too long",
-                        ));
-                    }
+                    check_symlink_target(layer, &raw, target.as_os_str().len(), &self.limits)?;
                     self.remove_at(&parent, &name)?;
                     symlinkat(target.as_os_str(), &parent, name.as_os_str())
                         .ctx(|| format!("symlink {}", raw.display()))?;
@@ -487,48 +392,25 @@ impl Staging {
                 tar::EntryType::Link => {
                     let target = entry
                         .link_name()
-                        .map_err(|e| self.read_error(layer, e))?
+                        .map_err(|e| read_error(layer, e))?
                         .ok_or_else(|| unsafe_entry(layer, &raw, "hard link without target"))?
                         .into_owned();
-                    let tcomps = components(layer, &target, &self.limits).map_err(|_| {
-                        unsafe_entry(
-                            layer,
-                            &raw,
-                            format!(
-                                "hard link target {} is absolute or has `..`",
-                                target.display()
-                            ),
-                        )
-                    })?;
-                    let Some(tname) = tcomps.last() else {
-                        return Err(unsafe_entry(layer, &raw, "hard link to the root"));
-                    };
-                    if tcomps == comps {
+                    let Some(tcomps) = link_target(layer, &raw, &target, &comps, &self.limits)?
+                    else {
                         continue;
-                    }
+                    };
+                    let Some((tname, tdir)) = tcomps.split_last() else {
+                        return Err(link_missing(layer, &raw, &target));
+                    };
                     let tparent = self
-                        .open_existing_dir(&tcomps[..tcomps.len() - 1], layer, &raw)?
-                        .ok_or_else(|| {
-                            unsafe_entry(
-                                layer,
-                                &raw,
-                                format!("hard link target {} does not exist", target.display()),
-                            )
-                        })?;
+                        .open_existing_dir(tdir, layer, &raw)?
+                        .ok_or_else(|| link_missing(layer, &raw, &target))?;
                     match stat_at(&tparent, tname)? {
                         Some(st)
                             if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT
                                 != SFlag::S_IFDIR => {}
-                        Some(_) => {
-                            return Err(unsafe_entry(layer, &raw, "hard link to a directory"));
-                        }
-                        None => {
-                            return Err(unsafe_entry(
-                                layer,
-                                &raw,
-                                format!("hard link target {} does not exist", target.display()),
-                            ));
-                        }
+                        Some(_) => return Err(link_to_dir(layer, &raw)),
+                        None => return Err(link_missing(layer, &raw, &target)),
                     }
                     self.remove_at(&parent, &name)?;
                     linkat(
@@ -578,10 +460,7 @@ impl Staging {
                         )
                         .ctx(|| format!("chown {}", raw.display()))?;
                     }
-                    let mode = entry
-                        .header()
-                        .mode()
-                        .map_err(|e| self.read_error(layer, e))?;
+                    let mode = entry.header().mode().map_err(|e| read_error(layer, e))?;
                     nix::sys::stat::fchmodat(
                         &parent,
                         name.as_os_str(),
@@ -590,30 +469,11 @@ impl Staging {
                     )
                     .ctx(|| format!("chmod {}", raw.display()))?;
                 }
-                other => {
-                    return Err(unsafe_entry(
-                        layer,
-                        &raw,
-                        format!("unsupported entry type {other:?}"),
-                    ));
-                }
+                other => return Err(unsupported_type(layer, &raw, other)),
             }
-            created.insert(comps);
+            scope.created(comps);
         }
         Ok(())
-    }
-
-    fn read_error(&self, layer: &str, e: io::Error) -> Error {
-        if let Some(b) = e.get_ref().and_then(|i| i.downcast_ref::<BombError>()) {
-            return Error::LimitExceeded {
-                what: format!("layer {layer}"),
-                reason: b.to_string(),
-            };
-        }
-        Error::malformed(
-            format!("layer {layer}"),
-            format!("cannot read the archive: {e}"),
-        )
     }
 
     fn set_meta<T: Read>(
@@ -707,16 +567,9 @@ impl Staging {
         Ok(cur)
     }
 
-    fn make_opaque(
-        &mut self,
-        dir: &OwnedFd,
-        dir_comps: &[OsString],
-        created: &HashSet<Vec<OsString>>,
-    ) -> Result<()> {
+    fn make_opaque(&mut self, dir: &OwnedFd, dir_comps: &[OsString], scope: &Scope) -> Result<()> {
         for name in list_dir(dir)? {
-            let mut p = dir_comps.to_vec();
-            p.push(name.clone());
-            if !created.contains(&p) {
+            if !scope.keeps(dir_comps, &name) {
                 self.remove_at(dir, &name)?;
             }
         }
@@ -916,38 +769,22 @@ fn copy_data(r: &mut impl Read, w: &mut File) -> io::Result<u64> {
 mod tests {
     use super::*;
 
-    fn tar_of(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        for (path, kind, data) in entries {
-            let mut h = tar::Header::new_gnu();
-            h.set_entry_type(*kind);
-            h.set_mode(if kind.is_dir() { 0o755 } else { 0o644 });
-            h.set_uid(u64::from(Uid::effective().as_raw()));
-            h.set_gid(u64::from(Gid::effective().as_raw()));
-            if *kind == tar::EntryType::Symlink {
-                h.set_size(0);
-                b.append_link(&mut h, path, data).unwrap();
-            } else {
-                h.set_size(data.len() as u64);
-                b.append_data(&mut h, path, data.as_bytes()).unwrap();
-            }
-        }
-        b.into_inner().unwrap()
+    use crate::layer::vectors;
+
+    /// A tar owned by the user running the test (who may not chown).
+    fn tar_of(entries: &[vectors::Entry<'_>]) -> Vec<u8> {
+        vectors::tar_of(
+            entries,
+            Uid::effective().as_raw(),
+            Gid::effective().as_raw(),
+        )
     }
 
     #[test]
     fn directory_replacing_a_symlink_is_not_written_through() {
-        use tar::EntryType::{Directory as D, Regular as F, Symlink as S};
         let t = tempfile::tempdir().unwrap();
         let mut st = Staging::new(t.path(), Limits::default()).unwrap();
-        let layer = tar_of(&[
-            ("usr", D, ""),
-            ("usr/bin", D, ""),
-            ("bin", S, "usr/bin"),
-            ("bin/a", F, "a"),
-            ("bin", D, ""),
-            ("bin/b", F, "b"),
-        ]);
+        let layer = tar_of(vectors::SYMLINK_THEN_DIR);
         st.apply_layer(layer.as_slice(), LayerCompression::None, "l1")
             .unwrap();
         st.finish().unwrap();
@@ -965,17 +802,10 @@ mod tests {
 
     #[test]
     fn whiteouts_and_opaque_only_hide_lower_layers() {
-        use tar::EntryType::{Directory as D, Regular as F};
         let t = tempfile::tempdir().unwrap();
         let mut st = Staging::new(t.path(), Limits::default()).unwrap();
-        let l1 = tar_of(&[("d", D, ""), ("d/low", F, "1"), ("x", F, "1")]);
-        let l2 = tar_of(&[
-            ("d", D, ""),
-            ("d/mine", F, "2"),
-            ("d/.wh..wh..opq", F, ""),
-            ("x", F, "2"),
-            (".wh.x", F, ""),
-        ]);
+        let l1 = tar_of(vectors::LOWER);
+        let l2 = tar_of(vectors::UPPER);
         st.apply_layer(l1.as_slice(), LayerCompression::None, "l1")
             .unwrap();
         st.apply_layer(l2.as_slice(), LayerCompression::None, "l2")
@@ -990,6 +820,33 @@ mod tests {
             b"2",
             "a whiteout never hides its own layer"
         );
+        assert_eq!(
+            std::fs::read(t.path().join("h2")).unwrap(),
+            b"hh",
+            "hard link outlives the whiteout of h1"
+        );
+        assert!(!t.path().join("h1").exists());
+    }
+
+    #[test]
+    fn escapes_are_rejected() {
+        for layer in vectors::ESCAPES {
+            let t = tempfile::tempdir().unwrap();
+            let mut st = Staging::new(t.path(), Limits::default()).unwrap();
+            let e = st
+                .apply_layer(tar_of(layer).as_slice(), LayerCompression::None, "l0")
+                .unwrap_err();
+            assert!(matches!(e, Error::UnsafeEntry { .. }), "{e}");
+        }
+        let t = tempfile::tempdir().unwrap();
+        let mut st = Staging::new(t.path(), Limits::default()).unwrap();
+        st.apply_layer(
+            tar_of(vectors::BENEATH).as_slice(),
+            LayerCompression::None,
+            "l0",
+        )
+        .unwrap();
+        assert_eq!(std::fs::read(t.path().join("b/f")).unwrap(), b"ok");
     }
 
     #[test]
@@ -1028,19 +885,5 @@ mod tests {
             st.apply_layer(&b"\x1f\x8bgarbage"[..], LayerCompression::Gzip, "g")
                 .is_err()
         );
-    }
-
-    #[test]
-    fn components_reject_escapes() {
-        let l = Limits::default();
-        assert!(components("l", Path::new("/etc/passwd"), &l).is_err());
-        assert!(components("l", Path::new("a/../../b"), &l).is_err());
-        assert_eq!(
-            components("l", Path::new("./a/./b/"), &l).unwrap(),
-            vec![OsString::from("a"), OsString::from("b")]
-        );
-        assert!(components("l", Path::new("."), &l).unwrap().is_empty());
-        let long = "a/".repeat(3000);
-        assert!(components("l", Path::new(&long), &l).is_err());
     }
 }

@@ -11,11 +11,12 @@ use crate::build::{BuildOptions, build_filesystem};
 use crate::compression::{Codec, Compression};
 use crate::digest::{Digest, HashingWriter};
 use crate::error::{Error, IoContext, Result};
+use crate::layer::Limits;
 use crate::manifest::{
     Descriptor, ImageConfig, LayerCompression, MT_OCI_CONFIG, MT_OCI_LAYER_TAR, MT_OCI_MANIFEST,
     Manifest, ManifestDoc, Platform, parse_config, parse_manifest, select_platform,
 };
-use crate::merge::{Limits, Staging};
+use crate::merge::Staging;
 use crate::progress::{Progress, ProgressFn, emit};
 use crate::reference::{ImageSource, LOCAL_DOMAIN, Reference};
 use crate::registry::Feed;

@@ -646,7 +646,7 @@ pub(crate) fn write(tree: &Tree, out: &Path, codec: Codec) -> Result<u64> {
 mod tests {
     use super::*;
     use crate::compression::Compression;
-    use crate::merge::Limits;
+    use crate::layer::Limits;
     use crate::tree::{Budget, Shared, index_layer};
     use std::process::Command;
 

@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::{NetError, Result};
 
 /// An IPv4 network (`a.b.c.d/len`). Host bits must be zero; IPv6 is refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+///
+/// The one CIDR type of vmsan: the CLI's validation (`vmsan-core`'s `parse_cidr`, with its
+/// own messages and host bits cleared) produces it too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Cidr {
     addr: Ipv4Addr,
@@ -37,6 +40,12 @@ impl Cidr {
 
     pub(crate) fn new_unchecked(addr: Ipv4Addr, prefix: u8) -> Self {
         Self { addr, prefix }
+    }
+
+    /// The network `addr` lies in, `prefix` (0..=32) bits long: host bits are cleared
+    /// (`10.1.2.3/8` is `10.0.0.0/8`). `None` for a prefix over 32.
+    pub fn containing(addr: Ipv4Addr, prefix: u8) -> Option<Self> {
+        (prefix <= 32).then(|| Self::new_unchecked(addr, prefix).masked())
     }
 
     fn mask(&self) -> u32 {
@@ -127,7 +136,12 @@ impl From<Cidr> for String {
 
 /// A domain allowed by a policy: `example.com` (exactly that name) or `*.example.com` (any
 /// name below it, not the apex). Stored lower-case without a trailing dot.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+///
+/// One trailing dot is accepted and dropped: `example.com.` is the absolute form of
+/// `example.com` (the dot is the root). Two are refused: `example.com..` has an empty label,
+/// which no DNS name has (RFC 1035 §3.1). The CLI's validation (`vmsan-core`'s
+/// `parse_domain`) applies the same rule, with its own messages.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct DomainPattern {
     wildcard: bool,
@@ -135,9 +149,19 @@ pub struct DomainPattern {
 }
 
 impl DomainPattern {
+    /// Whether this is a `*.` wildcard.
+    pub fn is_wildcard(&self) -> bool {
+        self.wildcard
+    }
+
+    /// The name without its `*.` prefix.
+    pub fn base(&self) -> &str {
+        &self.name
+    }
+
     /// Whether `qname` (any case, optional trailing dot) is allowed by this pattern.
     pub fn matches(&self, qname: &str) -> bool {
-        let q = qname.trim_end_matches('.').to_ascii_lowercase();
+        let q = without_root_dot(qname).to_ascii_lowercase();
         if self.wildcard {
             q.len() > self.name.len() + 1
                 && q.ends_with(&self.name)
@@ -158,10 +182,15 @@ impl fmt::Display for DomainPattern {
     }
 }
 
+/// `name` without the one trailing dot of its absolute form.
+fn without_root_dot(name: &str) -> &str {
+    name.strip_suffix('.').unwrap_or(name)
+}
+
 impl FromStr for DomainPattern {
     type Err = NetError;
     fn from_str(s: &str) -> Result<Self> {
-        let lower = s.trim_end_matches('.').to_ascii_lowercase();
+        let lower = without_root_dot(s).to_ascii_lowercase();
         let (wildcard, name) = match lower.strip_prefix("*.") {
             Some(rest) => (true, rest.to_string()),
             None => (false, lower.clone()),
@@ -266,7 +295,7 @@ impl Policy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
-    /// TCP
+    /// TCP (the default).
     Tcp,
     /// UDP
     Udp,
@@ -279,6 +308,12 @@ impl Protocol {
             Self::Tcp => "tcp",
             Self::Udp => "udp",
         }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -388,6 +423,13 @@ mod tests {
         ] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad}");
         }
+        assert_eq!(
+            Cidr::containing(Ipv4Addr::new(10, 1, 2, 3), 8)
+                .unwrap()
+                .to_string(),
+            "10.0.0.0/8"
+        );
+        assert!(Cidr::containing(Ipv4Addr::new(10, 1, 2, 3), 33).is_none());
         let c: Cidr = "203.0.113.128/25".parse().unwrap();
         assert!(c.contains(Ipv4Addr::new(203, 0, 113, 200)));
         assert!(!c.contains(Ipv4Addr::new(203, 0, 113, 10)));
@@ -404,6 +446,19 @@ mod tests {
         assert!(wild.matches("a.b.example.com"));
         assert!(!wild.matches("example.com"));
         assert!(!wild.matches("badexample.com"));
+        // One trailing dot is the root (the absolute form); two leave an empty label.
+        assert!(!exact.matches("example.com.."));
+        assert!("example.com..".parse::<DomainPattern>().is_err());
+        assert!("*.example.com..".parse::<DomainPattern>().is_err());
+        assert_eq!(
+            "*.Example.com."
+                .parse::<DomainPattern>()
+                .unwrap()
+                .to_string(),
+            "*.example.com"
+        );
+        assert!(wild.is_wildcard() && !exact.is_wildcard());
+        assert_eq!(wild.base(), "example.com");
         for bad in [
             "",
             "*.com",

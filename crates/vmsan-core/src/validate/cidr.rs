@@ -1,64 +1,11 @@
 //! IPv4 addresses and CIDRs: `--allowed-cidr`, `--denied-cidr`, `--dns`.
 
-use std::fmt;
 use std::net::Ipv4Addr;
 
-use serde::{Serialize, Serializer};
+use vmsan_net::Cidr;
 
 use super::invalid;
 use crate::error::{Error, ErrorCode};
-
-/// An IPv4 network in canonical form (host bits cleared).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Ipv4Cidr {
-    addr: Ipv4Addr,
-    prefix: u8,
-}
-
-impl Ipv4Cidr {
-    /// A network from an address and prefix length (0..=32); host bits are cleared.
-    pub fn new(addr: Ipv4Addr, prefix: u8) -> Option<Self> {
-        if prefix > 32 {
-            return None;
-        }
-        let mask = if prefix == 0 {
-            0
-        } else {
-            u32::MAX << (32 - u32::from(prefix))
-        };
-        Some(Self {
-            addr: Ipv4Addr::from(u32::from(addr) & mask),
-            prefix,
-        })
-    }
-
-    /// The network address.
-    pub fn addr(&self) -> Ipv4Addr {
-        self.addr
-    }
-
-    /// The prefix length.
-    pub fn prefix(&self) -> u8 {
-        self.prefix
-    }
-
-    /// Whether `ip` is inside this network.
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        Self::new(ip, self.prefix).is_some_and(|n| n.addr == self.addr)
-    }
-}
-
-impl fmt::Display for Ipv4Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
-impl Serialize for Ipv4Cidr {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
 
 /// Strict dotted-quad: four decimal octets 0..=255, no leading zeros (`010` is ambiguous).
 fn dotted_quad(s: &str) -> Result<Ipv4Addr, &'static str> {
@@ -96,7 +43,7 @@ pub fn parse_ipv4(flag: &str, raw: &str) -> Result<Ipv4Addr, Error> {
 
 /// Parse `a.b.c.d/nn` (prefix 0..=32) or a bare address (= `/32`). Host bits are cleared:
 /// `10.1.2.3/8` is `10.0.0.0/8`. IPv6 is rejected: guests have IPv4 networking only.
-pub fn parse_cidr(flag: &str, raw: &str) -> Result<Ipv4Cidr, Error> {
+pub fn parse_cidr(flag: &str, raw: &str) -> Result<Cidr, Error> {
     let err = |rule: &str| invalid(ErrorCode::ValidationCidr, flag, raw, rule);
     if raw.contains(':') {
         return Err(err(
@@ -118,7 +65,7 @@ pub fn parse_cidr(flag: &str, raw: &str) -> Result<Ipv4Cidr, Error> {
         }
     };
     let ip = dotted_quad(addr).map_err(err)?;
-    Ipv4Cidr::new(ip, prefix).ok_or_else(|| err("The prefix length must be between 0 and 32."))
+    Cidr::containing(ip, prefix).ok_or_else(|| err("The prefix length must be between 0 and 32."))
 }
 
 #[cfg(test)]

@@ -1,55 +1,9 @@
 //! Domain names with an optional leading `*.` wildcard: `--allowed-domain`.
 
-use std::fmt;
-
-use serde::{Serialize, Serializer};
+use vmsan_net::DomainPattern;
 
 use super::invalid;
 use crate::error::{Error, ErrorCode};
-
-/// A lowercase domain name, possibly `*.`-prefixed (which matches every subdomain, not the
-/// name itself).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Domain(String);
-
-impl Domain {
-    /// The name, e.g. `*.example.com`.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// Whether this is a `*.` wildcard.
-    pub fn is_wildcard(&self) -> bool {
-        self.0.starts_with("*.")
-    }
-
-    /// The name without its `*.` prefix.
-    pub fn base(&self) -> &str {
-        self.0.strip_prefix("*.").unwrap_or(&self.0)
-    }
-
-    /// Whether `name` (a lowercase FQDN without trailing dot) is allowed by this entry.
-    pub fn matches(&self, name: &str) -> bool {
-        if self.is_wildcard() {
-            name.strip_suffix(self.base())
-                .is_some_and(|head| head.ends_with('.'))
-        } else {
-            name == self.0
-        }
-    }
-}
-
-impl fmt::Display for Domain {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl Serialize for Domain {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
-    }
-}
 
 fn valid_label(l: &str) -> bool {
     let b = l.as_bytes();
@@ -61,9 +15,11 @@ fn valid_label(l: &str) -> bool {
         && b[b.len() - 1] != b'-'
 }
 
-/// Parse a domain: lowercased; one trailing dot dropped; no whitespace; `*` only as a single
-/// leading `*.`; at most 253 characters; each label `[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?`.
-pub fn parse_domain(flag: &str, raw: &str) -> Result<Domain, Error> {
+/// Parse a domain: lowercased; one trailing dot dropped (the root of the absolute form; a
+/// second would leave an empty label); no whitespace; `*` only as a single leading `*.`,
+/// followed by at least two labels; at most 253 characters; each label
+/// `[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?`.
+pub fn parse_domain(flag: &str, raw: &str) -> Result<DomainPattern, Error> {
     let err = |rule: &str| invalid(ErrorCode::ValidationDomain, flag, raw, rule);
     if raw.is_empty() {
         return Err(err("The domain is empty."));
@@ -90,11 +46,20 @@ pub fn parse_domain(flag: &str, raw: &str) -> Result<Domain, Error> {
             "Each label must be 1-63 characters of a-z, 0-9 and '-', not starting or ending with '-'.",
         ));
     }
-    Ok(Domain(if wild {
+    if wild && !zone.contains('.') {
+        // The network layer refuses these (a wildcard over a whole top-level domain): say so
+        // here, not when the VM starts.
+        return Err(err(
+            "A wildcard needs at least two labels after \"*.\" (e.g. *.example.com).",
+        ));
+    }
+    let name = if wild {
         format!("*.{zone}")
     } else {
         zone.to_owned()
-    }))
+    };
+    name.parse::<DomainPattern>()
+        .map_err(|e| err(&format!("The network layer refuses it: {e}")))
 }
 
 #[cfg(test)]
@@ -104,11 +69,11 @@ mod tests {
     #[test]
     fn accepted() {
         assert_eq!(
-            parse_domain("--d", "Example.COM").unwrap().as_str(),
+            parse_domain("--d", "Example.COM").unwrap().to_string(),
             "example.com"
         );
         assert_eq!(
-            parse_domain("--d", "example.com.").unwrap().as_str(),
+            parse_domain("--d", "example.com.").unwrap().to_string(),
             "example.com"
         );
         let w = parse_domain("--d", "*.github.com").unwrap();
@@ -146,6 +111,12 @@ mod tests {
             &long,
             "*.*.com",
             "é.com",
+            // Two trailing dots leave an empty label (one is the root, and is dropped).
+            "example.com..",
+            "*.example.com..",
+            // A wildcard over a top-level domain, which the network layer refuses.
+            "*.com",
+            "*.localhost",
         ] {
             let e = parse_domain("--allowed-domain", bad).unwrap_err();
             assert_eq!(e.code(), ErrorCode::ValidationDomain, "{bad:?}");

@@ -25,8 +25,8 @@ mod runtime;
 mod size;
 
 pub use bandwidth::{BANDWIDTH_MAX_MBIT, parse_bandwidth};
-pub use cidr::{Ipv4Cidr, parse_cidr, parse_ipv4};
-pub use domain::{Domain, parse_domain};
+pub use cidr::{parse_cidr, parse_ipv4};
+pub use domain::parse_domain;
 pub use duration::{MAX_DURATION, parse_duration};
 pub use env::{EnvVar, parse_env};
 pub use guest::{

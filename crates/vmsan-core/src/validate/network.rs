@@ -5,7 +5,9 @@ use std::fmt;
 
 use serde::Serialize;
 
-use super::{Domain, Ipv4Cidr, invalid, parse_cidr, parse_domain, split_list};
+use vmsan_net::{Cidr, DomainPattern};
+
+use super::{invalid, parse_cidr, parse_domain, split_list};
 use crate::error::{Error, ErrorCode};
 
 /// The egress policy of a VM.
@@ -79,11 +81,11 @@ pub struct NetworkRules {
     /// policy became `custom`. Callers may tell the user.
     pub promoted: bool,
     /// Domains the guest may resolve and reach (deduplicated, in input order).
-    pub allowed_domains: Vec<Domain>,
+    pub allowed_domains: Vec<DomainPattern>,
     /// Networks the guest may reach.
-    pub allowed_cidrs: Vec<Ipv4Cidr>,
+    pub allowed_cidrs: Vec<Cidr>,
     /// Networks the guest may never reach; deny wins over every allow, in every policy.
-    pub denied_cidrs: Vec<Ipv4Cidr>,
+    pub denied_cidrs: Vec<Cidr>,
     /// Whether guest UDP is allowed (DNS always goes to the DNS filter).
     pub allow_udp: bool,
     /// Whether `allow-all` and allowed domains reach the networks around the host.

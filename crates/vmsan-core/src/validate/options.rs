@@ -22,18 +22,8 @@ fn ms<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
     }
 }
 
-/// When to pull an image from its registry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PullPolicy {
-    /// Always ask the registry for the current manifest.
-    Always,
-    /// Pull only when the image is not cached (the default).
-    #[default]
-    Missing,
-    /// Never pull; fail when the image is not cached.
-    Never,
-}
+/// When to pull an image from its registry (the image store's type).
+pub use vmsan_image::PullPolicy;
 
 /// Who is PID 1 in the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]

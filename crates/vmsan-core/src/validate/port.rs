@@ -14,31 +14,8 @@ use crate::error::{Error, ErrorCode};
 /// agent listening on TCP, and old scripts fail loudly.
 pub const AGENT_PORT: u16 = 9119;
 
-/// Transport protocol of a published port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    /// TCP (the default).
-    Tcp,
-    /// UDP.
-    Udp,
-}
-
-impl Protocol {
-    /// `tcp` or `udp`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-        }
-    }
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// Transport protocol of a published port (the network layer's type).
+pub use vmsan_net::Protocol;
 
 /// One published port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

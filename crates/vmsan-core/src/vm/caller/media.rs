@@ -77,7 +77,7 @@ pub fn spec_of(opts: &CreateOptions) -> VmSpec {
         allowed_domains: rules
             .allowed_domains
             .iter()
-            .map(|d| d.as_str().to_owned())
+            .map(ToString::to_string)
             .collect(),
         allowed_cidrs: rules
             .allowed_cidrs
@@ -205,11 +205,7 @@ pub async fn resolve_media(
         None => (runtime_ref("base")?, PullPolicy::Missing),
     };
     let pull = PullOptions {
-        policy: match policy {
-            PullPolicy::Always => vmsan_image::PullPolicy::Always,
-            PullPolicy::Missing => vmsan_image::PullPolicy::Missing,
-            PullPolicy::Never => vmsan_image::PullPolicy::Never,
-        },
+        policy,
         progress,
         build: build_options(paths)?,
         ..PullOptions::default()
@@ -227,13 +223,7 @@ pub async fn resolve_media(
             reference,
             digest: Some(image.record.digest.to_string()),
         }),
-        image_config: vmsan_proto::ImageConfig {
-            env: image.config.env.clone(),
-            working_dir: image.config.working_dir.clone(),
-            user: image.config.user.clone(),
-            entrypoint: image.config.entrypoint.clone(),
-            cmd: image.config.cmd.clone(),
-        },
+        image_config: image.config.clone(),
         kernel_args,
     })
 }

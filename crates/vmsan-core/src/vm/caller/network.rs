@@ -35,7 +35,7 @@ pub fn set_policy(paths: &Paths, id: &VmId, rules: &NetworkRules) -> Result<Poli
     st.network.allowed_domains = rules
         .allowed_domains
         .iter()
-        .map(|d| d.as_str().to_owned())
+        .map(ToString::to_string)
         .collect();
     st.network.allowed_cidrs = rules
         .allowed_cidrs
