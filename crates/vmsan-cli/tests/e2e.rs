@@ -1092,21 +1092,10 @@ fn privileged_e2e_image_compression_is_a_setting_of_the_image_store() {
 
     // Setup again, with LZ4.
     let (firecracker, jailer, kernel) = vmsan_testkit::e2e::vmm_binaries(work.path()).unwrap();
-    let agent = vmsan_testkit::e2e::agent_binary().unwrap();
     let setup = |extra: &[&str]| {
-        let mut args = vec![
-            "setup",
-            "--firecracker",
-            firecracker.to_str().unwrap(),
-            "--jailer",
-            jailer.to_str().unwrap(),
-            "--kernel",
-            kernel.to_str().unwrap(),
-            "--agent",
-            agent.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>()
+        let mut args = vmsan_testkit::e2e::setup_args(&firecracker, &jailer, &kernel);
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        args
     };
     let args = setup(&["--image-compression", "lz4"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -474,11 +474,10 @@ impl Fixture {
 }
 
 /// `vmsan setup` with these binaries, and the busybox image imported.
-fn set_up_home(home: &Home, work: &Path, (firecracker, jailer, kernel): (&Path, &Path, &Path)) {
+/// `vmsan setup` with these binaries and kernel and the static agent.
+pub fn setup_args(firecracker: &Path, jailer: &Path, kernel: &Path) -> Vec<String> {
     let agent = agent_binary().unwrap();
-
-    // Setup: the contract for scripted use (README).
-    let doc = home.json(&[
+    [
         "setup",
         "--firecracker",
         firecracker.to_str().unwrap(),
@@ -488,7 +487,16 @@ fn set_up_home(home: &Home, work: &Path, (firecracker, jailer, kernel): (&Path, 
         kernel.to_str().unwrap(),
         "--agent",
         agent.to_str().unwrap(),
-    ]);
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+fn set_up_home(home: &Home, work: &Path, (firecracker, jailer, kernel): (&Path, &Path, &Path)) {
+    // Setup: the contract for scripted use (README).
+    let args = setup_args(firecracker, jailer, kernel);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let doc = home.json(&args);
     assert!(
         doc["firecracker"]
             .as_str()
