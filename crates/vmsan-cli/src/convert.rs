@@ -22,13 +22,26 @@ use crate::args::{
     PullArg, SnapshotCommand,
 };
 
+/// `vmsan create`: the engine's request, and what the CLI does around it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateCommand {
+    /// What to create.
+    #[serde(flatten)]
+    pub request: CreateOptions,
+    /// `--connect`: open a shell once the VM is up.
+    pub connect: bool,
+    /// `--silent`: no human output.
+    pub silent: bool,
+}
+
 /// A fully validated command, ready to run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase", tag = "command", content = "options")]
 #[allow(clippy::large_enum_variant)] // Built once per process.
 pub enum Action {
     /// `create`.
-    Create(CreateOptions),
+    Create(CreateCommand),
     /// `list`.
     List,
     /// `start`.
@@ -307,7 +320,7 @@ pub fn convert(command: Command, env: &Env) -> Result<Action, Error> {
     })
 }
 
-fn create(a: &CreateArgs, env: &Env) -> Result<CreateOptions, Error> {
+fn create(a: &CreateArgs, env: &Env) -> Result<CreateCommand, Error> {
     // Values first, each with its own code.
     let vcpus = a.vcpus.as_deref().map(validate::parse_vcpus).transpose()?;
     let memory = a
@@ -468,7 +481,7 @@ fn create(a: &CreateArgs, env: &Env) -> Result<CreateOptions, Error> {
         })
     };
 
-    Ok(CreateOptions {
+    let request = CreateOptions {
         vcpus: vcpus.unwrap_or(1),
         memory_mib: memory.unwrap_or(MEMORY_MIN_MIB),
         kernel,
@@ -498,6 +511,9 @@ fn create(a: &CreateArgs, env: &Env) -> Result<CreateOptions, Error> {
             jailer: !a.no_jailer,
         },
         count,
+    };
+    Ok(CreateCommand {
+        request,
         connect: a.connect,
         silent: a.silent,
     })
@@ -676,11 +692,20 @@ mod tests {
             .code()
     }
 
+    fn create_command(args: &[&str]) -> CreateCommand {
+        let mut v = vec!["create"];
+        v.extend_from_slice(args);
+        match ok(&v) {
+            Action::Create(c) => c,
+            other => panic!("{other:?}"),
+        }
+    }
+
     fn create(args: &[&str]) -> CreateOptions {
         let mut v = vec!["create"];
         v.extend_from_slice(args);
         match ok(&v) {
-            Action::Create(o) => o,
+            Action::Create(c) => c.request,
             other => panic!("{other:?}"),
         }
     }
@@ -722,7 +747,9 @@ mod tests {
         assert_eq!(o.bandwidth_mbit, None);
         assert!(o.dns_servers.is_empty());
         assert_eq!(o.isolation, Isolation::default());
-        assert_eq!((o.count, o.connect, o.silent), (1, false, false));
+        assert_eq!(o.count, 1);
+        let c = create_command(&[]);
+        assert_eq!((c.connect, c.silent), (false, false));
     }
 
     #[test]
@@ -924,8 +951,8 @@ mod tests {
 
     #[test]
     fn create_bools() {
-        assert!(create(&["--connect"]).connect);
-        assert!(create(&["--silent"]).silent);
+        assert!(create_command(&["--connect"]).connect);
+        assert!(create_command(&["--silent"]).silent);
     }
 
     #[test]

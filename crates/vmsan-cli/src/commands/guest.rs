@@ -5,12 +5,12 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use serde_json::json;
+use vmsan_agent_client::AgentClient;
 use vmsan_agent_client::terminal::{InteractiveOptions, InteractiveOutcome, run_interactive};
-use vmsan_agent_client::{AgentClient, ClientError, Endpoint};
 use vmsan_core::VmId;
 use vmsan_core::error::{Error, ErrorCode};
-use vmsan_core::state::{StateStore, VmStatus};
 use vmsan_core::validate::options::{DownloadOptions, ExecOptions, ExecUser, UploadOptions};
+use vmsan_core::vm;
 use vmsan_proto::{ExecRequest, PtyOpenRequest};
 
 use super::Ctx;
@@ -27,96 +27,6 @@ fn block_on<F: std::future::Future>(ctx: &Ctx, fut: F) -> Result<F::Output, Erro
     Ok(ctx.runtime()?.block_on(fut))
 }
 
-/// A client for a running VM's agent.
-fn agent_for(ctx: &Ctx, id: &VmId) -> Result<AgentClient, Error> {
-    let st = StateStore::open(&ctx.paths)?.get(id)?;
-    if st.status != VmStatus::Running {
-        return Err(Error::new(
-            ErrorCode::VmNotRunning,
-            format!("VM {id} is {}", st.status.as_str()),
-        )
-        .detail("vmId", id.as_str()));
-    }
-    let token = st.agent_token.ok_or_else(|| {
-        Error::new(
-            ErrorCode::VmNoAgentToken,
-            format!("VM {id} has no agent token"),
-        )
-        .detail("vmId", id.as_str())
-    })?;
-    let vsock = st.vsock_socket.ok_or_else(|| {
-        Error::new(
-            ErrorCode::VmNotRunning,
-            format!("VM {id} has no vsock socket recorded"),
-        )
-        .detail("vmId", id.as_str())
-    })?;
-    Ok(AgentClient::new(Endpoint::hybrid_vsock(vsock), token))
-}
-
-/// An agent failure, with a stable code.
-fn agent_error(id: &VmId, e: ClientError) -> Error {
-    match &e {
-        ClientError::Timeout { secs, .. } => {
-            let why = format!(
-                "The guest agent of {id} accepted the request and then sent nothing for {secs} s."
-            );
-            return Error::new(ErrorCode::TimeoutAgent, format!("{id}: {e}"))
-                .why(why)
-                .fix(
-                    "Check the guest with `vmsan logs <id>` and `vmsan exec <id> uptime`; for \
-                     a transfer that may stall longer, pass a longer --timeout (e.g. 5m).",
-                )
-                .detail("vmId", id.as_str());
-        }
-        ClientError::TooLarge { limit, .. } => {
-            return Error::new(ErrorCode::AgentFileTooLarge, format!("{id}: {e}"))
-                .why(format!(
-                    "Downloads are limited to {limit} bytes so that a guest cannot fill the host's disk."
-                ))
-                .detail("vmId", id.as_str());
-        }
-        ClientError::Refused(_) => {
-            return Error::new(ErrorCode::ValidationPath, format!("{id}: {e}"))
-                .why(
-                    "vmsan never writes a download through a symlink on the host, nor outside \
-                     the destination: the guest chooses names and links.",
-                )
-                .fix("Download into a new or empty directory.")
-                .detail("vmId", id.as_str());
-        }
-        _ => {}
-    }
-    let code = if vmsan_agent_client::is_auth_error(&e) {
-        ErrorCode::AgentUnauthorized
-    } else if e.agent_code() == Some("not_found") {
-        ErrorCode::AgentFileNotFound
-    } else {
-        ErrorCode::AgentRequest
-    };
-    let err = Error::new(code, format!("{id}: {e}")).detail("vmId", id.as_str());
-    // The agent answered, so the VM runs: the code's default "check that the VM is running"
-    // would send the user the wrong way. Say what the refusal means instead.
-    match e.agent_code() {
-        Some("path_escape") => err
-            .why("The guest agent refused a path that leaves the destination directory (`..`, an absolute path, or a link pointing out of it).")
-            .fix("Upload names and links that stay inside the destination; nothing of the refused upload was kept."),
-        Some("spawn_failed") => err
-            .why("The guest agent could not start the command.")
-            .fix("Check that the program exists in the image and is executable: `vmsan exec <id> ls -l /bin /usr/bin`."),
-        Some("forbidden") => err
-            .why("The guest agent refused the request for this user or path.")
-            .fix("Run it as another user (`--user`, `--sudo`) or choose another path."),
-        Some("bad_request") => err
-            .why("The guest agent refused the request as malformed.")
-            .fix("Check the arguments; if they are right, the agent and vmsan may be of different versions: recreate the VM."),
-        Some(_) if code == ErrorCode::AgentRequest => err
-            .why("The guest agent answered with an error.")
-            .fix("The message above says what it refused."),
-        _ => err,
-    }
-}
-
 fn user_of(u: &ExecUser) -> Option<String> {
     match u {
         ExecUser::Default => None,
@@ -127,7 +37,7 @@ fn user_of(u: &ExecUser) -> Option<String> {
 
 /// `vmsan exec`.
 pub(crate) fn exec(ctx: &Ctx, opts: &ExecOptions) -> Result<Outcome, Error> {
-    let client = agent_for(ctx, &opts.vm)?;
+    let client = vm::agent(&ctx.paths, &opts.vm)?;
     let rt = ctx.runtime()?;
     let env = opts
         .env
@@ -208,7 +118,7 @@ pub(crate) fn exec(ctx: &Ctx, opts: &ExecOptions) -> Result<Outcome, Error> {
                 "Interrupted; the command's process group was killed",
             ));
         };
-        let out = out.map_err(|e| agent_error(&opts.vm, e))?;
+        let out = out.map_err(|e| vm::agent_error(&opts.vm, e))?;
         let code = if out.status.timed_out {
             EXIT_TIMEOUT
         } else {
@@ -251,7 +161,7 @@ pub(crate) fn exec(ctx: &Ctx, opts: &ExecOptions) -> Result<Outcome, Error> {
             o.exit_code = EXIT_INTERRUPTED;
             Ok(o)
         }
-        Some(Err(e)) => Err(agent_error(&opts.vm, e)),
+        Some(Err(e)) => Err(vm::agent_error(&opts.vm, e)),
         Some(Ok(done)) => {
             if done.status.timed_out {
                 ctx.out
@@ -278,7 +188,7 @@ async fn interactive(
         Some(s) => client.pty_attach(s).await,
         None => client.pty_open_attach(&req).await,
     }
-    .map_err(|e| agent_error(id, e))?;
+    .map_err(|e| vm::agent_error(id, e))?;
     let outcome = run_interactive(
         session,
         tokio::io::stdin(),
@@ -286,7 +196,7 @@ async fn interactive(
         InteractiveOptions::default(),
     )
     .await
-    .map_err(|e| agent_error(id, e))?;
+    .map_err(|e| vm::agent_error(id, e))?;
     match outcome {
         InteractiveOutcome::Exited(status) => {
             let mut o = Outcome::ok(json!({ "vmId": id, "exitCode": status.code }), Vec::new());
@@ -316,7 +226,7 @@ pub(crate) fn connect_to(ctx: &Ctx, id: &VmId, session: Option<&str>) -> Result<
         .why("standard input is not a terminal, so there is no terminal to share with the guest")
         .fix("Run it from a terminal, or use `vmsan exec VM COMMAND` from scripts."));
     }
-    let client = agent_for(ctx, id)?;
+    let client = vm::agent(&ctx.paths, id)?;
     let (cols, rows) = crossterm::terminal::size().unwrap_or((80, 24));
     let req = PtyOpenRequest {
         argv: Vec::new(),
@@ -331,7 +241,7 @@ pub(crate) fn connect_to(ctx: &Ctx, id: &VmId, session: Option<&str>) -> Result<
 
 /// `vmsan upload`.
 pub(crate) fn upload(ctx: &Ctx, opts: &UploadOptions) -> Result<Outcome, Error> {
-    let mut client = agent_for(ctx, &opts.vm)?;
+    let mut client = vm::agent(&ctx.paths, &opts.vm)?;
     if let Some(t) = opts.timeout {
         client = client.with_idle_timeout(t);
     }
@@ -342,7 +252,7 @@ pub(crate) fn upload(ctx: &Ctx, opts: &UploadOptions) -> Result<Outcome, Error> 
             &opts.dest,
             crate::progress::transfer_progress(ctx.out.json, "upload"),
         ))
-        .map_err(|e| agent_error(&opts.vm, e))?;
+        .map_err(|e| vm::agent_error(&opts.vm, e))?;
     // `entries` counts what was written (files, directories, links), not the arguments.
     let what = match opts.files.as_slice() {
         [one] => one.display().to_string(),
@@ -363,7 +273,7 @@ pub(crate) fn upload(ctx: &Ctx, opts: &UploadOptions) -> Result<Outcome, Error> 
 
 /// `vmsan download`.
 pub(crate) fn download(ctx: &Ctx, opts: &DownloadOptions) -> Result<Outcome, Error> {
-    let mut client = agent_for(ctx, &opts.vm)?;
+    let mut client = vm::agent(&ctx.paths, &opts.vm)?;
     if let Some(t) = opts.timeout {
         client = client.with_idle_timeout(t);
     }
@@ -395,78 +305,10 @@ pub(crate) fn download(ctx: &Ctx, opts: &DownloadOptions) -> Result<Outcome, Err
             opts.max_size,
             crate::progress::transfer_progress(ctx.out.json, "download"),
         ))
-        .map_err(|e| agent_error(&opts.vm, e))?;
+        .map_err(|e| vm::agent_error(&opts.vm, e))?;
     let text = format!("Downloaded to {} ({} bytes)\n", r.local.display(), r.bytes);
     Ok(Outcome::ok(
         json!({ "vmId": opts.vm, "remotePath": opts.remote_path, "localPath": r.local, "bytes": r.bytes, "isDir": r.is_dir }),
         text,
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_agent_refusal_does_not_say_the_vm_is_down() {
-        let vm = VmId::parse("vm-0123abcd").unwrap();
-        let refused = |code: &str| {
-            agent_error(
-                &vm,
-                ClientError::Agent {
-                    what: "upload".into(),
-                    status: 400,
-                    code: code.into(),
-                    message: "refused".into(),
-                },
-            )
-        };
-        for code in [
-            "path_escape",
-            "spawn_failed",
-            "forbidden",
-            "bad_request",
-            "other",
-        ] {
-            let e = refused(code);
-            let fix = e.fix_text().unwrap_or_default();
-            assert!(!fix.contains("running"), "{code}: {fix}");
-        }
-        assert!(
-            refused("path_escape")
-                .why_text()
-                .unwrap()
-                .contains("leaves the destination")
-        );
-    }
-
-    #[test]
-    fn transfer_failures_get_their_own_codes() {
-        let vm = VmId::parse("vm-0123abcd").unwrap();
-        let e = agent_error(
-            &vm,
-            ClientError::Timeout {
-                what: "download /var/log/big".into(),
-                secs: 60,
-            },
-        );
-        assert_eq!(e.code(), ErrorCode::TimeoutAgent);
-        assert!(
-            e.message().contains("vm-0123abcd") && e.message().contains("download /var/log/big"),
-            "{}",
-            e.message()
-        );
-        assert!(e.fix_text().is_some_and(|f| f.contains("--timeout")));
-        let e = agent_error(
-            &vm,
-            ClientError::TooLarge {
-                size: 20 << 30,
-                limit: 16 << 30,
-            },
-        );
-        assert_eq!(e.code(), ErrorCode::AgentFileTooLarge);
-        assert!(e.fix_text().is_some_and(|f| f.contains("--max-size")));
-        let e = agent_error(&vm, ClientError::Refused("x is a symlink".into()));
-        assert_eq!(e.code(), ErrorCode::ValidationPath);
-    }
 }

@@ -6,10 +6,11 @@ use serde_json::{Value, json};
 use vmsan_core::VmId;
 use vmsan_core::error::{Error, ErrorCode};
 use vmsan_core::state::{StateStore, VmState};
-use vmsan_core::validate::options::{CreateOptions, RemoveOptions, StopOptions};
+use vmsan_core::validate::options::{RemoveOptions, StopOptions};
 use vmsan_core::vm::{self, StopOutcome};
 
 use super::Ctx;
+use crate::convert::CreateCommand;
 use crate::output::{Outcome, Style};
 
 fn summary_json(st: &VmState) -> Value {
@@ -55,60 +56,29 @@ fn summary_text(ctx: &Ctx, st: &VmState) -> String {
     s
 }
 
-/// `vmsan create`.
-pub(crate) fn create(ctx: &Ctx, opts: &CreateOptions) -> Result<Outcome, Error> {
-    // Before anything is resolved or pulled for a VM that could not run.
-    vm::check_home(&ctx.paths)?;
-    let resolving = std::time::Instant::now();
-    let out = &ctx.out;
-    let quiet = out.json || opts.silent;
-    let note = |m: &str| {
-        if !quiet {
-            out.note(m);
+/// `vmsan create`: the engine makes the VMs; this prints them, or opens the shell.
+pub(crate) fn create(ctx: &Ctx, cmd: &CreateCommand) -> Result<Outcome, Error> {
+    let out = ctx.out;
+    let quiet = out.json || cmd.silent;
+    let bars = crate::progress::image_progress(quiet);
+    let progress: vm::ProgressSink = std::sync::Arc::new(move |p| match p {
+        vm::Progress::Step(m) if !quiet => out.note(m),
+        vm::Progress::Image(p) => {
+            if let Some(f) = &bars {
+                f(p);
+            }
         }
-    };
-    let resolved_step = |ms: f64| vm::Step {
-        name: if opts.snapshot.is_some() {
-            "snapshot check, kernel and agent"
-        } else {
-            "kernel, agent and image"
-        }
-        .into(),
-        ms,
-        parallel: false,
-    };
-    let mut resolved_ms = 0.0;
-    let mut created = if let Some(id) = &opts.snapshot {
-        restore(ctx, opts, id, &note, &mut resolved_ms)?
-    } else {
-        let spec = vm::spec_of(opts);
-        note("Resolving kernel, agent and image");
-        let media = ctx.runtime()?.block_on(vm::resolve_media(
-            &ctx.paths,
-            opts,
-            crate::progress::image_progress(quiet),
-        ))?;
-        resolved_ms = resolving.elapsed().as_secs_f64() * 1000.0;
-        let make_disk = vm::make_disk(&ctx.paths);
-        let mut created = Vec::new();
-        for _ in 0..opts.count.max(1) {
-            created.push(vm::create(
-                &ctx.supervisor,
-                ctx.runtime()?.handle(),
-                &ctx.paths,
-                &spec,
-                &media,
-                &make_disk,
-                &mut |m| note(m),
-            )?);
-        }
-        created
-    };
-    // Once for all the VMs: the first one's breakdown shows it.
-    if let Some(first) = created.first_mut() {
-        first.steps.insert(0, resolved_step(resolved_ms));
-    }
-    for c in &created {
+        vm::Progress::Step(_) => {}
+    });
+    let creation = vm::create_vms(
+        &ctx.supervisor,
+        ctx.runtime()?.handle(),
+        &ctx.paths,
+        &cmd.request,
+        &progress,
+    )?;
+    let created = &creation.vms;
+    for c in created {
         for s in &c.steps {
             let alongside = if s.parallel { " (in parallel)" } else { "" };
             ctx.out.debug(&format!(
@@ -117,7 +87,7 @@ pub(crate) fn create(ctx: &Ctx, opts: &CreateOptions) -> Result<Outcome, Error> 
             ));
         }
     }
-    if opts.connect
+    if cmd.connect
         && let Some(c) = created.first()
     {
         let outcome = super::guest::connect_to(ctx, &c.state.id, None);
@@ -129,17 +99,13 @@ pub(crate) fn create(ctx: &Ctx, opts: &CreateOptions) -> Result<Outcome, Error> 
         ));
         return outcome;
     }
-    // Thin disks may promise more than the host has: say so (a guest filling its disk would
-    // fill the host's filesystem), without refusing what overcommit is for.
-    let warnings: Vec<String> = vm::measure_disk_room(&ctx.paths)
-        .ok()
-        .and_then(|room| room.create_warning(0))
-        .into_iter()
-        .collect();
-    for w in &warnings {
-        note(&format!("WARNING: {w}"));
+    let warnings = &creation.warnings;
+    if !quiet {
+        for w in warnings {
+            out.note(&format!("WARNING: {w}"));
+        }
     }
-    let text: String = if opts.silent {
+    let text: String = if cmd.silent {
         String::new()
     } else {
         created
@@ -172,67 +138,6 @@ pub(crate) fn create(ctx: &Ctx, opts: &CreateOptions) -> Result<Outcome, Error> 
         doc["warnings"] = json!(warnings);
     }
     Ok(Outcome::ok(doc, text))
-}
-
-/// How many clones are restored at once.
-const PARALLEL_RESTORES: usize = 8;
-
-/// `vmsan create --snapshot ID [--count N]`: all clones or none (the ones that came up are
-/// removed again when another fails).
-fn restore(
-    ctx: &Ctx,
-    opts: &CreateOptions,
-    id: &vmsan_core::SnapshotId,
-    note: &dyn Fn(&str),
-    resolved_ms: &mut f64,
-) -> Result<Vec<vm::Created>, Error> {
-    note(&format!("Restoring snapshot {id}"));
-    let resolving = std::time::Instant::now();
-    let snap = vmsan_core::snapshot::Snapshot::open(&ctx.paths, id)?;
-    let count = opts.count.max(1);
-    vm::check_host_memory(snap.meta.mem_mib, count)?;
-    let (spec, media) = vm::plan_restore(&ctx.paths, &snap, opts, opts.network_given)?;
-    *resolved_ms = resolving.elapsed().as_secs_f64() * 1000.0;
-    if count > 1 && !spec.network.published_ports.is_empty() {
-        return Err(Error::new(
-            ErrorCode::ValidationFlags,
-            format!("Snapshot {id} publishes ports; {count} clones cannot all hold them"),
-        )
-        .fix("Restore one clone at a time, or give the clones other ports with --publish-port (one clone)."));
-    }
-    let rt = ctx.runtime()?.handle();
-    let results = std::sync::Mutex::new(Vec::new());
-    let next = std::sync::atomic::AtomicU32::new(0);
-    std::thread::scope(|s| {
-        for _ in 0..PARALLEL_RESTORES.min(count as usize) {
-            s.spawn(|| {
-                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < count {
-                    let r = vm::restore(
-                        &ctx.supervisor,
-                        rt,
-                        &ctx.paths,
-                        &snap,
-                        &spec,
-                        &media,
-                        &mut |_| {},
-                    );
-                    if let Ok(mut v) = results.lock() {
-                        v.push(r);
-                    }
-                }
-            });
-        }
-    });
-    let results = results.into_inner().unwrap_or_default();
-    let (ok, failed): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
-    let created: Vec<vm::Created> = ok.into_iter().filter_map(Result::ok).collect();
-    if let Some(Err(first)) = failed.into_iter().next() {
-        for c in &created {
-            let _ = vm::remove(rt, &ctx.paths, &c.state.id, true);
-        }
-        return Err(first);
-    }
-    Ok(created)
 }
 
 /// `vmsan start`.

@@ -108,12 +108,8 @@ pub struct CreateOptions {
     pub dns_servers: Vec<Ipv4Addr>,
     /// Isolation features.
     pub isolation: Isolation,
-    /// `--count`: how many identical VMs.
+    /// `--count`: how many identical VMs (all or none).
     pub count: u32,
-    /// `--connect`: open a shell once the VM is up.
-    pub connect: bool,
-    /// `--silent`: no human output.
-    pub silent: bool,
 }
 
 /// `vmsan start`.

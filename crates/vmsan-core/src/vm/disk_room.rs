@@ -20,7 +20,7 @@ pub(crate) const FULL_BELOW_BYTES: u64 = 1 << 20;
 
 /// What the home's thin disks may still take, against what their filesystem has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DiskRoom {
+pub(crate) struct DiskRoom {
     /// Bytes free for unprivileged writers on the filesystem of the VMs' disks.
     pub free: u64,
     /// Bytes the home's disks may still grow by (their sizes minus what they hold).
@@ -29,7 +29,7 @@ pub struct DiskRoom {
 
 impl DiskRoom {
     /// How far `extra` more promised bytes would go past the free space, if they would.
-    pub fn overcommit_with(&self, extra: u64) -> Option<u64> {
+    pub(crate) fn overcommit_with(&self, extra: u64) -> Option<u64> {
         self.promised
             .saturating_add(extra)
             .checked_sub(self.free)
@@ -37,7 +37,7 @@ impl DiskRoom {
     }
 
     /// The warning `create` prints for a new disk of `extra` bytes, when it overcommits.
-    pub fn create_warning(&self, extra: u64) -> Option<String> {
+    pub(crate) fn create_warning(&self, extra: u64) -> Option<String> {
         self.overcommit_with(extra).map(|over| {
             format!(
                 "thin disks overcommit the host: this home's VM disks may grow by {} in all \
@@ -80,7 +80,7 @@ fn growth_left(disk: &Path) -> u64 {
 ///
 /// # Errors
 /// `ERR_IO` when the home's filesystem cannot be queried or its VMs cannot be listed.
-pub fn measure(paths: &Paths) -> Result<DiskRoom> {
+pub(crate) fn measure(paths: &Paths) -> Result<DiskRoom> {
     let vms = paths.vms_dir();
     let promised = std::fs::read_dir(&vms)
         .map_err(|e| Error::io(format!("list {}", vms.display()), e))?

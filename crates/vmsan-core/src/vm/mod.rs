@@ -21,18 +21,15 @@ mod supervisor;
 mod supervisor_log;
 pub(crate) mod timeout;
 
-pub use caller::lifecycle::{
-    Created, DiskMaker, StopOutcome, create, is_active, remove, restore, start, stop,
-};
-pub use caller::media::{build_options, image_error, make_disk, resolve_media, spec_of};
+pub use caller::guest::{agent, agent_error};
+pub use caller::lifecycle::{Created, StopOutcome, is_active, remove, start, stop};
+pub use caller::media::{build_options, image_error};
 pub use caller::network::{PolicyChange, set_policy};
-pub use caller::restore::{check_host_memory, plan as plan_restore};
-pub use disk_room::{DiskRoom, measure as measure_disk_room};
+pub use caller::request::{Creation, Progress, ProgressSink, create_vms};
 pub(crate) use host::cgroup_parent_leftovers;
 pub use host::{HOST_NETNS_ENV, host_config};
 pub use protocol::SupervisorCommand;
 pub use socket_room::{check_home, longest_socket_path};
-pub use spec::{BootMedia, VmSpec};
 pub use stopwatch::{Step, StepName};
 pub use supervisor::main as supervise;
 pub use timeout::TimeoutHold;

@@ -8,7 +8,7 @@ use crate::state::ImageState;
 
 /// What a new VM boots.
 #[derive(Debug, Clone)]
-pub struct BootMedia {
+pub(crate) struct BootMedia {
     /// Guest kernel.
     pub kernel: PathBuf,
     /// The initrd holding the agent.
@@ -27,7 +27,7 @@ pub struct BootMedia {
 
 /// A new VM's settings (validated by the caller).
 #[derive(Debug, Clone)]
-pub struct VmSpec {
+pub(crate) struct VmSpec {
     /// vCPUs.
     pub vcpus: u32,
     /// Memory in MiB.

@@ -19,7 +19,9 @@ pub struct Step {
 /// output, so they do not change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StepName {
-    // The caller's side of create/start/restore.
+    // The caller's side of create/start/restore: once per request, then per VM.
+    ResolveImage,
+    ResolveSnapshot,
     Record,
     SupervisorSpawn,
     SupervisorProcessStart,
@@ -59,6 +61,8 @@ impl StepName {
     /// The text shown for this step.
     pub fn as_str(self) -> &'static str {
         match self {
+            StepName::ResolveImage => "kernel, agent and image",
+            StepName::ResolveSnapshot => "snapshot check, kernel and agent",
             StepName::Record => "record (id, slot, state)",
             StepName::SupervisorSpawn => "supervisor spawn",
             StepName::SupervisorProcessStart => "supervisor process start",

@@ -1,4 +1,5 @@
-//! `create`, `start`, `stop` and `remove`, as the CLI calls them.
+//! `create` and `restore` of one VM (a request's, see [`super::request`]), `start`, `stop` and
+//! `remove`.
 //!
 //! `create` and `start` record the VM, prepare its disk and config drive, and hand the run to
 //! a detached supervisor, then wait for its one-line report. Any failure undoes what was done:
@@ -39,7 +40,7 @@ fn effective_boot(
 }
 
 /// Prepares the VM's writable disk: an empty ext4 filesystem of the given size.
-pub type DiskMaker<'a> = &'a dyn Fn(&std::path::Path, u64) -> Result<()>;
+pub(crate) type DiskMaker<'a> = &'a dyn Fn(&std::path::Path, u64) -> Result<()>;
 
 /// A created VM and where the time to create it went.
 #[derive(Debug, Clone)]
@@ -60,7 +61,7 @@ enum Origin<'a> {
 }
 
 /// Create and boot a VM; returns its state once the agent has announced itself.
-pub fn create(
+pub(super) fn create(
     command: &SupervisorCommand,
     rt: &Handle,
     paths: &Paths,
@@ -82,7 +83,7 @@ pub fn create(
 
 /// Create a VM from a snapshot (plan it with [`super::restore::plan`]); returns its state once
 /// the restored agent answers to the VM's own token.
-pub fn restore(
+pub(super) fn restore(
     command: &SupervisorCommand,
     rt: &Handle,
     paths: &Paths,

@@ -70,7 +70,7 @@ pub fn build_options(paths: &Paths) -> Result<vmsan_image::BuildOptions> {
 }
 
 /// The settings of a new VM, from its validated options.
-pub fn spec_of(opts: &CreateOptions) -> VmSpec {
+pub(super) fn spec_of(opts: &CreateOptions) -> VmSpec {
     let rules = &opts.network;
     let network = NetworkState {
         network_policy: rules.policy.as_str().to_owned(),
@@ -177,7 +177,7 @@ pub(crate) fn boot_files(paths: &Paths, kernel: Option<&Path>) -> Result<(PathBu
 }
 
 /// Kernel, initrd and image for a new VM (pulling or building the image when needed).
-pub async fn resolve_media(
+pub(super) async fn resolve_media(
     paths: &Paths,
     opts: &CreateOptions,
     progress: Option<vmsan_image::ProgressFn>,
@@ -267,7 +267,7 @@ fn detect_fs(path: &Path) -> Result<&'static str> {
 }
 
 /// Makes a VM's writable disk: a sparse copy (or reflink) of a prepared empty ext4 template.
-pub fn make_disk(paths: &Paths) -> impl Fn(&Path, u64) -> Result<()> + '_ {
+pub(super) fn make_disk(paths: &Paths) -> impl Fn(&Path, u64) -> Result<()> + '_ {
     move |dest: &Path, bytes: u64| {
         let store = ImageStore::open(paths.home()).map_err(image_error)?;
         let template: PathBuf = store.overlay_template(bytes).map_err(image_error)?;

@@ -3,8 +3,10 @@
 //! the report; stopping and removing; changing a running VM's policy. Nothing here runs in the
 //! supervisor.
 
+pub(super) mod guest;
 pub(super) mod lifecycle;
 pub(super) mod media;
 pub(super) mod network;
+pub(super) mod request;
 pub(super) mod restore;
 mod spawn;

@@ -16,7 +16,7 @@ use crate::vm::spec::{BootMedia, VmSpec};
 /// The settings and media of clones of `snap`. The snapshot fixes the machine (vCPUs, memory),
 /// image, disk and guest configuration; the network policy is the snapshot's unless the
 /// command gave one; timeout, project and isolation come from the command.
-pub fn plan(
+pub(super) fn plan(
     paths: &Paths,
     snap: &Snapshot,
     opts: &CreateOptions,
@@ -71,7 +71,7 @@ pub fn plan(
 }
 
 /// Refuse to restore `count` clones of `mem_mib` each when the host does not have the memory.
-pub fn check_host_memory(mem_mib: u32, count: u32) -> Result<()> {
+pub(super) fn check_host_memory(mem_mib: u32, count: u32) -> Result<()> {
     let text =
         std::fs::read_to_string("/proc/meminfo").map_err(|e| Error::io("read /proc/meminfo", e))?;
     let Some(available_kib) = text.lines().find_map(|l| {
