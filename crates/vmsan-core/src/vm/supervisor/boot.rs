@@ -16,6 +16,9 @@ use crate::vm::protocol::{BOOT_TIMEOUT, boot_timeout};
 use crate::vm::stopwatch::StepName;
 use crate::{process, time};
 
+/// How long a failed Firecracker API exchange waits for the VMM's exit that may explain it.
+const EXIT_AFTER_API_ERROR: Duration = Duration::from_secs(1);
+
 impl Supervisor {
     /// Boot (or restore) the guest, then record the VM as running.
     pub(super) async fn boot(
@@ -150,17 +153,25 @@ impl Supervisor {
             .vmm
             .as_mut()
             .ok_or_else(|| Error::new(ErrorCode::Internal, "no VMM"))?;
-        let restored = tokio::select! {
-            r = super::restore::load_and_reidentify(&target, ready, &mut self.clock, deadline) => r,
-            why = vmm.wait() => {
-                self.vmm = None;
-                return Err(with_log_tail(
-                    Error::new(ErrorCode::FirecrackerExited, format!("Firecracker exited during the restore: {why}")),
-                    &self.files.firecracker_log(),
-                ));
-            }
+        let exited = tokio::select! {
+            r = super::restore::load_and_reidentify(&target, ready, &mut self.clock, deadline) => match r {
+                Ok(()) => return Ok(()),
+                // As in a cold boot: a failure may be the VMM dying under the load.
+                Err(e) => match tokio::time::timeout(EXIT_AFTER_API_ERROR, vmm.wait()).await {
+                    Ok(why) => why,
+                    Err(_) => return Err(with_log_tail(e, &self.files.firecracker_log())),
+                },
+            },
+            why = vmm.wait() => why,
         };
-        restored.map_err(|e| with_log_tail(e, &self.files.firecracker_log()))
+        self.vmm = None;
+        Err(with_log_tail(
+            Error::new(
+                ErrorCode::FirecrackerExited,
+                format!("Firecracker exited during the restore: {exited}"),
+            ),
+            &self.files.firecracker_log(),
+        ))
     }
 
     /// Configure Firecracker, start the guest, wait for its agent's announcement.
@@ -177,10 +188,36 @@ impl Supervisor {
             guest: super::plan::GuestBoot::of(&self.state.boot)?,
         };
         let timeout = boot_timeout(&self.state.boot);
-        let timings = super::plan::vm_config(&plan)
-            .boot(&self.client)
-            .await
-            .map_err(crate::vm::convert::firecracker)?;
+        let vmm = self
+            .vmm
+            .as_mut()
+            .ok_or_else(|| Error::new(ErrorCode::Internal, "no VMM"))?;
+        let config = super::plan::vm_config(&plan);
+        let configured = tokio::select! {
+            r = config.boot(&self.client) => match r {
+                Ok(timings) => Ok(timings),
+                // A failed API exchange is often the VMM dying under it (killed, crashed): its
+                // exit, if it follows, is the cause to report, not the broken connection.
+                Err(e) => match tokio::time::timeout(EXIT_AFTER_API_ERROR, vmm.wait()).await {
+                    Ok(why) => Err(why),
+                    Err(_) => return Err(crate::vm::convert::firecracker(e)),
+                },
+            },
+            why = vmm.wait() => Err(why),
+        };
+        let timings = match configured {
+            Ok(timings) => timings,
+            Err(why) => {
+                self.vmm = None;
+                return Err(with_last_words(
+                    Error::new(
+                        ErrorCode::FirecrackerExited,
+                        format!("Firecracker exited during boot: {why}"),
+                    ),
+                    &self.files,
+                ));
+            }
+        };
         let (start, config): (Vec<_>, Vec<_>) = timings
             .iter()
             .partition(|st| st.step.contains("InstanceStart"));
