@@ -30,6 +30,8 @@
 mod apply;
 mod destinations;
 mod encode;
+mod encode_rule;
+mod encode_set;
 mod host;
 mod ir;
 mod probe;
