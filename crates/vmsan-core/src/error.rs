@@ -488,6 +488,24 @@ impl std::error::Error for Error {
     }
 }
 
+/// An image-crate failure, with a stable code and its causes (an HTTP failure's own text is
+/// only "request to URL failed").
+impl From<vmsan_image::Error> for Error {
+    fn from(e: vmsan_image::Error) -> Self {
+        use vmsan_image::ErrorKind as K;
+        let code = match e.kind() {
+            K::InvalidReference => ErrorCode::ValidationImageRef,
+            K::NotFound => ErrorCode::ImageNotFound,
+            K::PullFailed => ErrorCode::ImagePullFailed,
+            K::Invalid => ErrorCode::ImageInvalid,
+            K::BuildFailed => ErrorCode::ImageBuildFailed,
+            K::Setup => ErrorCode::SetupMissingBinary,
+            K::Io => ErrorCode::Io,
+        };
+        Error::new(code, vmsan_image::with_causes(&e)).source(e)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

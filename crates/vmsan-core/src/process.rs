@@ -1,10 +1,19 @@
 //! Processes identified by pid and start time (so a recycled pid is never mistaken for the
 //! process vmsan recorded). The `/proc` parsing is the Firecracker driver's; this module adapts
-//! it to the state file's [`ProcessId`].
+//! it to [`ProcessId`], the form the state files record.
 
+use serde::{Deserialize, Serialize};
 use vmsan_firecracker::process::{Liveness, ProcessIdentity};
 
-use crate::state::ProcessId;
+/// A process identified by pid *and* start time, so a recycled pid is never mistaken for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessId {
+    /// The pid in the host's PID namespace.
+    pub pid: u32,
+    /// Field 22 of `/proc/<pid>/stat` (clock ticks since boot).
+    pub start_time: u64,
+}
 
 /// The identity of a live process (`None` if it does not exist or is a zombie).
 pub fn identify(pid: u32) -> Option<ProcessId> {

@@ -40,11 +40,6 @@ const ENGINE_API: &[&str] = &[
 /// set of its children in the cycle. A cycle not listed fails; so does a listed one that is
 /// gone (remove it here).
 const KNOWN_CYCLES: &[(&str, &[&str])] = &[
-    // `process` identifies processes by `state::ProcessId`; the store asks whether they live.
-    ("", &["process", "state"]),
-    // Snapshots time their steps with `vm`'s stopwatch and use VM files; a restore opens a
-    // snapshot.
-    ("", &["snapshot", "vm"]),
     ("snapshot", &["files", "meta", "trust"]),
 ];
 

@@ -9,14 +9,14 @@ use vmsan_core::error::{Error, ErrorCode};
 use vmsan_core::validate::options::{
     ImageImportOptions, ImagePruneOptions, ImagePullOptions, ImageRemoveOptions, SetupOptions,
 };
-use vmsan_core::vm::{build_options, image_error};
+use vmsan_core::vm::build_options;
 use vmsan_image::{ImageStore, PullOptions};
 
 use super::Ctx;
 use crate::output::Outcome;
 
 fn store(ctx: &Ctx) -> Result<ImageStore, Error> {
-    ImageStore::open(ctx.paths.home()).map_err(image_error)
+    ImageStore::open(ctx.paths.home()).map_err(Error::from)
 }
 
 fn progress(ctx: &Ctx) -> Option<vmsan_image::ProgressFn> {
@@ -41,7 +41,7 @@ pub(crate) fn setup(ctx: &Ctx, opts: &SetupOptions) -> Result<Outcome, Error> {
     let report = ctx
         .runtime()?
         .block_on(vmsan_image::setup(&so))
-        .map_err(image_error)?;
+        .map_err(Error::from)?;
     let agent = install_agent(&ctx.paths, opts.agent.as_deref())?;
     artifacts::store_kernel_args(&ctx.paths, &opts.kernel_args)?;
     artifacts::store_image_compression(&ctx.paths, opts.image_compression)?;
@@ -172,7 +172,7 @@ pub(crate) fn pull(ctx: &Ctx, opts: &ImagePullOptions) -> Result<Outcome, Error>
     let img = ctx
         .runtime()?
         .block_on(store.pull(&opts.reference, &po))
-        .map_err(image_error)?;
+        .map_err(Error::from)?;
     let text = format!(
         "Pulled {} ({}, {} bytes)\n",
         img.name, img.record.digest, img.record.size
@@ -196,7 +196,7 @@ pub(crate) fn import(ctx: &Ctx, opts: &ImageImportOptions) -> Result<Outcome, Er
             vmsan_image::ImageConfig::default(),
             &po,
         ))
-        .map_err(image_error)?;
+        .map_err(Error::from)?;
     let text = format!(
         "Imported {} as {} ({} bytes)\n",
         opts.path.display(),
@@ -210,7 +210,7 @@ pub(crate) fn import(ctx: &Ctx, opts: &ImageImportOptions) -> Result<Outcome, Er
 pub(crate) fn list(ctx: &Ctx) -> Result<Outcome, Error> {
     // Listing reads: a home without an image store has no images, and is not created.
     let images = if ctx.paths.home().join("images").is_dir() {
-        store(ctx)?.list().map_err(image_error)?
+        store(ctx)?.list().map_err(Error::from)?
     } else {
         Vec::new()
     };
@@ -260,7 +260,7 @@ pub(crate) fn remove(ctx: &Ctx, opts: &ImageRemoveOptions) -> Result<Outcome, Er
     let store = store(ctx)?;
     let mut removed = Vec::new();
     for r in &opts.references {
-        removed.extend(store.remove(r).map_err(image_error)?);
+        removed.extend(store.remove(r).map_err(Error::from)?);
     }
     let text: String = removed.iter().map(|r| format!("Removed {r}\n")).collect();
     Ok(Outcome::ok(json!({ "removed": removed }), text))
@@ -268,7 +268,7 @@ pub(crate) fn remove(ctx: &Ctx, opts: &ImageRemoveOptions) -> Result<Outcome, Er
 
 /// `vmsan image prune`.
 pub(crate) fn prune(ctx: &Ctx, _opts: &ImagePruneOptions) -> Result<Outcome, Error> {
-    let r = store(ctx)?.prune().map_err(image_error)?;
+    let r = store(ctx)?.prune().map_err(Error::from)?;
     let text = format!(
         "Pruned {} image(s), {} blob(s), {} bytes\n",
         r.images.len(),

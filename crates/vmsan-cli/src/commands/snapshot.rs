@@ -4,10 +4,11 @@ use std::fmt::Write as _;
 
 use serde_json::json;
 use vmsan_core::error::Error;
-use vmsan_core::snapshot::{self, TakeOptions};
+use vmsan_core::snapshot;
 use vmsan_core::validate::options::{
     SnapshotCreateOptions, SnapshotDeleteOptions, SnapshotExportOptions, SnapshotImportOptions,
 };
+use vmsan_core::vm::{self, TakeOptions};
 
 use super::Ctx;
 use super::table::{cell, new_table, render};
@@ -16,7 +17,7 @@ use crate::output::{Outcome, relative_time};
 /// `vmsan snapshot create`.
 pub(crate) fn create(ctx: &Ctx, opts: &SnapshotCreateOptions) -> Result<Outcome, Error> {
     let quiet = ctx.out.json;
-    let taken = snapshot::take(
+    let taken = vm::take_snapshot(
         ctx.runtime()?.handle(),
         &ctx.paths,
         &opts.vm,

@@ -479,7 +479,7 @@ fn sweep_stale(root: &Path) {
 pub(crate) fn clone_file(src: &Path, dest: &Path) -> Result<()> {
     vmsan_image::create_overlay_disk(src, dest)
         .map(|_| ())
-        .map_err(crate::vm::image_error)
+        .map_err(Error::from)
 }
 
 /// Write every data extent of `diff` (a sparse diff memory file: only the pages dirtied since
@@ -494,7 +494,7 @@ pub(crate) fn apply_diff(diff: &Path, base: &Path) -> Result<()> {
         .metadata()
         .map_err(|e| Error::io("stat the diff", e))?
         .len();
-    vmsan_image::copy_data_extents(&src, &out, len).map_err(crate::vm::image_error)?;
+    vmsan_image::copy_data_extents(&src, &out, len).map_err(Error::from)?;
     out.sync_all()
         .map_err(|e| Error::io("fsync the merged memory", e))
 }

@@ -40,15 +40,8 @@ impl VmStatus {
     }
 }
 
-/// A process identified by pid *and* start time, so a recycled pid is never mistaken for it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ProcessId {
-    /// The pid in the host's PID namespace.
-    pub pid: u32,
-    /// Field 22 of `/proc/<pid>/stat` (clock ticks since boot).
-    pub start_time: u64,
-}
+/// The state file's process identity (pid and start time).
+pub use crate::process::ProcessId;
 
 /// A `vmsan snapshot create` in progress: who runs it, where it stages the snapshot, and
 /// whether it holds the VM paused right now. The supervisor watches `by` with a pidfd: if that

@@ -11,22 +11,6 @@ use crate::state::{ImageState, NetworkState, PublishedPort};
 use crate::validate::options::{CreateOptions, InitMode, PullPolicy, RootSource};
 use crate::vm::spec::{BootMedia, VmSpec};
 
-/// Map an image-crate error to a stable code.
-pub fn image_error(e: vmsan_image::Error) -> Error {
-    use vmsan_image::ErrorKind as K;
-    let code = match e.kind() {
-        K::InvalidReference => ErrorCode::ValidationImageRef,
-        K::NotFound => ErrorCode::ImageNotFound,
-        K::PullFailed => ErrorCode::ImagePullFailed,
-        K::Invalid => ErrorCode::ImageInvalid,
-        K::BuildFailed => ErrorCode::ImageBuildFailed,
-        K::Setup => ErrorCode::SetupMissingBinary,
-        K::Io => ErrorCode::Io,
-    };
-    // The causes too: an HTTP failure's own text is only "request to URL failed".
-    Error::new(code, vmsan_image::with_causes(&e)).source(e)
-}
-
 /// A failed pull of a name that only a registry lookup made remote: say that it was not found
 /// locally first, and which local images there are (a mistyped local name otherwise reads as
 /// a network problem with Docker Hub).
@@ -35,7 +19,7 @@ fn pull_error(store: &ImageStore, reference: &str, e: vmsan_image::Error) -> Err
     let names_registry = reference
         .split_once('/')
         .is_some_and(|(first, _)| first.contains(['.', ':']) || first == "localhost");
-    let err = image_error(e);
+    let err = Error::from(e);
     if names_registry || err.code() != ErrorCode::ImagePullFailed {
         return err;
     }
@@ -171,8 +155,8 @@ pub(crate) fn boot_files(paths: &Paths, kernel: Option<&Path>) -> Result<(PathBu
         Error::new(ErrorCode::SetupMissingBinary, "vmsan-agent not found")
             .fix("Reinstall vmsan with `scripts/install` (it installs the static agent).")
     })?;
-    let store = ImageStore::open(paths.home()).map_err(image_error)?;
-    let initrd = store.ensure_initrd(&agent).map_err(image_error)?;
+    let store = ImageStore::open(paths.home()).map_err(Error::from)?;
+    let initrd = store.ensure_initrd(&agent).map_err(Error::from)?;
     Ok((kernel, initrd))
 }
 
@@ -184,7 +168,7 @@ pub(super) async fn resolve_media(
 ) -> Result<BootMedia> {
     let (kernel, initrd) = boot_files(paths, opts.kernel.as_deref())?;
     let kernel_args = artifacts::stored_kernel_args(paths, &kernel)?;
-    let store = ImageStore::open(paths.home()).map_err(image_error)?;
+    let store = ImageStore::open(paths.home()).map_err(Error::from)?;
 
     let (reference, policy) = match &opts.root {
         Some(RootSource::Rootfs { path }) => {
@@ -269,9 +253,9 @@ fn detect_fs(path: &Path) -> Result<&'static str> {
 /// Makes a VM's writable disk: a sparse copy (or reflink) of a prepared empty ext4 template.
 pub(super) fn make_disk(paths: &Paths) -> impl Fn(&Path, u64) -> Result<()> + '_ {
     move |dest: &Path, bytes: u64| {
-        let store = ImageStore::open(paths.home()).map_err(image_error)?;
-        let template: PathBuf = store.overlay_template(bytes).map_err(image_error)?;
-        vmsan_image::create_overlay_disk(&template, dest).map_err(image_error)?;
+        let store = ImageStore::open(paths.home()).map_err(Error::from)?;
+        let template: PathBuf = store.overlay_template(bytes).map_err(Error::from)?;
+        vmsan_image::create_overlay_disk(&template, dest).map_err(Error::from)?;
         Ok(())
     }
 }

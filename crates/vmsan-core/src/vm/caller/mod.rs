@@ -9,4 +9,5 @@ pub(super) mod media;
 pub(super) mod network;
 pub(super) mod request;
 pub(super) mod restore;
+pub(super) mod snapshot;
 mod spawn;

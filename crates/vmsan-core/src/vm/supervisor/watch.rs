@@ -118,7 +118,7 @@ impl Supervisor {
                 () = snapshot_run_gone => {
                     // A `snapshot create` died (perhaps holding the VM paused): undo it.
                     if let Some((run, _)) = snapshot_run.take() {
-                        let problems = crate::snapshot::run::recover(
+                        let problems = crate::vm::snapshot_run::recover(
                             &self.paths, &self.store, &self.state.id, &run, &self.client,
                             &self.layout.root(),
                         ).await;

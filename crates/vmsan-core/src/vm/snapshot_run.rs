@@ -160,7 +160,7 @@ pub(crate) async fn recover(
         }
         let _ = std::fs::remove_dir_all(jail_root.join(JAIL_OUT_DIR));
     }
-    super::files::remove_staging(paths, &run.staging);
+    crate::snapshot::files::remove_staging(paths, &run.staging);
     if held_pause && resumed {
         let r = store.update(vm, |st| {
             if st.status == VmStatus::Paused && st.snapshot_run.is_none() {

@@ -1,6 +1,6 @@
 //! `vmsan snapshot create`: pause, let Firecracker write memory and VM state, copy the disk,
 //! resume, and publish it all as one snapshot. Any failure resumes the VM and leaves nothing;
-//! so does this process's death, through the VM's supervisor (see `run`).
+//! so does this process's death, through the VM's supervisor (see `vm::snapshot_run`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,16 +9,15 @@ use vmsan_agent_client::{AgentClient, Endpoint};
 use vmsan_firecracker::FirecrackerClient;
 use vmsan_firecracker::models::{SnapshotCreateParams, SnapshotType};
 
-use super::files::{self, Snapshot, Staging};
-use super::meta::{HostFingerprint, SCHEMA_VERSION, SnapshotKind, SnapshotMeta};
-use super::run::{JAIL_OUT_DIR, RunRecord};
 use crate::error::{Error, ErrorCode, Result};
 use crate::ids::{SnapshotId, VmId};
 use crate::paths::Paths;
+use crate::snapshot::files::{self, Snapshot, Staging};
+use crate::snapshot::{HostFingerprint, SCHEMA_VERSION, SnapshotKind, SnapshotMeta};
 use crate::state::{StateStore, VmStatus};
-use crate::vm::Step;
 use crate::vm::files::{VmFiles, jail_ids};
-use crate::vm::stopwatch::StepName;
+use crate::vm::snapshot_run::{JAIL_OUT_DIR, RunRecord};
+use crate::vm::stopwatch::{Step, StepName};
 use crate::{state, time};
 
 /// How long the guest gets to flush its disks before the pause.
