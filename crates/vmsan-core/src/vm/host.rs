@@ -7,8 +7,9 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 
 use vmsan_firecracker::cgroup_parents::ParentRegistry;
-use vmsan_firecracker::{CgroupMounts, JailLayout, RootfsFsType};
+use vmsan_firecracker::{CgroupMounts, JailLayout};
 use vmsan_net::{Bandwidth, HostConfig, Policy, Slot, VmNet, VmNetSpec};
+use vmsan_proto::FsType;
 
 use crate::artifacts;
 use crate::error::{Error, ErrorCode, Result};
@@ -30,7 +31,7 @@ pub(crate) struct Launch {
     pub(crate) firecracker: PathBuf,
     pub(crate) jailer: Option<PathBuf>,
     pub(crate) layout: JailLayout,
-    pub(crate) rootfs_fs: RootfsFsType,
+    pub(crate) rootfs_fs: FsType,
     pub(crate) isolation: Isolation,
 }
 
@@ -46,8 +47,8 @@ impl Launch {
         let layout = JailLayout::new(&paths.jail_dir(), &firecracker, st.id.as_str())
             .map_err(|e| Error::new(ErrorCode::Internal, format!("jail layout: {e}")))?;
         let rootfs_fs = match st.rootfs_fs.as_str() {
-            "ext4" => RootfsFsType::Ext4,
-            _ => RootfsFsType::Squashfs,
+            "ext4" => FsType::Ext4,
+            _ => FsType::Squashfs,
         };
         Ok(Self {
             firecracker,
