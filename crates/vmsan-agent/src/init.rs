@@ -21,7 +21,7 @@ use nix::sys::signal::{SigSet, Signal, kill};
 use nix::sys::stat::Mode;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid};
-use vmsan_proto::{AGENT_API_PORT, GuestConfig, InitMode, boot_env};
+use vmsan_proto::{AGENT_API_PORT, FsType, GuestConfig, InitMode, boot_env};
 
 use crate::listen::{Announce, Listener};
 use crate::netlink::{Netlink, parse_cidr};
@@ -31,7 +31,7 @@ use crate::server::{Agent, AgentOptions};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Drives {
     pub(crate) rootfs: String,
-    pub(crate) rootfs_fs: String,
+    pub(crate) rootfs_fs: FsType,
     pub(crate) overlay: String,
     pub(crate) config: String,
 }
@@ -55,7 +55,9 @@ impl Drives {
         };
         let d = Self {
             rootfs: need(boot_env::ROOTFS)?,
-            rootfs_fs: need(boot_env::ROOTFS_FS)?,
+            rootfs_fs: need(boot_env::ROOTFS_FS)?
+                .parse()
+                .map_err(|e| format!("{}={e}", boot_env::ROOTFS_FS))?,
             overlay: need(boot_env::OVERLAY)?,
             config: need(boot_env::CONFIG)?,
         };
@@ -67,13 +69,6 @@ impl Drives {
             if !valid_dev_path(v) {
                 return Err(format!("{k}={v:?} is not a path under /dev"));
             }
-        }
-        if !matches!(d.rootfs_fs.as_str(), "squashfs" | "ext4") {
-            return Err(format!(
-                "{}={:?}: expected squashfs or ext4",
-                boot_env::ROOTFS_FS,
-                d.rootfs_fs
-            ));
         }
         Ok(d)
     }
@@ -210,7 +205,7 @@ fn mount_root(d: &Drives) -> Result<(), String> {
     mnt(
         &d.rootfs,
         "/.vmsan/lower",
-        &d.rootfs_fs,
+        d.rootfs_fs.as_str(),
         MsFlags::MS_RDONLY,
         None,
     )?;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use vmsan_core::paths::Paths;
 use vmsan_core::process;
-use vmsan_core::state::{StateStore, VmState, VmStatus};
+use vmsan_core::state::{NetworkPolicy, Runtime, RuntimeName, StateStore, VmState, VmStatus};
 use vmsan_core::time::format_rfc3339;
 use vmsan_testkit::bench::env_or;
 
@@ -81,9 +81,12 @@ fn populate(home: &Path, n: usize) {
                 let mut st = VmState::new(id.clone(), &format_rfc3339(base_ms + i as u64 * 1000));
                 st.vcpu_count = 1 + (i % 4) as u32;
                 st.mem_size_mib = 128 << (i % 3);
-                st.runtime = ["base", "node22", "python3.13"][i % 3].into();
-                st.network.guest_ip = format!("198.18.{}.{}", i / 64, (i % 64) * 4 + 2);
-                st.network.network_policy = "allow-all".into();
+                st.runtime =
+                    RuntimeName::Named([Runtime::Base, Runtime::Node22, Runtime::Python313][i % 3]);
+                st.network.guest_ip = format!("198.18.{}.{}", i / 64, (i % 64) * 4 + 2)
+                    .parse()
+                    .ok();
+                st.network.network_policy = NetworkPolicy::AllowAll;
                 if i % 10 == 0 {
                     st.status = VmStatus::Running;
                     st.vmm = Some(me);

@@ -12,7 +12,9 @@ use serde_json::Value;
 use vmsan_core::VmId;
 use vmsan_core::paths::Paths;
 use vmsan_core::process;
-use vmsan_core::state::{StateStore, VmState, VmStatus};
+use vmsan_core::state::{
+    ImageState, NetworkPolicy, Runtime, RuntimeName, StateStore, VmState, VmStatus,
+};
 
 struct Home {
     dir: tempfile::TempDir,
@@ -83,11 +85,11 @@ fn list_json_and_table() {
         s.status = VmStatus::Stopped;
         s.vcpu_count = 2;
         s.mem_size_mib = 512;
-        s.runtime = "node22".into();
+        s.runtime = RuntimeName::Named(Runtime::Node22);
     });
     let b = home.add("2026-01-02T00:00:00.000Z", |s| {
         s.status = VmStatus::Stopped;
-        s.network.guest_ip = "198.18.0.2".into();
+        s.network.guest_ip = Some(std::net::Ipv4Addr::new(198, 18, 0, 2));
         s.project = "web".into();
     });
     // A corrupt one next to them.
@@ -151,7 +153,7 @@ fn inspect_json_and_human() {
     let id = home.add("2026-01-01T00:00:00.000Z", |s| {
         s.status = VmStatus::Stopped;
         s.agent_token = Some("secret-token".into());
-        s.network.network_policy = "deny-all".into();
+        s.network.network_policy = NetworkPolicy::DenyAll;
         s.isolation.seccomp = false;
     });
     let (rc, doc) = home.json(&["inspect", id.as_str()]);
@@ -340,7 +342,10 @@ fn guest_text_is_escaped_on_a_terminal() {
     let evil = "img\x1b]0;pwned\x07\x1b[2J";
     let id = home.add("2026-01-01T00:00:00.000Z", |s| {
         s.status = VmStatus::Stopped;
-        s.runtime = evil.into();
+        s.image = Some(ImageState {
+            reference: evil.into(),
+            digest: None,
+        });
     });
     let log = b"boot ok\r\n\x1b[2J\x1b]0;owned\x07hidden\rshown\n";
     std::fs::write(home.paths().serial_log(&id), log).unwrap();
@@ -363,7 +368,7 @@ fn guest_text_is_escaped_on_a_terminal() {
         "{text:?}"
     );
     let (_, doc) = home.json(&["list"]);
-    assert_eq!(doc["vms"][0]["runtime"], evil);
+    assert_eq!(doc["vms"][0]["image"], evil);
 
     let Some(tty) = run_on_pty(&home, &["logs", id.as_str()], true) else {
         return;

@@ -22,7 +22,7 @@ pub fn list_row(st: &VmState) -> Value {
         "runtime": st.runtime,
         "image": st.image.as_ref().map(|i| i.reference.clone()),
         "project": st.project,
-        "guestIp": (!st.network.guest_ip.is_empty()).then(|| st.network.guest_ip.clone()),
+        "guestIp": st.network.guest_ip.map(|ip| ip.to_string()),
         "networkPolicy": st.network.network_policy,
         "pid": st.pid,
         "timeoutAt": st.timeout_at,

@@ -89,7 +89,7 @@ fn state_worker() {
                     // produces, and the domain list is long enough to take several writes.
                     st.project = format!("gen-{}", st.generation + 1);
                     st.network.allowed_domains = (0..DOMAINS)
-                        .map(|i| format!("d{i}-{}.example.com", st.generation + 1))
+                        .map(|i| domain(&format!("d{i}-{}.example.com", st.generation + 1)))
                         .collect();
                     Ok(())
                 })
@@ -97,6 +97,10 @@ fn state_worker() {
         },
         other => panic!("unknown worker mode {other}"),
     }
+}
+
+fn domain(name: &str) -> vmsan_net::DomainPattern {
+    name.parse().unwrap()
 }
 
 fn check_consistent(st: &VmState) {
@@ -111,7 +115,7 @@ fn check_consistent(st: &VmState) {
         st.network
             .allowed_domains
             .iter()
-            .all(|d| d.ends_with(&suffix)),
+            .all(|d| d.to_string().ends_with(&suffix)),
         "mixed generations"
     );
 }
@@ -207,7 +211,7 @@ fn sigkill_during_writes_leaves_the_old_or_the_new_state() {
             let mut st = new_state(id);
             st.project = "gen-1".into();
             st.network.allowed_domains = (0..DOMAINS)
-                .map(|i| format!("d{i}-1.example.com"))
+                .map(|i| domain(&format!("d{i}-1.example.com")))
                 .collect();
             st
         })
@@ -244,7 +248,7 @@ fn sigkill_during_writes_leaves_the_old_or_the_new_state() {
         .update(&st.id, |s| {
             s.project = format!("gen-{}", s.generation + 1);
             s.network.allowed_domains = (0..DOMAINS)
-                .map(|i| format!("d{i}-{}.example.com", s.generation + 1))
+                .map(|i| domain(&format!("d{i}-{}.example.com", s.generation + 1)))
                 .collect();
             Ok(())
         })

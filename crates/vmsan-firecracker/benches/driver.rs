@@ -21,10 +21,11 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::{UnixListener, UnixStream};
-use vmsan_firecracker::bootargs::{BootArgs, RootfsFsType};
+use vmsan_firecracker::bootargs::BootArgs;
 use vmsan_firecracker::layout::remove_jail;
 use vmsan_firecracker::models::*;
 use vmsan_firecracker::*;
+use vmsan_proto::FsType;
 
 const ROUNDS: usize = 2000;
 
@@ -85,7 +86,7 @@ fn sample_config() -> VmConfig {
         boot_source: BootSource {
             kernel_image_path: "vmlinux".into(),
             initrd_path: Some("initrd.cpio".into()),
-            boot_args: Some(BootArgs::new(RootfsFsType::Squashfs).render()),
+            boot_args: Some(BootArgs::new(FsType::Squashfs).render()),
         },
         drives: vec![
             Drive::virtio_block("rootfs", "rootfs.sqfs", true),

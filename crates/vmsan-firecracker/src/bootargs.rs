@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use vmsan_proto::FsType;
+
 use crate::jailer::ArgError;
 
 /// Kernel options tuned for a fast Firecracker boot.
@@ -22,32 +24,6 @@ pub const DRIVE_CONFIG: &str = "config";
 /// The three drives in the order they must be configured.
 pub const DRIVE_ORDER: [&str; 3] = [DRIVE_ROOTFS, DRIVE_OVERLAY, DRIVE_CONFIG];
 
-/// Filesystem of the image's root drive (`vmsan_rootfs_fs`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RootfsFsType {
-    /// squashfs.
-    Squashfs,
-    /// ext4.
-    Ext4,
-}
-
-impl RootfsFsType {
-    /// The value of `vmsan_rootfs_fs`.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Squashfs => "squashfs",
-            Self::Ext4 => "ext4",
-        }
-    }
-}
-
-impl fmt::Display for RootfsFsType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// The guest device name of the drive configured at position `index` (0 → `/dev/vda`).
 #[must_use]
 pub fn virtio_block_device(index: u8) -> Option<String> {
@@ -57,7 +33,7 @@ pub fn virtio_block_device(index: u8) -> Option<String> {
 /// Builder of the kernel command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootArgs {
-    rootfs_fs: RootfsFsType,
+    rootfs_fs: FsType,
     rootfs_dev: String,
     overlay_dev: String,
     config_dev: String,
@@ -68,7 +44,7 @@ impl BootArgs {
     /// The standard command line for a root filesystem of type `rootfs_fs`, with the drives
     /// in [`DRIVE_ORDER`].
     #[must_use]
-    pub fn new(rootfs_fs: RootfsFsType) -> Self {
+    pub fn new(rootfs_fs: FsType) -> Self {
         Self {
             rootfs_fs,
             rootfs_dev: "/dev/vda".to_owned(),
@@ -227,7 +203,7 @@ mod tests {
     fn user_args_come_after_vmsans_own_and_before_its_keys() {
         let args = KernelArgs::parse(PVM).unwrap();
         assert_eq!(args.to_line(), PVM);
-        let line = BootArgs::new(RootfsFsType::Squashfs)
+        let line = BootArgs::new(FsType::Squashfs)
             .with_user_args(&args)
             .render();
         assert!(line.starts_with(FAST_BOOT_ARGS), "{line}");

@@ -50,7 +50,7 @@ pub mod models;
 pub mod process;
 mod sys;
 
-pub use bootargs::{BootArgs, KernelArgs, RootfsFsType};
+pub use bootargs::{BootArgs, KernelArgs};
 pub use cgroup::{CgroupMode, CgroupMounts, detect_mode, oom_kill_count, remove_jailer_cgroups};
 pub use client::{
     ApiError, ClientError, FirecrackerClient, WaitError, is_tun_permission_denied, wait_for_socket,

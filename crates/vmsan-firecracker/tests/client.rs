@@ -11,9 +11,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use vmsan_firecracker::bootargs::{BootArgs, RootfsFsType};
+use vmsan_firecracker::bootargs::BootArgs;
 use vmsan_firecracker::models::*;
 use vmsan_firecracker::*;
+use vmsan_proto::FsType;
 
 #[derive(Debug, Clone)]
 struct Seen {
@@ -186,7 +187,7 @@ fn no_content(_: &Seen) -> Reply {
 async fn cold_boot_sequence_sends_the_verified_requests() {
     let mut server = Server::start(no_content);
     let client = server.client();
-    let boot_args = BootArgs::new(RootfsFsType::Squashfs).render();
+    let boot_args = BootArgs::new(FsType::Squashfs).render();
 
     client
         .put_logger(&Logger {
@@ -625,7 +626,7 @@ fn sample_config() -> VmConfig {
         boot_source: BootSource {
             kernel_image_path: "vmlinux".into(),
             initrd_path: Some("initrd.cpio".into()),
-            boot_args: Some(BootArgs::new(RootfsFsType::Ext4).render()),
+            boot_args: Some(BootArgs::new(FsType::Ext4).render()),
         },
         drives: vec![
             Drive::virtio_block("rootfs", "rootfs.ext4", true),

@@ -6,9 +6,10 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use vmsan_firecracker::bootargs::{BootArgs, DRIVE_ORDER, RootfsFsType, virtio_block_device};
+use vmsan_firecracker::bootargs::{BootArgs, DRIVE_ORDER, virtio_block_device};
 use vmsan_firecracker::models::LogLevel;
 use vmsan_firecracker::*;
+use vmsan_proto::FsType;
 
 fn strings(args: Vec<OsString>) -> Vec<String> {
     args.into_iter().map(|a| a.into_string().unwrap()).collect()
@@ -331,11 +332,11 @@ fn jail_layout_paths() {
 #[test]
 fn boot_args_follow_the_guest_abi() {
     assert_eq!(
-        BootArgs::new(RootfsFsType::Squashfs).render(),
+        BootArgs::new(FsType::Squashfs).render(),
         "console=ttyS0 reboot=k panic=1 pci=off i8042.noaux i8042.nomux i8042.dumbkbd quiet \
          vmsan_rootfs=/dev/vda vmsan_rootfs_fs=squashfs vmsan_overlay=/dev/vdb vmsan_config=/dev/vdc"
     );
-    let args = BootArgs::new(RootfsFsType::Ext4)
+    let args = BootArgs::new(FsType::Ext4)
         .with_extra("loglevel=7")
         .unwrap()
         .to_string();
@@ -346,7 +347,7 @@ fn boot_args_follow_the_guest_abi() {
     );
     for bad in ["", "a b", "x=\"y\"", "--", "vmsan_rootfs=/dev/vdz", "a\nb"] {
         assert!(
-            BootArgs::new(RootfsFsType::Ext4).with_extra(bad).is_err(),
+            BootArgs::new(FsType::Ext4).with_extra(bad).is_err(),
             "{bad:?}"
         );
     }

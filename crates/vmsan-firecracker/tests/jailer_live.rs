@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use vmsan_firecracker::layout::{KERNEL_IN_JAIL, remove_jail};
 use vmsan_firecracker::models::{BootSource, Drive, InstanceState};
 use vmsan_firecracker::*;
+use vmsan_proto::FsType;
 
 const JAIL_UID: u32 = 61_234;
 
@@ -184,7 +185,7 @@ async fn privileged_jailer_round_trip_leaves_nothing_behind() {
         .put_boot_source(&BootSource {
             kernel_image_path: KERNEL_IN_JAIL.into(),
             initrd_path: None,
-            boot_args: Some(BootArgs::new(RootfsFsType::Ext4).render()),
+            boot_args: Some(BootArgs::new(FsType::Ext4).render()),
         })
         .await
         .unwrap();

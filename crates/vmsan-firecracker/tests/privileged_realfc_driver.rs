@@ -33,6 +33,7 @@ use vmsan_firecracker::models::{
     SnapshotCreateParams, SnapshotLoadParams, SnapshotType, Vsock, VsockOverride,
 };
 use vmsan_firecracker::*;
+use vmsan_proto::FsType;
 use vmsan_testkit::realfc;
 
 const MEM_MIB: u64 = 128;
@@ -278,7 +279,7 @@ fn source_config(tap: &str) -> VmConfig {
         boot_source: BootSource {
             kernel_image_path: KERNEL_IN_JAIL.into(),
             initrd_path: Some(INITRD_IN_JAIL.into()),
-            boot_args: Some(BootArgs::new(RootfsFsType::Ext4).render()),
+            boot_args: Some(BootArgs::new(FsType::Ext4).render()),
         },
         drives: vec![
             Drive::virtio_block("rootfs", "rootfs.img", true),

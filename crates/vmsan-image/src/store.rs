@@ -46,33 +46,15 @@ pub fn home_from_env() -> PathBuf {
         .map_or_else(|| PathBuf::from(DEFAULT_HOME), PathBuf::from)
 }
 
-/// Filesystem type of a built image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum FsType {
-    /// squashfs (zstd or LZ4), written by vmsan from the merged layers: the default (fast to
-    /// build, small).
-    #[default]
-    Squashfs,
-    /// ext4, built by `mkfs.ext4 -d`.
-    Ext4,
-}
+/// Filesystem type of a built image: the one type of this concept, from `vmsan-proto` (the
+/// guest mounts the root with it).
+pub use vmsan_proto::FsType;
 
-impl FsType {
-    /// File name of the filesystem inside a built image directory.
-    pub fn file_name(self) -> &'static str {
-        match self {
-            Self::Squashfs => "rootfs.sqfs",
-            Self::Ext4 => "rootfs.ext4",
-        }
-    }
-
-    /// The value for the guest's `vmsan_rootfs_fs=` kernel parameter.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Squashfs => "squashfs",
-            Self::Ext4 => "ext4",
-        }
+/// File name of the filesystem of type `fs` inside a built image directory.
+pub fn rootfs_file_name(fs: FsType) -> &'static str {
+    match fs {
+        FsType::Squashfs => "rootfs.sqfs",
+        FsType::Ext4 => "rootfs.ext4",
     }
 }
 
@@ -440,7 +422,7 @@ impl ImageStore {
                 ));
             }
         };
-        let rootfs = dir.join(record.fs_type.file_name());
+        let rootfs = dir.join(rootfs_file_name(record.fs_type));
         if !rootfs.is_file() {
             return Ok(None);
         }

@@ -727,11 +727,56 @@ impl GuestConfig {
     }
 }
 
+/// Filesystem of an image's root drive: how images are built, what a VM's state and a
+/// snapshot record, and the value of [`boot_env::ROOTFS_FS`] the agent mounts it with. The one
+/// type of this concept for every crate (the host's and the agent).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsType {
+    /// squashfs (zstd or LZ4), written by vmsan from the merged layers: the default (fast to
+    /// build, small).
+    #[default]
+    Squashfs,
+    /// ext4, built by `mkfs.ext4 -d`.
+    Ext4,
+}
+
+impl FsType {
+    /// `squashfs` or `ext4`: the kernel's name of the filesystem, as recorded and as the value
+    /// of [`boot_env::ROOTFS_FS`].
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Squashfs => "squashfs",
+            Self::Ext4 => "ext4",
+        }
+    }
+}
+
+impl std::fmt::Display for FsType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for FsType {
+    type Err = String;
+
+    /// The exact name (`squashfs`, `ext4`); anything else is refused, never guessed.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "squashfs" => Ok(Self::Squashfs),
+            "ext4" => Ok(Self::Ext4),
+            _ => Err(format!("{s:?}: expected squashfs or ext4")),
+        }
+    }
+}
+
 /// Environment variables the kernel passes to `/init` (see `docs/guest-abi.md`).
 pub mod boot_env {
     /// Path of the rootfs block device.
     pub const ROOTFS: &str = "vmsan_rootfs";
-    /// Filesystem type of the rootfs: `squashfs` or `ext4`.
+    /// Filesystem type of the rootfs: `squashfs` or `ext4` ([`super::FsType`]).
     pub const ROOTFS_FS: &str = "vmsan_rootfs_fs";
     /// Path of the overlay block device.
     pub const OVERLAY: &str = "vmsan_overlay";
@@ -744,6 +789,21 @@ pub mod boot_env {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fs_types_are_named_exactly() {
+        for fs in [FsType::Squashfs, FsType::Ext4] {
+            assert_eq!(fs.as_str().parse::<FsType>(), Ok(fs));
+            assert_eq!(
+                serde_json::to_string(&fs).unwrap(),
+                format!("\"{}\"", fs.as_str())
+            );
+        }
+        for bad in ["", "xfs", "Ext4", "squashfs "] {
+            assert!(bad.parse::<FsType>().is_err(), "{bad:?}");
+            assert!(serde_json::from_str::<FsType>(&format!("{bad:?}")).is_err());
+        }
+    }
 
     #[test]
     fn extent_headers_round_trip() {

@@ -5,11 +5,11 @@ use std::fmt::Write as _;
 use vmsan_core::VmId;
 use vmsan_core::error::Error;
 use vmsan_core::report;
-use vmsan_core::state::StateStore;
+use vmsan_core::state::{StateStore, ip_text};
 use vmsan_core::time::epoch_ms;
 
 use super::Ctx;
-use super::list::{created_text, image_of, timeout_text};
+use super::list::{created_text, image_of, texts, timeout_text};
 use crate::output::{Outcome, Style};
 
 /// `vmsan inspect <vm>`: `{"vm": <state without the agent token>}` in `--json` mode; a
@@ -60,10 +60,10 @@ pub(crate) fn run(ctx: &Ctx, id: &VmId) -> Result<Outcome, Error> {
             .map_or("-".to_owned(), ToString::to_string),
     );
     let n = &vm.network;
-    row("Guest IP", dash(&n.guest_ip));
-    row("Host IP", dash(&n.host_ip));
+    row("Guest IP", dash(&ip_text(n.guest_ip)));
+    row("Host IP", dash(&ip_text(n.host_ip)));
     row("MAC", dash(&n.mac_address));
-    row("Policy", dash(&n.network_policy));
+    row("Policy", dash(n.network_policy.as_str()));
     row(
         "LAN",
         if n.allow_lan {
@@ -73,13 +73,13 @@ pub(crate) fn run(ctx: &Ctx, id: &VmId) -> Result<Outcome, Error> {
         },
     );
     if !n.allowed_domains.is_empty() {
-        row("Domains", n.allowed_domains.join(", "));
+        row("Domains", texts(&n.allowed_domains).join(", "));
     }
     if !n.allowed_cidrs.is_empty() {
-        row("Allowed CIDRs", n.allowed_cidrs.join(", "));
+        row("Allowed CIDRs", texts(&n.allowed_cidrs).join(", "));
     }
     if !n.denied_cidrs.is_empty() {
-        row("Denied CIDRs", n.denied_cidrs.join(", "));
+        row("Denied CIDRs", texts(&n.denied_cidrs).join(", "));
     }
     if !n.published_ports.is_empty() {
         let ports: Vec<String> = n

@@ -25,9 +25,13 @@ pub(crate) fn status_color(s: VmStatus) -> Color {
 pub(crate) fn image_of(vm: &VmState) -> String {
     match &vm.image {
         Some(i) if !i.reference.is_empty() => i.reference.clone(),
-        _ if vm.runtime.is_empty() => "-".to_owned(),
-        _ => vm.runtime.clone(),
+        _ => vm.runtime.to_string(),
     }
+}
+
+/// Typed values (CIDRs, domains) as the text they are shown with.
+pub(crate) fn texts<T: ToString>(items: &[T]) -> Vec<String> {
+    items.iter().map(ToString::to_string).collect()
 }
 
 /// `createdAt` as "5 minutes ago" (or the raw text when it does not parse).
@@ -75,11 +79,9 @@ pub(crate) fn run(ctx: &Ctx) -> Result<Outcome, Error> {
                     cell(vm.vcpu_count, None),
                     cell(image_of(vm), None),
                     cell(
-                        if vm.network.guest_ip.is_empty() {
-                            "-"
-                        } else {
-                            &vm.network.guest_ip
-                        },
+                        vm.network
+                            .guest_ip
+                            .map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
                         None,
                     ),
                     cell(timeout_text(vm, now), None),

@@ -5,11 +5,12 @@ use std::fmt::Write as _;
 use serde_json::{Value, json};
 use vmsan_core::VmId;
 use vmsan_core::error::{Error, ErrorCode};
-use vmsan_core::state::{StateStore, VmState};
+use vmsan_core::state::{StateStore, VmState, ip_text};
 use vmsan_core::validate::options::{RemoveOptions, StopOptions};
 use vmsan_core::vm::{self, StopOutcome};
 
 use super::Ctx;
+use super::list::texts;
 use crate::convert::CreateCommand;
 use crate::output::{Outcome, Style};
 
@@ -23,7 +24,7 @@ fn summary_json(st: &VmState) -> Value {
         "runtime": st.runtime,
         "image": st.image.as_ref().map(|i| i.reference.clone()),
         "networkPolicy": st.network.network_policy,
-        "guestIp": st.network.guest_ip,
+        "guestIp": ip_text(st.network.guest_ip),
         "pid": st.pid,
         "kernel": st.kernel,
         "rootfs": st.rootfs,
@@ -47,7 +48,9 @@ fn summary_text(ctx: &Ctx, st: &VmState) -> String {
     let _ = writeln!(
         s,
         "  guest {} via {}, policy {}",
-        st.network.guest_ip, st.network.host_ip, st.network.network_policy
+        ip_text(st.network.guest_ip),
+        ip_text(st.network.host_ip),
+        st.network.network_policy
     );
     if let Some(t) = &st.timeout_at {
         let _ = writeln!(s, "  stops at {t}");
@@ -145,7 +148,7 @@ pub(crate) fn start(ctx: &Ctx, id: &VmId) -> Result<Outcome, Error> {
     let st = vm::start(&ctx.supervisor, &ctx.paths, id)?;
     let text = summary_text(ctx, &st);
     Ok(Outcome::ok(
-        json!({ "vmId": st.id, "pid": st.pid, "guestIp": st.network.guest_ip, "networking": st.network.network_policy }),
+        json!({ "vmId": st.id, "pid": st.pid, "guestIp": ip_text(st.network.guest_ip), "networking": st.network.network_policy }),
         text,
     ))
 }
@@ -222,9 +225,9 @@ pub(crate) fn network(
         opts.vm, change.previous, n.network_policy
     );
     for (label, items) in [
-        ("Domains", &n.allowed_domains),
-        ("Allowed CIDRs", &n.allowed_cidrs),
-        ("Denied CIDRs", &n.denied_cidrs),
+        ("Domains", texts(&n.allowed_domains)),
+        ("Allowed CIDRs", texts(&n.allowed_cidrs)),
+        ("Denied CIDRs", texts(&n.denied_cidrs)),
     ] {
         if !items.is_empty() {
             let _ = writeln!(text, "  {label}: {}", items.join(", "));

@@ -309,7 +309,14 @@ pub fn import(paths: &Paths, src: &Path) -> Result<SnapshotMeta> {
         first
             .read_to_end(&mut doc)
             .map_err(|e| bad_archive(src, e))?;
-        serde_json::from_slice(&doc).map_err(|e| bad_archive(src, format!("{MANIFEST}: {e}")))?
+        let unread = |e: serde_json::Error| bad_archive(src, format!("{MANIFEST}: {e}"));
+        let doc: serde_json::Value = serde_json::from_slice(&doc).map_err(unread)?;
+        // What `create` would refuse is refused with its flag's code, before the typed read
+        // would call it unreadable.
+        if let Some(meta) = doc.get("metadata") {
+            super::trust::check_raw_values(meta)?;
+        }
+        serde_json::from_value(doc).map_err(unread)?
     };
     if manifest.format != FORMAT || manifest.format_version > FORMAT_VERSION {
         return Err(Error::new(

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorCode, Result};
 use crate::ids::{SnapshotId, VmId};
-use crate::state::{BootSettings, ImageState, Isolation, NetworkState};
+use crate::state::{BootSettings, ImageState, Isolation, NetworkState, RuntimeName};
 
 /// The metadata format this build writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -161,15 +161,15 @@ pub struct SnapshotMeta {
     /// Guest memory, MiB.
     pub mem_mib: u32,
     /// `squashfs` or `ext4`.
-    pub rootfs_fs: String,
+    pub rootfs_fs: vmsan_proto::FsType,
     /// The image.
     #[serde(default)]
     pub image: Option<ImageState>,
     /// `agent` or `image`.
-    pub init: String,
-    /// Runtime name.
+    pub init: vmsan_proto::InitMode,
+    /// Runtime name, or `image`/`rootfs`.
     #[serde(default)]
-    pub runtime: String,
+    pub runtime: RuntimeName,
     /// Project label.
     #[serde(default)]
     pub project: String,
@@ -215,12 +215,6 @@ impl SnapshotMeta {
         }
         if self.mem_mib < 128 || self.mem_mib > 1 << 20 {
             return Err(corrupt(format!("{} MiB of memory", self.mem_mib)));
-        }
-        if !matches!(self.rootfs_fs.as_str(), "squashfs" | "ext4") {
-            return Err(corrupt(format!(
-                "root filesystem type {:?}",
-                self.rootfs_fs
-            )));
         }
         for name in super::files::DATA_FILES {
             if !self.files.contains_key(*name) {
@@ -339,13 +333,13 @@ mod tests {
             host: HostFingerprint::from_cpuinfo("x86_64", INTEL),
             vcpus: 1,
             mem_mib: 128,
-            rootfs_fs: "squashfs".into(),
+            rootfs_fs: vmsan_proto::FsType::Squashfs,
             image: None,
-            init: "agent".into(),
-            runtime: "base".into(),
+            init: vmsan_proto::InitMode::Agent,
+            runtime: RuntimeName::default(),
             project: String::new(),
             network: NetworkState {
-                network_policy: "allow-all".into(),
+                network_policy: crate::state::NetworkPolicy::AllowAll,
                 ..NetworkState::default()
             },
             isolation: Isolation::default(),
@@ -386,16 +380,25 @@ mod tests {
             }),
             Some(ErrorCode::ValidationInteger)
         );
+        // Values the metadata types are checked as text, in the document an archive holds.
+        let raw_code = |f: &dyn Fn(&mut serde_json::Value)| {
+            let mut doc = serde_json::to_value(meta()).unwrap();
+            f(&mut doc);
+            super::super::trust::check_raw_values(&doc)
+                .err()
+                .map(|e| e.code())
+        };
+        assert_eq!(raw_code(&|_| {}), None);
         assert_eq!(
-            code(&|m| m.network.network_policy = "open".into()),
+            raw_code(&|m| m["network"]["networkPolicy"] = "open".into()),
             Some(ErrorCode::ValidationNetworkPolicy)
         );
         assert_eq!(
-            code(&|m| m.network.allowed_cidrs = vec!["10.0.0.0/33".into()]),
+            raw_code(&|m| m["network"]["allowedCidrs"] = serde_json::json!(["10.0.0.0/33"])),
             Some(ErrorCode::ValidationCidr)
         );
         assert_eq!(
-            code(&|m| m.network.dns_servers = vec!["resolver.example".into()]),
+            raw_code(&|m| m["network"]["dnsServers"] = serde_json::json!(["resolver.example"])),
             Some(ErrorCode::ValidationCidr)
         );
         assert_eq!(
@@ -403,7 +406,7 @@ mod tests {
                 &|m| m.network.published_ports = vec![crate::state::PublishedPort {
                     host_port: 0,
                     guest_port: 22,
-                    protocol: "tcp".into(),
+                    protocol: vmsan_net::Protocol::Tcp,
                 }]
             ),
             Some(ErrorCode::ValidationPort)
@@ -413,7 +416,7 @@ mod tests {
             Some(ErrorCode::ValidationInteger)
         );
         assert_eq!(
-            code(&|m| m.runtime = "node99".into()),
+            raw_code(&|m| m["runtime"] = "node99".into()),
             Some(ErrorCode::ValidationRuntime)
         );
         assert_eq!(
@@ -428,12 +431,12 @@ mod tests {
         m.network.published_ports = vec![crate::state::PublishedPort {
             host_port: 2222,
             guest_port: 22,
-            protocol: "tcp".into(),
+            protocol: vmsan_net::Protocol::Tcp,
         }];
-        m.network.dns_servers = vec!["203.0.113.53".into()];
+        m.network.dns_servers = vec![std::net::Ipv4Addr::new(203, 0, 113, 53)];
         m.network.tap_device = "evil0".into();
         m.network.netns_name = Some("evil".into());
-        m.network.allowed_domains = vec!["example.com".into()];
+        m.network.allowed_domains = vec!["example.com".parse().unwrap()];
         m.network.allow_lan = true;
         super::super::trust::strip_host_side(&mut m);
         assert!(
@@ -444,7 +447,10 @@ mod tests {
         assert!(m.network.dns_servers.is_empty());
         assert!(m.network.tap_device.is_empty() && m.network.netns_name.is_none());
         // The guest's own egress policy is the snapshot's.
-        assert_eq!(m.network.allowed_domains, ["example.com"]);
+        assert_eq!(
+            m.network.allowed_domains,
+            ["example.com".parse::<vmsan_net::DomainPattern>().unwrap()]
+        );
     }
 
     #[test]
@@ -471,10 +477,12 @@ mod tests {
             ErrorCode::VmSnapshotCorrupt,
             "memory file size"
         );
-        assert_eq!(
-            code(&|m| m.rootfs_fs = "xfs".into()),
-            ErrorCode::VmSnapshotCorrupt
-        );
+        // An unknown root filesystem type does not even read (`Snapshot::open` calls that a
+        // corrupt snapshot).
+        let mut doc = serde_json::to_value(meta()).unwrap();
+        doc["rootfsFs"] = "xfs".into();
+        let e = serde_json::from_value::<SnapshotMeta>(doc).unwrap_err();
+        assert!(e.to_string().contains("xfs"), "{e}");
         assert_eq!(
             code(&|m| {
                 m.files.remove("vmstate");

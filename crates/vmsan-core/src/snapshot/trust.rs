@@ -20,21 +20,9 @@ use crate::validate;
 /// # Errors
 /// The validator's error (its `ERR_VALIDATION_*` code), naming the snapshot and the field.
 pub(crate) fn check_values(meta: &SnapshotMeta) -> Result<()> {
-    let refused = |field: &str, e: Error| {
-        Error::new(
-            e.code(),
-            format!(
-                "Snapshot {} has metadata that `vmsan create` would refuse ({field}): {}",
-                meta.id,
-                e.message()
-            ),
-        )
-        .detail("snapshotId", meta.id.as_str())
-        .detail("field", field)
-        .why("A snapshot's metadata is checked like create's flags: an archive may come from anyone.")
-        .fix("Import snapshots only from hosts you trust; this one cannot be restored.")
+    let check = |field: &str, r: std::result::Result<(), Error>| {
+        r.map_err(|e| refused(meta.id.as_str(), field, e))
     };
-    let check = |field: &str, r: std::result::Result<(), Error>| r.map_err(|e| refused(field, e));
 
     check(
         "vcpus",
@@ -54,10 +42,6 @@ pub(crate) fn check_values(meta: &SnapshotMeta) -> Result<()> {
     };
     check("disk size", validate::parse_disk_size(&disk_arg).map(drop))?;
     check("project", validate::parse_project(&meta.project).map(drop))?;
-    // `image` and `rootfs` name where the root came from; anything else is a `--runtime`.
-    if !matches!(meta.runtime.as_str(), "image" | "rootfs") {
-        check("runtime", validate::Runtime::parse(&meta.runtime).map(drop))?;
-    }
     if let Some(image) = &meta.image {
         check(
             "image",
@@ -65,11 +49,18 @@ pub(crate) fn check_values(meta: &SnapshotMeta) -> Result<()> {
         )?;
     }
     let net = &meta.network;
+    // The values are typed; the rules between them (no allow-list under `deny-all`, the
+    // limits) are the flags' own.
+    let texts = |v: &[_]| v.iter().map(ToString::to_string).collect();
     let policy = validate::PolicyInput {
-        policy: Some(net.network_policy.clone()),
-        allowed_domains: net.allowed_domains.clone(),
-        allowed_cidrs: net.allowed_cidrs.clone(),
-        denied_cidrs: net.denied_cidrs.clone(),
+        policy: Some(net.network_policy.as_str().to_owned()),
+        allowed_domains: net
+            .allowed_domains
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        allowed_cidrs: texts(&net.allowed_cidrs),
+        denied_cidrs: texts(&net.denied_cidrs),
         allow_udp: net.allow_udp,
         allow_lan: net.allow_lan,
     };
@@ -83,9 +74,6 @@ pub(crate) fn check_values(meta: &SnapshotMeta) -> Result<()> {
             validate::parse_bandwidth(&mbit.to_string()).map(drop),
         )?;
     }
-    for dns in &net.dns_servers {
-        check("dns", validate::parse_ipv4("--dns", dns).map(drop))?;
-    }
     let ports: Vec<String> = net
         .published_ports
         .iter()
@@ -98,6 +86,77 @@ pub(crate) fn check_values(meta: &SnapshotMeta) -> Result<()> {
     Ok(())
 }
 
+/// The error of a value `create` would refuse, naming the snapshot and the field.
+fn refused(id: &str, field: &str, e: Error) -> Error {
+    Error::new(
+        e.code(),
+        format!(
+            "Snapshot {id} has metadata that `vmsan create` would refuse ({field}): {}",
+            e.message()
+        ),
+    )
+    .detail("snapshotId", id)
+    .detail("field", field)
+    .why("A snapshot's metadata is checked like create's flags: an archive may come from anyone.")
+    .fix("Import snapshots only from hosts you trust; this one cannot be restored.")
+}
+
+/// The values of an archive's `metadata` document that [`SnapshotMeta`] types (the policy, its
+/// CIDRs and domains, the resolvers, the runtime), checked as text with their flag's validator
+/// before the document is read: an archive's unknown policy is refused with
+/// `--network-policy`'s code, as `create` would refuse it, not as an unreadable document.
+///
+/// # Errors
+/// The validator's error (its `ERR_VALIDATION_*` code), naming the snapshot and the field.
+pub(crate) fn check_raw_values(meta: &serde_json::Value) -> Result<()> {
+    let id = meta
+        .get("id")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("");
+    let check =
+        |field: &str, r: std::result::Result<(), Error>| r.map_err(|e| refused(id, field, e));
+    // `image` and `rootfs` name where the root came from; anything else is a `--runtime`.
+    if let Some(runtime) = meta.get("runtime").and_then(serde_json::Value::as_str)
+        && !matches!(runtime, "image" | "rootfs")
+    {
+        check("runtime", validate::Runtime::parse(runtime).map(drop))?;
+    }
+    let Some(net) = meta.get("network") else {
+        return Ok(());
+    };
+    if let Some(policy) = net.get("networkPolicy").and_then(serde_json::Value::as_str) {
+        check(
+            "network policy",
+            validate::NetworkPolicy::parse(policy).map(drop),
+        )?;
+    }
+    for (key, flag) in [
+        ("allowedCidrs", "--allowed-cidr"),
+        ("deniedCidrs", "--denied-cidr"),
+    ] {
+        for cidr in texts(net.get(key)) {
+            check("network policy", validate::parse_cidr(flag, cidr).map(drop))?;
+        }
+    }
+    for domain in texts(net.get("allowedDomains")) {
+        check(
+            "network policy",
+            validate::parse_domain("--allowed-domain", domain).map(drop),
+        )?;
+    }
+    for dns in texts(net.get("dnsServers")) {
+        check("dns", validate::parse_ipv4("--dns", dns).map(drop))?;
+    }
+    Ok(())
+}
+
+/// The strings of a JSON array (none when it is absent or not an array).
+fn texts(v: Option<&serde_json::Value>) -> Vec<&str> {
+    v.and_then(serde_json::Value::as_array)
+        .map(|a| a.iter().filter_map(serde_json::Value::as_str).collect())
+        .unwrap_or_default()
+}
+
 /// Drop what an imported snapshot must not decide on this host (see the module's text).
 pub(crate) fn strip_host_side(meta: &mut SnapshotMeta) {
     let net = &mut meta.network;
@@ -107,9 +166,9 @@ pub(crate) fn strip_host_side(meta: &mut SnapshotMeta) {
     net.allow_lan = false;
     net.slot = None;
     net.tap_device.clear();
-    net.host_ip.clear();
-    net.guest_ip.clear();
+    net.host_ip = None;
+    net.guest_ip = None;
     net.mac_address.clear();
-    net.subnet_mask.clear();
+    net.subnet_mask = None;
     net.netns_name = None;
 }

@@ -3,7 +3,17 @@
 //! Field names follow the `state.json` of the Node.js vmsan this one re-creates where they
 //! still apply, so scripts that read them keep working; what is new is grouped in objects.
 
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
+use vmsan_net::{Cidr, DomainPattern};
+use vmsan_proto::{FsType, InitMode};
+
+/// A published port, `host:guest/proto`: the network crate's type, recorded as it serialises
+/// it (`hostPort`, `guestPort`, `protocol`).
+pub use vmsan_net::PublishedPort;
 
 use crate::ids::{SnapshotId, VmId};
 
@@ -58,16 +68,170 @@ pub struct SnapshotRun {
     pub holds_pause: bool,
 }
 
-/// A published port, `host:guest/proto`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PublishedPort {
-    /// Port on the host.
-    pub host_port: u16,
-    /// Port in the guest.
-    pub guest_port: u16,
-    /// `tcp` or `udp`.
-    pub protocol: String,
+/// The egress policy of a VM (`--network-policy`; `validate` parses the flag).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NetworkPolicy {
+    /// Everything but `deniedCidrs` (and vmsan's own isolation rules). The default: a record
+    /// without a policy has always meant this one.
+    #[default]
+    AllowAll,
+    /// Nothing.
+    DenyAll,
+    /// Only `allowedDomains` and `allowedCidrs`, never `deniedCidrs`.
+    Custom,
+}
+
+impl NetworkPolicy {
+    /// `allow-all`, `deny-all` or `custom`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkPolicy::AllowAll => "allow-all",
+            NetworkPolicy::DenyAll => "deny-all",
+            NetworkPolicy::Custom => "custom",
+        }
+    }
+}
+
+impl fmt::Display for NetworkPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A named runtime image (`--runtime`; `validate` parses the flag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+pub enum Runtime {
+    /// The base image.
+    #[default]
+    #[serde(rename = "base")]
+    Base,
+    /// Node.js 22.
+    #[serde(rename = "node22")]
+    Node22,
+    /// Node.js 24.
+    #[serde(rename = "node24")]
+    Node24,
+    /// Python 3.13.
+    #[serde(rename = "python3.13")]
+    Python313,
+}
+
+impl Runtime {
+    /// Every runtime, in the order help text lists them.
+    pub const ALL: [Runtime; 4] = [
+        Runtime::Base,
+        Runtime::Node22,
+        Runtime::Node24,
+        Runtime::Python313,
+    ];
+
+    /// The name as typed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Runtime::Base => "base",
+            Runtime::Node22 => "node22",
+            Runtime::Node24 => "node24",
+            Runtime::Python313 => "python3.13",
+        }
+    }
+}
+
+impl fmt::Display for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a VM's `runtime` records: the named runtime it boots, or where its root came from
+/// instead (`image`: `--from-image`, `rootfs`: `--rootfs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum RuntimeName {
+    /// A named runtime (`base`, `node22`, …).
+    Named(Runtime),
+    /// An OCI image (`image`).
+    Image,
+    /// A root filesystem file (`rootfs`).
+    Rootfs,
+}
+
+impl RuntimeName {
+    /// The recorded name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeName::Named(r) => r.as_str(),
+            RuntimeName::Image => "image",
+            RuntimeName::Rootfs => "rootfs",
+        }
+    }
+}
+
+impl Default for RuntimeName {
+    fn default() -> Self {
+        RuntimeName::Named(Runtime::Base)
+    }
+}
+
+impl fmt::Display for RuntimeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl TryFrom<String> for RuntimeName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "image" => Ok(RuntimeName::Image),
+            "rootfs" => Ok(RuntimeName::Rootfs),
+            _ => Runtime::ALL
+                .into_iter()
+                .find(|r| r.as_str() == s)
+                .map(RuntimeName::Named)
+                .ok_or_else(|| {
+                    format!(
+                        "unknown runtime {s:?}: expected base, node22, node24, python3.13, image or rootfs"
+                    )
+                }),
+        }
+    }
+}
+
+impl From<RuntimeName> for String {
+    fn from(r: RuntimeName) -> String {
+        r.as_str().to_owned()
+    }
+}
+
+/// An address of [`NetworkState`] as it is recorded and shown: empty while there is none (a
+/// record without a network slot, or a snapshot whose host-side addresses were dropped at
+/// import).
+pub fn ip_text(ip: Option<Ipv4Addr>) -> String {
+    ip.map(|ip| ip.to_string()).unwrap_or_default()
+}
+
+/// An IPv4 address recorded as a string, empty while there is none (see [`ip_text`]).
+mod ip_or_empty {
+    use std::net::Ipv4Addr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(ip: &Option<Ipv4Addr>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::ip_text(*ip))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Ipv4Addr>, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse()
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("{text:?} is not an IPv4 address")))
+    }
 }
 
 /// The VM's network identity and policy.
@@ -78,24 +242,27 @@ pub struct NetworkState {
     pub slot: Option<u32>,
     /// TAP device name (inside the VM's namespace).
     pub tap_device: String,
-    /// Host side of the TAP link.
-    pub host_ip: String,
-    /// The guest's address.
-    pub guest_ip: String,
-    /// Netmask of the TAP link.
-    pub subnet_mask: String,
+    /// Host side of the TAP link (recorded as `""` when none).
+    #[serde(with = "ip_or_empty")]
+    pub host_ip: Option<Ipv4Addr>,
+    /// The guest's address (recorded as `""` when none).
+    #[serde(with = "ip_or_empty")]
+    pub guest_ip: Option<Ipv4Addr>,
+    /// Netmask of the TAP link (recorded as `""` when none).
+    #[serde(with = "ip_or_empty")]
+    pub subnet_mask: Option<Ipv4Addr>,
     /// The guest's MAC address.
     pub mac_address: String,
     /// `vmsan-<id>`, or none when the VM has no namespace of its own.
     pub netns_name: Option<String>,
     /// `allow-all`, `deny-all` or `custom`.
-    pub network_policy: String,
+    pub network_policy: NetworkPolicy,
     /// Domains the guest may resolve and reach.
-    pub allowed_domains: Vec<String>,
+    pub allowed_domains: Vec<DomainPattern>,
     /// CIDRs the guest may reach.
-    pub allowed_cidrs: Vec<String>,
+    pub allowed_cidrs: Vec<Cidr>,
     /// CIDRs the guest may never reach (deny wins).
-    pub denied_cidrs: Vec<String>,
+    pub denied_cidrs: Vec<Cidr>,
     /// Ports published on the host.
     pub published_ports: Vec<PublishedPort>,
     /// Bandwidth limit in Mbit/s, both directions.
@@ -106,7 +273,7 @@ pub struct NetworkState {
     /// are reachable under `allow-all` and through allowed domains (`--allow-lan`).
     pub allow_lan: bool,
     /// Upstream resolvers of the DNS filter.
-    pub dns_servers: Vec<String>,
+    pub dns_servers: Vec<Ipv4Addr>,
 }
 
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
@@ -205,9 +372,9 @@ pub struct VmState {
     /// Free-form label.
     #[serde(default)]
     pub project: String,
-    /// Runtime name (`base`, `node22`, …).
+    /// Runtime name (`base`, `node22`, …), or `image`/`rootfs`.
     #[serde(default)]
-    pub runtime: String,
+    pub runtime: RuntimeName,
     /// Image, when created from one.
     #[serde(default)]
     pub image: Option<ImageState>,
@@ -219,19 +386,19 @@ pub struct VmState {
     pub disk_size_gb: u32,
     /// Kernel the VM boots (host path of the source).
     #[serde(default)]
-    pub kernel: String,
+    pub kernel: PathBuf,
     /// Root filesystem image (host path of the source).
     #[serde(default)]
-    pub rootfs: String,
-    /// Filesystem of the root image: `squashfs` or `ext4`.
-    #[serde(default)]
-    pub rootfs_fs: String,
+    pub rootfs: PathBuf,
+    /// Filesystem of the root image: `squashfs` or `ext4` (every record has it: a value
+    /// other than these two fails to load, it is never guessed).
+    pub rootfs_fs: FsType,
     /// The initrd the VM boots (host path).
     #[serde(default)]
-    pub initrd: String,
+    pub initrd: PathBuf,
     /// Who is PID 1 in the guest: `agent` or `image`.
     #[serde(default)]
-    pub init: String,
+    pub init: InitMode,
     /// Network identity and policy.
     #[serde(default)]
     pub network: NetworkState,
@@ -284,13 +451,13 @@ pub struct VmState {
     pub supervisor: Option<ProcessId>,
     /// Firecracker's API socket (host path).
     #[serde(default)]
-    pub api_socket: Option<String>,
+    pub api_socket: Option<PathBuf>,
     /// The jail's root directory.
     #[serde(default)]
-    pub chroot_dir: Option<String>,
+    pub chroot_dir: Option<PathBuf>,
     /// The VM's vsock Unix socket (host path).
     #[serde(default)]
-    pub vsock_socket: Option<String>,
+    pub vsock_socket: Option<PathBuf>,
     /// The agent's bearer token (never printed by `inspect`).
     #[serde(default)]
     pub agent_token: Option<String>,
@@ -305,16 +472,16 @@ impl VmState {
             id,
             status: VmStatus::Creating,
             project: String::new(),
-            runtime: "base".into(),
+            runtime: RuntimeName::default(),
             image: None,
             vcpu_count: 1,
             mem_size_mib: 128,
             disk_size_gb: 10,
-            kernel: String::new(),
-            rootfs: String::new(),
-            rootfs_fs: String::new(),
-            initrd: String::new(),
-            init: "agent".into(),
+            kernel: PathBuf::new(),
+            rootfs: PathBuf::new(),
+            rootfs_fs: FsType::default(),
+            initrd: PathBuf::new(),
+            init: InitMode::Agent,
             network: NetworkState::default(),
             isolation: Isolation::default(),
             boot: BootSettings::default(),
@@ -349,5 +516,95 @@ impl VmState {
             );
         }
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record as earlier builds wrote it (compact here; the store writes it pretty), every
+    /// typed field set.
+    const RECORD: &str = r#"{"stateVersion":3,"generation":4,"id":"vm-0123abcd","status":"running","project":"p","runtime":"python3.13","image":{"reference":"busybox","digest":"sha256:ab"},"vcpuCount":1,"memSizeMib":128,"diskSizeGb":10,"kernel":"/h/kernels/vmlinux","rootfs":"/h/images/built/x/rootfs.ext4","rootfsFs":"ext4","initrd":"/h/images/initrd/y.cpio","init":"image","network":{"slot":3,"tapDevice":"tap0","hostIp":"198.19.0.13","guestIp":"198.19.0.14","subnetMask":"255.255.255.252","macAddress":"02:00:c6:13:00:0e","netnsName":"vmsan-vm-0123abcd","networkPolicy":"custom","allowedDomains":["example.com","*.example.org"],"allowedCidrs":["10.0.0.0/8"],"deniedCidrs":["10.1.0.0/16"],"publishedPorts":[{"hostPort":8080,"guestPort":80,"protocol":"tcp"},{"hostPort":5353,"guestPort":53,"protocol":"udp"}],"bandwidthMbit":100,"allowUdp":true,"allowLan":false,"dnsServers":["1.1.1.1","8.8.8.8"]},"isolation":{"seccomp":true,"pidNs":true,"cgroup":true,"netns":true,"jailer":true},"snapshot":null,"timeoutMs":null,"timeoutAt":null,"createdAt":"2026-01-01T00:00:00.000Z","updatedAt":"2026-01-01T00:00:01.000Z","error":null,"pid":42,"vmm":{"pid":42,"startTime":7},"supervisor":{"pid":41,"startTime":6},"apiSocket":"/h/jail/firecracker/vm-0123abcd/root/run/firecracker.socket","chrootDir":"/h/jail/firecracker/vm-0123abcd/root","vsockSocket":"/h/jail/firecracker/vm-0123abcd/root/v.sock","agentToken":"t"}"#;
+
+    #[test]
+    fn earlier_records_read_typed_and_write_the_same_bytes() {
+        let st: VmState = serde_json::from_str(RECORD).unwrap();
+        assert_eq!(st.rootfs_fs, FsType::Ext4);
+        assert_eq!(st.runtime, RuntimeName::Named(Runtime::Python313));
+        assert_eq!(st.init, InitMode::Image);
+        assert_eq!(st.network.network_policy, NetworkPolicy::Custom);
+        assert_eq!(st.network.guest_ip, Some(Ipv4Addr::new(198, 19, 0, 14)));
+        assert_eq!(
+            st.network.published_ports[1].protocol,
+            vmsan_net::Protocol::Udp
+        );
+        assert_eq!(st.kernel, PathBuf::from("/h/kernels/vmlinux"));
+        assert_eq!(serde_json::to_string(&st).unwrap(), RECORD);
+
+        // A record without a slot keeps its empty addresses; `image` and `rootfs` runtimes.
+        let mut fresh = VmState::new(VmId::parse("vm-0123abcd").unwrap(), "2026-01-01T00:00:00Z");
+        for runtime in [RuntimeName::Image, RuntimeName::Rootfs] {
+            fresh.runtime = runtime;
+            let text = serde_json::to_string(&fresh).unwrap();
+            assert!(
+                text.contains(r#""hostIp":"","guestIp":"","subnetMask":"""#),
+                "{text}"
+            );
+            assert!(
+                text.contains(&format!(r#""runtime":"{runtime}""#)),
+                "{text}"
+            );
+            let back: VmState = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, fresh);
+            assert_eq!(serde_json::to_string(&back).unwrap(), text);
+        }
+    }
+
+    #[test]
+    fn unknown_values_fail_to_read_and_are_never_guessed() {
+        // (what is replaced, by what, what the error says)
+        for (from, to, says) in [
+            (r#""rootfsFs":"ext4""#, r#""rootfsFs":"xfs""#, "xfs"),
+            (
+                r#""rootfsFs":"ext4""#,
+                r#""rootfsFs":"""#,
+                "unknown variant",
+            ),
+            (
+                r#""runtime":"python3.13""#,
+                r#""runtime":"node99""#,
+                "node99",
+            ),
+            (r#""init":"image""#, r#""init":"systemd""#, "systemd"),
+            (
+                r#""networkPolicy":"custom""#,
+                r#""networkPolicy":"open""#,
+                "open",
+            ),
+            (
+                r#""networkPolicy":"custom""#,
+                r#""networkPolicy":"""#,
+                "unknown variant",
+            ),
+            (r#""protocol":"udp""#, r#""protocol":"sctp""#, "sctp"),
+            (r#"["10.0.0.0/8"]"#, r#"["10.0.0.0/33"]"#, "CIDR"),
+            (r#"["example.com","#, r#"["exa mple.com","#, "exa mple.com"),
+            (
+                r#""guestIp":"198.19.0.14""#,
+                r#""guestIp":"guest""#,
+                "guest",
+            ),
+            (
+                r#""dnsServers":["1.1.1.1","#,
+                r#""dnsServers":["resolver","#,
+                "IP",
+            ),
+        ] {
+            assert!(RECORD.contains(from), "{from}");
+            let text = RECORD.replacen(from, to, 1);
+            let e = serde_json::from_str::<VmState>(&text).unwrap_err();
+            assert!(e.to_string().contains(says), "{to}: {e}");
+        }
     }
 }

@@ -1,8 +1,6 @@
 //! Network policy: `--network-policy`, `--allowed-domain`, `--allowed-cidr`, `--denied-cidr`,
 //! `--allow-udp`, with the auto-promotion and conflict rules.
 
-use std::fmt;
-
 use serde::Serialize;
 
 use vmsan_net::{Cidr, DomainPattern};
@@ -10,28 +8,10 @@ use vmsan_net::{Cidr, DomainPattern};
 use super::{invalid, parse_cidr, parse_domain, split_list};
 use crate::error::{Error, ErrorCode};
 
-/// The egress policy of a VM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum NetworkPolicy {
-    /// Everything but `deniedCidrs` (and vmsan's own isolation rules).
-    AllowAll,
-    /// Nothing.
-    DenyAll,
-    /// Only `allowedDomains` and `allowedCidrs`, never `deniedCidrs`.
-    Custom,
-}
+/// The egress policy of a VM (recorded in its state, where the type lives).
+pub use crate::state::NetworkPolicy;
 
 impl NetworkPolicy {
-    /// `allow-all`, `deny-all` or `custom`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NetworkPolicy::AllowAll => "allow-all",
-            NetworkPolicy::DenyAll => "deny-all",
-            NetworkPolicy::Custom => "custom",
-        }
-    }
-
     /// Parse the flag value (exact, lowercase).
     pub fn parse(raw: &str) -> Result<Self, Error> {
         match raw {
@@ -45,12 +25,6 @@ impl NetworkPolicy {
                 "Must be one of allow-all, deny-all, custom.",
             )),
         }
-    }
-}
-
-impl fmt::Display for NetworkPolicy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

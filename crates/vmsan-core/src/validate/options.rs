@@ -25,16 +25,9 @@ fn ms<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
 /// When to pull an image from its registry (the image store's type).
 pub use vmsan_image::PullPolicy;
 
-/// Who is PID 1 in the guest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum InitMode {
-    /// vmsan's agent is the init (the default).
-    #[default]
-    Agent,
-    /// The agent prepares the root, then hands PID 1 to the image's own init.
-    Image,
-}
+/// Who is PID 1 in the guest (`agent`, the default, or `image`): the guest protocol's type,
+/// which the config drive carries.
+pub use vmsan_proto::InitMode;
 
 /// What the VM's root filesystem comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -3,17 +3,18 @@
 //! the teardown that undoes a run (the supervisor's at the end of a run; a caller's when the
 //! supervisor is gone). What only the supervisor sets up is in `supervisor::launch`.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
 
 use vmsan_firecracker::cgroup_parents::ParentRegistry;
-use vmsan_firecracker::{CgroupMounts, JailLayout, RootfsFsType};
+use vmsan_firecracker::{CgroupMounts, JailLayout};
 use vmsan_net::{Bandwidth, HostConfig, Policy, Slot, VmNet, VmNetSpec};
+use vmsan_proto::FsType;
 
 use crate::artifacts;
 use crate::error::{Error, ErrorCode, Result};
 use crate::paths::Paths;
-use crate::state::{Isolation, NetworkState, VmState};
+use crate::state::{Isolation, NetworkPolicy, NetworkState, VmState};
 
 /// Environment variable naming a network namespace (a bind-mount path such as
 /// `/run/netns/uplink`) that plays the host for VM networking: VMs' veths, routes and NAT go
@@ -30,7 +31,7 @@ pub(crate) struct Launch {
     pub(crate) firecracker: PathBuf,
     pub(crate) jailer: Option<PathBuf>,
     pub(crate) layout: JailLayout,
-    pub(crate) rootfs_fs: RootfsFsType,
+    pub(crate) rootfs_fs: FsType,
     pub(crate) isolation: Isolation,
 }
 
@@ -45,15 +46,11 @@ impl Launch {
         };
         let layout = JailLayout::new(&paths.jail_dir(), &firecracker, st.id.as_str())
             .map_err(|e| Error::new(ErrorCode::Internal, format!("jail layout: {e}")))?;
-        let rootfs_fs = match st.rootfs_fs.as_str() {
-            "ext4" => RootfsFsType::Ext4,
-            _ => RootfsFsType::Squashfs,
-        };
         Ok(Self {
             firecracker,
             jailer,
             layout,
-            rootfs_fs,
+            rootfs_fs: st.rootfs_fs,
             isolation: st.isolation,
         })
     }
@@ -89,76 +86,40 @@ pub fn host_config() -> HostConfig {
     host
 }
 
-/// The egress policy a VM's state records.
-pub(crate) fn policy_of(net: &NetworkState) -> Result<Policy> {
-    let bad = |what: &str, v: &str, e: vmsan_net::NetError| {
-        Error::new(
-            ErrorCode::VmStateCorrupt,
-            format!("recorded {what} {v:?} is invalid: {e}"),
-        )
-    };
-    match net.network_policy.as_str() {
-        "" | "allow-all" => Ok(Policy::AllowAll),
-        "deny-all" => Ok(Policy::DenyAll),
-        "custom" => {
-            let mut p = vmsan_net::CustomPolicy::default();
-            for c in &net.allowed_cidrs {
-                p.allowed_cidrs
-                    .push(c.parse().map_err(|e| bad("CIDR", c, e))?);
-            }
-            for c in &net.denied_cidrs {
-                p.denied_cidrs
-                    .push(c.parse().map_err(|e| bad("CIDR", c, e))?);
-            }
-            for d in &net.allowed_domains {
-                p.allowed_domains
-                    .push(d.parse().map_err(|e| bad("domain", d, e))?);
-            }
-            Ok(Policy::Custom(p))
-        }
-        other => Err(Error::new(
-            ErrorCode::VmStateCorrupt,
-            format!("unknown network policy {other:?}"),
-        )),
+/// The egress policy a VM's state records, in the network crate's shape (the record's
+/// values are typed: nothing is parsed here).
+pub(crate) fn policy_of(net: &NetworkState) -> Policy {
+    match net.network_policy {
+        NetworkPolicy::AllowAll => Policy::AllowAll,
+        NetworkPolicy::DenyAll => Policy::DenyAll,
+        NetworkPolicy::Custom => Policy::Custom(vmsan_net::CustomPolicy {
+            allowed_cidrs: net.allowed_cidrs.clone(),
+            denied_cidrs: net.denied_cidrs.clone(),
+            allowed_domains: net.allowed_domains.clone(),
+            ..vmsan_net::CustomPolicy::default()
+        }),
     }
 }
 
 pub(crate) fn spec_of(st: &VmState, slot: u32, uid: u32, gid: u32) -> Result<VmNetSpec> {
     let net = &st.network;
     let slot = Slot::new(slot).map_err(|e| super::convert::net(e, "network slot"))?;
-    let mut published = Vec::new();
-    for p in &net.published_ports {
-        published.push(vmsan_net::PublishedPort {
-            host_port: p.host_port,
-            guest_port: p.guest_port,
-            protocol: match p.protocol.as_str() {
-                "udp" => vmsan_net::Protocol::Udp,
-                _ => vmsan_net::Protocol::Tcp,
-            },
-        });
-    }
-    let mut upstreams = Vec::new();
-    for s in &net.dns_servers {
-        let ip: Ipv4Addr = s.parse().map_err(|_| {
-            Error::new(
-                ErrorCode::VmStateCorrupt,
-                format!("recorded DNS server {s:?} is invalid"),
-            )
-        })?;
-        upstreams.push(SocketAddrV4::new(ip, 53));
-    }
     Ok(VmNetSpec {
         vm_id: st.id.to_string(),
         slot,
         jail_uid: uid,
         jail_gid: gid,
-        policy: policy_of(net)?,
-        published_ports: published,
+        policy: policy_of(net),
+        published_ports: net.published_ports.clone(),
         bandwidth: net.bandwidth_mbit.map(|m| Bandwidth {
             rx_mbit: m,
             tx_mbit: m,
         }),
-        dns_upstreams: upstreams,
+        dns_upstreams: net
+            .dns_servers
+            .iter()
+            .map(|ip| SocketAddrV4::new(*ip, 53))
+            .collect(),
         allow_udp: net.allow_udp,
         allow_lan: net.allow_lan,
     })

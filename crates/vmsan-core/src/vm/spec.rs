@@ -16,7 +16,7 @@ pub(crate) struct BootMedia {
     /// The image's filesystem (read-only).
     pub rootfs: PathBuf,
     /// `squashfs` or `ext4`.
-    pub rootfs_fs: String,
+    pub rootfs_fs: vmsan_proto::FsType,
     /// The image it came from.
     pub image: Option<ImageState>,
     /// The image's config: defaults for exec.
@@ -36,8 +36,8 @@ pub(crate) struct VmSpec {
     pub disk_bytes: u64,
     /// Free-form label.
     pub project: String,
-    /// Runtime name.
-    pub runtime: String,
+    /// Runtime name, or `image`/`rootfs`.
+    pub runtime: crate::state::RuntimeName,
     /// `--timeout`.
     pub timeout: Option<Duration>,
     /// Network identity and policy (slot and addresses are filled in by `create`).
@@ -45,7 +45,7 @@ pub(crate) struct VmSpec {
     /// Isolation features.
     pub isolation: crate::state::Isolation,
     /// `agent` or `image`.
-    pub init: String,
+    pub init: vmsan_proto::InitMode,
     /// Kernel arguments (`Some("")`: none, whatever the kernel has stored), CPU template,
     /// boot timeout.
     pub boot: crate::state::BootSettings,

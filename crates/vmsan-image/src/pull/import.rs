@@ -17,7 +17,7 @@ use crate::manifest::{
 };
 use crate::progress::{Progress, emit};
 use crate::reference::{LOCAL_DOMAIN, Reference};
-use crate::store::{Image, ImageStore, dir_size};
+use crate::store::{Image, ImageStore, dir_size, rootfs_file_name};
 
 impl ImageStore {
     /// Turn a root filesystem directory, or a tarball of one (plain, gzip or zstd), into an
@@ -154,7 +154,7 @@ impl ImageStore {
                     fs_type: build.fs_type,
                 },
             );
-            let fs_path = out.path().join(build.fs_type.file_name());
+            let fs_path = out.path().join(rootfs_file_name(build.fs_type));
             let bytes = dir_size(&dir);
             build_filesystem(&dir, &fs_path, build, count_entries(&dir), bytes)?;
             let (d, _) = crate::digest::digest_file(&fs_path)?;

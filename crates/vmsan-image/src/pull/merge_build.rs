@@ -11,7 +11,7 @@ use crate::layer::Limits;
 use crate::manifest::LayerCompression;
 use crate::merge::Staging;
 use crate::progress::{Progress, ProgressFn, emit};
-use crate::store::{FsType, ImageStore};
+use crate::store::{FsType, ImageStore, rootfs_file_name};
 
 impl ImageStore {
     pub(super) fn build_blocking(
@@ -74,7 +74,7 @@ impl ImageStore {
                 fs_type: build.fs_type,
             },
         );
-        let fs_path = out.path().join(build.fs_type.file_name());
+        let fs_path = out.path().join(rootfs_file_name(build.fs_type));
         let t_build = std::time::Instant::now();
         build_filesystem(&root, &fs_path, build, stats.entries, stats.bytes)?;
         let build_ms = t_build.elapsed().as_millis() as u64;

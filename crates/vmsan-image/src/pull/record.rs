@@ -6,7 +6,7 @@ use std::path::Path;
 use super::Resolved;
 use crate::build::BuildOptions;
 use crate::error::{Error, IoContext, Result};
-use crate::store::{ImageRecord, ImageStore, now_secs};
+use crate::store::{ImageRecord, ImageStore, now_secs, rootfs_file_name};
 
 impl ImageStore {
     pub(super) fn set_timings(&self, dir: &Path, merge_ms: u64, build_ms: u64) -> Result<()> {
@@ -28,7 +28,7 @@ impl ImageStore {
         build: BuildOptions,
         entries: u64,
     ) -> Result<()> {
-        let fs_path = dir.join(build.fs_type.file_name());
+        let fs_path = dir.join(rootfs_file_name(build.fs_type));
         let size = fs::metadata(&fs_path)
             .ctx(|| format!("stat {}", fs_path.display()))?
             .len();

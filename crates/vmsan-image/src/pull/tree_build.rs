@@ -12,7 +12,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::layer::Limits;
 use crate::manifest::{Descriptor, LayerCompression};
 use crate::progress::{Progress, ProgressFn, emit};
-use crate::store::ImageStore;
+use crate::store::{ImageStore, rootfs_file_name};
 use crate::tree::{Budget, LayerIndex, Shared, Tree, index_layer};
 
 /// What the unpacking threads of one build share.
@@ -90,7 +90,7 @@ impl ImageStore {
                 fs_type: build.fs_type,
             },
         );
-        let fs_path = out.path().join(build.fs_type.file_name());
+        let fs_path = out.path().join(rootfs_file_name(build.fs_type));
         let t_build = std::time::Instant::now();
         crate::squashfs::write(&tree, &fs_path, codec)?;
         drop(tree);

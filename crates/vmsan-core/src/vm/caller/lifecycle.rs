@@ -14,7 +14,7 @@ use super::spawn::{Spawned, run_supervisor};
 use crate::error::{Error, ErrorCode, Result};
 use crate::ids::VmId;
 use crate::paths::Paths;
-use crate::state::{StateStore, VmState, VmStatus};
+use crate::state::{StateStore, VmState, VmStatus, ip_text};
 use crate::vm::files::{VmFiles, jail_ids};
 use crate::vm::protocol::{self, SupervisorCommand, boot_timeout};
 use crate::vm::spec::{BootMedia, VmSpec};
@@ -125,16 +125,16 @@ fn create_vm(
         st.status = VmStatus::Creating;
         st.supervisor = me;
         st.project = spec.project.clone();
-        st.runtime = spec.runtime.clone();
+        st.runtime = spec.runtime;
         st.image = media.image.clone();
         st.vcpu_count = spec.vcpus;
         st.mem_size_mib = spec.memory_mib;
         st.disk_size_gb = u32::try_from(spec.disk_bytes.div_ceil(1 << 30)).unwrap_or(u32::MAX);
-        st.kernel = media.kernel.display().to_string();
-        st.initrd = media.initrd.display().to_string();
-        st.rootfs = media.rootfs.display().to_string();
-        st.rootfs_fs = media.rootfs_fs.clone();
-        st.init = spec.init.clone();
+        st.kernel = media.kernel.clone();
+        st.initrd = media.initrd.clone();
+        st.rootfs = media.rootfs.clone();
+        st.rootfs_fs = media.rootfs_fs;
+        st.init = spec.init;
         st.network = spec.network.clone();
         fill_addresses(&mut st.network, id, slot);
         st.isolation = spec.isolation;
@@ -450,9 +450,9 @@ fn fill_addresses(net: &mut crate::state::NetworkState, id: &VmId, slot: u32) {
     if let Ok(s) = vmsan_net::Slot::new(slot) {
         let a = s.addrs();
         net.tap_device = "tap0".into();
-        net.host_ip = a.tap_ip.to_string();
-        net.guest_ip = a.guest_ip.to_string();
-        net.subnet_mask = "255.255.255.252".into();
+        net.host_ip = Some(a.tap_ip);
+        net.guest_ip = Some(a.guest_ip);
+        net.subnet_mask = Some(std::net::Ipv4Addr::new(255, 255, 255, 252));
         net.mac_address = a.guest_mac_string();
         net.netns_name = Some(format!("vmsan-{id}"));
     }
@@ -466,20 +466,16 @@ fn guest_config(st: &VmState, media: &BootMedia) -> GuestConfig {
         hostname: st.id.to_string(),
         token: st.agent_token.clone().unwrap_or_default(),
         network: Some(GuestNetwork {
-            address: format!("{}/30", net.guest_ip),
-            gateway: net.host_ip.clone(),
+            address: format!("{}/30", ip_text(net.guest_ip)),
+            gateway: ip_text(net.host_ip),
             mac: Some(net.mac_address.clone()),
             // The VM's DNS filter listens on the gateway address.
-            dns: vec![net.host_ip.clone()],
+            dns: vec![ip_text(net.host_ip)],
             mtu: None,
         }),
         default_user: None,
         env: Default::default(),
-        init: if st.init == "image" {
-            vmsan_proto::InitMode::Image
-        } else {
-            vmsan_proto::InitMode::Agent
-        },
+        init: st.init,
         image: media.image_config.clone(),
     }
 }
@@ -501,21 +497,21 @@ mod tests {
             memory_mib: 128,
             disk_bytes: 1 << 30,
             project: String::new(),
-            runtime: "image".into(),
+            runtime: crate::state::RuntimeName::Image,
             timeout: None,
             network: crate::state::NetworkState::default(),
             isolation: crate::state::Isolation {
                 netns: false,
                 ..Default::default()
             },
-            init: "agent".into(),
+            init: vmsan_proto::InitMode::Agent,
             boot: crate::state::BootSettings::default(),
         };
         let media = BootMedia {
             kernel: "/nonexistent/vmlinux".into(),
             initrd: "/nonexistent/initrd".into(),
             rootfs: "/nonexistent/rootfs".into(),
-            rootfs_fs: "squashfs".into(),
+            rootfs_fs: vmsan_proto::FsType::Squashfs,
             image: None,
             image_config: vmsan_proto::ImageConfig::default(),
             kernel_args: None,

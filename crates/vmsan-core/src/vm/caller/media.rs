@@ -1,14 +1,16 @@
 //! From validated `create` options to what a VM boots: kernel, initrd, image, disk.
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use vmsan_image::{ImageStore, PullOptions};
+use vmsan_proto::FsType;
 
 use crate::artifacts;
 use crate::error::{Error, ErrorCode, Result};
 use crate::paths::Paths;
-use crate::state::{ImageState, NetworkState, PublishedPort};
-use crate::validate::options::{CreateOptions, InitMode, PullPolicy, RootSource};
+use crate::state::{ImageState, NetworkState, PublishedPort, RuntimeName};
+use crate::validate::options::{CreateOptions, PullPolicy, RootSource};
 use crate::vm::spec::{BootMedia, VmSpec};
 
 /// A failed pull of a name that only a registry lookup made remote: say that it was not found
@@ -57,18 +59,10 @@ pub fn build_options(paths: &Paths) -> Result<vmsan_image::BuildOptions> {
 pub(super) fn spec_of(opts: &CreateOptions) -> VmSpec {
     let rules = &opts.network;
     let network = NetworkState {
-        network_policy: rules.policy.as_str().to_owned(),
-        allowed_domains: rules
-            .allowed_domains
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
-        allowed_cidrs: rules
-            .allowed_cidrs
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
-        denied_cidrs: rules.denied_cidrs.iter().map(ToString::to_string).collect(),
+        network_policy: rules.policy,
+        allowed_domains: rules.allowed_domains.clone(),
+        allowed_cidrs: rules.allowed_cidrs.clone(),
+        denied_cidrs: rules.denied_cidrs.clone(),
         allow_udp: rules.allow_udp,
         allow_lan: rules.allow_lan,
         published_ports: opts
@@ -77,14 +71,14 @@ pub(super) fn spec_of(opts: &CreateOptions) -> VmSpec {
             .map(|p| PublishedPort {
                 host_port: p.host_port,
                 guest_port: p.guest_port,
-                protocol: p.protocol.as_str().to_owned(),
+                protocol: p.protocol,
             })
             .collect(),
         bandwidth_mbit: opts.bandwidth_mbit,
         dns_servers: if opts.dns_servers.is_empty() {
             default_dns_servers()
         } else {
-            opts.dns_servers.iter().map(ToString::to_string).collect()
+            opts.dns_servers.clone()
         },
         ..NetworkState::default()
     };
@@ -94,10 +88,10 @@ pub(super) fn spec_of(opts: &CreateOptions) -> VmSpec {
         disk_bytes: u64::from(opts.disk.gib) << 30,
         project: opts.project.clone(),
         runtime: match &opts.root {
-            Some(RootSource::Runtime { runtime }) => runtime.as_str().to_owned(),
-            Some(RootSource::Image { .. }) => "image".to_owned(),
-            Some(RootSource::Rootfs { .. }) => "rootfs".to_owned(),
-            None => "base".to_owned(),
+            Some(RootSource::Runtime { runtime }) => RuntimeName::Named(*runtime),
+            Some(RootSource::Image { .. }) => RuntimeName::Image,
+            Some(RootSource::Rootfs { .. }) => RuntimeName::Rootfs,
+            None => RuntimeName::default(),
         },
         timeout: opts.timeout,
         network,
@@ -109,31 +103,27 @@ pub(super) fn spec_of(opts: &CreateOptions) -> VmSpec {
                 .boot_timeout
                 .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
         },
-        init: match opts.init {
-            InitMode::Agent => "agent".to_owned(),
-            InitMode::Image => "image".to_owned(),
-        },
+        init: opts.init,
     }
 }
 
 /// The host's own resolvers (from /etc/resolv.conf), which the VM's DNS filter forwards to.
 /// Loopback resolvers (systemd-resolved's 127.0.0.53) are useless from a VM's namespace, so
 /// they are replaced by the public resolvers vmsan falls back to.
-fn default_dns_servers() -> Vec<String> {
+fn default_dns_servers() -> Vec<Ipv4Addr> {
     // systemd-resolved keeps the real upstreams here; /etc/resolv.conf then names 127.0.0.53.
     let text = ["/run/systemd/resolve/resolv.conf", "/etc/resolv.conf"]
         .iter()
         .find_map(|p| std::fs::read_to_string(p).ok())
         .unwrap_or_default();
-    let found: Vec<String> = text
+    let found: Vec<Ipv4Addr> = text
         .lines()
         .filter_map(|l| l.trim().strip_prefix("nameserver"))
-        .filter_map(|ip| ip.trim().parse::<std::net::Ipv4Addr>().ok())
+        .filter_map(|ip| ip.trim().parse::<Ipv4Addr>().ok())
         .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
-        .map(|ip| ip.to_string())
         .collect();
     if found.is_empty() {
-        vec!["1.1.1.1".into(), "8.8.8.8".into()]
+        vec![Ipv4Addr::new(1, 1, 1, 1), Ipv4Addr::new(8, 8, 8, 8)]
     } else {
         found
     }
@@ -176,7 +166,7 @@ pub(super) async fn resolve_media(
                 kernel,
                 initrd,
                 rootfs: path.clone(),
-                rootfs_fs: detect_fs(path)?.to_owned(),
+                rootfs_fs: detect_fs(path)?,
                 image: None,
                 image_config: vmsan_proto::ImageConfig::default(),
                 kernel_args,
@@ -202,7 +192,7 @@ pub(super) async fn resolve_media(
         kernel,
         initrd,
         rootfs: image.rootfs.clone(),
-        rootfs_fs: image.record.fs_type.as_str().to_owned(),
+        rootfs_fs: image.record.fs_type,
         image: Some(ImageState {
             reference,
             digest: Some(image.record.digest.to_string()),
@@ -224,7 +214,7 @@ fn runtime_ref(name: &str) -> Result<String> {
 }
 
 /// `squashfs` or `ext4`, from the filesystem's magic number.
-fn detect_fs(path: &Path) -> Result<&'static str> {
+fn detect_fs(path: &Path) -> Result<FsType> {
     use std::io::{Read, Seek, SeekFrom};
     let mut f =
         std::fs::File::open(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
@@ -232,14 +222,14 @@ fn detect_fs(path: &Path) -> Result<&'static str> {
     f.read_exact(&mut head)
         .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
     if &head == b"hsqs" {
-        return Ok("squashfs");
+        return Ok(FsType::Squashfs);
     }
     let mut magic = [0u8; 2];
     f.seek(SeekFrom::Start(1080))
         .and_then(|_| f.read_exact(&mut magic))
         .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
     if magic == [0x53, 0xEF] {
-        return Ok("ext4");
+        return Ok(FsType::Ext4);
     }
     Err(Error::new(
         ErrorCode::ValidationPath,

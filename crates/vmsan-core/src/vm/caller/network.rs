@@ -9,8 +9,8 @@ use crate::validate::NetworkRules;
 /// The policy before and after a change.
 #[derive(Debug, Clone)]
 pub struct PolicyChange {
-    /// The previous policy name.
-    pub previous: String,
+    /// The previous policy.
+    pub previous: crate::state::NetworkPolicy,
     /// The network state now in force.
     pub network: NetworkState,
 }
@@ -29,23 +29,15 @@ pub fn set_policy(paths: &Paths, id: &VmId, rules: &NetworkRules) -> Result<Poli
         )
         .detail("vmId", id.as_str()));
     }
-    let previous = st.network.network_policy.clone();
+    let previous = st.network.network_policy;
     let mut net = crate::vm::host::vm_net_of(&st)?;
-    st.network.network_policy = rules.policy.as_str().to_owned();
-    st.network.allowed_domains = rules
-        .allowed_domains
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    st.network.allowed_cidrs = rules
-        .allowed_cidrs
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    st.network.denied_cidrs = rules.denied_cidrs.iter().map(ToString::to_string).collect();
+    st.network.network_policy = rules.policy;
+    st.network.allowed_domains = rules.allowed_domains.clone();
+    st.network.allowed_cidrs = rules.allowed_cidrs.clone();
+    st.network.denied_cidrs = rules.denied_cidrs.clone();
     st.network.allow_udp = rules.allow_udp;
     st.network.allow_lan = rules.allow_lan;
-    let policy = crate::vm::host::policy_of(&st.network)?;
+    let policy = crate::vm::host::policy_of(&st.network);
     net.allow_udp = rules.allow_udp;
     net.allow_lan = rules.allow_lan;
     // The networks around the host as they are now (an uplink may have changed since the

@@ -30,8 +30,8 @@ pub(super) fn plan(
         .files
         .get(crate::snapshot::files::DISK)
         .map_or(0, |f| f.size);
-    spec.runtime = meta.runtime.clone();
-    spec.init = meta.init.clone();
+    spec.runtime = meta.runtime;
+    spec.init = meta.init;
     // The clone's later cold boots need the source's kernel arguments and CPU template (its
     // memory already runs with them); only the boot timeout may be given anew.
     let boot_timeout_ms = spec.boot.boot_timeout_ms.or(meta.boot.boot_timeout_ms);
@@ -46,8 +46,8 @@ pub(super) fn plan(
         // Per-VM values are assigned anew.
         n.slot = None;
         n.tap_device = String::new();
-        n.host_ip = String::new();
-        n.guest_ip = String::new();
+        n.host_ip = None;
+        n.guest_ip = None;
         n.mac_address = String::new();
         n.netns_name = None;
         // An imported snapshot has no resolvers of its own (see `snapshot::trust`): the
@@ -62,7 +62,7 @@ pub(super) fn plan(
         kernel,
         initrd,
         rootfs: snap.file(crate::snapshot::files::ROOTFS),
-        rootfs_fs: meta.rootfs_fs.clone(),
+        rootfs_fs: meta.rootfs_fs,
         image: meta.image.clone(),
         image_config: vmsan_proto::ImageConfig::default(),
         kernel_args: None,

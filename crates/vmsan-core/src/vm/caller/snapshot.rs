@@ -137,7 +137,6 @@ pub fn take(
     }
     clock.lap(StepName::GuestSync);
 
-    let root = PathBuf::from(root);
     let (uid, gid) = jail_ids(slot);
     let out_dir = root.join(JAIL_OUT_DIR);
     prepare_out_dir(&out_dir, uid, gid)?;
@@ -198,7 +197,7 @@ pub fn take(
         let vm_files = VmFiles::new(paths, vm);
         std::fs::copy(vm_files.config_drive(), staging.path(files::CONFIG))
             .map_err(|e| Error::io("copy the config drive", e))?;
-        files::link_or_copy(Path::new(&st.rootfs), &staging.path(files::ROOTFS))?;
+        files::link_or_copy(&st.rootfs, &staging.path(files::ROOTFS))?;
         Ok(())
     });
     let _ = std::fs::remove_dir_all(&out_dir);
@@ -226,10 +225,10 @@ pub fn take(
         host: HostFingerprint::current(),
         vcpus: st.vcpu_count,
         mem_mib: st.mem_size_mib,
-        rootfs_fs: st.rootfs_fs.clone(),
+        rootfs_fs: st.rootfs_fs,
         image: st.image.clone(),
-        init: st.init.clone(),
-        runtime: st.runtime.clone(),
+        init: st.init,
+        runtime: st.runtime,
         project: st.project.clone(),
         network: st.network.clone(),
         isolation: st.isolation,

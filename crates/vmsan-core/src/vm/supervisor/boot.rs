@@ -44,9 +44,9 @@ impl Supervisor {
             st.error = None;
             st.vmm = vmm_id;
             st.pid = vmm_id.map(|p| p.pid);
-            st.vsock_socket = Some(vsock.display().to_string());
-            st.api_socket = Some(self.layout.api_socket().display().to_string());
-            st.chroot_dir = Some(self.layout.root().display().to_string());
+            st.vsock_socket = Some(vsock.to_owned());
+            st.api_socket = Some(self.layout.api_socket());
+            st.chroot_dir = Some(self.layout.root());
             st.restore_pending = false;
             // A snapshot of an earlier run is no concern of this one.
             st.snapshot_run = None;

@@ -42,7 +42,7 @@ pub(crate) fn start_dns_filter(
     st: &VmState,
 ) -> Result<(tokio::task::JoinHandle<()>, AllowedDomains)> {
     let host = host_config();
-    let policy = policy_of(&st.network)?;
+    let policy = policy_of(&st.network);
     let filter = DnsFilter::bind(
         Some(&net.netns_path),
         net.dns_listen_addr(),
@@ -63,10 +63,7 @@ pub(crate) fn start_dns_filter(
 
 /// Apply a policy change to the running DNS filter.
 pub(crate) fn refresh_dns_policy(domains: &AllowedDomains, st: &VmState) {
-    match policy_of(&st.network) {
-        Ok(p) => domains.set_policy(&p),
-        Err(e) => tracing::warn!("keeping the old DNS policy: {e}"),
-    }
+    domains.set_policy(&policy_of(&st.network));
 }
 
 /// Firecracker's network interface for this VM.

@@ -6,7 +6,8 @@ use vmsan_firecracker::models::{
     BootSource, CacheType, Drive, EntropyDevice, LogLevel, Logger, MachineConfiguration, Metrics,
     NetworkInterface, RateLimiter, TokenBucket, Vsock,
 };
-use vmsan_firecracker::{BootArgs, CustomCpuTemplate, KernelArgs, RootfsFsType, VmConfig};
+use vmsan_firecracker::{BootArgs, CustomCpuTemplate, KernelArgs, VmConfig};
+use vmsan_proto::FsType;
 
 use crate::error::{Error, ErrorCode, Result};
 use crate::state::{BootSettings, CpuTemplateSetting};
@@ -33,7 +34,7 @@ pub(super) struct NetPlan {
 #[derive(Debug, Clone)]
 pub(super) struct BootPlan {
     /// Filesystem of the image drive.
-    pub(super) rootfs_fs: RootfsFsType,
+    pub(super) rootfs_fs: FsType,
     /// vCPUs.
     pub(super) vcpus: u32,
     /// Memory in MiB.
@@ -198,7 +199,7 @@ mod tests {
 
     fn plan(boot: &BootSettings) -> BootPlan {
         BootPlan {
-            rootfs_fs: RootfsFsType::Squashfs,
+            rootfs_fs: FsType::Squashfs,
             vcpus: 1,
             mem_mib: 128,
             net: None,
@@ -211,7 +212,7 @@ mod tests {
         let plain = vm_config(&plan(&BootSettings::default()));
         assert_eq!(
             plain.boot_source.boot_args.as_deref(),
-            Some(BootArgs::new(RootfsFsType::Squashfs).render().as_str())
+            Some(BootArgs::new(FsType::Squashfs).render().as_str())
         );
         assert_eq!(plain.machine.cpu_template, None);
         assert_eq!(plain.cpu_config, None);

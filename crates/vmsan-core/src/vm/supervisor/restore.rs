@@ -11,7 +11,7 @@ use vmsan_proto::{GuestConfig, GuestNetwork, Reidentify};
 
 use crate::error::{Error, ErrorCode, Result};
 use crate::snapshot::{HostFingerprint, Snapshot};
-use crate::state::VmState;
+use crate::state::{VmState, ip_text};
 use crate::vm::files::in_jail;
 use crate::vm::stopwatch::{StepName, Stopwatch};
 
@@ -88,10 +88,10 @@ pub(super) async fn load_and_reidentify(
     cfg.hostname = st.id.to_string();
     cfg.token = st.agent_token.clone().unwrap_or_default();
     cfg.network = Some(GuestNetwork {
-        address: format!("{}/30", net.guest_ip),
-        gateway: net.host_ip.clone(),
+        address: format!("{}/30", ip_text(net.guest_ip)),
+        gateway: ip_text(net.host_ip),
         mac: Some(net.mac_address.clone()),
-        dns: vec![net.host_ip.clone()],
+        dns: vec![ip_text(net.host_ip)],
         mtu: cfg.network.as_ref().and_then(|n| n.mtu),
     });
     // The drive is written while the agent takes the identity (a restored guest read its
