@@ -2,8 +2,7 @@
 //!
 //! 1. No module cycles: at every level of `vmsan-core` (the crate root, `vm`, `vm::supervisor`,
 //!    …) the graph of which child module refers to which sibling (`crate::…` and `super::…`
-//!    paths, test modules left out) has no cycle. Outside `vm` there are cycles older than this
-//!    check; they are listed in [`KNOWN_CYCLES`] and may only shrink.
+//!    paths, test modules left out) has no cycle.
 //! 2. The CLI uses only the engine's public API: every `vmsan_core::…` path in `vmsan-cli/src`
 //!    starts with one of [`ENGINE_API`], and `vm` declares no public submodule (its API is what
 //!    `vm/mod.rs` re-exports; the compiler refuses any path past it).
@@ -35,11 +34,6 @@ const ENGINE_API: &[&str] = &[
     "VmId",
     "Paths",
 ];
-
-/// Cycles that predate this check: the parent module (`""` for the crate root) and the sorted
-/// set of its children in the cycle. A cycle not listed fails; so does a listed one that is
-/// gone (remove it here).
-const KNOWN_CYCLES: &[(&str, &[&str])] = &[("snapshot", &["files", "meta", "trust"])];
 
 type ModPath = Vec<String>;
 
@@ -267,7 +261,6 @@ fn cycles(edges: &BTreeMap<(String, String), String>) -> Vec<Vec<String>> {
 #[test]
 fn no_module_cycles_in_the_engine() {
     let mut problems = Vec::new();
-    let mut known_seen = BTreeSet::new();
     for (parent, edges) in sibling_edges() {
         for scc in cycles(&edges) {
             let where_ = if parent.is_empty() {
@@ -275,14 +268,6 @@ fn no_module_cycles_in_the_engine() {
             } else {
                 parent.join("::")
             };
-            let key = format!("{}:{}", parent.join("::"), scc.join(","));
-            if KNOWN_CYCLES
-                .iter()
-                .any(|(p, k)| format!("{p}:{}", k.join(",")) == key)
-            {
-                known_seen.insert(key);
-                continue;
-            }
             let mut why: Vec<String> = edges
                 .iter()
                 .filter(|((a, b), _)| scc.contains(a) && scc.contains(b))
@@ -293,14 +278,6 @@ fn no_module_cycles_in_the_engine() {
                 "cycle among {{{}}} in {where_}:\n{}",
                 scc.join(", "),
                 why.join("\n")
-            ));
-        }
-    }
-    for (p, k) in KNOWN_CYCLES {
-        if !known_seen.contains(&format!("{p}:{}", k.join(","))) {
-            problems.push(format!(
-                "known cycle {{{}}} in `{p}` is gone: remove it from KNOWN_CYCLES",
-                k.join(", ")
             ));
         }
     }

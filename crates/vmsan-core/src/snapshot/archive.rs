@@ -331,7 +331,7 @@ pub fn import(paths: &Paths, src: &Path) -> Result<SnapshotMeta> {
     }
     let mut meta = manifest.metadata;
     let id = meta.id.clone();
-    meta.check(&id)?;
+    super::trust::check(&meta, &id)?;
     // What this host exposes (published ports, resolvers) is not the archive's to decide.
     super::trust::strip_host_side(&mut meta);
     let installed = crate::artifacts::installed_firecracker_version(paths)?;

@@ -17,24 +17,7 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::ids::SnapshotId;
 use crate::paths::Paths;
 
-/// The metadata.
-pub const META: &str = "metadata.json";
-/// The source VM's agent token (root only): a clone's restored agent still answers to it.
-pub const TOKEN: &str = "agent.token";
-/// Firecracker's VM state.
-pub const VMSTATE: &str = "vmstate";
-/// Guest memory.
-pub const MEMORY: &str = "memory";
-/// The VM's writable disk.
-pub const DISK: &str = "disk.ext4";
-/// The VM's config drive (the source's identity, which the restored memory also holds).
-pub const CONFIG: &str = "config.drive";
-/// The image's root filesystem.
-pub const ROOTFS: &str = "rootfs.img";
-/// Every data file a snapshot must have.
-pub const DATA_FILES: &[&str] = &[VMSTATE, MEMORY, DISK, CONFIG, ROOTFS];
-/// Files small enough to check by digest on every restore.
-pub const DIGESTED: &[&str] = &[VMSTATE, CONFIG];
+pub use super::layout::{CONFIG, DATA_FILES, DIGESTED, DISK, MEMORY, META, ROOTFS, TOKEN, VMSTATE};
 
 const STAGING_PREFIX: &str = ".tmp-";
 
@@ -70,7 +53,7 @@ impl Snapshot {
         };
         let meta: SnapshotMeta = serde_json::from_slice(&text)
             .map_err(|e| corrupt(id, format!("{META} is not valid: {e}")))?;
-        meta.check(id)?;
+        super::trust::check(&meta, id)?;
         check_files(&dir, &meta, digests)?;
         Ok(Self { meta, dir })
     }
@@ -328,7 +311,7 @@ impl Staging {
         meta: &SnapshotMeta,
         token: &str,
     ) -> Result<PathBuf> {
-        meta.check(&meta.id)?;
+        super::trust::check(meta, &meta.id)?;
         write_file(&self.path(TOKEN), token.as_bytes(), 0o600)?;
         let doc = serde_json::to_vec_pretty(meta)
             .map_err(|e| Error::new(ErrorCode::Internal, format!("encode metadata: {e}")))?;

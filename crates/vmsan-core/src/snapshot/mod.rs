@@ -7,6 +7,7 @@
 
 mod archive;
 pub mod files;
+mod layout;
 mod meta;
 mod trust;
 

@@ -9,17 +9,25 @@
 //! gets the host's defaults for those, and publishes ports only when its command line says so
 //! (`create --snapshot ID --publish-port …`).
 
-use super::files::DISK;
+use super::layout::DISK;
 use super::meta::SnapshotMeta;
 use crate::error::{Error, Result};
+use crate::ids::SnapshotId;
 use crate::validate;
+
+/// Check a snapshot's metadata before anything relies on it: its format, then every value a
+/// `create` flag could have set, as strictly as that flag.
+pub(crate) fn check(meta: &SnapshotMeta, expected: &SnapshotId) -> Result<()> {
+    meta.check_format(expected)?;
+    check_values(meta)
+}
 
 /// Check every value of `meta` that a `create` flag could have set with that flag's own
 /// validator.
 ///
 /// # Errors
 /// The validator's error (its `ERR_VALIDATION_*` code), naming the snapshot and the field.
-pub(crate) fn check_values(meta: &SnapshotMeta) -> Result<()> {
+fn check_values(meta: &SnapshotMeta) -> Result<()> {
     let check = |field: &str, r: std::result::Result<(), Error>| {
         r.map_err(|e| refused(meta.id.as_str(), field, e))
     };
