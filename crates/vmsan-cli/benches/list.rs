@@ -1,6 +1,7 @@
 //! Benchmark: `vmsan list` with 1,000 VMs in the store, p50 and p95, side by side with the
 //! Node.js vmsan's way of listing (a `node` script reading the same files), when `node` is
-//! installed. Not a test: run it with
+//! installed, and with another build of vmsan when `VMSAN_BENCH_BASELINE` names one. Not a test:
+//! run it with
 //!
 //! ```text
 //! cargo bench -p vmsan-cli --bench list            # VMSAN_BENCH_VMS=1000 VMSAN_BENCH_RUNS=100
@@ -127,18 +128,27 @@ fn main() {
     let doc: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
     assert_eq!(doc["count"], n, "vmsan list sees every VM");
 
+    // `VMSAN_BENCH_BASELINE`: another build of vmsan (say, an earlier commit's), measured in
+    // the same run on the same store.
+    let baseline = std::env::var("VMSAN_BENCH_BASELINE").ok();
+    let mut binaries = vec![("vmsan", vmsan.to_owned())];
+    if let Some(b) = &baseline {
+        binaries.push(("baseline", b.clone()));
+    }
     let mut rows: Vec<(String, Stats)> = Vec::new();
-    for (label, args) in [
-        ("vmsan list", vec!["list"]),
-        ("vmsan list --json", vec!["--json", "list"]),
-        ("vmsan version (process baseline)", vec!["version"]),
-    ] {
-        let r = measure(runs, || {
-            let mut c = Command::new(vmsan);
-            c.args(&args).env("VMSAN_HOME", home);
-            c
-        });
-        rows.push((label.to_owned(), r));
+    for (who, bin) in &binaries {
+        for (label, args) in [
+            ("list", vec!["list"]),
+            ("list --json", vec!["--json", "list"]),
+            ("version (process baseline)", vec!["version"]),
+        ] {
+            let r = measure(runs, || {
+                let mut c = Command::new(bin);
+                c.args(&args).env("VMSAN_HOME", home);
+                c
+            });
+            rows.push((format!("{who} {label}"), r));
+        }
     }
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/list_reference.js");
@@ -178,12 +188,12 @@ fn main() {
 
     println!("\n{n} VMs, {runs} runs each (whole process, spawn to exit)\n");
     println!(
-        "{:<34} {:>10} {:>10} {:>14}",
+        "{:<38} {:>10} {:>10} {:>14}",
         "command", "p50 ms", "p95 ms", "CPU ms/run"
     );
     for (label, st) in &rows {
         println!(
-            "{label:<34} {:>10.2} {:>10.2} {:>14.2}",
+            "{label:<38} {:>10.2} {:>10.2} {:>14.2}",
             st.p50.as_secs_f64() * 1e3,
             st.p95.as_secs_f64() * 1e3,
             st.cpu_mean.as_secs_f64() * 1e3

@@ -664,7 +664,7 @@ mod tests {
     use std::time::Duration;
 
     use clap::Parser;
-    use vmsan_core::validate::{NetworkPolicy, PortMapping, Protocol};
+    use vmsan_core::validate::{NetworkPolicy, Protocol, PublishedPort};
 
     use super::*;
     use crate::args::Cli;
@@ -832,7 +832,7 @@ mod tests {
             create(&["--timeout", "90s"]).timeout,
             Some(Duration::from_secs(90))
         );
-        let p = |h, g, protocol| PortMapping {
+        let p = |h, g, protocol| PublishedPort {
             host_port: h,
             guest_port: g,
             protocol,

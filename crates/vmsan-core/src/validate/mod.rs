@@ -43,7 +43,7 @@ pub use misc::{
     parse_user,
 };
 pub use network::{NetworkPolicy, NetworkRules, PolicyInput, resolve_network_policy};
-pub use port::{AGENT_PORT, PortMapping, Protocol, parse_port_mapping, parse_publish_ports};
+pub use port::{AGENT_PORT, Protocol, PublishedPort, parse_port_mapping, parse_publish_ports};
 pub use runtime::Runtime;
 pub use size::{DISK_DEFAULT_GIB, DISK_MAX_GIB, DiskSize, parse_disk_size};
 

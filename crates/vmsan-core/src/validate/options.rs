@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Serialize, Serializer};
 
-use super::{DiskSize, EnvVar, NetworkRules, PortMapping, Runtime};
+use super::{DiskSize, EnvVar, NetworkRules, PublishedPort, Runtime};
 use crate::ids::{SnapshotId, VmId};
 
 #[allow(clippy::ref_option)] // serde's `serialize_with` hands us `&Option<_>`.
@@ -79,7 +79,7 @@ pub struct CreateOptions {
     #[serde(serialize_with = "ms", rename = "timeoutMs")]
     pub timeout: Option<Duration>,
     /// `--publish-port`.
-    pub published_ports: Vec<PortMapping>,
+    pub published_ports: Vec<PublishedPort>,
     /// `--kernel-args` (checked): replaces the arguments stored with the installed kernel;
     /// `Some("")` boots without any.
     pub kernel_args: Option<String>,

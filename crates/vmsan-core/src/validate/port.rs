@@ -1,9 +1,6 @@
 //! Published ports: `--publish-port host:guest[/tcp|udp]`.
 
 use std::collections::HashMap;
-use std::fmt;
-
-use serde::Serialize;
 
 use super::{invalid, split_list};
 use crate::error::{Error, ErrorCode};
@@ -17,27 +14,8 @@ pub const AGENT_PORT: u16 = 9119;
 /// Transport protocol of a published port (the network layer's type).
 pub use vmsan_net::Protocol;
 
-/// One published port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PortMapping {
-    /// Port on the host.
-    pub host_port: u16,
-    /// Port in the guest.
-    pub guest_port: u16,
-    /// Protocol.
-    pub protocol: Protocol,
-}
-
-impl fmt::Display for PortMapping {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}/{}",
-            self.host_port, self.guest_port, self.protocol
-        )
-    }
-}
+/// One published port (the network layer's type, as the VM's record keeps it).
+pub use vmsan_net::PublishedPort;
 
 const FLAG: &str = "--publish-port";
 const RULE: &str = "Use PORT, HOST:GUEST or either with /tcp or /udp (e.g. 8080, 8080:80, \
@@ -54,7 +32,7 @@ fn port_number(raw_entry: &str, s: &str) -> Result<u16, Error> {
 }
 
 /// Parse one entry: `P` (= `P:P/tcp`), `P/udp`, `H:G`, `H:G/tcp`, `H:G/udp`.
-pub fn parse_port_mapping(raw: &str) -> Result<PortMapping, Error> {
+pub fn parse_port_mapping(raw: &str) -> Result<PublishedPort, Error> {
     let (ports, protocol) = match raw.split_once('/') {
         None => (raw, Protocol::Tcp),
         Some((p, proto)) => match proto.to_ascii_lowercase().as_str() {
@@ -85,7 +63,7 @@ pub fn parse_port_mapping(raw: &str) -> Result<PortMapping, Error> {
             .detail("port", p));
         }
     }
-    Ok(PortMapping {
+    Ok(PublishedPort {
         host_port: host,
         guest_port: guest,
         protocol,
@@ -95,9 +73,9 @@ pub fn parse_port_mapping(raw: &str) -> Result<PortMapping, Error> {
 /// Parse every `--publish-port` value (repeatable, comma lists). The same host port and
 /// protocol given twice is a conflict (`ERR_VALIDATION_PORT_CONFLICT`); conflicts with other
 /// VMs are checked by the lifecycle code, which knows them.
-pub fn parse_publish_ports(values: &[String]) -> Result<Vec<PortMapping>, Error> {
-    let mut out: Vec<PortMapping> = Vec::new();
-    let mut seen: HashMap<(u16, Protocol), PortMapping> = HashMap::new();
+pub fn parse_publish_ports(values: &[String]) -> Result<Vec<PublishedPort>, Error> {
+    let mut out: Vec<PublishedPort> = Vec::new();
+    let mut seen: HashMap<(u16, Protocol), PublishedPort> = HashMap::new();
     for entry in split_list(ErrorCode::ValidationPort, FLAG, values)? {
         let m = parse_port_mapping(&entry)?;
         if let Some(prev) = seen.insert((m.host_port, m.protocol), m) {
@@ -120,8 +98,8 @@ pub fn parse_publish_ports(values: &[String]) -> Result<Vec<PortMapping>, Error>
 mod tests {
     use super::*;
 
-    fn pm(h: u16, g: u16, p: Protocol) -> PortMapping {
-        PortMapping {
+    fn pm(h: u16, g: u16, p: Protocol) -> PublishedPort {
+        PublishedPort {
             host_port: h,
             guest_port: g,
             protocol: p,

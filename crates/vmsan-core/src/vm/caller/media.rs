@@ -9,7 +9,7 @@ use vmsan_proto::FsType;
 use crate::artifacts;
 use crate::error::{Error, ErrorCode, Result};
 use crate::paths::Paths;
-use crate::state::{ImageState, NetworkState, PublishedPort, RuntimeName};
+use crate::state::{ImageState, NetworkState, RuntimeName};
 use crate::validate::options::{CreateOptions, PullPolicy, RootSource};
 use crate::vm::spec::{BootMedia, VmSpec};
 
@@ -65,15 +65,7 @@ pub(super) fn spec_of(opts: &CreateOptions) -> VmSpec {
         denied_cidrs: rules.denied_cidrs.clone(),
         allow_udp: rules.allow_udp,
         allow_lan: rules.allow_lan,
-        published_ports: opts
-            .published_ports
-            .iter()
-            .map(|p| PublishedPort {
-                host_port: p.host_port,
-                guest_port: p.guest_port,
-                protocol: p.protocol,
-            })
-            .collect(),
+        published_ports: opts.published_ports.clone(),
         bandwidth_mbit: opts.bandwidth_mbit,
         dns_servers: if opts.dns_servers.is_empty() {
             default_dns_servers()
