@@ -10,8 +10,9 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use tokio::sync::mpsc;
 use vmsan_proto::{
-    FileStat, HEADER_DEST, HEADER_KIND, HEADER_LAYOUT, HEADER_MODE, HEADER_SIZE, LAYOUT_EXTENTS,
-    MkdirRequest, PathRequest, RemoveRequest, RenameRequest, UploadResult, routes,
+    FileStat, FsEntry, FsListRequest, FsListResponse, FsMakeDirRequest, FsMakeDirResponse,
+    FsMoveRequest, HEADER_DEST, HEADER_KIND, HEADER_LAYOUT, HEADER_MODE, HEADER_SIZE,
+    LAYOUT_EXTENTS, MkdirRequest, PathRequest, RemoveRequest, RenameRequest, UploadResult, routes,
 };
 
 use crate::idle::Activity;
@@ -507,5 +508,92 @@ impl AgentClient {
             },
         )?;
         self.call_empty(&format!("rename {from}"), r).await
+    }
+
+    /// `/v1/fs/stat`: the entry of a guest path (a symlink described, not followed), with
+    /// permissions string, owner and group names and an RFC 3339 time.
+    ///
+    /// # Errors
+    /// `not_found`, `bad_path` and the other codes of [`vmsan_proto::fs_codes`].
+    pub async fn fs_stat(&self, path: &str) -> Result<FsEntry> {
+        let r = self.json_request(
+            Method::POST,
+            routes::FS_STAT,
+            &PathRequest { path: path.into() },
+        )?;
+        self.call_json(&format!("stat {path}"), r).await
+    }
+
+    /// `/v1/fs/list`: entries below a guest directory, `depth` levels deep (1: its own
+    /// entries; at most [`vmsan_proto::MAX_LIST_DEPTH`]), sorted by path; symlinks are listed,
+    /// never entered.
+    ///
+    /// # Errors
+    /// `not_found`, `not_a_directory`, `depth_too_large`, `too_many_entries`, ….
+    pub async fn fs_list(&self, path: &str, depth: u32) -> Result<Vec<FsEntry>> {
+        let r = self.json_request(
+            Method::POST,
+            routes::FS_LIST,
+            &FsListRequest {
+                path: path.into(),
+                depth,
+            },
+        )?;
+        let answer: FsListResponse = self.call_json(&format!("list {path}"), r).await?;
+        Ok(answer.entries)
+    }
+
+    /// `/v1/fs/mkdir`: create a guest directory and its missing parents; `created` is false
+    /// when it already existed.
+    ///
+    /// # Errors
+    /// `not_a_directory` (the path or a parent is not a directory), `forbidden`, ….
+    pub async fn fs_make_dir(&self, path: &str, mode: Option<u32>) -> Result<FsMakeDirResponse> {
+        let r = self.json_request(
+            Method::POST,
+            routes::FS_MAKE_DIR,
+            &FsMakeDirRequest {
+                path: path.into(),
+                mode,
+            },
+        )?;
+        self.call_json(&format!("mkdir {path}"), r).await
+    }
+
+    /// `/v1/fs/remove`: remove a guest file, symlink, or directory with everything under it.
+    ///
+    /// # Errors
+    /// `not_found`, `invalid` (for `/`), `forbidden`, ….
+    pub async fn fs_remove(&self, path: &str) -> Result<()> {
+        let r = self.json_request(
+            Method::POST,
+            routes::FS_REMOVE,
+            &PathRequest { path: path.into() },
+        )?;
+        self.call_empty(&format!("remove {path}"), r).await
+    }
+
+    /// `/v1/fs/move`: rename a guest path; with `overwrite` an existing destination is
+    /// replaced as `rename(2)` allows. Answers the destination's entry.
+    ///
+    /// # Errors
+    /// `not_found`, `already_exists`, `is_a_directory`, `not_a_directory`, `not_empty`,
+    /// `invalid`, `cross_device`, ….
+    pub async fn fs_move(
+        &self,
+        source: &str,
+        destination: &str,
+        overwrite: bool,
+    ) -> Result<FsEntry> {
+        let r = self.json_request(
+            Method::POST,
+            routes::FS_MOVE,
+            &FsMoveRequest {
+                source: source.into(),
+                destination: destination.into(),
+                overwrite,
+            },
+        )?;
+        self.call_json(&format!("move {source}"), r).await
     }
 }

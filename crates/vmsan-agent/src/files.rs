@@ -24,7 +24,9 @@ use vmsan_proto::{
 
 use crate::server::{self, Body, ChannelBody};
 
+mod entry;
 mod extract;
+mod fs_ops;
 pub(crate) use extract::extract;
 
 const CHUNK: usize = 256 * 1024;
@@ -458,7 +460,14 @@ fn op(route: &str, body: &[u8]) -> Result<Response<Body>, FileError> {
     }
 }
 
-pub(crate) async fn handle_op(route: &str, req: Request<Incoming>) -> Response<Body> {
+/// Answer a small JSON file request: `/v1/files/{stat,list,mkdir,remove,rename}` and the
+/// `/v1/fs/*` routes (whose owner and group names come from the user database under
+/// `etc_root`).
+pub(crate) async fn handle_op(
+    route: &str,
+    etc_root: &Path,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let limited = http_body_util::Limited::new(req.into_body(), 1 << 20);
     let body = match limited.collect().await {
         Ok(b) => b.to_bytes(),
@@ -471,7 +480,15 @@ pub(crate) async fn handle_op(route: &str, req: Request<Incoming>) -> Response<B
         }
     };
     let route = route.to_owned();
-    match tokio::task::spawn_blocking(move || op(&route, &body)).await {
+    let etc_root = etc_root.to_path_buf();
+    let task = move || {
+        if route.starts_with(routes::FS_PREFIX) {
+            fs_ops::op(&route, &body, &etc_root)
+        } else {
+            op(&route, &body)
+        }
+    };
+    match tokio::task::spawn_blocking(task).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => e.into_response(),
         Err(e) => server::error(

@@ -266,8 +266,17 @@ async fn route(agent: Arc<Agent>, req: Request<Incoming>) -> Response<Body> {
         (&Method::POST, routes::DOWNLOAD) => files::handle_download(req).await,
         (
             &Method::POST,
-            routes::STAT | routes::LIST | routes::MKDIR | routes::REMOVE | routes::RENAME,
-        ) => files::handle_op(&path, req).await,
+            routes::STAT
+            | routes::LIST
+            | routes::MKDIR
+            | routes::REMOVE
+            | routes::RENAME
+            | routes::FS_STAT
+            | routes::FS_LIST
+            | routes::FS_MAKE_DIR
+            | routes::FS_REMOVE
+            | routes::FS_MOVE,
+        ) => files::handle_op(&path, &agent.etc_root, req).await,
         (&Method::POST, routes::IDENTITY) => crate::identity::handle(agent, req).await,
         (&Method::POST, routes::CLOCK) => crate::clock::handle(agent, req).await,
         (&Method::POST, routes::SYNC) => {

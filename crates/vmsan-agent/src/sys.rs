@@ -1,4 +1,5 @@
-//! The agent's only `unsafe`: child set-up between fork and exec, and terminal ioctls.
+//! The agent's only `unsafe`: child set-up between fork and exec, terminal ioctls, and
+//! `renameat2` (not wrapped by nix for musl).
 #![allow(unsafe_code)]
 
 use std::io;
@@ -103,4 +104,37 @@ pub(crate) fn kill_raw(pid: i32, sig: i32) -> io::Result<()> {
 /// SIGRTMIN+4: what systemd takes as "power off".
 pub(crate) fn sigrtmin_plus(n: i32) -> i32 {
     libc::SIGRTMIN() + n
+}
+
+/// `renameat2(2)` of one absolute path onto another; with `no_replace` an existing
+/// destination fails with `EEXIST` instead of being replaced (atomically: no check-then-act).
+pub(crate) fn rename_paths(
+    from: &std::path::Path,
+    to: &std::path::Path,
+    no_replace: bool,
+) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let from = std::ffi::CString::new(from.as_os_str().as_bytes())?;
+    let to = std::ffi::CString::new(to.as_os_str().as_bytes())?;
+    let flags = if no_replace {
+        libc::RENAME_NOREPLACE
+    } else {
+        0
+    };
+    // SAFETY: both pointers are NUL-terminated strings owned by this frame for the whole call;
+    // the kernel only reads them.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            flags,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }

@@ -135,6 +135,50 @@ pub(crate) fn resolve_in(passwd: &str, group: &str, spec: &str) -> Result<User, 
     Ok(user)
 }
 
+/// Owner and group names by number, read once per request from the guest's files.
+#[derive(Debug, Default)]
+pub(crate) struct Names {
+    users: std::collections::HashMap<u32, String>,
+    groups: std::collections::HashMap<u32, String>,
+}
+
+impl Names {
+    /// Read `/etc/passwd` and `/etc/group` under `root`; a missing file names nobody.
+    pub(crate) fn load(root: &Path) -> Self {
+        let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap_or_default();
+        let group = std::fs::read_to_string(root.join("etc/group")).unwrap_or_default();
+        Self::parse(&passwd, &group)
+    }
+
+    fn parse(passwd: &str, group: &str) -> Self {
+        let mut names = Self::default();
+        // The first line for a number wins, as getpwuid would answer.
+        for e in parse_passwd(passwd) {
+            names.users.entry(e.uid).or_insert(e.name);
+        }
+        for (name, gid, _) in parse_group(group) {
+            names.groups.entry(gid).or_insert(name);
+        }
+        names
+    }
+
+    /// The user's name, or the uid in decimal.
+    pub(crate) fn user(&self, uid: u32) -> String {
+        self.users
+            .get(&uid)
+            .cloned()
+            .unwrap_or_else(|| uid.to_string())
+    }
+
+    /// The group's name, or the gid in decimal.
+    pub(crate) fn group(&self, gid: u32) -> String {
+        self.groups
+            .get(&gid)
+            .cloned()
+            .unwrap_or_else(|| gid.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,5 +202,15 @@ mod tests {
         assert!(resolve_in(PASSWD, GROUP, "nobody").is_err());
         assert!(resolve_in(PASSWD, GROUP, "../etc").is_err());
         assert!(resolve_in(PASSWD, GROUP, "alice:nogroup").is_err());
+    }
+
+    #[test]
+    fn names_fall_back_to_numbers() {
+        let n = Names::parse(PASSWD, GROUP);
+        assert_eq!(
+            (n.user(0), n.user(1000), n.user(4242)),
+            ("root".into(), "alice".into(), "4242".into())
+        );
+        assert_eq!((n.group(27), n.group(5)), ("sudo".into(), "5".into()));
     }
 }

@@ -103,6 +103,21 @@ pub mod routes {
     pub const REMOVE: &str = "/v1/files/remove";
     /// `POST` [`super::RenameRequest`] → `204`.
     pub const RENAME: &str = "/v1/files/rename";
+    /// Common prefix of the `/v1/fs/*` routes.
+    pub const FS_PREFIX: &str = "/v1/fs/";
+    /// `POST` [`super::PathRequest`] → [`super::FsEntry`] of the path itself (a symlink is
+    /// described, not followed). Errors carry the codes of [`super::fs_codes`].
+    pub const FS_STAT: &str = "/v1/fs/stat";
+    /// `POST` [`super::FsListRequest`] → [`super::FsListResponse`]: entries below a directory
+    /// to a depth, symlinks never followed while walking.
+    pub const FS_LIST: &str = "/v1/fs/list";
+    /// `POST` [`super::FsMakeDirRequest`] → [`super::FsMakeDirResponse`] (parents included).
+    pub const FS_MAKE_DIR: &str = "/v1/fs/mkdir";
+    /// `POST` [`super::PathRequest`] → `204`: remove a file, symlink, or directory with
+    /// everything under it (symlinks inside are removed, not followed).
+    pub const FS_REMOVE: &str = "/v1/fs/remove";
+    /// `POST` [`super::FsMoveRequest`] → [`super::FsEntry`] of the destination.
+    pub const FS_MOVE: &str = "/v1/fs/move";
     /// `POST`: sync, unmount and power off (init mode), or stop serving (plain mode) → `202`.
     pub const SHUTDOWN: &str = "/v1/shutdown";
     /// `POST`: flush the guest's dirty pages to its disks (before a snapshot) → `204`.
@@ -560,6 +575,133 @@ pub struct FileStat {
     /// Target, for symlinks.
     #[serde(default)]
     pub link_target: Option<String>,
+}
+
+/// Deepest [`FsListRequest::depth`] the agent walks; deeper requests are refused with
+/// [`fs_codes::DEPTH_TOO_LARGE`].
+pub const MAX_LIST_DEPTH: u32 = 16;
+/// Most entries one [`routes::FS_LIST`] answer holds; a larger walk is refused with
+/// [`fs_codes::TOO_MANY_ENTRIES`] rather than cut short silently.
+pub const MAX_LIST_ENTRIES: usize = 10_000;
+
+/// Stable error codes of the `/v1/fs/*` routes (the `code` of [`ErrorBody`]).
+pub mod fs_codes {
+    /// The path (or the source of a move) does not exist. HTTP 404.
+    pub const NOT_FOUND: &str = "not_found";
+    /// The destination of a move exists (and overwriting was not asked). HTTP 409.
+    pub const ALREADY_EXISTS: &str = "already_exists";
+    /// A directory was expected (list target, a path's parent, mkdir over a file, a directory
+    /// moved onto a file). HTTP 409.
+    pub const NOT_A_DIRECTORY: &str = "not_a_directory";
+    /// A file or symlink was to replace a directory. HTTP 409.
+    pub const IS_A_DIRECTORY: &str = "is_a_directory";
+    /// A directory was to replace a non-empty directory. HTTP 409.
+    pub const NOT_EMPTY: &str = "not_empty";
+    /// The guest refused the operation (permissions, immutable file). HTTP 403.
+    pub const FORBIDDEN: &str = "forbidden";
+    /// Source and destination of a move are on different filesystems. HTTP 400.
+    pub const CROSS_DEVICE: &str = "cross_device";
+    /// The operation makes no sense on these paths: `/` removed or moved, a directory moved
+    /// into itself. HTTP 400.
+    pub const INVALID: &str = "invalid";
+    /// The path is not absolute or holds a NUL byte. HTTP 400.
+    pub const BAD_PATH: &str = "bad_path";
+    /// [`super::FsListRequest::depth`] above [`super::MAX_LIST_DEPTH`]. HTTP 400.
+    pub const DEPTH_TOO_LARGE: &str = "depth_too_large";
+    /// The walk found more than [`super::MAX_LIST_ENTRIES`] entries. HTTP 413.
+    pub const TOO_MANY_ENTRIES: &str = "too_many_entries";
+    /// The guest's filesystem is full. HTTP 507.
+    pub const NO_SPACE: &str = "no_space";
+    /// Any other failure of the guest's filesystem. HTTP 500.
+    pub const IO: &str = "io";
+}
+
+/// One path in the guest as `/v1/fs/*` describes it (the fields of E2B's `EntryInfo`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FsEntry {
+    /// Last component (`/` for the root).
+    pub name: String,
+    /// Type of the entry itself (a symlink is [`FileKind::Symlink`]).
+    pub kind: FileKind,
+    /// Target of a symlink, as stored in the link.
+    #[serde(default)]
+    pub symlink_target: Option<String>,
+    /// Absolute, normalised path.
+    pub path: String,
+    /// Size in bytes (of the link itself for a symlink).
+    pub size: u64,
+    /// Permission bits, with setuid, setgid and sticky (`st_mode & 0o7777`).
+    pub mode: u32,
+    /// `ls -l` style type and permissions, e.g. `-rw-r--r--` or `drwxrwxrwt`.
+    pub permissions: String,
+    /// Owner's name from the guest's `/etc/passwd`, or the uid in decimal.
+    pub owner: String,
+    /// Group's name from the guest's `/etc/group`, or the gid in decimal.
+    pub group: String,
+    /// Modification time, RFC 3339 in UTC (`2026-12-06T08:00:00Z`, nanoseconds when non-zero).
+    pub modified_time: String,
+}
+
+/// `POST /v1/fs/list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FsListRequest {
+    /// Absolute path of a directory (a symlink naming a directory is followed, only here).
+    pub path: String,
+    /// 1: the directory's entries; n: down to n levels below it. 0 counts as 1; above
+    /// [`MAX_LIST_DEPTH`] is refused.
+    #[serde(default = "one")]
+    pub depth: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Answer of `POST /v1/fs/list`: every entry found, sorted by path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FsListResponse {
+    /// Entries below the directory (never the directory itself).
+    pub entries: Vec<FsEntry>,
+}
+
+/// `POST /v1/fs/mkdir`: create a directory and its missing parents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FsMakeDirRequest {
+    /// Absolute path.
+    pub path: String,
+    /// Permission bits of the directories created (default 0o755, less the agent's umask).
+    #[serde(default)]
+    pub mode: Option<u32>,
+}
+
+/// Answer of `POST /v1/fs/mkdir`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FsMakeDirResponse {
+    /// False when the directory already existed (nothing was changed); E2B's `make_dir`
+    /// answers `False` then.
+    pub created: bool,
+    /// The directory.
+    pub entry: FsEntry,
+}
+
+/// `POST /v1/fs/move`: `renameat` of one path onto another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FsMoveRequest {
+    /// Absolute source path (a symlink is moved itself).
+    pub source: String,
+    /// Absolute destination path.
+    pub destination: String,
+    /// Replace an existing destination as `rename(2)` does (a file over a file, a directory
+    /// over an empty directory). Without it an existing destination is
+    /// [`fs_codes::ALREADY_EXISTS`].
+    #[serde(default)]
+    pub overwrite: bool,
 }
 
 /// Answer of an upload.
