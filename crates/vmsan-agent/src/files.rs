@@ -1,6 +1,7 @@
 //! Files: tar upload that cannot write outside its destination ([`extract`]), streamed
 //! download of a file (dense, or as data extents) or a directory (as tar), and
-//! list/stat/mkdir/remove/rename.
+//! list/stat/mkdir/remove/rename; the `/v1/fs/*` routes ([`fs_ops`], entries and the list walk in
+//! [`entry`]).
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -19,7 +20,7 @@ use tokio::sync::mpsc;
 use vmsan_proto::{
     FileKind, FileStat, HEADER_DEST, HEADER_KIND, HEADER_LAYOUT, HEADER_MODE, HEADER_SIZE,
     LAYOUT_EXTENTS, MkdirRequest, PathRequest, RemoveRequest, RenameRequest, TAR_CONTENT_TYPE,
-    routes,
+    fs_codes, routes,
 };
 
 use crate::server::{self, Body, ChannelBody};
@@ -58,6 +59,27 @@ impl FileError {
             _ => StatusCode::BAD_REQUEST,
         };
         Self::new(status, "io", format!("{what}: {e}"))
+    }
+    /// A failed filesystem call of the `/v1/fs/*` routes as a stable code of
+    /// [`vmsan_proto::fs_codes`]: the errno decides, not the message.
+    fn fs(what: &str, e: &io::Error) -> Self {
+        let (status, code) = match e.raw_os_error().map(Errno::from_raw) {
+            Some(Errno::ENOENT) => (StatusCode::NOT_FOUND, fs_codes::NOT_FOUND),
+            Some(Errno::EEXIST) => (StatusCode::CONFLICT, fs_codes::ALREADY_EXISTS),
+            Some(Errno::ENOTDIR) => (StatusCode::CONFLICT, fs_codes::NOT_A_DIRECTORY),
+            Some(Errno::EISDIR) => (StatusCode::CONFLICT, fs_codes::IS_A_DIRECTORY),
+            Some(Errno::ENOTEMPTY) => (StatusCode::CONFLICT, fs_codes::NOT_EMPTY),
+            Some(Errno::EACCES | Errno::EPERM | Errno::EROFS) => {
+                (StatusCode::FORBIDDEN, fs_codes::FORBIDDEN)
+            }
+            Some(Errno::EXDEV) => (StatusCode::BAD_REQUEST, fs_codes::CROSS_DEVICE),
+            Some(Errno::EINVAL) => (StatusCode::BAD_REQUEST, fs_codes::INVALID),
+            Some(Errno::ENOSPC | Errno::EDQUOT) => {
+                (StatusCode::INSUFFICIENT_STORAGE, fs_codes::NO_SPACE)
+            }
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, fs_codes::IO),
+        };
+        Self::new(status, code, format!("{what}: {e}"))
     }
     fn into_response(self) -> Response<Body> {
         server::error(self.status, self.code, &self.msg)

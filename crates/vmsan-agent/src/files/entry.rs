@@ -15,7 +15,6 @@ use nix::sys::stat::{Mode, fstatat};
 use vmsan_proto::{FileKind, FsEntry, MAX_LIST_ENTRIES, fs_codes};
 
 use super::FileError;
-use super::fs_ops::fs_error;
 use crate::users::Names;
 
 /// The `stat` fields an entry is made of, from either std's metadata or a raw `fstatat`.
@@ -145,7 +144,7 @@ fn make_entry(path: &Path, raw: &Raw, symlink_target: Option<String>, names: &Na
 /// The entry of `path` itself: a symlink is described, not followed.
 pub(super) fn stat_entry(path: &Path, names: &Names) -> Result<FsEntry, FileError> {
     let m = std::fs::symlink_metadata(path)
-        .map_err(|e| fs_error(&format!("stat {}", path.display()), &e))?;
+        .map_err(|e| FileError::fs(&format!("stat {}", path.display()), &e))?;
     let target = if m.file_type().is_symlink() {
         std::fs::read_link(path)
             .ok()
@@ -163,7 +162,7 @@ pub(super) fn stat_entry(path: &Path, names: &Names) -> Result<FsEntry, FileErro
 pub(super) fn list(path: &Path, depth: u32, names: &Names) -> Result<Vec<FsEntry>, FileError> {
     let flags = OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
     let root = nix::fcntl::open(path, flags, Mode::empty())
-        .map_err(|e| fs_error(&format!("open directory {}", path.display()), &e.into()))?;
+        .map_err(|e| FileError::fs(&format!("open directory {}", path.display()), &e.into()))?;
     let mut out = Vec::new();
     walk(root, path, depth.max(1), names, &mut out)?;
     out.sort_by(|a, b| a.path.cmp(&b.path));
@@ -180,12 +179,13 @@ fn walk(
     let shown = || dir_path.display().to_string();
     let listing = dir
         .try_clone()
-        .map_err(|e| fs_error(&format!("dup directory {}", shown()), &e))?;
+        .map_err(|e| FileError::fs(&format!("dup directory {}", shown()), &e))?;
     let mut d = Dir::from_fd(listing)
-        .map_err(|e| fs_error(&format!("read directory {}", shown()), &e.into()))?;
+        .map_err(|e| FileError::fs(&format!("read directory {}", shown()), &e.into()))?;
     let mut subdirs: Vec<CString> = Vec::new();
     for ent in d.iter() {
-        let ent = ent.map_err(|e| fs_error(&format!("read directory {}", shown()), &e.into()))?;
+        let ent =
+            ent.map_err(|e| FileError::fs(&format!("read directory {}", shown()), &e.into()))?;
         let name: &CStr = ent.file_name();
         if matches!(name.to_bytes(), b"." | b"..") {
             continue;
@@ -195,7 +195,12 @@ fn walk(
             Ok(s) => s,
             // Removed since the directory was read: not there any more.
             Err(Errno::ENOENT) => continue,
-            Err(e) => return Err(fs_error(&format!("stat {}", child.display()), &e.into())),
+            Err(e) => {
+                return Err(FileError::fs(
+                    &format!("stat {}", child.display()),
+                    &e.into(),
+                ));
+            }
         };
         let raw = Raw::from_stat(&st);
         let target = match raw.kind() {
@@ -229,7 +234,7 @@ fn walk(
             // its entry stays listed, its contents are not.
             Err(Errno::ELOOP | Errno::ENOTDIR | Errno::ENOENT | Errno::EACCES) => {}
             Err(e) => {
-                return Err(fs_error(
+                return Err(FileError::fs(
                     &format!("open directory {}", child.display()),
                     &e.into(),
                 ));

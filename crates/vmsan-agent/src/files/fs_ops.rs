@@ -8,7 +8,6 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Component, Path, PathBuf};
 
 use http::{Response, StatusCode};
-use nix::errno::Errno;
 use vmsan_proto::{
     FsListRequest, FsListResponse, FsMakeDirRequest, FsMakeDirResponse, FsMoveRequest,
     MAX_LIST_DEPTH, PathRequest, fs_codes, routes,
@@ -19,34 +18,13 @@ use super::entry::{list, stat_entry};
 use crate::server::{self, Body};
 use crate::users::Names;
 
-/// A failed filesystem call as a stable code: the errno decides, not the message.
-pub(super) fn fs_error(what: &str, e: &io::Error) -> FileError {
-    let (status, code) = match e.raw_os_error().map(Errno::from_raw) {
-        Some(Errno::ENOENT) => (StatusCode::NOT_FOUND, fs_codes::NOT_FOUND),
-        Some(Errno::EEXIST) => (StatusCode::CONFLICT, fs_codes::ALREADY_EXISTS),
-        Some(Errno::ENOTDIR) => (StatusCode::CONFLICT, fs_codes::NOT_A_DIRECTORY),
-        Some(Errno::EISDIR) => (StatusCode::CONFLICT, fs_codes::IS_A_DIRECTORY),
-        Some(Errno::ENOTEMPTY) => (StatusCode::CONFLICT, fs_codes::NOT_EMPTY),
-        Some(Errno::EACCES | Errno::EPERM | Errno::EROFS) => {
-            (StatusCode::FORBIDDEN, fs_codes::FORBIDDEN)
-        }
-        Some(Errno::EXDEV) => (StatusCode::BAD_REQUEST, fs_codes::CROSS_DEVICE),
-        Some(Errno::EINVAL) => (StatusCode::BAD_REQUEST, fs_codes::INVALID),
-        Some(Errno::ENOSPC | Errno::EDQUOT) => {
-            (StatusCode::INSUFFICIENT_STORAGE, fs_codes::NO_SPACE)
-        }
-        _ => (StatusCode::INTERNAL_SERVER_ERROR, fs_codes::IO),
-    };
-    FileError::new(status, code, format!("{what}: {e}"))
-}
-
 fn invalid(msg: impl Into<String>) -> FileError {
     FileError::new(StatusCode::BAD_REQUEST, fs_codes::INVALID, msg)
 }
 
 /// An absolute guest path without NUL, normalised lexically: repeated `/` and `.` dropped,
 /// `..` taken back one component (never above `/`), as E2B's envd cleans its paths.
-pub(super) fn guest_path(p: &str) -> Result<PathBuf, FileError> {
+fn guest_path(p: &str) -> Result<PathBuf, FileError> {
     if !p.starts_with('/') || p.contains('\0') {
         return Err(FileError::new(
             StatusCode::BAD_REQUEST,
@@ -80,14 +58,14 @@ fn make_dir(r: &FsMakeDirRequest, names: &Names) -> Result<FsMakeDirResponse, Fi
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             b.recursive(true)
                 .create(&p)
-                .map_err(|e| fs_error(&what(), &e))?;
+                .map_err(|e| FileError::fs(&what(), &e))?;
             true
         }
-        Err(e) => return Err(fs_error(&what(), &e)),
+        Err(e) => return Err(FileError::fs(&what(), &e)),
     };
     if !created {
         // Followed like `mkdir -p` does: a symlink to a directory is a directory that exists.
-        let m = std::fs::metadata(&p).map_err(|e| fs_error(&what(), &e))?;
+        let m = std::fs::metadata(&p).map_err(|e| FileError::fs(&what(), &e))?;
         if !m.is_dir() {
             return Err(FileError::new(
                 StatusCode::CONFLICT,
@@ -108,7 +86,7 @@ fn remove(r: &PathRequest) -> Result<(), FileError> {
         return Err(invalid("refusing to remove /"));
     }
     let what = || format!("remove {}", p.display());
-    let m = std::fs::symlink_metadata(&p).map_err(|e| fs_error(&what(), &e))?;
+    let m = std::fs::symlink_metadata(&p).map_err(|e| FileError::fs(&what(), &e))?;
     // A symlink (to a directory or not) is removed itself. `remove_dir_all` does not follow
     // symlinks inside the tree either: on Linux it walks with `openat(O_NOFOLLOW)` and
     // `unlinkat` from directory descriptors, so a link swapped in mid-walk is unlinked, not
@@ -118,7 +96,7 @@ fn remove(r: &PathRequest) -> Result<(), FileError> {
     } else {
         std::fs::remove_file(&p)
     };
-    res.map_err(|e| fs_error(&what(), &e))
+    res.map_err(|e| FileError::fs(&what(), &e))
 }
 
 fn move_path(r: &FsMoveRequest, names: &Names) -> Result<vmsan_proto::FsEntry, FileError> {
@@ -131,7 +109,7 @@ fn move_path(r: &FsMoveRequest, names: &Names) -> Result<vmsan_proto::FsEntry, F
     // a directory into itself (`invalid`); without `overwrite`, any existing destination
     // (`already_exists`), atomically.
     crate::sys::rename_paths(&from, &to, !r.overwrite)
-        .map_err(|e| fs_error(&format!("move {} to {}", from.display(), to.display()), &e))?;
+        .map_err(|e| FileError::fs(&format!("move {} to {}", from.display(), to.display()), &e))?;
     stat_entry(&to, names)
 }
 
@@ -188,6 +166,8 @@ pub(super) fn op(route: &str, body: &[u8], etc_root: &Path) -> Result<Response<B
 
 #[cfg(test)]
 mod tests {
+    use nix::errno::Errno;
+
     use super::*;
 
     #[test]
@@ -203,7 +183,7 @@ mod tests {
 
     #[test]
     fn errnos_map_to_stable_codes() {
-        let code = |e: Errno| fs_error("x", &io::Error::from(e)).code;
+        let code = |e: Errno| FileError::fs("x", &io::Error::from(e)).code;
         assert_eq!(code(Errno::ENOENT), "not_found");
         assert_eq!(code(Errno::EEXIST), "already_exists");
         assert_eq!(code(Errno::EISDIR), "is_a_directory");
