@@ -1,5 +1,5 @@
 //! The agent's only `unsafe`: child set-up between fork and exec, terminal ioctls, and
-//! `renameat2` (not wrapped by nix for musl).
+//! `renameat2` (not wrapped by nix, and not in musl's libc: a raw system call).
 #![allow(unsafe_code)]
 
 use std::io;
@@ -121,10 +121,12 @@ pub(crate) fn rename_paths(
     } else {
         0
     };
+    // The raw system call: musl's libc (the static agent's) has no `renameat2` symbol.
     // SAFETY: both pointers are NUL-terminated strings owned by this frame for the whole call;
-    // the kernel only reads them.
+    // the kernel only reads them; the other arguments are plain integers.
     let r = unsafe {
-        libc::renameat2(
+        libc::syscall(
+            libc::SYS_renameat2,
             libc::AT_FDCWD,
             from.as_ptr(),
             libc::AT_FDCWD,
