@@ -192,9 +192,9 @@ impl Supervisor {
             .vmm
             .as_mut()
             .ok_or_else(|| Error::new(ErrorCode::Internal, "no VMM"))?;
-        let config = super::plan::vm_config(&plan);
+        let machine = super::plan::vm_config(&plan);
         let configured = tokio::select! {
-            r = config.boot(&self.client) => match r {
+            r = machine.boot(&self.client) => match r {
                 Ok(timings) => Ok(timings),
                 // A failed API exchange is often the VMM dying under it (killed, crashed): its
                 // exit, if it follows, is the cause to report, not the broken connection.
