@@ -53,57 +53,17 @@ pub struct Created {
 
 /// Where a new VM's first run comes from.
 #[derive(Clone, Copy)]
-enum Origin<'a> {
+pub(super) enum Origin<'a> {
     /// A cold boot on a fresh disk.
     Boot(DiskMaker<'a>),
     /// A snapshot: its disk, its config drive, and a load instead of a boot.
     Snapshot(&'a crate::snapshot::Snapshot),
 }
 
-/// Create and boot a VM; returns its state once the agent has announced itself.
+/// Create a VM and give it its first run: a cold boot, or a restore of a snapshot (planned with
+/// [`super::restore::plan`]). Returns its state once the agent has announced itself (a restored
+/// one: once it answers to the VM's own token).
 pub(super) fn create(
-    command: &SupervisorCommand,
-    rt: &Handle,
-    paths: &Paths,
-    spec: &VmSpec,
-    media: &BootMedia,
-    make_disk: DiskMaker<'_>,
-    progress: &mut dyn FnMut(&str),
-) -> Result<Created> {
-    create_vm(
-        command,
-        rt,
-        paths,
-        spec,
-        media,
-        Origin::Boot(make_disk),
-        progress,
-    )
-}
-
-/// Create a VM from a snapshot (plan it with [`super::restore::plan`]); returns its state once
-/// the restored agent answers to the VM's own token.
-pub(super) fn restore(
-    command: &SupervisorCommand,
-    rt: &Handle,
-    paths: &Paths,
-    snap: &crate::snapshot::Snapshot,
-    spec: &VmSpec,
-    media: &BootMedia,
-    progress: &mut dyn FnMut(&str),
-) -> Result<Created> {
-    create_vm(
-        command,
-        rt,
-        paths,
-        spec,
-        media,
-        Origin::Snapshot(snap),
-        progress,
-    )
-}
-
-fn create_vm(
     command: &SupervisorCommand,
     rt: &Handle,
     paths: &Paths,
@@ -530,7 +490,7 @@ mod tests {
             &paths,
             &spec,
             &media,
-            &|_, _| Ok(()),
+            Origin::Boot(&|_, _| Ok(())),
             &mut |_| {},
         )
         .unwrap_err();

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use tokio::runtime::Handle;
 
-use super::lifecycle::{self, Created};
+use super::lifecycle::{self, Created, Origin};
 use crate::error::{Error, ErrorCode, Result};
 use crate::ids::SnapshotId;
 use crate::paths::Paths;
@@ -103,9 +103,15 @@ fn boot_vms(
     let make_disk = super::media::make_disk(paths);
     let mut vms = Vec::new();
     for _ in 0..opts.count.max(1) {
-        let made = lifecycle::create(command, rt, paths, &spec, &media, &make_disk, &mut |m| {
-            progress(Progress::Step(m));
-        });
+        let made = lifecycle::create(
+            command,
+            rt,
+            paths,
+            &spec,
+            &media,
+            Origin::Boot(&make_disk),
+            &mut |m| progress(Progress::Step(m)),
+        );
         match made {
             Ok(c) => vms.push(c),
             Err(e) => {
@@ -147,8 +153,15 @@ fn restore_clones(
             s.spawn(|| {
                 while next.fetch_add(1, Ordering::Relaxed) < count {
                     // Clones come up side by side: their steps would interleave, so none.
-                    let r =
-                        lifecycle::restore(command, rt, paths, &snap, &spec, &media, &mut |_| {});
+                    let r = lifecycle::create(
+                        command,
+                        rt,
+                        paths,
+                        &spec,
+                        &media,
+                        Origin::Snapshot(&snap),
+                        &mut |_| {},
+                    );
                     if let Ok(mut v) = results.lock() {
                         v.push(r);
                     }
