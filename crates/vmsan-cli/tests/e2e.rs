@@ -196,6 +196,28 @@ fn privileged_e2e_vm_lifecycle() {
     );
 }
 
+/// The README's first command: `create --connect` opens a shell on the new VM, says how to get
+/// back to it once the shell ends, and leaves the VM running.
+#[test]
+fn privileged_e2e_create_connect_opens_a_shell_and_leaves_the_vm_running() {
+    let Some(fx) = fixture() else { return };
+    let (home, net) = (&fx.home, &fx.net);
+    let mut cmd = home.vmsan();
+    cmd.args(["create", "--from-image", "busybox", "--connect"]);
+    let mut pty = rexpect::session::spawn_command(cmd, Some(30_000)).unwrap();
+    pty.send_line("echo shell-$((40+2)) on $(hostname)")
+        .unwrap();
+    let (_, id) = pty.exp_regex("shell-42 on (vm-[0-9a-f]{8})").unwrap();
+    let id = id.trim_start_matches("shell-42 on ").to_owned();
+    pty.send_line("exit 0").unwrap();
+    pty.exp_string(&format!("{id} is still running")).unwrap();
+    pty.exp_eof().unwrap();
+    assert_eq!(home.json(&["inspect", &id])["vm"]["status"], "running");
+    home.json(&["remove", "--force", &id]);
+    let left = leftovers(home.dir.path(), &net.host, &id);
+    assert!(left.is_empty(), "left behind:\n{}", left.join("\n"));
+}
+
 /// Wait until `vmsan inspect` shows `status` (and, with `settled`, that the supervisor has
 /// finished and recorded it), or fail after 30 s. (vmsan has no "wait" command yet, and the
 /// state file is the only thing a user could watch.)
